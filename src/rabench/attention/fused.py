@@ -1,0 +1,73 @@
+"""The route from RA's parameters to the fused kernel's inputs.
+
+The kernel computes  L_ij = q1_i.k1_j + m_ij (q2_i.k2_j) + bias_j  (causal) and knows
+nothing of gates or scales. Canonical RA folds into it as (ra-math.md, folded identity):
+
+    q1 = w_std c q      k1 = k        (standard term, S_ij)
+    q2 = w_rec c k      k2 = q        (reciprocal term, S_ji = c q_j.k_i)
+    bias_j = w_disc d_j = w_disc k_j.u
+
+A per-query row gate r_i on the reciprocal term multiplies q2's rows (exact, by
+linearity); autograd carries every gradient back through these products. The RA
+variants build on `ra_operands` and `run_ra`.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from rabench.attention.common import masked_softmax_apply, upcast
+from rabench.attention.gates import RAGates, per_head
+from rabench.errors import RabenchError
+
+
+def ra_operands(
+    q: Tensor, k: Tensor, gates: RAGates, scale: float, row_gate: Tensor | None = None, rec_mult: float = 1.0
+) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+    """(q1, k1, q2, k2, bias) for canonical RA; row_gate is (B, H, T) or None."""
+    w_std, w_rec, w_disc = gates.weights()
+    q1 = (q * per_head(w_std * scale).to(q.dtype)).contiguous()
+    q2 = k * per_head(w_rec * (scale * rec_mult)).to(k.dtype)
+    if row_gate is not None:
+        q2 = q2 * row_gate.unsqueeze(-1).to(q2.dtype)
+    bias = (gates.discoverability(k) * w_disc.view(1, -1, 1)).float()
+    return q1, k.contiguous(), q2.contiguous(), q.contiguous(), bias.contiguous()
+
+
+def run_ra(
+    q1: Tensor,
+    k1: Tensor,
+    q2: Tensor | None,
+    k2: Tensor | None,
+    v: Tensor,
+    bias: Tensor | None,
+    band: int | None = None,
+    backend: str = "auto",
+) -> Tensor:
+    """The kernel's semantics through Triton, or open-coded in torch (backend='torch')."""
+    if backend == "auto":
+        backend = "triton" if v.is_cuda else "torch"
+    if backend == "torch":
+        return open_coded_ra(q1, k1, q2, k2, v, bias, band)
+    if backend != "triton":
+        raise RabenchError(f"unknown RA backend {backend!r}; choose auto, triton or torch")
+    from rabench.kernels import ra_attention
+
+    return ra_attention(q1, k1, q2, k2, v, bias, band=band)
+
+
+def open_coded_ra(
+    q1: Tensor, k1: Tensor, q2: Tensor | None, k2: Tensor | None, v: Tensor, bias: Tensor | None, band: int | None
+) -> Tensor:
+    """The kernel's definition written out in torch (T x T logits); used on CPUs without Triton."""
+    logits = upcast(q1 @ k1.transpose(-2, -1))
+    if q2 is not None:
+        rec = upcast(q2 @ k2.transpose(-2, -1))
+        if band is not None:
+            idx = torch.arange(rec.shape[-1], device=rec.device)
+            rec = rec * ((idx.view(-1, 1) - idx.view(1, -1)) < band).to(rec.dtype)  # m_ij: i - j < band
+        logits = logits + rec
+    if bias is not None:
+        logits = logits + bias.to(logits.dtype).unsqueeze(-2)
+    return masked_softmax_apply(logits, v)

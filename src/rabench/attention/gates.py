@@ -1,0 +1,41 @@
+"""RA's learned parameters, shared by every RA-family module.
+
+Per layer and head: three gate logits g = (g_std, g_rec, g_disc), w = softmax(g),
+initialised to (2.2, 0.6, 0.1) so w ~ (0.755, 0.152, 0.092) (ra-math.md); and the
+discoverability vector u (init N(0, 0.02^2)) that makes d_j = k_j . u a column bias.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from rabench.attention.common import upcast
+
+GATE_INIT = (2.2, 0.6, 0.1)
+
+
+class RAGates(nn.Module):
+    def __init__(self, n_head: int, head_dim: int) -> None:
+        super().__init__()
+        self.logits = nn.Parameter(torch.tensor(GATE_INIT).repeat(n_head, 1))  # (H, 3)
+        self.u = nn.Parameter(torch.randn(n_head, head_dim) * 0.02)  # (H, D)
+
+    def weights(self) -> tuple[Tensor, Tensor, Tensor]:
+        """(w_std, w_rec, w_disc), each (H,), float32 (float64 for a float64 model)."""
+        w = torch.softmax(upcast(self.logits), dim=-1)
+        return w[:, 0], w[:, 1], w[:, 2]
+
+    def discoverability(self, k: Tensor) -> Tensor:
+        """d_j = k_j . u per head: (B, H, T), float32 or better."""
+        return torch.einsum("bhtd,hd->bht", upcast(k), upcast(self.u).to(upcast(k).dtype))
+
+    def mean_weights(self) -> dict[str, float]:
+        """Head-averaged gate values, for the metrics log."""
+        w_std, w_rec, w_disc = self.weights()
+        return {"w_std": w_std.mean().item(), "w_rec": w_rec.mean().item(), "w_disc": w_disc.mean().item()}
+
+
+def per_head(w: Tensor) -> Tensor:
+    """Shape (H,) -> (1, H, 1, 1) so it broadcasts over (B, H, T, D) or (B, H, T, T)."""
+    return w.view(1, -1, 1, 1)

@@ -1,0 +1,26 @@
+"""Test 4: canonical RA through rabench's fused Triton kernel (forward and backward)."""
+
+from __future__ import annotations
+
+from torch import Tensor
+
+from rabench.attention.base import AttentionCore
+from rabench.attention.fused import ra_operands
+from rabench.attention.gates import RAGates
+from rabench.attention.registry import AttentionSpec, register
+
+
+@register("ra-triton", "RA through rabench's fused Triton kernel, forward and backward (Test 4)", family="ra")
+class RATritonAttention(AttentionCore):
+    def __init__(self, spec: AttentionSpec) -> None:
+        super().__init__(spec)
+        self.gates = RAGates(spec.n_head, spec.head_dim)
+
+    def forward(self, q: Tensor, k: Tensor, v: Tensor, x: Tensor) -> Tensor:
+        from rabench.kernels import ra_attention
+
+        q1, k1, q2, k2, bias = ra_operands(q, k, self.gates, self.scale)
+        return ra_attention(q1, k1, q2, k2, v, bias)
+
+    def gate_means(self) -> dict[str, float]:
+        return self.gates.mean_weights()

@@ -1,0 +1,15 @@
+"""Test 1: standard causal attention through PyTorch's fused kernel."""
+
+from __future__ import annotations
+
+import torch.nn.functional as F
+from torch import Tensor
+
+from rabench.attention.base import AttentionCore
+from rabench.attention.registry import register
+
+
+@register("sdpa", "F.scaled_dot_product_attention, causal (the plan's Test 1, fused baseline)", family="standard")
+class SDPAAttention(AttentionCore):
+    def forward(self, q: Tensor, k: Tensor, v: Tensor, x: Tensor) -> Tensor:
+        return F.scaled_dot_product_attention(q, k, v, is_causal=True)

@@ -1,0 +1,36 @@
+"""The control: standard attention with RA's learned w_std gate and nothing else.
+
+RA's w_std < 1 is learned, so RA also gives each head a learned temperature. This
+module has exactly that and no reciprocity, which separates "reciprocity helps" from
+"a learned temperature helps".
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from rabench.attention.base import AttentionCore
+from rabench.attention.common import upcast
+from rabench.attention.gates import GATE_INIT, per_head
+from rabench.attention.registry import AttentionSpec, register
+
+
+@register("std-gated", "standard attention x RA's learned w_std gate only (learned-temperature control)", family="standard")
+class StdGatedAttention(AttentionCore):
+    def __init__(self, spec: AttentionSpec) -> None:
+        super().__init__(spec)
+        self.gate_logits = nn.Parameter(torch.tensor(GATE_INIT).repeat(spec.n_head, 1))  # (H, 3) as RA
+
+    def w_std(self) -> Tensor:
+        return torch.softmax(upcast(self.gate_logits), dim=-1)[:, 0]
+
+    def forward(self, q: Tensor, k: Tensor, v: Tensor, x: Tensor) -> Tensor:
+        # L_ij = w_std * c q_i.k_j: scale the queries, keep SDPA's fused causal kernel.
+        q = q * per_head(self.w_std()).to(q.dtype)
+        return F.scaled_dot_product_attention(q, k, v, is_causal=True)
+
+    def gate_means(self) -> dict[str, float]:
+        w = torch.softmax(self.gate_logits.float(), dim=-1).mean(0)
+        return {"w_std": w[0].item(), "w_rec": 0.0, "w_disc": 0.0}

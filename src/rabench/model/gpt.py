@@ -1,0 +1,116 @@
+"""GPT-2 (pre-LayerNorm, GELU MLP 4:1, tied embeddings) with a pluggable attention core.
+
+Everything except the attention core is the same for every config, so differences in
+loss and speed come from attention alone.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from rabench import attention
+from rabench.attention import AttentionSpec
+from rabench.model.config import ModelConfig
+
+
+class CausalSelfAttention(nn.Module):
+    def __init__(self, cfg: ModelConfig, core: nn.Module) -> None:
+        super().__init__()
+        self.n_head = cfg.n_head
+        self.c_attn = nn.Linear(cfg.n_embd, 3 * cfg.n_embd)
+        self.c_proj = nn.Linear(cfg.n_embd, cfg.n_embd)
+        self.core = core
+
+    def forward(self, x: Tensor) -> Tensor:
+        b, t, c = x.shape
+        q, k, v = self.c_attn(x).split(c, dim=2)
+        q, k, v = (z.view(b, t, self.n_head, c // self.n_head).transpose(1, 2) for z in (q, k, v))
+        y = self.core(q, k, v, x)  # (B, H, T, D)
+        return self.c_proj(y.transpose(1, 2).contiguous().view(b, t, c))
+
+
+class MLP(nn.Module):
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__()
+        self.c_fc = nn.Linear(cfg.n_embd, 4 * cfg.n_embd)
+        self.c_proj = nn.Linear(4 * cfg.n_embd, cfg.n_embd)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.c_proj(F.gelu(self.c_fc(x), approximate="tanh"))
+
+
+class Block(nn.Module):
+    def __init__(self, cfg: ModelConfig, core: nn.Module) -> None:
+        super().__init__()
+        self.ln_1 = nn.LayerNorm(cfg.n_embd)
+        self.attn = CausalSelfAttention(cfg, core)
+        self.ln_2 = nn.LayerNorm(cfg.n_embd)
+        self.mlp = MLP(cfg)
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = x + self.attn(self.ln_1(x))
+        return x + self.mlp(self.ln_2(x))
+
+
+class GPT(nn.Module):
+    def __init__(self, cfg: ModelConfig, attn: str, attn_options: dict | None = None) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.attn_name = attn
+        options = attention.resolve_options(attn, attn_options)
+        cores = [
+            attention.build(attn, AttentionSpec(cfg.n_head, cfg.head_dim, cfg.n_embd, i, cfg.n_layer, options))
+            for i in range(cfg.n_layer)
+        ]
+        self.wte = nn.Embedding(cfg.vocab_size, cfg.n_embd)
+        self.wpe = nn.Embedding(cfg.block_size, cfg.n_embd)
+        self.blocks = nn.ModuleList(Block(cfg, core) for core in cores)
+        self.ln_f = nn.LayerNorm(cfg.n_embd)
+        self.lm_head = nn.Linear(cfg.n_embd, cfg.vocab_size, bias=False)
+        self.lm_head.weight = self.wte.weight  # tied embeddings
+        self._init_weights(cfg)
+
+    def _init_weights(self, cfg: ModelConfig) -> None:
+        """GPT-2 init: N(0, 0.02), residual projections scaled by 1/sqrt(2 n_layer); gates keep theirs."""
+        for name, p in self.named_parameters():
+            if ".core." in name:
+                continue  # attention cores initialise their own gates
+            if p.dim() >= 2:
+                std = 0.02 / math.sqrt(2 * cfg.n_layer) if name.endswith("c_proj.weight") else 0.02
+                nn.init.normal_(p, mean=0.0, std=std)
+            elif name.endswith("bias"):
+                nn.init.zeros_(p)
+
+    def cores(self) -> list[nn.Module]:
+        return [block.attn.core for block in self.blocks]
+
+    def num_params(self) -> int:
+        return sum(p.numel() for p in self.parameters())
+
+    def forward(self, idx: Tensor, targets: Tensor | None = None) -> tuple[Tensor, Tensor | None]:
+        t = idx.shape[1]
+        pos = torch.arange(t, device=idx.device)
+        x = self.wte(idx) + self.wpe(pos)
+        for block in self.blocks:
+            x = block(x)
+        logits = self.lm_head(self.ln_f(x))
+        if targets is None:
+            return logits, None
+        loss = F.cross_entropy(logits.float().view(-1, logits.shape[-1]), targets.view(-1))
+        return logits, loss
+
+    def gate_log(self) -> dict[str, list[float | None]] | None:
+        """Per-layer head-mean gate values, or None when no layer has gates."""
+        means = [core.gate_means() for core in self.cores()]
+        if all(m is None for m in means):
+            return None
+        keys = ("w_std", "w_rec", "w_disc")
+        return {key: [None if m is None else round(m[key], 5) for m in means] for key in keys}
+
+    def set_progress(self, progress: float) -> None:
+        for core in self.cores():
+            core.set_progress(progress)
