@@ -31,7 +31,7 @@ def ra_operands(
     q2 = k * per_head(w_rec * (scale * rec_mult)).to(k.dtype)
     if row_gate is not None:
         q2 = q2 * row_gate.unsqueeze(-1).to(q2.dtype)
-    bias = (gates.discoverability(k) * w_disc.view(1, -1, 1)).float()
+    bias = gates.discoverability(k) * w_disc.view(1, -1, 1)  # float32 (float64 for float64 inputs)
     return q1, k.contiguous(), q2.contiguous(), q.contiguous(), bias.contiguous()
 
 
