@@ -1,0 +1,27 @@
+"""Data layer: sources -> GPT-2 tokens -> llm.c shards -> deterministic batches."""
+
+from rabench.data.loader import TokenSplit, check_split_fits, load_meta, train_batch, val_batches
+from rabench.data.prepare import META_FILE, prepare
+from rabench.data.shards import open_shard, read_shard_header, write_shard
+from rabench.data.sources import HF_ALIASES, iter_documents, iter_source, parse_hf_spec
+from rabench.data.tokenizer import EOT, VOCAB_SIZE, gpt2_encoding
+
+__all__ = [
+    "EOT",
+    "HF_ALIASES",
+    "META_FILE",
+    "VOCAB_SIZE",
+    "TokenSplit",
+    "check_split_fits",
+    "gpt2_encoding",
+    "iter_documents",
+    "iter_source",
+    "load_meta",
+    "open_shard",
+    "parse_hf_spec",
+    "prepare",
+    "read_shard_header",
+    "train_batch",
+    "val_batches",
+    "write_shard",
+]

@@ -1,0 +1,146 @@
+"""Reading prepared data: memory-mapped splits and a deterministic batch sampler.
+
+Batches depend only on (seed, step) and never on how many processes or
+accumulation steps share them, so every configuration in a comparison trains on
+the same sequences in the same order and a resumed run picks up exactly where it
+stopped.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from rabench.data.prepare import META_FILE
+from rabench.data.shards import open_shard
+from rabench.errors import RabenchError
+
+
+def load_meta(data_dir: str | Path) -> dict[str, Any]:
+    """meta.json of a prepared data folder."""
+    path = Path(data_dir) / META_FILE
+    if not path.is_file():
+        raise RabenchError(f"{data_dir} is not a prepared data folder (no {META_FILE}); run `rabench prepare`")
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise RabenchError(f"{path} is corrupt ({e}); re-run `rabench prepare` (with --overwrite)") from None
+
+
+class TokenSplit:
+    """All shards of one split as a single read-only token sequence."""
+
+    def __init__(self, data_dir: str | Path, split: str):
+        self.data_dir = Path(data_dir)
+        self.split = split
+        meta = load_meta(self.data_dir)
+        splits = meta.get("splits", {})
+        if split not in splits:
+            raise RabenchError(f"{self.data_dir / META_FILE} has no split {split!r} (it has {', '.join(splits)})")
+        self.shards = [self._open(entry) for entry in splits[split]["shards"]]
+        self.offsets = np.cumsum([0] + [len(s) for s in self.shards])  # shard i spans offsets[i]:offsets[i+1]
+
+    def _open(self, entry: dict[str, Any]) -> np.ndarray:
+        path = self.data_dir / entry["file"]
+        tokens = open_shard(path)
+        if len(tokens) != entry["tokens"]:
+            raise RabenchError(
+                f"corrupt shard {path}: {len(tokens)} tokens but {META_FILE} lists {entry['tokens']}; "
+                "re-run `rabench prepare` (with --overwrite)"
+            )
+        return tokens
+
+    def __len__(self) -> int:
+        return int(self.offsets[-1])
+
+    def window(self, start: int, n: int) -> np.ndarray:
+        """Tokens [start, start + n) as uint16, stitched across shard boundaries."""
+        if start < 0 or n < 0 or start + n > len(self):
+            raise IndexError(f"window [{start}, {start + n}) outside the {self.split} split of {len(self)} tokens")
+        pieces = []
+        shard = int(np.searchsorted(self.offsets, start, side="right")) - 1
+        while n > 0:
+            local = start - int(self.offsets[shard])
+            piece = self.shards[shard][local : local + n]
+            pieces.append(piece)
+            start += len(piece)
+            n -= len(piece)
+            shard += 1
+        return np.concatenate(pieces) if pieces else np.empty(0, dtype=np.uint16)
+
+    def __repr__(self) -> str:
+        return f"TokenSplit({str(self.data_dir)!r}, {self.split!r}: {len(self)} tokens in {len(self.shards)} shards)"
+
+
+def check_split_fits(split: TokenSplit, batch_size: int, seq_len: int) -> None:
+    """Fail early, with advice, when a split cannot fill even one batch."""
+    needed = batch_size * seq_len + 1  # +1: the targets are the inputs shifted by one
+    if len(split) < needed:
+        raise RabenchError(
+            f"the {split.split} split of {split.data_dir} has {len(split)} tokens but one batch needs {needed} "
+            f"(batch_size {batch_size} x seq_len {seq_len} + 1); use a smaller --batch-size/--seq-len or more data"
+        )
+
+
+def train_batch(
+    split: TokenSplit,
+    seed: int,
+    step: int,
+    batch_size: int,
+    seq_len: int,
+    micro: int = 0,
+    accum: int = 1,
+    rank: int = 0,
+    world_size: int = 1,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Inputs and targets (int64, (batch_size, seq_len)) of one micro-batch of one step.
+
+    Each step draws batch_size * world_size * accum random windows from a
+    generator seeded by (seed, step); micro-batch g = rank * accum + micro takes
+    rows [g * batch_size, (g + 1) * batch_size). Hence N ranks with accumulation A
+    see the same rows as one rank with accumulation N * A.
+    """
+    if not 0 <= micro < accum:
+        raise ValueError(f"micro {micro} must lie in [0, accum={accum})")
+    if not 0 <= rank < world_size:
+        raise ValueError(f"rank {rank} must lie in [0, world_size={world_size})")
+    check_split_fits(split, batch_size, seq_len)
+    starts = step_offsets(len(split), seed, step, batch_size * world_size * accum, seq_len)
+    group = rank * accum + micro
+    mine = starts[group * batch_size : (group + 1) * batch_size]
+    rows = np.stack([split.window(int(s), seq_len + 1) for s in mine]).astype(np.int64)
+    return _inputs_and_targets(rows)
+
+
+def step_offsets(n_tokens: int, seed: int, step: int, count: int, seq_len: int) -> np.ndarray:
+    """The window starts of one step, uniform in [0, n_tokens - seq_len - 1], fixed by (seed, step)."""
+    rng = np.random.default_rng([seed, step])
+    return rng.integers(0, n_tokens - seq_len - 1, size=count, endpoint=True)
+
+
+def val_batches(
+    split: TokenSplit, batch_size: int, seq_len: int, max_tokens: int | None
+) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """Fixed evaluation batches: contiguous, non-overlapping sequences from the start of the split.
+
+    As many full batches as fit in max_tokens input tokens (None: the whole
+    split), but at least one.
+    """
+    check_split_fits(split, batch_size, seq_len)
+    batch_tokens = batch_size * seq_len
+    n_batches = (len(split) - 1) // batch_tokens
+    if max_tokens is not None:
+        n_batches = max(1, min(n_batches, max_tokens // batch_tokens))
+    tokens = split.window(0, n_batches * batch_tokens + 1).astype(np.int64)
+    rows = np.lib.stride_tricks.sliding_window_view(tokens, seq_len + 1)[::seq_len]  # n_batches * batch_size
+    return [_inputs_and_targets(rows[b * batch_size : (b + 1) * batch_size]) for b in range(n_batches)]
+
+
+def _inputs_and_targets(rows: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+    """(B, T+1) token rows -> x = rows[:, :-1], y = rows[:, 1:], each contiguous int64."""
+    rows = torch.from_numpy(np.ascontiguousarray(rows, dtype=np.int64))
+    return rows[:, :-1].contiguous(), rows[:, 1:].contiguous()

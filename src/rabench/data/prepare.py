@@ -1,0 +1,293 @@
+"""`rabench prepare`: tokenize sources into train/val shards and a meta.json.
+
+Every document is tokenized with GPT-2 and preceded by <|endoftext|>. Which
+split a document lands in depends only on its text (a stable hash), so the split
+is reproducible, never cuts a document in two, and does not move when sources
+are added or reordered.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import hashlib
+import json
+import multiprocessing
+import os
+from collections.abc import Callable, Iterator
+from multiprocessing.pool import Pool
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from tqdm import tqdm
+
+import rabench
+from rabench.data.shards import MAGIC, VERSION, write_shard
+from rabench.data.sources import iter_documents
+from rabench.data.tokenizer import EOT, TOKENIZER_NAME, VOCAB_SIZE, gpt2_encoding
+from rabench.errors import RabenchError
+
+META_FILE = "meta.json"
+SPLITS = ("train", "val")
+VAL_RULE = (
+    "a document goes to val when int.from_bytes(blake2b(text as UTF-8, digest_size=8), 'big') / 2**64 "
+    "< val_fraction; if that leaves val empty and there are at least 2 documents, the last document goes to val"
+)
+FIRST_BLOCK_DOCS = 8  # documents read ahead at first; doubles up to MAX_BLOCK_DOCS
+MAX_BLOCK_DOCS = 4096
+
+
+def prepare(
+    sources: list[str],
+    out_dir: str | Path,
+    max_tokens: int | None = None,
+    val_fraction: float = 0.05,
+    workers: int | None = None,
+    shard_tokens: int = 100_000_000,
+    *,
+    overwrite: bool = False,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Tokenize `sources` into out_dir/{train,val}_NNNNNN.bin plus meta.json; return the meta dict.
+
+    max_tokens caps the tokens written over both splits (the last document is cut
+    short to hit it exactly, and reading stops there). workers defaults to all cores.
+    """
+    sources = [sources] if isinstance(sources, str) else list(sources)
+    workers = available_cores() if workers is None else workers
+    _check_arguments(sources, max_tokens, val_fraction, workers, shard_tokens)
+    out_dir = Path(out_dir)
+    _claim_out_dir(out_dir, overwrite)
+    writers = {split: ShardWriter(out_dir, split, shard_tokens) for split in SPLITS}
+    try:
+        run = _write_splits(sources, writers, max_tokens, val_fraction, workers, progress)
+    except BaseException:
+        for writer in writers.values():
+            writer.delete_written()
+        raise
+    meta = _build_meta(sources, writers, max_tokens, val_fraction, shard_tokens, **run)
+    _write_json_atomically(out_dir / META_FILE, meta)
+    return meta
+
+
+def available_cores() -> int:
+    """Cores this process may run on (respects taskset/cgroup affinity)."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
+
+
+def document_goes_to_val(text: str, val_fraction: float) -> bool:
+    """The split rule: a stable hash of the text under val_fraction (Python's hash() is salted)."""
+    digest = hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=8).digest()
+    return int.from_bytes(digest, "big") < val_fraction * 2**64
+
+
+def tokenize_document(text: str, val_fraction: float) -> tuple[bool, np.ndarray]:
+    """(goes to val, [EOT] + tokens as uint16); runs in the worker processes."""
+    ids = gpt2_encoding().encode_ordinary(text)  # "<|endoftext|>" inside a text stays plain text
+    tokens = np.empty(len(ids) + 1, dtype=np.uint16)
+    tokens[0] = EOT
+    tokens[1:] = ids
+    return document_goes_to_val(text, val_fraction), tokens
+
+
+class ShardWriter:
+    """Collects one split's documents and writes a shard each time shard_tokens have gathered."""
+
+    def __init__(self, out_dir: Path, split: str, shard_tokens: int):
+        self.out_dir = out_dir
+        self.split = split
+        self.shard_tokens = shard_tokens
+        self.documents = 0
+        self.tokens = 0
+        self.shards: list[dict[str, Any]] = []
+        self._pending: list[np.ndarray] = []
+        self._pending_tokens = 0
+
+    def add_document(self, tokens: np.ndarray) -> None:
+        self.documents += 1
+        self.tokens += len(tokens)
+        self._pending.append(tokens)
+        self._pending_tokens += len(tokens)
+        while self._pending_tokens >= self.shard_tokens:
+            joined = np.concatenate(self._pending) if len(self._pending) > 1 else self._pending[0]
+            self._write(joined[: self.shard_tokens])
+            self._pending = [joined[self.shard_tokens :]]
+            self._pending_tokens = len(self._pending[0])
+
+    def finish(self) -> None:
+        """Write whatever is left as the last, shorter shard."""
+        if self._pending_tokens:
+            self._write(np.concatenate(self._pending))
+        self._pending, self._pending_tokens = [], 0
+
+    def summary(self) -> dict[str, Any]:
+        return {"documents": self.documents, "tokens": self.tokens, "shards": self.shards}
+
+    def delete_written(self) -> None:
+        """Remove this run's shards so a failed prepare leaves no half dataset behind."""
+        for shard in self.shards:
+            (self.out_dir / shard["file"]).unlink(missing_ok=True)
+
+    def _write(self, tokens: np.ndarray) -> None:
+        name = f"{self.split}_{len(self.shards):06d}.bin"
+        sha256 = write_shard(self.out_dir / name, tokens)
+        self.shards.append({"file": name, "tokens": int(len(tokens)), "sha256": sha256})
+
+
+def _check_arguments(
+    sources: list[str], max_tokens: int | None, val_fraction: float, workers: int, shard_tokens: int
+) -> None:
+    if not sources:
+        raise RabenchError("no sources given; name at least one, e.g. `rabench prepare austen`")
+    if max_tokens is not None and max_tokens < 1:
+        raise RabenchError(f"max_tokens must be at least 1, got {max_tokens}")
+    if not 0.0 < val_fraction < 1.0:
+        raise RabenchError(f"val_fraction must lie strictly between 0 and 1, got {val_fraction}")
+    if workers < 1:
+        raise RabenchError(f"workers must be at least 1, got {workers}")
+    if not 1 <= shard_tokens < 2**31:
+        raise RabenchError(f"shard_tokens must lie in [1, 2**31), got {shard_tokens}")
+
+
+def _claim_out_dir(out_dir: Path, overwrite: bool) -> None:
+    """Refuse to mix a new dataset into an old one; with overwrite, delete the old one first."""
+    if out_dir.exists() and not out_dir.is_dir():
+        raise RabenchError(f"{out_dir} is a file; choose a folder for the prepared data")
+    meta = out_dir / META_FILE
+    shards = sorted(out_dir.glob("train_*.bin")) + sorted(out_dir.glob("val_*.bin"))
+    if (meta.exists() or shards) and not overwrite:
+        raise RabenchError(f"{out_dir} already holds a prepared dataset; pass --overwrite or choose another folder")
+    meta.unlink(missing_ok=True)  # first, so an interrupted overwrite never leaves a stale meta.json
+    for shard in shards:
+        shard.unlink()
+    out_dir.mkdir(parents=True, exist_ok=True)
+
+
+def _write_splits(
+    sources: list[str],
+    writers: dict[str, ShardWriter],
+    max_tokens: int | None,
+    val_fraction: float,
+    workers: int,
+    progress: bool,
+) -> dict[str, Any]:
+    """Stream documents through the tokenizer into the two writers, honouring the token cap."""
+    tokenize = functools.partial(tokenize_document, val_fraction=val_fraction)
+    gpt2_encoding()  # build it before forking so the workers inherit it
+    total_tokens = 0
+    documents = 0
+    truncated = False
+    held_back: np.ndarray | None = None  # the latest train document, in case val ends up empty
+    bar = tqdm(total=max_tokens, unit="tok", unit_scale=True, desc="tokenizing", disable=not progress)
+    with bar, contextlib.closing(iter_documents(sources)) as texts, _tokenized(texts, tokenize, workers) as results:
+        for goes_to_val, tokens in results:
+            if max_tokens is not None and total_tokens + len(tokens) > max_tokens:
+                tokens = tokens[: max_tokens - total_tokens]
+                truncated = True
+            documents += 1
+            total_tokens += len(tokens)
+            if goes_to_val:
+                writers["val"].add_document(tokens)
+            else:
+                if held_back is not None:
+                    writers["train"].add_document(held_back)
+                held_back = tokens
+            bar.update(len(tokens))
+            bar.set_postfix(docs=documents, refresh=False)
+            if max_tokens is not None and total_tokens >= max_tokens:
+                break
+    if documents == 0:
+        raise RabenchError(f"sources {', '.join(sources)} gave no documents; check them")
+    val_fallback = held_back is not None and writers["val"].documents == 0 and documents >= 2
+    if held_back is not None:
+        writers["val" if val_fallback else "train"].add_document(held_back)
+    for writer in writers.values():
+        writer.finish()
+    return {"truncated": truncated, "val_fallback": val_fallback}
+
+
+@contextlib.contextmanager
+def _tokenized(
+    texts: Iterator[str], tokenize: Callable[[str], tuple[bool, np.ndarray]], workers: int
+) -> Iterator[Iterator[tuple[bool, np.ndarray]]]:
+    """Tokenized documents in source order: in-process for one worker, else through a Pool."""
+    if workers == 1:
+        yield map(tokenize, texts)
+        return
+    with multiprocessing.Pool(workers) as pool:
+        yield _pipelined_imap(pool, tokenize, texts, workers)
+
+
+def _pipelined_imap(pool: Pool, fn: Callable, items: Iterator, workers: int) -> Iterator:
+    """pool.imap over items, reading only one block ahead of the consumer.
+
+    A bare pool.imap drains its whole input at once, which would read all of a
+    streamed web corpus even when a token cap needs only a sliver of it. Blocks
+    start small and double, so a small cap also reads little.
+    """
+    in_flight: Iterator = iter(())
+    size = FIRST_BLOCK_DOCS
+    while True:
+        block, error = _take(items, size)
+        submitted = pool.imap(fn, block, chunksize=max(1, len(block) // (4 * workers)))
+        yield from in_flight
+        in_flight = submitted
+        if error is not None or len(block) < size:  # source failed or ran out
+            yield from in_flight
+            if error is not None:
+                raise error
+            return
+        size = min(2 * size, MAX_BLOCK_DOCS)
+
+
+def _take(items: Iterator, n: int) -> tuple[list, Exception | None]:
+    """Up to n items. A source error is returned, not raised, so the items before it still
+    get tokenized and the cap decides, as in the one-worker path, whether it is ever reached."""
+    block: list = []
+    try:
+        for item in items:
+            block.append(item)
+            if len(block) == n:
+                break
+    except Exception as e:
+        return block, e
+    return block, None
+
+
+def _build_meta(
+    sources: list[str],
+    writers: dict[str, ShardWriter],
+    max_tokens: int | None,
+    val_fraction: float,
+    shard_tokens: int,
+    truncated: bool,
+    val_fallback: bool,
+) -> dict[str, Any]:
+    splits = {split: writer.summary() for split, writer in writers.items()}
+    return {
+        "rabench_version": rabench.__version__,
+        "sources": sources,
+        "tokenizer": TOKENIZER_NAME,
+        "vocab_size": VOCAB_SIZE,
+        "eot_id": EOT,
+        "eot_placement": "before each document",
+        "max_tokens": max_tokens,
+        "last_document_truncated": truncated,
+        "val_fraction": val_fraction,
+        "val_rule": VAL_RULE,
+        "val_fallback_used": val_fallback,
+        "shard_format": f"llm.c: 256 int32 header (magic {MAGIC}, version {VERSION}, token count), then uint16 tokens",
+        "shard_tokens": shard_tokens,
+        "documents": sum(s["documents"] for s in splits.values()),
+        "tokens": sum(s["tokens"] for s in splits.values()),
+        "splits": splits,
+    }
+
+
+def _write_json_atomically(path: Path, data: dict[str, Any]) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
+    os.replace(tmp, path)

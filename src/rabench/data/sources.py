@@ -1,0 +1,171 @@
+"""Turn SOURCE specs into a stream of documents (strings).
+
+A spec is one of:
+  austen                 the Jane Austen chapters shipped with rabench
+  FILE.jsonl[.xz|.gz]    JSON Lines, one document a line in its "text" field
+  FILE or GLOB           plain text (optionally .xz/.gz), one file = one document
+  hf:NAME[:CONFIG]       a Hugging Face dataset, streamed (needs `datasets`)
+
+Documents come lazily so that a token cap can stop reading early, which is what
+makes streaming a 10B-token web corpus practical.
+"""
+
+from __future__ import annotations
+
+import glob
+import gzip
+import json
+import lzma
+from collections.abc import Iterable, Iterator
+from importlib import resources
+from pathlib import Path
+from typing import IO
+
+from rabench.errors import RabenchError
+
+TEXT_FIELD = "text"
+
+# Short names for the corpora people usually mean: name -> (dataset, config).
+HF_ALIASES: dict[str, tuple[str, str | None]] = {
+    "fineweb-edu": ("HuggingFaceFW/fineweb-edu", "sample-10BT"),
+    "tinystories": ("roneneldan/TinyStories", None),
+    "openwebtext": ("Skylion007/openwebtext", None),
+}
+
+SPEC_HELP = "austen, FILE.jsonl[.xz|.gz], a text file or glob, or hf:NAME[:CONFIG]"
+
+
+def iter_documents(specs: Iterable[str]) -> Iterator[str]:
+    """All documents of all specs, in the order given."""
+    for spec in specs:
+        yield from iter_source(spec)
+
+
+def iter_source(spec: str) -> Iterator[str]:
+    """Documents of one spec; raises RabenchError for anything the user can fix."""
+    if spec == "austen":
+        yield from _iter_bundled_austen()
+    elif spec.startswith("hf:"):
+        yield from iter_hf(spec)
+    else:
+        for path in resolve_paths(spec):
+            yield from iter_file(path)
+
+
+def _iter_bundled_austen() -> Iterator[str]:
+    with resources.as_file(resources.files("rabench.data") / "assets" / "austen.jsonl.xz") as path:
+        yield from iter_jsonl(path)
+
+
+def resolve_paths(spec: str) -> list[Path]:
+    """The files a path or glob names; glob matches sorted so the document order is reproducible."""
+    path = Path(spec)
+    if path.is_file():
+        return [path]
+    if path.is_dir():
+        raise RabenchError(f"source {spec!r} is a folder; give files or a glob such as '{spec}/*.txt'")
+    if any(ch in spec for ch in "*?["):
+        matches = sorted(Path(p) for p in glob.glob(spec, recursive=True) if Path(p).is_file())
+        if not matches:
+            raise RabenchError(f"source {spec!r}: the glob matches no files; check the pattern")
+        return matches
+    raise RabenchError(f"source {spec!r}: no such file and not a known source; use {SPEC_HELP}")
+
+
+def is_jsonl(path: Path) -> bool:
+    """True for NAME.jsonl, NAME.jsonl.xz and NAME.jsonl.gz."""
+    name = path.name.lower()
+    for suffix in (".xz", ".gz"):
+        name = name.removesuffix(suffix)
+    return name.endswith(".jsonl")
+
+
+def open_text(path: Path) -> IO[str]:
+    """Open a UTF-8 text file, decompressing .xz and .gz on the fly."""
+    name = path.name.lower()
+    if name.endswith(".xz"):
+        return lzma.open(path, "rt", encoding="utf-8")
+    if name.endswith(".gz"):
+        return gzip.open(path, "rt", encoding="utf-8")
+    return open(path, encoding="utf-8")
+
+
+def iter_file(path: Path) -> Iterator[str]:
+    """Documents of one file, turning read and decode failures into one-line errors."""
+    reader = iter_jsonl(path) if is_jsonl(path) else iter_text_file(path)
+    try:
+        yield from reader
+    except (OSError, EOFError, lzma.LZMAError, UnicodeDecodeError) as e:
+        # OSError also covers gzip.BadGzipFile.
+        raise RabenchError(f"{path}: cannot read ({type(e).__name__}: {e}); check the file is intact") from e
+
+
+def iter_jsonl(path: Path) -> Iterator[str]:
+    """The non-empty "text" fields of a JSON Lines file."""
+    count = 0
+    with open_text(path) as f:
+        for line_number, line in enumerate(f, start=1):
+            if not line.strip():
+                continue
+            text = _text_of_json_line(path, line_number, line)
+            if text:
+                count += 1
+                yield text
+    if count == 0:
+        raise RabenchError(f"{path} holds no documents (no line with a non-empty {TEXT_FIELD!r}); check the file")
+
+
+def _text_of_json_line(path: Path, line_number: int, line: str) -> str:
+    try:
+        record = json.loads(line)
+    except json.JSONDecodeError as e:
+        raise RabenchError(f"{path}:{line_number}: corrupt JSON ({e.msg}); fix or delete that line") from None
+    if not isinstance(record, dict) or not isinstance(record.get(TEXT_FIELD), str):
+        raise RabenchError(f"{path}:{line_number}: no {TEXT_FIELD!r} string field; every line needs one")
+    return record[TEXT_FIELD]
+
+
+def iter_text_file(path: Path) -> Iterator[str]:
+    """A plain text file as a single document."""
+    with open_text(path) as f:
+        text = f.read()
+    if not text.strip():
+        raise RabenchError(f"{path} is empty; remove it from the sources")
+    yield text
+
+
+def parse_hf_spec(spec: str) -> tuple[str, str | None]:
+    """'hf:NAME[:CONFIG]' -> (dataset, config), expanding the short aliases."""
+    name, _, config = spec.removeprefix("hf:").partition(":")
+    if not name:
+        raise RabenchError(f"source {spec!r}: give a dataset, e.g. hf:fineweb-edu or hf:owner/name[:config]")
+    if name in HF_ALIASES:
+        dataset, default_config = HF_ALIASES[name]
+        return dataset, config or default_config
+    return name, config or None
+
+
+def iter_hf(spec: str) -> Iterator[str]:
+    """Stream the train split of a Hugging Face dataset; the caller stops it at its token cap."""
+    dataset, config = parse_hf_spec(spec)
+    try:
+        import datasets
+    except ImportError:
+        raise RabenchError(
+            f"source {spec!r} needs the Hugging Face datasets package: pip install 'rabench[hf]' (or datasets)"
+        ) from None
+    try:
+        stream = datasets.load_dataset(dataset, config, split="train", streaming=True)
+    except Exception as e:  # datasets raises many types (network, missing config, auth)
+        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise RabenchError(f"source {spec!r}: cannot open Hugging Face dataset {dataset} ({reason})") from e
+    count = 0
+    for row in stream:
+        text = row.get(TEXT_FIELD) if isinstance(row, dict) else None
+        if not isinstance(text, str):
+            raise RabenchError(f"source {spec!r}: rows of {dataset} have no {TEXT_FIELD!r} string field")
+        if text:
+            count += 1
+            yield text
+    if count == 0:
+        raise RabenchError(f"source {spec!r}: dataset {dataset} gave no documents")

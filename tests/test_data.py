@@ -1,0 +1,163 @@
+"""Tokenizer and `prepare`: shard contents, the document split, determinism, refusals."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from rabench.data import EOT, gpt2_encoding, iter_source, open_shard, prepare, read_shard_header
+from rabench.data.prepare import document_goes_to_val
+from rabench.errors import RabenchError
+
+MAX_TOKENS = 50_000
+VAL_FRACTION = 0.2  # large enough that the hash rule, not the fallback, fills val
+
+
+def split_tokens(data_dir: Path, meta: dict, split: str) -> np.ndarray:
+    shards = [open_shard(data_dir / s["file"]) for s in meta["splits"][split]["shards"]]
+    return np.concatenate(shards) if shards else np.empty(0, np.uint16)
+
+
+def documents_of(tokens: np.ndarray) -> list[tuple[int, ...]]:
+    """Cut a split at its EOTs; each piece is one document's tokens (EOT excluded)."""
+    starts = np.flatnonzero(tokens == EOT)
+    ends = list(starts[1:]) + [len(tokens)]
+    return [tuple(tokens[s + 1 : e].tolist()) for s, e in zip(starts, ends)]
+
+
+@pytest.fixture(scope="module")
+def austen(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
+    out = tmp_path_factory.mktemp("austen")
+    meta = prepare(["austen"], out, max_tokens=MAX_TOKENS, val_fraction=VAL_FRACTION, workers=1, progress=False)
+    return out, meta
+
+
+def test_tokenizer_matches_gpt2() -> None:
+    enc = gpt2_encoding()
+    assert enc.encode("hello world") == [31373, 995]
+    assert enc.n_vocab == 50257 and enc.eot_token == EOT == 50256
+    assert enc.encode("<|endoftext|>", allowed_special="all") == [EOT]
+    assert enc.decode(enc.encode(" Emma Woodhouse, handsome")) == " Emma Woodhouse, handsome"
+    assert gpt2_encoding() is enc  # cached
+
+
+def test_meta_counts_match_shards(austen: tuple[Path, dict]) -> None:
+    out, meta = austen
+    assert meta["tokens"] == MAX_TOKENS and meta["last_document_truncated"]
+    assert meta["eot_id"] == EOT and meta["sources"] == ["austen"]
+    assert meta["tokenizer"] == "gpt2 (tiktoken, bundled BPE)"
+    assert json.loads((out / "meta.json").read_text()) == meta
+    for split in ("train", "val"):
+        info = meta["splits"][split]
+        assert info["shards"], f"{split} has no shard"
+        assert sum(s["tokens"] for s in info["shards"]) == info["tokens"]
+        for shard in info["shards"]:
+            path = out / shard["file"]
+            assert read_shard_header(path) == shard["tokens"]
+            assert path.stat().st_size == 1024 + 2 * shard["tokens"]
+            assert hashlib.sha256(path.read_bytes()).hexdigest() == shard["sha256"]
+            header = np.fromfile(path, dtype="<i4", count=3)
+            assert header.tolist() == [20240520, 1, shard["tokens"]]
+    assert meta["splits"]["train"]["tokens"] + meta["splits"]["val"]["tokens"] == MAX_TOKENS
+    assert sorted(p.name for p in out.iterdir()) == ["meta.json", "train_000000.bin", "val_000000.bin"]
+
+
+def test_eot_starts_every_document(austen: tuple[Path, dict]) -> None:
+    out, meta = austen
+    for split in ("train", "val"):
+        tokens = split_tokens(out, meta, split)
+        assert tokens[0] == EOT
+        assert int((tokens == EOT).sum()) == meta["splits"][split]["documents"]
+
+
+def test_documents_never_straddle_the_split(austen: tuple[Path, dict]) -> None:
+    out, meta = austen
+    train = documents_of(split_tokens(out, meta, "train"))
+    val = documents_of(split_tokens(out, meta, "val"))
+    n_docs = meta["documents"]
+    assert len(train) + len(val) == n_docs
+    enc = gpt2_encoding()
+    texts = [text for text, _ in zip(iter_source("austen"), range(n_docs))]
+    expected = [tuple(enc.encode_ordinary(t)) for t in texts]
+    last_len = MAX_TOKENS - sum(len(d) + 1 for d in expected[:-1]) - 1
+    expected[-1] = expected[-1][:last_len]  # the cap cuts the last document short
+    assert set(train).isdisjoint(val)
+    assert sorted(train + val) == sorted(expected)
+    wanted_val = [doc for doc, t in zip(expected, texts) if document_goes_to_val(t, VAL_FRACTION)]
+    assert val == wanted_val and not meta["val_fallback_used"]
+    assert train == [doc for doc in expected if doc not in wanted_val]  # source order kept
+
+
+def test_prepare_is_deterministic_and_worker_independent(austen: tuple[Path, dict], tmp_path: Path) -> None:
+    _, meta = austen
+    again = prepare(
+        ["austen"], tmp_path, max_tokens=MAX_TOKENS, val_fraction=VAL_FRACTION, workers=2, progress=False
+    )
+    assert again == meta
+
+
+def test_small_shards_split_a_split(tmp_path: Path, austen: tuple[Path, dict]) -> None:
+    _, reference = austen
+    meta = prepare(
+        ["austen"], tmp_path, max_tokens=MAX_TOKENS, val_fraction=VAL_FRACTION,
+        workers=1, shard_tokens=7_000, progress=False,
+    )
+    train = meta["splits"]["train"]
+    assert [s["tokens"] for s in train["shards"][:-1]] == [7_000] * (len(train["shards"]) - 1)
+    assert 0 < train["shards"][-1]["tokens"] <= 7_000
+    assert np.array_equal(split_tokens(tmp_path, meta, "train"), split_tokens(*austen, "train"))
+    assert train["tokens"] == reference["splits"]["train"]["tokens"]
+
+
+def test_val_fallback_takes_last_document(tmp_path: Path) -> None:
+    texts = ["First little document.", "Second one, a bit longer.", "Third and last."]
+    for i, text in enumerate(texts):
+        (tmp_path / f"doc{i}.txt").write_text(text)
+    meta = prepare([str(tmp_path / "doc*.txt")], tmp_path / "out", val_fraction=1e-12, workers=1, progress=False)
+    assert meta["val_fallback_used"]
+    assert meta["splits"]["val"]["documents"] == 1 and meta["splits"]["train"]["documents"] == 2
+    val = split_tokens(tmp_path / "out", meta, "val")
+    assert documents_of(val) == [tuple(gpt2_encoding().encode_ordinary(texts[-1]))]
+
+
+def test_refuses_existing_dataset_unless_overwrite(tmp_path: Path) -> None:
+    (tmp_path / "a.txt").write_text("Some words for a tiny dataset.")
+    (tmp_path / "b.txt").write_text("Some other words.")
+    sources = [str(tmp_path / "a.txt"), str(tmp_path / "b.txt")]
+    out = tmp_path / "out"
+    prepare(sources, out, workers=1, progress=False)
+    with pytest.raises(RabenchError, match="already holds a prepared dataset") as info:
+        prepare(sources, out, workers=1, progress=False)
+    assert str(out) in str(info.value)
+    meta = prepare(sources[:1], out, workers=1, progress=False, overwrite=True)
+    assert meta["documents"] == 1 and not (out / "val_000000.bin").exists()
+
+
+def test_failed_prepare_leaves_no_shards(tmp_path: Path) -> None:
+    good = tmp_path / "good.jsonl"
+    good.write_text(json.dumps({"text": "A fine document."}) + "\n")
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"text": "ok"}\n{"text": broken\n')
+    out = tmp_path / "out"
+    with pytest.raises(RabenchError, match=f"{bad}:2"):
+        prepare([str(good), str(bad)], out, workers=1, shard_tokens=2, progress=False)
+    assert list(out.iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "pattern"),
+    [
+        ({"sources": []}, "no sources"),
+        ({"val_fraction": 0.0}, "val_fraction"),
+        ({"max_tokens": 0}, "max_tokens"),
+        ({"shard_tokens": 0}, "shard_tokens"),
+    ],
+)
+def test_bad_arguments(tmp_path: Path, kwargs: dict, pattern: str) -> None:
+    args = {"sources": ["austen"], "out_dir": tmp_path, "progress": False} | kwargs
+    with pytest.raises(RabenchError, match=pattern):
+        prepare(**args)
