@@ -190,3 +190,10 @@ def test_hf_open_failure_is_one_line(monkeypatch: pytest.MonkeyPatch) -> None:
     with pytest.raises(RabenchError, match="cannot open Hugging Face dataset roneneldan/TinyStories") as info:
         list(iter_source("hf:tinystories"))
     assert "\n" not in str(info.value)
+
+
+def test_prepare_checks_sources_before_creating_output(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    with pytest.raises(RabenchError, match="missing.txt"):
+        prepare(["austen", str(tmp_path / "missing.txt")], out, progress=False)
+    assert not out.exists()

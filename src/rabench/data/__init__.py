@@ -3,7 +3,7 @@
 from rabench.data.loader import TokenSplit, check_split_fits, load_meta, train_batch, val_batches
 from rabench.data.prepare import META_FILE, prepare
 from rabench.data.shards import open_shard, read_shard_header, write_shard
-from rabench.data.sources import HF_ALIASES, iter_documents, iter_source, parse_hf_spec
+from rabench.data.sources import HF_ALIASES, check_sources, iter_documents, iter_source, parse_hf_spec
 from rabench.data.tokenizer import EOT, VOCAB_SIZE, gpt2_encoding
 
 __all__ = [
@@ -12,6 +12,7 @@ __all__ = [
     "META_FILE",
     "VOCAB_SIZE",
     "TokenSplit",
+    "check_sources",
     "check_split_fits",
     "gpt2_encoding",
     "iter_documents",

@@ -24,7 +24,7 @@ from tqdm import tqdm
 
 import rabench
 from rabench.data.shards import MAGIC, VERSION, write_shard
-from rabench.data.sources import iter_documents
+from rabench.data.sources import check_sources, iter_documents
 from rabench.data.tokenizer import EOT, TOKENIZER_NAME, VOCAB_SIZE, gpt2_encoding
 from rabench.errors import RabenchError
 
@@ -57,6 +57,7 @@ def prepare(
     sources = [sources] if isinstance(sources, str) else list(sources)
     workers = available_cores() if workers is None else workers
     _check_arguments(sources, max_tokens, val_fraction, workers, shard_tokens)
+    check_sources(sources)
     out_dir = Path(out_dir)
     _claim_out_dir(out_dir, overwrite)
     writers = {split: ShardWriter(out_dir, split, shard_tokens) for split in SPLITS}

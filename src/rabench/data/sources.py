@@ -41,6 +41,15 @@ def iter_documents(specs: Iterable[str]) -> Iterator[str]:
         yield from iter_source(spec)
 
 
+def check_sources(specs: Iterable[str]) -> None:
+    """Fail fast on specs that name missing files or malformed hf: names, before any work starts."""
+    for spec in specs:
+        if spec.startswith("hf:"):
+            parse_hf_spec(spec)
+        elif spec != "austen":
+            resolve_paths(spec)
+
+
 def iter_source(spec: str) -> Iterator[str]:
     """Documents of one spec; raises RabenchError for anything the user can fix."""
     if spec == "austen":
