@@ -1,0 +1,582 @@
+"""Fused Triton kernels for "two bilinear scores + column bias" causal attention.
+
+Semantics (one batch-head; all scaling and gates are folded into the inputs by the caller):
+
+    L_ij = q1_i . k1_j  +  m_ij * (q2_i . k2_j)  +  bias_j        for j <= i, -inf otherwise
+    m_ij = 1 if (no band or i - j < band) else 0
+    P    = softmax_j(L)            O = P V
+
+Canonical reciprocal attention (notes ra-math.md) is q1 = w_std*c*q, k1 = k, q2 = w_rec*c*k,
+k2 = q, bias = w_disc*(k.u): then q2_i . k2_j = w_rec*c * k_i . q_j = w_rec * S_ji, the
+reciprocal score, and it only touches tokens <= i, so the causal mask stays the usual one.
+
+Layout: every tensor is (B, H, T, D) with unit stride on D (any strides on B, H, T);
+bias, lse and delta are (B, H, T) contiguous float32.  Head dims are padded up to a power of
+two inside the kernel (BLOCK_D*), with masked loads when D is not one.
+
+Softmax runs in base 2: scores are multiplied by log2(e) once, exp2 is used throughout, and
+the saved row statistic lse2_i = m_i + log2(l_i) is the log-sum-exp in log2 units, so the
+backward recomputes P_ij = exp2(L_ij*log2(e) - lse2_i) exactly without re-normalising.
+
+Kernels:
+  _ra_fwd_kernel    one program per (query block, batch*head): online softmax over key blocks
+  _ra_delta_kernel  delta_i = rowsum(dO_i * O_i)  (= sum_j P_ij dP_ij, the softmax Jacobian term)
+  _ra_dkdv_kernel   one program per (key block, batch*head): column-side sums dv, dk1, dk2, dbias
+  _ra_dq_kernel     one program per (query block, batch*head): row-side sums dq1, dq2
+No atomics: each output element is owned by exactly one program.
+
+Work skipping: key blocks above the diagonal are never visited (causal); with a band, tiles in
+which every (i, j) has i - j >= band run without the second score product (forward and
+both backward passes), so their cost is that of plain attention.
+"""
+
+from __future__ import annotations
+
+import triton
+import triton.language as tl
+
+LOG2E = 1.4426950408889634  # log2(e): exp(x) = exp2(x * LOG2E)
+
+# True when triton.jit built interpreter functions (TRITON_INTERPRET=1 at import time).
+INTERPRET = bool(triton.knobs.runtime.interpret)
+
+
+# ----------------------------------------------------------------------------------------
+# small helpers
+# ----------------------------------------------------------------------------------------
+@triton.jit
+def _load_rows(base, offs_r, offs_d, stride_t, T, D: tl.constexpr, BLOCK_D: tl.constexpr,
+               MASK_R: tl.constexpr):
+    """Load a (rows, BLOCK_D) tile; rows >= T and columns >= D read as 0."""
+    ptrs = base + offs_r[:, None] * stride_t + offs_d[None, :]
+    if MASK_R:
+        mask = offs_r[:, None] < T
+        if BLOCK_D != D:
+            mask = mask & (offs_d[None, :] < D)
+        x = tl.load(ptrs, mask=mask, other=0.0)
+    elif BLOCK_D != D:
+        x = tl.load(ptrs, mask=offs_d[None, :] < D, other=0.0)
+    else:
+        x = tl.load(ptrs)
+    return x
+
+
+@triton.jit
+def _store_rows(base, x, offs_r, offs_d, stride_t, T, D: tl.constexpr, BLOCK_D: tl.constexpr):
+    """Store a (rows, BLOCK_D) tile, skipping rows >= T and padded columns >= D."""
+    ptrs = base + offs_r[:, None] * stride_t + offs_d[None, :]
+    mask = offs_r[:, None] < T
+    if BLOCK_D != D:
+        mask = mask & (offs_d[None, :] < D)
+    tl.store(ptrs, x, mask=mask)
+
+
+@triton.jit
+def _dot(a, b, acc, INTERP: tl.constexpr):
+    """a @ b (+ acc) with fp32 accumulation.  Under the interpreter the operands are upcast
+    first: its bf16 dot is wrong (Triton 3.6), and the upcast product of bf16 values is exact,
+    so the result matches the GPU's bf16 x bf16 -> fp32 tensor-core product."""
+    if INTERP:
+        return tl.dot(a.to(tl.float32), b.to(tl.float32), acc)
+    else:
+        return tl.dot(a, b, acc)
+
+
+# ----------------------------------------------------------------------------------------
+# forward
+# ----------------------------------------------------------------------------------------
+@triton.jit
+def _fwd_tile(acc, m_i, l_i, q1, q2, offs_m, n0,
+              k1_base, k2_base, v_base, b_base, s_k1, s_k2, s_v, T, band,
+              BLOCK_N: tl.constexpr,
+              D1: tl.constexpr, BD1: tl.constexpr, D2: tl.constexpr, BD2: tl.constexpr,
+              DV: tl.constexpr, BDV: tl.constexpr,
+              USE_REC: tl.constexpr, HAS_BAND: tl.constexpr, HAS_BIAS: tl.constexpr,
+              CAUSAL: tl.constexpr, MASK_N: tl.constexpr, INTERP: tl.constexpr):
+    """Online-softmax accumulation of key block [n0, n0 + BLOCK_N) into (acc, m_i, l_i).
+
+    USE_REC: add the second score product q2 k2^T (False for tiles wholly outside the band).
+    CAUSAL:  a diagonal tile; apply j <= i.  MASK_N: keys may run past T (ragged end).
+    """
+    offs_d1 = tl.arange(0, BD1)
+    offs_d2 = tl.arange(0, BD2)
+    offs_dv = tl.arange(0, BDV)
+    offs_n = n0 + tl.arange(0, BLOCK_N)
+    # first bilinear score: S1_ij = q1_i . k1_j     (BLOCK_M x BLOCK_N, fp32 accumulate)
+    k1 = _load_rows(k1_base, offs_n, offs_d1, s_k1, T, D1, BD1, MASK_N)
+    s = _dot(q1, tl.trans(k1), None, INTERP)
+    if USE_REC:
+        # second bilinear score: S2_ij = q2_i . k2_j (the reciprocal term in canonical RA)
+        k2 = _load_rows(k2_base, offs_n, offs_d2, s_k2, T, D2, BD2, MASK_N)
+        if HAS_BAND:
+            # m_ij = [i - j < band]: zero the reciprocal term outside the band
+            s2 = _dot(q2, tl.trans(k2), None, INTERP)
+            s += tl.where((offs_m[:, None] - offs_n[None, :]) < band, s2, 0.0)
+        else:
+            s = _dot(q2, tl.trans(k2), s, INTERP)
+    if HAS_BIAS:
+        # column bias bias_j, the same for every query row
+        if MASK_N:
+            bj = tl.load(b_base + offs_n, mask=offs_n < T, other=0.0)
+        else:
+            bj = tl.load(b_base + offs_n)
+        s += bj[None, :]
+    s = s * LOG2E  # base-2 logits
+    if CAUSAL:
+        # diagonal tile: keys after the query are -inf (this also hides keys >= T from
+        # every real row i < T)
+        s = tl.where(offs_m[:, None] >= offs_n[None, :], s, float("-inf"))
+    # online softmax: new running max, rescale the old sum and accumulator
+    m_new = tl.maximum(m_i, tl.max(s, 1))
+    alpha = tl.exp2(m_i - m_new)
+    p = tl.exp2(s - m_new[:, None])
+    l_i = l_i * alpha + tl.sum(p, 1)
+    v = _load_rows(v_base, offs_n, offs_dv, s_v, T, DV, BDV, MASK_N)
+    acc = acc * alpha[:, None]
+    acc = _dot(p.to(v.dtype), v, acc, INTERP)  # O += P V
+    return acc, m_new, l_i
+
+
+@triton.jit
+def _fwd_stage(acc, m_i, l_i, q1, q2, offs_m,
+               k1_base, k2_base, v_base, b_base, s_k1, s_k2, s_v,
+               lo, hi, T, band,
+               BLOCK_N: tl.constexpr,
+               D1: tl.constexpr, BD1: tl.constexpr, D2: tl.constexpr, BD2: tl.constexpr,
+               DV: tl.constexpr, BDV: tl.constexpr,
+               USE_REC: tl.constexpr, HAS_BAND: tl.constexpr, HAS_BIAS: tl.constexpr,
+               CAUSAL: tl.constexpr, MASK_N: tl.constexpr, INTERP: tl.constexpr):
+    """Key blocks [lo, hi) in steps of BLOCK_N.  INTERP (interpreter only): a while loop,
+    because the interpreter cannot turn program-id-derived bounds into a Python range."""
+    if INTERP:
+        n0 = lo
+        while n0 < hi:
+            acc, m_i, l_i = _fwd_tile(acc, m_i, l_i, q1, q2, offs_m, n0, k1_base, k2_base,
+                                      v_base, b_base, s_k1, s_k2, s_v, T, band, BLOCK_N,
+                                      D1, BD1, D2, BD2, DV, BDV,
+                                      USE_REC, HAS_BAND, HAS_BIAS, CAUSAL, MASK_N, INTERP)
+            n0 += BLOCK_N
+    else:
+        for n0 in range(lo, hi, BLOCK_N):
+            acc, m_i, l_i = _fwd_tile(acc, m_i, l_i, q1, q2, offs_m, n0, k1_base, k2_base,
+                                      v_base, b_base, s_k1, s_k2, s_v, T, band, BLOCK_N,
+                                      D1, BD1, D2, BD2, DV, BDV,
+                                      USE_REC, HAS_BAND, HAS_BIAS, CAUSAL, MASK_N, INTERP)
+    return acc, m_i, l_i
+
+
+@triton.jit
+def _ra_fwd_kernel(Q1, K1, Q2, K2, V, BIAS, O, LSE,
+                   sq1b, sq1h, sq1t, sk1b, sk1h, sk1t,
+                   sq2b, sq2h, sq2t, sk2b, sk2h, sk2t,
+                   svb, svh, svt, sob, soh, sot,
+                   H, T, band,
+                   D1: tl.constexpr, BD1: tl.constexpr, D2: tl.constexpr, BD2: tl.constexpr,
+                   DV: tl.constexpr, BDV: tl.constexpr,
+                   HAS_REC: tl.constexpr, HAS_BAND: tl.constexpr, HAS_BIAS: tl.constexpr,
+                   BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+                   INTERP: tl.constexpr = False):
+    pid_m = tl.program_id(0)
+    pid_bh = tl.program_id(1)
+    b = (pid_bh // H).to(tl.int64)
+    h = (pid_bh % H).to(tl.int64)
+    m0 = pid_m * BLOCK_M
+    offs_m = m0 + tl.arange(0, BLOCK_M)
+    offs_d1 = tl.arange(0, BD1)
+    offs_d2 = tl.arange(0, BD2)
+    offs_dv = tl.arange(0, BDV)
+
+    q1 = _load_rows(Q1 + b * sq1b + h * sq1h, offs_m, offs_d1, sq1t, T, D1, BD1, True)
+    if HAS_REC:
+        q2 = _load_rows(Q2 + b * sq2b + h * sq2h, offs_m, offs_d2, sq2t, T, D2, BD2, True)
+    else:
+        q2 = q1  # unused
+    k1_base = K1 + b * sk1b + h * sk1h
+    k2_base = K2 + b * sk2b + h * sk2h
+    v_base = V + b * svb + h * svh
+    b_base = BIAS + pid_bh.to(tl.int64) * T
+
+    acc = tl.zeros([BLOCK_M, BDV], dtype=tl.float32)
+    m_i = tl.full([BLOCK_M], float("-inf"), dtype=tl.float32)
+    l_i = tl.zeros([BLOCK_M], dtype=tl.float32)
+
+    # Key blocks [0, m0) lie wholly below the diagonal (every j < m0 <= i): no causal mask,
+    # no key bounds mask.  With a band, blocks before n_lo have every i - j >= band for all
+    # rows i >= m0, so they skip the second score product.
+    if HAS_REC:
+        if HAS_BAND:
+            n_lo = tl.maximum(m0 - band + 1, 0) // BLOCK_N * BLOCK_N
+            n_lo = tl.minimum(n_lo, m0)
+            acc, m_i, l_i = _fwd_stage(acc, m_i, l_i, q1, q2, offs_m, k1_base, k2_base, v_base,
+                                       b_base, sk1t, sk2t, svt, 0, n_lo, T, band, BLOCK_N,
+                                       D1, BD1, D2, BD2, DV, BDV,
+                                       False, HAS_BAND, HAS_BIAS, False, False, INTERP)
+        else:
+            n_lo = 0
+        acc, m_i, l_i = _fwd_stage(acc, m_i, l_i, q1, q2, offs_m, k1_base, k2_base, v_base,
+                                   b_base, sk1t, sk2t, svt, n_lo, m0, T, band, BLOCK_N,
+                                   D1, BD1, D2, BD2, DV, BDV,
+                                   True, HAS_BAND, HAS_BIAS, False, False, INTERP)
+    else:
+        acc, m_i, l_i = _fwd_stage(acc, m_i, l_i, q1, q2, offs_m, k1_base, k2_base, v_base,
+                                   b_base, sk1t, sk2t, svt, 0, m0, T, band, BLOCK_N,
+                                   D1, BD1, D2, BD2, DV, BDV,
+                                   False, False, HAS_BIAS, False, False, INTERP)
+    # Diagonal key blocks [m0, m0 + BLOCK_M) (cut at T): causal mask + ragged key mask.
+    # Key blocks past the diagonal are never visited (fully masked under causality).
+    acc, m_i, l_i = _fwd_stage(acc, m_i, l_i, q1, q2, offs_m, k1_base, k2_base, v_base,
+                               b_base, sk1t, sk2t, svt, m0, tl.minimum(m0 + BLOCK_M, T), T,
+                               band, BLOCK_N, D1, BD1, D2, BD2, DV, BDV,
+                               HAS_REC, HAS_BAND, HAS_BIAS, True, True, INTERP)
+
+    # Every row i < T sees key j = i, so l_i > 0 and m_i is finite.
+    # lse2_i = log2(sum_j exp2(L_ij*log2 e)) = m_i + log2(l_i): saved for the backward.
+    acc = acc / l_i[:, None]
+    _store_rows(O + b * sob + h * soh, acc.to(O.dtype.element_ty), offs_m, offs_dv, sot, T,
+                DV, BDV)
+    tl.store(LSE + pid_bh.to(tl.int64) * T + offs_m, m_i + tl.log2(l_i), mask=offs_m < T)
+
+
+# ----------------------------------------------------------------------------------------
+# backward
+# ----------------------------------------------------------------------------------------
+@triton.jit
+def _ra_delta_kernel(O, DO, DELTA, sob, soh, sot, sdob, sdoh, sdot, H, T,
+                     DV: tl.constexpr, BDV: tl.constexpr, BLOCK_M: tl.constexpr):
+    # delta_i = sum_d dO_id O_id = sum_j P_ij dP_ij  (since O_i = sum_j P_ij v_j and
+    # dP_ij = dO_i . v_j); dL_ij = P_ij (dP_ij - delta_i) is the softmax backward.
+    pid_m = tl.program_id(0)
+    pid_bh = tl.program_id(1)
+    b = (pid_bh // H).to(tl.int64)
+    h = (pid_bh % H).to(tl.int64)
+    offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
+    offs_dv = tl.arange(0, BDV)
+    o = _load_rows(O + b * sob + h * soh, offs_m, offs_dv, sot, T, DV, BDV, True)
+    do = _load_rows(DO + b * sdob + h * sdoh, offs_m, offs_dv, sdot, T, DV, BDV, True)
+    delta = tl.sum(o.to(tl.float32) * do.to(tl.float32), 1)
+    tl.store(DELTA + pid_bh.to(tl.int64) * T + offs_m, delta, mask=offs_m < T)
+
+
+@triton.jit
+def _dkdv_tile(dk1, dk2, dv, dbias, k1, k2, v, bias_n, offs_n, m0,
+               q1_base, q2_base, do_base, lse_base, delta_base, s_q1, s_q2, s_do, T, band,
+               BLOCK_M: tl.constexpr,
+               D1: tl.constexpr, BD1: tl.constexpr, D2: tl.constexpr, BD2: tl.constexpr,
+               DV: tl.constexpr, BDV: tl.constexpr,
+               USE_REC: tl.constexpr, HAS_BAND: tl.constexpr, HAS_BIAS: tl.constexpr,
+               CAUSAL: tl.constexpr, INTERP: tl.constexpr):
+    """Column-side sums of one key block against query block [m0, m0 + BLOCK_M).
+
+    Works in the transposed orientation (rows = keys j, columns = queries i), so that
+    every accumulated product has the key block as its M dimension:
+        dv_j   += sum_i P_ij dO_i
+        dk1_j  += sum_i dL_ij q1_i
+        dk2_j  += sum_i m_ij dL_ij q2_i
+        dbias_j += sum_i dL_ij
+    Query rows >= T read lse = +inf, so their P is exactly 0 and they add nothing.
+    """
+    offs_d1 = tl.arange(0, BD1)
+    offs_d2 = tl.arange(0, BD2)
+    offs_dv = tl.arange(0, BDV)
+    offs_m = m0 + tl.arange(0, BLOCK_M)
+    q1 = _load_rows(q1_base, offs_m, offs_d1, s_q1, T, D1, BD1, True)
+    # L^T_ji = k1_j . q1_i  (+ m_ij k2_j . q2_i) (+ bias_j), recomputed in fp32
+    sT = _dot(k1, tl.trans(q1), None, INTERP)
+    if USE_REC:
+        q2 = _load_rows(q2_base, offs_m, offs_d2, s_q2, T, D2, BD2, True)
+        if HAS_BAND:
+            in_band = (offs_m[None, :] - offs_n[:, None]) < band
+            sT += tl.where(in_band, _dot(k2, tl.trans(q2), None, INTERP), 0.0)
+        else:
+            sT = _dot(k2, tl.trans(q2), sT, INTERP)
+    if HAS_BIAS:
+        sT += bias_n[:, None]
+    sT = sT * LOG2E
+    if CAUSAL:
+        sT = tl.where(offs_m[None, :] >= offs_n[:, None], sT, float("-inf"))
+    lse = tl.load(lse_base + offs_m, mask=offs_m < T, other=float("inf"))
+    # P_ij = exp2(L_ij log2 e - lse2_i): the forward's softmax, no renormalisation needed
+    pT = tl.exp2(sT - lse[None, :])
+    do = _load_rows(do_base, offs_m, offs_dv, s_do, T, DV, BDV, True)
+    dv = _dot(pT.to(do.dtype), do, dv, INTERP)                     # dv_j += sum_i P_ij dO_i
+    delta = tl.load(delta_base + offs_m, mask=offs_m < T, other=0.0)
+    dpT = _dot(v, tl.trans(do), None, INTERP)                            # dP_ij = dO_i . v_j
+    dsT = pT * (dpT - delta[None, :])                        # dL_ij = P_ij (dP_ij - delta_i)
+    dk1 = _dot(dsT.to(q1.dtype), q1, dk1, INTERP)                  # dk1_j += sum_i dL_ij q1_i
+    if HAS_BIAS:
+        dbias += tl.sum(dsT, 1)                              # dbias_j = sum_i dL_ij
+    if USE_REC:
+        if HAS_BAND:
+            dsT = tl.where(in_band, dsT, 0.0)                # m_ij dL_ij
+        dk2 = _dot(dsT.to(q2.dtype), q2, dk2, INTERP)              # dk2_j += sum_i m_ij dL_ij q2_i
+    return dk1, dk2, dv, dbias
+
+
+@triton.jit
+def _dkdv_stage(dk1, dk2, dv, dbias, k1, k2, v, bias_n, offs_n,
+                q1_base, q2_base, do_base, lse_base, delta_base, s_q1, s_q2, s_do,
+                lo, hi, T, band,
+                BLOCK_M: tl.constexpr,
+                D1: tl.constexpr, BD1: tl.constexpr, D2: tl.constexpr, BD2: tl.constexpr,
+                DV: tl.constexpr, BDV: tl.constexpr,
+                USE_REC: tl.constexpr, HAS_BAND: tl.constexpr, HAS_BIAS: tl.constexpr,
+                CAUSAL: tl.constexpr, INTERP: tl.constexpr):
+    """Query blocks [lo, hi) in steps of BLOCK_M for one key block."""
+    if INTERP:
+        m0 = lo
+        while m0 < hi:
+            dk1, dk2, dv, dbias = _dkdv_tile(dk1, dk2, dv, dbias, k1, k2, v, bias_n, offs_n, m0,
+                                             q1_base, q2_base, do_base, lse_base, delta_base,
+                                             s_q1, s_q2, s_do, T, band, BLOCK_M,
+                                             D1, BD1, D2, BD2, DV, BDV,
+                                             USE_REC, HAS_BAND, HAS_BIAS, CAUSAL, INTERP)
+            m0 += BLOCK_M
+    else:
+        for m0 in range(lo, hi, BLOCK_M):
+            dk1, dk2, dv, dbias = _dkdv_tile(dk1, dk2, dv, dbias, k1, k2, v, bias_n, offs_n, m0,
+                                             q1_base, q2_base, do_base, lse_base, delta_base,
+                                             s_q1, s_q2, s_do, T, band, BLOCK_M,
+                                             D1, BD1, D2, BD2, DV, BDV,
+                                             USE_REC, HAS_BAND, HAS_BIAS, CAUSAL, INTERP)
+    return dk1, dk2, dv, dbias
+
+
+@triton.jit
+def _ra_dkdv_kernel(Q1, K1, Q2, K2, V, BIAS, DO, LSE, DELTA,
+                    DK1, DK2, DVo, DBIAS,
+                    sq1b, sq1h, sq1t, sk1b, sk1h, sk1t,
+                    sq2b, sq2h, sq2t, sk2b, sk2h, sk2t,
+                    svb, svh, svt, sdob, sdoh, sdot,
+                    H, T, band,
+                    D1: tl.constexpr, BD1: tl.constexpr, D2: tl.constexpr, BD2: tl.constexpr,
+                    DV: tl.constexpr, BDV: tl.constexpr,
+                    HAS_REC: tl.constexpr, HAS_BAND: tl.constexpr, HAS_BIAS: tl.constexpr,
+                    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+                   INTERP: tl.constexpr = False):
+    # One program owns key block [n0, n0 + BLOCK_N) of one (b, h); BLOCK_N % BLOCK_M == 0.
+    pid_n = tl.program_id(0)
+    pid_bh = tl.program_id(1)
+    b = (pid_bh // H).to(tl.int64)
+    h = (pid_bh % H).to(tl.int64)
+    bh = pid_bh.to(tl.int64)
+    n0 = pid_n * BLOCK_N
+    offs_n = n0 + tl.arange(0, BLOCK_N)
+    offs_d1 = tl.arange(0, BD1)
+    offs_d2 = tl.arange(0, BD2)
+    offs_dv = tl.arange(0, BDV)
+
+    k1 = _load_rows(K1 + b * sk1b + h * sk1h, offs_n, offs_d1, sk1t, T, D1, BD1, True)
+    if HAS_REC:
+        k2 = _load_rows(K2 + b * sk2b + h * sk2h, offs_n, offs_d2, sk2t, T, D2, BD2, True)
+    else:
+        k2 = k1  # unused
+    v = _load_rows(V + b * svb + h * svh, offs_n, offs_dv, svt, T, DV, BDV, True)
+    if HAS_BIAS:
+        bias_n = tl.load(BIAS + bh * T + offs_n, mask=offs_n < T, other=0.0)
+    else:
+        bias_n = tl.zeros([BLOCK_N], dtype=tl.float32)
+
+    dk1 = tl.zeros([BLOCK_N, BD1], dtype=tl.float32)
+    dk2 = tl.zeros([BLOCK_N, BD2], dtype=tl.float32)
+    dv = tl.zeros([BLOCK_N, BDV], dtype=tl.float32)
+    dbias = tl.zeros([BLOCK_N], dtype=tl.float32)
+
+    q1_base = Q1 + b * sq1b + h * sq1h
+    q2_base = Q2 + b * sq2b + h * sq2h
+    do_base = DO + b * sdob + h * sdoh
+    lse_base = LSE + bh * T
+    delta_base = DELTA + bh * T
+
+    # Diagonal query blocks [n0, n0 + BLOCK_N): causal mask (queries before n0 never see
+    # these keys, so they are skipped outright).
+    d_hi = tl.minimum(n0 + BLOCK_N, T)
+    dk1, dk2, dv, dbias = _dkdv_stage(dk1, dk2, dv, dbias, k1, k2, v, bias_n, offs_n,
+                                      q1_base, q2_base, do_base, lse_base, delta_base,
+                                      sq1t, sq2t, sdot, n0, d_hi, T, band, BLOCK_M,
+                                      D1, BD1, D2, BD2, DV, BDV,
+                                      HAS_REC, HAS_BAND, HAS_BIAS, True, INTERP)
+    # Query blocks below the diagonal: every i >= n0 + BLOCK_N > j, no causal mask.
+    lo = n0 + BLOCK_N
+    if HAS_REC:
+        if HAS_BAND:
+            # Query block [m0, m0+BLOCK_M) has some i - j < band iff m0 - (n0+BLOCK_N-1) < band,
+            # i.e. for the first cdiv(band - 1, BLOCK_M) blocks after lo; later blocks are
+            # wholly outside the band and skip the second score product (and dk2).
+            r_hi = tl.minimum(lo + tl.cdiv(band - 1, BLOCK_M) * BLOCK_M, T)
+            r_hi = tl.maximum(r_hi, lo)
+        else:
+            r_hi = T
+        dk1, dk2, dv, dbias = _dkdv_stage(dk1, dk2, dv, dbias, k1, k2, v, bias_n, offs_n,
+                                          q1_base, q2_base, do_base, lse_base, delta_base,
+                                          sq1t, sq2t, sdot, lo, r_hi, T, band, BLOCK_M,
+                                          D1, BD1, D2, BD2, DV, BDV,
+                                          True, HAS_BAND, HAS_BIAS, False, INTERP)
+        if HAS_BAND:
+            dk1, dk2, dv, dbias = _dkdv_stage(dk1, dk2, dv, dbias, k1, k2, v, bias_n, offs_n,
+                                              q1_base, q2_base, do_base, lse_base, delta_base,
+                                              sq1t, sq2t, sdot, r_hi, T, T, band, BLOCK_M,
+                                              D1, BD1, D2, BD2, DV, BDV,
+                                              False, HAS_BAND, HAS_BIAS, False, INTERP)
+    else:
+        dk1, dk2, dv, dbias = _dkdv_stage(dk1, dk2, dv, dbias, k1, k2, v, bias_n, offs_n,
+                                          q1_base, q2_base, do_base, lse_base, delta_base,
+                                          sq1t, sq2t, sdot, lo, T, T, band, BLOCK_M,
+                                          D1, BD1, D2, BD2, DV, BDV,
+                                          False, False, HAS_BIAS, False, INTERP)
+
+    # Gradient outputs are contiguous (B, H, T, D) / (B, H, T).
+    _store_rows(DK1 + bh * T * D1, dk1.to(DK1.dtype.element_ty), offs_n, offs_d1, D1, T,
+                D1, BD1)
+    if HAS_REC:
+        _store_rows(DK2 + bh * T * D2, dk2.to(DK2.dtype.element_ty), offs_n, offs_d2, D2, T,
+                    D2, BD2)
+    _store_rows(DVo + bh * T * DV, dv.to(DVo.dtype.element_ty), offs_n, offs_dv, DV, T,
+                DV, BDV)
+    if HAS_BIAS:
+        tl.store(DBIAS + bh * T + offs_n, dbias, mask=offs_n < T)
+
+
+@triton.jit
+def _dq_tile(dq1, dq2, q1, q2, do, lse, delta, offs_m, n0,
+             k1_base, k2_base, v_base, b_base, s_k1, s_k2, s_v, T, band,
+             BLOCK_N: tl.constexpr,
+             D1: tl.constexpr, BD1: tl.constexpr, D2: tl.constexpr, BD2: tl.constexpr,
+             DV: tl.constexpr, BDV: tl.constexpr,
+             USE_REC: tl.constexpr, HAS_BAND: tl.constexpr, HAS_BIAS: tl.constexpr,
+             CAUSAL: tl.constexpr, MASK_N: tl.constexpr, INTERP: tl.constexpr):
+    """Row-side sums of one query block against key block [n0, n0 + BLOCK_N):
+        dq1_i += sum_j dL_ij k1_j          dq2_i += sum_j m_ij dL_ij k2_j
+    """
+    offs_d1 = tl.arange(0, BD1)
+    offs_d2 = tl.arange(0, BD2)
+    offs_dv = tl.arange(0, BDV)
+    offs_n = n0 + tl.arange(0, BLOCK_N)
+    k1 = _load_rows(k1_base, offs_n, offs_d1, s_k1, T, D1, BD1, MASK_N)
+    s = _dot(q1, tl.trans(k1), None, INTERP)                              # q1_i . k1_j
+    if USE_REC:
+        k2 = _load_rows(k2_base, offs_n, offs_d2, s_k2, T, D2, BD2, MASK_N)
+        if HAS_BAND:
+            in_band = (offs_m[:, None] - offs_n[None, :]) < band
+            s += tl.where(in_band, _dot(q2, tl.trans(k2), None, INTERP), 0.0)
+        else:
+            s = _dot(q2, tl.trans(k2), s, INTERP)                   # + q2_i . k2_j
+    if HAS_BIAS:
+        if MASK_N:
+            bj = tl.load(b_base + offs_n, mask=offs_n < T, other=0.0)
+        else:
+            bj = tl.load(b_base + offs_n)
+        s += bj[None, :]
+    s = s * LOG2E
+    if CAUSAL:
+        s = tl.where(offs_m[:, None] >= offs_n[None, :], s, float("-inf"))
+    p = tl.exp2(s - lse[:, None])                             # P_ij from the saved lse
+    v = _load_rows(v_base, offs_n, offs_dv, s_v, T, DV, BDV, MASK_N)
+    dp = _dot(do, tl.trans(v), None, INTERP)                              # dP_ij = dO_i . v_j
+    ds = p * (dp - delta[:, None])                            # dL_ij
+    dq1 = _dot(ds.to(k1.dtype), k1, dq1, INTERP)                    # dq1_i += sum_j dL_ij k1_j
+    if USE_REC:
+        if HAS_BAND:
+            ds = tl.where(in_band, ds, 0.0)
+        dq2 = _dot(ds.to(k2.dtype), k2, dq2, INTERP)                # dq2_i += sum_j m_ij dL_ij k2_j
+    return dq1, dq2
+
+
+@triton.jit
+def _dq_stage(dq1, dq2, q1, q2, do, lse, delta, offs_m,
+              k1_base, k2_base, v_base, b_base, s_k1, s_k2, s_v,
+              lo, hi, T, band,
+              BLOCK_N: tl.constexpr,
+              D1: tl.constexpr, BD1: tl.constexpr, D2: tl.constexpr, BD2: tl.constexpr,
+              DV: tl.constexpr, BDV: tl.constexpr,
+              USE_REC: tl.constexpr, HAS_BAND: tl.constexpr, HAS_BIAS: tl.constexpr,
+              CAUSAL: tl.constexpr, MASK_N: tl.constexpr, INTERP: tl.constexpr):
+    """Key blocks [lo, hi) in steps of BLOCK_N for one query block."""
+    if INTERP:
+        n0 = lo
+        while n0 < hi:
+            dq1, dq2 = _dq_tile(dq1, dq2, q1, q2, do, lse, delta, offs_m, n0, k1_base, k2_base,
+                                v_base, b_base, s_k1, s_k2, s_v, T, band, BLOCK_N,
+                                D1, BD1, D2, BD2, DV, BDV,
+                                USE_REC, HAS_BAND, HAS_BIAS, CAUSAL, MASK_N, INTERP)
+            n0 += BLOCK_N
+    else:
+        for n0 in range(lo, hi, BLOCK_N):
+            dq1, dq2 = _dq_tile(dq1, dq2, q1, q2, do, lse, delta, offs_m, n0, k1_base, k2_base,
+                                v_base, b_base, s_k1, s_k2, s_v, T, band, BLOCK_N,
+                                D1, BD1, D2, BD2, DV, BDV,
+                                USE_REC, HAS_BAND, HAS_BIAS, CAUSAL, MASK_N, INTERP)
+    return dq1, dq2
+
+
+@triton.jit
+def _ra_dq_kernel(Q1, K1, Q2, K2, V, BIAS, DO, LSE, DELTA, DQ1, DQ2,
+                  sq1b, sq1h, sq1t, sk1b, sk1h, sk1t,
+                  sq2b, sq2h, sq2t, sk2b, sk2h, sk2t,
+                  svb, svh, svt, sdob, sdoh, sdot,
+                  H, T, band,
+                  D1: tl.constexpr, BD1: tl.constexpr, D2: tl.constexpr, BD2: tl.constexpr,
+                  DV: tl.constexpr, BDV: tl.constexpr,
+                  HAS_REC: tl.constexpr, HAS_BAND: tl.constexpr, HAS_BIAS: tl.constexpr,
+                  BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+                   INTERP: tl.constexpr = False):
+    # One program owns query block [m0, m0 + BLOCK_M) of one (b, h); BLOCK_M % BLOCK_N == 0.
+    pid_m = tl.program_id(0)
+    pid_bh = tl.program_id(1)
+    b = (pid_bh // H).to(tl.int64)
+    h = (pid_bh % H).to(tl.int64)
+    bh = pid_bh.to(tl.int64)
+    m0 = pid_m * BLOCK_M
+    offs_m = m0 + tl.arange(0, BLOCK_M)
+    offs_d1 = tl.arange(0, BD1)
+    offs_d2 = tl.arange(0, BD2)
+    offs_dv = tl.arange(0, BDV)
+
+    q1 = _load_rows(Q1 + b * sq1b + h * sq1h, offs_m, offs_d1, sq1t, T, D1, BD1, True)
+    if HAS_REC:
+        q2 = _load_rows(Q2 + b * sq2b + h * sq2h, offs_m, offs_d2, sq2t, T, D2, BD2, True)
+    else:
+        q2 = q1  # unused
+    do = _load_rows(DO + b * sdob + h * sdoh, offs_m, offs_dv, sdot, T, DV, BDV, True)
+    # rows >= T: lse = +inf makes P = 0 there (their results are not stored anyway)
+    lse = tl.load(LSE + bh * T + offs_m, mask=offs_m < T, other=float("inf"))
+    delta = tl.load(DELTA + bh * T + offs_m, mask=offs_m < T, other=0.0)
+
+    k1_base = K1 + b * sk1b + h * sk1h
+    k2_base = K2 + b * sk2b + h * sk2h
+    v_base = V + b * svb + h * svh
+    b_base = BIAS + bh * T
+
+    dq1 = tl.zeros([BLOCK_M, BD1], dtype=tl.float32)
+    dq2 = tl.zeros([BLOCK_M, BD2], dtype=tl.float32)
+
+    # same key-block schedule as the forward: [0, n_lo) without the reciprocal product,
+    # [n_lo, m0) with it, then the diagonal blocks with the causal mask
+    if HAS_REC:
+        if HAS_BAND:
+            n_lo = tl.maximum(m0 - band + 1, 0) // BLOCK_N * BLOCK_N
+            n_lo = tl.minimum(n_lo, m0)
+            dq1, dq2 = _dq_stage(dq1, dq2, q1, q2, do, lse, delta, offs_m, k1_base, k2_base,
+                                 v_base, b_base, sk1t, sk2t, svt, 0, n_lo, T, band, BLOCK_N,
+                                 D1, BD1, D2, BD2, DV, BDV,
+                                 False, HAS_BAND, HAS_BIAS, False, False, INTERP)
+        else:
+            n_lo = 0
+        dq1, dq2 = _dq_stage(dq1, dq2, q1, q2, do, lse, delta, offs_m, k1_base, k2_base,
+                             v_base, b_base, sk1t, sk2t, svt, n_lo, m0, T, band, BLOCK_N,
+                             D1, BD1, D2, BD2, DV, BDV,
+                             True, HAS_BAND, HAS_BIAS, False, False, INTERP)
+    else:
+        dq1, dq2 = _dq_stage(dq1, dq2, q1, q2, do, lse, delta, offs_m, k1_base, k2_base,
+                             v_base, b_base, sk1t, sk2t, svt, 0, m0, T, band, BLOCK_N,
+                             D1, BD1, D2, BD2, DV, BDV,
+                             False, False, HAS_BIAS, False, False, INTERP)
+    dq1, dq2 = _dq_stage(dq1, dq2, q1, q2, do, lse, delta, offs_m, k1_base, k2_base,
+                         v_base, b_base, sk1t, sk2t, svt, m0, tl.minimum(m0 + BLOCK_M, T), T,
+                         band, BLOCK_N, D1, BD1, D2, BD2, DV, BDV,
+                         HAS_REC, HAS_BAND, HAS_BIAS, True, True, INTERP)
+
+    _store_rows(DQ1 + bh * T * D1, dq1.to(DQ1.dtype.element_ty), offs_m, offs_d1, D1, T,
+                D1, BD1)
+    if HAS_REC:
+        _store_rows(DQ2 + bh * T * D2, dq2.to(DQ2.dtype.element_ty), offs_m, offs_d2, D2, T,
+                    D2, BD2)

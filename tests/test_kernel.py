@@ -1,0 +1,239 @@
+"""The fused RA Triton kernel, run on the CPU through Triton's interpreter.
+
+Checks output and every gradient against a float64 reference (rabench.kernels.reference)
+on fresh random inputs, with every kernel output poisoned (NaN) before the kernel writes it.
+"""
+
+import os
+
+os.environ["TRITON_INTERPRET"] = "1"  # before triton / rabench.kernels are imported
+
+import importlib  # noqa: E402
+import subprocess  # noqa: E402
+import sys  # noqa: E402
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+from rabench.errors import RabenchError  # noqa: E402
+from rabench.kernels import op as kop  # noqa: E402
+from rabench.kernels import ra_attention, ra_attention_available  # noqa: E402
+from rabench.kernels import ra_flash  # noqa: E402
+from rabench.kernels.reference import ra_reference  # noqa: E402
+
+if not ra_flash.INTERPRET:  # another module imported the kernels before the variable was set
+    importlib.reload(ra_flash)
+assert ra_flash.INTERPRET
+
+FP32_TOL = 1e-5  # float32 arithmetic lands far under this (seen: ~1e-7)
+LOW_TOL = 1e-2   # bf16 / fp16 operands (METHOD.md: between 1e-3 and 1e-2)
+
+
+@pytest.fixture(autouse=True)
+def poison_outputs(monkeypatch):
+    """Every tensor the launchers allocate starts as NaN: an unwritten element shows up."""
+    def nan_empty(*args, **kwargs):
+        t = torch.empty(*args, **kwargs)
+        return t.fill_(float("nan")) if t.is_floating_point() else t
+    monkeypatch.setattr(kop, "_empty", nan_empty)
+
+
+def rel_err(a: torch.Tensor, ref: torch.Tensor) -> float:
+    assert a.shape == ref.shape, (a.shape, ref.shape)
+    assert torch.isfinite(a).all(), "non-finite values in kernel result"
+    diff = (a.double() - ref.double()).norm().item()
+    ref_norm = ref.double().norm().item()
+    # an all-zero reference (dq, dk, dbias at T=1: a one-element softmax is constant) has no
+    # relative error; there the absolute error (rounding noise) is what is compared
+    return diff / ref_norm if ref_norm > 1e-12 else diff
+
+
+def make_inputs(B, H, T, D1, D2, Dv, dtype, rec=True, bias=True, gen=None):
+    """Fresh random inputs at the scale the model feeds the kernel (scores of order 1)."""
+    def r(*shape, scale=1.0):
+        x = torch.randn(*shape, generator=gen) * scale
+        return x.to(dtype).requires_grad_()
+    q1 = r(B, H, T, D1, scale=D1 ** -0.5)
+    k1 = r(B, H, T, D1)
+    q2 = r(B, H, T, D2, scale=0.5 * D2 ** -0.5) if rec else None
+    k2 = r(B, H, T, D2) if rec else None
+    v = r(B, H, T, Dv)
+    b = (torch.randn(B, H, T, generator=gen) * 0.5).requires_grad_() if bias else None
+    return q1, k1, q2, k2, v, b
+
+
+def check(B, H, T, D1, D2, Dv, dtype, rec=True, bias=True, band=None, tol=None):
+    gen = torch.Generator().manual_seed(torch.randint(0, 2**31, ()).item())
+    tol = tol or (FP32_TOL if dtype == torch.float32 else LOW_TOL)
+    ins = make_inputs(B, H, T, D1, D2, Dv, dtype, rec, bias, gen)
+    o = ra_attention(*ins, band=band)
+    assert o.dtype == dtype and o.shape == (B, H, T, Dv)
+    do = torch.randn(o.shape, generator=gen).to(dtype)
+    present = [x for x in ins if x is not None]
+    grads = torch.autograd.grad(o, present, do)
+
+    ins64 = [x.detach().double().requires_grad_() if x is not None else None for x in ins]
+    ref = ra_reference(*ins64, band=band)
+    ref_grads = torch.autograd.grad(ref, [x for x in ins64 if x is not None], do.double())
+
+    errs = {"o": rel_err(o, ref)}
+    names = [n for n, x in zip(("q1", "k1", "q2", "k2", "v", "bias"), ins) if x is not None]
+    for n, g, gr, x in zip(names, grads, ref_grads, present):
+        assert g.dtype == x.dtype and g.shape == x.shape, n
+        errs["d" + n] = rel_err(g, gr)
+    bad = {k: e for k, e in errs.items() if not e <= tol}
+    assert not bad, f"rel. errors over {tol}: {bad} (all: {errs})"
+    return errs
+
+
+# (B, H, T, D1, D2, Dv, rec, bias, band)
+FP32_CASES = [
+    (1, 2, 1, 16, 16, 16, True, True, None),        # a single token
+    (2, 1, 17, 16, 16, 16, True, True, None),       # ragged: 17 = 16 + 1
+    (1, 2, 50, 32, 32, 32, True, False, None),      # no bias
+    (1, 1, 100, 64, 64, 64, True, True, None),      # several blocks, ragged end
+    (1, 2, 50, 32, 16, 32, True, True, None),       # low rank: D2 != D1
+    (1, 2, 50, 32, 32, 32, True, True, 8),          # local reciprocity, band < block
+    (1, 1, 100, 32, 16, 32, True, True, 40),        # band spanning several blocks
+    (1, 1, 100, 16, 16, 16, True, False, 1),        # band = 1: only the diagonal
+    (1, 2, 50, 32, 32, 32, False, True, None),      # no reciprocal term
+    (1, 1, 17, 16, 16, 16, False, False, None),     # plain causal attention
+    (1, 1, 40, 24, 40, 20, True, True, None),       # head dims that are not powers of two
+]
+
+
+@pytest.mark.parametrize("B,H,T,D1,D2,Dv,rec,bias,band", FP32_CASES)
+def test_fp32_matches_float64_reference(B, H, T, D1, D2, Dv, rec, bias, band):
+    check(B, H, T, D1, D2, Dv, torch.float32, rec, bias, band)
+
+
+@pytest.mark.parametrize("dtype,T,D1,D2,band", [
+    (torch.bfloat16, 50, 64, 64, None),
+    (torch.bfloat16, 100, 32, 16, 8),
+    (torch.float16, 50, 32, 32, None),
+])
+def test_low_precision_within_bounds(dtype, T, D1, D2, band):
+    check(1, 2, T, D1, D2, D1, dtype, True, True, band)
+
+
+def test_band_at_least_T_equals_no_band():
+    T = 50
+    ins = make_inputs(1, 2, T, 32, 32, 32, torch.float32)
+    o_none = ra_attention(*ins, band=None)
+    o_T = ra_attention(*ins, band=T)
+    o_big = ra_attention(*ins, band=10 * T)
+    assert torch.equal(o_none, o_T) and torch.equal(o_none, o_big)
+    o_small = ra_attention(*ins, band=T - 1)  # i - j = T - 1 only at (T-1, 0): differs
+    assert not torch.equal(o_none, o_small)
+
+
+def test_band_equals_reference_with_band():
+    # the reciprocal term really is masked: compare with the reference *without* the band
+    ins = make_inputs(1, 1, 50, 16, 16, 16, torch.float32)
+    o = ra_attention(*ins, band=4)
+    ins64 = [x.detach().double() if x is not None else None for x in ins]
+    assert rel_err(o, ra_reference(*ins64, band=4)) < FP32_TOL
+    assert rel_err(o, ra_reference(*ins64, band=None)) > 1e-3
+
+
+def test_noncontiguous_inputs():
+    # (B, T, H, D) storage viewed as (B, H, T, D), as a model's qkv split gives
+    B, H, T, D = 2, 3, 33, 16
+    def r(D_):
+        return torch.randn(B, T, H, D_).transpose(1, 2).requires_grad_()
+    q1, k1, q2, k2, v = r(D), r(D), r(D), r(D), r(D)
+    bias = torch.randn(B, T, H).transpose(1, 2).requires_grad_()
+    ins = [q1, k1, q2, k2, v, bias]
+    assert not q1.is_contiguous()
+    o = ra_attention(q1, k1, q2, k2, v, bias)
+    do = torch.randn_like(o)
+    g = torch.autograd.grad(o, ins, do)
+    ins64 = [x.detach().double().requires_grad_() for x in ins]
+    ref = ra_reference(*ins64)
+    gr = torch.autograd.grad(ref, ins64, do.double())
+    assert rel_err(o, ref) < FP32_TOL
+    for a, b in zip(g, gr):
+        assert rel_err(a, b) < FP32_TOL
+
+
+def test_canonical_ra_matches_open_coded():
+    """Canonical RA folded into the kernel's inputs equals the formula of ra-math.md."""
+    B, H, T, D = 1, 2, 40, 32
+    c = D ** -0.5
+    q, k, v = (torch.randn(B, H, T, D, dtype=torch.float64) for _ in range(3))
+    u = torch.randn(H, D, dtype=torch.float64) * 0.3
+    w_std, w_rec, w_disc = torch.softmax(torch.tensor([2.2, 0.6, 0.1], dtype=torch.float64), 0)
+    d = torch.einsum("bhtd,hd->bht", k, u)
+    S = c * q @ k.transpose(-1, -2)
+    L = w_std * S + w_rec * S.transpose(-1, -2) + w_disc * d[..., None, :]
+    L = L.masked_fill(torch.ones(T, T, dtype=torch.bool).triu(1), float("-inf"))
+    ref = torch.softmax(L, -1) @ v
+    f = torch.float32
+    o = ra_attention((w_std * c * q).to(f), k.to(f), (w_rec * c * k).to(f), q.to(f), v.to(f),
+                     (w_disc * d).to(f))
+    assert rel_err(o, ref) < FP32_TOL
+
+
+def test_errors_are_rabench_errors():
+    q = torch.randn(1, 1, 8, 16)
+    with pytest.raises(RabenchError):
+        ra_attention(q, q, q, None, q, None)           # q2 without k2
+    with pytest.raises(RabenchError):
+        ra_attention(q, q, None, None, q, torch.randn(1, 1, 7))  # wrong bias shape
+    with pytest.raises(RabenchError):
+        ra_attention(q, q, None, None, q, None, band=0)
+    m = torch.randn(1, 1, 8, 16, device="meta")
+    with pytest.raises(RabenchError):
+        ra_attention(m, m, None, None, m, None)         # unsupported device
+
+
+def test_available_under_interpreter():
+    assert ra_attention_available() == (True, "")
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="a CUDA GPU makes the kernel available")
+def test_unavailable_without_gpu_or_interpreter():
+    code = (
+        "import torch\n"
+        "from rabench.errors import RabenchError\n"
+        "from rabench.kernels import ra_attention, ra_attention_available\n"
+        "ok, why = ra_attention_available()\n"
+        "assert not ok and 'TRITON_INTERPRET=1' in why and '\\n' not in why, why\n"
+        "q = torch.randn(1, 1, 4, 16)\n"
+        "try:\n"
+        "    ra_attention(q, q, None, None, q, None)\n"
+        "except RabenchError as e:\n"
+        "    assert str(e) == why, e\n"
+        "else:\n"
+        "    raise SystemExit('no error')\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    res = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr[-2000:]
+
+
+def test_custom_op_registration():
+    q1, k1, q2, k2, v, b = make_inputs(1, 1, 17, 16, 16, 16, torch.float32)
+    torch.library.opcheck(torch.ops.rabench.ra_fwd.default, (q1, k1, q2, k2, v, b, 0),
+                          test_utils=("test_schema", "test_faketensor",
+                                      "test_autograd_registration"))
+
+
+@pytest.mark.parametrize("rec", [True, False])
+def test_torch_compile_traces_without_graph_breaks(rec):
+    torch._dynamo.reset()
+    ins = make_inputs(1, 2, 20, 16, 16, 16, torch.float32, rec=rec)
+
+    def f(q1, k1, q2, k2, v, b):
+        y = ra_attention(q1 * 1.5, k1, q2, k2, v, b, band=None)
+        return (y * y).sum()
+
+    cf = torch.compile(f, backend="aot_eager", fullgraph=True)
+    loss = cf(*ins)
+    present = [x for x in ins if x is not None]
+    g = torch.autograd.grad(loss, present)
+    loss_e = f(*ins)
+    ge = torch.autograd.grad(loss_e, present)
+    assert torch.allclose(loss, loss_e, rtol=1e-5)
+    for a, b in zip(g, ge):
+        assert torch.allclose(a, b, rtol=1e-4, atol=1e-5)
