@@ -1,0 +1,210 @@
+"""The report's figures, drawn with matplotlib's object API on the Agg canvas.
+
+Figures are built with `matplotlib.figure.Figure` rather than pyplot so that drawing a
+report never changes the global backend or leaks figures in a process that also trains.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+import warnings
+from pathlib import Path
+
+import numpy as np
+from matplotlib.figure import Figure
+
+from rabench.analysis.curves import AXIS_TITLES, seed_band
+from rabench.analysis.runs import BASELINE, CONTROL, ConfigGroup, Run
+
+GATE_NAMES = ("w_std", "w_rec", "w_disc")
+DPI = 110
+
+
+def config_colors(labels: list[str]) -> dict[str, str]:
+    """sdpa black, std-gated grey, everything else from the tab10 cycle, stable by order."""
+    palette = [f"C{i}" for i in range(10)]
+    colors, k = {}, 0
+    for label in labels:
+        if label == BASELINE:
+            colors[label] = "black"
+        elif label == CONTROL:
+            colors[label] = "grey"
+        else:
+            colors[label] = palette[k % len(palette)]
+            k += 1
+    return colors
+
+
+def _save(fig: Figure, path: Path) -> Path:
+    fig.tight_layout()
+    fig.savefig(path, dpi=DPI, format="png")
+    return path
+
+
+def plot_loss(groups: dict[str, ConfigGroup], axis: str, path: Path) -> Path | None:
+    """val_loss against `axis` ('time', 'iter', 'tokens'): seed mean and min-max band.
+
+    Left: the whole run from where losses get interesting; right: the second half of the
+    axis zoomed in, where the differences the criteria judge are a few hundredths.
+    """
+    bands = {label: seed_band(group.runs, axis) for label, group in groups.items()}
+    bands = {label: band for label, band in bands.items() if band is not None and len(band.x)}
+    if not bands:
+        return None
+    colors = config_colors(list(groups))
+    fig = Figure(figsize=(13, 5))
+    ax_all, ax_zoom = fig.subplots(1, 2)
+    for label, band in bands.items():
+        name = f"{label} ({band.n_seeds} seed{'s' if band.n_seeds > 1 else ''})"
+        if any(r.interrupted for r in groups[label].runs):
+            name += " [interrupted]"
+        for ax in (ax_all, ax_zoom):
+            ax.plot(band.x, band.mean, color=colors[label], label=name, lw=1.6)
+            if band.n_seeds > 1:
+                ax.fill_between(band.x, band.lo, band.hi, color=colors[label], alpha=0.2, lw=0)
+    x_max = max(float(b.x[-1]) for b in bands.values())
+    _set_y_range(ax_all, bands, x_from=0.1 * x_max)
+    ax_zoom.set_xlim(0.5 * x_max, x_max * 1.01)
+    _set_y_range(ax_zoom, bands, x_from=0.5 * x_max)
+    for ax, title in ((ax_all, "val_loss"), (ax_zoom, "second half, zoomed")):
+        ax.set_xlabel(AXIS_TITLES[axis])
+        ax.set_ylabel("val_loss")
+        ax.set_title(title)
+        ax.grid(alpha=0.3)
+    ax_all.legend(fontsize=8)
+    fig.suptitle(f"val_loss vs {AXIS_TITLES[axis].split(' (')[0]} (line: seed mean, band: min-max over seeds)")
+    return _save(fig, path)
+
+
+def _set_y_range(ax, bands: dict, x_from: float) -> None:
+    """y limits that fit every curve from x_from on (early losses near 11 would flatten the rest)."""
+    lows, highs = [], []
+    for band in bands.values():
+        keep = band.x >= x_from
+        if not np.any(keep):
+            keep = band.x >= band.x[-1]
+        lows.append(float(np.nanmin(band.lo[keep])))
+        highs.append(float(np.nanmax(band.hi[keep])))
+    low, high = min(lows), max(highs)
+    if high > low:
+        pad = 0.05 * (high - low)
+        ax.set_ylim(low - pad, high + pad)
+
+
+def plot_ms_per_iter(groups: dict[str, ConfigGroup], path: Path) -> Path | None:
+    """ms/iter per config (bar: seed mean, whisker: min-max), annotated with the ratio to sdpa."""
+    labels, means, lo, hi = [], [], [], []
+    for label, group in groups.items():
+        values = [r.ms_per_iter for r in group.runs if math.isfinite(r.ms_per_iter)]
+        if not values:
+            continue
+        labels.append(label)
+        means.append(statistics.fmean(values))
+        lo.append(max(0.0, means[-1] - min(values)))
+        hi.append(max(0.0, max(values) - means[-1]))
+    if not labels:
+        return None
+    base = means[labels.index(BASELINE)] if BASELINE in labels else None
+    colors = config_colors(list(groups))
+    fig = Figure(figsize=(max(6, 1.1 * len(labels) + 2), 4.5))
+    ax = fig.add_subplot()
+    xs = np.arange(len(labels))
+    ax.bar(xs, means, yerr=[lo, hi], color=[colors[lb] for lb in labels], alpha=0.85, capsize=3)
+    for x, mean in zip(xs, means):
+        text = f"{mean:.2f} ms" + (f"\n{mean / base:.2f}x sdpa" if base else "")
+        ax.annotate(text, (x, mean), textcoords="offset points", xytext=(0, 4), ha="center", fontsize=8)
+    ax.set_xticks(xs, labels, rotation=30, ha="right")
+    ax.set_ylabel("ms / iteration (median over the run)")
+    ax.set_title("speed" + (" (ratio to sdpa above each bar)" if base else " (no sdpa run)"))
+    ax.set_ylim(0, max(m + h for m, h in zip(means, hi)) * 1.25)
+    ax.grid(axis="y", alpha=0.3)
+    return _save(fig, path)
+
+
+def gate_series(run: Run, gate: str) -> tuple[np.ndarray, np.ndarray]:
+    """(train_time_s, values[record, layer]) for one gate; layers without RA are NaN."""
+    if ("gate", gate) not in run.cache:
+        run.cache[("gate", gate)] = _build_gate_series(run, gate)
+    return run.cache[("gate", gate)]
+
+
+def _build_gate_series(run: Run, gate: str) -> tuple[np.ndarray, np.ndarray]:
+    records = run.gate_records
+    times = np.asarray([float(m.get("train_time_s", math.nan)) for m in records])
+    rows = [[math.nan if v is None else float(v) for v in m["gates"].get(gate) or []] for m in records]
+    width = max((len(r) for r in rows), default=0)
+    values = np.full((len(rows), width), np.nan)
+    for i, row in enumerate(rows):
+        values[i, : len(row)] = row
+    return times, values
+
+
+def plot_gates(run: Run, path: Path) -> Path | None:
+    """w_std, w_rec, w_disc of every layer (mean over heads) over training time, one run."""
+    if not run.gate_records:
+        return None
+    fig = Figure(figsize=(12, 3.8))
+    axes = fig.subplots(1, 3)
+    for ax, gate in zip(axes, GATE_NAMES):
+        times, values = gate_series(run, gate)
+        n_layer = values.shape[1]
+        cmap = _layer_cmap()
+        for layer in range(n_layer):
+            if np.all(np.isnan(values[:, layer])):
+                continue
+            ax.plot(times, values[:, layer], color=cmap(layer / max(1, n_layer - 1)), lw=1.2, label=f"L{layer}")
+        ax.set_title(gate)
+        ax.set_xlabel("training time (s)")
+        ax.grid(alpha=0.3)
+    handles, labels = axes[0].get_legend_handles_labels()
+    if handles:
+        axes[2].legend(handles, labels, fontsize=6, ncol=2, title="layer", title_fontsize=7)
+    fig.suptitle(f"RA gates per layer (mean over heads), {run.name}")
+    return _save(fig, path)
+
+
+def _layer_cmap():
+    from matplotlib import colormaps
+
+    return colormaps["viridis"]
+
+
+def final_gates_by_layer(group: ConfigGroup, gate: str = "w_rec") -> np.ndarray | None:
+    """The gate's value per layer at each run's last gate record, averaged over seeds."""
+    finals = []
+    for run in group.runs:
+        _, values = gate_series(run, gate)
+        if len(values):
+            finals.append(values[-1])
+    if not finals:
+        return None
+    width = max(len(f) for f in finals)
+    stacked = np.full((len(finals), width), np.nan)
+    for i, f in enumerate(finals):
+        stacked[i, : len(f)] = f
+    if np.all(np.isnan(stacked)):
+        return None
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # layers without RA are all-NaN columns
+        return np.nanmean(stacked, axis=0)
+
+
+def plot_final_w_rec(groups: dict[str, ConfigGroup], path: Path) -> Path | None:
+    """Final w_rec per layer for every config with gates: where did RA keep reciprocity?"""
+    profiles = {lb: final_gates_by_layer(g) for lb, g in groups.items()}
+    profiles = {lb: p for lb, p in profiles.items() if p is not None}
+    if not profiles:
+        return None
+    colors = config_colors(list(groups))
+    fig = Figure(figsize=(8, 4.5))
+    ax = fig.add_subplot()
+    for label, profile in profiles.items():
+        ax.plot(np.arange(len(profile)), profile, marker="o", color=colors[label], label=label)
+    ax.axhline(0.152, color="grey", ls=":", lw=1, label="canonical RA init (0.152)")
+    ax.set_xlabel("layer")
+    ax.set_ylabel("final w_rec (mean over heads and seeds)")
+    ax.set_title("reciprocal gate by layer at the end of training")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    return _save(fig, path)
