@@ -50,7 +50,7 @@ class RunState:
     best_val: float = math.inf
     last_val: float | None = None
     cooldown_start: int | None = None
-    plateau_history: list | None = None
+    val_history: list | None = None  # every val_loss so far, replayed into the plateau rule on resume
 
 
 def pick_device(name: str) -> torch.device:
@@ -235,7 +235,6 @@ class Trainer:
     def checkpoint(self) -> None:
         if not self.dist.is_main:
             return
-        self.state.plateau_history = list(self.plateau.history)
         save_checkpoint(self.run_dir, {
             "model": self.model.state_dict(),
             "optimizer": self.optimizer.state_dict(),
@@ -249,7 +248,7 @@ class Trainer:
         self.model.load_state_dict(ckpt["model"])
         self.optimizer.load_state_dict(ckpt["optimizer"])
         self.state = RunState(**ckpt["state"])
-        for value in self.state.plateau_history or []:
+        for value in self.state.val_history or []:
             self.plateau.update(value)
         return True
 
@@ -351,6 +350,7 @@ class Trainer:
         val = self.evaluate()
         self.state.last_val = val
         self.state.best_val = min(self.state.best_val, val)
+        self.state.val_history = (self.state.val_history or []) + [val]
         if self.cfg.until_plateau and self.state.cooldown_start is None and self.plateau.update(val):
             self.state.cooldown_start = self.state.iter
         self.log_point(log, window, val)
