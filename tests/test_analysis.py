@@ -259,3 +259,14 @@ def test_single_run_folder_and_option_labels(tmp_path):
         d.rename(tmp_path / "suite" / f"ra-local-w{window}-s0")
     labels = list(group_by_config(load_runs(tmp_path / "suite")))
     assert labels == ["sdpa", "ra-local(window=128)", "ra-local(window=64)"]
+
+
+def test_until_plateau_run_stopped_by_its_time_cap_is_not_converged(tmp_path):
+    for seed in (0, 1):
+        for attn, floor in (("sdpa", 3.5), ("ra-triton", 3.3)):
+            run = write_run(tmp_path, attn, seed, decay(floor + 0.01 * seed), 1.0, until_plateau=True)
+            summary = json.loads((run / "summary.json").read_text())
+            summary["stop_reason"] = "time budget"
+            (run / "summary.json").write_text(json.dumps(summary))
+    c3 = comparison_of(tmp_path, "ra-triton").verdicts[2]
+    assert c3.verdict == INCONCLUSIVE and "needs the full test" in c3.numbers

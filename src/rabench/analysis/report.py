@@ -163,7 +163,7 @@ def _tokens(n: float) -> str:
 
 
 def _suite_command(attns: list[str], extra: str = "") -> str:
-    return f"`rabench suite --attn {','.join(attns)} --seeds 0,1,2{extra}` (with this suite's budget)"
+    return f"`rabench suite --out <dir> --attn {','.join(attns)} --seeds 0,1,2{extra}` (with this suite's `--time`)"
 
 
 # ---------------------------------------------------------------- header and tables

@@ -69,10 +69,14 @@ class Run:
 
     @property
     def ran_to_plateau(self) -> bool:
-        """Did this run train until val_loss stopped improving (the plan's full test)?"""
-        if self.summary is not None and self.summary.get("stop_reason") == "plateau":
-            return True
-        return bool(self.config.get("until_plateau")) and not self.interrupted
+        """Did this run train until val_loss stopped improving (the plan's full test)?
+        An --until-plateau run that hit its time cap first did not."""
+        if self.summary is None or self.interrupted:
+            return False
+        reason = self.summary.get("stop_reason")
+        if reason is None:  # no reason recorded: trust the request
+            return bool(self.config.get("until_plateau")) and self.status == "done"
+        return reason == "plateau"
 
     @cached_property
     def evals(self) -> list[dict[str, Any]]:
