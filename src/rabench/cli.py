@@ -38,8 +38,8 @@ def _hyper_args(p: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = OneLineParser(prog="rabench", description=__doc__.split(":")[0] + ": does Reciprocal Attention beat "
-                           "standard attention per unit of wall-clock time?")
+    parser = OneLineParser(prog="rabench", description="rabench: does Reciprocal Attention (RA) beat standard attention "
+                           "when you pay for it in wall-clock time? Typical flow: prepare -> suite (or train) -> report.")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=OneLineParser)
 
     p = sub.add_parser("prepare", help="tokenize text into GPT-2 token shards")
@@ -162,15 +162,13 @@ def cmd_suite(a: argparse.Namespace) -> None:
     run_suite(plan, a.out, data, progress_bar=progress_bar)
     from rabench.analysis import write_report
 
-    md, html = write_report(a.out)
-    print(f"report: {md}\n        {html}")
+    write_report(a.out)  # prints where it wrote
 
 
 def cmd_report(a: argparse.Namespace) -> None:
     from rabench.analysis import write_report
 
-    md, html = write_report(a.folder, a.out)
-    print(f"report: {md}\n        {html}")
+    write_report(a.folder, a.out)  # prints where it wrote
 
 
 def cmd_bench(a: argparse.Namespace) -> None:

@@ -39,8 +39,7 @@ def run_demo(out: str | Path, seconds: float = 25.0, preset: str = "tiny", progr
     print_table(run_dirs)
     from rabench.analysis import write_report
 
-    md, html = write_report(out / "suite")
-    print(f"report: {md}\n        {html}")
+    write_report(out / "suite")  # prints where it wrote
     return out / "suite"
 
 
