@@ -67,26 +67,34 @@ def _cfgs(items):
             for (m, n, w, s) in items]
 
 
-# forward / dq: BLOCK_M % BLOCK_N == 0; dkdv: BLOCK_N % BLOCK_M == 0
-FWD_CONFIGS = [(128, 64, 4, 3), (128, 64, 8, 3), (128, 128, 8, 3), (64, 64, 4, 3),
-               (128, 32, 4, 3), (64, 32, 4, 4)]
-DKDV_CONFIGS = [(32, 128, 8, 3), (64, 128, 8, 2), (32, 64, 4, 3), (32, 128, 4, 3),
-                (64, 64, 4, 2), (16, 64, 4, 4)]
-DQ_CONFIGS = [(128, 32, 8, 3), (128, 64, 8, 2), (64, 32, 4, 3), (128, 32, 4, 3),
-              (64, 64, 4, 2), (64, 16, 4, 4)]
+# (BLOCK_M, BLOCK_N, num_warps, num_stages); forward / dq: BLOCK_M % BLOCK_N == 0;
+# dkdv: BLOCK_N % BLOCK_M == 0.  Two classes by the largest head dim: the kernels keep the
+# loop-invariant operands and up to three fp32 accumulators in registers, so wide heads need
+# smaller tiles.  Candidates picked from ptxas resource reports (no or little spilling on
+# sm_90) and H100 timings: notes/kernel-versions.md.
+CONFIGS = {
+    "small": {  # max head dim <= 64
+        "fwd": [(128, 64, 8, 3), (64, 64, 4, 3), (128, 32, 4, 3), (64, 32, 4, 3)],
+        "dkdv": [(32, 64, 8, 3), (64, 64, 8, 2), (32, 128, 8, 3), (16, 64, 4, 3)],
+        "dq": [(128, 32, 8, 3), (64, 32, 8, 3), (64, 32, 4, 3), (128, 16, 8, 3)],
+    },
+    "large": {  # up to 128 (and beyond, slowly)
+        "fwd": [(64, 32, 8, 3), (64, 32, 4, 3), (128, 32, 16, 3), (128, 64, 8, 3)],
+        "dkdv": [(16, 32, 8, 3), (16, 64, 8, 3), (32, 64, 8, 3), (16, 32, 4, 3)],
+        "dq": [(32, 16, 4, 3), (64, 16, 8, 3), (128, 32, 8, 3), (64, 32, 8, 3)],
+    },
+}
 _KEY = ["T", "D1", "D2", "DV", "HAS_REC", "HAS_BAND", "HAS_BIAS"]
 
-_tuned: dict[str, object] = {}
+_tuned: dict[tuple[str, str], object] = {}
 
 
-def _kernel(name: str):
-    """The autotuned kernel (GPU), built on first use."""
-    if name not in _tuned:
-        raw, cfgs = {"fwd": (K._ra_fwd_kernel, FWD_CONFIGS),
-                     "dkdv": (K._ra_dkdv_kernel, DKDV_CONFIGS),
-                     "dq": (K._ra_dq_kernel, DQ_CONFIGS)}[name]
-        _tuned[name] = triton.autotune(configs=_cfgs(cfgs), key=_KEY)(raw)
-    return _tuned[name]
+def _kernel(name: str, size: str):
+    """The autotuned kernel (GPU) for one head-dim class, built on first use."""
+    if (name, size) not in _tuned:
+        raw = {"fwd": K._ra_fwd_kernel, "dkdv": K._ra_dkdv_kernel, "dq": K._ra_dq_kernel}[name]
+        _tuned[name, size] = triton.autotune(configs=_cfgs(CONFIGS[size][name]), key=_KEY)(raw)
+    return _tuned[name, size]
 
 
 # Explicit configs for tuning sweeps: {"fwd": (BM, BN, warps, stages), ...}; None = autotune.
@@ -106,20 +114,21 @@ def _launch(name: str, grid_rows: int, bh: int, args: tuple, meta: dict) -> None
         fixed = {"fwd": _INTERP_FWD, "dkdv": _INTERP_DKDV, "dq": _INTERP_DQ}[name]
         raw = {"fwd": K._ra_fwd_kernel, "dkdv": K._ra_dkdv_kernel, "dq": K._ra_dq_kernel}[name]
         blk = fixed["BLOCK_N"] if name == "dkdv" else fixed["BLOCK_M"]
-        raw[(triton.cdiv(grid_rows, blk), bh)](*args, **meta, **fixed, INTERP=True)
+        raw[(bh, triton.cdiv(grid_rows, blk))](*args, **meta, **fixed, INTERP=True)
         return
     if name in _FORCED:
         m, n, w, s = _FORCED[name]
         raw = {"fwd": K._ra_fwd_kernel, "dkdv": K._ra_dkdv_kernel, "dq": K._ra_dq_kernel}[name]
         blk = n if name == "dkdv" else m
-        raw[(triton.cdiv(grid_rows, blk), bh)](*args, **meta, BLOCK_M=m, BLOCK_N=n,
+        raw[(bh, triton.cdiv(grid_rows, blk))](*args, **meta, BLOCK_M=m, BLOCK_N=n,
                                                num_warps=w, num_stages=s)
         return
-    kern = _kernel(name)
+    size = "small" if max(meta["BD1"], meta["BD2"], meta["BDV"]) <= 64 else "large"
+    kern = _kernel(name, size)
     if name == "dkdv":
-        grid = lambda META: (triton.cdiv(grid_rows, META["BLOCK_N"]), bh)  # noqa: E731
+        grid = lambda META: (bh, triton.cdiv(grid_rows, META["BLOCK_N"]))  # noqa: E731
     else:
-        grid = lambda META: (triton.cdiv(grid_rows, META["BLOCK_M"]), bh)  # noqa: E731
+        grid = lambda META: (bh, triton.cdiv(grid_rows, META["BLOCK_M"]))  # noqa: E731
     kern[grid](*args, **meta)
 
 
@@ -192,7 +201,7 @@ def ra_backward(do, q1, k1, q2, k2, v, bias, o, lse, band: int):
 
     delta = _empty((B, H, T), device=q1.device, dtype=torch.float32)
     dblk = 16 if K.INTERPRET else 128
-    K._ra_delta_kernel[(triton.cdiv(T, dblk), B * H)](
+    K._ra_delta_kernel[(B * H, triton.cdiv(T, dblk))](
         o, do, delta, *_st(o), *_st(do), H, T, DV=meta["DV"], BDV=meta["BDV"],
         BLOCK_M=dblk)
 

@@ -35,7 +35,7 @@ from __future__ import annotations
 import triton
 import triton.language as tl
 
-LOG2E = 1.4426950408889634  # log2(e): exp(x) = exp2(x * LOG2E)
+LOG2E = tl.constexpr(1.4426950408889634)  # log2(e): exp(x) = exp2(x * LOG2E)
 
 # True when triton.jit built interpreter functions (TRITON_INTERPRET=1 at import time).
 INTERPRET = bool(triton.knobs.runtime.interpret)
@@ -176,8 +176,10 @@ def _ra_fwd_kernel(Q1, K1, Q2, K2, V, BIAS, O, LSE,
                    HAS_REC: tl.constexpr, HAS_BAND: tl.constexpr, HAS_BIAS: tl.constexpr,
                    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
                    INTERP: tl.constexpr = False):
-    pid_m = tl.program_id(0)
-    pid_bh = tl.program_id(1)
+    # Grid (batch*heads, query blocks), axis 0 fastest: all heads' last (heaviest: most key
+    # blocks under causality) query blocks launch first, the light ones fill the tail.
+    pid_bh = tl.program_id(0)
+    pid_m = tl.num_programs(1) - 1 - tl.program_id(1)
     b = (pid_bh // H).to(tl.int64)
     h = (pid_bh % H).to(tl.int64)
     m0 = pid_m * BLOCK_M
@@ -245,8 +247,8 @@ def _ra_delta_kernel(O, DO, DELTA, sob, soh, sot, sdob, sdoh, sdot, H, T,
                      DV: tl.constexpr, BDV: tl.constexpr, BLOCK_M: tl.constexpr):
     # delta_i = sum_d dO_id O_id = sum_j P_ij dP_ij  (since O_i = sum_j P_ij v_j and
     # dP_ij = dO_i . v_j); dL_ij = P_ij (dP_ij - delta_i) is the softmax backward.
-    pid_m = tl.program_id(0)
-    pid_bh = tl.program_id(1)
+    pid_bh = tl.program_id(0)
+    pid_m = tl.program_id(1)
     b = (pid_bh // H).to(tl.int64)
     h = (pid_bh % H).to(tl.int64)
     offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
@@ -354,8 +356,10 @@ def _ra_dkdv_kernel(Q1, K1, Q2, K2, V, BIAS, DO, LSE, DELTA,
                     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
                    INTERP: tl.constexpr = False):
     # One program owns key block [n0, n0 + BLOCK_N) of one (b, h); BLOCK_N % BLOCK_M == 0.
-    pid_n = tl.program_id(0)
-    pid_bh = tl.program_id(1)
+    # Grid (batch*heads, key blocks), axis 0 fastest: key block 0 (the most query blocks
+    # under causality) of every head launches first.
+    pid_bh = tl.program_id(0)
+    pid_n = tl.program_id(1)
     b = (pid_bh // H).to(tl.int64)
     h = (pid_bh % H).to(tl.int64)
     bh = pid_bh.to(tl.int64)
@@ -520,8 +524,9 @@ def _ra_dq_kernel(Q1, K1, Q2, K2, V, BIAS, DO, LSE, DELTA, DQ1, DQ2,
                   BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
                    INTERP: tl.constexpr = False):
     # One program owns query block [m0, m0 + BLOCK_M) of one (b, h); BLOCK_M % BLOCK_N == 0.
-    pid_m = tl.program_id(0)
-    pid_bh = tl.program_id(1)
+    # Heavy-first order as in the forward: last query blocks (most key blocks) launch first.
+    pid_bh = tl.program_id(0)
+    pid_m = tl.num_programs(1) - 1 - tl.program_id(1)
     b = (pid_bh // H).to(tl.int64)
     h = (pid_bh % H).to(tl.int64)
     bh = pid_bh.to(tl.int64)
