@@ -1,0 +1,45 @@
+"""Plan idea D: adaptive reciprocity, a per-token gate read from the hidden states.
+
+    r_i  = sigmoid(W x_i + b)_h          W: (H, C) ~ N(0, 0.02^2), b = init_bias; per head
+    L_ij = w_std S_ij + r_i w_rec S_ji + w_disc d_j          (j <= i)
+
+x is the attention block's (layer-normed) input. The per-head gates w are kept; r adds
+a per-token factor on top. By linearity r folds exactly into the kernel's q2 rows
+(q2_i = r_i w_rec c k_i). init_bias = 2.0 starts at r ~ 0.88, close to canonical RA;
+a very large init_bias gives r = 1, canonical RA.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from rabench.attention.base import AttentionCore
+from rabench.attention.common import upcast
+from rabench.attention.fused import ra_operands, run_ra
+from rabench.attention.gates import RAGates
+from rabench.attention.registry import AttentionSpec, register, resolve_options
+
+
+@register("ra-adaptive", "RA with a per-token row gate sigmoid(Linear(x) -> H) on the reciprocal term",
+          family="ra", init_bias=2.0, backend="auto")
+class RAAdaptiveAttention(AttentionCore):
+    def __init__(self, spec: AttentionSpec) -> None:
+        super().__init__(spec)
+        options = resolve_options("ra-adaptive", spec.options)
+        self.backend = options["backend"]
+        self.gates = RAGates(spec.n_head, spec.head_dim)
+        self.gate_net = nn.Linear(spec.n_embd, spec.n_head)
+        nn.init.normal_(self.gate_net.weight, mean=0.0, std=0.02)
+        nn.init.constant_(self.gate_net.bias, options["init_bias"])
+
+    def row_gate(self, x: Tensor) -> Tensor:
+        """r_i per (B, H, T) from x (B, T, C)."""
+        return torch.sigmoid(upcast(self.gate_net(x.to(self.gate_net.weight.dtype)))).transpose(1, 2)
+
+    def forward(self, q: Tensor, k: Tensor, v: Tensor, x: Tensor) -> Tensor:
+        q1, k1, q2, k2, bias = ra_operands(q, k, self.gates, self.scale, row_gate=self.row_gate(x))
+        return run_ra(q1, k1, q2, k2, v, bias, backend=self.backend)
+
+    def gate_means(self) -> dict[str, float]:
+        return self.gates.mean_weights()

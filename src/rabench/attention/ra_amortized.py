@@ -1,0 +1,109 @@
+"""Plan idea B: amortised reciprocity, the reciprocal term recomputed every N steps.
+
+The plan caches S^T and reuses it. The batch changes from step to step, so a token-wise
+S^T from one batch means nothing for the next; what can be reused is a pattern over
+positions. The semantics here:
+
+  refresh step (training forward number n with n % every == 0; counted per module from
+  0, so the first training forward refreshes):
+      full RA through the kernel, L_ij = w_std S_ij + w_rec S_ji + w_disc d_j, and cache,
+      detached, the batch-mean reciprocal logit pattern with its causal mask
+          R_hij = mean_b w_rec S_ji      (j <= i),   -inf for j > i          (H, T, T)
+  other training forwards:
+      L_ij = w_std S_ij + R_hij + w_disc d_j
+      the reciprocal term is frozen: no gradient reaches w_rec's reciprocal role, nor q, k
+      through it; w_std, w_disc, u, q, k, v learn as usual.
+  eval: the cached R when there is one (covering T), else full RA (nothing cached).
+  A training forward at a T longer than the cache refreshes.
+
+Implementation of the non-refresh steps (the fastest exact one found): R is a per-head
+(1, H, T, T) float mask broadcast over the batch, and the discoverability bias, which is
+per batch element, is folded into the query/key vectors instead of the mask (folded
+identity of ra-math.md):
+      c [w_std q_i, w_disc / c] . [k_j, d_j] = w_std S_ij + w_disc d_j
+so the step is one F.scaled_dot_product_attention(q', k', v, attn_mask=R, scale=c) with a
+query/key head dim D + 1, zero padded to a multiple of 8 (for SDPA's memory-efficient
+kernel, which takes an additive mask; flash attention does not). Adding d to the mask
+instead would make it (B, H, T, T); the open-coded path materialises several of those.
+The mask and d_j enter in q's dtype (bf16 on the GPU), as in ra-folded, where the kernel
+adds its column bias in float32.
+
+The step counter is Python state on the module; under torch.compile it is read and
+advanced in a small function compiled code calls out to (one graph break per layer), so
+the compiled graph only sees a bool and is not retraced as the counter moves.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from rabench.attention.base import AttentionCore
+from rabench.attention.common import causal_mask, upcast
+from rabench.attention.fused import ra_operands, run_ra
+from rabench.attention.gates import RAGates, per_head
+from rabench.attention.registry import AttentionSpec, register, resolve_options
+from rabench.errors import RabenchError
+
+
+@register("ra-amortized", "RA recomputed every N training steps; between, a cached batch-mean reciprocal pattern",
+          family="ra", every=10, backend="auto")
+class RAAmortizedAttention(AttentionCore):
+    def __init__(self, spec: AttentionSpec) -> None:
+        super().__init__(spec)
+        options = resolve_options("ra-amortized", spec.options)
+        self.every, self.backend = options["every"], options["backend"]
+        if self.every < 1:
+            raise RabenchError(f"ra-amortized: every must be >= 1, got {self.every}")
+        self.gates = RAGates(spec.n_head, spec.head_dim)
+        self.calls = 0  # training forwards so far
+        self.register_buffer("cached", None, persistent=False)  # (H, T, T): R + causal -inf
+
+    @torch.compiler.disable
+    def _refresh_due(self) -> bool:
+        due = self.calls % self.every == 0
+        self.calls += 1
+        return due
+
+    @torch.compiler.disable
+    def _store(self, pattern: Tensor) -> None:
+        self.cached = pattern
+
+    def forward(self, q: Tensor, k: Tensor, v: Tensor, x: Tensor) -> Tensor:
+        t = q.shape[-2]
+        covered = self.cached is not None and self.cached.shape[-1] >= t
+        if self.training:
+            if self._refresh_due() or not covered:
+                return self.full(q, k, v, cache=True)
+            return self.reuse(q, k, v)
+        return self.reuse(q, k, v) if covered else self.full(q, k, v, cache=False)
+
+    def full(self, q: Tensor, k: Tensor, v: Tensor, cache: bool) -> Tensor:
+        """Canonical RA through the kernel; on a refresh, cache R_hij = mean_b w_rec S_ji (masked)."""
+        q1, k1, q2, k2, bias = ra_operands(q, k, self.gates, self.scale)
+        if cache:
+            with torch.no_grad():
+                _, w_rec, _ = self.gates.weights()
+                # mean_b w_rec c k_i.q_j = mean_b w_rec S_ji, one (H, T, T) product over the batch
+                pattern = upcast(torch.einsum("bhid,bhjd->hij", k, q))  # sum_b k_i.q_j
+                pattern = pattern * (w_rec * self.scale / q.shape[0]).view(-1, 1, 1)
+                pattern = pattern.masked_fill(~causal_mask(q.shape[-2], q.device), float("-inf"))
+                self._store(pattern.to(q.dtype))
+        return run_ra(q1, k1, q2, k2, v, bias, backend=self.backend)
+
+    def reuse(self, q: Tensor, k: Tensor, v: Tensor) -> Tensor:
+        """L = w_std S + R + w_disc d through SDPA: R the mask, d folded into q/k (see the docstring)."""
+        t = q.shape[-2]
+        w_std, _, w_disc = self.gates.weights()
+        d = self.gates.discoverability(k).to(k.dtype).unsqueeze(-1)  # (B, H, T, 1): d_j
+        pad = (-(q.shape[-1] + 1)) % 8
+        disc_col = torch.ones_like(d) * per_head(w_disc / self.scale).to(d.dtype)  # w_disc / c
+        q_fold = torch.cat([q * per_head(w_std).to(q.dtype), disc_col], dim=-1)  # [w_std q_i, w_disc / c]
+        k_fold = torch.cat([k, d], dim=-1)  # [k_j, d_j]
+        q_fold, k_fold = F.pad(q_fold, (0, pad)), F.pad(k_fold, (0, pad))
+        mask = self.cached[:, :t, :t].to(q.dtype).unsqueeze(0)  # (1, H, T, T), broadcast over the batch
+        return F.scaled_dot_product_attention(q_fold, k_fold, v, attn_mask=mask, scale=self.scale)
+
+    def gate_means(self) -> dict[str, float]:
+        return self.gates.mean_weights()

@@ -1,0 +1,66 @@
+"""Plan direction 3: learned reciprocity gating from query statistics.
+
+    s_i = (mean_d q_id, std_d q_id, rms_d q_id)              per head, (B, H, T, 3)
+    r_i = sigmoid(MLP(s_i))                                  MLP: 3 -> hidden -> 1, GELU,
+                                                             shared by the heads of a layer
+    L_ij = w_std S_ij + r_i w_rec S_ji + w_disc d_j          (j <= i)
+
+The plan's "need_reciprocity[:, None] * S^T" is a row gate on the reciprocal term. By
+linearity it folds exactly into the kernel's q2 rows (q2_i = r_i w_rec c k_i), so the
+kernel is unchanged and the gate learns through autograd. The gate is soft, so nothing
+is skipped: this measures whether a learned per-token gate helps, not a speedup.
+The output bias starts at 2.0 (r ~ 0.88), so training starts close to canonical RA.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from rabench.attention.base import AttentionCore
+from rabench.attention.common import upcast
+from rabench.attention.fused import ra_operands, run_ra
+from rabench.attention.gates import RAGates
+from rabench.attention.registry import AttentionSpec, register, resolve_options
+from rabench.errors import RabenchError
+
+GATE_BIAS_INIT = 2.0
+STAT_EPS = 1e-6
+
+
+def query_stats(q: Tensor) -> Tensor:
+    """(mean, std, rms) of each query vector over the head dim: (B, H, T, 3), float32 or better."""
+    q = upcast(q)
+    mean = q.mean(-1)
+    std = (q.var(-1, unbiased=False) + STAT_EPS).sqrt()  # eps keeps d sqrt finite at 0
+    rms = (q.square().mean(-1) + STAT_EPS).sqrt()
+    return torch.stack([mean, std, rms], dim=-1)
+
+
+@register("ra-gated", "RA with a per-token row gate sigmoid(MLP(query mean, std, rms)) on the reciprocal term",
+          family="ra", hidden=16, backend="auto")
+class RAGatedAttention(AttentionCore):
+    def __init__(self, spec: AttentionSpec) -> None:
+        super().__init__(spec)
+        options = resolve_options("ra-gated", spec.options)
+        self.backend = options["backend"]
+        if options["hidden"] < 1:
+            raise RabenchError(f"ra-gated: hidden must be >= 1, got {options['hidden']}")
+        self.gates = RAGates(spec.n_head, spec.head_dim)
+        self.fc = nn.Linear(3, options["hidden"])
+        self.out = nn.Linear(options["hidden"], 1)
+        nn.init.constant_(self.out.bias, GATE_BIAS_INIT)
+
+    def row_gate(self, q: Tensor) -> Tensor:
+        """r_i per (B, H, T)."""
+        h = F.gelu(self.fc(query_stats(q).to(self.fc.weight.dtype)))
+        return torch.sigmoid(upcast(self.out(h))).squeeze(-1)
+
+    def forward(self, q: Tensor, k: Tensor, v: Tensor, x: Tensor) -> Tensor:
+        # q2_i = r_i w_rec c k_i: the row gate rides on the reciprocal operand (exact)
+        q1, k1, q2, k2, bias = ra_operands(q, k, self.gates, self.scale, row_gate=self.row_gate(q))
+        return run_ra(q1, k1, q2, k2, v, bias, backend=self.backend)
+
+    def gate_means(self) -> dict[str, float]:
+        return self.gates.mean_weights()

@@ -1,0 +1,39 @@
+"""Plan direction 2: local reciprocity window.
+
+    L_ij = w_std S_ij + [i - j < W] w_rec S_ji + w_disc d_j      (j <= i)
+
+The standard term and the discoverability bias see the whole causal prefix; the
+reciprocal term only the last W keys (the key itself included). The window is the
+fused kernel's `band`, so tiles that lie wholly outside it skip the second score
+product in the forward and in both backward passes. The plan's "+-128" is one-sided
+here: causality already removes the keys after i, so window=128 is its 256-wide band.
+"""
+
+from __future__ import annotations
+
+from torch import Tensor
+
+from rabench.attention.base import AttentionCore
+from rabench.attention.fused import ra_operands, run_ra
+from rabench.attention.gates import RAGates
+from rabench.attention.registry import AttentionSpec, register, resolve_options
+from rabench.errors import RabenchError
+
+
+@register("ra-local", "RA whose reciprocal term only spans the last `window` keys (kernel band)",
+          family="ra", window=128, backend="auto")
+class RALocalAttention(AttentionCore):
+    def __init__(self, spec: AttentionSpec) -> None:
+        super().__init__(spec)
+        options = resolve_options("ra-local", spec.options)
+        self.window, self.backend = options["window"], options["backend"]
+        if self.window < 1:
+            raise RabenchError(f"ra-local: window must be >= 1, got {self.window}")
+        self.gates = RAGates(spec.n_head, spec.head_dim)
+
+    def forward(self, q: Tensor, k: Tensor, v: Tensor, x: Tensor) -> Tensor:
+        q1, k1, q2, k2, bias = ra_operands(q, k, self.gates, self.scale)
+        return run_ra(q1, k1, q2, k2, v, bias, band=self.window, backend=self.backend)
+
+    def gate_means(self) -> dict[str, float]:
+        return self.gates.mean_weights()

@@ -1,0 +1,58 @@
+"""Plan idea C: factorised (low-rank) reciprocity.
+
+    S^T_ij = c q_j.k_i   ~   c (k_i W2_h).(q_j W1_h)        W1_h, W2_h: (D, r) per head
+    L_ij   = w_std S_ij + w_rec c (k_i W2).(q_j W1) + w_disc d_j          (j <= i)
+
+The kernel's reciprocal operands become q2 = w_rec c (k W2) and k2 = q W1, of head dim
+D2 = r, so the second score product costs r/D of the first (plus two thin (D x r)
+projections). W1 and W2 are learned; both start as the same first r columns P of a random
+orthogonal matrix per head, so the initial reciprocal term is RA's projected onto a random
+r-dim subspace: c (k_i P)(q_j P)^T = c k_i (P P^T) q_j^T. With r = D, P P^T = I and the
+layer is canonical RA at init.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from rabench.attention.base import AttentionCore
+from rabench.attention.fused import run_ra
+from rabench.attention.gates import RAGates, per_head
+from rabench.attention.registry import AttentionSpec, register, resolve_options
+from rabench.errors import RabenchError
+
+
+def orthogonal_columns(n_head: int, dim: int, rank: int) -> Tensor:
+    """(H, D, r): per head, the first r columns of a random orthogonal D x D matrix."""
+    mats = torch.empty(n_head, dim, dim)
+    for h in range(n_head):
+        nn.init.orthogonal_(mats[h])
+    return mats[:, :, :rank].clone()
+
+
+@register("ra-lowrank", "RA with a rank-r reciprocal term c (k W2).(q W1), through the kernel at D2 = r",
+          family="ra", rank=16, backend="auto")
+class RALowRankAttention(AttentionCore):
+    def __init__(self, spec: AttentionSpec) -> None:
+        super().__init__(spec)
+        options = resolve_options("ra-lowrank", spec.options)
+        self.rank, self.backend = options["rank"], options["backend"]
+        if not 1 <= self.rank <= spec.head_dim:
+            raise RabenchError(f"ra-lowrank: rank must be in 1..{spec.head_dim} (the head dim), got {self.rank}")
+        self.gates = RAGates(spec.n_head, spec.head_dim)
+        init = orthogonal_columns(spec.n_head, spec.head_dim, self.rank)
+        self.w1 = nn.Parameter(init.clone())  # (H, D, r): query side, k2 = q W1
+        self.w2 = nn.Parameter(init.clone())  # (H, D, r): key side,   q2 = w_rec c k W2
+
+    def forward(self, q: Tensor, k: Tensor, v: Tensor, x: Tensor) -> Tensor:
+        w_std, w_rec, w_disc = self.gates.weights()
+        q1 = (q * per_head(w_std * self.scale).to(q.dtype)).contiguous()  # standard term, as ra_operands
+        q2 = torch.einsum("bhtd,hdr->bhtr", k, self.w2.to(k.dtype))  # k W2: (B, H, T, r)
+        q2 = (q2 * per_head(w_rec * self.scale).to(q2.dtype)).contiguous()  # w_rec c (k W2)
+        k2 = torch.einsum("bhtd,hdr->bhtr", q, self.w1.to(q.dtype)).contiguous()  # q W1
+        bias = self.gates.discoverability(k) * w_disc.view(1, -1, 1)  # w_disc d_j, float32
+        return run_ra(q1, k.contiguous(), q2, k2, v, bias, backend=self.backend)
+
+    def gate_means(self) -> dict[str, float]:
+        return self.gates.mean_weights()

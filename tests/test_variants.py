@@ -1,0 +1,493 @@
+"""The optimisation-direction variants (ra-sparse ... ra-adaptive) against float64 references.
+
+Each variant: outputs and gradients (q, k, v, the gates and its own parameters) against a
+reference of what it computes, built on `ra_reference` (row gate, band) or written out
+here; degenerate settings that reduce to canonical RA or standard attention; the kernel
+route (Triton's interpreter, CPU, float32) against the open-coded one; a tiny-model smoke
+test of every variant.
+"""
+
+import os
+
+os.environ["TRITON_INTERPRET"] = "1"  # before triton / rabench.kernels are imported (as test_kernel.py)
+
+import importlib  # noqa: E402
+import math  # noqa: E402
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
+
+from rabench import attention  # noqa: E402
+from rabench.attention import AttentionSpec  # noqa: E402
+from rabench.attention.ra_layers import default_layers  # noqa: E402
+from rabench.errors import RabenchError  # noqa: E402
+from rabench.kernels import ra_flash  # noqa: E402
+from rabench.model.config import preset  # noqa: E402
+from rabench.model.gpt import GPT  # noqa: E402
+from reference import ra_reference, rel_err, standard_reference  # noqa: E402
+
+if not ra_flash.INTERPRET:  # the kernels were imported before the variable was set
+    importlib.reload(ra_flash)
+assert ra_flash.INTERPRET
+
+VARIANTS = ["ra-sparse", "ra-local", "ra-gated", "ra-anneal", "ra-layers", "ra-budget", "ra-amortized",
+            "ra-lowrank", "ra-adaptive"]
+SHAPES = [(2, 3, 1, 8), (2, 2, 33, 8), (1, 2, 50, 16)]  # (B, H, T, D): T not a power of two
+TOL = 1e-10
+
+
+# ---------------------------------------------------------------------------------------
+# helpers
+# ---------------------------------------------------------------------------------------
+def make(name, h, d, layer_idx=0, n_layer=1, dtype=torch.float64, perturb=True, **options):
+    options.setdefault("backend", "torch")
+    spec = AttentionSpec(n_head=h, head_dim=d, n_embd=h * d, layer_idx=layer_idx, n_layer=n_layer,
+                         options=attention.resolve_options(name, options))
+    module = attention.build(name, spec).to(dtype)
+    if perturb:
+        with torch.no_grad():  # parameters away from their init so every term matters
+            for p in module.parameters():
+                p.add_(0.3 * torch.randn_like(p))
+    return module
+
+
+def inputs(b, h, t, d, dtype=torch.float64):
+    q, k, v = (torch.randn(b, h, t, d, dtype=dtype, requires_grad=True) for _ in range(3))
+    x = torch.randn(b, t, h * d, dtype=dtype, requires_grad=True)
+    return q, k, v, x
+
+
+def grads(out, tensors, weight):
+    return torch.autograd.grad((out * weight).sum(), tensors)
+
+
+def assert_matches(out, ref, tensors, tol=TOL):
+    """Output and the gradients of a random projection of it, w.r.t. every tensor in `tensors`."""
+    assert rel_err(out, ref) < tol, rel_err(out, ref)
+    w = torch.randn_like(ref)
+    for i, (got, want) in enumerate(zip(grads(out, tensors, w), grads(ref, tensors, w))):
+        assert rel_err(got, want) < tol, (i, rel_err(got, want))
+
+
+def gate_tensors(module):
+    return [module.gates.logits, module.gates.u]
+
+
+def masked_ra_reference(q, k, v, g, u, rec):
+    """Float64 RA whose reciprocal logit w_rec S_ji is replaced by `rec(S^T)` (B, H, T, T), written out."""
+    q, k, v, g, u = (t.double() for t in (q, k, v, g, u))
+    t, d = q.shape[-2], q.shape[-1]
+    w = torch.softmax(g, -1)
+    s = torch.einsum("bhid,bhjd->bhij", q, k) / math.sqrt(d)
+    disc = torch.einsum("bhjd,hd->bhj", k, u)
+    logits = w[:, 0].view(1, -1, 1, 1) * s + rec(s.transpose(-1, -2), w[:, 1].view(1, -1, 1, 1)) \
+        + w[:, 2].view(1, -1, 1, 1) * disc.unsqueeze(-2)
+    idx = torch.arange(t)
+    logits = logits.masked_fill(idx.view(1, -1) > idx.view(-1, 1), float("-inf"))
+    return torch.softmax(logits, -1) @ v
+
+
+# ---------------------------------------------------------------------------------------
+# ra-sparse
+# ---------------------------------------------------------------------------------------
+def top_p_mask_loop(q, k, p):
+    """Per (b, h, i): the max(1, round-half-up(p (i + 1))) keys j <= i with the largest softmax weight."""
+    b, h, t, d = q.shape
+    mask = torch.zeros(b, h, t, t, dtype=torch.float64)
+    with torch.no_grad():
+        weights = torch.softmax(
+            (q @ k.transpose(-1, -2) / math.sqrt(d)).masked_fill(torch.ones(t, t).triu(1).bool(), float("-inf")), -1)
+        for i in range(t):
+            n = max(1, math.floor(p * (i + 1) + 0.5))
+            top = weights[:, :, i, : i + 1].topk(n, dim=-1).indices
+            mask[:, :, i].scatter_(-1, top, 1.0)
+    return mask
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+@pytest.mark.parametrize("p", [0.1, 0.37])
+def test_sparse_matches_reference(shape, p):
+    b, h, t, d = shape
+    q, k, v, x = inputs(*shape)
+    m = make("ra-sparse", h, d, p=p)
+    mask = top_p_mask_loop(q, k, p)
+    ref = masked_ra_reference(q, k, v, *gate_tensors(m), lambda st, w_rec: w_rec * st * mask)
+    assert_matches(m(q, k, v, x), ref, [q, k, v, *gate_tensors(m)])
+
+
+def test_sparse_p1_is_canonical_ra():
+    q, k, v, x = inputs(2, 2, 33, 8)
+    m = make("ra-sparse", 2, 8, p=1.0)
+    assert_matches(m(q, k, v, x), ra_reference(q, k, v, *gate_tensors(m)), [q, k, v, *gate_tensors(m)])
+
+
+def test_sparse_rejects_triton_and_bad_p():
+    with pytest.raises(RabenchError):
+        make("ra-sparse", 2, 8, backend="triton")
+    with pytest.raises(RabenchError):
+        make("ra-sparse", 2, 8, p=0.0)
+
+
+# ---------------------------------------------------------------------------------------
+# ra-local
+# ---------------------------------------------------------------------------------------
+@pytest.mark.parametrize("shape", SHAPES)
+@pytest.mark.parametrize("window", [1, 5, 17])
+def test_local_matches_reference(shape, window):
+    b, h, t, d = shape
+    q, k, v, x = inputs(*shape)
+    m = make("ra-local", h, d, window=window)
+    ref = ra_reference(q, k, v, *gate_tensors(m), band=window)
+    assert_matches(m(q, k, v, x), ref, [q, k, v, *gate_tensors(m)])
+
+
+def test_local_window_at_least_t_is_canonical_ra():
+    q, k, v, x = inputs(2, 2, 33, 8)
+    for window in (33, 1000):
+        m = make("ra-local", 2, 8, window=window)
+        assert_matches(m(q, k, v, x), ra_reference(q, k, v, *gate_tensors(m)), [q, k, v, *gate_tensors(m)])
+
+
+# ---------------------------------------------------------------------------------------
+# ra-gated
+# ---------------------------------------------------------------------------------------
+def gated_row_gate(m, q):
+    """sigmoid(MLP(mean, std, rms)) written out from the module's weights."""
+    mean = q.mean(-1)
+    std = torch.sqrt(((q - mean.unsqueeze(-1)) ** 2).mean(-1) + 1e-6)
+    rms = torch.sqrt((q**2).mean(-1) + 1e-6)
+    stats = torch.stack([mean, std, rms], -1)
+    hidden = F.gelu(stats @ m.fc.weight.T + m.fc.bias)
+    return torch.sigmoid(hidden @ m.out.weight.T + m.out.bias).squeeze(-1)
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+def test_gated_matches_reference(shape):
+    b, h, t, d = shape
+    q, k, v, x = inputs(*shape)
+    m = make("ra-gated", h, d)
+    ref = ra_reference(q, k, v, *gate_tensors(m), row_gate=gated_row_gate(m, q))
+    own = [m.fc.weight, m.fc.bias, m.out.weight, m.out.bias]
+    assert_matches(m(q, k, v, x), ref, [q, k, v, *gate_tensors(m), *own])
+
+
+def test_gated_open_gate_is_canonical_ra():
+    q, k, v, x = inputs(2, 2, 33, 8)
+    m = make("ra-gated", 2, 8)
+    with torch.no_grad():
+        m.out.weight.zero_()
+        m.out.bias.fill_(50.0)  # sigmoid(50) = 1 in float64
+    assert_matches(m(q, k, v, x), ra_reference(q, k, v, *gate_tensors(m)), [q, k, v, *gate_tensors(m)])
+
+
+# ---------------------------------------------------------------------------------------
+# ra-anneal
+# ---------------------------------------------------------------------------------------
+@pytest.mark.parametrize("floor, progress, mult", [(0.0, 0.3, 0.7), (0.1, 0.95, 0.1), (0.1, 1.0, 0.1)])
+def test_anneal_matches_reference(floor, progress, mult):
+    q, k, v, x = inputs(2, 2, 33, 8)
+    m = make("ra-anneal", 2, 8, floor=floor)
+    m.set_progress(progress)
+    assert not m.fast
+    ref = ra_reference(q, k, v, *gate_tensors(m), row_gate=torch.full((2, 2, 33), mult, dtype=torch.float64))
+    assert_matches(m(q, k, v, x), ref, [q, k, v, *gate_tensors(m)])
+    w_rec = torch.softmax(m.gates.logits, -1)[:, 1].mean().item()
+    assert m.gate_means()["w_rec"] == pytest.approx(mult * w_rec)
+
+
+def test_anneal_ends_canonical_to_standard():
+    q, k, v, x = inputs(2, 2, 33, 8)
+    m = make("ra-anneal", 2, 8)
+    g = gate_tensors(m)
+    m.set_progress(0.0)  # full RA
+    assert_matches(m(q, k, v, x), ra_reference(q, k, v, *g), [q, k, v, *g])
+    m.set_progress(1.0)  # multiplier 0: the fast path, w_std S + w_disc d
+    assert m.fast and m.gate_means()["w_rec"] == 0.0
+    ref = ra_reference(q, k, v, *g, row_gate=torch.zeros(2, 2, 33, dtype=torch.float64))
+    assert_matches(m(q, k, v, x), ref, [q, k, v, *g])
+
+
+# ---------------------------------------------------------------------------------------
+# ra-layers
+# ---------------------------------------------------------------------------------------
+def test_layers_default_is_the_middle_five_of_twelve():
+    assert default_layers(12) == (4, 5, 6, 7, 8)
+    assert default_layers(2) == (1,) and default_layers(1) == (0,)
+    assert len(default_layers(24)) == 10
+
+
+def test_layers_ra_where_chosen_sdpa_elsewhere():
+    q, k, v, x = inputs(2, 2, 33, 8)
+    chosen = make("ra-layers", 2, 8, layer_idx=2, n_layer=4, layers="2,3")
+    assert_matches(chosen(q, k, v, x), ra_reference(q, k, v, *gate_tensors(chosen)), [q, k, v, *gate_tensors(chosen)])
+    assert chosen.gate_means() is not None
+    # every layer chosen: each is ra-triton's math (canonical RA)
+    for i in range(3):
+        m = make("ra-layers", 2, 8, layer_idx=i, n_layer=3, layers="0,1,2")
+        assert rel_err(m(q, k, v, x), ra_reference(q, k, v, *gate_tensors(m))) < TOL
+    # not chosen: plain SDPA, no parameters, no gates
+    other = make("ra-layers", 2, 8, layer_idx=1, n_layer=4, layers="2,3")
+    assert list(other.parameters()) == [] and other.gate_means() is None
+    assert_matches(other(q, k, v, x), standard_reference(q, k, v), [q, k, v])
+
+
+def test_layers_out_of_range_is_an_error():
+    with pytest.raises(RabenchError, match="outside"):
+        make("ra-layers", 2, 8, layer_idx=0, n_layer=4, layers="2,4")
+
+
+# ---------------------------------------------------------------------------------------
+# ra-budget
+# ---------------------------------------------------------------------------------------
+def budget_row_gate(m, x, k):
+    z = (x @ m.scorer.weight.T + m.scorer.bias).transpose(1, 2)  # (B, H, T)
+    t = z.shape[-1]
+    n = max(1, math.floor(k * t + 0.5))
+    chosen = torch.zeros_like(z)
+    for b in range(z.shape[0]):
+        for h in range(z.shape[1]):
+            order = sorted(range(t), key=lambda i: -z[b, h, i].item())
+            chosen[b, h, order[:n]] = 1.0
+    return torch.sigmoid(z) * chosen
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+@pytest.mark.parametrize("k_frac", [0.1, 0.5])
+def test_budget_matches_reference(shape, k_frac):
+    b, h, t, d = shape
+    q, k, v, x = inputs(*shape)
+    m = make("ra-budget", h, d, k=k_frac)
+    ref = ra_reference(q, k, v, *gate_tensors(m), row_gate=budget_row_gate(m, x, k_frac))
+    assert_matches(m(q, k, v, x), ref, [q, k, v, x, *gate_tensors(m), m.scorer.weight, m.scorer.bias])
+
+
+def test_budget_selects_the_budget():
+    q, k, v, x = inputs(2, 2, 33, 8)
+    m = make("ra-budget", 2, 8, k=0.1)
+    r = m.row_gate(x)
+    assert ((r > 0).sum(-1) == 3).all()  # round(3.3) = 3 rows per (b, h)
+
+
+def test_budget_k1_is_the_row_gated_reference():
+    q, k, v, x = inputs(2, 2, 33, 8)
+    m = make("ra-budget", 2, 8, k=1.0)
+    z = (x @ m.scorer.weight.T + m.scorer.bias).transpose(1, 2)
+    ref = ra_reference(q, k, v, *gate_tensors(m), row_gate=torch.sigmoid(z))
+    assert_matches(m(q, k, v, x), ref, [q, k, v, x, *gate_tensors(m), m.scorer.weight, m.scorer.bias])
+
+
+# ---------------------------------------------------------------------------------------
+# ra-amortized
+# ---------------------------------------------------------------------------------------
+def cached_pattern_reference(q, k, v, g, u, q_ref, k_ref):
+    """L = w_std S + R + w_disc d with R_ij = mean_b w_rec c q_ref_j.k_ref_i (no gradient), causal."""
+    c = 1.0 / math.sqrt(q.shape[-1])
+    w_rec = torch.softmax(g.detach(), -1)[:, 1].view(1, -1, 1, 1)
+    pattern = (w_rec * c * k_ref.detach() @ q_ref.detach().transpose(-1, -2)).mean(0, keepdim=True)
+    return masked_ra_reference(q, k, v, g, u, lambda st, _w: pattern.expand_as(st))
+
+
+def test_amortized_refresh_then_reuse():
+    b, h, t, d = 2, 2, 33, 8
+    m = make("ra-amortized", h, d, every=3).train()
+    g = gate_tensors(m)
+    q0, k0, v0, x0 = inputs(b, h, t, d)
+    assert_matches(m(q0, k0, v0, x0), ra_reference(q0, k0, v0, *g), [q0, k0, v0, *g])  # forward 0: refresh
+    for _ in range(2):  # forwards 1, 2: a new batch (of another size) against the cached pattern
+        q, k, v, x = inputs(3, h, t, d)
+        ref = cached_pattern_reference(q, k, v, *g, q0, k0)
+        assert_matches(m(q, k, v, x), ref, [q, k, v, *g])
+    q, k, v, x = inputs(b, h, t, d)  # forward 3: refresh again
+    assert_matches(m(q, k, v, x), ra_reference(q, k, v, *g), [q, k, v, *g])
+    # eval: the cached pattern (from forward 3), shorter T sliced; no step counted
+    m.eval()
+    q2, k2, v2, x2 = inputs(1, h, 20, d)
+    full = [t_[:, :, :20] for t_ in (q, k)]
+    assert rel_err(m(q2, k2, v2, x2), cached_pattern_reference(q2, k2, v2, *g, *full)) < TOL
+    assert m.calls == 4
+
+
+def test_amortized_eval_without_cache_is_canonical_ra():
+    q, k, v, x = inputs(2, 2, 33, 8)
+    m = make("ra-amortized", 2, 8).eval()
+    assert rel_err(m(q, k, v, x), ra_reference(q, k, v, *gate_tensors(m))) < TOL
+    assert m.cached is None and m.calls == 0
+
+
+# ---------------------------------------------------------------------------------------
+# ra-lowrank
+# ---------------------------------------------------------------------------------------
+@pytest.mark.parametrize("shape", SHAPES)
+@pytest.mark.parametrize("rank", [1, 3])
+def test_lowrank_matches_reference(shape, rank):
+    b, h, t, d = shape
+    q, k, v, x = inputs(*shape)
+    m = make("ra-lowrank", h, d, rank=rank)
+    c = 1.0 / math.sqrt(d)
+
+    def rec(_st, w_rec):  # w_rec c (k_i W2).(q_j W1)
+        kw = torch.einsum("bhtd,hdr->bhtr", k, m.w2)
+        qw = torch.einsum("bhtd,hdr->bhtr", q, m.w1)
+        return w_rec * c * kw @ qw.transpose(-1, -2)
+
+    ref = masked_ra_reference(q, k, v, *gate_tensors(m), rec)
+    assert_matches(m(q, k, v, x), ref, [q, k, v, *gate_tensors(m), m.w1, m.w2])
+
+
+def test_lowrank_full_rank_identity_is_canonical_ra():
+    q, k, v, x = inputs(2, 2, 33, 8)
+    m = make("ra-lowrank", 2, 8, rank=8)
+    with torch.no_grad():
+        m.w1.copy_(torch.eye(8).expand(2, 8, 8))
+        m.w2.copy_(torch.eye(8).expand(2, 8, 8))
+    assert_matches(m(q, k, v, x), ra_reference(q, k, v, *gate_tensors(m)), [q, k, v, *gate_tensors(m)])
+
+
+def test_lowrank_init_is_orthonormal_and_shared():
+    m = make("ra-lowrank", 3, 16, rank=4, perturb=False)
+    assert torch.equal(m.w1, m.w2) and m.w1.shape == (3, 16, 4)
+    gram = m.w1.transpose(-1, -2) @ m.w1
+    assert torch.allclose(gram, torch.eye(4, dtype=gram.dtype).expand(3, 4, 4), atol=1e-6)
+    with pytest.raises(RabenchError):
+        make("ra-lowrank", 2, 8, rank=9)
+
+
+# ---------------------------------------------------------------------------------------
+# ra-adaptive
+# ---------------------------------------------------------------------------------------
+@pytest.mark.parametrize("shape", SHAPES)
+def test_adaptive_matches_reference(shape):
+    b, h, t, d = shape
+    q, k, v, x = inputs(*shape)
+    m = make("ra-adaptive", h, d)
+    r = torch.sigmoid(x @ m.gate_net.weight.T + m.gate_net.bias).transpose(1, 2)
+    ref = ra_reference(q, k, v, *gate_tensors(m), row_gate=r)
+    assert_matches(m(q, k, v, x), ref, [q, k, v, x, *gate_tensors(m), m.gate_net.weight, m.gate_net.bias])
+
+
+def test_adaptive_init_and_open_gate():
+    m = make("ra-adaptive", 2, 8, perturb=False)
+    assert torch.all(m.gate_net.bias == 2.0) and m.gate_net.weight.std().item() < 0.05
+    q, k, v, x = inputs(2, 2, 33, 8)
+    m = make("ra-adaptive", 2, 8, init_bias=60.0, perturb=False)
+    assert_matches(m(q, k, v, x), ra_reference(q, k, v, *gate_tensors(m)), [q, k, v, *gate_tensors(m)])
+
+
+# ---------------------------------------------------------------------------------------
+# the kernel route: Triton's interpreter (CPU, float32) against the open-coded path
+# ---------------------------------------------------------------------------------------
+KERNEL_CASES = [
+    ("ra-local", {"window": 7}),
+    ("ra-gated", {}),
+    ("ra-anneal", {}),  # set to the fast path below
+    ("ra-lowrank", {"rank": 16}),
+    ("ra-lowrank", {"rank": 5}),  # D2 < 16: the kernel pads the reciprocal head dim
+    ("ra-adaptive", {}),
+    ("ra-budget", {"k": 0.25}),
+    ("ra-layers", {"layers": (0,)}),
+    ("ra-amortized", {}),  # the refresh step
+]
+
+
+@pytest.mark.parametrize("name, options", KERNEL_CASES, ids=[f"{n}-{o}" for n, o in KERNEL_CASES])
+def test_kernel_route_matches_open_coded(name, options, monkeypatch):
+    from rabench.kernels import op as kop
+
+    launches = []
+    forward = kop.ra_forward
+    monkeypatch.setattr(kop, "ra_forward", lambda *a: launches.append(a[2] is not None) or forward(*a))
+    b, h, t, d = 1, 2, 40, 32
+    m = make(name, h, d, dtype=torch.float32, **options)
+    if name == "ra-anneal":
+        m.set_progress(1.0)
+        assert m.fast
+    q, k, v, x = inputs(b, h, t, d, dtype=torch.float32)
+    tensors = [q, k, v, x] + [p for p in m.parameters()]
+    dout = torch.randn(b, h, t, d)
+    got = {}
+    for backend in ("torch", "triton"):
+        m.backend = backend
+        if name == "ra-amortized":
+            m.calls = 0  # both runs are refresh steps
+        out = m(q, k, v, x)
+        got[backend] = (out, torch.autograd.grad(out, tensors, dout, allow_unused=True))
+    assert launches == [name != "ra-anneal"]  # one kernel launch, with the reciprocal term unless fast path
+    (ref, ref_grads), (out, out_grads) = got["torch"], got["triton"]
+    assert rel_err(out, ref) < 1e-4
+    for i, (a, want) in enumerate(zip(out_grads, ref_grads)):
+        if want is None:
+            assert a is None
+        else:
+            assert rel_err(a, want) < 1e-4, (i, rel_err(a, want))
+
+
+# ---------------------------------------------------------------------------------------
+# every variant: registry, construction at the benchmark's shape, tiny model, compile
+# ---------------------------------------------------------------------------------------
+@pytest.mark.parametrize("name", VARIANTS)
+def test_constructs_with_defaults_at_gpt2_size(name):
+    entry = attention.entry(name)
+    assert entry.family == "ra" and entry.defaults["backend"] == "auto"
+    for i in range(12):
+        attention.build(name, AttentionSpec(12, 64, 768, i, 12, attention.resolve_options(name, {})))
+
+
+def test_options_parse_from_strings():
+    assert attention.resolve_options("ra-layers", {"layers": "2,3"})["layers"] == (2, 3)
+    assert attention.resolve_options("ra-sparse", {"p": "0.2"})["p"] == 0.2
+    assert attention.resolve_options("ra-amortized", {"every": "5"})["every"] == 5
+    assert attention.resolve_options("ra-anneal", {"floor": "0.1"})["floor"] == 0.1
+
+
+@pytest.mark.parametrize("name", VARIANTS)
+def test_tiny_model_forward_backward(name):
+    torch.manual_seed(0)
+    model = GPT(preset("tiny"), name)
+    model.set_progress(0.5)
+    idx = torch.randint(0, 1000, (2, 24))
+    for _ in range(2):  # ra-amortized: a refresh, then a reuse step
+        _, loss = model(idx, idx)
+        loss.backward()
+    assert torch.isfinite(loss)
+    for pname, p in model.named_parameters():
+        assert p.grad is not None and torch.isfinite(p.grad).all(), pname
+    log = model.gate_log()
+    assert log is not None and len(log["w_rec"]) == preset("tiny").n_layer
+    model.eval()
+    with torch.no_grad():
+        logits, _ = model(idx)
+    assert torch.isfinite(logits).all()
+
+
+def test_anneal_does_not_retrace_as_progress_moves():
+    from torch._dynamo.testing import CompileCounter
+
+    torch._dynamo.reset()
+    m = make("ra-anneal", 2, 8, dtype=torch.float32)
+    counter = CompileCounter()
+    compiled = torch.compile(m, backend=counter)
+    q, k, v, x = inputs(1, 2, 16, 8, dtype=torch.float32)
+    for p in (0.0, 0.2, 0.5, 0.9):
+        m.set_progress(p)
+        assert rel_err(compiled(q, k, v, x), m(q, k, v, x)) < 1e-6
+    assert counter.frame_count == 1
+    m.set_progress(1.0)  # the fast-path switch flips once: one more graph
+    compiled(q, k, v, x)
+    assert counter.frame_count == 2
+
+
+def test_amortized_does_not_retrace_as_steps_count():
+    from torch._dynamo.testing import CompileCounter
+
+    torch._dynamo.reset()
+    m = make("ra-amortized", 2, 8, dtype=torch.float32, every=2).train()
+    counter = CompileCounter()
+    compiled = torch.compile(m, backend=counter)
+    q, k, v, x = inputs(1, 2, 16, 8, dtype=torch.float32)
+    for _ in range(4):
+        compiled(q, k, v, x)
+    frames = counter.frame_count
+    for _ in range(6):
+        compiled(q, k, v, x)
+    assert counter.frame_count == frames and m.calls == 10
