@@ -1,15 +1,27 @@
 """Data parallelism under torchrun: one process per GPU (NCCL) or per CPU worker (gloo).
 
 Without torchrun's environment everything here is a no-op for a single process.
+
+Rules every helper here relies on: a collective is called by every rank, in the same
+order, with tensors of the same size. Only rank 0 writes files and prints; the other
+ranks' stdout goes to /dev/null (stderr is kept, so a crash on any rank is visible).
 """
 
 from __future__ import annotations
 
+import atexit
 import os
+import sys
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import TypeVar
 
 import torch
 import torch.distributed as dist
+
+from rabench.errors import RabenchError
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -28,34 +40,116 @@ class DistInfo:
 
 
 def init_distributed(device_type: str) -> DistInfo:
-    """Join torchrun's process group if its variables are set."""
+    """Join torchrun's process group if its variables are set.
+
+    The group is created once per process and kept until the process exits, so a
+    suite can train several runs one after another in the same group.
+    """
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world <= 1:
         return DistInfo()
+    if not dist.is_available():
+        raise RabenchError("WORLD_SIZE > 1 (torchrun) but this PyTorch build has no torch.distributed")
     if not dist.is_initialized():
         dist.init_process_group(backend="nccl" if device_type == "cuda" else "gloo")
+        atexit.register(shutdown_process_group)
     info = DistInfo(rank=dist.get_rank(), local_rank=int(os.environ.get("LOCAL_RANK", "0")), world_size=dist.get_world_size())
     if device_type == "cuda":
         torch.cuda.set_device(info.local_rank)
+    if not info.is_main:
+        _silence_stdout()
     return info
 
 
-def all_mean(value: float, info: DistInfo, device: torch.device) -> float:
-    """Average a Python float over ranks."""
+def _silence_stdout() -> None:
+    """Rank 0 alone prints results (the CLI's final line, suite progress); others write nothing to stdout."""
+    if getattr(sys.stdout, "_rabench_silenced", False):
+        return
+    devnull = open(os.devnull, "w")  # noqa: SIM115 - lives as long as the process
+    devnull._rabench_silenced = True  # type: ignore[attr-defined]
+    sys.stdout = devnull
+
+
+def _reduce(values: Sequence[float], op, device: torch.device) -> list[float]:
+    t = torch.tensor(list(values), dtype=torch.float64, device=device)
+    dist.all_reduce(t, op=op)
+    return t.tolist()
+
+
+def all_mean(value: float, info: DistInfo, device: torch.device, weight: float = 1.0) -> float:
+    """Mean of a Python float over ranks, each rank's value weighted by `weight` (e.g. its item count).
+
+    A rank with weight 0 contributes nothing; if every weight is 0 the result is nan.
+    """
     if not info.enabled:
         return value
-    t = torch.tensor([value], dtype=torch.float64, device=device)
-    dist.all_reduce(t, op=dist.ReduceOp.SUM)
-    return t.item() / info.world_size
+    total, weights = _reduce([value * weight, weight], dist.ReduceOp.SUM, device)
+    return total / weights if weights else float("nan")
+
+
+def all_max(value: float, info: DistInfo, device: torch.device) -> float:
+    """Largest value over ranks (identical on every rank afterwards)."""
+    if not info.enabled:
+        return value
+    return _reduce([value], dist.ReduceOp.MAX, device)[0]
+
+
+def step_stats(loss: float, seconds: float, info: DistInfo, device: torch.device) -> tuple[float, float]:
+    """One collective per optimizer step: (loss averaged over ranks, the slowest rank's step time).
+
+    Every rank then holds the same loss and the same time, so the time budget, the
+    learning-rate schedule and the stop decision are identical everywhere.
+    """
+    if not info.enabled:
+        return loss, seconds
+    t = torch.tensor([loss, seconds], dtype=torch.float64, device=device)
+    parts = [torch.empty_like(t) for _ in range(info.world_size)]
+    dist.all_gather(parts, t)
+    rows = torch.stack(parts).cpu()
+    return float(rows[:, 0].mean()), float(rows[:, 1].max())
+
+
+def gather_indexed(values: dict[int, float], n: int, info: DistInfo, device: torch.device) -> list[float]:
+    """Every rank contributes values at its own indices in [0, n); returns the full list on every rank.
+
+    Each index is owned by exactly one rank and the others contribute 0.0, so the sum
+    over ranks reproduces each value bit for bit; the caller can then reduce them in
+    the same order a single process would.
+    """
+    if not info.enabled:
+        return [values[i] for i in range(n)]
+    full = [0.0] * n
+    for i, v in values.items():
+        full[i] = v
+    return _reduce(full, dist.ReduceOp.SUM, device) if n else []
 
 
 def any_rank(flag: bool, info: DistInfo, device: torch.device) -> bool:
     """True on every rank if it is True on any rank, so all ranks stop together."""
     if not info.enabled:
         return flag
-    t = torch.tensor([1.0 if flag else 0.0], device=device)
-    dist.all_reduce(t, op=dist.ReduceOp.MAX)
-    return bool(t.item() > 0)
+    return _reduce([1.0 if flag else 0.0], dist.ReduceOp.MAX, device)[0] > 0
+
+
+def on_main(fn: Callable[[], T], info: DistInfo) -> T | None:
+    """Run fn on rank 0 only; a RabenchError it raises is raised on every rank, so no rank is left waiting.
+
+    Returns fn's value on rank 0 and None elsewhere. The other ranks wait for rank 0's
+    broadcast, so whatever fn wrote is on disk before any rank goes on.
+    """
+    if not info.enabled:
+        return fn()
+    result, error = None, None
+    if info.is_main:
+        try:
+            result = fn()
+        except RabenchError as exc:
+            error = str(exc)
+    box = [error]
+    dist.broadcast_object_list(box, src=0)
+    if box[0] is not None:
+        raise RabenchError(box[0] if info.is_main else f"(rank {info.rank}) {box[0]}")
+    return result
 
 
 def barrier(info: DistInfo) -> None:
@@ -63,6 +157,12 @@ def barrier(info: DistInfo) -> None:
         dist.barrier()
 
 
-def shutdown(info: DistInfo) -> None:
-    if info.enabled and dist.is_initialized():
+def shutdown_process_group() -> None:
+    if dist.is_available() and dist.is_initialized():
         dist.destroy_process_group()
+
+
+def shutdown(info: DistInfo) -> None:
+    """Leave the process group (torchrun processes also leave it at exit)."""
+    if info.enabled:
+        shutdown_process_group()

@@ -78,16 +78,23 @@ def resolve(cfg: TrainConfig) -> TrainConfig:
     return cfg
 
 
-def prepare_run_dir(cfg: TrainConfig) -> Path:
+def prepare_run_dir(cfg: TrainConfig, world_size: int = 1) -> Path:
     run_dir = Path(cfg.out)
     existing = run_dir / CONFIG_NAME
     if existing.exists() and not cfg.resume:
         raise RabenchError(f"{run_dir} already holds a run; pass --resume to continue it or choose another --out")
     if existing.exists() and cfg.resume:
         old = json.loads(existing.read_text())
-        for key in ("attn", "preset", "seed", "batch_size", "seq_len", "grad_accum", "attn_options", "data"):
+        for key in ("attn", "preset", "seed", "batch_size", "seq_len", "attn_options", "data"):
             if key in old and old[key] != getattr(cfg, key):
                 raise RabenchError(f"--resume: {key} is {getattr(cfg, key)!r} but the run in {run_dir} used {old[key]!r}")
+        # N processes x accumulation A read the same rows as one process x N*A, so only the product must match
+        if "grad_accum" in old:
+            old_ws = old.get("world_size", 1)
+            if old["grad_accum"] * old_ws != cfg.grad_accum * world_size:
+                raise RabenchError(
+                    f"--resume: grad_accum x processes is {cfg.grad_accum} x {world_size} but the run in {run_dir} "
+                    f"used {old['grad_accum']} x {old_ws}; keep the product the same")
     run_dir.mkdir(parents=True, exist_ok=True)
     return run_dir
 
@@ -131,8 +138,9 @@ class Trainer:
         self.dist = dd.init_distributed(self.device.type)
         if self.dist.enabled and self.device.type == "cuda":
             self.device = torch.device("cuda", self.dist.local_rank)
-        self.run_dir = prepare_run_dir(cfg) if self.dist.is_main else Path(cfg.out)
-        dd.barrier(self.dist)
+        # rank 0 checks and creates the run folder; its error, if any, stops every rank
+        self.run_dir = Path(cfg.out)
+        dd.on_main(lambda: prepare_run_dir(cfg, self.dist.world_size), self.dist)
         self.train_split = TokenSplit(cfg.data, "train")
         self.val_split = TokenSplit(cfg.data, "val")
         check_split_fits(self.train_split, cfg.batch_size, cfg.seq_len)
@@ -204,22 +212,29 @@ class Trainer:
         self.optimizer.zero_grad(set_to_none=True)
         loss_value = loss.item()  # synchronises
         sync(self.device)
-        return loss_value, time.perf_counter() - t0
+        seconds = time.perf_counter() - t0
+        # outside the timed region: every rank takes the rank-mean loss and the slowest rank's time
+        return dd.step_stats(loss_value, seconds, self.dist, self.device)
 
     # ---- evaluation -----------------------------------------------------------------
     @torch.no_grad()
     def evaluate(self) -> float:
+        """Mean loss over the fixed val batches; under DDP each rank evaluates every world_size-th batch.
+
+        The per-batch losses are gathered and summed in batch order on every rank, so the
+        result equals a single process's for any number of batches and ranks.
+        """
         self.model.eval()
-        losses = []
+        mine: dict[int, float] = {}
         for i, (x, y) in enumerate(self.val):
             if i % self.dist.world_size != self.dist.rank:
                 continue
             with self.autocast:
                 _, loss = self.model(x.to(self.device), y.to(self.device))
-            losses.append(loss.item())
+            mine[i] = loss.item()
         self.model.train()
-        local = sum(losses) / max(1, len(losses))
-        return dd.all_mean(local, self.dist, self.device)
+        losses = dd.gather_indexed(mine, len(self.val), self.dist, self.device)
+        return sum(losses) / max(1, len(losses))
 
     def warm_up(self) -> None:
         """Untimed forward+backward passes (compile, autotune, allocator); weights untouched."""
@@ -242,6 +257,7 @@ class Trainer:
         })
 
     def restore(self) -> bool:
+        """Every rank loads the checkpoint rank 0 wrote, so all replicas start equal."""
         ckpt = load_checkpoint(Path(self.cfg.out), map_location=self.device)
         if ckpt is None:
             return False
@@ -316,8 +332,8 @@ class Trainer:
                     self.state.wall_time_s = time.perf_counter() - wall_start
                     self.checkpoint()
                     last_ckpt = time.perf_counter()
+                # train_time_s is the same on every rank (see train_step), so all ranks stop together
                 stop = self.finished()
-                stop = "time budget" if dd.any_rank(stop == "time budget", self.dist, self.device) else stop
         except KeyboardInterrupt:
             self.state.wall_time_s = time.perf_counter() - wall_start
             self.checkpoint()
@@ -337,9 +353,11 @@ class Trainer:
         return summary
 
     def stop_on_nonfinite(self, loss: float, log: MetricsLog | None) -> dict[str, Any]:
+        # the loss is the rank mean, so every rank gets here at the same iteration
         self.write_summary("stopped_nan", f"loss became {loss} at iter {self.state.iter}", [])
         if log is not None:
             log.close()
+        dd.barrier(self.dist)  # rank 0's summary is on disk before any rank exits (torchrun then stops the rest)
         raise RabenchError(
             f"loss became {loss} at iter {self.state.iter}; stopped. The last good checkpoint in {self.run_dir} is kept"
             " (try a lower --lr)"
@@ -367,7 +385,7 @@ class Trainer:
             "tokens": s.iter * self.tokens_per_iter,
             "train_time_s": round(s.train_time_s, 4),
             "wall_time_s": round(s.wall_time_s, 3),
-            "train_loss": dd.all_mean(sum(losses) / len(losses), self.dist, self.device) if losses else None,
+            "train_loss": sum(losses) / len(losses) if losses else None,  # step losses are already rank means
             "lr": self.lr_for(max(0, s.iter - 1)),
             "ms_per_iter": round(ms, 3) if ms else None,
             "tokens_per_s": round(self.tokens_per_iter / (ms / 1000)) if ms else None,
@@ -381,8 +399,11 @@ class Trainer:
         log.write(record)
 
     def write_summary(self, status: str, reason: str | None, step_times: list[float]) -> dict[str, Any]:
-        records = read_metrics(self.run_dir) if self.dist.is_main else []
-        vals = [r["val_loss"] for r in records if r.get("val_loss") is not None]
+        """Written by rank 0; every rank returns the same figures (val losses and step times are rank-synchronised)."""
+        if self.dist.is_main:
+            vals = [r["val_loss"] for r in read_metrics(self.run_dir) if r.get("val_loss") is not None]
+        else:
+            vals = list(self.state.val_history or [])
         ms = 1000 * statistics.median(step_times) if step_times else None
         summary = {
             "status": status,
@@ -431,9 +452,9 @@ class Trainer:
 
 
 def train(cfg: TrainConfig) -> dict[str, Any]:
-    """Run (or resume) one training run and return its summary."""
-    trainer = Trainer(cfg)
-    try:
-        return trainer.run()
-    finally:
-        dd.shutdown(trainer.dist)
+    """Run (or resume) one training run and return its summary.
+
+    Under torchrun every rank calls this and gets the same summary; only rank 0 writes
+    files. The process group stays open for further runs (a suite) and closes at exit.
+    """
+    return Trainer(cfg).run()

@@ -1,0 +1,142 @@
+"""Data-parallel training under torchrun, on the CPU with 2 gloo processes.
+
+The CLI is launched the way users launch it (`torchrun --standalone --nproc_per_node 2
+-m rabench train ...`, here as `python -m torch.distributed.run` so no PATH is needed)
+and compared with one process that accumulates twice as many micro-batches: both read
+the same rows each step, so losses must agree to float32 rounding, and val_loss, whose
+batches are split over the ranks (3 batches: 2 on rank 0, 1 on rank 1), must agree
+with the single process's mean over the same batches.
+
+Four short runs shared by the tests (module fixture); about 30 s on 2 cores.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch.distributed as dist
+
+if not (dist.is_available() and dist.is_gloo_available()):
+    pytest.skip("torch.distributed with the gloo backend is not available", allow_module_level=True)
+
+ITERS, RESUME_ITERS, EVAL_EVERY = 10, 16, 5
+COMMON = ["train", "--attn", "sdpa", "--preset", "tiny", "--batch-size", "4", "--seq-len", "32",
+          "--eval-every", str(EVAL_EVERY), "--eval-batches", "3", "--warmup-iters", "2", "--no-progress"]
+REL = 1e-4  # float32 rounding of a differently ordered gradient sum, compounded over 16 AdamW steps
+TIMEOUT_S = 180
+
+
+def _env() -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")}
+    env["OMP_NUM_THREADS"] = "1"
+    src = str(Path(__file__).resolve().parents[1] / "src")
+    env["PYTHONPATH"] = src + os.pathsep + env.get("PYTHONPATH", "")
+    return env
+
+
+def rabench(args: list[str], nproc: int = 1) -> subprocess.CompletedProcess:
+    if nproc == 1:
+        cmd = [sys.executable, "-m", "rabench", *args]
+    else:
+        cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(nproc),
+               "-m", "rabench", *args]
+    return subprocess.run(cmd, capture_output=True, text=True, env=_env(), timeout=TIMEOUT_S)
+
+
+def ok(proc: subprocess.CompletedProcess) -> subprocess.CompletedProcess:
+    assert proc.returncode == 0, f"exit {proc.returncode}\nstdout:\n{proc.stdout[-3000:]}\nstderr:\n{proc.stderr[-6000:]}"
+    return proc
+
+
+def metric_lines(run: Path) -> list[str]:
+    return [line for line in (run / "metrics.jsonl").read_text().splitlines() if line.strip()]
+
+
+def metrics(run: Path) -> list[dict]:
+    return [json.loads(line) for line in metric_lines(run)]
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    from rabench.data import prepare
+
+    root = tmp_path_factory.mktemp("ddp")
+    data = root / "data"
+    prepare(["austen"], data, max_tokens=100_000, workers=1, progress=False)
+    ddp, single = root / "ddp", root / "single"
+    out: dict = {"root": root, "data": data, "ddp": ddp, "single": single}
+
+    out["ddp_first"] = ok(rabench([*COMMON, "--data", str(data), "--out", str(ddp), "--iters", str(ITERS)], nproc=2))
+    out["ddp_first_lines"] = metric_lines(ddp)
+    out["ddp_resumed"] = ok(rabench([*COMMON, "--data", str(data), "--out", str(ddp), "--iters", str(RESUME_ITERS),
+                                     "--resume"], nproc=2))
+
+    base = [*COMMON, "--data", str(data), "--out", str(single), "--grad-accum", "2"]
+    ok(rabench([*base, "--iters", str(ITERS)]))
+    out["single_first"] = metrics(single)
+    ok(rabench([*base, "--iters", str(RESUME_ITERS), "--resume"]))
+    return out
+
+
+def test_ddp_run_completes_and_rank0_writes_once(runs):
+    ddp: Path = runs["ddp"]
+    lines = runs["ddp_first_lines"]
+    iters = [json.loads(line)["iter"] for line in lines]
+    assert iters == [0, 5, 10], "every log point exactly once, from rank 0 only"
+    assert len(set(lines)) == len(lines)
+    final_lines = [line for line in runs["ddp_first"].stdout.splitlines() if " iters in " in line]
+    assert len(final_lines) == 1, runs["ddp_first"].stdout  # only rank 0 prints the result
+    config = json.loads((ddp / "config.json").read_text())
+    assert config["world_size"] == 2
+    assert config["tokens_per_iter"] == 4 * 32 * 1 * 2
+    summary = json.loads((ddp / "summary.json").read_text())
+    assert summary["status"] == "done" and summary["iters"] == RESUME_ITERS
+    assert (ddp / "ckpt.pt").exists()
+
+
+def _close(a: float, b: float, rel: float) -> bool:
+    return math.isclose(a, b, rel_tol=rel, abs_tol=0.0)
+
+
+def test_losses_match_one_process_with_double_accumulation(runs):
+    ddp, single = metrics(runs["ddp"]), metrics(runs["single"])
+    assert [r["iter"] for r in ddp] == [r["iter"] for r in single]
+    assert json.loads((runs["single"] / "config.json").read_text())["tokens_per_iter"] == 4 * 32 * 2
+    for d, s in zip(ddp, single):
+        assert d["tokens"] == s["tokens"]
+        assert (d["train_loss"] is None) == (s["train_loss"] is None)
+        if d["train_loss"] is not None:
+            assert _close(d["train_loss"], s["train_loss"], REL), (d["iter"], d["train_loss"], s["train_loss"])
+        assert ("val_loss" in d) == ("val_loss" in s)
+        if "val_loss" in d:
+            assert _close(d["val_loss"], s["val_loss"], REL), (d["iter"], d["val_loss"], s["val_loss"])
+    # before any step the weights are identical, so the split evaluation (3 batches over 2
+    # ranks) must give the single process's mean over the same batches, not a mean of rank means
+    assert _close(ddp[0]["val_loss"], single[0]["val_loss"], 1e-12)
+    assert ddp[-1]["train_loss"] < ddp[1]["train_loss"]  # it trained
+
+
+def test_resume_under_torchrun_continues_without_duplicates(runs):
+    records = metrics(runs["ddp"])
+    iters = [r["iter"] for r in records]
+    assert iters == [0, 5, 10, 15, 16]
+    assert len(set(metric_lines(runs["ddp"]))) == len(records)
+    # the resumed part matches the single process resumed the same way
+    single = metrics(runs["single"])
+    assert _close(records[-1]["val_loss"], single[-1]["val_loss"], REL)
+    assert json.loads((runs["ddp"] / "summary.json").read_text())["iters"] == RESUME_ITERS
+
+
+def test_error_on_rank0_stops_every_rank(runs):
+    """An existing run without --resume: rank 0's error reaches rank 1 instead of leaving it at a barrier."""
+    proc = rabench([*COMMON, "--data", str(runs["data"]), "--out", str(runs["ddp"]), "--iters", "2"], nproc=2)
+    assert proc.returncode != 0
+    assert "already holds a run" in proc.stderr
+    assert "(rank 1) " in proc.stderr  # rank 1 got the error too, rather than being killed while waiting
