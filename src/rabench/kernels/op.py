@@ -138,7 +138,8 @@ def _empty(*args, **kwargs) -> Tensor:
 
 
 def _pow2(d: int) -> int:
-    return max(16, triton.next_power_of_2(d))
+    # plain Python: triton.next_power_of_2 is a jit-callable and costs ~10 us a call
+    return max(16, 1 << (d - 1).bit_length())
 
 
 def _st(x: Tensor) -> tuple[int, int, int]:
@@ -281,6 +282,30 @@ def _backward(ctx, do, dlse):
 ra_fwd_op.register_autograd(_backward, setup_context=_setup_context)
 
 
+class _RAFunction(torch.autograd.Function):
+    """Eager-mode path: the same launchers without the custom-op dispatch layers, whose Python
+    overhead per call is several times that of the launches themselves on a slow host CPU.
+    torch.compile traces the custom op instead (ra_attention picks)."""
+
+    @staticmethod
+    def forward(ctx, q1, k1, q2, k2, v, bias, band):
+        o, lse = ra_forward(q1, k1, q2, k2, v, bias, band)
+        ctx.band = band
+        ctx.has_rec = q2 is not None
+        ctx.has_bias = bias is not None
+        ctx.save_for_backward(q1, k1, q2, k2, v, bias, o, lse)
+        return o
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, do):
+        q1, k1, q2, k2, v, bias, o, lse = ctx.saved_tensors
+        dq1, dk1, dq2, dk2, dv, dbias = ra_backward(do, q1, k1, q2, k2, v, bias, o, lse,
+                                                    ctx.band)
+        return (dq1, dk1, dq2 if ctx.has_rec else None, dk2 if ctx.has_rec else None, dv,
+                dbias if ctx.has_bias else None, None)
+
+
 # ----------------------------------------------------------------------------------------
 # public entry point
 # ----------------------------------------------------------------------------------------
@@ -330,5 +355,7 @@ def ra_attention(q1: Tensor, k1: Tensor, q2: Optional[Tensor], k2: Optional[Tens
             raise RabenchError(f"ra_attention: band must be >= 1 (or None), got {band}")
     # i - j <= T - 1 for every pair, so a band >= T masks nothing: same as no band
     band_i = 0 if (band is None or band >= T or q2 is None) else band
-    o, _ = ra_fwd_op(q1, k1, q2, k2, v, bias, band_i)
-    return o
+    if torch.compiler.is_compiling():
+        o, _ = ra_fwd_op(q1, k1, q2, k2, v, bias, band_i)  # opaque custom op in the graph
+        return o
+    return _RAFunction.apply(q1, k1, q2, k2, v, bias, band_i)
