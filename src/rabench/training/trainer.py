@@ -50,6 +50,7 @@ class RunState:
     best_val: float = math.inf
     last_val: float | None = None
     cooldown_start: int | None = None
+    last_eval_iter: int = -1
     val_history: list | None = None  # every val_loss so far, replayed into the plateau rule on resume
 
 
@@ -319,10 +320,13 @@ class Trainer:
                     self.state.wall_time_s = time.perf_counter() - wall_start
                     self.log_point(log, window, None)
                     return self.stop_on_nonfinite(loss, log)
-                evaluate_now = self.state.iter % self.cfg.eval_every == 0
-                if evaluate_now or self.state.iter % self.cfg.log_every == 0:
+                # train_time_s is the same on every rank (see train_step), so all ranks stop together
+                stop = self.finished()
+                if stop is not None:
+                    break  # the final evaluation below logs this window
+                if self.state.iter % self.cfg.eval_every == 0 or self.state.iter % self.cfg.log_every == 0:
                     self.state.wall_time_s = time.perf_counter() - wall_start
-                    if evaluate_now:
+                    if self.state.iter % self.cfg.eval_every == 0:
                         self.record_eval(log, train_loss=None, window=window)
                     else:
                         self.log_point(log, window, None)
@@ -332,8 +336,6 @@ class Trainer:
                     self.state.wall_time_s = time.perf_counter() - wall_start
                     self.checkpoint()
                     last_ckpt = time.perf_counter()
-                # train_time_s is the same on every rank (see train_step), so all ranks stop together
-                stop = self.finished()
         except KeyboardInterrupt:
             self.state.wall_time_s = time.perf_counter() - wall_start
             self.checkpoint()
@@ -343,7 +345,7 @@ class Trainer:
             if bar is not None:
                 bar.close()
         self.state.wall_time_s = time.perf_counter() - wall_start
-        if self.state.iter % self.cfg.eval_every != 0 or window:
+        if window or self.state.last_eval_iter != self.state.iter:
             self.record_eval(log, train_loss=None, window=window)
         self.checkpoint()
         summary = self.write_summary("done", stop, step_times)
@@ -369,6 +371,7 @@ class Trainer:
         self.state.last_val = val
         self.state.best_val = min(self.state.best_val, val)
         self.state.val_history = (self.state.val_history or []) + [val]
+        self.state.last_eval_iter = self.state.iter
         if self.cfg.until_plateau and self.state.cooldown_start is None and self.plateau.update(val):
             self.state.cooldown_start = self.state.iter
         self.log_point(log, window, val)
@@ -432,7 +435,8 @@ class Trainer:
             total, unit = c.time_budget_s, "s"
         else:
             total, unit = c.max_iters, "it"
-        bar = tqdm(total=total, unit=unit, desc=f"{c.attn} s{c.seed}", dynamic_ncols=True, leave=True)
+        fmt = "{desc}: {percentage:3.0f}%|{bar}| {postfix}"
+        bar = tqdm(total=total, unit=unit, desc=f"{c.attn} s{c.seed}", dynamic_ncols=True, leave=True, bar_format=fmt)
         bar.update(self.state.train_time_s if c.time_budget_s else self.state.iter)
         return bar
 
