@@ -29,6 +29,7 @@ def losses(data_dir: str, out, attn: str, device: str, preset: str, batch: int, 
     return [r["train_loss"] for r in read_metrics(out) if r["train_loss"] is not None]
 
 
+@pytest.mark.skipif(torch.cuda.is_available(), reason="the interpreter test is for machines without a GPU")
 def test_ra_triton_matches_ra_open_on_cpu_interpreter(data_dir: str, tmp_path) -> None:
     a = losses(data_dir, tmp_path / "open", "ra-open", "cpu", "tiny", 2, 32, 4)
     b = losses(data_dir, tmp_path / "triton", "ra-triton", "cpu", "tiny", 2, 32, 4)
