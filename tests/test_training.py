@@ -126,7 +126,8 @@ def test_schedule_warms_up_then_anneals_with_progress() -> None:
     assert budget_lr(50, 0.5, 1.0, 0.1, 10) == pytest.approx(0.55)
     assert budget_lr(50, 1.0, 1.0, 0.1, 10) == pytest.approx(0.1)
     assert plateau_lr(50, 1.0, 0.1, 10, None, 20) == 1.0
-    assert plateau_lr(60, 1.0, 0.1, 10, 50, 20) == pytest.approx(0.55)
+    assert plateau_lr(60, 1.0, 0.1, 10, 50, 20) == pytest.approx(0.505)
+    assert plateau_lr(69, 1.0, 0.1, 10, 50, 20) == pytest.approx(0.1)
     assert plateau_lr(90, 1.0, 0.1, 10, 50, 20) == pytest.approx(0.1)
 
 

@@ -121,10 +121,11 @@ def cmd_train(a: argparse.Namespace) -> None:
     from rabench import attention
     from rabench.training import TrainConfig, train
 
-    attention.entry(a.attn)
+    options = attention.parse_option_strings(a.attn_opt)
+    attention.resolve_options(a.attn, options)  # unknown names and options fail before anything loads
     kw = _train_config_kwargs(a)
     cfg = TrainConfig(attn=a.attn, data=a.data, out=a.out, seed=a.seed, resume=a.resume, until_plateau=a.until_plateau,
-                      attn_options=attention.parse_option_strings(a.attn_opt), **kw)
+                      attn_options=options, **kw)
     summary = train(cfg)
     if summary:
         print(f"{a.out}: {summary['iters']} iters in {summary['train_time_s']:.1f}s training time "
@@ -154,15 +155,20 @@ def cmd_suite(a: argparse.Namespace) -> None:
     progress_bar = kw.pop("progress_bar")
     defaults = {"grad_accum": 1, "warmup_iters": 100, "eval_every": 100, "eval_batches": 20, "compile": False, "device": "auto"}
     plan.train |= {k: v for k, v in kw.items() if v is not None and defaults.get(k, None) != v}
+    from rabench.training.distributed import is_main_process, launched_by_torchrun
+
     data = a.data or plan.data
     if data is None:
+        if launched_by_torchrun():
+            raise RabenchError("under torchrun, prepare the data first and pass --data DIR")
         from rabench.training.demo import prepared_austen
 
         data = prepared_austen(Path(a.out))
     run_suite(plan, a.out, data, progress_bar=progress_bar)
-    from rabench.analysis import write_report
+    if is_main_process():
+        from rabench.analysis import write_report
 
-    write_report(a.out)  # prints where it wrote
+        write_report(a.out)  # prints where it wrote
 
 
 def cmd_report(a: argparse.Namespace) -> None:

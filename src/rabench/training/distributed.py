@@ -39,6 +39,15 @@ class DistInfo:
         return self.world_size > 1
 
 
+def is_main_process() -> bool:
+    """Rank 0 under torchrun (read from its environment, so it works before the group exists)."""
+    return int(os.environ.get("RANK", "0")) == 0
+
+
+def launched_by_torchrun() -> bool:
+    return int(os.environ.get("WORLD_SIZE", "1")) > 1
+
+
 def init_distributed(device_type: str) -> DistInfo:
     """Join torchrun's process group if its variables are set.
 

@@ -32,5 +32,5 @@ def plateau_lr(it: int, lr: float, min_lr: float, warmup_iters: int, cooldown_st
         return lr * warmup_factor(it, warmup_iters)
     if cooldown_start is None:
         return lr
-    frac = min(1.0, (it - cooldown_start) / max(1, cooldown_iters))
+    frac = min(1.0, (it - cooldown_start + 1) / max(1, cooldown_iters))  # the last cooldown step runs at min_lr
     return lr + (min_lr - lr) * frac

@@ -16,6 +16,7 @@ from typing import Any
 from rabench import attention
 from rabench.errors import RabenchError
 from rabench.training.config import TrainConfig
+from rabench.training.distributed import is_main_process
 from rabench.training.timeparse import parse_duration
 
 PLAN_ATTNS = ["sdpa", "open", "ra-open", "ra-triton", "std-gated"]  # the plan's four tests + the control
@@ -94,8 +95,11 @@ def run_suite(plan: SuitePlan, out: str | Path, data: str, progress_bar: bool = 
     validate(plan)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    (out / SUITE_FILE).write_text(json.dumps(plan.to_dict() | {"data": data}, indent=2) + "\n")
+    if is_main_process():  # under torchrun every rank runs the suite; rank 0 alone writes and prints
+        (out / SUITE_FILE).write_text(json.dumps(plan.to_dict() | {"data": data}, indent=2) + "\n")
     from rabench.training.trainer import train
+
+    say = print if is_main_process() else (lambda *_: None)
 
     run_dirs = []
     for seed in plan.seeds:
@@ -104,9 +108,9 @@ def run_suite(plan: SuitePlan, out: str | Path, data: str, progress_bar: bool = 
             run_dirs.append(run_dir)
             status = run_status(run_dir)
             if status == "done":
-                print(f"[suite] {run_dir.name}: done, skipped")
+                say(f"[suite] {run_dir.name}: done, skipped")
                 continue
-            print(f"[suite] {run_dir.name}: {'resuming' if status == 'partial' else 'starting'}")
+            say(f"[suite] {run_dir.name}: {'resuming' if status == 'partial' else 'starting'}")
             cfg = TrainConfig(attn=attn, data=data, out=str(run_dir), preset=plan.preset, seed=seed,
                               attn_options=dict(plan.options.get(attn, {})), time_budget_s=plan.time_budget_s,
                               max_iters=plan.max_iters, until_plateau=plan.until_plateau,
@@ -114,6 +118,6 @@ def run_suite(plan: SuitePlan, out: str | Path, data: str, progress_bar: bool = 
             for key, value in plan.train.items():
                 setattr(cfg, key, value)
             summary = train(cfg)
-            print(f"[suite] {run_dir.name}: {summary['iters']} iters, val {summary['final_val_loss']:.4f}, "
+            say(f"[suite] {run_dir.name}: {summary['iters']} iters, val {summary['final_val_loss']:.4f}, "
                   f"{summary['ms_per_iter']} ms/iter")
     return run_dirs
