@@ -22,8 +22,12 @@ class AttentionCore(nn.Module):
         raise NotImplementedError
 
     def gate_means(self) -> dict[str, float] | None:
-        """Head-averaged RA gate values (w_std, w_rec, w_disc) for the log; None if it has none."""
-        return None
+        """Head-averaged RA gate values (w_std, w_rec, w_disc) for the log; None if it has none.
+
+        RA-family modules keep their RAGates in `self.gates`; that is all this needs.
+        """
+        gates = getattr(self, "gates", None)
+        return gates.mean_weights() if gates is not None else None
 
     def set_progress(self, progress: float) -> None:
         """Fraction of the run's budget spent, in [0, 1]; schedules (annealing) read it."""

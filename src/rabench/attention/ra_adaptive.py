@@ -40,6 +40,3 @@ class RAAdaptiveAttention(AttentionCore):
     def forward(self, q: Tensor, k: Tensor, v: Tensor, x: Tensor) -> Tensor:
         q1, k1, q2, k2, bias = ra_operands(q, k, self.gates, self.scale, row_gate=self.row_gate(x))
         return run_ra(q1, k1, q2, k2, v, bias, backend=self.backend)
-
-    def gate_means(self) -> dict[str, float]:
-        return self.gates.mean_weights()

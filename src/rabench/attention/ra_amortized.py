@@ -104,6 +104,3 @@ class RAAmortizedAttention(AttentionCore):
         q_fold, k_fold = F.pad(q_fold, (0, pad)), F.pad(k_fold, (0, pad))
         mask = self.cached[:, :t, :t].to(q.dtype).unsqueeze(0)  # (1, H, T, T), broadcast over the batch
         return F.scaled_dot_product_attention(q_fold, k_fold, v, attn_mask=mask, scale=self.scale)
-
-    def gate_means(self) -> dict[str, float]:
-        return self.gates.mean_weights()

@@ -39,6 +39,3 @@ class RAFoldedAttention(AttentionCore):
     def forward(self, q: Tensor, k: Tensor, v: Tensor, x: Tensor) -> Tensor:
         q_fold, k_fold = fold_ra(q, k, self.gates, self.scale)
         return F.scaled_dot_product_attention(q_fold, k_fold, v, is_causal=True, scale=self.scale)
-
-    def gate_means(self) -> dict[str, float]:
-        return self.gates.mean_weights()

@@ -61,6 +61,3 @@ class RAGatedAttention(AttentionCore):
         # q2_i = r_i w_rec c k_i: the row gate rides on the reciprocal operand (exact)
         q1, k1, q2, k2, bias = ra_operands(q, k, self.gates, self.scale, row_gate=self.row_gate(q))
         return run_ra(q1, k1, q2, k2, v, bias, backend=self.backend)
-
-    def gate_means(self) -> dict[str, float]:
-        return self.gates.mean_weights()

@@ -57,6 +57,3 @@ class RALayersAttention(AttentionCore):
             return F.scaled_dot_product_attention(q, k, v, is_causal=True)
         q1, k1, q2, k2, bias = ra_operands(q, k, self.gates, self.scale)
         return run_ra(q1, k1, q2, k2, v, bias, backend=self.backend)
-
-    def gate_means(self) -> dict[str, float] | None:
-        return self.gates.mean_weights() if self.use_ra else None

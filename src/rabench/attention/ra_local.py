@@ -34,6 +34,3 @@ class RALocalAttention(AttentionCore):
     def forward(self, q: Tensor, k: Tensor, v: Tensor, x: Tensor) -> Tensor:
         q1, k1, q2, k2, bias = ra_operands(q, k, self.gates, self.scale)
         return run_ra(q1, k1, q2, k2, v, bias, band=self.window, backend=self.backend)
-
-    def gate_means(self) -> dict[str, float]:
-        return self.gates.mean_weights()

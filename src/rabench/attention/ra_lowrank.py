@@ -53,6 +53,3 @@ class RALowRankAttention(AttentionCore):
         k2 = torch.einsum("bhtd,hdr->bhtr", q, self.w1.to(q.dtype)).contiguous()  # q W1
         bias = self.gates.discoverability(k) * w_disc.view(1, -1, 1)  # w_disc d_j, float32
         return run_ra(q1, k.contiguous(), q2, k2, v, bias, backend=self.backend)
-
-    def gate_means(self) -> dict[str, float]:
-        return self.gates.mean_weights()

@@ -34,6 +34,3 @@ class RAOpenAttention(AttentionCore):
 
     def forward(self, q: Tensor, k: Tensor, v: Tensor, x: Tensor) -> Tensor:
         return masked_softmax_apply(ra_logits(q, k, self.gates, self.scale), v)
-
-    def gate_means(self) -> dict[str, float]:
-        return self.gates.mean_weights()

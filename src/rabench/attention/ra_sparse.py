@@ -68,6 +68,3 @@ class RASparseAttention(AttentionCore):
         logits = (per_head(w_std).to(dt) * scores + per_head(w_rec).to(dt) * rec
                   + per_head(w_disc).to(dt) * d.unsqueeze(-2))
         return masked_softmax_apply(logits, v)
-
-    def gate_means(self) -> dict[str, float]:
-        return self.gates.mean_weights()

@@ -21,6 +21,3 @@ class RATritonAttention(AttentionCore):
 
         q1, k1, q2, k2, bias = ra_operands(q, k, self.gates, self.scale)
         return ra_attention(q1, k1, q2, k2, v, bias)
-
-    def gate_means(self) -> dict[str, float]:
-        return self.gates.mean_weights()
