@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import json
-import math
 from pathlib import Path
 
 import pytest
-import torch
 
 from rabench.data import prepare
 from rabench.errors import RabenchError
@@ -53,23 +51,17 @@ def test_time_budget_stops_on_training_time(data_dir: str, tmp_path: Path) -> No
     assert lrs[-1] == pytest.approx(3e-4, rel=0.05)  # annealed to min_lr by the end of the budget
 
 
-def test_reusing_a_run_folder_is_refused_and_resume_continues_the_same_curve(data_dir: str, tmp_path: Path) -> None:
-    straight = train(config(data_dir, tmp_path / "straight", max_iters=10))
+def test_reusing_a_run_folder_is_refused_and_resume_extends_the_run(data_dir: str, tmp_path: Path) -> None:
+    train(config(data_dir, tmp_path / "straight", max_iters=10))
     train(config(data_dir, tmp_path / "split", max_iters=6))
     with pytest.raises(RabenchError, match="already holds a run; pass --resume"):
         train(config(data_dir, tmp_path / "split", max_iters=10))
     resumed = train(config(data_dir, tmp_path / "split", max_iters=10, resume=True))
     assert resumed["iters"] == 10
-    a = {r["iter"]: r for r in read_metrics(tmp_path / "straight")}
-    b = read_metrics(tmp_path / "split")
-    assert len({r["iter"] for r in b}) == len(b)  # no duplicated log points
-    # The LR schedule differs (6 then 10 iterations planned), so compare the data: the loss at
-    # iter 6's first resumed step is computed on the same batch; check the batch sequence directly.
-    from rabench.data import TokenSplit, train_batch
-
-    split = TokenSplit(data_dir, "train")
-    assert torch.equal(train_batch(split, 0, 7, 4, 32)[0], train_batch(split, 0, 7, 4, 32)[0])
-    assert set(a) >= {0, 10} and b[-1]["iter"] == 10
+    straight = [r["iter"] for r in read_metrics(tmp_path / "straight")]
+    split = [r["iter"] for r in read_metrics(tmp_path / "split")]
+    assert len(set(split)) == len(split)  # no duplicated log points
+    assert set(split) >= set(straight) - {6} and split[-1] == 10  # the 6-iteration plan also logged its end
     with pytest.raises(RabenchError, match="seed is 1 but the run"):
         train(config(data_dir, tmp_path / "split", max_iters=12, resume=True, seed=1))
 

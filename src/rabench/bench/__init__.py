@@ -130,9 +130,6 @@ def bench_step(name: str, preset_name: str, compiled: bool, device: torch.device
            "warmup_s": round(warmup_s, 1)}
     if device.type == "cuda":
         row["peak_mem_gb"] = round(torch.cuda.max_memory_allocated() / 1e9, 3)
-    del model, opt, fwd_model
-    if device.type == "cuda":
-        torch.cuda.empty_cache()
     return row
 
 
@@ -219,6 +216,8 @@ def run_bench(a: argparse.Namespace) -> dict[str, Any]:
             for n in names:
                 print(f"[bench] step {n} compiled={compiled}", flush=True)
                 row = safely(lambda: bench_step(n, a.preset, compiled, device), n)
+                if device.type == "cuda":
+                    torch.cuda.empty_cache()  # the model and optimizer of that row are gone now
                 row.setdefault("compiled", compiled)
                 result["steps"].append(row)
         add_ratios(result["steps"], ("ms_per_iter",), group="compiled")

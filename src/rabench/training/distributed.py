@@ -85,24 +85,6 @@ def _reduce(values: Sequence[float], op, device: torch.device) -> list[float]:
     return t.tolist()
 
 
-def all_mean(value: float, info: DistInfo, device: torch.device, weight: float = 1.0) -> float:
-    """Mean of a Python float over ranks, each rank's value weighted by `weight` (e.g. its item count).
-
-    A rank with weight 0 contributes nothing; if every weight is 0 the result is nan.
-    """
-    if not info.enabled:
-        return value
-    total, weights = _reduce([value * weight, weight], dist.ReduceOp.SUM, device)
-    return total / weights if weights else float("nan")
-
-
-def all_max(value: float, info: DistInfo, device: torch.device) -> float:
-    """Largest value over ranks (identical on every rank afterwards)."""
-    if not info.enabled:
-        return value
-    return _reduce([value], dist.ReduceOp.MAX, device)[0]
-
-
 def step_stats(loss: float, seconds: float, info: DistInfo, device: torch.device) -> tuple[float, float]:
     """One collective per optimizer step: (loss averaged over ranks, the slowest rank's step time).
 
@@ -131,13 +113,6 @@ def gather_indexed(values: dict[int, float], n: int, info: DistInfo, device: tor
     for i, v in values.items():
         full[i] = v
     return _reduce(full, dist.ReduceOp.SUM, device) if n else []
-
-
-def any_rank(flag: bool, info: DistInfo, device: torch.device) -> bool:
-    """True on every rank if it is True on any rank, so all ranks stop together."""
-    if not info.enabled:
-        return flag
-    return _reduce([1.0 if flag else 0.0], dist.ReduceOp.MAX, device)[0] > 0
 
 
 def on_main(fn: Callable[[], T], info: DistInfo) -> T | None:
@@ -169,9 +144,3 @@ def barrier(info: DistInfo) -> None:
 def shutdown_process_group() -> None:
     if dist.is_available() and dist.is_initialized():
         dist.destroy_process_group()
-
-
-def shutdown(info: DistInfo) -> None:
-    """Leave the process group (torchrun processes also leave it at exit)."""
-    if info.enabled:
-        shutdown_process_group()
