@@ -241,14 +241,14 @@ def test_layers_out_of_range_is_an_error():
 # ra-budget
 # ---------------------------------------------------------------------------------------
 def budget_row_gate(m, x, k):
+    """Token i is chosen when fewer than max(1, round(k (i+1))) of z_0..z_i beat z_i (causal ranking)."""
     z = (x @ m.scorer.weight.T + m.scorer.bias).transpose(1, 2)  # (B, H, T)
-    t = z.shape[-1]
-    n = max(1, math.floor(k * t + 0.5))
     chosen = torch.zeros_like(z)
     for b in range(z.shape[0]):
         for h in range(z.shape[1]):
-            order = sorted(range(t), key=lambda i: -z[b, h, i].item())
-            chosen[b, h, order[:n]] = 1.0
+            for i in range(z.shape[2]):
+                beaten_by = sum(1 for j in range(i + 1) if z[b, h, j] > z[b, h, i])
+                chosen[b, h, i] = float(beaten_by < max(1, math.floor(k * (i + 1) + 0.5)))
     return torch.sigmoid(z) * chosen
 
 
@@ -262,11 +262,16 @@ def test_budget_matches_reference(shape, k_frac):
     assert_matches(m(q, k, v, x), ref, [q, k, v, x, *gate_tensors(m), m.scorer.weight, m.scorer.bias])
 
 
-def test_budget_selects_the_budget():
-    q, k, v, x = inputs(2, 2, 33, 8)
+def test_budget_is_causal_and_spends_about_k():
+    q, k, v, x = inputs(2, 2, 200, 8)
     m = make("ra-budget", 2, 8, k=0.1)
-    r = m.row_gate(x)
-    assert ((r > 0).sum(-1) == 3).all()  # round(3.3) = 3 rows per (b, h)
+    out = m(q, k, v, x)
+    x2 = x.detach().clone()
+    x2[:, 120:] += 5 * torch.randn_like(x2[:, 120:])  # change only the future of token 119
+    q2, k2, v2 = (t.detach().clone() for t in (q, k, v))
+    assert torch.equal(m(q2, k2, v2, x2)[:, :, :120], out[:, :, :120].detach())
+    share = (m.row_gate(x) > 0).double().mean().item()
+    assert 0.05 < share < 0.3  # about k of the tokens, not exactly (ranked within each prefix)
 
 
 def test_budget_k1_is_the_row_gated_reference():

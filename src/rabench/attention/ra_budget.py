@@ -1,25 +1,22 @@
 """Plan idea A: a reciprocity budget, spent by a learned scorer.
 
     z_i  = (W x_i + b)_h                    scorer Linear(C, H) on the block input x, per head
-    K    = max(1, round(k T))               the budget: tokens per (batch, head) with reciprocity
-    r_i  = sigmoid(z_i)  if z_i is among the K largest of its sequence (for that head), else 0
+    n_i  = max(1, round(k (i + 1)))         the budget among the first i + 1 tokens
+    r_i  = sigmoid(z_i)  if fewer than n_i of z_0..z_i exceed z_i (z_i is in the top k of
+           its prefix), else 0
     L_ij = w_std S_ij + r_i w_rec S_ji + w_disc d_j          (j <= i)
 
-The selection is a top-K (no gradient); the scorer learns through sigmoid(z_i) on the
-selected rows, which scales their reciprocal term. r folds into the kernel's q2 rows
-(exact), so this runs through the fused kernel; the kernel still visits every row, so no
-speedup from the skipped rows is expected: it measures whether a budgeted reciprocity
-keeps RA's quality.
-
-Not causal: whether token i is selected depends on the scores of the whole sequence,
-later tokens included, as the plan's top-K over T does. No gradient crosses the
-selection, so the model cannot learn to use that channel, but each row's output does
-depend on the future through it (and the layer cannot be run token by token).
+The plan ranks tokens over the whole sequence (top-K of T); that would let the future
+decide whether row i gets reciprocity, a leak a causal language model must not have. Here
+each token is ranked against its prefix only, so the budget is k of the tokens seen so far
+(k T in expectation, not exactly). The selection has no gradient; the scorer learns
+through sigmoid(z_i) on the selected rows, which scales their reciprocal term. r folds into
+the kernel's q2 rows (exact), so this runs through the fused kernel; the kernel still visits
+every row, so no speedup from the skipped rows is expected: it measures whether a budgeted
+reciprocity keeps RA's quality.
 """
 
 from __future__ import annotations
-
-import math
 
 import torch
 from torch import Tensor, nn
@@ -33,11 +30,14 @@ from rabench.errors import RabenchError
 
 
 def budget_gate(scores: Tensor, k: float) -> Tensor:
-    """(B, H, T) scores -> row gate: sigmoid(score) on each (b, h)'s top max(1, round(k T)) tokens, 0 elsewhere."""
+    """(B, H, T) scores -> row gate: sigmoid(z_i) where z_i is in the top k of z_0..z_i, 0 elsewhere."""
     t = scores.shape[-1]
-    n = min(t, max(1, math.floor(k * t + 0.5)))  # round half up
-    chosen = torch.zeros_like(scores).scatter_(-1, scores.detach().topk(n, dim=-1).indices, 1.0)
-    return torch.sigmoid(scores) * chosen
+    z = scores.detach()
+    prefix = torch.ones(t, t, dtype=torch.bool, device=z.device).tril()  # [i, j]: j <= i
+    higher = ((z.unsqueeze(-2) > z.unsqueeze(-1)) & prefix).sum(-1)  # #{j <= i : z_j > z_i}
+    pos = torch.arange(1, t + 1, device=z.device, dtype=torch.float64)
+    budget = torch.clamp(torch.floor(k * pos + 0.5), min=1).to(higher.dtype)  # round half up, at least 1
+    return torch.sigmoid(scores) * (higher < budget).to(scores.dtype)
 
 
 @register("ra-budget", "RA whose reciprocal term reaches only the top-k fraction of tokens picked by a learned scorer",
