@@ -123,3 +123,23 @@ def test_unknown_attention_and_option_are_one_line_errors() -> None:
         attention.resolve_options("sdpa", {"p": "1"})
     with pytest.raises(RabenchError, match="key=value"):
         attention.parse_option_strings(["novalue"])
+
+
+@pytest.mark.parametrize("name", attention.names())
+def test_every_attention_is_causal(name: str) -> None:
+    """Changing tokens from position t0 on never changes any output before t0 (no future leak)."""
+    b, h, t, d, t0 = 2, 2, 40, 16, 23
+    spec = AttentionSpec(n_head=h, head_dim=d, n_embd=h * d, layer_idx=0, n_layer=1,
+                         options=attention.resolve_options(name, {"layers": "0"} if name == "ra-layers" else {}))
+    module = attention.build(name, spec).eval()
+    q, k, v = (torch.randn(b, h, t, d) for _ in range(3))
+    x = torch.randn(b, t, h * d)
+    with torch.no_grad():
+        out = module(q, k, v, x)
+        q2, k2, v2, x2 = q.clone(), k.clone(), v.clone(), x.clone()
+        for z in (q2, k2, v2):
+            z[:, :, t0:] = torch.randn_like(z[:, :, t0:])
+        x2[:, t0:] = torch.randn_like(x2[:, t0:])
+        out2 = module(q2, k2, v2, x2)
+    assert torch.allclose(out[:, :, :t0], out2[:, :, :t0], atol=1e-6, rtol=0)
+    assert not torch.allclose(out[:, :, t0:], out2[:, :, t0:])  # the later outputs did change
