@@ -18,7 +18,7 @@ from rabench.attention.base import AttentionCore
 from rabench.attention.common import upcast
 from rabench.attention.fused import ra_operands, run_ra
 from rabench.attention.gates import RAGates
-from rabench.attention.registry import AttentionSpec, register, resolve_options
+from rabench.attention.registry import AttentionSpec, register
 
 
 @register("ra-adaptive", "RA with a per-token row gate sigmoid(Linear(x) -> H) on the reciprocal term",
@@ -26,7 +26,7 @@ from rabench.attention.registry import AttentionSpec, register, resolve_options
 class RAAdaptiveAttention(AttentionCore):
     def __init__(self, spec: AttentionSpec) -> None:
         super().__init__(spec)
-        options = resolve_options("ra-adaptive", spec.options)
+        options = spec.options
         self.backend = options["backend"]
         self.gates = RAGates(spec.n_head, spec.head_dim)
         self.gate_net = nn.Linear(spec.n_embd, spec.n_head)

@@ -43,7 +43,7 @@ from rabench.attention.base import AttentionCore
 from rabench.attention.common import causal_mask, upcast
 from rabench.attention.fused import ra_operands, run_ra
 from rabench.attention.gates import RAGates, per_head
-from rabench.attention.registry import AttentionSpec, register, resolve_options
+from rabench.attention.registry import AttentionSpec, register
 from rabench.errors import RabenchError
 
 
@@ -52,7 +52,7 @@ from rabench.errors import RabenchError
 class RAAmortizedAttention(AttentionCore):
     def __init__(self, spec: AttentionSpec) -> None:
         super().__init__(spec)
-        options = resolve_options("ra-amortized", spec.options)
+        options = spec.options
         self.every, self.backend = options["every"], options["backend"]
         if self.every < 1:
             raise RabenchError(f"ra-amortized: every must be >= 1, got {self.every}")

@@ -26,7 +26,7 @@ from torch import Tensor
 from rabench.attention.base import AttentionCore
 from rabench.attention.fused import ra_operands, run_ra
 from rabench.attention.gates import RAGates, per_head
-from rabench.attention.registry import AttentionSpec, register, resolve_options
+from rabench.attention.registry import AttentionSpec, register
 from rabench.errors import RabenchError
 
 
@@ -35,7 +35,7 @@ from rabench.errors import RabenchError
 class RAAnnealAttention(AttentionCore):
     def __init__(self, spec: AttentionSpec) -> None:
         super().__init__(spec)
-        options = resolve_options("ra-anneal", spec.options)
+        options = spec.options
         self.floor, self.backend = options["floor"], options["backend"]
         if not 0.0 <= self.floor <= 1.0:
             raise RabenchError(f"ra-anneal: floor must be in [0, 1], got {self.floor}")

@@ -25,7 +25,7 @@ from rabench.attention.base import AttentionCore
 from rabench.attention.common import upcast
 from rabench.attention.fused import ra_operands, run_ra
 from rabench.attention.gates import RAGates
-from rabench.attention.registry import AttentionSpec, register, resolve_options
+from rabench.attention.registry import AttentionSpec, register
 from rabench.errors import RabenchError
 
 
@@ -45,7 +45,7 @@ def budget_gate(scores: Tensor, k: float) -> Tensor:
 class RABudgetAttention(AttentionCore):
     def __init__(self, spec: AttentionSpec) -> None:
         super().__init__(spec)
-        options = resolve_options("ra-budget", spec.options)
+        options = spec.options
         self.k, self.backend = options["k"], options["backend"]
         if not 0.0 < self.k <= 1.0:
             raise RabenchError(f"ra-budget: k must be in (0, 1], got {self.k}")

@@ -22,7 +22,7 @@ from rabench.attention.base import AttentionCore
 from rabench.attention.common import upcast
 from rabench.attention.fused import ra_operands, run_ra
 from rabench.attention.gates import RAGates
-from rabench.attention.registry import AttentionSpec, register, resolve_options
+from rabench.attention.registry import AttentionSpec, register
 from rabench.errors import RabenchError
 
 GATE_BIAS_INIT = 2.0
@@ -43,7 +43,7 @@ def query_stats(q: Tensor) -> Tensor:
 class RAGatedAttention(AttentionCore):
     def __init__(self, spec: AttentionSpec) -> None:
         super().__init__(spec)
-        options = resolve_options("ra-gated", spec.options)
+        options = spec.options
         self.backend = options["backend"]
         if options["hidden"] < 1:
             raise RabenchError(f"ra-gated: hidden must be >= 1, got {options['hidden']}")

@@ -22,7 +22,7 @@ from torch import Tensor
 from rabench.attention.base import AttentionCore
 from rabench.attention.fused import ra_operands, run_ra
 from rabench.attention.gates import RAGates
-from rabench.attention.registry import AttentionSpec, register, resolve_options
+from rabench.attention.registry import AttentionSpec, register
 from rabench.errors import RabenchError
 
 
@@ -47,7 +47,7 @@ def ra_layers(layers: tuple[int, ...], n_layer: int) -> tuple[int, ...]:
 class RALayersAttention(AttentionCore):
     def __init__(self, spec: AttentionSpec) -> None:
         super().__init__(spec)
-        options = resolve_options("ra-layers", spec.options)
+        options = spec.options
         self.backend = options["backend"]
         self.use_ra = spec.layer_idx in ra_layers(options["layers"], spec.n_layer)
         self.gates = RAGates(spec.n_head, spec.head_dim) if self.use_ra else None

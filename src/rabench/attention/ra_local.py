@@ -16,7 +16,7 @@ from torch import Tensor
 from rabench.attention.base import AttentionCore
 from rabench.attention.fused import ra_operands, run_ra
 from rabench.attention.gates import RAGates
-from rabench.attention.registry import AttentionSpec, register, resolve_options
+from rabench.attention.registry import AttentionSpec, register
 from rabench.errors import RabenchError
 
 
@@ -25,7 +25,7 @@ from rabench.errors import RabenchError
 class RALocalAttention(AttentionCore):
     def __init__(self, spec: AttentionSpec) -> None:
         super().__init__(spec)
-        options = resolve_options("ra-local", spec.options)
+        options = spec.options
         self.window, self.backend = options["window"], options["backend"]
         if self.window < 1:
             raise RabenchError(f"ra-local: window must be >= 1, got {self.window}")

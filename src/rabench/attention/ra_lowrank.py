@@ -19,7 +19,7 @@ from torch import Tensor, nn
 from rabench.attention.base import AttentionCore
 from rabench.attention.fused import run_ra
 from rabench.attention.gates import RAGates, per_head
-from rabench.attention.registry import AttentionSpec, register, resolve_options
+from rabench.attention.registry import AttentionSpec, register
 from rabench.errors import RabenchError
 
 
@@ -36,7 +36,7 @@ def orthogonal_columns(n_head: int, dim: int, rank: int) -> Tensor:
 class RALowRankAttention(AttentionCore):
     def __init__(self, spec: AttentionSpec) -> None:
         super().__init__(spec)
-        options = resolve_options("ra-lowrank", spec.options)
+        options = spec.options
         self.rank, self.backend = options["rank"], options["backend"]
         if not 1 <= self.rank <= spec.head_dim:
             raise RabenchError(f"ra-lowrank: rank must be in 1..{spec.head_dim} (the head dim), got {self.rank}")

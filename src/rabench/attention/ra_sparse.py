@@ -26,7 +26,7 @@ from torch import Tensor
 from rabench.attention.base import AttentionCore
 from rabench.attention.common import causal_mask, masked_softmax_apply, upcast
 from rabench.attention.gates import RAGates, per_head
-from rabench.attention.registry import AttentionSpec, register, resolve_options
+from rabench.attention.registry import AttentionSpec, register
 from rabench.errors import RabenchError
 
 
@@ -48,7 +48,7 @@ def top_fraction_mask(scores: Tensor, p: float) -> Tensor:
 class RASparseAttention(AttentionCore):
     def __init__(self, spec: AttentionSpec) -> None:
         super().__init__(spec)
-        options = resolve_options("ra-sparse", spec.options)
+        options = spec.options
         self.p = options["p"]
         if not 0.0 < self.p <= 1.0:
             raise RabenchError(f"ra-sparse: p must be in (0, 1], got {self.p}")

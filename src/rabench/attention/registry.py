@@ -7,7 +7,7 @@ Adding a variant touches one file (plus its test).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Callable
 
 from torch import nn
@@ -85,8 +85,8 @@ def parse_option_strings(items: list[str] | None) -> dict[str, str]:
 
 
 def build(name: str, spec: AttentionSpec) -> nn.Module:
-    """Instantiate attention `name` for one layer; spec.options must already be resolved."""
-    return entry(name).cls(spec)
+    """Instantiate attention `name` for one layer; its spec.options arrive resolved (defaults filled, types coerced)."""
+    return entry(name).cls(replace(spec, options=resolve_options(name, spec.options)))
 
 
 def _coerce(name: str, key: str, value: Any, default: Any) -> Any:

@@ -50,8 +50,7 @@ def time_fn(fn: Callable[[], Any], device: torch.device, reps: int = 50) -> floa
 
 
 def build_layers(name: str, h: int, d: int, n_layer: int, device: torch.device) -> list[torch.nn.Module]:
-    options = attention.resolve_options(name, {})
-    cores = [attention.build(name, AttentionSpec(h, d, h * d, i, n_layer, options)).to(device) for i in range(n_layer)]
+    cores = [attention.build(name, AttentionSpec(h, d, h * d, i, n_layer)).to(device) for i in range(n_layer)]
     for core in cores:
         core.set_progress(ANNEAL_PROGRESS)
         core.train()

@@ -61,9 +61,8 @@ class GPT(nn.Module):
         super().__init__()
         self.cfg = cfg
         self.attn_name = attn
-        options = attention.resolve_options(attn, attn_options)
         cores = [
-            attention.build(attn, AttentionSpec(cfg.n_head, cfg.head_dim, cfg.n_embd, i, cfg.n_layer, options))
+            attention.build(attn, AttentionSpec(cfg.n_head, cfg.head_dim, cfg.n_embd, i, cfg.n_layer, dict(attn_options or {})))
             for i in range(cfg.n_layer)
         ]
         self.wte = nn.Embedding(cfg.vocab_size, cfg.n_embd)
