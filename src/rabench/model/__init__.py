@@ -3,4 +3,12 @@
 from rabench.model.config import DEFAULT_BATCH, PRESETS, ModelConfig, preset
 from rabench.model.gpt import GPT
 
-__all__ = ["DEFAULT_BATCH", "GPT", "ModelConfig", "PRESETS", "preset"]
+__all__ = ["DEFAULT_BATCH", "GPT", "ModelConfig", "PRESETS", "build_model", "preset"]
+
+
+def build_model(preset_name: str, attn: str, attn_options: dict | None, seed: int) -> GPT:
+    """The model a run with `seed` starts from (on the CPU; move it after)."""
+    import torch
+
+    torch.manual_seed(seed)
+    return GPT(preset(preset_name), attn, attn_options)
