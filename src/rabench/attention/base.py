@@ -3,10 +3,17 @@
 An attention core maps per-head q, k, v of shape (B, H, T, D) to outputs of the same
 shape, causally. It receives the block input x (B, T, C) too, for variants whose gates
 read the hidden states. It owns whatever parameters it learns (gates, scorers).
+
+Paired starts: the model draws every parameter the attentions share (embeddings, MLPs,
+projections) from the run's seed, and each core's own parameters from a separate
+generator derived from (seed, layer) through `reset_parameters(generator)`. So whatever a
+core learns never shifts the shared stream, and two attentions with the same seed start
+from the same shared weights.
 """
 
 from __future__ import annotations
 
+import torch
 from torch import Tensor, nn
 
 from rabench.attention.registry import AttentionSpec
@@ -20,6 +27,17 @@ class AttentionCore(nn.Module):
 
     def forward(self, q: Tensor, k: Tensor, v: Tensor, x: Tensor) -> Tensor:  # pragma: no cover - interface
         raise NotImplementedError
+
+    def reset_parameters(self, generator: torch.Generator | None = None) -> None:
+        """(Re)draw this core's own parameters from `generator` (None: the global generator).
+
+        The default initialises RA's gates (`self.gates`, when there are any); a variant
+        with more parameters overrides this, calls super(), then draws its own, always from
+        `generator` and in a fixed order.
+        """
+        gates = getattr(self, "gates", None)
+        if gates is not None:
+            gates.reset_parameters(generator)
 
     def gate_means(self) -> dict[str, float] | None:
         """Head-averaged RA gate values (w_std, w_rec, w_disc) for the log; None if it has none.

@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 
 def causal_mask(t: int, device: torch.device) -> Tensor:
@@ -29,3 +29,23 @@ def score_scale(head_dim: int) -> float:
 def upcast(t: Tensor) -> Tensor:
     """Half-precision tensors to float32; float32 and float64 stay as they are."""
     return t.float() if t.dtype in (torch.float16, torch.bfloat16) else t
+
+
+@torch.no_grad()
+def init_linear(linear: nn.Linear, generator: torch.Generator | None, weight_std: float | None = None,
+                bias: float | None = None) -> None:
+    """nn.Linear's own init (U(+-1/sqrt(fan_in)) for weight and bias), drawn from `generator`.
+
+    weight_std replaces the weight's draw by N(0, weight_std^2); bias by a constant. Same
+    distributions as the torch defaults, but from the core's own generator (paired starts).
+    """
+    bound = 1.0 / math.sqrt(linear.in_features)
+    if weight_std is None:
+        nn.init.uniform_(linear.weight, -bound, bound, generator=generator)
+    else:
+        nn.init.normal_(linear.weight, mean=0.0, std=weight_std, generator=generator)
+    if linear.bias is not None:
+        if bias is None:
+            nn.init.uniform_(linear.bias, -bound, bound, generator=generator)
+        else:
+            nn.init.constant_(linear.bias, bias)

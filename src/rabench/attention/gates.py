@@ -13,13 +13,21 @@ from torch import Tensor, nn
 from rabench.attention.common import upcast
 
 GATE_INIT = (2.2, 0.6, 0.1)
+U_INIT_STD = 0.02
 
 
 class RAGates(nn.Module):
     def __init__(self, n_head: int, head_dim: int) -> None:
         super().__init__()
-        self.logits = nn.Parameter(torch.tensor(GATE_INIT).repeat(n_head, 1))  # (H, 3)
-        self.u = nn.Parameter(torch.randn(n_head, head_dim) * 0.02)  # (H, D)
+        self.logits = nn.Parameter(torch.empty(n_head, 3))  # (H, 3)
+        self.u = nn.Parameter(torch.empty(n_head, head_dim))  # (H, D)
+        self.reset_parameters()
+
+    @torch.no_grad()
+    def reset_parameters(self, generator: torch.Generator | None = None) -> None:
+        """logits = GATE_INIT per head; u ~ N(0, 0.02^2) drawn from `generator` (None: the global one)."""
+        self.logits.copy_(torch.tensor(GATE_INIT, dtype=self.logits.dtype).repeat(self.logits.shape[0], 1))
+        nn.init.normal_(self.u, mean=0.0, std=U_INIT_STD, generator=generator)
 
     def weights(self) -> tuple[Tensor, Tensor, Tensor]:
         """(w_std, w_rec, w_disc), each (H,), float32 (float64 for a float64 model)."""

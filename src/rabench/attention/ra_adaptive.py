@@ -15,7 +15,7 @@ import torch
 from torch import Tensor, nn
 
 from rabench.attention.base import AttentionCore
-from rabench.attention.common import upcast
+from rabench.attention.common import init_linear, upcast
 from rabench.attention.fused import ra_operands, run_ra
 from rabench.attention.gates import RAGates
 from rabench.attention.registry import AttentionSpec, register
@@ -30,8 +30,12 @@ class RAAdaptiveAttention(AttentionCore):
         self.backend = options["backend"]
         self.gates = RAGates(spec.n_head, spec.head_dim)
         self.gate_net = nn.Linear(spec.n_embd, spec.n_head)
-        nn.init.normal_(self.gate_net.weight, mean=0.0, std=0.02)
-        nn.init.constant_(self.gate_net.bias, options["init_bias"])
+        self.reset_parameters()
+
+    def reset_parameters(self, generator: torch.Generator | None = None) -> None:
+        """Gates, then W ~ N(0, 0.02^2) and b = init_bias, from `generator`."""
+        super().reset_parameters(generator)
+        init_linear(self.gate_net, generator, weight_std=0.02, bias=self.spec.options["init_bias"])
 
     def row_gate(self, x: Tensor) -> Tensor:
         """r_i per (B, H, T) from x (B, T, C)."""

@@ -22,7 +22,7 @@ import torch
 from torch import Tensor, nn
 
 from rabench.attention.base import AttentionCore
-from rabench.attention.common import upcast
+from rabench.attention.common import init_linear, upcast
 from rabench.attention.fused import ra_operands, run_ra
 from rabench.attention.gates import RAGates
 from rabench.attention.registry import AttentionSpec, register
@@ -51,8 +51,12 @@ class RABudgetAttention(AttentionCore):
             raise RabenchError(f"ra-budget: k must be in (0, 1], got {self.k}")
         self.gates = RAGates(spec.n_head, spec.head_dim)
         self.scorer = nn.Linear(spec.n_embd, spec.n_head)
-        nn.init.normal_(self.scorer.weight, mean=0.0, std=0.02)
-        nn.init.zeros_(self.scorer.bias)
+        self.reset_parameters()
+
+    def reset_parameters(self, generator: torch.Generator | None = None) -> None:
+        """Gates, then the scorer W ~ N(0, 0.02^2), b = 0, from `generator`."""
+        super().reset_parameters(generator)
+        init_linear(self.scorer, generator, weight_std=0.02, bias=0.0)
 
     def row_gate(self, x: Tensor) -> Tensor:
         """r per (B, H, T) from x (B, T, C)."""

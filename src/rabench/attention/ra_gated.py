@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from rabench.attention.base import AttentionCore
-from rabench.attention.common import upcast
+from rabench.attention.common import init_linear, upcast
 from rabench.attention.fused import ra_operands, run_ra
 from rabench.attention.gates import RAGates
 from rabench.attention.registry import AttentionSpec, register
@@ -50,7 +50,13 @@ class RAGatedAttention(AttentionCore):
         self.gates = RAGates(spec.n_head, spec.head_dim)
         self.fc = nn.Linear(3, options["hidden"])
         self.out = nn.Linear(options["hidden"], 1)
-        nn.init.constant_(self.out.bias, GATE_BIAS_INIT)
+        self.reset_parameters()
+
+    def reset_parameters(self, generator: torch.Generator | None = None) -> None:
+        """Gates, then the MLP with torch's Linear init (output bias GATE_BIAS_INIT), all from `generator`."""
+        super().reset_parameters(generator)
+        init_linear(self.fc, generator)
+        init_linear(self.out, generator, bias=GATE_BIAS_INIT)
 
     def row_gate(self, q: Tensor) -> Tensor:
         """r_i per (B, H, T)."""

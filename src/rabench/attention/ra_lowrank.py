@@ -23,11 +23,11 @@ from rabench.attention.registry import AttentionSpec, register
 from rabench.errors import RabenchError
 
 
-def orthogonal_columns(n_head: int, dim: int, rank: int) -> Tensor:
+def orthogonal_columns(n_head: int, dim: int, rank: int, generator: torch.Generator | None = None) -> Tensor:
     """(H, D, r): per head, the first r columns of a random orthogonal D x D matrix."""
     mats = torch.empty(n_head, dim, dim)
     for h in range(n_head):
-        nn.init.orthogonal_(mats[h])
+        nn.init.orthogonal_(mats[h], generator=generator)
     return mats[:, :, :rank].clone()
 
 
@@ -41,9 +41,17 @@ class RALowRankAttention(AttentionCore):
         if not 1 <= self.rank <= spec.head_dim:
             raise RabenchError(f"ra-lowrank: rank must be in 1..{spec.head_dim} (the head dim), got {self.rank}")
         self.gates = RAGates(spec.n_head, spec.head_dim)
-        init = orthogonal_columns(spec.n_head, spec.head_dim, self.rank)
-        self.w1 = nn.Parameter(init.clone())  # (H, D, r): query side, k2 = q W1
-        self.w2 = nn.Parameter(init.clone())  # (H, D, r): key side,   q2 = w_rec c k W2
+        self.w1 = nn.Parameter(torch.empty(spec.n_head, spec.head_dim, self.rank))  # (H, D, r): query side, k2 = q W1
+        self.w2 = nn.Parameter(torch.empty(spec.n_head, spec.head_dim, self.rank))  # (H, D, r): key side, q2 = w_rec c k W2
+        self.reset_parameters()
+
+    @torch.no_grad()
+    def reset_parameters(self, generator: torch.Generator | None = None) -> None:
+        """Gates, then W1 = W2 = the same random orthonormal columns, from `generator`."""
+        super().reset_parameters(generator)
+        init = orthogonal_columns(self.spec.n_head, self.spec.head_dim, self.rank, generator)
+        self.w1.copy_(init)
+        self.w2.copy_(init)
 
     def forward(self, q: Tensor, k: Tensor, v: Tensor, x: Tensor) -> Tensor:
         w_std, w_rec, w_disc = self.gates.weights()

@@ -21,7 +21,13 @@ from rabench.attention.registry import AttentionSpec, register
 class StdGatedAttention(AttentionCore):
     def __init__(self, spec: AttentionSpec) -> None:
         super().__init__(spec)
-        self.gate_logits = nn.Parameter(torch.tensor(GATE_INIT).repeat(spec.n_head, 1))  # (H, 3) as RA
+        self.gate_logits = nn.Parameter(torch.empty(spec.n_head, 3))  # (H, 3) as RA
+        self.reset_parameters()
+
+    @torch.no_grad()
+    def reset_parameters(self, generator: torch.Generator | None = None) -> None:
+        """RA's gate init; nothing random to draw."""
+        self.gate_logits.copy_(torch.tensor(GATE_INIT, dtype=self.gate_logits.dtype).repeat(self.spec.n_head, 1))
 
     def w_std(self) -> Tensor:
         return torch.softmax(upcast(self.gate_logits), dim=-1)[:, 0]

@@ -7,8 +7,9 @@ __all__ = ["DEFAULT_BATCH", "GPT", "ModelConfig", "PRESETS", "build_model", "pre
 
 
 def build_model(preset_name: str, attn: str, attn_options: dict | None, seed: int) -> GPT:
-    """The model a run with `seed` starts from (on the CPU; move it after)."""
-    import torch
+    """The model a run with `seed` starts from (on the CPU; move it after).
 
-    torch.manual_seed(seed)
-    return GPT(preset(preset_name), attn, attn_options)
+    Paired starts: every parameter two attentions share is identical for the same seed,
+    and the result does not depend on the global RNG (see `GPT.reset_parameters`).
+    """
+    return GPT(preset(preset_name), attn, attn_options, seed=seed)

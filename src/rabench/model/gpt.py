@@ -1,20 +1,40 @@
 """GPT-2 (pre-LayerNorm, GELU MLP 4:1, tied embeddings) with a pluggable attention core.
 
 Everything except the attention core is the same for every config, so differences in
-loss and speed come from attention alone.
+loss and speed come from attention alone. That includes the starting point (paired
+starts): for a given seed, every parameter outside the attention cores is drawn from
+its own generator in a fixed order, and each core's parameters from a generator derived
+from (seed, layer), so a core's parameters never shift the shared draws. The global
+RNG is neither read nor advanced by what the model ends up holding.
 """
 
 from __future__ import annotations
 
 import math
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from rabench import attention
 from rabench.attention import AttentionSpec
+from rabench.errors import RabenchError
 from rabench.model.config import ModelConfig
+
+SHARED_STREAM, CORE_STREAM = 0, 1  # SeedSequence tags: the shared weights' stream, the cores' streams
+
+
+def init_generator(seed: int, *stream: int) -> torch.Generator:
+    """A CPU generator for one stream of `seed`: (SHARED_STREAM,) or (CORE_STREAM, layer).
+
+    numpy's SeedSequence hashes the tuple, so the streams are unrelated to each other and
+    to torch.manual_seed(seed), and different seeds give different streams.
+    """
+    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+        raise RabenchError(f"seed must be a non-negative integer, got {seed!r}")
+    state = np.random.SeedSequence([seed, *stream]).generate_state(1, dtype=np.uint64)[0]
+    return torch.Generator().manual_seed(int(state))
 
 
 class CausalSelfAttention(nn.Module):
@@ -57,10 +77,11 @@ class Block(nn.Module):
 
 
 class GPT(nn.Module):
-    def __init__(self, cfg: ModelConfig, attn: str, attn_options: dict | None = None) -> None:
+    def __init__(self, cfg: ModelConfig, attn: str, attn_options: dict | None = None, seed: int = 0) -> None:
         super().__init__()
         self.cfg = cfg
         self.attn_name = attn
+        self.seed = seed
         cores = [
             attention.build(attn, AttentionSpec(cfg.n_head, cfg.head_dim, cfg.n_embd, i, cfg.n_layer, dict(attn_options or {})))
             for i in range(cfg.n_layer)
@@ -71,18 +92,32 @@ class GPT(nn.Module):
         self.ln_f = nn.LayerNorm(cfg.n_embd)
         self.lm_head = nn.Linear(cfg.n_embd, cfg.vocab_size, bias=False)
         self.lm_head.weight = self.wte.weight  # tied embeddings
-        self._init_weights(cfg)
+        self.reset_parameters(seed)
 
-    def _init_weights(self, cfg: ModelConfig) -> None:
-        """GPT-2 init: N(0, 0.02), residual projections scaled by 1/sqrt(2 n_layer); gates keep theirs."""
+    def reset_parameters(self, seed: int) -> None:
+        """Paired starts: shared weights from seed's shared stream, core i from stream (seed, i)."""
+        self._init_shared_weights(init_generator(seed, SHARED_STREAM))
+        for i, core in enumerate(self.cores()):
+            core.reset_parameters(init_generator(seed, CORE_STREAM, i))
+
+    @torch.no_grad()
+    def _init_shared_weights(self, generator: torch.Generator) -> None:
+        """GPT-2 init: N(0, 0.02), residual projections scaled by 1/sqrt(2 n_layer), biases 0, LayerNorms 1/0.
+
+        Parameters are visited in registration order with the cores left out, so the draws
+        are the same for every attention.
+        """
+        n_layer = self.cfg.n_layer
         for name, p in self.named_parameters():
             if ".core." in name:
-                continue  # attention cores initialise their own gates
+                continue  # the cores draw from their own generators
             if p.dim() >= 2:
-                std = 0.02 / math.sqrt(2 * cfg.n_layer) if name.endswith("c_proj.weight") else 0.02
-                nn.init.normal_(p, mean=0.0, std=std)
+                std = 0.02 / math.sqrt(2 * n_layer) if name.endswith("c_proj.weight") else 0.02
+                nn.init.normal_(p, mean=0.0, std=std, generator=generator)
             elif name.endswith("bias"):
                 nn.init.zeros_(p)
+            else:
+                nn.init.ones_(p)  # LayerNorm gains
 
     def cores(self) -> list[nn.Module]:
         return [block.attn.core for block in self.blocks]
