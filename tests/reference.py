@@ -33,6 +33,19 @@ def ra_reference(q: Tensor, k: Tensor, v: Tensor, g: Tensor, u: Tensor, row_gate
     return torch.softmax(logits, dim=-1) @ v
 
 
+def ra_norec_reference(q: Tensor, k: Tensor, v: Tensor, g: Tensor, u: Tensor) -> Tensor:
+    """RA with w_rec held at 0, float64: L_ij = w_std S_ij + w_disc k_j.u (j <= i), w = softmax(g) over 3 logits."""
+    q, k, v, g, u = (t.double() for t in (q, k, v, g, u))
+    t = q.shape[-2]
+    w = torch.softmax(g, dim=-1)
+    s = torch.einsum("bhid,bhjd->bhij", q, k) / math.sqrt(q.shape[-1])
+    disc = torch.einsum("bhjd,hd->bhj", k, u)
+    logits = w[:, 0].view(1, -1, 1, 1) * s + w[:, 2].view(1, -1, 1, 1) * disc.unsqueeze(-2)
+    idx = torch.arange(t)
+    logits = logits.masked_fill(~(idx.view(-1, 1) >= idx.view(1, -1)), float("-inf"))
+    return torch.softmax(logits, dim=-1) @ v
+
+
 def standard_reference(q: Tensor, k: Tensor, v: Tensor, temperature: Tensor | None = None) -> Tensor:
     """Causal softmax(c Q K^T) V in float64, optionally times a per-head factor on the logits."""
     q, k, v = q.double(), k.double(), v.double()

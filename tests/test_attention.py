@@ -8,7 +8,7 @@ import torch
 from rabench import attention
 from rabench.attention import AttentionSpec
 from rabench.attention.fused import open_coded_ra, ra_operands
-from reference import ra_reference, rel_err, standard_reference
+from reference import ra_norec_reference, ra_reference, rel_err, standard_reference
 
 SHAPES = [(2, 3, 1, 8), (1, 2, 7, 16), (2, 2, 33, 8), (1, 1, 50, 32)]  # (B, H, T, D): T not a power of two
 TOL = 1e-10
@@ -73,6 +73,42 @@ def test_ra_paths_match_reference(name: str, shape: tuple[int, ...]) -> None:
     w = torch.randn_like(ref)
     for got, want in zip(grads(out, [q, k, v, g, u], w), grads(ref, [q, k, v, g, u], w)):
         assert rel_err(got, want) < TOL
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+def test_ra_norec_matches_reference(shape: tuple[int, ...]) -> None:
+    b, h, t, d = shape
+    q, k, v = inputs(*shape)
+    module = make("ra-norec", h, d, backend="torch")
+    g, u = module.gates.logits, module.gates.u
+    out = module(q, k, v, None)
+    ref = ra_norec_reference(q, k, v, g, u)
+    assert rel_err(out, ref) < TOL
+    w = torch.randn_like(ref)
+    for got, want in zip(grads(out, [q, k, v, g, u], w), grads(ref, [q, k, v, g, u], w)):
+        assert rel_err(got, want) < TOL
+
+
+def test_ra_norec_is_ra_without_the_reciprocal_term(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Same logits and u: ra-norec == ra-open with w_rec forced to 0 (w_std, w_disc untouched), != ra-open."""
+    q, k, v = inputs(2, 3, 20, 16)
+    ra, norec = make("ra-open", 3, 16), make("ra-norec", 3, 16, backend="torch")
+    with torch.no_grad():
+        norec.gates.logits.copy_(ra.gates.logits)
+        norec.gates.u.copy_(ra.gates.u)
+    assert rel_err(ra(q, k, v, None), norec(q, k, v, None)) > 1e-3
+    w_std, w_rec, w_disc = ra.gates.weights()
+    monkeypatch.setattr(ra.gates, "weights", lambda: (w_std, torch.zeros_like(w_rec), w_disc))
+    assert rel_err(ra(q, k, v, None), norec(q, k, v, None)) < TOL
+
+
+def test_ra_norec_starts_with_ra_gates_and_logs_w_rec_zero() -> None:
+    spec = AttentionSpec(4, 16, 64, 0, 1, attention.resolve_options("ra-norec", {}))
+    norec, ra = attention.build("ra-norec", spec), attention.build("ra-open", AttentionSpec(4, 16, 64, 0, 1, {}))
+    assert torch.equal(norec.gates.logits, ra.gates.logits)
+    means = norec.gate_means()
+    assert means["w_rec"] == 0.0
+    assert means["w_std"] == pytest.approx(0.7551, abs=1e-3) and means["w_disc"] == pytest.approx(0.0925, abs=1e-3)
 
 
 @pytest.mark.parametrize("shape", SHAPES)

@@ -392,6 +392,7 @@ KERNEL_CASES = [
     ("ra-budget", {"k": 0.25}),
     ("ra-layers", {"layers": (0,)}),
     ("ra-amortized", {}),  # the refresh step
+    ("ra-norec", {}),  # the kernel with its reciprocal operands absent
 ]
 
 
@@ -417,7 +418,8 @@ def test_kernel_route_matches_open_coded(name, options, monkeypatch):
             m.calls = 0  # both runs are refresh steps
         out = m(q, k, v, x)
         got[backend] = (out, torch.autograd.grad(out, tensors, dout, allow_unused=True))
-    assert launches == [name != "ra-anneal"]  # one kernel launch, with the reciprocal term unless fast path
+    # one kernel launch, with the reciprocal term except on anneal's fast path and in ra-norec
+    assert launches == [name not in ("ra-anneal", "ra-norec")]
     (ref, ref_grads), (out, out_grads) = got["torch"], got["triton"]
     assert rel_err(out, ref) < 1e-4
     for i, (a, want) in enumerate(zip(out_grads, ref_grads)):
@@ -445,7 +447,7 @@ def test_options_parse_from_strings():
     assert attention.resolve_options("ra-anneal", {"floor": "0.1"})["floor"] == 0.1
 
 
-@pytest.mark.parametrize("name", VARIANTS)
+@pytest.mark.parametrize("name", VARIANTS + ["ra-norec"])
 def test_tiny_model_forward_backward(name):
     torch.manual_seed(0)
     model = GPT(preset("tiny"), name)

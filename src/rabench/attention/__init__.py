@@ -14,6 +14,7 @@ from rabench.attention import (  # noqa: F401  (importing a module registers its
     ra_layers,
     ra_local,
     ra_lowrank,
+    ra_norec,
     ra_open,
     ra_sparse,
     ra_triton,

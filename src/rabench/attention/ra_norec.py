@@ -1,0 +1,48 @@
+"""The full control for reciprocity: RA with the reciprocal term removed.
+
+    L_ij = w_std S_ij + w_disc d_j          (j <= i),   (w_std, w_rec, w_disc) = softmax(g)
+
+Everything else is RA's: the same RAGates (three logits per head, initialised to
+(2.2, 0.6, 0.1)), the same discoverability vector u and bias w_disc d_j, the same fused
+kernel path, called with its reciprocal operands absent (q2 = k2 = None). RA vs ra-norec
+therefore differs in the w_rec S_ji term alone; ra-norec vs std-gated in the w_disc d_j
+term alone.
+
+How w_rec is held at 0: the coefficient of S_ji is exactly 0 (the term is not computed),
+while w_std and w_disc keep RA's three-way softmax. Renormalising over (g_std, g_disc)
+alone would look tidier but would change the control: it starts w_std at 0.891 instead
+of RA's 0.755 (a hotter softmax from the first step, so RA vs control would also differ
+in temperature), and it ties w_std + w_disc = 1, taking away the learned temperature RA
+and std-gated have. With the three-way softmax the control starts with RA's exact w_std
+and w_disc, and its temperature learns as std-gated's does. The gate log reports
+w_rec = 0, the weight the reciprocal term actually gets.
+"""
+
+from __future__ import annotations
+
+from torch import Tensor
+
+from rabench.attention.base import AttentionCore
+from rabench.attention.fused import run_ra
+from rabench.attention.gates import RAGates, per_head
+from rabench.attention.registry import AttentionSpec, register
+
+
+@register("ra-norec", "RA with w_rec held at 0: w_std*S + w_disc*d through the RA kernel (control for reciprocity)",
+          family="standard", backend="auto")
+class RANoRecAttention(AttentionCore):
+    def __init__(self, spec: AttentionSpec) -> None:
+        super().__init__(spec)
+        self.backend = spec.options["backend"]
+        self.gates = RAGates(spec.n_head, spec.head_dim)
+
+    def forward(self, q: Tensor, k: Tensor, v: Tensor, x: Tensor) -> Tensor:
+        w_std, _, w_disc = self.gates.weights()
+        q1 = (q * per_head(w_std * self.scale).to(q.dtype)).contiguous()  # w_std c q_i . k_j = w_std S_ij
+        bias = self.gates.discoverability(k) * w_disc.view(1, -1, 1)  # w_disc d_j, float32 (float64 for float64)
+        return run_ra(q1, k.contiguous(), None, None, v, bias, backend=self.backend)
+
+    def gate_means(self) -> dict[str, float]:
+        means = self.gates.mean_weights()
+        means["w_rec"] = 0.0  # the softmax's middle share multiplies nothing
+        return means
