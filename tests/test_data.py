@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import importlib
 import json
 from pathlib import Path
 
@@ -63,7 +64,8 @@ def test_meta_counts_match_shards(austen: tuple[Path, dict]) -> None:
             header = np.fromfile(path, dtype="<i4", count=3)
             assert header.tolist() == [20240520, 1, shard["tokens"]]
     assert meta["splits"]["train"]["tokens"] + meta["splits"]["val"]["tokens"] == MAX_TOKENS
-    assert sorted(p.name for p in out.iterdir()) == ["meta.json", "train_000000.bin", "val_000000.bin"]
+    assert sorted(p.name for p in out.iterdir()) == [
+        "meta.json", "train_000000.bin", "train_docs.npy", "val_000000.bin", "val_docs.npy"]
 
 
 def test_eot_starts_every_document(austen: tuple[Path, dict]) -> None:
@@ -133,8 +135,39 @@ def test_refuses_existing_dataset_unless_overwrite(tmp_path: Path) -> None:
     with pytest.raises(RabenchError, match="already holds a prepared dataset") as info:
         prepare(sources, out, workers=1, progress=False)
     assert str(out) in str(info.value)
-    meta = prepare(sources[:1], out, workers=1, progress=False, overwrite=True)
-    assert meta["documents"] == 1 and not (out / "val_000000.bin").exists()
+    meta = prepare(sources[::-1], out, workers=1, progress=False, overwrite=True, val_fraction=0.5)
+    assert meta["sources"] == sources[::-1] and (out / "val_000000.bin").exists()
+
+
+def test_refuses_an_empty_val_split(tmp_path: Path) -> None:
+    (tmp_path / "a.txt").write_text("A single document cannot fill two splits.")
+    out = tmp_path / "out"
+    with pytest.raises(RabenchError, match="val split would hold no tokens") as info:
+        prepare([str(tmp_path / "a.txt")], out, workers=1, progress=False)
+    assert "\n" not in str(info.value)
+    assert list(out.iterdir()) == []  # nothing half-written is left
+
+
+def test_records_each_documents_source(tmp_path: Path) -> None:
+    """Two JSONL sources, one with "source" fields: per-document ids in {split}_docs.npy name meta's source_names."""
+    english = [{"text": f"English text number {i}, plain words.", "source": f"prose/book{i % 2}/{i}"} for i in range(12)]
+    code = [{"text": f"int f{i}(void) {{ return {i}; }}"} for i in range(9)]
+    (tmp_path / "english.jsonl").write_text("".join(json.dumps(r) + "\n" for r in english))
+    (tmp_path / "code.jsonl.xz").write_bytes(__import__("lzma").compress("".join(json.dumps(r) + "\n" for r in code).encode()))
+    out = tmp_path / "out"
+    meta = prepare([str(tmp_path / "english.jsonl"), str(tmp_path / "code.jsonl.xz")], out, val_fraction=0.3,
+                   workers=1, progress=False)
+    assert meta["source_names"] == ["english/prose", "code"]
+    enc = gpt2_encoding()
+    labelled = [(0, r["text"]) for r in english] + [(1, r["text"]) for r in code]
+    for split in ("train", "val"):
+        rows = np.load(out / meta["splits"][split]["documents_index"]["file"])
+        tokens = split_tokens(out, meta, split)
+        assert len(rows) == meta["splits"][split]["documents"] and rows[0, 0] == 0
+        assert np.array_equal(np.flatnonzero(tokens == EOT), rows[:, 0])  # one start per document, at its EOT
+        by_text = {tuple(enc.encode_ordinary(text)): sid for sid, text in labelled}
+        for (start, sid), doc in zip(rows, documents_of(tokens)):
+            assert by_text[doc] == sid
 
 
 def test_failed_prepare_leaves_no_shards(tmp_path: Path) -> None:
@@ -161,3 +194,66 @@ def test_bad_arguments(tmp_path: Path, kwargs: dict, pattern: str) -> None:
     args = {"sources": ["austen"], "out_dir": tmp_path, "progress": False} | kwargs
     with pytest.raises(RabenchError, match=pattern):
         prepare(**args)
+
+
+def _two_doc_dataset(tmp_path: Path) -> Path:
+    for name, text in (("a.txt", "Some words for a tiny dataset."), ("b.txt", "Some other words, and more.")):
+        (tmp_path / name).write_text(text)
+    out = tmp_path / "out"
+    prepare([str(tmp_path / "a.txt"), str(tmp_path / "b.txt")], out, workers=1, progress=False)
+    return out
+
+
+def test_token_range_check_names_the_shard(tmp_path: Path) -> None:
+    from rabench.data import TokenSplit, check_token_range, write_shard
+
+    out = _two_doc_dataset(tmp_path)
+    check_token_range(TokenSplit(out, "train"))  # clean data passes
+    shard = out / "train_000000.bin"
+    tokens = np.array(open_shard(shard))
+    tokens[-1] = 50300  # inside the model's padded 50304 rows: would train silently
+    write_shard(shard, tokens)
+    with pytest.raises(RabenchError, match=r"train_000000.bin holds token id 50300, outside the GPT-2 vocabulary") as info:
+        check_token_range(TokenSplit(out, "train"))
+    assert "\n" not in str(info.value)
+    check_token_range(TokenSplit(out, "val"))  # the other split is untouched
+
+
+def test_verify_checksums(tmp_path: Path) -> None:
+    from rabench.data import verify_checksums
+
+    out = _two_doc_dataset(tmp_path)
+    assert verify_checksums(out) == 4  # two shards, two document indexes
+    shard = out / "val_000000.bin"
+    raw = bytearray(shard.read_bytes())
+    raw[-1] ^= 1  # same length, one bit flipped
+    shard.write_bytes(bytes(raw))
+    with pytest.raises(RabenchError, match=r"checksum mismatch for .*val_000000.bin"):
+        verify_checksums(out)
+    (out / "train_docs.npy").unlink()
+    with pytest.raises(RabenchError, match=r"missing file .*(train_docs.npy|val_000000.bin)|checksum mismatch"):
+        verify_checksums(out)
+    with pytest.raises(RabenchError, match="not a prepared data folder"):
+        verify_checksums(tmp_path)
+
+
+def test_prepare_verifies_what_it_wrote(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A shard that reads back differently from what was hashed is refused, and nothing is left."""
+    prepare_module = importlib.import_module("rabench.data.prepare")  # the module; rabench.data.prepare is the function
+
+    real = prepare_module.write_shard
+
+    def faulty_write(path: Path, tokens: np.ndarray) -> str:
+        sha = real(path, tokens)
+        with open(path, "r+b") as f:  # the disk returns something else than was written
+            f.seek(-1, 2)
+            f.write(b"\xff")
+        return sha
+
+    monkeypatch.setattr(prepare_module, "write_shard", faulty_write)
+    (tmp_path / "a.txt").write_text("One document here.")
+    (tmp_path / "b.txt").write_text("And a second one.")
+    out = tmp_path / "out"
+    with pytest.raises(RabenchError, match="checksum mismatch"):
+        prepare([str(tmp_path / "a.txt"), str(tmp_path / "b.txt")], out, workers=1, progress=False)
+    assert list(out.iterdir()) == []

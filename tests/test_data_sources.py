@@ -197,3 +197,16 @@ def test_prepare_checks_sources_before_creating_output(tmp_path: Path) -> None:
     with pytest.raises(RabenchError, match="missing.txt"):
         prepare(["austen", str(tmp_path / "missing.txt")], out, progress=False)
     assert not out.exists()
+
+
+def test_source_labels(tmp_path: Path) -> None:
+    from rabench.data.sources import iter_labelled_documents, source_label, spec_label
+
+    assert spec_label("../shared/corpus/english-mix.jsonl.xz") == "english-mix"
+    assert spec_label("notes/*.txt") == "notes/*.txt" and spec_label("hf:tinystories") == "hf:tinystories"
+    assert source_label("english-mix", "gcide/00012") == "english-mix/gcide"
+    assert source_label("austen", "austen/emma/001") == "austen" and source_label("x", None) == "x"
+    labels = {label for label, _ in iter_labelled_documents(["austen"])}
+    assert labels == {"austen"}
+    (tmp_path / "a.txt").write_text("plain")
+    assert list(iter_labelled_documents([str(tmp_path / "a.txt")])) == [("a", "plain")]

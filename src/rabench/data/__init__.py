@@ -1,6 +1,7 @@
 """Data layer: sources -> GPT-2 tokens -> llm.c shards -> deterministic batches."""
 
-from rabench.data.loader import TokenSplit, check_split_fits, load_meta, train_batch, val_batches
+from rabench.data.checks import check_token_range, verify_checksums
+from rabench.data.loader import DocumentIndex, TokenSplit, check_split_fits, load_meta, train_batch, val_batches
 from rabench.data.prepare import META_FILE, prepare
 from rabench.data.shards import open_shard, read_shard_header, write_shard
 from rabench.data.sources import HF_ALIASES, check_sources, iter_documents, iter_source, parse_hf_spec
@@ -11,9 +12,11 @@ __all__ = [
     "HF_ALIASES",
     "META_FILE",
     "VOCAB_SIZE",
+    "DocumentIndex",
     "TokenSplit",
     "check_sources",
     "check_split_fits",
+    "check_token_range",
     "gpt2_encoding",
     "iter_documents",
     "iter_source",
@@ -24,5 +27,6 @@ __all__ = [
     "read_shard_header",
     "train_batch",
     "val_batches",
+    "verify_checksums",
     "write_shard",
 ]

@@ -9,6 +9,7 @@ stopped.
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +32,20 @@ def load_meta(data_dir: str | Path) -> dict[str, Any]:
         raise RabenchError(f"{path} is corrupt ({e}); re-run `rabench prepare` (with --overwrite)") from None
 
 
+@dataclass(frozen=True)
+class DocumentIndex:
+    """Where each document of a split starts and which source it came from."""
+
+    starts: np.ndarray  # (documents,) int64, increasing offsets in the split
+    source_ids: np.ndarray  # (documents,) int64, indexes into names
+    names: list[str]
+
+    def token_sources(self, positions: np.ndarray) -> np.ndarray:
+        """Source id of the document holding each token position (same shape as positions)."""
+        doc = np.searchsorted(self.starts, positions, side="right") - 1
+        return self.source_ids[np.clip(doc, 0, None)]
+
+
 class TokenSplit:
     """All shards of one split as a single read-only token sequence."""
 
@@ -41,8 +56,27 @@ class TokenSplit:
         splits = meta.get("splits", {})
         if split not in splits:
             raise RabenchError(f"{self.data_dir / META_FILE} has no split {split!r} (it has {', '.join(splits)})")
+        self.shard_files = [self.data_dir / entry["file"] for entry in splits[split]["shards"]]
         self.shards = [self._open(entry) for entry in splits[split]["shards"]]
         self.offsets = np.cumsum([0] + [len(s) for s in self.shards])  # shard i spans offsets[i]:offsets[i+1]
+        self._index_entry = splits[split].get("documents_index")
+        self._source_names = list(meta.get("source_names") or [])
+
+    def documents(self) -> DocumentIndex | None:
+        """The split's document index, or None for data prepared before prepare recorded sources."""
+        if not self._index_entry or not self._source_names:
+            return None
+        path = self.data_dir / self._index_entry["file"]
+        try:
+            rows = np.load(path, allow_pickle=False)
+        except (OSError, ValueError) as e:
+            raise RabenchError(f"cannot read document index {path} ({e}); re-run `rabench prepare` (with --overwrite)") from None
+        ok = rows.ndim == 2 and rows.shape[1] == 2 and (len(rows) == 0 or (
+            rows[0, 0] == 0 and np.all(np.diff(rows[:, 0]) >= 0) and rows[:, 0].max() < max(1, len(self))
+            and rows[:, 1].min() >= 0 and rows[:, 1].max() < len(self._source_names)))
+        if not ok:
+            raise RabenchError(f"corrupt document index {path}; re-run `rabench prepare` (with --overwrite)")
+        return DocumentIndex(rows[:, 0].astype(np.int64), rows[:, 1].astype(np.int64), self._source_names)
 
     def _open(self, entry: dict[str, Any]) -> np.ndarray:
         path = self.data_dir / entry["file"]

@@ -4,6 +4,12 @@ Every document is tokenized with GPT-2 and preceded by <|endoftext|>. Which
 split a document lands in depends only on its text (a stable hash), so the split
 is reproducible, never cuts a document in two, and does not move when sources
 are added or reordered.
+
+Each split also gets a document index, {split}_docs.npy: one int64 row (start offset in
+the split, source id) per document, the ids naming meta.json's "source_names" (see
+`rabench.data.sources` for the labels), so evaluation can report loss per source.
+What was written is read back and checked against the recorded SHA-256 before
+meta.json is written; a val split without a token is refused.
 """
 
 from __future__ import annotations
@@ -14,6 +20,7 @@ import hashlib
 import json
 import multiprocessing
 import os
+from array import array
 from collections.abc import Callable, Iterator
 from multiprocessing.pool import Pool
 from pathlib import Path
@@ -23,12 +30,14 @@ import numpy as np
 from tqdm import tqdm
 
 import rabench
+from rabench.data.checks import file_sha256, verify_files
 from rabench.data.shards import MAGIC, VERSION, write_shard
-from rabench.data.sources import check_sources, iter_documents
+from rabench.data.sources import check_sources, iter_labelled_documents
 from rabench.data.tokenizer import EOT, TOKENIZER_NAME, VOCAB_SIZE, gpt2_encoding
 from rabench.errors import RabenchError
 
 META_FILE = "meta.json"
+DOCS_SUFFIX = "_docs.npy"  # per split: the document index
 SPLITS = ("train", "val")
 VAL_RULE = (
     "a document goes to val when int.from_bytes(blake2b(text as UTF-8, digest_size=8), 'big') / 2**64 "
@@ -63,11 +72,12 @@ def prepare(
     writers = {split: ShardWriter(out_dir, split, shard_tokens) for split in SPLITS}
     try:
         run = _write_splits(sources, writers, max_tokens, val_fraction, workers, progress)
+        meta = _build_meta(sources, writers, max_tokens, val_fraction, shard_tokens, **run)
+        verify_files(out_dir, meta)  # read back what was written: lengths, headers, SHA-256
     except BaseException:
         for writer in writers.values():
             writer.delete_written()
         raise
-    meta = _build_meta(sources, writers, max_tokens, val_fraction, shard_tokens, **run)
     _write_json_atomically(out_dir / META_FILE, meta)
     return meta
 
@@ -83,6 +93,13 @@ def document_goes_to_val(text: str, val_fraction: float) -> bool:
     """The split rule: a stable hash of the text under val_fraction (Python's hash() is salted)."""
     digest = hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=8).digest()
     return int.from_bytes(digest, "big") < val_fraction * 2**64
+
+
+def tokenize_labelled(item: tuple[str, str], val_fraction: float) -> tuple[bool, np.ndarray, str]:
+    """(label, text) -> (goes to val, tokens, label); runs in the worker processes."""
+    label, text = item
+    goes_to_val, tokens = tokenize_document(text, val_fraction)
+    return goes_to_val, tokens, label
 
 
 def tokenize_document(text: str, val_fraction: float) -> tuple[bool, np.ndarray]:
@@ -104,10 +121,15 @@ class ShardWriter:
         self.documents = 0
         self.tokens = 0
         self.shards: list[dict[str, Any]] = []
+        self.index: dict[str, Any] | None = None  # the document index file, once written
+        self._starts = array("q")  # each document's first token, as an offset in the split
+        self._sources = array("q")  # each document's source id
         self._pending: list[np.ndarray] = []
         self._pending_tokens = 0
 
-    def add_document(self, tokens: np.ndarray) -> None:
+    def add_document(self, tokens: np.ndarray, source: int = 0) -> None:
+        self._starts.append(self.tokens)
+        self._sources.append(source)
         self.documents += 1
         self.tokens += len(tokens)
         self._pending.append(tokens)
@@ -119,18 +141,31 @@ class ShardWriter:
             self._pending_tokens = len(self._pending[0])
 
     def finish(self) -> None:
-        """Write whatever is left as the last, shorter shard."""
+        """Write whatever is left as the last, shorter shard, then the document index."""
         if self._pending_tokens:
             self._write(np.concatenate(self._pending))
         self._pending, self._pending_tokens = [], 0
+        self._write_index()
 
     def summary(self) -> dict[str, Any]:
-        return {"documents": self.documents, "tokens": self.tokens, "shards": self.shards}
+        return {"documents": self.documents, "tokens": self.tokens, "shards": self.shards,
+                "documents_index": self.index}
 
     def delete_written(self) -> None:
-        """Remove this run's shards so a failed prepare leaves no half dataset behind."""
-        for shard in self.shards:
-            (self.out_dir / shard["file"]).unlink(missing_ok=True)
+        """Remove this run's files so a failed prepare leaves no half dataset behind."""
+        for entry in self.shards + ([self.index] if self.index else []):
+            (self.out_dir / entry["file"]).unlink(missing_ok=True)
+
+    def _write_index(self) -> None:
+        """{split}_docs.npy: (documents, 2) int64 rows of (start offset, source id)."""
+        rows = np.stack([np.frombuffer(self._starts, dtype=np.int64), np.frombuffer(self._sources, dtype=np.int64)],
+                        axis=1) if self.documents else np.zeros((0, 2), dtype=np.int64)
+        name = f"{self.split}{DOCS_SUFFIX}"
+        tmp = self.out_dir / (name + ".tmp")
+        with open(tmp, "wb") as f:
+            np.save(f, rows)
+        os.replace(tmp, self.out_dir / name)
+        self.index = {"file": name, "sha256": file_sha256(self.out_dir / name), "columns": ["start", "source_id"]}
 
     def _write(self, tokens: np.ndarray) -> None:
         name = f"{self.split}_{len(self.shards):06d}.bin"
@@ -159,6 +194,7 @@ def _claim_out_dir(out_dir: Path, overwrite: bool) -> None:
         raise RabenchError(f"{out_dir} is a file; choose a folder for the prepared data")
     meta = out_dir / META_FILE
     shards = sorted(out_dir.glob("train_*.bin")) + sorted(out_dir.glob("val_*.bin"))
+    shards += [out_dir / f"{split}{DOCS_SUFFIX}" for split in SPLITS if (out_dir / f"{split}{DOCS_SUFFIX}").exists()]
     if (meta.exists() or shards) and not overwrite:
         raise RabenchError(f"{out_dir} already holds a prepared dataset; pass --overwrite or choose another folder")
     meta.unlink(missing_ok=True)  # first, so an interrupted overwrite never leaves a stale meta.json
@@ -176,26 +212,29 @@ def _write_splits(
     progress: bool,
 ) -> dict[str, Any]:
     """Stream documents through the tokenizer into the two writers, honouring the token cap."""
-    tokenize = functools.partial(tokenize_document, val_fraction=val_fraction)
+    tokenize = functools.partial(tokenize_labelled, val_fraction=val_fraction)
     gpt2_encoding()  # build it before forking so the workers inherit it
     total_tokens = 0
     documents = 0
     truncated = False
-    held_back: np.ndarray | None = None  # the latest train document, in case val ends up empty
+    source_ids: dict[str, int] = {}  # label -> id, in order of first appearance
+    held_back: tuple[np.ndarray, int] | None = None  # the latest train document, in case val ends up empty
     bar = tqdm(total=max_tokens, unit="tok", unit_scale=True, desc="tokenizing", disable=not progress)
-    with bar, contextlib.closing(iter_documents(sources)) as texts, _tokenized(texts, tokenize, workers) as results:
-        for goes_to_val, tokens in results:
+    with bar, contextlib.closing(iter_labelled_documents(sources)) as texts, \
+            _tokenized(texts, tokenize, workers) as results:
+        for goes_to_val, tokens, label in results:
             if max_tokens is not None and total_tokens + len(tokens) > max_tokens:
                 tokens = tokens[: max_tokens - total_tokens]
                 truncated = True
             documents += 1
             total_tokens += len(tokens)
+            source = source_ids.setdefault(label, len(source_ids))
             if goes_to_val:
-                writers["val"].add_document(tokens)
+                writers["val"].add_document(tokens, source)
             else:
                 if held_back is not None:
-                    writers["train"].add_document(held_back)
-                held_back = tokens
+                    writers["train"].add_document(*held_back)
+                held_back = (tokens, source)
             bar.update(len(tokens))
             bar.set_postfix(docs=documents, refresh=False)
             if max_tokens is not None and total_tokens >= max_tokens:
@@ -204,10 +243,15 @@ def _write_splits(
         raise RabenchError(f"sources {', '.join(sources)} gave no documents; check them")
     val_fallback = held_back is not None and writers["val"].documents == 0 and documents >= 2
     if held_back is not None:
-        writers["val" if val_fallback else "train"].add_document(held_back)
+        writers["val" if val_fallback else "train"].add_document(*held_back)
+    if writers["val"].tokens == 0:
+        raise RabenchError(
+            f"the val split would hold no tokens ({documents} document(s) read, none for val); "
+            "give at least 2 documents (or a larger --max-tokens)"
+        )
     for writer in writers.values():
         writer.finish()
-    return {"truncated": truncated, "val_fallback": val_fallback}
+    return {"truncated": truncated, "val_fallback": val_fallback, "source_names": list(source_ids)}
 
 
 @contextlib.contextmanager
@@ -266,11 +310,13 @@ def _build_meta(
     shard_tokens: int,
     truncated: bool,
     val_fallback: bool,
+    source_names: list[str],
 ) -> dict[str, Any]:
     splits = {split: writer.summary() for split, writer in writers.items()}
     return {
         "rabench_version": rabench.__version__,
         "sources": sources,
+        "source_names": source_names,
         "tokenizer": TOKENIZER_NAME,
         "vocab_size": VOCAB_SIZE,
         "eot_id": EOT,

@@ -8,6 +8,12 @@ A spec is one of:
 
 Documents come lazily so that a token cap can stop reading early, which is what
 makes streaming a 10B-token web corpus practical.
+
+Each document also has a source label, its domain for per-source evaluation: the spec's
+short name (`english-mix` for .../english-mix.jsonl.xz), followed, when the JSON line has
+a "source" field, by that field's first path component (`english-mix/gcide`,
+`kernel-c/linux`). The first component names the origin (a package, a corpus); the full
+field names a single file or chapter, far too fine for a domain.
 """
 
 from __future__ import annotations
@@ -24,6 +30,7 @@ from typing import IO
 from rabench.errors import RabenchError
 
 TEXT_FIELD = "text"
+SOURCE_FIELD = "source"
 
 # Short names for the corpora people usually mean: name -> (dataset, config).
 HF_ALIASES: dict[str, tuple[str, str | None]] = {
@@ -41,6 +48,32 @@ def iter_documents(specs: Iterable[str]) -> Iterator[str]:
         yield from iter_source(spec)
 
 
+def iter_labelled_documents(specs: Iterable[str]) -> Iterator[tuple[str, str]]:
+    """(source label, text) of all documents of all specs, in the order given."""
+    for spec in specs:
+        base = spec_label(spec)
+        for tag, text in _iter_tagged(spec):
+            yield source_label(base, tag), text
+
+
+def spec_label(spec: str) -> str:
+    """A spec's short name: a file's name without .jsonl/.txt/.xz/.gz; austen, hf: and globs as given."""
+    if spec == "austen" or spec.startswith("hf:") or any(ch in spec for ch in "*?["):
+        return spec
+    name = Path(spec).name
+    for suffix in (".xz", ".gz", ".jsonl", ".txt"):
+        name = name.removesuffix(suffix)
+    return name or spec
+
+
+def source_label(base: str, tag: str | None) -> str:
+    """base, or base/<first component of the line's source field> (once, if they coincide)."""
+    if not tag:
+        return base
+    first = tag.strip("/").split("/")[0]
+    return base if not first or first == base else f"{base}/{first}"
+
+
 def check_sources(specs: Iterable[str]) -> None:
     """Fail fast on specs that name missing files or malformed hf: names, before any work starts."""
     for spec in specs:
@@ -52,18 +85,25 @@ def check_sources(specs: Iterable[str]) -> None:
 
 def iter_source(spec: str) -> Iterator[str]:
     """Documents of one spec; raises RabenchError for anything the user can fix."""
+    for _, text in _iter_tagged(spec):
+        yield text
+
+
+def _iter_tagged(spec: str) -> Iterator[tuple[str | None, str]]:
+    """(the line's "source" field or None, text) of each document of one spec."""
     if spec == "austen":
         yield from _iter_bundled_austen()
     elif spec.startswith("hf:"):
-        yield from iter_hf(spec)
+        for text in iter_hf(spec):
+            yield None, text
     else:
         for path in resolve_paths(spec):
             yield from iter_file(path)
 
 
-def _iter_bundled_austen() -> Iterator[str]:
+def _iter_bundled_austen() -> Iterator[tuple[str | None, str]]:
     with resources.as_file(resources.files("rabench.data") / "assets" / "austen.jsonl.xz") as path:
-        yield from iter_jsonl(path)
+        yield from iter_jsonl_records(path)
 
 
 def resolve_paths(spec: str) -> list[Path]:
@@ -99,9 +139,9 @@ def open_text(path: Path) -> IO[str]:
     return open(path, encoding="utf-8")
 
 
-def iter_file(path: Path) -> Iterator[str]:
-    """Documents of one file, turning read and decode failures into one-line errors."""
-    reader = iter_jsonl(path) if is_jsonl(path) else iter_text_file(path)
+def iter_file(path: Path) -> Iterator[tuple[str | None, str]]:
+    """(source tag, text) of one file's documents, turning read and decode failures into one-line errors."""
+    reader = iter_jsonl_records(path) if is_jsonl(path) else ((None, text) for text in iter_text_file(path))
     try:
         yield from reader
     except (OSError, EOFError, lzma.LZMAError, UnicodeDecodeError) as e:
@@ -111,27 +151,34 @@ def iter_file(path: Path) -> Iterator[str]:
 
 def iter_jsonl(path: Path) -> Iterator[str]:
     """The non-empty "text" fields of a JSON Lines file."""
+    for _, text in iter_jsonl_records(path):
+        yield text
+
+
+def iter_jsonl_records(path: Path) -> Iterator[tuple[str | None, str]]:
+    """(the "source" field if it is a string, else None; the non-empty "text") of each line."""
     count = 0
     with open_text(path) as f:
         for line_number, line in enumerate(f, start=1):
             if not line.strip():
                 continue
-            text = _text_of_json_line(path, line_number, line)
+            tag, text = _record_of_json_line(path, line_number, line)
             if text:
                 count += 1
-                yield text
+                yield tag, text
     if count == 0:
         raise RabenchError(f"{path} holds no documents (no line with a non-empty {TEXT_FIELD!r}); check the file")
 
 
-def _text_of_json_line(path: Path, line_number: int, line: str) -> str:
+def _record_of_json_line(path: Path, line_number: int, line: str) -> tuple[str | None, str]:
     try:
         record = json.loads(line)
     except json.JSONDecodeError as e:
         raise RabenchError(f"{path}:{line_number}: corrupt JSON ({e.msg}); fix or delete that line") from None
     if not isinstance(record, dict) or not isinstance(record.get(TEXT_FIELD), str):
         raise RabenchError(f"{path}:{line_number}: no {TEXT_FIELD!r} string field; every line needs one")
-    return record[TEXT_FIELD]
+    tag = record.get(SOURCE_FIELD)
+    return (tag if isinstance(tag, str) else None), record[TEXT_FIELD]
 
 
 def iter_text_file(path: Path) -> Iterator[str]:
