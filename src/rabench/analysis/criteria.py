@@ -1,376 +1,502 @@
-"""The benchmark plan's three success criteria, judged PASS / FAIL / INCONCLUSIVE.
+"""The plan's three success criteria and the break-even slowdown, judged with intervals.
 
-Each criterion compares a candidate config (e.g. ra-triton) with a baseline (sdpa),
-pairing runs by seed. Per seed it computes one number whose sign says whether the
-candidate met the criterion (a "margin"); across seeds the margins get a mean, a
-standard deviation and a paired test. The decision rule, the same for all three:
+Runs are paired by seed only within one batch (suite folder) and one card (gpu + host);
+the pairs are pooled across batches. Per pair one margin whose sign says whether the
+candidate met the criterion; over pairs the rule in `stats.decide` (95% t-interval against
+the margin fixed in the plan, default 0; no verdict from one pair).
 
-  FAIL          mean margin <= threshold (0, or the seed-to-seed noise for criterion 3)
-  PASS          mean margin > threshold, and with >= 2 seeds the paired t-test gives p < 0.05
-                (with 1 seed criteria 1 and 2 take the point estimate; criterion 3 cannot)
-  INCONCLUSIVE  mean margin > threshold but not significant, or the data cannot answer
-                (no baseline, no evaluations, no common seeds, runs not run to a plateau)
-
-The paired test is Student's t on the per-seed margins, with the t CDF computed here
-from the regularised incomplete beta function (scipy is not a dependency); an exact
-sign-flip permutation p-value is reported next to it because it assumes no distribution.
+Two designs:
+  iteration design (issue 12's default): the baseline and each candidate for N iterations
+    (iso-iteration), each candidate also for round(N/s) iterations (iso-time), s calibrated
+    on the card. Criterion 1 compares the iso-time run's final val_loss with the baseline's
+    at N; criterion 2 and the break-even s* read the iso-iteration curves.
+  time design (the plan's literal one): every run gets the same training time; criteria are
+    read on the training-time axis and s is the runs' measured ms/iter ratio on that card.
+Only finished runs with an evaluation after iteration 0 are judged; the others are listed.
 """
 
 from __future__ import annotations
 
-import itertools
 import math
-import random
-import statistics
 from dataclasses import dataclass, field
 
-from rabench.analysis.curves import eval_curve, fraction_lower, time_to_reach, value_at
-from rabench.analysis.runs import BASELINE, CONTROL, ConfigGroup, Run
+from rabench.analysis.curves import eval_curve, time_to_reach, value_at
+from rabench.analysis.runs import (
+    BASE_ROLE,
+    BASELINE,
+    CONTROL,
+    ISO_ITER,
+    ISO_TIME,
+    NOREC,
+    PLATEAU,
+    TIME,
+    Batch,
+    ConfigGroup,
+    Run,
+    finite,
+)
+from rabench.analysis.stats import (
+    FAIL,
+    FEW_PAIRS_NOTE,
+    INCONCLUSIVE,
+    NO_VERDICT,
+    ONE_SEED_NOTE,
+    PASS,
+    PairedStats,
+    decide,
+    paired_stats,
+)
 
-PASS, FAIL, INCONCLUSIVE = "PASS", "FAIL", "INCONCLUSIVE"
-ALPHA = 0.05
+MIN_COVERAGE = 0.5  # a criterion is read on at least this fraction of the shorter run, never at t = 0
+N_ROLES = (BASE_ROLE, ISO_ITER)
+ITER_DESIGN, TIME_DESIGN = "iteration", "time"
 TITLES = {
-    1: "val_loss below the baseline's at equal training time",
-    2: "reaches the baseline's final val_loss in < 1/s of its time",
-    3: "final converged val_loss better by more than seed-to-seed noise",
+    "1": "val_loss below the baseline's at equal training time",
+    "2-literal": "time to the baseline's final val_loss below 1/s of the baseline's (plan's literal version)",
+    "2-break-even": "time to the baseline's final val_loss below the baseline's own (break-even version)",
+    "3": "final val_loss better than the baseline's",
 }
 
 
-# ---------------------------------------------------------------- statistics
+@dataclass
+class Pair:
+    """One seed of the candidate and of the baseline, from one batch on one card."""
 
+    seed: int
+    batch: str
+    card: str
+    cand: Run
+    base: Run
 
-def _beta_continued_fraction(a: float, b: float, x: float) -> float:
-    """Continued fraction for the incomplete beta function (modified Lentz method)."""
-    tiny = 1e-300
-    c, d = 1.0, 1.0 - (a + b) * x / (a + 1.0)
-    d = 1.0 / (d if abs(d) > tiny else tiny)
-    result = d
-    for m in range(1, 500):
-        # even step
-        num = m * (b - m) * x / ((a + 2 * m - 1) * (a + 2 * m))
-        d = 1.0 + num * d
-        d = 1.0 / (d if abs(d) > tiny else tiny)
-        c = 1.0 + num / c
-        c = c if abs(c) > tiny else tiny
-        result *= d * c
-        # odd step
-        num = -(a + m) * (a + b + m) * x / ((a + 2 * m) * (a + 2 * m + 1))
-        d = 1.0 + num * d
-        d = 1.0 / (d if abs(d) > tiny else tiny)
-        c = 1.0 + num / c
-        c = c if abs(c) > tiny else tiny
-        step = d * c
-        result *= step
-        if abs(step - 1.0) < 1e-14:
-            break
-    return result
-
-
-def regularized_beta(a: float, b: float, x: float) -> float:
-    """I_x(a, b), the regularised incomplete beta function."""
-    if x <= 0.0:
-        return 0.0
-    if x >= 1.0:
-        return 1.0
-    log_front = math.lgamma(a + b) - math.lgamma(a) - math.lgamma(b) + a * math.log(x) + b * math.log1p(-x)
-    front = math.exp(log_front)
-    if x < (a + 1.0) / (a + b + 2.0):
-        return front * _beta_continued_fraction(a, b, x) / a
-    return 1.0 - front * _beta_continued_fraction(b, a, 1.0 - x) / b
-
-
-def t_two_sided_p(t: float, df: int) -> float:
-    """P(|T| >= |t|) for Student's t with df degrees of freedom."""
-    if math.isinf(t):
-        return 0.0
-    return regularized_beta(df / 2.0, 0.5, df / (df + t * t))
-
-
-def paired_t_test(margins: list[float]) -> tuple[float, float]:
-    """(t, two-sided p) for H0: mean margin = 0. Needs >= 2 values."""
-    n = len(margins)
-    mean = statistics.fmean(margins)
-    sd = statistics.stdev(margins)
-    if sd == 0.0:
-        return (0.0, 1.0) if mean == 0.0 else (math.copysign(math.inf, mean), 0.0)
-    t = mean / (sd / math.sqrt(n))
-    return t, t_two_sided_p(t, n - 1)
-
-
-def sign_flip_p(margins: list[float], samples: int = 20000) -> float:
-    """Two-sided permutation p-value: how often flipping signs at random gives a mean at
-    least as far from 0. Exact for up to 16 seeds; the smallest possible p is 2/2^n."""
-    observed = abs(statistics.fmean(margins)) - 1e-12
-    n = len(margins)
-    if n <= 16:
-        flips = itertools.product((1.0, -1.0), repeat=n)
-        total = 2**n
-    else:
-        rng = random.Random(0)
-        flips = ([rng.choice((1.0, -1.0)) for _ in range(n)] for _ in range(samples))
-        total = samples
-    hits = sum(abs(sum(s * m for s, m in zip(signs, margins)) / n) >= observed for signs in flips)
-    return hits / total
+    @property
+    def tag(self) -> str:
+        return f"seed {self.seed} ({self.batch})" if self.batch not in (".", "") else f"seed {self.seed}"
 
 
 @dataclass
-class SeedStats:
-    """Mean ± sd of per-seed margins and the paired tests (None with one seed)."""
+class StepRatio:
+    """s for one batch and card: calibrated (with interval) or measured in the runs."""
 
-    n: int
-    mean: float
-    std: float
-    t: float | None = None
-    p_t: float | None = None
-    p_sign_flip: float | None = None
+    s: float
+    lo: float = math.nan
+    hi: float = math.nan
+    calibrated: bool = False
+    floor: str | None = None
 
-    def text(self, unit: str = "", digits: int = 4) -> str:
-        if self.n == 1:
-            return f"{self.mean:+.{digits}f}{unit} (1 seed)"
-        out = f"{self.mean:+.{digits}f} ± {self.std:.{digits}f}{unit} over {self.n} seeds"
-        if self.p_t is not None:
-            out += f", paired t = {self.t:.2f}, p = {self.p_t:.3g} (sign-flip p = {self.p_sign_flip:.3g})"
+    def text(self) -> str:
+        if not finite(self.s):
+            return "unknown"
+        out = f"{self.s:.2f}x"
+        if self.calibrated:
+            ci = f", CI [{self.lo:.2f}, {self.hi:.2f}]" if finite(self.lo) and finite(self.hi) else ""
+            out += f" (calibrated{ci})"
+        else:
+            out += " (measured ms/iter ratio of the runs, not calibrated)"
+        if self.floor:
+            out += f"; kernel GPU-time floor: {self.floor}"
         return out
-
-
-def seed_stats(margins: list[float]) -> SeedStats:
-    n = len(margins)
-    mean = statistics.fmean(margins)
-    if n == 1:
-        return SeedStats(1, mean, math.nan)
-    t, p = paired_t_test(margins)
-    return SeedStats(n, mean, statistics.stdev(margins), t, p, sign_flip_p(margins))
-
-
-def decide(stats: SeedStats, threshold: float = 0.0, single_seed_allowed: bool = True) -> str:
-    """The shared decision rule (see the module docstring)."""
-    if stats.mean <= threshold:
-        return FAIL
-    if stats.n == 1:
-        return PASS if single_seed_allowed else INCONCLUSIVE
-    return PASS if stats.p_t is not None and stats.p_t < ALPHA else INCONCLUSIVE
-
-
-# ---------------------------------------------------------------- verdicts
 
 
 @dataclass
 class Verdict:
     """One criterion for one comparison: the verdict, the numbers behind it, per seed."""
 
-    criterion: int
+    key: str
     verdict: str
     numbers: str
     per_seed: list[str] = field(default_factory=list)
-    stats: SeedStats | None = None
+    stats: PairedStats | None = None
+    scope: str = ""
 
     @property
     def title(self) -> str:
-        return TITLES[self.criterion]
+        return TITLES[self.key]
+
+
+@dataclass
+class BreakEven:
+    """s*: the largest step-time ratio at which the candidate still matches the baseline's
+    final val_loss at equal time, per seed and pooled."""
+
+    values: list[float]  # s* of the seeds that reached the target
+    never: list[str]  # seeds whose candidate never reached it
+    bounds: list[float]  # for those seeds: s* < N_baseline / N_candidate
+    lines: list[str]
+    stats: PairedStats | None
+    ratios: dict[str, StepRatio]  # measured s per (batch, card)
+    source: str
+
+    def headline(self, candidate: str) -> str:
+        measured = "; ".join(f"{unit}: {r.text()}" for unit, r in self.ratios.items()) or "unknown"
+        if not self.values and not self.never:
+            return f"{candidate}: break-even slowdown not measurable (no usable pair)"
+        if self.never and not self.values:
+            bound = max(self.bounds)
+            what = "no slowdown breaks even" if bound <= 1.0 + 1e-9 else "it never matched the baseline within its own shorter run"
+            return (f"{candidate}: s* < {bound:.2f} (never within its run's iterations in {len(self.never)} seed(s)): "
+                    f"{what}; it is {measured}")
+        st = self.stats
+        x = f"{st.mean:.2f}" if st.n == 1 else f"{st.mean:.2f} (95% CI [{st.lo:.2f}, {st.hi:.2f}], {st.n} seeds)"
+        text = f"{candidate} would need to be <= {x} x slower to break even; it is {measured}"
+        if st.n == 1:
+            text += f" ({ONE_SEED_NOTE})"
+        if self.never:
+            text += f"; in {len(self.never)} other seed(s) it never reached the target (s* < 1)"
+        return text
 
 
 @dataclass
 class Comparison:
-    """Candidate against baseline on all three criteria."""
+    """Candidate against baseline on all criteria, with s*."""
 
     candidate: str
     baseline: str
     purpose: str
-    seeds: list[int]
-    slowdown: float
+    design: str
     verdicts: list[Verdict]
+    breakeven: BreakEven | None
+    units: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
 
-
-def fmt_seconds(seconds: float | None) -> str:
-    if seconds is None or not math.isfinite(seconds):
-        return "never"
-    if seconds >= 120:
-        return f"{seconds / 60:.1f} min"
-    return f"{seconds:.1f} s"
+    def verdict(self, key: str) -> Verdict | None:
+        return next((v for v in self.verdicts if v.key == key), None)
 
 
-def slowdown(candidate: ConfigGroup, baseline: ConfigGroup) -> float:
-    """s = mean ms/iter of the candidate / mean ms/iter of the baseline, measured in this suite."""
-    cand = [r.ms_per_iter for r in candidate.runs if math.isfinite(r.ms_per_iter)]
-    base = [r.ms_per_iter for r in baseline.runs if math.isfinite(r.ms_per_iter)]
-    if not cand or not base:
-        return math.nan
-    return statistics.fmean(cand) / statistics.fmean(base)
+# ---------------------------------------------------------------- pairing
 
 
-def seed_pairs(candidate: ConfigGroup, baseline: ConfigGroup) -> list[tuple[int, Run, Run]]:
-    """(seed, candidate run, baseline run) for every seed both configs ran."""
-    pairs = []
-    for seed in sorted(set(candidate.seeds) & set(baseline.seeds)):
-        pairs.append((seed, candidate.run_for_seed(seed), baseline.run_for_seed(seed)))
-    return pairs
-
-
-def _marks(*runs: Run) -> str:
-    marked = [r.name for r in runs if r.interrupted]
-    return f" [interrupted: {', '.join(marked)}]" if marked else ""
-
-
-def judge_equal_time(pairs: list[tuple[int, Run, Run]], base_name: str) -> Verdict:
-    """Criterion 1: at the largest time both runs reached (the budget, if both ran it), and
-    along the whole common time range."""
-    margins, fractions, lines = [], [], []
-    for seed, cand, base in pairs:
-        a, b = eval_curve(cand, "time"), eval_curve(base, "time")
-        if len(a[0]) == 0 or len(b[0]) == 0:
-            lines.append(f"seed {seed}: skipped, no val_loss records in {cand.name if len(a[0]) == 0 else base.name}")
+def pair_runs(cands: list[Run], bases: list[Run]) -> tuple[list[Pair], list[str]]:
+    """Pairs by seed within one (batch, card); notes for every run left out and why."""
+    notes: list[str] = []
+    index: dict[tuple[str, str, int], Run] = {}
+    for r in bases:
+        if r.judgeable:
+            index.setdefault((r.batch, r.card, r.seed), r)
+    pairs, used = [], set()
+    for c in cands:
+        if not c.judgeable:
             continue
+        key = (c.batch, c.card, c.seed)
+        if key in index:
+            pairs.append(Pair(c.seed, c.batch, c.card, c, index[key]))
+            used.add(key)
+        else:
+            notes.append(f"{c.batch}/{c.name}: no finished baseline run with seed {c.seed} in the same batch on the same card; left out")
+    for r in cands + bases:
+        if not r.judgeable:
+            notes.append(f"{r.batch}/{r.name}: not judged, {r.why_not_judged}")
+    pairs.sort(key=lambda p: (p.batch, p.card, p.seed))
+    return pairs, notes
+
+
+def runs_of(group: ConfigGroup | None, roles: tuple[str, ...]) -> list[Run]:
+    return [r for r in group.runs if r.role in roles] if group else []
+
+
+def step_ratio(pair: Pair, batches: dict[str, Batch]) -> StepRatio:
+    """The batch's calibrated s for the candidate, else the pair's measured ms/iter ratio."""
+    batch = batches.get(pair.batch)
+    if batch is not None:
+        cal = batch.calibrated_ratio(pair.cand.attn)
+        if cal is not None:
+            return StepRatio(cal[0], cal[1], cal[2], True, batch.gpu_floor(pair.cand.attn))
+    a, b = pair.cand.ms_per_iter, pair.base.ms_per_iter
+    return StepRatio(a / b if finite(a) and finite(b) and b > 0 else math.nan)
+
+
+def plan_margin(batches: dict[str, Batch], key: str) -> float:
+    """The margin fixed in the plan before the runs (suite.json "margin": a number for the
+    loss criteria 1 and 3, or {"1": m1, "2": m2, "3": m3}); 0 when none is stated."""
+    for batch in batches.values():
+        margin = batch.plan.get("margin")
+        if isinstance(margin, dict):
+            value = margin.get(key.split("-")[0])
+            if finite(value):
+                return float(value)
+        elif finite(margin) and key in ("1", "3"):
+            return float(margin)
+    return 0.0
+
+
+def _verdict_from(key: str, margins: list[float], lines: list[str], head: str, margin: float, scope: str = "",
+                  bounded: list[str] | None = None, digits: int = 4) -> Verdict:
+    """Apply the decision rule; margins that are only upper bounds allow FAIL but never PASS."""
+    if not margins:
+        return Verdict(key, NO_VERDICT, f"{head}; no usable pair", lines, None, scope)
+    stats = paired_stats(margins)
+    verdict = decide(stats, margin)
+    numbers = f"{head}; mean margin {stats.text(digits)}"
+    if margin:
+        numbers += f"; margin fixed in the plan: {margin:+g}"
+    if bounded:
+        numbers += f"; in {', '.join(bounded)} the candidate never reached the target, so that margin is an upper bound"
+        if verdict == PASS:
+            verdict = INCONCLUSIVE
+    if 2 <= stats.n < 6:
+        numbers += f" ({FEW_PAIRS_NOTE})"
+    return Verdict(key, verdict, numbers, lines, stats, scope)
+
+
+# ---------------------------------------------------------------- criterion 1
+
+
+def equal_time_final(pairs: list[Pair], base_name: str, margin: float) -> Verdict:
+    """Iteration design: the iso-time run (round(N/s) iterations) against the baseline at N."""
+    margins, lines = [], []
+    for p in pairs:
+        gap = p.base.final_val_loss - p.cand.final_val_loss
+        margins.append(gap)
+        lines.append(
+            f"{p.tag}: {base_name} {p.base.final_val_loss:.4f} at {p.base.final_iter:,.0f} iterations vs candidate "
+            f"{p.cand.final_val_loss:.4f} at {p.cand.final_iter:,.0f} (gap {gap:+.4f})"
+        )
+    head = f"{base_name} final val_loss at N minus the candidate's at round(N/s) (iso-time runs; positive = candidate lower)"
+    return _verdict_from("1", margins, lines, head, margin, "iso-time runs")
+
+
+def equal_time_curves(pairs: list[Pair], base_name: str, margin: float) -> Verdict:
+    """Time design: both val curves at the last training time both reached."""
+    margins, lines = [], []
+    for p in pairs:
+        a, b = eval_curve(p.cand, "time"), eval_curve(p.base, "time")
         t_eq = min(a[0][-1], b[0][-1])
+        shorter = min(p.cand.train_time_s, p.base.train_time_s)
+        if t_eq <= 0 or t_eq < MIN_COVERAGE * shorter:
+            lines.append(f"{p.tag}: skipped, the curves overlap only up to {t_eq:.1f} s (< {MIN_COVERAGE:.0%} of the shorter run)")
+            continue
         la, lb = float(value_at(*a, t_eq)), float(value_at(*b, t_eq))
-        if not (math.isfinite(la) and math.isfinite(lb)):
-            lines.append(f"seed {seed}: skipped, the two curves do not overlap in time")
-            continue
-        frac = fraction_lower(a, b)
         margins.append(lb - la)
-        fractions.append(frac)
-        lines.append(
-            f"seed {seed}: at t = {fmt_seconds(t_eq)} {base_name} {lb:.4f} vs {la:.4f} (gap {lb - la:+.4f}); "
-            f"lower on {frac:.0%} of the common time range{_marks(cand, base)}"
-        )
-    if not margins:
-        return Verdict(1, INCONCLUSIVE, "no seed pair with val_loss records on both sides", lines)
-    stats = seed_stats(margins)
-    verdict = decide(stats)
-    numbers = (
-        f"gap at equal time ({base_name} - candidate, positive = candidate lower) {stats.text()}; "
-        f"candidate lower on {statistics.fmean(fractions):.0%} of the common time range"
-    )
-    return Verdict(1, verdict, numbers, lines, stats)
+        lines.append(f"{p.tag}: at t = {t_eq:.1f} s {base_name} {lb:.4f} vs candidate {la:.4f} (gap {lb - la:+.4f})")
+    head = f"{base_name} minus candidate val_loss at the last training time both reached (positive = candidate lower)"
+    return _verdict_from("1", margins, lines, head, margin, "time-budget runs")
 
 
-def judge_time_to_target(pairs: list[tuple[int, Run, Run]], s: float, base_name: str) -> Verdict:
-    """Criterion 2: time to reach the baseline's final val_loss, as a fraction of the
-    baseline's own time to reach it, against the threshold 1/s."""
-    if not math.isfinite(s) or s <= 0:
-        return Verdict(2, INCONCLUSIVE, "slowdown s unknown (no ms_per_iter recorded)")
-    threshold = 1.0 / s
-    margins, lines, never = [], [], []
-    for seed, cand, base in pairs:
-        target = base.final_val_loss
-        if not base.evals or not cand.evals:
-            lines.append(f"seed {seed}: skipped, {(base if not base.evals else cand).name} has no val_loss records")
+# ---------------------------------------------------------------- criterion 2
+
+
+def time_to_target(pairs: list[Pair], batches: dict[str, Batch], base_name: str, design: str,
+                   margins_fixed: tuple[float, float]) -> list[Verdict]:
+    """Time for the candidate to reach the baseline's final val_loss, over the baseline's time
+    to reach it: below 1/s (the plan's literal version) and below 1 (break-even)."""
+    literal, even, lines, bounded = [], [], [], []
+    axis = "iter" if design == ITER_DESIGN else "time"
+    for p in pairs:
+        target = p.base.final_val_loss
+        xb, yb = eval_curve(p.base, axis)
+        xc, yc = eval_curve(p.cand, axis)
+        x_base = time_to_reach(xb, yb, target)
+        if x_base is None or x_base <= 0:
+            lines.append(f"{p.tag}: skipped, {base_name} reached its final val_loss at 0")
             continue
-        t_base = time_to_reach(*eval_curve(base, "time"), target)
-        if t_base is None or t_base <= 0:
-            lines.append(f"seed {seed}: skipped, {base.name} reached its final loss at time 0")
+        s = step_ratio(p, batches).s
+        scale = s if design == ITER_DESIGN else 1.0  # iterations -> baseline-time units
+        if not finite(scale):
+            lines.append(f"{p.tag}: skipped, step-time ratio s unknown")
             continue
-        t_cand = time_to_reach(*eval_curve(cand, "time"), target)
-        if t_cand is None:
-            never.append(seed)
+        x_cand = time_to_reach(xc, yc, target)
+        if x_cand is not None and x_cand <= 0:
+            lines.append(f"{p.tag}: skipped, the candidate's first evaluation is already below the target")
+            continue
+        if x_cand is None:
+            bounded.append(p.tag)
+            ratio = scale * float(xc[-1]) / x_base  # the ratio is at least this
+            lines.append(f"{p.tag}: target {target:.4f}: candidate never reached it (best {p.cand.best_val_loss:.4f}); time ratio > {ratio:.3f}, s = {s:.2f}")
+        else:
+            ratio = scale * x_cand / x_base
+            unit = "iterations" if axis == "iter" else "s"
             lines.append(
-                f"seed {seed}: target {target:.4f} ({base_name} at {fmt_seconds(t_base)}); candidate never reached it "
-                f"(best {cand.best_val_loss:.4f} in {fmt_seconds(cand.train_time_s)}){_marks(cand, base)}"
+                f"{p.tag}: target {target:.4f}: {base_name} {x_base:,.1f} {unit}, candidate {x_cand:,.1f} {unit}; "
+                f"time ratio {ratio:.3f} (s = {s:.2f}) vs 1/s = {1 / s:.3f} and 1"
             )
-            continue
-        ratio = t_cand / t_base
-        margins.append(threshold - ratio)
+        literal.append(1.0 / s - ratio)
+        even.append(1.0 - ratio)
+    src = "iso-iteration curves, time = iterations x s" if design == ITER_DESIGN else "time-budget curves"
+    return [
+        _verdict_from("2-literal", literal, lines, f"margin 1/s - time ratio ({src})", margins_fixed[0], src, bounded, 3),
+        _verdict_from("2-break-even", even, [], f"margin 1 - time ratio ({src})", margins_fixed[1], src, bounded, 3),
+    ]
+
+
+# ---------------------------------------------------------------- criterion 3
+
+
+def final_quality(pairs: list[Pair], base_name: str, scope: str, margin: float) -> Verdict:
+    """Paired final val_loss difference tested against 0 with the interval."""
+    margins, lines = [], []
+    for p in pairs:
+        gap = p.base.final_val_loss - p.cand.final_val_loss
+        margins.append(gap)
         lines.append(
-            f"seed {seed}: target {target:.4f}: {base_name} {fmt_seconds(t_base)}, candidate {fmt_seconds(t_cand)}, "
-            f"ratio {ratio:.3f} vs 1/s = {threshold:.3f}{_marks(cand, base)}"
+            f"{p.tag}: final {base_name} {p.base.final_val_loss:.4f} vs candidate {p.cand.final_val_loss:.4f} "
+            f"(gap {gap:+.4f}; stop: {(p.base.summary or {}).get('stop_reason')} / {(p.cand.summary or {}).get('stop_reason')})"
         )
-    head = f"s = {s:.2f} (ms/iter ratio in this suite), threshold 1/s = {threshold:.3f}"
-    if never and not margins:
-        return Verdict(2, FAIL, f"{head}; never reached the target in any seed ({len(never)})", lines)
-    if never:
-        return Verdict(
-            2, INCONCLUSIVE, f"{head}; reached in {len(margins)} seeds, never reached in seeds {never}", lines
-        )
-    if not margins:
-        return Verdict(2, INCONCLUSIVE, f"{head}; no usable seed pair", lines)
-    stats = seed_stats(margins)
-    mean_ratio = threshold - stats.mean
-    numbers = f"{head}; time ratio {mean_ratio:.3f}; margin 1/s - ratio {stats.text()}"
-    return Verdict(2, decide(stats), numbers, lines, stats)
+    return _verdict_from("3", margins, lines, f"{base_name} minus candidate final val_loss [{scope}]", margin, scope)
 
 
-def _pooled_seed_sd(cands: list[Run], bases: list[Run]) -> float:
-    """Seed-to-seed standard deviation of the final val_loss, pooled over both configs."""
-    a = [r.final_val_loss for r in cands]
-    b = [r.final_val_loss for r in bases]
-    if len(a) < 2 or len(b) < 2:
-        return math.nan
-    return math.sqrt((statistics.variance(a) + statistics.variance(b)) / 2.0)
+# ---------------------------------------------------------------- break-even slowdown
 
 
-def judge_final_quality(pairs: list[tuple[int, Run, Run]], base_name: str) -> Verdict:
-    """Criterion 3: final val_loss gap against seed-to-seed noise; only runs trained to a
-    plateau say anything about the converged loss."""
-    usable = [(s, c, b) for s, c, b in pairs if math.isfinite(c.final_val_loss) and math.isfinite(b.final_val_loss)]
-    if not usable:
-        return Verdict(3, INCONCLUSIVE, "no seed pair with val_loss records on both sides")
-    margins = [b.final_val_loss - c.final_val_loss for _, c, b in usable]
-    lines = [
-        f"seed {s}: final {base_name} {b.final_val_loss:.4f} vs {c.final_val_loss:.4f} "
-        f"(gap {b.final_val_loss - c.final_val_loss:+.4f}; stop: {c.stop_reason} / {b.stop_reason}){_marks(c, b)}"
-        for s, c, b in usable
-    ]
-    stats = seed_stats(margins)
-    noise = _pooled_seed_sd([c for _, c, _ in usable], [b for _, _, b in usable])
-    noise_text = f"{noise:.4f}" if math.isfinite(noise) else "n/a (needs 2+ seeds per config)"
-    numbers = f"final gap ({base_name} - candidate) {stats.text()}; seed-to-seed sd {noise_text}"
-    if not all(c.ran_to_plateau and b.ran_to_plateau for _, c, b in usable):
-        numbers += "; runs stopped before a plateau: needs the full test (train --until-plateau)"
-        return Verdict(3, INCONCLUSIVE, numbers, lines, stats)
-    if stats.n < 2:
-        numbers += "; one seed gives no noise estimate: needs more seeds"
-        return Verdict(3, INCONCLUSIVE, numbers, lines, stats)
-    return Verdict(3, decide(stats, threshold=noise), numbers, lines, stats)
+def break_even(pairs: list[Pair], batches: dict[str, Batch], design: str) -> BreakEven:
+    """s* = N / n*, n* the first (interpolated) iteration at which the candidate's val curve
+    reaches the baseline's final val_loss at N: at any step-time ratio below s* the candidate
+    runs more than n* iterations in the baseline's time and so matches it."""
+    values, never, bounds, lines = [], [], [], []
+    for p in pairs:
+        n_base = p.base.final_iter
+        xc, yc = eval_curve(p.cand, "iter")
+        n_star = time_to_reach(xc, yc, p.base.final_val_loss)
+        if n_star is None:
+            never.append(p.tag)
+            bounds.append(n_base / xc[-1])
+            lines.append(f"{p.tag}: never within {xc[-1]:,.0f} iterations (best {p.cand.best_val_loss:.4f} vs target {p.base.final_val_loss:.4f}): s* < {n_base / xc[-1]:.2f}")
+        elif n_star <= 0:
+            lines.append(f"{p.tag}: skipped, the candidate's first evaluation is already below the target")
+        else:
+            values.append(n_base / n_star)
+            lines.append(f"{p.tag}: reaches {p.base.final_val_loss:.4f} at iteration {n_star:,.0f} of the baseline's {n_base:,.0f}: s* = {n_base / n_star:.3f}")
+    source = "iso-iteration runs" if design == ITER_DESIGN else "time-budget runs (approximate: their schedules are keyed to time, not iterations)"
+    return BreakEven(values, never, bounds, lines, paired_stats(values) if values else None, unit_ratios(pairs, batches), source)
 
 
-def compare(candidate: ConfigGroup, baseline: ConfigGroup, purpose: str = "") -> Comparison:
-    """Judge one candidate config against one baseline config on all three criteria."""
-    pairs = seed_pairs(candidate, baseline)
-    s = slowdown(candidate, baseline)
-    notes = []
-    unpaired = sorted(set(candidate.seeds) ^ set(baseline.seeds))
-    if unpaired:
-        notes.append(f"seeds {unpaired} ran for only one side and are left out of the paired comparison")
-    if not pairs:
-        reason = f"no seed in common (candidate {candidate.seeds}, baseline {baseline.seeds})"
-        verdicts = [Verdict(k, INCONCLUSIVE, reason) for k in (1, 2, 3)]
-        return Comparison(candidate.label, baseline.label, purpose, [], s, verdicts, notes)
-    if len(pairs) == 1:
-        notes.append("one seed: criteria 1 and 2 are point estimates with no noise estimate; a verdict needs more seeds")
-    verdicts = [
-        judge_equal_time(pairs, baseline.label),
-        judge_time_to_target(pairs, s, baseline.label),
-        judge_final_quality(pairs, baseline.label),
-    ]
-    return Comparison(candidate.label, baseline.label, purpose, [p[0] for p in pairs], s, verdicts, notes)
+def unit_ratios(pairs: list[Pair], batches: dict[str, Batch]) -> dict[str, StepRatio]:
+    """s per (batch, card): the calibration's, else the mean of the pairs' measured ratios there."""
+    by_unit: dict[str, list[StepRatio]] = {}
+    for p in pairs:
+        by_unit.setdefault(f"{p.batch} on {p.card}" if p.batch not in (".", "") else p.card, []).append(step_ratio(p, batches))
+    out = {}
+    for unit, ratios in by_unit.items():
+        measured = [r.s for r in ratios if finite(r.s)]
+        out[unit] = ratios[0] if ratios[0].calibrated or not measured else StepRatio(sum(measured) / len(measured))
+    return out
 
 
-def missing_baseline(candidate: str, baseline: str, purpose: str) -> Comparison:
-    reason = f"no {baseline} run in this folder: run it with the same budget and seeds"
-    verdicts = [Verdict(k, INCONCLUSIVE, reason) for k in (1, 2, 3)]
-    return Comparison(candidate, baseline, purpose, [], math.nan, verdicts)
+# ---------------------------------------------------------------- comparisons
+
+
+def design_of(groups: dict[str, ConfigGroup]) -> str:
+    """The iteration design if any run is labelled or sized by iterations, else the time design."""
+    roles = {r.role for g in groups.values() for r in g.runs}
+    return ITER_DESIGN if roles & {BASE_ROLE, ISO_ITER, ISO_TIME} else TIME_DESIGN
+
+
+def compare(candidate: ConfigGroup, baseline: ConfigGroup, groups: dict[str, ConfigGroup], batches: dict[str, Batch],
+            purpose: str) -> Comparison:
+    """Judge one candidate config against a baseline on every criterion."""
+    design = design_of(groups)
+    base_name = baseline.label
+    notes: list[str] = []
+    verdicts: list[Verdict] = []
+    m = {k: plan_margin(batches, k) for k in ("1", "2-literal", "2-break-even", "3")}
+    if design == ITER_DESIGN:
+        n_pairs, n_notes = pair_runs(runs_of(candidate, N_ROLES), runs_of(baseline, N_ROLES))
+        iso_time = groups.get(f"{candidate.label} [iso-time]")
+        t_pairs, t_notes = pair_runs(runs_of(iso_time, (ISO_TIME,)), runs_of(baseline, N_ROLES))
+        notes += n_notes + [n for n in t_notes if n not in n_notes]
+        if iso_time is None:
+            verdicts.append(Verdict("1", NO_VERDICT, f"no iso-time runs of {candidate.label} (round(N/s) iterations) in this folder"))
+        else:
+            verdicts.append(equal_time_final(t_pairs, base_name, m["1"]))
+        verdicts += time_to_target(n_pairs, batches, base_name, design, (m["2-literal"], m["2-break-even"]))
+        all_pairs = n_pairs + t_pairs
+    else:
+        n_pairs, notes = pair_runs(runs_of(candidate, (TIME,)), runs_of(baseline, (TIME,)))
+        verdicts.append(equal_time_curves(n_pairs, base_name, m["1"]))
+        verdicts += time_to_target(n_pairs, batches, base_name, design, (m["2-literal"], m["2-break-even"]))
+        all_pairs = n_pairs
+    p_pairs, p_notes = pair_runs(runs_of(candidate, (PLATEAU,)), runs_of(baseline, (PLATEAU,)))
+    p_pairs = [p for p in p_pairs if p.cand.ran_to_plateau and p.base.ran_to_plateau]
+    if p_pairs:
+        notes += p_notes
+        verdicts.append(final_quality(p_pairs, base_name, "converged: runs stopped at a val_loss plateau", m["3"]))
+    elif design == ITER_DESIGN:
+        verdicts.append(final_quality(n_pairs, base_name, "proxy: final val_loss at N iterations, not at a plateau", m["3"]))
+    else:
+        verdicts.append(final_quality(n_pairs, base_name, "proxy: final val_loss at the time budget, not at a plateau", m["3"]))
+    units = sorted({f"{p.batch} on {p.card}" for p in all_pairs})
+    if len(units) > 1:
+        notes.append(f"pairs pooled across {len(units)} batch/card units: {'; '.join(units)} (each pair from one batch on one card)")
+    if n_pairs and len({p.seed for p in n_pairs}) == 1 and len(n_pairs) == 1:
+        notes.append(f"one seed: {ONE_SEED_NOTE}")
+    return Comparison(candidate.label, base_name, purpose, design, verdicts, break_even(n_pairs, batches, design), units, notes)
+
+
+@dataclass
+class IterGap:
+    """Paired val_loss gap (baseline - candidate) at fractions of the common iteration range."""
+
+    fractions: list[float]
+    stats: list[PairedStats | None]
+    n_iters: float
+
+
+def iteration_gaps(candidate: ConfigGroup, baseline: ConfigGroup, design: str, fractions=(0.5, 1.0)) -> IterGap:
+    """The per-iteration comparison (the plan's questions 1 and 3) on iso-iteration runs:
+    at each fraction of the common iteration range, never below MIN_COVERAGE of it."""
+    roles = N_ROLES if design == ITER_DESIGN else (TIME,)
+    pairs, _ = pair_runs(runs_of(candidate, roles), runs_of(baseline, roles))
+    per_fraction: list[list[float]] = [[] for _ in fractions]
+    ends = []
+    for p in pairs:
+        a, b = eval_curve(p.cand, "iter"), eval_curve(p.base, "iter")
+        end = min(a[0][-1], b[0][-1])
+        if end < MIN_COVERAGE * min(p.cand.iters or end, p.base.iters or end):
+            continue
+        ends.append(end)
+        for k, f in enumerate(fractions):
+            x = f * end
+            gap = float(value_at(*b, x)) - float(value_at(*a, x))
+            if math.isfinite(gap):
+                per_fraction[k].append(gap)
+    stats = [paired_stats(v) if v else None for v in per_fraction]
+    return IterGap(list(fractions), stats, min(ends) if ends else math.nan)
 
 
 def first_group(groups: dict[str, ConfigGroup], attn: str) -> ConfigGroup | None:
-    return next((g for g in groups.values() if g.attn == attn), None)
+    return next((g for g in groups.values() if g.attn == attn and g.role != ISO_TIME), None)
 
 
-def judge_all(groups: dict[str, ConfigGroup]) -> list[Comparison]:
-    """Every RA-family config against sdpa; the learned-temperature control std-gated
-    against sdpa and RA against std-gated; ra-open against its unfused twin open."""
-    sdpa, control, open_ = first_group(groups, BASELINE), first_group(groups, CONTROL), first_group(groups, "open")
-    ra_groups = [g for g in groups.values() if g.is_ra]
+def main_groups(groups: dict[str, ConfigGroup]) -> list[ConfigGroup]:
+    return [g for g in groups.values() if g.role != ISO_TIME]
+
+
+def judge_all(groups: dict[str, ConfigGroup], batches: dict[str, Batch]) -> list[Comparison]:
+    """Every config against sdpa (the plan's question); in the time design also RA against
+    the controls std-gated and ra-norec, and ra-open against its unfused twin open."""
+    sdpa = first_group(groups, BASELINE)
     out = []
-    for g in ra_groups:
-        purpose = "RA against the fused baseline (the plan's question)"
-        out.append(compare(g, sdpa, purpose) if sdpa else missing_baseline(g.label, BASELINE, purpose))
-    if control:
-        purpose = "control: does a learned temperature alone beat sdpa?"
-        out.append(compare(control, sdpa, purpose) if sdpa else missing_baseline(control.label, BASELINE, purpose))
-        for g in ra_groups:
-            out.append(compare(g, control, "reciprocity beyond the learned temperature"))
-    if open_:
-        for g in ra_groups:
-            if g.attn == "ra-open":
-                out.append(compare(g, open_, "open-coded RA against open-coded standard attention"))
+    if sdpa is None:
+        return out
+    for g in main_groups(groups):
+        if g.attn == BASELINE:
+            continue
+        purpose = "RA against the fused baseline (the plan's question)" if g.is_ra else "control against the fused baseline"
+        out.append(compare(g, sdpa, groups, batches, purpose))
+    if design_of(groups) == TIME_DESIGN:
+        ra = [g for g in main_groups(groups) if g.is_ra]
+        for control_name, purpose in ((CONTROL, "reciprocity beyond the learned temperature"), (NOREC, "reciprocity alone (ra-norec holds w_rec at 0)")):
+            control = first_group(groups, control_name)
+            for g in ra:
+                if control is not None and g.attn != control_name:
+                    out.append(compare(g, control, groups, batches, purpose))
+        open_ = first_group(groups, "open")
+        for g in ra:
+            if open_ is not None and g.attn == "ra-open":
+                out.append(compare(g, open_, groups, batches, "open-coded RA against open-coded standard attention"))
     return out
+
+
+def control_gaps(groups: dict[str, ConfigGroup]) -> list[tuple[str, str, IterGap]]:
+    """RA against its controls per iteration: (candidate, control, gaps)."""
+    design = design_of(groups)
+    out = []
+    for control_name in (CONTROL, NOREC):
+        control = first_group(groups, control_name)
+        if control is None:
+            continue
+        for g in main_groups(groups):
+            if g.is_ra and g.attn != control_name:
+                out.append((g.label, control.label, iteration_gaps(g, control, design)))
+    return out
+
+
+__all__ = ["PASS", "FAIL", "INCONCLUSIVE", "NO_VERDICT", "compare", "judge_all", "break_even", "pair_runs"]

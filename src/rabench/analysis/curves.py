@@ -115,21 +115,3 @@ def time_to_reach(x: np.ndarray, y: np.ndarray, target: float) -> float | None:
             x0, x1, y0, y1 = x[i - 1], x[i], y[i - 1], y[i]
             return float(x0 + (y0 - target) / (y0 - y1) * (x1 - x0))
     return None
-
-
-def fraction_lower(a: tuple[np.ndarray, np.ndarray], b: tuple[np.ndarray, np.ndarray]) -> float:
-    """Fraction of the common x range where curve a has strictly lower val_loss than b."""
-    span = common_range([a, b])
-    if span is None:
-        return math.nan
-    xs = grid(*span)
-    ya, yb = value_at(*a, xs), value_at(*b, xs)
-    return float(np.mean(ya < yb))
-
-
-def mean_gap(a: tuple[np.ndarray, np.ndarray], b: tuple[np.ndarray, np.ndarray], lo: float, hi: float) -> float:
-    """Mean of b - a over [lo, hi] (positive: a is lower there)."""
-    xs = grid(lo, hi)
-    gaps = value_at(*b, xs) - value_at(*a, xs)
-    gaps = gaps[np.isfinite(gaps)]
-    return float(gaps.mean()) if len(gaps) else math.nan

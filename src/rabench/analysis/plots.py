@@ -57,8 +57,8 @@ def plot_loss(groups: dict[str, ConfigGroup], axis: str, path: Path) -> Path | N
     ax_all, ax_zoom = fig.subplots(1, 2)
     for label, band in bands.items():
         name = f"{label} ({band.n_seeds} seed{'s' if band.n_seeds > 1 else ''})"
-        if any(r.interrupted for r in groups[label].runs):
-            name += " [interrupted]"
+        if any(not r.finished for r in groups[label].runs):
+            name += " [partial run included]"
         for ax in (ax_all, ax_zoom):
             ax.plot(band.x, band.mean, color=colors[label], label=name, lw=1.6)
             if band.n_seeds > 1:

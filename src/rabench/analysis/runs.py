@@ -1,8 +1,9 @@
-"""Load run folders written by the trainer and group them by attention config.
+"""Runs and batches as the report sees them, read only through `rabench.rundir.RunFolder`.
 
-A run folder holds config.json, metrics.jsonl and (when the run ended cleanly)
-summary.json. Everything downstream works on `Run` and `ConfigGroup`, so the
-on-disk format is read in exactly one place.
+A folder handed to `rabench report` is one run, one suite (a batch: run folders plus
+suite.json and calibration.json) or a campaign (several suite folders). Every run knows
+its batch (the folder that holds it) and its card (gpu_name + host): runs are paired by
+seed only within one batch and one card, and the pairs are pooled across batches.
 """
 
 from __future__ import annotations
@@ -16,27 +17,46 @@ from pathlib import Path
 from typing import Any
 
 from rabench.errors import RabenchError
+from rabench.rundir import RunFolder, read_json
 
 BASELINE = "sdpa"
 CONTROL = "std-gated"
+NOREC = "ra-norec"
 RA_PREFIX = "ra-"
+ISOTIME_TAG = "-isotime-"
+MAX_DEPTH = 3  # campaign / batch / run
+# roles set by the suite in config.json labels (interfaces.md); inferred for older runs
+BASE_ROLE, ISO_ITER, ISO_TIME, TIME, PLATEAU = "baseline", "iso-iter", "iso-time", "time", "plateau"
 
 
 def is_ra(attn: str) -> bool:
-    """RA-family configs are named `ra-*` (ra-open, ra-triton and the variants)."""
+    """RA-family configs are named `ra-*` (ra-open, ra-triton, ra-norec and the variants)."""
     return attn.startswith(RA_PREFIX)
+
+
+def finite(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 @dataclass
 class Run:
-    """One training run: its config, its log records and its summary if it finished."""
+    """One training run: its config, log records, summary and folder state."""
 
     path: Path
     config: dict[str, Any]
     metrics: list[dict[str, Any]]
     summary: dict[str, Any] | None
-    label: str = ""  # the config label it is grouped under; set by group_by_config
+    state: str
+    batch: str = ""  # the suite folder it belongs to, relative to the report's folder
     cache: dict[Any, Any] = field(default_factory=dict, repr=False)  # derived arrays, see curves.py
+
+    @classmethod
+    def read(cls, path: Path, batch: str) -> Run:
+        folder = RunFolder(path)
+        config = folder.config()
+        if config is None:
+            raise RabenchError(f"{path}/config.json is missing or not valid JSON")
+        return cls(path, config, folder.metrics(), folder.summary(), folder.state(), batch)
 
     @property
     def name(self) -> str:
@@ -51,204 +71,275 @@ class Run:
         return int(self.config.get("seed", 0))
 
     @property
-    def status(self) -> str:
-        """'done', 'stopped_nan', 'interrupted'; a run without summary.json was interrupted."""
-        if self.summary is None:
-            return "interrupted"
-        return str(self.summary.get("status", "done"))
+    def labels(self) -> dict[str, Any]:
+        labels = self.config.get("labels")
+        return labels if isinstance(labels, dict) else {}
 
     @property
-    def interrupted(self) -> bool:
-        return self.summary is None or self.status == "interrupted"
+    def role(self) -> str:
+        """The suite's label, else inferred: a time budget is the old design's 'time' role."""
+        role = self.labels.get("role")
+        if role:
+            return str(role)
+        if ISOTIME_TAG in self.name:
+            return ISO_TIME
+        if self.config.get("until_plateau"):
+            return PLATEAU
+        if self.config.get("time_budget_s") and not self.config.get("max_iters"):
+            return TIME
+        return BASE_ROLE if self.attn == BASELINE else ISO_ITER
 
     @property
-    def stop_reason(self) -> str:
-        if self.summary is None:
-            return "no summary.json (interrupted)"
-        return str(self.summary.get("stop_reason") or self.status)
+    def card(self) -> str:
+        """gpu name + host: step times, and so pairs, are only comparable on one card."""
+        gpu = self.config.get("gpu_name") or self.config.get("device") or "unknown device"
+        host = self.config.get("host") or "host not recorded"
+        return f"{gpu} @ {host}"
 
     @property
-    def ran_to_plateau(self) -> bool:
-        """Did this run train until val_loss stopped improving (the plan's full test)?
-        An --until-plateau run that hit its time cap first did not."""
-        if self.summary is None or self.interrupted:
-            return False
-        reason = self.summary.get("stop_reason")
-        if reason is None:  # no reason recorded: trust the request
-            return bool(self.config.get("until_plateau")) and self.status == "done"
-        return reason == "plateau"
+    def unit(self) -> tuple[str, str]:
+        """(batch, card): pairs form only inside one unit."""
+        return (self.batch, self.card)
+
+    @property
+    def finished(self) -> bool:
+        return self.state == "finished"
+
+    @property
+    def status_word(self) -> str:
+        """'finished', 'failed', or 'partial' (started or checkpointed but never finished)."""
+        if self.finished:
+            return "finished"
+        return "failed" if self.state == "failed" else "partial"
 
     @cached_property
     def evals(self) -> list[dict[str, Any]]:
-        """The evaluation records (those with a finite val_loss), in log order; cached because
-        an hour at 2 ms/iter logs many records and the report asks for them often."""
-        return [m for m in self.metrics if _finite(m.get("val_loss"))]
+        """The evaluation records (those with a finite val_loss), in log order."""
+        return [m for m in self.metrics if finite(m.get("val_loss"))]
+
+    @property
+    def trained_evals(self) -> list[dict[str, Any]]:
+        """Evaluations after some training (iteration > 0): the untrained iter-0 eval judges nothing."""
+        return [m for m in self.evals if finite(m.get("iter")) and m["iter"] > 0]
+
+    @property
+    def judgeable(self) -> bool:
+        """Finished, with at least one evaluation after training started."""
+        return self.finished and bool(self.trained_evals)
+
+    @property
+    def why_not_judged(self) -> str:
+        if not self.finished:
+            return f"{self.status_word} (folder state {self.state})"
+        return "no evaluation after iteration 0"
 
     @property
     def last_record(self) -> dict[str, Any]:
         return self.metrics[-1] if self.metrics else {}
 
+    def _summary_or_last(self, key: str, default: float = 0.0) -> float:
+        if self.summary is not None and finite(self.summary.get(key)):
+            return float(self.summary[key])
+        value = self.last_record.get(key)
+        return float(value) if finite(value) else default
+
     @property
     def iters(self) -> int:
-        if self.summary is not None and self.summary.get("iters") is not None:
-            return int(self.summary["iters"])
-        return int(self.last_record.get("iter", 0))
+        return int(self._summary_or_last("iters", self._summary_or_last("iter")))
 
     @property
     def tokens(self) -> int:
-        if self.summary is not None and self.summary.get("tokens") is not None:
-            return int(self.summary["tokens"])
-        return int(self.last_record.get("tokens", 0))
+        return int(self._summary_or_last("tokens"))
 
     @property
     def train_time_s(self) -> float:
-        if self.summary is not None and self.summary.get("train_time_s") is not None:
-            return float(self.summary["train_time_s"])
-        return float(self.last_record.get("train_time_s", 0.0))
+        return self._summary_or_last("train_time_s")
 
     @property
     def ms_per_iter(self) -> float:
         """Median ms/iter over the run: the summary's, else the median of the log records."""
-        if self.summary is not None and _finite(self.summary.get("ms_per_iter")):
+        if self.summary is not None and finite(self.summary.get("ms_per_iter")):
             return float(self.summary["ms_per_iter"])
-        values = [float(m["ms_per_iter"]) for m in self.metrics if _finite(m.get("ms_per_iter"))]
+        values = [float(m["ms_per_iter"]) for m in self.metrics if finite(m.get("ms_per_iter"))]
         return statistics.median(values) if values else math.nan
 
     @property
-    def peak_mem_gb(self) -> float:
-        if self.summary is not None and _finite(self.summary.get("peak_mem_gb")):
-            return float(self.summary["peak_mem_gb"])
-        values = [float(m["peak_mem_gb"]) for m in self.metrics if _finite(m.get("peak_mem_gb"))]
-        return max(values) if values else math.nan
+    def final_eval(self) -> dict[str, Any]:
+        return self.evals[-1] if self.evals else {}
 
     @property
     def final_val_loss(self) -> float:
         """The last evaluation's val_loss (NaN if the run never evaluated)."""
-        evals = self.evals
-        return float(evals[-1]["val_loss"]) if evals else math.nan
+        return float(self.final_eval["val_loss"]) if self.evals else math.nan
+
+    @property
+    def final_val_se(self) -> float:
+        value = self.final_eval.get("val_se")
+        return float(value) if finite(value) else math.nan
+
+    @property
+    def final_iter(self) -> float:
+        return float(self.final_eval.get("iter", math.nan)) if self.evals else math.nan
 
     @property
     def best_val_loss(self) -> float:
-        evals = self.evals
-        return min(float(m["val_loss"]) for m in evals) if evals else math.nan
+        return min(float(m["val_loss"]) for m in self.evals) if self.evals else math.nan
+
+    @property
+    def ran_to_plateau(self) -> bool:
+        """Did this run stop because val_loss stopped improving (the plan's full test)?"""
+        return self.finished and (self.summary or {}).get("stop_reason") == "plateau"
 
     @cached_property
     def gate_records(self) -> list[dict[str, Any]]:
         return [m for m in self.metrics if isinstance(m.get("gates"), dict)]
 
+    def gate_movement(self) -> dict[str, float]:
+        """Per gate, max over layers of |w - w_init|, w_init the first logged value (iteration 0)."""
+        records = self.gate_records
+        out: dict[str, float] = {}
+        if len(records) < 2:
+            return out
+        first, last = records[0]["gates"], records[-1]["gates"]
+        for gate in ("w_std", "w_rec", "w_disc"):
+            pairs = [(a, b) for a, b in zip(first.get(gate) or [], last.get(gate) or []) if finite(a) and finite(b)]
+            if pairs:
+                out[gate] = max(abs(b - a) for a, b in pairs)
+        return out
+
+    def val_by_source(self) -> dict[str, float]:
+        value = self.final_eval.get("val_by_source")
+        return {str(k): float(v) for k, v in value.items() if finite(v)} if isinstance(value, dict) else {}
+
+
+@dataclass
+class Batch:
+    """One suite folder: its plan, its calibration and its runs."""
+
+    name: str
+    path: Path
+    plan: dict[str, Any]
+    calibration: dict[str, Any]
+    runs: list[Run] = field(default_factory=list)
+
+    def calibrated_ratio(self, attn: str) -> tuple[float, float, float] | None:
+        """(s, lo, hi) from calibration.json for one config, or None."""
+        entry = (self.calibration.get("configs") or {}).get(attn) or {}
+        s = entry.get("ratio")
+        if not finite(s):
+            return None
+        ci = entry.get("ratio_ci95") or [math.nan, math.nan]
+        lo, hi = (float(ci[0]), float(ci[1])) if len(ci) == 2 and all(finite(c) for c in ci) else (math.nan, math.nan)
+        return float(s), lo, hi
+
+    def gpu_floor(self, attn: str) -> str | None:
+        """The kernel's GPU-time floor if the calibration records one (any key naming a floor)."""
+        entry = (self.calibration.get("configs") or {}).get(attn) or {}
+        for key, value in entry.items():
+            if "floor" in key and value is not None:
+                return f"{key} {value:.3g}" if finite(value) else f"{key} {value}"
+        return None
+
+    @property
+    def card_text(self) -> str:
+        return str(self.calibration.get("card") or "")
+
+
+def _read_suite_file(path: Path) -> dict[str, Any]:
+    """A plan or calibration file next to the runs (optional); a broken one is a clear error."""
+    if not path.is_file():
+        return {}
+    value = read_json(path)
+    if not isinstance(value, dict):
+        raise RabenchError(f"{path} is not a valid JSON object")
+    return value
+
+
+def is_run_dir(path: Path) -> bool:
+    return RunFolder(path).state() != "absent"
+
+
+def find_run_dirs(folder: Path, depth: int = MAX_DEPTH) -> list[Path]:
+    """The folder itself if it is a run, else run folders below it (campaign/batch/run)."""
+    if is_run_dir(folder):
+        return [folder]
+    if depth == 0:
+        return []
+    found: list[Path] = []
+    for child in sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith(".")):
+        found += find_run_dirs(child, depth - 1)
+    return found
+
+
+def load_batches(folder: str | Path) -> list[Batch]:
+    """Every batch (suite folder) under `folder`, each with its runs."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise RabenchError(f"{folder} is not a folder")
+    dirs = find_run_dirs(folder)
+    if not dirs:
+        raise RabenchError(f"no runs in {folder} (a run folder holds config.json)")
+    batches: dict[Path, Batch] = {}
+    for d in dirs:
+        parent = d.parent if d != folder else folder.parent
+        if parent not in batches:
+            name = "." if parent == folder else str(parent.relative_to(folder)) if parent.is_relative_to(folder) else parent.name
+            batches[parent] = Batch(name, parent, _read_suite_file(parent / "suite.json"), _read_suite_file(parent / "calibration.json"))
+        batch = batches[parent]
+        batch.runs.append(Run.read(d, batch.name))
+    return list(batches.values())
+
+
+def load_runs(folder: str | Path) -> list[Run]:
+    return [r for b in load_batches(folder) for r in b.runs]
+
 
 @dataclass
 class ConfigGroup:
-    """All seeds of one attention config."""
+    """All runs of one attention config in one role (e.g. ra-triton iso-time), across batches."""
 
     label: str
     attn: str
+    role: str
     runs: list[Run] = field(default_factory=list)
 
     @property
     def seeds(self) -> list[int]:
-        return [r.seed for r in self.runs]
-
-    def run_for_seed(self, seed: int) -> Run | None:
-        return next((r for r in self.runs if r.seed == seed), None)
+        return sorted({r.seed for r in self.runs})
 
     @property
     def is_ra(self) -> bool:
         return is_ra(self.attn)
 
-
-def _finite(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-
-
-def _read_json(path: Path) -> dict[str, Any]:
-    try:
-        return json.loads(path.read_text())
-    except json.JSONDecodeError as exc:
-        raise RabenchError(f"{path} is not valid JSON: {exc}") from None
+    @property
+    def judged(self) -> list[Run]:
+        return [r for r in self.runs if r.judgeable]
 
 
-def _read_metrics(path: Path) -> list[dict[str, Any]]:
-    """Parse metrics.jsonl; a torn last line (the run was killed mid-write) is skipped."""
-    records = []
-    lines = path.read_text().splitlines()
-    for number, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
-        try:
-            records.append(json.loads(line))
-        except json.JSONDecodeError:
-            if number == len(lines):
-                break
-            raise RabenchError(f"{path}:{number} is not valid JSON") from None
-    return records
-
-
-def is_run_dir(path: Path) -> bool:
-    return (path / "config.json").is_file() and (path / "metrics.jsonl").is_file()
-
-
-def load_run(path: str | Path) -> Run:
-    path = Path(path)
-    if not is_run_dir(path):
-        raise RabenchError(f"{path} is not a run folder (needs config.json and metrics.jsonl)")
-    summary_path = path / "summary.json"
-    summary = _read_json(summary_path) if summary_path.is_file() else None
-    return Run(path, _read_json(path / "config.json"), _read_metrics(path / "metrics.jsonl"), summary)
-
-
-def find_run_dirs(folder: str | Path) -> list[Path]:
-    """The folder itself if it is a run, else its run subfolders, sorted by name."""
-    folder = Path(folder)
-    if not folder.is_dir():
-        raise RabenchError(f"{folder} is not a folder")
-    if is_run_dir(folder):
-        return [folder]
-    return sorted(p for p in folder.iterdir() if p.is_dir() and is_run_dir(p))
-
-
-def load_runs(folder: str | Path) -> list[Run]:
-    dirs = find_run_dirs(folder)
-    if not dirs:
-        raise RabenchError(f"no runs in {folder} (a run folder holds config.json and metrics.jsonl)")
-    return [load_run(d) for d in dirs]
-
-
-def _options_key(run: Run) -> str:
-    return json.dumps(run.config.get("attn_options") or {}, sort_keys=True)
-
-
-def _options_text(run: Run) -> str:
+def options_text(run: Run) -> str:
     options = run.config.get("attn_options") or {}
     return ",".join(f"{k}={v}" for k, v in sorted(options.items()))
 
 
+def config_label(run: Run, multi_option_attns: set[str]) -> str:
+    """attn, plus its options where one attn ran with several option sets."""
+    return f"{run.attn}({options_text(run)})" if run.attn in multi_option_attns else run.attn
+
+
 def group_by_config(runs: list[Run]) -> dict[str, ConfigGroup]:
-    """Group runs by (attn, attn_options); the label is the attn name, plus the options
-    only where one attn was run with several option sets. Groups are ordered sdpa first,
-    then the standard configs, then RA, each alphabetically; runs by seed."""
+    """Group by (config label, role); iso-time runs get their own group ('ra-triton [iso-time]').
+    Ordered: sdpa first, then standard configs, then RA; runs by batch and seed."""
     option_sets: dict[str, set[str]] = {}
     for run in runs:
-        option_sets.setdefault(run.attn, set()).add(_options_key(run))
+        option_sets.setdefault(run.attn, set()).add(json.dumps(run.config.get("attn_options") or {}, sort_keys=True))
+    multi = {attn for attn, sets in option_sets.items() if len(sets) > 1}
     groups: dict[str, ConfigGroup] = {}
     for run in runs:
-        label = run.attn
-        if len(option_sets[run.attn]) > 1:
-            label = f"{run.attn}({_options_text(run)})"
-        run.label = label
-        groups.setdefault(label, ConfigGroup(label, run.attn)).runs.append(run)
+        base = config_label(run, multi)
+        label = f"{base} [iso-time]" if run.role == ISO_TIME else base
+        role = ISO_TIME if run.role == ISO_TIME else run.role
+        groups.setdefault(label, ConfigGroup(label, run.attn, role, [])).runs.append(run)
     for group in groups.values():
-        group.runs.sort(key=lambda r: (r.seed, r.name))
-    order = sorted(groups, key=lambda lb: (groups[lb].attn != BASELINE, groups[lb].is_ra, lb))
+        group.runs.sort(key=lambda r: (r.batch, r.seed, r.name))
+    order = sorted(groups, key=lambda lb: (groups[lb].attn != BASELINE, groups[lb].is_ra, groups[lb].role == ISO_TIME, lb))
     return {label: groups[label] for label in order}
-
-
-def duplicate_seeds(group: ConfigGroup) -> list[int]:
-    """Seeds that appear more than once in a group (pairing by seed then uses the first)."""
-    seen: set[int] = set()
-    dups = []
-    for seed in group.seeds:
-        if seed in seen and seed not in dups:
-            dups.append(seed)
-        seen.add(seed)
-    return dups
