@@ -58,16 +58,16 @@ def _bold(word: str) -> str:
     return f"**{word}**"
 
 
-def evidence(stats: PairedStats | None) -> str:
-    """How much a paired number carries, in words."""
+def evidence(stats: PairedStats | None, null: float = 0.0) -> str:
+    """How much a paired number carries, in words: does its interval exclude `null`?"""
     if stats is None:
         return "evidence: none (no usable pair)"
     if stats.n == 1:
         return f"evidence: thin (1 seed; {ONE_SEED_NOTE})"
-    if stats.lo <= 0 <= stats.hi:
-        return f"evidence: weak (the 95% CI includes 0 over {stats.n} pairs)"
+    if stats.lo <= null <= stats.hi:
+        return f"evidence: weak (the 95% CI includes {null:g} over {stats.n} pairs)"
     note = f"; {FEW_PAIRS_NOTE}" if stats.n < 6 else ""
-    return f"evidence: clear (the 95% CI excludes 0 over {stats.n} pairs{note})"
+    return f"evidence: clear (the 95% CI excludes {null:g} over {stats.n} pairs{note})"
 
 
 def gap_text(stats: PairedStats | None) -> str:
@@ -159,7 +159,7 @@ def source_table(groups: dict[str, ConfigGroup]) -> tuple[list[str], list[list[s
 
 
 def gate_rows(groups: dict[str, ConfigGroup]) -> list[list[str]]:
-    """Per RA config: max over layers of |w - w_init| for each gate (seed mean, and the largest)."""
+    """Per gated config (RA, std-gated): max over layers of |w - w_init| for each gate (seed mean, and the largest)."""
     rows = []
     for label, g in groups.items():
         moves = [r.gate_movement() for r in g.judged]
@@ -185,7 +185,7 @@ def cautions(groups: dict[str, ConfigGroup], comparisons: list[Comparison]) -> l
         out.append(f"at most {max(n_pairs)} seed pairs: intervals are wide; {FEW_PAIRS_NOTE}")
     moved = [max(m.values()) for g in groups.values() for r in g.judged if (m := r.gate_movement())]
     if moved and max(moved) < GATES_BARELY_MOVED:
-        out.append(f"RA's gates moved by at most {max(moved):.3f} from their initial values: the runs are too short to show what RA learns")
+        out.append(f"the learned gates moved by at most {max(moved):.3f} from their initial values: the runs are too short to show what RA learns")
     sdpa = first_group(groups, BASELINE)
     drops = _finite([last_quarter_drop(r) for r in (sdpa.judged if sdpa else [])])
     if drops and _mean(drops) > STILL_FALLING:
@@ -215,6 +215,9 @@ def verdict_overview(doc: Doc, comparisons: list[Comparison], thin: list[str]) -
             for c in comparisons
         ],
     )
+    units = sorted({u for c in comparisons for u in c.units})
+    if len(units) > 1:
+        doc.para(f"Pairs pooled across {len(units)} batch/card units: {'; '.join(units)}; each pair comes from one batch on one card.")
     if thin:
         doc.para("**What these runs cannot carry:**")
         doc.bullets(thin)
@@ -282,14 +285,15 @@ def answer_questions(doc: Doc, groups: dict[str, ConfigGroup], comparisons: list
         if be.values:
             fractions = [1 / v for v in be.values]
             st = be.stats
-            text = f"{c.candidate}: needs {_mean(fractions):.3f} of sdpa's iterations (= 1/s*; s* {st.text(3)})"
+            ci = f", 95% CI [{st.lo:.3f}, {st.hi:.3f}] over {st.n} seeds" if st.n > 1 else " (1 seed)"
+            text = f"{c.candidate}: needs {_mean(fractions):.3f} of sdpa's iterations to reach its final val_loss (= 1/s*; s* = {st.mean:.3f}{ci})"
             if be.never:
                 text += f"; never within N in {len(be.never)} seed(s)"
-            items.append(text + f". {evidence(_shifted(st))}")
+            items.append(text + f". {evidence(st, null=1.0)}")
         elif be.never:
             items.append(f"{c.candidate}: never reached sdpa's final val_loss within its N iterations ({len(be.never)} seed(s)): no gain in sample efficiency seen")
     doc.bullets(items or ["no RA config paired with sdpa"])
-    doc.para("Evidence here asks whether s* differs from 1 (equal sample efficiency)." + confound)
+    doc.para("s* = 1 means equal sample efficiency; the evidence asks whether the interval excludes 1." + confound)
 
     doc.heading(3, "3. Does RA improve final quality?")
     items = []
@@ -327,13 +331,6 @@ def answer_questions(doc: Doc, groups: dict[str, ConfigGroup], comparisons: list
         rows.append([g.label, str(g.runs[0].config.get("attn_options") or {}), ratio, s_star, _bold(v1.verdict) if v1 else "n/a", evidence(v1.stats) if v1 else ""])
     doc.table(["variant", "options", "s (step-time ratio)", "s* (break-even)", "criterion 1 vs sdpa", "evidence"], rows)
     doc.para("A variant pays off where s < s* with intervals that do not overlap; the cheapest such variant is the minimum effective reciprocity.")
-
-
-def _shifted(st: PairedStats | None) -> PairedStats | None:
-    """s* - 1, so that `evidence` asks whether s* differs from 1."""
-    if st is None:
-        return None
-    return PairedStats(st.n, st.mean - 1, st.sd, st.lo - 1, st.hi - 1, st.p_sign_flip)
 
 
 def layer_sentence(group: ConfigGroup) -> str | None:
@@ -404,7 +401,7 @@ def build_report(folder: Path, out_dir: Path) -> Doc:
         doc.table(*sources)
     rows = gate_rows(groups)
     if rows:
-        doc.heading(3, "How far RA's gates moved: max over layers of |w - w_init| (seed mean, largest seed)")
+        doc.heading(3, "How far the learned gates moved: max over layers of |w - w_init| (seed mean, largest seed)")
         doc.table(["config", "w_std", "w_rec", "w_disc", "reading"], rows)
     doc.heading(2, "Plots")
     doc.image(plots.plot_loss(groups, "time", out_dir / "val_loss_vs_time.png"), "val_loss vs training time (seed mean, min-max band)")
