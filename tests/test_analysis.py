@@ -334,3 +334,37 @@ def test_broken_calibration_is_a_one_line_error(tmp_path):
     (tmp_path / "calibration.json").write_text("{not json")
     with pytest.raises(RabenchError, match="calibration.json is not a valid JSON object"):
         load_batches(tmp_path)
+
+
+def test_plateau_runs_judge_criterion_3_on_converged_losses(tmp_path):
+    iteration_suite(tmp_path, (0, 1, 2), lambda seed: 1.2 / 1000, s=1.3)
+    for seed, off in ((0, 0.0), (1, 0.01), (2, -0.01)):
+        for attn, floor in (("sdpa", 3.5), ("ra-triton", 3.3)):
+            run = write_run(tmp_path, attn, seed, lambda it, f=floor + off: f + 2 * math.exp(-it / 300), 2000, 10.0,
+                            "plateau", name=f"{attn}-plateau-s{seed}")
+            summary = json.loads((run / "summary.json").read_text())
+            (run / "summary.json").write_text(json.dumps(summary | {"stop_reason": "plateau"}))
+    c3 = comparison(tmp_path).verdict("3")
+    assert c3.scope.startswith("converged") and c3.stats.n == 3
+    assert c3.stats.mean == pytest.approx(0.2, abs=1e-3) and c3.verdict == PASS
+
+
+def test_iso_time_sized_with_another_s_is_flagged_and_labels_stand_in_for_calibration(tmp_path):
+    iteration_suite(tmp_path, (0, 1), lambda seed: 1.2 / 1000, s=1.25)
+    for d in tmp_path.glob("ra-triton-isotime-s*"):
+        config = json.loads((d / "config.json").read_text())
+        config["labels"]["step_ratio"] = 1.4  # the suite sized these runs with an older calibration
+        (d / "config.json").write_text(json.dumps(config))
+    c1 = comparison(tmp_path).verdict("1")
+    assert all("sized with s = 1.400 but the batch's calibration now says 1.250" in line for line in c1.per_seed)
+    (tmp_path / "calibration.json").unlink()
+    ratios = comparison(tmp_path).breakeven.ratios
+    assert [round(r.s, 3) for r in ratios.values()] == [1.4]  # no calibration file: the s the suite used
+
+
+def test_sparse_curves_are_called_rough(tmp_path):
+    for seed in (0, 1):
+        write_run(tmp_path, "sdpa", seed, linear(5.0, 1e-3), 100, 10.0, "baseline", eval_every=50)
+        write_run(tmp_path, "ra-triton", seed, linear(5.0, 1.1e-3), 100, 12.0, "iso-iter", eval_every=50)
+    md = write_report(tmp_path)[0].read_text()
+    assert "fewer than 4 evaluations after iteration 0" in md

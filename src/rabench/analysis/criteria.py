@@ -240,16 +240,20 @@ def _verdict_from(key: str, margins: list[float], lines: list[str], head: str, m
 # ---------------------------------------------------------------- criterion 1
 
 
-def equal_time_final(pairs: list[Pair], base_name: str, margin: float) -> Verdict:
+def equal_time_final(pairs: list[Pair], batches: dict[str, Batch], base_name: str, margin: float) -> Verdict:
     """Iteration design: the iso-time run (round(N/s) iterations) against the baseline at N."""
     margins, lines = [], []
     for p in pairs:
         gap = p.base.final_val_loss - p.cand.final_val_loss
         margins.append(gap)
-        lines.append(
+        line = (
             f"{p.tag}: {base_name} {p.base.final_val_loss:.4f} at {p.base.final_iter:,.0f} iterations vs candidate "
             f"{p.cand.final_val_loss:.4f} at {p.cand.final_iter:,.0f} (gap {gap:+.4f})"
         )
+        used, calibrated = p.cand.step_ratio, step_ratio(p, batches)
+        if used is not None and finite(calibrated.s) and abs(used / calibrated.s - 1) > 0.01:
+            line += f"; sized with s = {used:.3f} but the batch's calibration now says {calibrated.s:.3f}: not quite equal time"
+        lines.append(line)
     head = f"{base_name} final val_loss at N minus the candidate's at round(N/s) (iso-time runs; positive = candidate lower)"
     return _verdict_from("1", margins, lines, head, margin, "iso-time runs")
 
@@ -395,7 +399,7 @@ def compare(candidate: ConfigGroup, baseline: ConfigGroup, groups: dict[str, Con
         if iso_time is None:
             verdicts.append(Verdict("1", NO_VERDICT, f"no iso-time runs of {candidate.label} (round(N/s) iterations) in this folder"))
         else:
-            verdicts.append(equal_time_final(t_pairs, base_name, m["1"]))
+            verdicts.append(equal_time_final(t_pairs, batches, base_name, m["1"]))
         verdicts += time_to_target(n_pairs, batches, base_name, design, (m["2-literal"], m["2-break-even"]))
         all_pairs = n_pairs + t_pairs
     else:

@@ -31,6 +31,7 @@ from rabench.analysis.stats import FEW_PAIRS_NOTE, ONE_SEED_NOTE, PairedStats
 VARIANTS = ("ra-sparse", "ra-local", "ra-gated", "ra-anneal", "ra-layers", "ra-budget", "ra-amortized", "ra-lowrank", "ra-adaptive")
 GATES_BARELY_MOVED = 0.05  # max |w - w_init| below this: RA has not yet learned what to do with its gates
 STILL_FALLING = 0.02  # val_loss drop over the last quarter of a run above this: far from convergence
+MIN_EVALS = 4  # fewer evaluations after iteration 0 than this: a curve is a few straight segments
 
 
 # ---------------------------------------------------------------- small helpers
@@ -186,6 +187,10 @@ def cautions(groups: dict[str, ConfigGroup], comparisons: list[Comparison]) -> l
     moved = [max(m.values()) for g in groups.values() for r in g.judged if (m := r.gate_movement())]
     if moved and max(moved) < GATES_BARELY_MOVED:
         out.append(f"the learned gates moved by at most {max(moved):.3f} from their initial values: the runs are too short to show what RA learns")
+    sparse = sorted({r.name for g in groups.values() for r in g.judged if len(r.trained_evals) < MIN_EVALS})
+    if sparse:
+        out.append(f"{len(sparse)} run(s) have fewer than {MIN_EVALS} evaluations after iteration 0 ({', '.join(sparse[:4])}"
+                   f"{', ...' if len(sparse) > 4 else ''}): their curves are straight lines between few points, and answers read between them are rough")
     sdpa = first_group(groups, BASELINE)
     drops = _finite([last_quarter_drop(r) for r in (sdpa.judged if sdpa else [])])
     if drops and _mean(drops) > STILL_FALLING:

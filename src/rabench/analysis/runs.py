@@ -90,6 +90,12 @@ class Run:
         return BASE_ROLE if self.attn == BASELINE else ISO_ITER
 
     @property
+    def step_ratio(self) -> float | None:
+        """The s the suite used to size this run (iso-time runs), from the labels."""
+        value = self.labels.get("step_ratio")
+        return float(value) if finite(value) else None
+
+    @property
     def card(self) -> str:
         """gpu name + host: step times, and so pairs, are only comparable on one card."""
         gpu = self.config.get("gpu_name") or self.config.get("device") or "unknown device"
@@ -223,11 +229,13 @@ class Batch:
     runs: list[Run] = field(default_factory=list)
 
     def calibrated_ratio(self, attn: str) -> tuple[float, float, float] | None:
-        """(s, lo, hi) from calibration.json for one config, or None."""
+        """(s, lo, hi) from calibration.json for one config; else the s the suite sized its
+        iso-time runs with (labels.step_ratio, no interval); else None."""
         entry = (self.calibration.get("configs") or {}).get(attn) or {}
         s = entry.get("ratio")
         if not finite(s):
-            return None
+            labelled = [r.step_ratio for r in self.runs if r.attn == attn and finite(r.step_ratio)]
+            return (labelled[0], math.nan, math.nan) if labelled else None
         ci = entry.get("ratio_ci95") or [math.nan, math.nan]
         lo, hi = (float(ci[0]), float(ci[1])) if len(ci) == 2 and all(finite(c) for c in ci) else (math.nan, math.nan)
         return float(s), lo, hi
