@@ -41,13 +41,19 @@ def _env() -> dict[str, str]:
     return env
 
 
-def rabench(args: list[str], nproc: int = 1) -> subprocess.CompletedProcess:
+def rabench(args: list[str], nproc: int = 1, fault: str | None = None) -> subprocess.CompletedProcess:
     if nproc == 1:
         cmd = [sys.executable, "-m", "rabench", *args]
     else:
         cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(nproc),
                "-m", "rabench", *args]
-    return subprocess.run(cmd, capture_output=True, text=True, env=_env(), timeout=TIMEOUT_S)
+    env = _env() | ({"RABENCH_FAULT": fault} if fault else {})
+    return subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=TIMEOUT_S)
+
+
+def interrupted(proc: subprocess.CompletedProcess) -> subprocess.CompletedProcess:
+    assert proc.returncode != 0 and "with --resume continues" in proc.stderr, proc.stderr[-3000:]
+    return proc
 
 
 def ok(proc: subprocess.CompletedProcess) -> subprocess.CompletedProcess:
@@ -73,13 +79,15 @@ def runs(tmp_path_factory):
     ddp, single = root / "ddp", root / "single"
     out: dict = {"root": root, "data": data, "ddp": ddp, "single": single}
 
-    out["ddp_first"] = ok(rabench([*COMMON, "--data", str(data), "--out", str(ddp), "--iters", str(ITERS)], nproc=2))
+    # SIGTERM reaches every rank at iteration 7; the ranks agree at the next log point (10) and checkpoint there
+    out["ddp_first"] = interrupted(rabench([*COMMON, "--data", str(data), "--out", str(ddp), "--iters",
+                                            str(RESUME_ITERS)], nproc=2, fault="step@7:TERM"))
     out["ddp_first_lines"] = metric_lines(ddp)
     out["ddp_resumed"] = ok(rabench([*COMMON, "--data", str(data), "--out", str(ddp), "--iters", str(RESUME_ITERS),
                                      "--resume"], nproc=2))
 
     base = [*COMMON, "--data", str(data), "--out", str(single), "--grad-accum", "2"]
-    ok(rabench([*base, "--iters", str(ITERS)]))
+    interrupted(rabench([*base, "--iters", str(RESUME_ITERS)], fault="step@7:TERM"))
     out["single_first"] = metrics(single)
     ok(rabench([*base, "--iters", str(RESUME_ITERS), "--resume"]))
     return out
@@ -91,13 +99,13 @@ def test_ddp_run_completes_and_rank0_writes_once(runs):
     iters = [json.loads(line)["iter"] for line in lines]
     assert iters == [0, 5, 10], "every log point exactly once, from rank 0 only"
     assert len(set(lines)) == len(lines)
-    final_lines = [line for line in runs["ddp_first"].stdout.splitlines() if " iters in " in line]
-    assert len(final_lines) == 1, runs["ddp_first"].stdout  # only rank 0 prints the result
+    final_lines = [line for line in runs["ddp_resumed"].stdout.splitlines() if " iters in " in line]
+    assert len(final_lines) == 1, runs["ddp_resumed"].stdout  # only rank 0 prints the result
     config = json.loads((ddp / "config.json").read_text())
     assert config["world_size"] == 2
     assert config["tokens_per_iter"] == 4 * 32 * 1 * 2
     summary = json.loads((ddp / "summary.json").read_text())
-    assert summary["status"] == "done" and summary["iters"] == RESUME_ITERS
+    assert summary["status"] == "finished" and summary["iters"] == RESUME_ITERS
     assert (ddp / "ckpt.pt").exists()
 
 
@@ -138,5 +146,5 @@ def test_error_on_rank0_stops_every_rank(runs):
     """An existing run without --resume: rank 0's error reaches rank 1 instead of leaving it at a barrier."""
     proc = rabench([*COMMON, "--data", str(runs["data"]), "--out", str(runs["ddp"]), "--iters", "2"], nproc=2)
     assert proc.returncode != 0
-    assert "already holds a run" in proc.stderr
+    assert "already holds a finished run" in proc.stderr
     assert "(rank 1) " in proc.stderr  # rank 1 got the error too, rather than being killed while waiting

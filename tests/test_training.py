@@ -1,17 +1,20 @@
-"""The trainer end to end on the tiny preset: budgets, resume, refusal, NaN stop, schedule."""
+"""The trainer end to end on the tiny preset: budgets, config.json, resume rules, signals, NaN, failures."""
 
 from __future__ import annotations
 
 import json
+import math
+import signal
 from pathlib import Path
 
 import pytest
 
 from rabench.data import prepare
-from rabench.errors import RabenchError
+from rabench.errors import RabenchError, RunInterrupted
+from rabench.rundir import RunFolder
 from rabench.training import TrainConfig, parse_duration, train
-from rabench.training.metrics import read_metrics
-from rabench.training.schedule import budget_lr, plateau_lr
+
+TIMING = {"train_time_s", "wall_time_s", "ms_per_iter", "tokens_per_s", "peak_mem_gb"}
 
 
 @pytest.fixture(scope="session")
@@ -27,80 +30,111 @@ def config(data_dir: str, out: Path, **kw) -> TrainConfig:
     return TrainConfig(**(base | kw))
 
 
+def untimed(records: list[dict]) -> list[dict]:
+    return [{k: v for k, v in r.items() if k not in TIMING} for r in records]
+
+
 def test_iteration_budget_writes_config_metrics_summary(data_dir: str, tmp_path: Path) -> None:
-    summary = train(config(data_dir, tmp_path / "run", attn="ra-open", max_iters=12))
-    assert summary["status"] == "done" and summary["iters"] == 12 and summary["stop_reason"] == "max iters"
-    cfg = json.loads((tmp_path / "run" / "config.json").read_text())
+    summary = train(config(data_dir, tmp_path / "run", attn="ra-open", max_iters=12, labels={"role": "baseline"}))
+    assert summary["status"] == "finished" and summary["iters"] == 12 and summary["stop_reason"] == "max iters"
+    folder = RunFolder(tmp_path / "run")
+    assert folder.state() == "finished"
+    cfg = folder.config()
     assert cfg["attn"] == "ra-open" and cfg["n_layer"] == 2 and cfg["tokens_per_iter"] == 4 * 32
+    assert cfg["labels"] == {"role": "baseline"} and cfg["device"] == "cpu" and cfg["gpu_name"] is None
+    assert cfg["host"] and cfg["lr"] == 3e-3 and cfg["eval_tokens"] == 131_072  # preset defaults resolved
     assert "excludes evaluation" in cfg["time_axis"]
-    records = read_metrics(tmp_path / "run")
+    records = folder.metrics()
     assert [r["iter"] for r in records if "val_loss" in r] == [0, 5, 10, 12]
+    assert records[0]["iter"] == 0 and records[0]["train_loss"] is None
     for key in ("iter", "tokens", "train_time_s", "wall_time_s", "train_loss", "lr", "ms_per_iter", "tokens_per_s", "peak_mem_gb"):
         assert key in records[-1]
     assert len(records[-1]["gates"]["w_rec"]) == 2  # per-layer gate means for RA
     assert records[-1]["val_loss"] < records[0]["val_loss"]  # it learns
     times = [r["train_time_s"] for r in records]
     assert times == sorted(times) and records[-1]["wall_time_s"] >= records[-1]["train_time_s"]
+    # the logged lr is the one applied at the window's last step: the cosine reaches min_lr at the last step
+    assert records[-1]["lr"] == pytest.approx(3e-4)
+    assert records[1]["lr"] == pytest.approx(3e-3)  # iter 2 = end of the 2-iteration warm-up
 
 
-def test_time_budget_stops_on_training_time(data_dir: str, tmp_path: Path) -> None:
-    summary = train(config(data_dir, tmp_path / "run", time_budget_s=2.0))
+def test_time_budget_stops_on_training_time_and_anneals(data_dir: str, tmp_path: Path) -> None:
+    summary = train(config(data_dir, tmp_path / "run", time_budget_s=1.5, warmup_iters=None, warmup_frac=0.1))
     assert summary["stop_reason"] == "time budget"
-    assert 2.0 <= summary["train_time_s"] < 2.0 + 5 * summary["ms_per_iter"] / 1000 + 0.5
-    lrs = [r["lr"] for r in read_metrics(tmp_path / "run")]
-    assert lrs[-1] == pytest.approx(3e-4, rel=0.05)  # annealed to min_lr by the end of the budget
+    assert 1.5 <= summary["train_time_s"] < 1.5 + 3 * summary["ms_per_iter"] / 1000 + 0.5
+    lrs = [r["lr"] for r in RunFolder(tmp_path / "run").metrics() if r["lr"] is not None]
+    assert lrs[-1] == pytest.approx(3e-4, rel=0.1)  # annealed to min_lr by the end of the budget
 
 
-def test_reusing_a_run_folder_is_refused_and_resume_extends_the_run(data_dir: str, tmp_path: Path) -> None:
-    train(config(data_dir, tmp_path / "straight", max_iters=10))
-    train(config(data_dir, tmp_path / "split", max_iters=6))
-    with pytest.raises(RabenchError, match="already holds a run; pass --resume"):
-        train(config(data_dir, tmp_path / "split", max_iters=10))
-    resumed = train(config(data_dir, tmp_path / "split", max_iters=10, resume=True))
-    assert resumed["iters"] == 10
-    straight = [r["iter"] for r in read_metrics(tmp_path / "straight")]
-    split = [r["iter"] for r in read_metrics(tmp_path / "split")]
-    assert len(set(split)) == len(split)  # no duplicated log points
-    assert set(split) >= set(straight) - {6} and split[-1] == 10  # the 6-iteration plan also logged its end
-    with pytest.raises(RabenchError, match="seed is 1 but the run"):
-        train(config(data_dir, tmp_path / "split", max_iters=12, resume=True, seed=1))
+def test_resume_refuses_curve_changing_settings_and_names_them(data_dir: str, tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    with pytest.raises(RunInterrupted):
+        _interrupt_at(config(data_dir, run, max_iters=10), 4)
+    with pytest.raises(RabenchError, match="already holds a run with a checkpoint; pass --resume"):
+        train(config(data_dir, run, max_iters=10))
+    with pytest.raises(RabenchError, match=r"lr: 0\.003 -> 0\.03.*seed: 0 -> 1|seed: 0 -> 1.*lr"):
+        train(config(data_dir, run, max_iters=10, resume=True, lr=0.03, seed=1))
+    with pytest.raises(RabenchError, match="eval_every: 5 -> 4"):
+        train(config(data_dir, run, max_iters=10, resume=True, eval_every=4))
+    with pytest.raises(RabenchError, match="max_iters: 10 -> 20"):
+        train(config(data_dir, run, max_iters=20, resume=True))
+    # curve-neutral settings may differ
+    done = train(config(data_dir, run, max_iters=10, resume=True, log_every=5, labels={"x": 1}, ckpt_every="1m"))
+    assert done["status"] == "finished" and done["iters"] == 10
+    again = train(config(data_dir, run, max_iters=10, resume=True))  # a finished run: its summary, untouched
+    assert again == done and again["ms_per_iter"] is not None
 
 
-def test_interrupted_run_resumes_to_the_same_losses(data_dir: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Ctrl-C at iter 5 checkpoints; --resume then gives exactly the uninterrupted run's curve."""
-    from rabench.training.trainer import Trainer
+def _interrupt_at(cfg: TrainConfig, it: int, sig: str = "TERM"):
+    import os
 
-    train(config(data_dir, tmp_path / "full", max_iters=8, eval_every=4))
-    real_step = Trainer.train_step
-
-    def interrupt_at_5(self, it):
-        if it == 5:
-            raise KeyboardInterrupt
-        return real_step(self, it)
-
-    monkeypatch.setattr(Trainer, "train_step", interrupt_at_5)
-    with pytest.raises(RabenchError, match="interrupted at iter 5; `--resume`"):
-        train(config(data_dir, tmp_path / "cut", max_iters=8, eval_every=4))
-    assert json.loads((tmp_path / "cut" / "summary.json").read_text())["status"] == "interrupted"
-    monkeypatch.setattr(Trainer, "train_step", real_step)
-    train(config(data_dir, tmp_path / "cut", max_iters=8, eval_every=4, resume=True))
-    full = read_metrics(tmp_path / "full")
-    cut = read_metrics(tmp_path / "cut")
-    assert [r["iter"] for r in cut] == [r["iter"] for r in full]
-    def column(records: list[dict], key: str) -> list[float]:
-        return [r[key] for r in records if r.get(key) is not None]
-
-    assert column(cut, "val_loss") == pytest.approx(column(full, "val_loss"), rel=1e-6)
-    # the log window cut by the interrupt (iter 5) averages fewer steps; later windows match
-    assert cut[-1]["train_loss"] == pytest.approx(full[-1]["train_loss"], rel=1e-6)
-    assert len(column(cut, "val_loss")) == 3
+    os.environ["RABENCH_FAULT"] = f"step@{it}:{sig}"
+    try:
+        return train(cfg)
+    finally:
+        del os.environ["RABENCH_FAULT"]
 
 
-def test_nan_loss_stops_with_a_clear_message_and_keeps_the_checkpoint(data_dir: str, tmp_path: Path) -> None:
-    with pytest.raises(RabenchError, match="loss became nan|loss became inf"):
-        train(config(data_dir, tmp_path / "run", max_iters=30, lr=1e6, grad_clip=1e9, ckpt_every_s=0.0))
-    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
-    assert summary["status"] == "stopped_nan"
+@pytest.fixture(scope="module")
+def uninterrupted(data_dir: str, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    full = tmp_path_factory.mktemp("full") / "run"
+    train(config(data_dir, full, max_iters=8, eval_every=4, log_every=2))
+    return full
+
+
+@pytest.mark.parametrize("point,sig", [("step@5", "TERM"), ("eval@4", "INT"), ("ckpt@3", "TERM")])
+def test_signal_checkpoints_and_resume_gives_the_same_records(data_dir: str, tmp_path: Path, point: str, sig: str,
+                                                               uninterrupted: Path,
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    """SIGTERM/SIGINT mid-window, inside an evaluation or inside a checkpoint write (every 3 iterations):
+    the resumed records equal an uninterrupted run's, timing fields apart."""
+    full = uninterrupted
+    cut = tmp_path / "cut"
+    monkeypatch.setenv("RABENCH_FAULT", f"{point}:{sig}")
+    with pytest.raises(RunInterrupted, match="with --resume continues") as exc:
+        train(config(data_dir, cut, max_iters=8, eval_every=4, log_every=2, ckpt_every="3it"))
+    assert exc.value.exit_code == 128 + (signal.SIGTERM if sig == "TERM" else signal.SIGINT)
+    assert RunFolder(cut).summary()["status"] == "interrupted" and RunFolder(cut).state() == "checkpointed"
+    monkeypatch.delenv("RABENCH_FAULT")
+    train(config(data_dir, cut, max_iters=8, eval_every=4, log_every=2, resume=True))
+    assert untimed(RunFolder(cut).metrics()) == untimed(RunFolder(full).metrics())
+    assert RunFolder(cut).summary()["ms_per_iter"] is not None
+
+
+def test_nan_loss_says_no_checkpoint_was_written(data_dir: str, tmp_path: Path) -> None:
+    with pytest.raises(RabenchError, match=r"loss became (nan|inf).*no checkpoint was written"):
+        train(config(data_dir, tmp_path / "run", max_iters=30, lr=1e6, grad_clip=1e9))
+    folder = RunFolder(tmp_path / "run")
+    assert folder.summary()["status"] == "failed" and folder.state() == "failed"
+    # the same folder, corrected: no "already holds a run"
+    assert train(config(data_dir, tmp_path / "run", max_iters=2))["status"] == "finished"
+
+
+def test_failed_start_does_not_poison_the_folder(data_dir: str, tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    with pytest.raises(RabenchError, match="has no option"):
+        train(config(data_dir, run, attn="ra-open", attn_options={"nope": 1}, max_iters=2))
+    assert train(config(data_dir, run, attn="ra-open", max_iters=2))["status"] == "finished"
 
 
 def test_missing_budget_and_bad_data_are_one_line_errors(data_dir: str, tmp_path: Path) -> None:
@@ -112,15 +146,16 @@ def test_missing_budget_and_bad_data_are_one_line_errors(data_dir: str, tmp_path
         train(config(data_dir, tmp_path / "c", max_iters=1, seq_len=4096))
 
 
-def test_schedule_warms_up_then_anneals_with_progress() -> None:
-    assert budget_lr(0, 0.0, 1.0, 0.1, 10) == pytest.approx(0.1)
-    assert budget_lr(50, 0.0, 1.0, 0.1, 10) == pytest.approx(1.0)
-    assert budget_lr(50, 0.5, 1.0, 0.1, 10) == pytest.approx(0.55)
-    assert budget_lr(50, 1.0, 1.0, 0.1, 10) == pytest.approx(0.1)
-    assert plateau_lr(50, 1.0, 0.1, 10, None, 20) == 1.0
-    assert plateau_lr(60, 1.0, 0.1, 10, 50, 20) == pytest.approx(0.505)
-    assert plateau_lr(69, 1.0, 0.1, 10, 50, 20) == pytest.approx(0.1)
-    assert plateau_lr(90, 1.0, 0.1, 10, 50, 20) == pytest.approx(0.1)
+@pytest.mark.parametrize("field,value,match", [
+    ("lr", -1.0, "lr must be a positive finite"), ("lr", math.nan, "lr must be a positive finite"),
+    ("time_budget_s", math.inf, "time_budget_s"), ("time_budget_s", 0.0, "time_budget_s"),
+    ("batch_size", 0, "batch_size must be an integer of at least 1"), ("device", "tpu", "device 'tpu'"),
+    ("warmup_frac", 1.5, "warmup_frac must lie"), ("ckpt_every", "soon", "ckpt_every 'soon'"),
+    ("preset", "huge", "preset 'huge' is unknown"), ("grad_accum", 0, "grad_accum"),
+])
+def test_config_validates_once_where_built(data_dir: str, tmp_path: Path, field: str, value, match: str) -> None:
+    with pytest.raises(RabenchError, match=match):
+        config(data_dir, tmp_path / "x", max_iters=1, **{field: value})
 
 
 @pytest.mark.parametrize("text,seconds", [("90s", 90), ("10m", 600), ("1h", 3600), ("1h30m", 5400), ("2.5m", 150), ("45", 45)])
@@ -128,7 +163,7 @@ def test_durations(text: str, seconds: float) -> None:
     assert parse_duration(text) == seconds
 
 
-@pytest.mark.parametrize("text", ["", "abc", "10x", "-5", "0s", "1h 2"])
+@pytest.mark.parametrize("text", ["", "abc", "10x", "-5", "0s", "1h 2", "nan", "inf"])
 def test_bad_durations(text: str) -> None:
     with pytest.raises(RabenchError):
         parse_duration(text)

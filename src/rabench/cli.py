@@ -5,7 +5,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from rabench.errors import RabenchError
+from rabench import __version__
+from rabench.errors import RabenchError, RunInterrupted
 
 
 class OneLineParser(argparse.ArgumentParser):
@@ -20,6 +21,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     parser = OneLineParser(prog="rabench", description="rabench: does Reciprocal Attention (RA) beat standard attention "
                            "when you pay for it in wall-clock time? Typical flow: prepare -> suite (or train) -> report.")
+    parser.add_argument("--version", action="version", version=f"rabench {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=OneLineParser)
     for name, module in COMMANDS.items():
         module.add_arguments(sub.add_parser(name, help=module.HELP))
@@ -32,6 +34,9 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         COMMANDS[args.command].run(args)
+    except RunInterrupted as exc:
+        print(f"rabench: {exc}", file=sys.stderr)
+        return exc.exit_code
     except RabenchError as exc:
         print(f"rabench: error: {exc}", file=sys.stderr)
         return 2

@@ -7,3 +7,11 @@ else is a bug and keeps its traceback.
 
 class RabenchError(Exception):
     """A problem with the user's input or environment, stated in one line."""
+
+
+class RunInterrupted(RabenchError):
+    """SIGINT or SIGTERM stopped a run after it checkpointed; the CLI exits 128 + the signal number."""
+
+    def __init__(self, message: str, signum: int) -> None:
+        super().__init__(message)
+        self.exit_code = 128 + signum

@@ -1,30 +1,51 @@
 """The one owner of run folders: config.json, metrics.jsonl, summary.json and checkpoints.
 
 Everything else (trainer, suite, report) reads and writes a run folder through this module.
+
+A folder moves through states that are read from its files, never from a separate flag:
+
+    absent        no config.json
+    created       config.json written, training not yet begun
+    started       metrics.jsonl exists (the iteration-0 evaluation or later), no checkpoint
+    checkpointed  ckpt.pt exists; `--resume` continues from it
+    finished      summary.json says "finished"
+    failed        summary.json says "failed"
+
+A run in 'created', 'started' or 'failed' without a checkpoint has nothing worth keeping:
+the trainer starts it over (the same command works again after a failure at start-up).
 """
 
 from __future__ import annotations
 
+import contextlib
+import errno
+import fcntl
 import json
+import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+from rabench.errors import RabenchError
 
 CONFIG_NAME = "config.json"
 METRICS_NAME = "metrics.jsonl"
 SUMMARY_NAME = "summary.json"
 CHECKPOINT_NAME = "ckpt.pt"
+LOCK_NAME = ".lock"
+FINISHED, FAILED, INTERRUPTED = "finished", "failed", "interrupted"
 
 
 def read_json(path: Path) -> dict[str, Any] | None:
     try:
         return json.loads(path.read_text())
-    except (FileNotFoundError, json.JSONDecodeError, UnicodeDecodeError):
+    except (FileNotFoundError, NotADirectoryError, IsADirectoryError, json.JSONDecodeError, UnicodeDecodeError):
         return None
 
 
 def read_jsonl(path: Path) -> list[dict[str, Any]]:
     """Records of a JSON-lines file; a torn last line (a kill mid-write) is dropped, with everything after it."""
-    if not path.exists():
+    if not path.is_file():
         return []
     records = []
     for line in path.read_text().splitlines():
@@ -38,12 +59,36 @@ def read_jsonl(path: Path) -> list[dict[str, Any]]:
     return records
 
 
+def _disk_error(what: str, path: Path, exc: OSError, keeps: str = "") -> RabenchError:
+    reason = exc.strerror or str(exc)
+    hint = " (the disk is full: free space, then re-run with --resume)" if exc.errno == errno.ENOSPC else ""
+    return RabenchError(f"cannot write {what} {path}: {reason}{hint}{keeps}")
+
+
+def _write_atomic(path: Path, data: bytes, what: str) -> None:
+    """Write to path.tmp, fsync, rename over path: a reader never sees half a file."""
+    tmp = path.with_name(path.name + ".tmp")
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except OSError as exc:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise _disk_error(what, path, exc) from None
+
+
 class RunFolder:
-    """Read access to one run folder."""
+    """One run folder: read by anyone, written only by the trainer through the methods below."""
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
+        self._metrics_file = None
+        self._lock_file = None
 
+    # ---- reading (the pinned API) ----------------------------------------------------
     def config(self) -> dict[str, Any] | None:
         return read_json(self.path / CONFIG_NAME)
 
@@ -55,13 +100,132 @@ class RunFolder:
 
     def state(self) -> str:
         """'absent' (no run), 'created', 'started', 'checkpointed', 'finished' or 'failed'."""
-        if not (self.path / CONFIG_NAME).exists():
+        if not (self.path / CONFIG_NAME).is_file():
             return "absent"
-        summary = self.summary() or {}
-        if summary.get("status") in ("done", "finished"):
+        status = (self.summary() or {}).get("status")
+        if status in (FINISHED, "done"):  # "done": folders written before the state machine
             return "finished"
-        if summary.get("status") in ("failed", "stopped_nan"):
+        if status in (FAILED, "stopped_nan"):
             return "failed"
-        if (self.path / CHECKPOINT_NAME).exists():
+        if self.has_checkpoint():
             return "checkpointed"
         return "started" if (self.path / METRICS_NAME).exists() else "created"
+
+    def has_checkpoint(self) -> bool:
+        return (self.path / CHECKPOINT_NAME).is_file()
+
+    # ---- creating --------------------------------------------------------------------
+    def ensure_dir(self) -> None:
+        """Create the folder; an --out that is a file or cannot be written is a one-line error."""
+        if self.path.exists() and not self.path.is_dir():
+            raise RabenchError(f"--out {self.path} is a file, not a folder; choose another --out")
+        try:
+            self.path.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise RabenchError(f"cannot create run folder {self.path}: {exc.strerror or exc}") from None
+        if not os.access(self.path, os.W_OK | os.X_OK):
+            raise RabenchError(f"run folder {self.path} is not writable; choose another --out")
+
+    def lock(self) -> None:
+        """Hold an exclusive lock for the life of this process, so two trainers never share a folder."""
+        self.ensure_dir()
+        try:
+            self._lock_file = open(self.path / LOCK_NAME, "a")  # noqa: SIM115 - held until release()
+        except OSError as exc:
+            raise _disk_error("lock file", self.path / LOCK_NAME, exc) from None
+        try:
+            fcntl.flock(self._lock_file.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            self._lock_file.close()
+            self._lock_file = None
+            raise RabenchError(f"another process is training in {self.path}; wait for it or choose another --out") from None
+
+    def release(self) -> None:
+        self.close_metrics()
+        if self._lock_file is not None:
+            self._lock_file.close()
+            self._lock_file = None
+
+    def start_over(self) -> None:
+        """Remove what an earlier attempt left (it never reached a checkpoint, or the user said so)."""
+        for name in (CONFIG_NAME, METRICS_NAME, SUMMARY_NAME, CHECKPOINT_NAME, CHECKPOINT_NAME + ".tmp"):
+            with contextlib.suppress(FileNotFoundError):
+                (self.path / name).unlink()
+
+    def write_config(self, config: dict[str, Any]) -> None:
+        _write_atomic(self.path / CONFIG_NAME, (json.dumps(config, indent=2, default=str) + "\n").encode(), "config")
+
+    # ---- metrics ---------------------------------------------------------------------
+    def open_metrics(self, keep_through_iter: int | None) -> None:
+        """Start appending; on resume, first drop records past the checkpoint (they are redone)."""
+        path = self.path / METRICS_NAME
+        kept = [] if keep_through_iter is None else [r for r in self.metrics() if r.get("iter", 0) <= keep_through_iter]
+        _write_atomic(path, "".join(json.dumps(r) + "\n" for r in kept).encode(), "metrics")
+        try:
+            self._metrics_file = open(path, "a")  # noqa: SIM115 - closed by close_metrics()
+        except OSError as exc:
+            raise _disk_error("metrics", path, exc) from None
+
+    def append_metrics(self, record: dict[str, Any]) -> None:
+        path = self.path / METRICS_NAME
+        try:
+            self._metrics_file.write(json.dumps(record) + "\n")
+            self._metrics_file.flush()
+        except OSError as exc:
+            raise _disk_error("metrics", path, exc, "; the last good checkpoint is kept") from None
+
+    def close_metrics(self) -> None:
+        if self._metrics_file is not None:
+            with contextlib.suppress(OSError):
+                self._metrics_file.close()
+            self._metrics_file = None
+
+    # ---- summary ---------------------------------------------------------------------
+    def write_summary(self, summary: dict[str, Any]) -> None:
+        _write_atomic(self.path / SUMMARY_NAME, (json.dumps(summary, indent=2) + "\n").encode(), "summary")
+
+    def clear_summary(self) -> None:
+        """A run that trains again is no longer finished, failed or interrupted."""
+        with contextlib.suppress(FileNotFoundError):
+            (self.path / SUMMARY_NAME).unlink()
+
+    # ---- checkpoints -----------------------------------------------------------------
+    def save_checkpoint(self, state: dict[str, Any], run_id: str, during_write: Callable[[], None] | None = None) -> None:
+        """Atomic: ckpt.pt.tmp, fsync, rename. A stale .tmp from a killed save is removed first;
+        a failed write (full disk) removes its .tmp and keeps the last good ckpt.pt."""
+        import torch
+
+        path = self.path / CHECKPOINT_NAME
+        tmp = path.with_name(path.name + ".tmp")
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+        try:
+            with open(tmp, "wb") as f:
+                torch.save(state | {"run_id": run_id}, f)
+                f.flush()
+                if during_write is not None:  # the fault tests kill the process here
+                    during_write()
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+        except OSError as exc:
+            with contextlib.suppress(OSError):
+                tmp.unlink()
+            keeps = "; the last good checkpoint is kept" if path.exists() else ""
+            raise _disk_error("checkpoint", path, exc, keeps) from None
+
+    def load_checkpoint(self, run_id: str, map_location: Any = "cpu") -> dict[str, Any] | None:
+        """The checkpoint, or None when there is none; one written by another run is refused."""
+        import torch
+
+        path = self.path / CHECKPOINT_NAME
+        if not path.is_file():
+            return None
+        try:
+            ckpt = torch.load(path, map_location=map_location, weights_only=False)
+        except Exception as exc:  # a truncated or foreign file
+            raise RabenchError(f"checkpoint {path} cannot be read ({type(exc).__name__}); "
+                               f"delete the folder {self.path} to start the run over") from None
+        if not isinstance(ckpt, dict) or ckpt.get("run_id") != run_id:
+            raise RabenchError(f"checkpoint {path} belongs to another run (its run_id does not match config.json); "
+                               f"delete the folder {self.path} to start the run over")
+        return ckpt

@@ -1,10 +1,34 @@
-"""Arguments shared by `train` and `suite`, and their translation into TrainConfig fields."""
+"""Arguments shared by `train` and `suite`, and their translation into TrainConfig fields.
+
+Every flag defaults to None and its help shows TrainConfig's default: TrainConfig alone
+owns defaults and validation, so a flag the user did not give never overrides anything.
+"""
 
 from __future__ import annotations
 
 import argparse
+import sys
+from typing import Any
 
 from rabench.errors import RabenchError
+from rabench.training.config import default_of
+
+# flag -> TrainConfig field, for the plain ones (type, help); defaults come from TrainConfig
+HYPER_FLAGS: dict[str, tuple[str, type, str]] = {
+    "--batch-size": ("batch_size", int, "sequences per micro-batch (default: the preset's, 8)"),
+    "--seq-len": ("seq_len", int, "tokens per sequence (default: the preset's context, 1024 for GPT-2)"),
+    "--grad-accum": ("grad_accum", int, "micro-batches per optimizer step"),
+    "--lr": ("lr", float, "peak learning rate (default: the preset's; 6e-4 for gpt2-124m, 3e-3 for tiny)"),
+    "--warmup-frac": ("warmup_frac", float, "warm-up as a share of the run's own budget (iterations or train time)"),
+    "--warmup-iters": ("warmup_iters", int, "warm-up length in iterations instead of --warmup-frac"),
+    "--eval-every": ("eval_every", int, "iterations between val_loss evaluations"),
+    "--eval-tokens": ("eval_tokens", int, "val tokens per evaluation (default: 2,097,152 for gpt2-*, 131,072 for "
+                      "small/tiny; capped at the val split)"),
+    "--eval-batches": ("eval_batches", int, "val batches per evaluation, instead of --eval-tokens"),
+    "--log-every": ("log_every", int, "iterations between train-loss records"),
+    "--ckpt-every": ("ckpt_every", str, "checkpoint interval: a duration (5m, 1h) or iterations (500it)"),
+    "--device": ("device", str, "auto (cuda if present), cuda, cuda:N or cpu"),
+}
 
 
 def add_budget_args(p: argparse.ArgumentParser, default_note: str) -> None:
@@ -14,29 +38,55 @@ def add_budget_args(p: argparse.ArgumentParser, default_note: str) -> None:
 
 
 def add_hyper_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--preset", default=None, help="model preset: gpt2-124m (default), gpt2-350m, small, tiny")
-    p.add_argument("--batch-size", type=int, help="sequences per micro-batch (preset default: 8)")
-    p.add_argument("--seq-len", type=int, help="tokens per sequence (preset default: its context, 1024 for GPT-2)")
-    p.add_argument("--grad-accum", type=int, default=1, help="micro-batches per optimizer step")
-    p.add_argument("--lr", type=float, help="peak learning rate (preset default; 6e-4 for gpt2-124m)")
-    p.add_argument("--warmup-iters", type=int, default=100)
-    p.add_argument("--eval-every", type=int, default=100, help="iterations between val_loss evaluations")
-    p.add_argument("--eval-batches", type=int, default=20, help="val batches per evaluation (fixed val tokens)")
-    p.add_argument("--compile", action="store_true", help="torch.compile the model (compile time is not counted)")
-    p.add_argument("--device", default="auto", help="auto (cuda if present), cuda, cpu")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--preset", default=None,
+                   help="model preset: gpt2-124m, gpt2-350m, small, tiny (default: gpt2-124m with a GPU, tiny without)")
+    for flag, (field, typ, text) in HYPER_FLAGS.items():
+        default = f" (default: {default_of(field)})" if "default:" not in text else ""
+        p.add_argument(flag, type=typ, default=None, help=text + default)
+    p.add_argument("--compile", action="store_true", default=None,
+                   help="torch.compile the model (compile time is not counted; default: off)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar (default: a bar with ETA)")
 
 
-def train_config_kwargs(a: argparse.Namespace) -> dict:
+def default_preset(device: str | None) -> str:
+    """gpt2-124m where a GPU trains it; tiny (with a one-line notice) on a CPU."""
+    import torch
+
+    on_cpu = device == "cpu" or (device in (None, "auto") and not torch.cuda.is_available())
+    if on_cpu:
+        print("rabench: no GPU: using the CPU-sized preset tiny (pass --preset gpt2-124m to insist; it takes hours "
+              "on a CPU)", file=sys.stderr)
+        return "tiny"
+    return "gpt2-124m"
+
+
+def warn_if_slow(preset: str, device: str | None) -> None:
+    import torch
+
+    on_cpu = device == "cpu" or (device in (None, "auto") and not torch.cuda.is_available())
+    if on_cpu and preset.startswith("gpt2"):
+        print(f"rabench: note: {preset} on a CPU takes hours for a few hundred iterations; --preset tiny is the "
+              "CPU-sized model", file=sys.stderr)
+
+
+def train_config_kwargs(a: argparse.Namespace) -> dict[str, Any]:
+    """TrainConfig fields the user set (others keep TrainConfig's defaults).
+
+    Always holds 'preset' (None when not given) and 'progress_bar', which the suite reads.
+    """
     from rabench.training import parse_duration
 
-    kw = {"preset": a.preset or "gpt2-124m", "batch_size": a.batch_size, "seq_len": a.seq_len, "grad_accum": a.grad_accum,
-          "lr": a.lr, "warmup_iters": a.warmup_iters, "eval_every": a.eval_every, "eval_batches": a.eval_batches,
-          "compile": a.compile, "device": a.device, "progress_bar": not a.no_progress}
-    if a.time:
+    kw: dict[str, Any] = {"preset": a.preset, "progress_bar": not a.no_progress}
+    for flag, (field, _, _) in HYPER_FLAGS.items():
+        value = getattr(a, flag[2:].replace("-", "_"))
+        if value is not None:
+            kw[field] = value
+    if a.compile:
+        kw["compile"] = True
+    if a.time is not None:
         kw["time_budget_s"] = parse_duration(a.time)
     if a.iters is not None:
         if a.iters < 1:
-            raise RabenchError("--iters must be at least 1")
+            raise RabenchError(f"--iters must be at least 1, got {a.iters}")
         kw["max_iters"] = a.iters
     return kw

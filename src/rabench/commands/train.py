@@ -4,20 +4,21 @@ from __future__ import annotations
 
 import argparse
 
-from rabench.commands.common import add_budget_args, add_hyper_args, train_config_kwargs
+from rabench.commands.common import add_budget_args, add_hyper_args, default_preset, train_config_kwargs, warn_if_slow
 
 HELP = "train one config for a time or iteration budget"
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--attn", required=True, help="attention name (see `rabench attentions`)")
-    p.add_argument("--attn-opt", action="append", metavar="KEY=VALUE", help="attention option, repeatable")
+    p.add_argument("--attn-opt", action="append", metavar="KEY=VALUE", help="attention option, repeatable (default: none)")
     p.add_argument("--data", required=True, help="folder made by `rabench prepare`")
     p.add_argument("--out", required=True, help="run folder")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint")
+    p.add_argument("--seed", type=int, default=None, help="seed of the weights and the data order (default: 0)")
+    p.add_argument("--resume", action="store_true",
+                   help="continue the run in --out from its checkpoint (refused if a curve-changing setting differs)")
     p.add_argument("--until-plateau", action="store_true", help="full test: run until val_loss plateaus, then cool down")
-    add_budget_args(p, "required unless --iters")
+    add_budget_args(p, "one of --time or --iters is required")
     add_hyper_args(p)
 
 
@@ -28,9 +29,18 @@ def run(a: argparse.Namespace) -> None:
     options = attention.parse_option_strings(a.attn_opt)
     attention.resolve_options(a.attn, options)  # unknown names and options fail before anything loads
     kw = train_config_kwargs(a)
-    cfg = TrainConfig(attn=a.attn, data=a.data, out=a.out, seed=a.seed, resume=a.resume, until_plateau=a.until_plateau,
-                      attn_options=options, **kw)
+    kw.pop("preset")
+    preset = a.preset or default_preset(kw.get("device"))
+    warn_if_slow(preset, kw.get("device"))
+    if a.seed is not None:
+        kw["seed"] = a.seed
+    cfg = TrainConfig(attn=a.attn, data=a.data, out=a.out, preset=preset, resume=a.resume,
+                      until_plateau=a.until_plateau, attn_options=options, **kw)
+    cfg.check_budget()
     summary = train(cfg)
     if summary:
+        ms = summary["ms_per_iter"]
+        final = summary["final_val_loss"]
         print(f"{a.out}: {summary['iters']} iters in {summary['train_time_s']:.1f}s training time "
-              f"({summary['ms_per_iter']} ms/iter), final val_loss {summary['final_val_loss']:.4f} [{summary['stop_reason']}]")
+              f"({ms if ms is not None else '-'} ms/iter), final val_loss "
+              f"{final:.4f} [{summary['stop_reason']}]" if final is not None else f"{a.out}: {summary['iters']} iters")

@@ -1,13 +1,31 @@
-"""Everything a training run needs, resolved before it starts and saved as config.json."""
+"""TrainConfig: the ONE owner of a run's settings, their defaults and their validation.
+
+The CLI's flags default to None and show the defaults written here; a suite sets fields
+on it; the trainer resolves the preset-dependent ones (`resolved()`) and writes the result
+to config.json. Resume and suites compare a new config with the stored one through
+`curve_changing_differences`, so settings that change the learning curve can never drift
+mid-run.
+"""
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+import math
+import re
+from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any
+
+from rabench.errors import RabenchError
 
 # Learning rates each preset trains with by default: GPT-2 small practice for the real
 # models, higher for the toy ones. The same for every attention, never tuned per config.
 PRESET_LR = {"gpt2-124m": 6e-4, "gpt2-350m": 3e-4, "small": 1e-3, "tiny": 3e-3}
+# Val tokens per evaluation unless told otherwise (capped at the val split's size).
+PRESET_EVAL_TOKENS = {"gpt2-124m": 2_097_152, "gpt2-350m": 2_097_152, "small": 131_072, "tiny": 131_072}
+DEVICE_PATTERN = re.compile(r"^(auto|cpu|cuda(:\d+)?)$")
+
+# Fields that cannot change the learning curve: they may differ between a run and its resume.
+# (grad_accum may differ too when grad_accum x processes stays the same; see below.)
+CURVE_NEUTRAL = {"out", "resume", "progress_bar", "log_every", "labels", "ckpt_every"}
 
 
 @dataclass
@@ -18,30 +36,193 @@ class TrainConfig:
     preset: str = "gpt2-124m"
     attn_options: dict[str, Any] = field(default_factory=dict)
     seed: int = 0
-    time_budget_s: float | None = None
-    max_iters: int | None = None
+    time_budget_s: float | None = None  # train-time budget (seconds); the cosine is keyed to it
+    max_iters: int | None = None  # iteration budget; the cosine is keyed to it
     until_plateau: bool = False
     plateau_patience: int = 5
     plateau_min_delta: float = 0.01
     cooldown_iters: int = 200
     batch_size: int | None = None  # None: the preset's default
-    seq_len: int | None = None
+    seq_len: int | None = None  # None: the preset's default
     grad_accum: int = 1
     lr: float | None = None  # None: PRESET_LR
     min_lr_ratio: float = 0.1
-    warmup_iters: int = 100
+    warmup_frac: float = 0.05  # share of the run's own budget (iterations or train time) spent warming up
+    warmup_iters: int | None = None  # an explicit warm-up length in iterations instead of warmup_frac
     weight_decay: float = 0.1
     beta1: float = 0.9
     beta2: float = 0.95
     grad_clip: float = 1.0
     eval_every: int = 100
-    eval_batches: int = 20
+    eval_tokens: int | None = None  # None: PRESET_EVAL_TOKENS
+    eval_batches: int | None = None  # kept for small tests: that many batches instead of eval_tokens
     log_every: int = 10
-    ckpt_every_s: float = 300.0
+    ckpt_every: str = "10m"  # a duration ("5m") or an iteration count ("500it")
     compile: bool = False
     device: str = "auto"
     resume: bool = False
     progress_bar: bool = True
+    labels: dict[str, Any] = field(default_factory=dict)  # set by whoever launches the run; never compared
+
+    def __post_init__(self) -> None:
+        self.validate()
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+    # ---- validation: the one place that says what a valid run is ----------------------
+    def validate(self) -> None:
+        """One-line RabenchError naming the first bad field."""
+        from rabench.model import PRESETS
+
+        if self.preset not in PRESETS:
+            raise RabenchError(f"preset {self.preset!r} is unknown; choose from: {', '.join(PRESETS)}")
+        if not isinstance(self.device, str) or not DEVICE_PATTERN.match(self.device):
+            raise RabenchError(f"device {self.device!r} is not one of auto, cpu, cuda, cuda:N")
+        _positive_float(self, "time_budget_s", optional=True)
+        _positive_float(self, "lr", optional=True)
+        for name in ("max_iters", "batch_size", "seq_len", "eval_tokens", "eval_batches", "warmup_iters"):
+            _int_at_least(self, name, 0 if name == "warmup_iters" else 1, optional=True)
+        for name in ("grad_accum", "eval_every", "log_every", "plateau_patience", "cooldown_iters"):
+            _int_at_least(self, name, 1)
+        _int_at_least(self, "seed", 0)
+        _in_range(self, "min_lr_ratio", 0.0, 1.0)
+        _in_range(self, "warmup_frac", 0.0, 1.0, hi_open=True)
+        _in_range(self, "beta1", 0.0, 1.0, hi_open=True)
+        _in_range(self, "beta2", 0.0, 1.0, hi_open=True)
+        _in_range(self, "weight_decay", 0.0, math.inf)
+        _in_range(self, "plateau_min_delta", 0.0, math.inf)
+        _positive_float(self, "grad_clip")
+        parse_ckpt_every(self.ckpt_every)
+        if not isinstance(self.attn_options, dict) or not isinstance(self.labels, dict):
+            raise RabenchError("attn_options and labels must be tables (dicts)")
+
+    def check_budget(self) -> None:
+        if self.time_budget_s is None and self.max_iters is None:
+            raise RabenchError("give a budget: --time DURATION (e.g. 10m) or --iters N")
+
+    # ---- resolution: preset-dependent defaults filled in, as config.json records them ---
+    def resolved(self) -> TrainConfig:
+        """A copy with the preset defaults and the attention's options filled in and checked."""
+        from rabench import attention
+        from rabench.model import DEFAULT_BATCH, preset
+
+        self.validate()
+        self.check_budget()
+        block = preset(self.preset).block_size
+        batch, seq = DEFAULT_BATCH[self.preset]
+        out = replace(self, batch_size=self.batch_size or batch, seq_len=self.seq_len or seq,
+                      lr=self.lr if self.lr is not None else PRESET_LR[self.preset],
+                      eval_tokens=self.eval_tokens or PRESET_EVAL_TOKENS[self.preset],
+                      attn_options=dict(attention.resolve_options(self.attn, self.attn_options)))
+        if out.seq_len > block:
+            raise RabenchError(f"seq_len {out.seq_len} exceeds preset {self.preset}'s context of {block}")
+        return out
+
+    def ckpt_interval(self) -> tuple[str, float]:
+        """('s', seconds) or ('it', iterations)."""
+        return parse_ckpt_every(self.ckpt_every)
+
+
+def parse_ckpt_every(text: str) -> tuple[str, float]:
+    """'500it' -> ('it', 500); '5m' / '90s' / '300' -> ('s', seconds)."""
+    from rabench.training.timeparse import parse_duration
+
+    if isinstance(text, (int, float)) and not isinstance(text, bool):
+        text = f"{text}s"
+    s = str(text).strip().lower()
+    if s.endswith("it"):
+        try:
+            n = int(s[:-2])
+        except ValueError:
+            n = 0
+        if n < 1:
+            raise RabenchError(f"ckpt_every {text!r}: write an iteration count like 500it or a duration like 5m")
+        return "it", float(n)
+    try:
+        return "s", parse_duration(s)
+    except RabenchError:
+        raise RabenchError(f"ckpt_every {text!r}: write an iteration count like 500it or a duration like 5m") from None
+
+
+def curve_changing_differences(old_config: dict[str, Any], new: TrainConfig, world_size: int = 1) -> list[str]:
+    """Fields, as 'name: stored -> new', in which `new` would train a different curve than `old_config`.
+
+    Compares the RESOLVED new config with config.json. Progress bar, log interval, labels,
+    checkpoint interval, output path and data path may differ; grad_accum may differ when
+    grad_accum x processes is unchanged (the same rows per step, see rabench.data.train_batch).
+    Under --until-plateau the budgets are only caps, so they may differ too.
+    """
+    import json
+
+    cur = json.loads(json.dumps(new.resolved().to_dict(), default=str))  # tuples -> lists, as stored
+    cur["device"] = resolved_device_type(new.device)  # config.json records the device used, not "auto"
+    neutral = set(CURVE_NEUTRAL) | {"grad_accum"}
+    if new.until_plateau and old_config.get("until_plateau"):
+        neutral |= {"max_iters", "time_budget_s"}
+    diffs = []
+    for name in (f.name for f in fields(TrainConfig)):
+        if name in neutral or name not in old_config:
+            continue
+        if _differs(old_config[name], cur[name]):
+            diffs.append(f"{name}: {old_config[name]!r} -> {cur[name]!r}")
+    old_product = old_config.get("grad_accum", 1) * old_config.get("world_size", 1)
+    if old_product != cur["grad_accum"] * world_size:
+        diffs.append(f"grad_accum x processes: {old_config.get('grad_accum', 1)} x {old_config.get('world_size', 1)}"
+                     f" -> {cur['grad_accum']} x {world_size}")
+    return diffs
+
+
+def resolved_device_type(device: str) -> str:
+    """'cuda' or 'cpu': what 'auto' means on this machine."""
+    if device == "auto":
+        import torch
+
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return device.split(":")[0]
+
+
+def _differs(a: Any, b: Any) -> bool:
+    if isinstance(a, (int, float)) and isinstance(b, (int, float)) and not isinstance(a, bool):
+        return not math.isclose(a, b, rel_tol=1e-12, abs_tol=0.0)
+    return a != b
+
+
+def _number(cfg: TrainConfig, name: str) -> float | None:
+    value = getattr(cfg, name)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise RabenchError(f"{name} must be a number, got {value!r}")
+    return float(value)
+
+
+def _positive_float(cfg: TrainConfig, name: str, optional: bool = False) -> None:
+    v = _number(cfg, name)
+    if v is None:
+        if not optional:
+            raise RabenchError(f"{name} must be given")
+        return
+    if not math.isfinite(v) or v <= 0:
+        raise RabenchError(f"{name} must be a positive finite number, got {getattr(cfg, name)!r}")
+
+
+def _int_at_least(cfg: TrainConfig, name: str, low: int, optional: bool = False) -> None:
+    v = getattr(cfg, name)
+    if v is None and optional:
+        return
+    if isinstance(v, bool) or not isinstance(v, int) or v < low:
+        raise RabenchError(f"{name} must be an integer of at least {low}, got {v!r}")
+
+
+def _in_range(cfg: TrainConfig, name: str, lo: float, hi: float, hi_open: bool = False) -> None:
+    v = _number(cfg, name)
+    if v is None or not (lo <= v <= hi) or (hi_open and v >= hi) or math.isnan(v):
+        bracket = ")" if hi_open else "]"
+        raise RabenchError(f"{name} must lie in [{lo}, {hi}{bracket}, got {getattr(cfg, name)!r}")
+
+
+def default_of(name: str) -> Any:
+    """TrainConfig's default for a field (the CLI shows it in --help)."""
+    f = next(f for f in fields(TrainConfig) if f.name == name)
+    return f.default_factory() if callable(f.default_factory) else f.default  # type: ignore[misc]

@@ -144,3 +144,19 @@ def barrier(info: DistInfo) -> None:
 def shutdown_process_group() -> None:
     if dist.is_available() and dist.is_initialized():
         dist.destroy_process_group()
+
+
+def broadcast_object(obj: T, info: DistInfo) -> T:
+    """Rank 0's `obj` on every rank (a no-op for one process)."""
+    if not info.enabled:
+        return obj
+    box = [obj]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
+
+
+def any_rank(flags: Sequence[bool], info: DistInfo, device: torch.device) -> list[bool]:
+    """Each flag true on every rank when it is true on any rank, so all ranks take the same branch."""
+    if not info.enabled:
+        return list(flags)
+    return [v > 0 for v in _reduce([float(f) for f in flags], dist.ReduceOp.MAX, device)]

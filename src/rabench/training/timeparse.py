@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 
 from rabench.errors import RabenchError
@@ -20,8 +21,8 @@ def parse_duration(text: str) -> float:
         if not parts or "".join(n + u for n, u in parts) != s:
             raise RabenchError(f"cannot read duration {text!r}; write e.g. 90s, 10m, 1h or 1h30m") from None
         seconds = sum(float(n) * _UNIT_SECONDS[u] for n, u in parts)
-    if seconds <= 0:
-        raise RabenchError(f"duration {text!r} must be positive")
+    if not math.isfinite(seconds) or seconds <= 0:
+        raise RabenchError(f"duration {text!r} must be a positive, finite number of seconds (e.g. 90s, 10m)")
     return seconds
 
 

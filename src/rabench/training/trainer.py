@@ -1,22 +1,34 @@
 """The training loop: equal data, hyperparameters and time accounting for every attention.
 
-Time accounting. `train_time_s` is the sum of device-synchronised step times: each step
-starts after a synchronize and ends with one, so it holds forward, backward and the
-optimizer step and nothing else. Evaluation, checkpointing and compilation/warm-up
-(untimed forward+backward passes before the first step, weights untouched) are
-excluded; `wall_time_s` counts everything. The budget is checked against train time.
+Time accounting. Steps are queued without a host sync (`TrainStep.run` returns the loss on
+the device, summed there); the device is synchronised once per log window, at its start
+and end, so `train_time_s` is the sum of device-synchronised window times: forward,
+backward and the optimizer step of every step in the window, and nothing else.
+Evaluation, checkpoints and compilation/warm-up (untimed forward+backward passes before
+the first step, weights untouched) fall between windows and are excluded; `wall_time_s`
+counts everything. `ms_per_iter` of a record is its window's time over its steps. A --time
+budget is checked against train time (at window ends; a single process also ends a window
+early when the host clock says the budget is reached).
+
+Interruptions. SIGINT and SIGTERM checkpoint at the next step boundary (or abandon an
+evaluation in progress, which the resumed run redoes) and exit with 128 + the signal.
+A checkpoint holds the open log window's sums, so a resumed run writes the same
+metrics records as an uninterrupted one, timing fields apart.
 """
 
 from __future__ import annotations
 
-import contextlib
-import json
 import math
+import os
 import platform
 import resource
+import signal
+import socket
 import statistics
+import sys
 import time
-from dataclasses import dataclass
+import uuid
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -25,19 +37,36 @@ from torch.nn.parallel import DistributedDataParallel
 
 import rabench
 from rabench.analysis.plateau import PlateauRule
-from rabench.data import TokenSplit, check_split_fits, train_batch, val_batches
-from rabench.errors import RabenchError
-from rabench.model import DEFAULT_BATCH, GPT, preset
+from rabench.data import VOCAB_SIZE, TokenSplit, check_split_fits, train_batch
+from rabench.errors import RabenchError, RunInterrupted
+from rabench.model import GPT, build_model
+from rabench.rundir import FAILED, FINISHED, INTERRUPTED, RunFolder
 from rabench.training import distributed as dd
-from rabench.training.checkpoint import load_checkpoint, save_checkpoint
-from rabench.training.config import PRESET_LR, TrainConfig
-from rabench.training.metrics import MetricsLog, read_metrics
-from rabench.training.schedule import budget_lr, plateau_lr
+from rabench.training import evaluation
+from rabench.training.config import TrainConfig, curve_changing_differences
+from rabench.training.schedule import make_schedule
+from rabench.training.step import TrainStep
+from rabench.training.step import make_optimizer as _make_optimizer
 from rabench.training.timeparse import format_duration
 
-SUMMARY_NAME = "summary.json"
-CONFIG_NAME = "config.json"
 COMPILE_WARMUP_PASSES = 2  # untimed forward+backward passes so compilation/autotuning stays off the clock
+SIGNAL_NAMES = {signal.SIGINT: "SIGINT", signal.SIGTERM: "SIGTERM"}
+
+
+def fault(point: str, it: int) -> None:
+    """Test hook for the fault tests: RABENCH_FAULT="eval@10" (or "ckpt@6", "step@7", with ":TERM" / ":INT" for a
+    catchable signal instead of SIGKILL) makes this process signal itself at that moment. Unset: nothing happens."""
+    spec = os.environ.get("RABENCH_FAULT")
+    if not spec:
+        return
+    where, _, sig = spec.partition(":")
+    name, _, at = where.partition("@")
+    if name == point and at.isdigit() and int(at) == it:
+        os.kill(os.getpid(), {"TERM": signal.SIGTERM, "INT": signal.SIGINT}.get(sig, signal.SIGKILL))
+
+
+class _EvalInterrupted(BaseException):
+    """Raised by the signal handler inside an evaluation: the evaluation is abandoned and redone on resume."""
 
 
 @dataclass
@@ -51,7 +80,15 @@ class RunState:
     last_val: float | None = None
     cooldown_start: int | None = None
     last_eval_iter: int = -1
-    val_history: list | None = None  # every val_loss so far, replayed into the plateau rule on resume
+    logged_through: int = -1  # the last iteration whose metrics record is written
+    val_history: list = field(default_factory=list)  # replayed into the plateau rule on resume
+    window_loss_sum: float = 0.0  # the open log window: sums over its steps so far
+    window_steps: int = 0
+    window_time_s: float = 0.0
+    window_ms: list = field(default_factory=list)  # ms_per_iter of every closed window (summary median)
+    step_estimate_s: float = 0.0  # mean step time of the last window (positions a --time run's schedule)
+    last_lr: float | None = None
+    last_ckpt_iter: int = 0
 
 
 def pick_device(name: str) -> torch.device:
@@ -62,63 +99,23 @@ def pick_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def resolve(cfg: TrainConfig) -> TrainConfig:
-    """Fill preset defaults and check the request before anything heavy happens."""
-    model_cfg = preset(cfg.preset)
-    batch, seq = DEFAULT_BATCH[cfg.preset]
-    cfg.batch_size = cfg.batch_size or batch
-    cfg.seq_len = cfg.seq_len or seq
-    cfg.lr = cfg.lr if cfg.lr is not None else PRESET_LR[cfg.preset]
-    if cfg.seq_len > model_cfg.block_size:
-        raise RabenchError(f"--seq-len {cfg.seq_len} exceeds preset {cfg.preset}'s context of {model_cfg.block_size}")
-    if cfg.time_budget_s is None and cfg.max_iters is None:
-        raise RabenchError("give a budget: --time DURATION (e.g. 10m) or --iters N")
-    for name in ("batch_size", "seq_len", "grad_accum", "eval_every", "eval_batches", "log_every"):
-        if getattr(cfg, name) < 1:
-            raise RabenchError(f"--{name.replace('_', '-')} must be at least 1")
-    return cfg
-
-
-def prepare_run_dir(cfg: TrainConfig, world_size: int = 1) -> Path:
-    run_dir = Path(cfg.out)
-    existing = run_dir / CONFIG_NAME
-    if existing.exists() and not cfg.resume:
-        raise RabenchError(f"{run_dir} already holds a run; pass --resume to continue it or choose another --out")
-    if existing.exists() and cfg.resume:
-        old = json.loads(existing.read_text())
-        for key in ("attn", "preset", "seed", "batch_size", "seq_len", "attn_options", "data"):
-            if key in old and old[key] != getattr(cfg, key):
-                raise RabenchError(f"--resume: {key} is {getattr(cfg, key)!r} but the run in {run_dir} used {old[key]!r}")
-        # N processes x accumulation A read the same rows as one process x N*A, so only the product must match
-        if "grad_accum" in old:
-            old_ws = old.get("world_size", 1)
-            if old["grad_accum"] * old_ws != cfg.grad_accum * world_size:
-                raise RabenchError(
-                    f"--resume: grad_accum x processes is {cfg.grad_accum} x {world_size} but the run in {run_dir} "
-                    f"used {old['grad_accum']} x {old_ws}; keep the product the same")
-    run_dir.mkdir(parents=True, exist_ok=True)
-    return run_dir
+def make_optimizer(model: GPT, cfg: TrainConfig, device: torch.device) -> torch.optim.AdamW:
+    """Kept for `rabench.bench`; the optimizer itself lives in training.step."""
+    return _make_optimizer(model, cfg.lr or 6e-4, cfg.weight_decay, (cfg.beta1, cfg.beta2), device)
 
 
 def environment_info(device: torch.device, info: dd.DistInfo) -> dict[str, Any]:
     return {
         "device": device.type,
         "gpu_name": torch.cuda.get_device_name(device) if device.type == "cuda" else None,
+        "host": socket.gethostname(),
         "cpu": platform.processor() or platform.machine(),
         "world_size": info.world_size,
         "torch_version": torch.__version__,
         "rabench_version": rabench.__version__,
-        "time_axis": "train_time_s: device-synchronised training steps only; excludes evaluation, checkpoints and compilation/warm-up",
+        "time_axis": "train_time_s: device-synchronised training steps only; excludes evaluation, checkpoints and "
+                     "compilation/warm-up",
     }
-
-
-def make_optimizer(model: GPT, cfg: TrainConfig, device: torch.device) -> torch.optim.AdamW:
-    """AdamW; weight decay on matrices only, never on attention gates or biases."""
-    decay, no_decay = [], []
-    for name, p in model.named_parameters():
-        (no_decay if p.dim() < 2 or ".core." in name else decay).append(p)
-    groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-    return torch.optim.AdamW(groups, lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), fused=device.type == "cuda")
 
 
 def peak_memory_gb(device: torch.device) -> float:
@@ -132,65 +129,92 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
+def check_token_range(split: TokenSplit, vocab_size: int) -> None:
+    """Every token must be a GPT-2 token the model can embed (a max over the memory-mapped shards)."""
+    limit = min(vocab_size, VOCAB_SIZE)
+    for i, shard in enumerate(split.shards):
+        top = int(shard.max()) if len(shard) else 0
+        if top >= limit:
+            raise RabenchError(f"shard {i} of the {split.split} split in {split.data_dir} holds token id {top}, but GPT-2 "
+                               f"tokens lie below {VOCAB_SIZE}; the shard is corrupt or from another tokenizer: "
+                               "re-run `rabench prepare` (with --overwrite)")
+
+
 class Trainer:
     def __init__(self, cfg: TrainConfig) -> None:
-        self.cfg = resolve(cfg)
-        self.device = pick_device(cfg.device)
+        self.cfg = cfg.resolved()
+        c = self.cfg
+        self.device = pick_device(c.device)
         self.dist = dd.init_distributed(self.device.type)
         if self.dist.enabled and self.device.type == "cuda":
             self.device = torch.device("cuda", self.dist.local_rank)
-        # rank 0 checks and creates the run folder; its error, if any, stops every rank
-        self.run_dir = Path(cfg.out)
-        dd.on_main(lambda: prepare_run_dir(cfg, self.dist.world_size), self.dist)
-        self.train_split = TokenSplit(cfg.data, "train")
-        self.val_split = TokenSplit(cfg.data, "val")
-        check_split_fits(self.train_split, cfg.batch_size, cfg.seq_len)
-        check_split_fits(self.val_split, cfg.batch_size, cfg.seq_len)
-        n_val = cfg.eval_batches * cfg.batch_size * (cfg.seq_len + 1)
-        self.val = val_batches(self.val_split, cfg.batch_size, cfg.seq_len, n_val)
-        torch.manual_seed(cfg.seed)
-        self.model = GPT(preset(cfg.preset), cfg.attn, cfg.attn_options).to(self.device)
-        self.optimizer = make_optimizer(self.model, cfg, self.device)
-        self.autocast = (
-            torch.autocast("cuda", dtype=torch.bfloat16) if self.device.type == "cuda" else contextlib.nullcontext()
-        )
-        self.forward_model: torch.nn.Module = torch.compile(self.model) if cfg.compile else self.model
+        self.folder = RunFolder(c.out)
+        self.train_split = TokenSplit(c.data, "train")
+        self.val_split = TokenSplit(c.data, "val")
+        check_split_fits(self.train_split, c.batch_size, c.seq_len)
+        check_split_fits(self.val_split, c.batch_size, c.seq_len)
+        self.model = build_model(c.preset, c.attn, c.attn_options, c.seed).to(self.device)
+        for split in (self.train_split, self.val_split):
+            check_token_range(split, self.model.cfg.vocab_size)
+        eval_tokens = c.eval_batches * c.batch_size * c.seq_len if c.eval_batches else c.eval_tokens
+        self.val = evaluation.build_val_set(self.val_split, c.batch_size, c.seq_len, eval_tokens)
+        self.optimizer = _make_optimizer(self.model, c.lr, c.weight_decay, (c.beta1, c.beta2), self.device)
+        ddp = None
         if self.dist.enabled:
             ids = [self.dist.local_rank] if self.device.type == "cuda" else None
-            self.forward_model = DistributedDataParallel(self.forward_model, device_ids=ids)
+            ddp = DistributedDataParallel(torch.compile(self.model) if c.compile else self.model, device_ids=ids)
+        self.step_fn = TrainStep(self.model, self.optimizer, self.device, c.grad_clip, compile=c.compile, ddp_model=ddp)
         self.state = RunState()
-        self.plateau = PlateauRule(cfg.plateau_patience, cfg.plateau_min_delta)
-        self.tokens_per_iter = cfg.batch_size * cfg.seq_len * cfg.grad_accum * self.dist.world_size
+        self.plateau = PlateauRule(c.plateau_patience, c.plateau_min_delta)
+        self.tokens_per_iter = c.batch_size * c.seq_len * c.grad_accum * self.dist.world_size
+        self.schedule = make_schedule(c.lr, c.min_lr_ratio, c.max_iters, c.time_budget_s, c.warmup_frac, c.warmup_iters,
+                                      c.until_plateau, c.cooldown_iters)
+        self.ckpt_unit, self.ckpt_every = c.ckpt_interval()
+        self.signal: int | None = None
+        self.in_eval = False
+        self.window_t0: float | None = None  # host time the open window's timing started (after a sync)
+        self.window_loss: torch.Tensor | None = None  # the open window's loss sum, on the device
+        # rank 0 decides what the folder holds; every rank learns the decision (and its run_id)
+        decision = dd.on_main(self.open_folder, self.dist)
+        self.mode, self.run_id = dd.broadcast_object(decision, self.dist)
 
-    # ---- one step -------------------------------------------------------------------
-    def batch(self, step: int, micro: int) -> tuple[torch.Tensor, torch.Tensor]:
-        c = self.cfg
-        x, y = train_batch(self.train_split, c.seed, step, c.batch_size, c.seq_len, micro=micro, accum=c.grad_accum,
-                           rank=self.dist.rank, world_size=self.dist.world_size)
-        return x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
+    # ---- the run folder ------------------------------------------------------------
+    def open_folder(self) -> tuple[str, str]:
+        """('fresh' | 'resume' | 'finished', run_id); refuses what cannot be continued honestly."""
+        c, folder = self.cfg, self.folder
+        folder.lock()
+        state, old = folder.state(), folder.config() or {}
+        where = c.out
+        if state != "absent" and (state in ("finished", "checkpointed") or folder.has_checkpoint()):
+            if not c.resume:
+                what = "a finished run" if state == "finished" else "a run with a checkpoint"
+                raise RabenchError(f"{where} already holds {what}; pass --resume to continue it, or choose another "
+                                   f"--out (or delete {where}) to start over")
+            diffs = curve_changing_differences(old, c, self.dist.world_size)
+            if diffs:
+                raise RabenchError(f"--resume: {where} was trained with other settings that change the curve "
+                                   f"({'; '.join(diffs)}); resume with the stored settings (see {where}/config.json), "
+                                   f"or start over with another --out (or delete {where})")
+            return ("finished" if state == "finished" else "resume"), str(old.get("run_id"))
+        if state != "absent":
+            print(f"rabench: {where} stopped before its first checkpoint ({state}); starting it over", file=sys.stderr)
+        folder.start_over()
+        return "fresh", uuid.uuid4().hex
 
-    def forward_backward(self, step: int) -> torch.Tensor:
-        """Accumulated loss of one optimizer step's micro-batches; grads left in .grad."""
-        total = torch.zeros((), device=self.device)
-        for micro in range(self.cfg.grad_accum):
-            x, y = self.batch(step, micro)
-            last = micro == self.cfg.grad_accum - 1
-            ctx = self.forward_model.no_sync() if self.dist.enabled and not last else contextlib.nullcontext()
-            with ctx, self.autocast:
-                _, loss = self.forward_model(x, y)
-            (loss / self.cfg.grad_accum).backward()
-            total += loss.detach() / self.cfg.grad_accum
-        return total
+    def write_config(self) -> None:
+        record = self.cfg.to_dict() | self.model.cfg.to_dict() | environment_info(self.device, self.dist)
+        record |= {"n_params": self.model.num_params(), "eval_tokens_used": self.val.n_tokens,
+                   "tokens_per_iter": self.tokens_per_iter, "run_id": self.run_id}
+        self.folder.write_config(record)
 
-    def lr_for(self, it: int) -> float:
-        c, s = self.cfg, self.state
-        min_lr = c.lr * c.min_lr_ratio
-        if c.until_plateau:
-            return plateau_lr(it, c.lr, min_lr, c.warmup_iters, s.cooldown_start, c.cooldown_iters)
-        return budget_lr(it, self.progress(), c.lr, min_lr, c.warmup_iters)
+    # ---- schedule and budget -------------------------------------------------------
+    def position(self, it: int) -> float:
+        """Where step `it` ends along the run's own length: it + 1, or estimated train seconds."""
+        if self.schedule.unit == "it":
+            return it + 1
+        return self.state.train_time_s + (self.state.window_steps + 1) * self.state.step_estimate_s
 
     def progress(self) -> float:
-        """Fraction of the budget spent: train time over the time budget, or iterations over max iters."""
         c, s = self.cfg, self.state
         fracs = []
         if c.time_budget_s:
@@ -199,222 +223,311 @@ class Trainer:
             fracs.append(s.iter / c.max_iters)
         return min(1.0, max(fracs)) if fracs else 0.0
 
-    def train_step(self, it: int) -> tuple[float, float]:
-        """One timed optimizer step; returns (loss, seconds)."""
-        self.model.set_progress(self.progress())
-        lr = self.lr_for(it)
-        for group in self.optimizer.param_groups:
-            group["lr"] = lr
-        sync(self.device)
-        t0 = time.perf_counter()
-        loss = self.forward_backward(it)
-        torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.grad_clip)
-        self.optimizer.step()
-        self.optimizer.zero_grad(set_to_none=True)
-        loss_value = loss.item()  # synchronises
-        sync(self.device)
-        seconds = time.perf_counter() - t0
-        # outside the timed region: every rank takes the rank-mean loss and the slowest rank's time
-        return dd.step_stats(loss_value, seconds, self.dist, self.device)
-
-    # ---- evaluation -----------------------------------------------------------------
-    @torch.no_grad()
-    def evaluate(self) -> float:
-        """Mean loss over the fixed val batches; under DDP each rank evaluates every world_size-th batch.
-
-        The per-batch losses are gathered and summed in batch order on every rank, so the
-        result equals a single process's for any number of batches and ranks.
-        """
-        self.model.eval()
-        mine: dict[int, float] = {}
-        for i, (x, y) in enumerate(self.val):
-            if i % self.dist.world_size != self.dist.rank:
-                continue
-            with self.autocast:
-                _, loss = self.model(x.to(self.device), y.to(self.device))
-            mine[i] = loss.item()
-        self.model.train()
-        losses = dd.gather_indexed(mine, len(self.val), self.dist, self.device)
-        return sum(losses) / max(1, len(losses))
-
-    def warm_up(self) -> None:
-        """Untimed forward+backward passes (compile, autotune, allocator); weights untouched."""
-        passes = COMPILE_WARMUP_PASSES if self.cfg.compile else 1
-        for _ in range(passes):
-            self.forward_backward(self.state.iter)
-            self.optimizer.zero_grad(set_to_none=True)
-        sync(self.device)
-        if self.device.type == "cuda":
-            torch.cuda.reset_peak_memory_stats(self.device)
-
-    # ---- checkpoints ----------------------------------------------------------------
-    def checkpoint(self) -> None:
-        if not self.dist.is_main:
-            return
-        save_checkpoint(self.run_dir, {
-            "model": self.model.state_dict(),
-            "optimizer": self.optimizer.state_dict(),
-            "state": vars(self.state).copy(),
-        })
-
-    def restore(self) -> bool:
-        """Every rank loads the checkpoint rank 0 wrote, so all replicas start equal."""
-        ckpt = load_checkpoint(Path(self.cfg.out), map_location=self.device)
-        if ckpt is None:
-            return False
-        self.model.load_state_dict(ckpt["model"])
-        self.optimizer.load_state_dict(ckpt["optimizer"])
-        self.state = RunState(**ckpt["state"])
-        for value in self.state.val_history or []:
-            self.plateau.update(value)
-        return True
-
-    # ---- the run --------------------------------------------------------------------
-    def write_config(self) -> None:
-        if not self.dist.is_main:
-            return
-        record = self.cfg.to_dict() | self.model.cfg.to_dict() | environment_info(self.device, self.dist)
-        record |= {"n_params": self.model.num_params(), "eval_tokens": len(self.val) * self.cfg.batch_size * self.cfg.seq_len,
-                   "tokens_per_iter": self.tokens_per_iter,
-                   "attn_options": self.model.blocks[0].attn.core.spec.options}
-        (self.run_dir / CONFIG_NAME).write_text(json.dumps(record, indent=2, default=str) + "\n")
-
     def finished(self) -> str | None:
         c, s = self.cfg, self.state
-        if c.time_budget_s is not None and s.train_time_s >= c.time_budget_s:
-            return "time budget"
-        if c.until_plateau:
-            if s.cooldown_start is not None and s.iter >= s.cooldown_start + c.cooldown_iters:
-                return "plateau"
-            if c.max_iters is not None and s.iter >= c.max_iters:
-                return "max iters"
-            return None
+        if c.time_budget_s is not None:
+            if self.window_t0 is not None and not self.dist.enabled:
+                if s.train_time_s + time.perf_counter() - self.window_t0 >= c.time_budget_s:
+                    self.close_window()  # the host clock says the budget is spent: measure exactly
+            if s.train_time_s >= c.time_budget_s:
+                return "time budget"
+        if c.until_plateau and s.cooldown_start is not None and s.iter >= s.cooldown_start + c.cooldown_iters:
+            return "plateau"
         if c.max_iters is not None and s.iter >= c.max_iters:
             return "max iters"
         return None
 
-    def run(self) -> dict[str, Any]:
-        resumed = self.cfg.resume and self.restore()
-        # keep the attention options as resolved, so a resume compares like with like
-        self.cfg.attn_options = dict(self.model.blocks[0].attn.core.spec.options)
-        self.write_config()
-        log = MetricsLog(self.run_dir, keep_through_iter=self.state.iter if resumed else None) if self.dist.is_main else None
-        wall_start = time.perf_counter() - self.state.wall_time_s
-        self.warm_up()
-        if not resumed:
-            self.record_eval(log, train_loss=None, window=[])
-        bar = self.progress_bar()
-        window: list[tuple[float, float]] = []  # (loss, seconds) since the last log point
-        step_times: list[float] = []
-        last_ckpt = time.perf_counter()
-        stop = self.finished()
-        try:
-            while stop is None:
-                it = self.state.iter
-                loss, seconds = self.train_step(it)
-                self.state.iter += 1
-                self.state.train_time_s += seconds
-                window.append((loss, seconds))
-                step_times.append(seconds)
-                if not math.isfinite(loss):
-                    self.state.wall_time_s = time.perf_counter() - wall_start
-                    self.log_point(log, window, None)
-                    return self.stop_on_nonfinite(loss, log)
-                # train_time_s is the same on every rank (see train_step), so all ranks stop together
-                stop = self.finished()
-                if stop is not None:
-                    break  # the final evaluation below logs this window
-                if self.state.iter % self.cfg.eval_every == 0 or self.state.iter % self.cfg.log_every == 0:
-                    self.state.wall_time_s = time.perf_counter() - wall_start
-                    if self.state.iter % self.cfg.eval_every == 0:
-                        self.record_eval(log, train_loss=None, window=window)
-                    else:
-                        self.log_point(log, window, None)
-                    window = []
-                self.update_bar(bar, loss)
-                if time.perf_counter() - last_ckpt >= self.cfg.ckpt_every_s:
-                    self.state.wall_time_s = time.perf_counter() - wall_start
-                    self.checkpoint()
-                    last_ckpt = time.perf_counter()
-        except KeyboardInterrupt:
-            self.state.wall_time_s = time.perf_counter() - wall_start
-            self.checkpoint()
-            self.write_summary("interrupted", "interrupted by the user", step_times)
-            raise RabenchError(f"interrupted at iter {self.state.iter}; `--resume` continues from the checkpoint in {self.run_dir}") from None
-        finally:
-            if bar is not None:
-                bar.close()
-        self.state.wall_time_s = time.perf_counter() - wall_start
-        if window or self.state.last_eval_iter != self.state.iter:
-            self.record_eval(log, train_loss=None, window=window)
-        self.checkpoint()
-        summary = self.write_summary("done", stop, step_times)
-        if log is not None:
-            log.close()
-        dd.barrier(self.dist)
-        return summary
+    # ---- steps and windows ---------------------------------------------------------
+    def batches(self, step: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        c = self.cfg
+        out = []
+        for micro in range(c.grad_accum):
+            x, y = train_batch(self.train_split, c.seed, step, c.batch_size, c.seq_len, micro=micro, accum=c.grad_accum,
+                               rank=self.dist.rank, world_size=self.dist.world_size)
+            out.append((x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)))
+        return out
 
-    def stop_on_nonfinite(self, loss: float, log: MetricsLog | None) -> dict[str, Any]:
-        # the loss is the rank mean, so every rank gets here at the same iteration
-        self.write_summary("stopped_nan", f"loss became {loss} at iter {self.state.iter}", [])
-        if log is not None:
-            log.close()
-        dd.barrier(self.dist)  # rank 0's summary is on disk before any rank exits (torchrun then stops the rest)
-        raise RabenchError(
-            f"loss became {loss} at iter {self.state.iter}; stopped. The last good checkpoint in {self.run_dir} is kept"
-            " (try a lower --lr)"
-        )
-
-    # ---- logging --------------------------------------------------------------------
-    def record_eval(self, log: MetricsLog | None, train_loss: float | None, window: list) -> None:
-        val = self.evaluate()
-        self.state.last_val = val
-        self.state.best_val = min(self.state.best_val, val)
-        self.state.val_history = (self.state.val_history or []) + [val]
-        self.state.last_eval_iter = self.state.iter
-        if self.cfg.until_plateau and self.state.cooldown_start is None and self.plateau.update(val):
-            self.state.cooldown_start = self.state.iter
-        self.log_point(log, window, val)
-
-    def log_point(self, log: MetricsLog | None, window: list, val_loss: float | None) -> None:
-        if log is None:
-            return
+    def step(self) -> None:
+        """One optimizer step, queued without a host sync; its loss is added to the window on the device."""
         s = self.state
-        losses = [l for l, _ in window]
-        secs = [t for _, t in window]
-        ms = 1000 * sum(secs) / len(secs) if secs else None
-        record: dict[str, Any] = {
+        if self.window_t0 is None:
+            sync(self.device)
+            self.window_t0 = time.perf_counter()
+        if self.window_loss is None:
+            start = 0.0 if self.dist.enabled else s.window_loss_sum  # one running sum: resume-exact
+            self.window_loss = torch.tensor(start, dtype=torch.float64, device=self.device)
+        self.model.set_progress(self.progress())
+        lr = self.schedule.at(s.iter, self.position(s.iter), s.cooldown_start)
+        loss = self.step_fn.run(self.batches(s.iter), lr)
+        self.window_loss = self.window_loss + loss.detach().double()
+        s.last_lr = lr
+        s.iter += 1
+        s.window_steps += 1
+        fault("step", s.iter)
+
+    def close_window(self) -> None:
+        """Synchronise once: fold the window's device time and loss into the state; stop on a non-finite loss."""
+        s = self.state
+        if self.window_t0 is None:
+            return
+        sync(self.device)
+        seconds = time.perf_counter() - self.window_t0
+        self.window_t0 = None
+        total = self.window_loss.item() if self.window_loss is not None else s.window_loss_sum
+        self.window_loss = None
+        if self.dist.enabled:
+            delta, seconds = dd.step_stats(total, seconds, self.dist, self.device)  # rank-mean loss, slowest rank
+            total = s.window_loss_sum + delta
+        s.window_loss_sum = total
+        s.train_time_s += seconds
+        s.window_time_s += seconds
+        if s.window_steps:
+            s.step_estimate_s = s.window_time_s / s.window_steps
+        if not math.isfinite(total):
+            self.stop_on_nonfinite(total)
+
+    # ---- evaluation ----------------------------------------------------------------
+    def evaluate(self) -> evaluation.EvalResult:
+        """The fixed val set through MODEL-DATA's evaluate(); an interrupt abandons it (redone on resume)."""
+        if self.signal is not None and not self.dist.enabled:
+            raise _EvalInterrupted
+        autocast = (torch.autocast("cuda", dtype=torch.bfloat16) if self.device.type == "cuda"
+                    else torch.autocast("cpu", enabled=False))
+        self.in_eval = True
+        try:
+            fault("eval", self.state.iter)
+            if hasattr(evaluation, "evaluate"):
+                return evaluation.evaluate(self.model, self.val, self.device, autocast, self.dist)
+            return self._evaluate_batches(autocast)
+        finally:
+            self.in_eval = False
+            self.model.train()
+
+    @torch.no_grad()
+    def _evaluate_batches(self, autocast) -> evaluation.EvalResult:
+        """Fallback: mean loss over the val batches, split over ranks and summed in batch order."""
+        self.model.eval()
+        batches = self.val.batches
+        mine: dict[int, float] = {}
+        for i, (x, y) in enumerate(batches):
+            if i % self.dist.world_size == self.dist.rank:
+                with autocast:
+                    _, loss = self.model(x.to(self.device), y.to(self.device))
+                mine[i] = loss.item()
+        losses = dd.gather_indexed(mine, len(batches), self.dist, self.device)
+        return evaluation.EvalResult(loss=sum(losses) / max(1, len(losses)))
+
+    # ---- log points ----------------------------------------------------------------
+    def is_log_point(self, it: int) -> bool:
+        return it == 0 or it % self.cfg.eval_every == 0 or it % self.cfg.log_every == 0
+
+    def log_point(self, final: bool) -> None:
+        """Close the window, evaluate if due, write the record of this iteration."""
+        s = self.state
+        self.close_window()
+        result = None
+        if final or s.iter % self.cfg.eval_every == 0:
+            result = self.evaluate()
+            s.last_val = result.loss
+            s.best_val = min(s.best_val, result.loss)
+            s.val_history.append(result.loss)
+            s.last_eval_iter = s.iter
+            if self.cfg.until_plateau and s.cooldown_start is None and self.plateau.update(result.loss):
+                s.cooldown_start = s.iter
+        if self.dist.is_main:
+            self.folder.append_metrics(self.record(result))
+        if s.window_steps:
+            s.window_ms.append(1000 * s.window_time_s / s.window_steps)
+        s.window_loss_sum, s.window_steps, s.window_time_s = 0.0, 0, 0.0
+        s.logged_through = s.iter
+
+    def record(self, result: evaluation.EvalResult | None) -> dict[str, Any]:
+        s = self.state
+        ms = 1000 * s.window_time_s / s.window_steps if s.window_steps else None
+        rec: dict[str, Any] = {
             "iter": s.iter,
             "tokens": s.iter * self.tokens_per_iter,
             "train_time_s": round(s.train_time_s, 4),
-            "wall_time_s": round(s.wall_time_s, 3),
-            "train_loss": sum(losses) / len(losses) if losses else None,  # step losses are already rank means
-            "lr": self.lr_for(max(0, s.iter - 1)),
+            "wall_time_s": round(s.wall_time_s + time.perf_counter() - self.wall_start, 3),
+            "train_loss": s.window_loss_sum / s.window_steps if s.window_steps else None,
+            "lr": s.last_lr if s.window_steps else None,  # the rate applied at the window's last step
             "ms_per_iter": round(ms, 3) if ms else None,
             "tokens_per_s": round(self.tokens_per_iter / (ms / 1000)) if ms else None,
             "peak_mem_gb": round(peak_memory_gb(self.device), 3),
         }
-        if val_loss is not None:
-            record["val_loss"] = val_loss
+        if result is not None:
+            rec["val_loss"] = result.loss
+            if result.se is not None:
+                rec["val_se"] = result.se
+            if result.by_source:
+                rec["val_by_source"] = dict(result.by_source)
         gates = self.model.gate_log()
         if gates is not None:
-            record["gates"] = gates
-        log.write(record)
+            rec["gates"] = gates
+        return rec
 
-    def write_summary(self, status: str, reason: str | None, step_times: list[float]) -> dict[str, Any]:
-        """Written by rank 0; every rank returns the same figures (val losses and step times are rank-synchronised)."""
+    # ---- checkpoints ---------------------------------------------------------------
+    def checkpoint(self) -> None:
+        """Close the window (its sums go into the state) and save atomically; rank 0 writes."""
+        self.close_window()
+        self.state.wall_time_s += time.perf_counter() - self.wall_start
+        self.wall_start = time.perf_counter()
+        self.state.last_ckpt_iter = self.state.iter
         if self.dist.is_main:
-            vals = [r["val_loss"] for r in read_metrics(self.run_dir) if r.get("val_loss") is not None]
+            self.folder.save_checkpoint({"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+                                         "state": vars(self.state).copy()}, self.run_id,
+                                        during_write=lambda: fault("ckpt", self.state.iter))
+        self.last_ckpt_time = time.perf_counter()
+        dd.barrier(self.dist)
+
+    def checkpoint_due(self) -> bool:
+        if self.ckpt_unit == "it":
+            return self.state.iter - self.state.last_ckpt_iter >= self.ckpt_every
+        return time.perf_counter() - self.last_ckpt_time >= self.ckpt_every
+
+    def restore(self) -> None:
+        """Every rank loads the checkpoint rank 0 wrote, so all replicas start equal."""
+        ckpt = self.folder.load_checkpoint(self.run_id, map_location=self.device)
+        if ckpt is None:
+            raise RabenchError(f"--resume: {self.cfg.out} has no checkpoint; delete it to start over")
+        self.model.load_state_dict(ckpt["model"])
+        self.optimizer.load_state_dict(ckpt["optimizer"])
+        self.state = RunState(**ckpt["state"])
+        for value in self.state.val_history:
+            self.plateau.update(value)
+
+    # ---- signals -------------------------------------------------------------------
+    def on_signal(self, signum: int, frame: Any) -> None:
+        self.signal = signum
+        if self.in_eval and not self.dist.enabled:
+            raise _EvalInterrupted
+
+    def due(self, at_log_point: bool) -> tuple[bool, bool]:
+        """(interrupt, checkpoint) now? Under torchrun all ranks agree, at log points only (one collective)."""
+        flags = [self.signal is not None, self.checkpoint_due()]
+        if not self.dist.enabled:
+            return flags[0], flags[1]
+        if not at_log_point:
+            return False, False
+        agreed = dd.any_rank(flags, self.dist, self.device)
+        return agreed[0], agreed[1]
+
+    def interrupt(self) -> None:
+        signum = self.signal or signal.SIGINT
+        self.checkpoint()
+        self.write_summary(INTERRUPTED, f"{SIGNAL_NAMES.get(signum, signum)} at iter {self.state.iter}")
+        raise RunInterrupted(f"{SIGNAL_NAMES.get(signum, 'signal')} at iter {self.state.iter}: checkpointed; "
+                             f"the same command with --resume continues the run in {self.cfg.out}", signum)
+
+    # ---- the run -------------------------------------------------------------------
+    def run(self) -> dict[str, Any]:
+        if self.mode == "finished":
+            summary = self.folder.summary() if self.dist.is_main else None
+            self.folder.release()
+            return dd.broadcast_object(summary, self.dist)
+        handlers = {sig: signal.signal(sig, self.on_signal) for sig in SIGNAL_NAMES}
+        try:
+            return self._run()
+        except RunInterrupted:
+            raise
+        except _EvalInterrupted:
+            self.interrupt()
+            raise AssertionError("unreachable") from None
+        except BaseException as exc:
+            self.fail(exc)
+            raise
+        finally:
+            for sig, handler in handlers.items():
+                signal.signal(sig, handler)
+            self.folder.release()
+
+    def _run(self) -> dict[str, Any]:
+        self.wall_start = time.perf_counter()
+        # warm up before restoring: whatever the warm-up does to a fresh optimizer, the checkpoint then overwrites
+        self.warm_up()
+        if self.mode == "resume":
+            self.restore()
+        elif self.dist.is_main:
+            self.write_config()
+        s = self.state
+        if self.dist.is_main:
+            self.folder.clear_summary()
+            self.folder.open_metrics(keep_through_iter=s.logged_through if self.mode == "resume" else None)
+        self.last_ckpt_time = time.perf_counter()
+        bar = self.progress_bar()
+        try:
+            while True:
+                stop = self.finished()
+                at_log = s.iter > s.logged_through and (stop is not None or self.is_log_point(s.iter))
+                if at_log:
+                    try:
+                        self.log_point(final=stop is not None)
+                    except _EvalInterrupted:
+                        self.interrupt()
+                    self.update_bar(bar)
+                if stop is not None:
+                    break
+                interrupt, ckpt = self.due(at_log)
+                if interrupt:
+                    self.interrupt()
+                if ckpt:
+                    self.checkpoint()
+                self.step()
+                if bar is not None and s.iter % 5 == 0:
+                    self.update_bar(bar)
+        finally:
+            if bar is not None:
+                bar.close()
+        self.checkpoint()
+        summary = self.write_summary(FINISHED, stop)
+        dd.barrier(self.dist)
+        return summary
+
+    def warm_up(self) -> None:
+        """Untimed forward+backward passes (compile, autotune, allocator); weights untouched.
+        The pass's time seeds a --time run's step estimate."""
+        sync(self.device)
+        t0 = time.perf_counter()
+        self.step_fn.warm_up(self.batches(0), COMPILE_WARMUP_PASSES if self.cfg.compile else 1)
+        sync(self.device)
+        _, seconds = dd.step_stats(0.0, time.perf_counter() - t0, self.dist, self.device)
+        self.state.step_estimate_s = seconds  # a resumed run's checkpoint brings its own
+        if self.device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(self.device)
+
+    def stop_on_nonfinite(self, total: float) -> None:
+        s = self.state
+        where = f"in the log window ending at iter {s.iter}"
+        if self.folder.has_checkpoint():
+            kept = (f"the checkpoint at iter {self.state.last_ckpt_iter} is kept, but resuming would repeat the "
+                    f"same steps; delete {self.cfg.out} and")
         else:
-            vals = list(self.state.val_history or [])
-        ms = 1000 * statistics.median(step_times) if step_times else None
+            kept = "no checkpoint was written;"
+        raise RabenchError(f"loss became {total} {where}; stopped ({kept} start over with a lower --lr)")
+
+    def fail(self, exc: BaseException) -> None:
+        """Best effort: mark the folder failed so the same command can start it over (or --resume a checkpoint)."""
+        if not self.dist.is_main:
+            return
+        reason = str(exc) if isinstance(exc, RabenchError) else f"{type(exc).__name__}: {exc}"
+        try:
+            self.write_summary(FAILED, reason)
+        except (RabenchError, OSError):
+            pass
+
+    def write_summary(self, status: str, reason: str | None) -> dict[str, Any]:
+        """Written by rank 0; every rank returns the same figures (val losses and window times are rank-synchronised)."""
+        s = self.state
+        vals = list(s.val_history)
+        ms = statistics.median(s.window_ms) if s.window_ms else None
+        wall = s.wall_time_s + time.perf_counter() - getattr(self, "wall_start", time.perf_counter())
         summary = {
             "status": status,
             "stop_reason": reason,
-            "iters": self.state.iter,
-            "tokens": self.state.iter * self.tokens_per_iter,
-            "train_time_s": round(self.state.train_time_s, 3),
-            "wall_time_s": round(self.state.wall_time_s, 3),
+            "iters": s.iter,
+            "tokens": s.iter * self.tokens_per_iter,
+            "train_time_s": round(s.train_time_s, 3),
+            "wall_time_s": round(wall, 3),
             "final_val_loss": vals[-1] if vals else None,
             "best_val_loss": min(vals) if vals else None,
             "ms_per_iter": round(ms, 3) if ms else None,
@@ -422,25 +535,23 @@ class Trainer:
             "peak_mem_gb": round(peak_memory_gb(self.device), 3),
         }
         if self.dist.is_main:
-            (self.run_dir / SUMMARY_NAME).write_text(json.dumps(summary, indent=2) + "\n")
+            self.folder.write_summary(summary)
         return summary
 
+    # ---- progress bar --------------------------------------------------------------
     def progress_bar(self):
         if not (self.cfg.progress_bar and self.dist.is_main):
             return None
         from tqdm.auto import tqdm
 
         c = self.cfg
-        if c.time_budget_s:
-            total, unit = c.time_budget_s, "s"
-        else:
-            total, unit = c.max_iters, "it"
-        fmt = "{desc}: {percentage:3.0f}%|{bar}| {postfix}"
-        bar = tqdm(total=total, unit=unit, desc=f"{c.attn} s{c.seed}", dynamic_ncols=True, leave=True, bar_format=fmt)
-        bar.update(self.state.train_time_s if c.time_budget_s else self.state.iter)
+        total = c.time_budget_s if c.time_budget_s else c.max_iters
+        fmt = "{desc}: {percentage:3.0f}%|{bar}| {postfix} [{elapsed}<{remaining}]"
+        bar = tqdm(total=total, desc=f"{c.attn} s{c.seed}", dynamic_ncols=True, leave=True, bar_format=fmt)
+        bar.update(min(self.state.train_time_s, total) if c.time_budget_s else self.state.iter)
         return bar
 
-    def update_bar(self, bar, loss: float) -> None:
+    def update_bar(self, bar) -> None:
         if bar is None:
             return
         c, s = self.cfg, self.state
@@ -448,11 +559,11 @@ class Trainer:
             bar.n = min(s.train_time_s, c.time_budget_s)
             spent = f"{format_duration(s.train_time_s)}/{format_duration(c.time_budget_s)}"
         else:
-            bar.n = s.iter
+            bar.n = min(s.iter, c.max_iters or s.iter)
             spent = format_duration(s.train_time_s)
-        val = f"{s.last_val:.3f}" if s.last_val is not None else "-"
-        bar.set_postfix_str(f"it {s.iter} loss {loss:.3f} val {val} train {spent}", refresh=False)
-        bar.refresh() if s.iter % 5 == 0 else None
+        val = f"{s.last_val:.3f}@{s.last_eval_iter}" if s.last_val is not None else "-"
+        bar.set_postfix_str(f"it {s.iter} val {val} train {spent}", refresh=False)
+        bar.refresh()
 
 
 def train(cfg: TrainConfig) -> dict[str, Any]:
