@@ -217,3 +217,31 @@ def test_real_model_on_prepared_mixed_sources(tmp_path: Path) -> None:
     assert set(result.by_source) == {"english", "code"}
     assert all(math.isfinite(v) for v in result.by_source.values())
     assert result.se is not None and result.se > 0
+
+
+def _ddp_worker(rank: int, root: str, out: str) -> None:
+    import torch.distributed as tdist
+
+    tdist.init_process_group("gloo", init_method=f"file://{out}/store", rank=rank, world_size=2)
+    try:
+        val = build_val_set(TokenSplit(root, "val"), batch_size=4, seq_len=8, n_tokens=None)
+        r = evaluate(FakeLM(), val, CPU, contextlib.nullcontext(), DistInfo(rank=rank, world_size=2))
+        Path(out, f"{rank}.json").write_text(json.dumps([r.loss, r.se, r.by_source]))
+    finally:
+        tdist.destroy_process_group()
+
+
+@pytest.mark.slow  # two spawned processes: ~10 s on a busy 2-core machine
+def test_two_gloo_ranks_give_one_process_result_exactly(dataset, tmp_path: Path) -> None:
+    import torch.distributed as tdist
+    import torch.multiprocessing as mp
+
+    if not (tdist.is_available() and tdist.is_gloo_available()):
+        pytest.skip("gloo not available")
+    root, _ = dataset
+    val = build_val_set(TokenSplit(root, "val"), batch_size=4, seq_len=8, n_tokens=None)
+    single = evaluate(FakeLM(), val, CPU, contextlib.nullcontext(), DistInfo())
+    mp.spawn(_ddp_worker, args=(str(root), str(tmp_path)), nprocs=2, join=True)
+    for rank in range(2):
+        loss, se, by_source = json.loads((tmp_path / f"{rank}.json").read_text())
+        assert (loss, se, by_source) == (single.loss, single.se, single.by_source)  # bit for bit, every rank
