@@ -40,6 +40,10 @@ def main(argv: list[str] | None = None) -> int:
     except RabenchError as exc:
         print(f"rabench: error: {exc}", file=sys.stderr)
         return 2
+    except OSError as exc:  # an unwritable folder, a full disk, a path that is a file: one line, not a traceback
+        where = f" {exc.filename}" if exc.filename else ""
+        print(f"rabench: error: cannot use{where}: {exc.strerror or exc}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print("rabench: interrupted", file=sys.stderr)
         return 130

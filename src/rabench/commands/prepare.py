@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from rabench.errors import RabenchError
+
 HELP = "tokenize text into GPT-2 token shards"
 
 
@@ -11,10 +13,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("sources", nargs="+", metavar="SOURCE",
                    help="austen | FILE.jsonl[.xz|.gz] | FILE.txt or glob | hf:fineweb-edu | hf:tinystories | hf:openwebtext | hf:NAME[:CONFIG]")
     p.add_argument("--out", required=True, help="output folder")
-    p.add_argument("--max-tokens", type=int, help="stop after this many tokens (needed for hf: streams)")
-    p.add_argument("--val-fraction", type=float, default=0.05, help="share of documents in the val split")
+    p.add_argument("--max-tokens", type=int, help="stop after this many tokens (needed for hf: streams; default: all)")
+    p.add_argument("--val-fraction", type=float, default=0.05, help="share of documents in the val split (default: 0.05)")
     p.add_argument("--workers", type=int, help="tokenizer processes (default: all cores)")
-    p.add_argument("--overwrite", action="store_true", help="replace an existing prepared folder")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing prepared folder (default: refuse)")
 
 
 def run(a: argparse.Namespace) -> None:
@@ -22,4 +24,9 @@ def run(a: argparse.Namespace) -> None:
 
     meta = prepare(a.sources, a.out, max_tokens=a.max_tokens, val_fraction=a.val_fraction, workers=a.workers,
                    overwrite=a.overwrite)
-    print(f"prepared {a.out}: " + ", ".join(f"{s} {meta['splits'][s]['tokens']:,} tokens" for s in ("train", "val")))
+    tokens = {s: meta["splits"][s]["tokens"] for s in ("train", "val")}
+    print(f"prepared {a.out}: " + ", ".join(f"{s} {n:,} tokens" for s, n in tokens.items()))
+    empty = [s for s, n in tokens.items() if n == 0]
+    if empty:
+        raise RabenchError(f"the {' and '.join(empty)} split of {a.out} holds 0 tokens: too little text for "
+                           f"--val-fraction {a.val_fraction}; give more text or another --val-fraction (with --overwrite)")

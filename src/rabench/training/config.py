@@ -19,8 +19,6 @@ from rabench.errors import RabenchError
 # Learning rates each preset trains with by default: GPT-2 small practice for the real
 # models, higher for the toy ones. The same for every attention, never tuned per config.
 PRESET_LR = {"gpt2-124m": 6e-4, "gpt2-350m": 3e-4, "small": 1e-3, "tiny": 3e-3}
-# Val tokens per evaluation unless told otherwise (capped at the val split's size).
-PRESET_EVAL_TOKENS = {"gpt2-124m": 2_097_152, "gpt2-350m": 2_097_152, "small": 131_072, "tiny": 131_072}
 DEVICE_PATTERN = re.compile(r"^(auto|cpu|cuda(:\d+)?)$")
 
 # Fields that cannot change the learning curve: they may differ between a run and its resume.
@@ -54,7 +52,7 @@ class TrainConfig:
     beta2: float = 0.95
     grad_clip: float = 1.0
     eval_every: int = 100
-    eval_tokens: int | None = None  # None: PRESET_EVAL_TOKENS
+    eval_tokens: int | None = None  # None: training.evaluation.default_eval_tokens(preset), capped at the val split
     eval_batches: int | None = None  # kept for small tests: that many batches instead of eval_tokens
     log_every: int = 10
     ckpt_every: str = "10m"  # a duration ("5m") or an iteration count ("500it")
@@ -106,6 +104,7 @@ class TrainConfig:
         """A copy with the preset defaults and the attention's options filled in and checked."""
         from rabench import attention
         from rabench.model import DEFAULT_BATCH, preset
+        from rabench.training.evaluation import default_eval_tokens
 
         self.validate()
         self.check_budget()
@@ -113,7 +112,7 @@ class TrainConfig:
         batch, seq = DEFAULT_BATCH[self.preset]
         out = replace(self, batch_size=self.batch_size or batch, seq_len=self.seq_len or seq,
                       lr=self.lr if self.lr is not None else PRESET_LR[self.preset],
-                      eval_tokens=self.eval_tokens or PRESET_EVAL_TOKENS[self.preset],
+                      eval_tokens=self.eval_tokens or default_eval_tokens(self.preset),
                       attn_options=dict(attention.resolve_options(self.attn, self.attn_options)))
         if out.seq_len > block:
             raise RabenchError(f"seq_len {out.seq_len} exceeds preset {self.preset}'s context of {block}")

@@ -1,20 +1,28 @@
 """`rabench demo`: the plan's comparison at toy scale on the bundled Austen corpus.
 
-Prepares the data (once), runs each available attention for the same short training
-time on the `tiny` preset, prints a comparison table and writes the report. On a
-2-core CPU it takes a few minutes; with a GPU it adds `ra-triton`.
+Prepares the data (once), trains each attention for the same training time on the `tiny`
+preset (the suite's literal wall-clock design, one seed), evaluating every few iterations
+so each curve is a curve, writes the report and ends with a one-paragraph verdict: what was
+compared, what came out, why a toy run cannot decide, and the command for the real test.
+About 3 minutes on a 2-core CPU; with a GPU it adds `ra-triton`.
 """
 
 from __future__ import annotations
 
-import json
+import math
 from pathlib import Path
 
 import torch
 
+from rabench.rundir import RunFolder
 from rabench.training.suite import SuitePlan, run_suite
 
-DEMO_ATTNS = ["sdpa", "open", "ra-open", "std-gated"]
+DEMO_ATTNS = ["sdpa", "open", "ra-open", "std-gated", "ra-norec"]
+DEFAULT_SECONDS = 15.0
+# Toy-scale evaluation: every 5 iterations (iteration 0 included) on 8 batches, so a run of a
+# few dozen iterations still draws a curve; a small val set keeps evaluation cheap.
+DEMO_TRAIN = {"eval_every": 5, "log_every": 5, "eval_batches": 8}
+REAL_COMMAND = "rabench suite --out rabench-suite --preset gpt2-124m --seeds 0,1,2,3,4,5"
 
 
 def demo_attns() -> list[str]:
@@ -24,33 +32,76 @@ def demo_attns() -> list[str]:
 def prepared_austen(out: Path) -> str:
     from rabench.data import prepare
 
-    data_dir = out / "data-austen"
+    data_dir = Path(out) / "data-austen"
     if not (data_dir / "meta.json").exists():
         prepare(["austen"], data_dir)
     return str(data_dir)
 
 
-def run_demo(out: str | Path, seconds: float = 25.0, preset: str = "tiny", progress_bar: bool = True) -> Path:
+def run_demo(out: str | Path, seconds: float = DEFAULT_SECONDS, preset: str = "tiny", progress_bar: bool = True) -> Path:
     out = Path(out)
     data = prepared_austen(out)
-    plan = SuitePlan(attns=demo_attns(), seeds=[0], preset=preset, time_budget_s=seconds,
-                     train={"eval_every": 50, "warmup_iters": 20, "eval_batches": 8})
-    run_dirs = run_suite(plan, out / "suite", data, progress_bar=progress_bar)
-    print_table(run_dirs)
+    attns = demo_attns()
+    plan = SuitePlan(attns=attns, seeds=[0], preset=preset, design="time", time_budget_s=seconds,
+                     train=dict(DEMO_TRAIN))
+    suite = out / "suite"
+    run_dirs = run_suite(plan, suite, data, progress_bar=progress_bar, explicit_attns=False)
+    rows = summary_rows(run_dirs)
+    print(table(rows))
     from rabench.analysis import write_report
 
-    write_report(out / "suite")  # prints where it wrote
-    return out / "suite"
+    _, html = write_report(suite)
+    print()
+    print(verdict(rows, seconds, preset, Path(html)))
+    return suite
 
 
-def print_table(run_dirs: list[Path]) -> None:
+def summary_rows(run_dirs: list[Path]) -> list[dict]:
+    """One row per finished run: attn, iters, ms/iter, final and best val loss."""
     rows = []
     for run_dir in run_dirs:
-        s = json.loads((run_dir / "summary.json").read_text())
-        rows.append((run_dir.name, s["iters"], s["ms_per_iter"], s["final_val_loss"], s["best_val_loss"]))
-    base = next((r[2] for r in rows if r[0].startswith("sdpa-")), None)
-    print(f"\n{'run':<16}{'iters':>8}{'ms/iter':>10}{'x sdpa':>8}{'final val':>11}{'best val':>10}")
-    for name, iters, ms, final, best in rows:
-        ratio = f"{ms / base:.2f}" if base and ms else "-"
-        print(f"{name:<16}{iters:>8}{ms:>10.2f}{ratio:>8}{final:>11.4f}{best:>10.4f}")
-    print("(time budget = training time only; evaluation and compilation excluded)")
+        folder = RunFolder(run_dir)
+        s, c = folder.summary() or {}, folder.config() or {}
+        if s.get("status") != "finished":
+            continue
+        rows.append({"attn": c.get("attn", run_dir.name), "iters": s["iters"], "ms": s.get("ms_per_iter"),
+                     "final": s.get("final_val_loss"), "best": s.get("best_val_loss"),
+                     "evals": sum(1 for r in folder.metrics() if "val_loss" in r)})
+    return rows
+
+
+def _num(x: float | None, fmt: str) -> str:
+    return format(x, fmt) if isinstance(x, (int, float)) and math.isfinite(x) else "-"
+
+
+def table(rows: list[dict]) -> str:
+    base = next((r["ms"] for r in rows if r["attn"] == "sdpa"), None)
+    lines = [f"\n{'attention':<12}{'iters':>7}{'ms/iter':>10}{'x sdpa':>8}{'final val':>11}{'best val':>10}{'evals':>7}"]
+    for r in rows:
+        ratio = r["ms"] / base if base and r["ms"] else None
+        lines.append(f"{r['attn']:<12}{r['iters']:>7}{_num(r['ms'], '.2f'):>10}{_num(ratio, '.2f'):>8}"
+                     f"{_num(r['final'], '.4f'):>11}{_num(r['best'], '.4f'):>10}{r['evals']:>7}")
+    lines.append("x sdpa: time per training step relative to sdpa (above 1 = slower). Every run had the same training "
+                 "time; evaluation and compilation are not counted.")
+    return "\n".join(lines)
+
+
+def verdict(rows: list[dict], seconds: float, preset: str, html: Path) -> str:
+    """The one paragraph a newcomer reads: compared, came out, why it cannot decide, what to run, where to look."""
+    names = ", ".join(r["attn"] for r in rows)
+    ranked = sorted((r for r in rows if r["final"] is not None and math.isfinite(r["final"])), key=lambda r: r["final"])
+    base = next((r for r in rows if r["attn"] == "sdpa"), None)
+    if ranked and base is not None and base["final"] is not None:
+        came = (f"the lowest final val loss was {ranked[0]['attn']}'s ({ranked[0]['final']:.3f}, sdpa "
+                f"{base['final']:.3f})")
+        ra = [r for r in rows if r["attn"].startswith("ra-") and r["ms"] and base["ms"]]
+        if ra:
+            came += "; RA steps took " + ", ".join(f"{r['ms'] / base['ms']:.2f}x ({r['attn']})" for r in ra) + \
+                    " the time of an sdpa step"
+    else:
+        came = "no run finished with a val loss to compare"
+    return (f"Verdict: none from this demo. It compared {names} for {seconds:g} s of training each on the "
+            f"{preset} model, one seed; {came}. A toy run cannot decide: one seed gives no interval (the decision "
+            "rules need several seeds and an interval that excludes zero), a 2-layer model trained for seconds "
+            "is far from convergence, and CPU step times say nothing about a GPU kernel. The real test, on a GPU: "
+            f"`{REAL_COMMAND}`. The full report: {html}")

@@ -288,7 +288,7 @@ class Trainer:
 
     # ---- evaluation ----------------------------------------------------------------
     def evaluate(self) -> evaluation.EvalResult:
-        """The fixed val set through MODEL-DATA's evaluate(); an interrupt abandons it (redone on resume)."""
+        """The fixed val set (training.evaluation); an interrupt abandons it and the resumed run redoes it."""
         if self.signal is not None and not self.dist.enabled:
             raise _EvalInterrupted
         autocast = (torch.autocast("cuda", dtype=torch.bfloat16) if self.device.type == "cuda"
@@ -296,26 +296,10 @@ class Trainer:
         self.in_eval = True
         try:
             fault("eval", self.state.iter)
-            if hasattr(evaluation, "evaluate"):
-                return evaluation.evaluate(self.model, self.val, self.device, autocast, self.dist)
-            return self._evaluate_batches(autocast)
+            return evaluation.evaluate(self.model, self.val, self.device, autocast, self.dist)
         finally:
             self.in_eval = False
             self.model.train()
-
-    @torch.no_grad()
-    def _evaluate_batches(self, autocast) -> evaluation.EvalResult:
-        """Fallback: mean loss over the val batches, split over ranks and summed in batch order."""
-        self.model.eval()
-        batches = self.val.batches
-        mine: dict[int, float] = {}
-        for i, (x, y) in enumerate(batches):
-            if i % self.dist.world_size == self.dist.rank:
-                with autocast:
-                    _, loss = self.model(x.to(self.device), y.to(self.device))
-                mine[i] = loss.item()
-        losses = dd.gather_indexed(mine, len(batches), self.dist, self.device)
-        return evaluation.EvalResult(loss=sum(losses) / max(1, len(losses)))
 
     # ---- log points ----------------------------------------------------------------
     def is_log_point(self, it: int) -> bool:

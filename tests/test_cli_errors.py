@@ -1,0 +1,124 @@
+"""Bad input through the real CLI: one line on stderr, exit 2, never a traceback (issue 13, points 7 and 8)."""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from rabench import __version__
+from rabench.cli import build_parser, main
+from rabench.data import prepare
+
+SMALL = ["--attn", "sdpa", "--batch-size", "4", "--seq-len", "32", "--eval-batches", "1", "--warmup-iters", "1",
+         "--no-progress", "--device", "cpu"]
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("data") / "austen"
+    prepare(["austen"], out, max_tokens=60_000, progress=False)
+    return out
+
+
+def one_line_error(capsys: pytest.CaptureFixture, argv: list[str], match: str, code: int = 2) -> str:
+    assert main(argv) == code
+    err = capsys.readouterr().err.strip()
+    assert "Traceback" not in err
+    last = err.splitlines()[-1]
+    assert last.startswith("rabench: error: ") and match in last, err
+    return last
+
+
+def test_version(capsys: pytest.CaptureFixture) -> None:
+    with pytest.raises(SystemExit) as exc:
+        main(["--version"])
+    assert exc.value.code == 0 and capsys.readouterr().out.strip() == f"rabench {__version__}"
+
+
+@pytest.mark.parametrize("flags,match", [
+    (["--iters", "5", "--lr", "-1"], "lr must be a positive finite number"),
+    (["--iters", "5", "--lr", "nan"], "lr must be a positive finite number"),
+    (["--time", "nan"], "must be a positive, finite"),
+    (["--time", "inf"], "must be a positive, finite"),
+    (["--time", "0"], "must be a positive, finite"),
+    (["--iters", "0"], "--iters must be at least 1"),
+    (["--iters", "5", "--batch-size", "0"], "batch_size must be an integer of at least 1"),
+    (["--iters", "5", "--device", "tpu"], "device 'tpu'"),
+    (["--iters", "5", "--ckpt-every", "0it"], "ckpt_every '0it'"),
+    (["--iters", "5", "--warmup-frac", "1"], "warmup_frac must lie in"),
+    (["--iters", "5", "--preset", "huge"], "preset 'huge' is unknown"),
+    ([], "give a budget"),
+])
+def test_train_rejects_bad_settings_in_one_line(capsys, data_dir: Path, tmp_path: Path, flags: list[str], match: str):
+    one_line_error(capsys, ["train", *SMALL, "--data", str(data_dir), "--out", str(tmp_path / "r"), *flags], match)
+    assert not (tmp_path / "r" / "config.json").exists()
+
+
+def test_out_pointing_at_a_file_or_under_one(capsys, data_dir: Path, tmp_path: Path) -> None:
+    (tmp_path / "file").write_text("x")
+    base = ["train", *SMALL, "--data", str(data_dir), "--iters", "1", "--preset", "tiny"]
+    one_line_error(capsys, [*base, "--out", str(tmp_path / "file")], "is a file, not a folder")
+    one_line_error(capsys, [*base, "--out", str(tmp_path / "file" / "run")], "cannot create run folder")
+
+
+def test_tokens_outside_gpt2_are_refused(capsys, data_dir: Path, tmp_path: Path) -> None:
+    bad = tmp_path / "bad"
+    shutil.copytree(data_dir, bad)
+    shard = bad / "train_000000.bin"
+    tokens = np.memmap(shard, dtype="<u2", mode="r+", offset=1024)
+    tokens[100] = 50300  # below the model's padded vocab (50304) but not a GPT-2 token
+    tokens.flush()
+    del tokens
+    one_line_error(capsys, ["train", *SMALL, "--data", str(bad), "--out", str(tmp_path / "r"), "--iters", "1",
+                            "--preset", "tiny"], "holds token id 50300")
+
+
+def test_cpu_default_preset_notice_resume_rules_and_foreign_checkpoint(capsys, data_dir: Path, tmp_path: Path) -> None:
+    run, other = tmp_path / "run", tmp_path / "other"
+    assert main(["train", *SMALL, "--data", str(data_dir), "--out", str(run), "--iters", "2"]) == 0
+    err = capsys.readouterr().err
+    assert "using the CPU-sized preset tiny" in err or "gpt2" not in err  # a GPU machine keeps gpt2-124m
+    one_line_error(capsys, ["train", *SMALL, "--data", str(data_dir), "--out", str(run), "--iters", "2", "--preset",
+                            "tiny", "--resume", "--lr", "0.03"], "lr: 0.003 -> 0.03")
+    assert main(["train", *SMALL, "--data", str(data_dir), "--out", str(other), "--iters", "2", "--preset", "tiny"]) == 0
+    capsys.readouterr()
+    shutil.copy(other / "ckpt.pt", run / "ckpt.pt")
+    (run / "summary.json").unlink()  # as if interrupted: --resume must load the checkpoint
+    one_line_error(capsys, ["train", *SMALL, "--data", str(data_dir), "--out", str(run), "--iters", "2", "--preset",
+                            "tiny", "--resume"], "belongs to another run")
+
+
+def test_demo_rejects_a_non_positive_time(capsys, tmp_path: Path) -> None:
+    one_line_error(capsys, ["demo", "--seconds", "0", "--out", str(tmp_path / "d")], "--seconds")
+    (tmp_path / "f").write_text("x")
+    one_line_error(capsys, ["demo", "--out", str(tmp_path / "f")], "is a file")
+
+
+def _actions(parser: argparse.ArgumentParser, path: str = "rabench"):
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, sub in action.choices.items():
+                yield from _actions(sub, f"{path} {name}")
+        elif not isinstance(action, (argparse._HelpAction, argparse._VersionAction)):
+            yield path, action
+
+
+MINE = ("rabench", "rabench train", "rabench prepare", "rabench report", "rabench demo", "rabench attentions")
+
+
+def test_every_flag_has_help() -> None:
+    missing = [f"{path} {a.option_strings or a.dest}" for path, a in _actions(build_parser())
+               if path in MINE and not a.help]
+    assert missing == []
+
+
+def test_train_flags_show_their_defaults() -> None:
+    train = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction)).choices["train"]
+    lacking = [a.option_strings[0] for a in train._actions
+               if a.option_strings and not a.required and a.help and "default" not in a.help
+               and a.dest not in ("help", "resume", "until_plateau", "time", "iters")]
+    assert lacking == []
