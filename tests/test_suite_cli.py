@@ -10,8 +10,8 @@ import pytest
 from rabench.cli import main
 from rabench.data import prepare
 from rabench.training import TrainConfig, train
-from rabench.training.metrics import read_metrics
-from rabench.training.suite import SuitePlan, load_plan, run_suite
+from rabench.rundir import RunFolder
+from rabench.training.suite import PLAN_ATTNS, SuitePlan, load_plan, run_suite
 
 
 @pytest.fixture(scope="module")
@@ -24,12 +24,13 @@ def data_dir(tmp_path_factory: pytest.TempPathFactory) -> str:
 SMALL = {"batch_size": 4, "seq_len": 32, "eval_every": 4, "eval_batches": 2, "warmup_iters": 2, "log_every": 2, "device": "cpu"}
 
 
+@pytest.mark.slow
 def test_suite_runs_every_config_and_seed_then_skips_finished_runs(data_dir: str, tmp_path: Path, capsys) -> None:
-    plan = SuitePlan(attns=["sdpa", "ra-open", "std-gated"], seeds=[0, 1], preset="tiny", time_budget_s=None,
-                     max_iters=8, train=SMALL)
+    plan = SuitePlan(attns=["sdpa", "ra-open", "std-gated"], seeds=[0, 1], preset="tiny", max_iters=8,
+                     isotime_attns=[], calib_steps=1, calib_windows=2, train=SMALL)
     run_dirs = run_suite(plan, tmp_path / "suite", data_dir, progress_bar=False)
     assert sorted(p.name for p in run_dirs) == sorted(["sdpa-s0", "ra-open-s0", "std-gated-s0", "sdpa-s1", "ra-open-s1", "std-gated-s1"])
-    first = {p.name: read_metrics(p) for p in run_dirs}
+    first = {p.name: RunFolder(p).metrics() for p in run_dirs}
     # same data order and hyperparameters: sdpa and std-gated start from the same val loss at iter 0
     assert first["sdpa-s0"][0]["val_loss"] == pytest.approx(first["std-gated-s0"][0]["val_loss"], abs=0.05)
     assert first["sdpa-s0"][-1]["val_loss"] != first["sdpa-s1"][-1]["val_loss"]  # seeds differ
@@ -46,15 +47,17 @@ def test_suite_runs_every_config_and_seed_then_skips_finished_runs(data_dir: str
     assert "data:image/png;base64" in html.read_text()
 
 
+@pytest.mark.slow
 def test_suite_resumes_an_interrupted_run(data_dir: str, tmp_path: Path) -> None:
-    plan = SuitePlan(attns=["sdpa"], seeds=[0], preset="tiny", time_budget_s=None, max_iters=8, train=SMALL)
+    plan = SuitePlan(attns=["sdpa"], seeds=[0], preset="tiny", max_iters=8, calib_steps=1, calib_windows=2, train=SMALL)
     cfg = TrainConfig(attn="sdpa", data=data_dir, out=str(tmp_path / "suite" / "sdpa-s0"), preset="tiny",
                       max_iters=8, progress_bar=False, **SMALL)
     train(cfg)
     summary = tmp_path / "suite" / "sdpa-s0" / "summary.json"
     summary.write_text(json.dumps(json.loads(summary.read_text()) | {"status": "interrupted"}))
+    assert RunFolder(tmp_path / "suite" / "sdpa-s0").state() == "checkpointed"
     run_suite(plan, tmp_path / "suite", data_dir, progress_bar=False)  # resumes, does not refuse the folder
-    assert json.loads(summary.read_text())["status"] == "done"
+    assert RunFolder(tmp_path / "suite" / "sdpa-s0").state() == "finished"
 
 
 def test_until_plateau_stops_after_plateau_and_cooldown(data_dir: str, tmp_path: Path) -> None:
@@ -65,7 +68,7 @@ def test_until_plateau_stops_after_plateau_and_cooldown(data_dir: str, tmp_path:
     summary = train(cfg)
     assert summary["stop_reason"] == "plateau"
     assert summary["iters"] == 8 + 4  # plateau declared at the eval of iter 8 (evals at 0, 4, 8), then 4 cooldown iters
-    lrs = [r["lr"] for r in read_metrics(tmp_path / "run")]
+    lrs = [r["lr"] for r in RunFolder(tmp_path / "run").metrics()]
     assert lrs[-1] == pytest.approx(3e-4, rel=1e-6)  # cooled down to min_lr
 
 
@@ -75,19 +78,26 @@ def test_plan_file_overrides_the_default_plan(tmp_path: Path) -> None:
     plan = load_plan(plan_file)
     assert plan.attns == ["sdpa", "ra-local"] and plan.seeds == [0, 1, 2] and plan.time_budget_s == 600
     assert plan.options == {"ra-local": {"window": 64}}
-    assert load_plan(None).attns == ["sdpa", "open", "ra-open", "ra-triton", "std-gated"]
+    assert load_plan(None).attns == PLAN_ATTNS == ["sdpa", "open", "ra-open", "ra-triton", "std-gated", "ra-norec"]
 
 
 @pytest.mark.parametrize("argv,message", [
     (["train", "--attn", "nope", "--data", "x", "--out", "y", "--iters", "1"], "unknown attention 'nope'"),
-    (["train", "--attn", "sdpa", "--data", "/nonexistent", "--out", "OUT", "--iters", "1"], "not a prepared data folder"),
+    (["train", "--attn", "sdpa", "--preset", "tiny", "--data", "/nonexistent", "--out", "OUT", "--iters", "1"], "not a prepared data folder"),
     (["train", "--attn", "sdpa", "--data", "x", "--out", "y", "--time", "ten minutes"], "cannot read duration"),
-    (["train", "--attn", "sdpa", "--data", "x", "--out", "y"], "give a budget"),
+    (["train", "--attn", "sdpa", "--preset", "tiny", "--data", "x", "--out", "y"], "give a budget"),
     (["train", "--attn", "ra-local", "--attn-opt", "width=3", "--data", "x", "--out", "y", "--iters", "1"], "has no option 'width'"),
     (["prepare", "/nonexistent/file.jsonl", "--out", "OUT"], "nonexistent"),
     (["prepare", "hf:", "--out", "OUT"], "hf"),
     (["suite", "/nonexistent/plan.toml", "--out", "OUT"], "plan file"),
     (["suite", "--out", "OUT", "--seeds", "a,b"], "--seeds"),
+    (["suite", "--out", "OUT", "--preset", "tiny", "--design", "iso", "--time", "1m"], "needs --design time"),
+    (["suite", "--out", "OUT", "--preset", "tiny", "--attn", "ra-open", "--iters", "5"], "add it to the attentions"),
+    (["suite", "--out", "OUT", "--preset", "tiny", "--attn", "sdpa,nope"], "unknown attention 'nope'"),
+    (["suite", "--out", "OUT", "--preset", "tiny", "--devices", "cpu,0"], "--devices"),
+    (["suite", "--out", "OUT", "--preset", "tiny", "--calib-windows", "1"], "calib_windows >= 2"),
+    (["suite", "--out", "OUT", "--preset", "tiny", "--data", "/nonexistent", "--attn", "sdpa", "--iters", "2"],
+     "not a prepared data folder"),
     (["report", "/nonexistent"], "nonexistent"),
 ])
 def test_bad_input_is_one_line_without_traceback(argv: list[str], message: str, tmp_path: Path, capsys) -> None:
@@ -96,17 +106,6 @@ def test_bad_input_is_one_line_without_traceback(argv: list[str], message: str, 
     err = capsys.readouterr().err
     assert err.startswith("rabench: error:") and message in err
     assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
-
-
-def test_reusing_a_run_folder_is_refused_by_the_cli(data_dir: str, tmp_path: Path, capsys) -> None:
-    args = ["train", "--attn", "sdpa", "--preset", "tiny", "--data", data_dir, "--out", str(tmp_path / "r"), "--iters", "2",
-            "--batch-size", "2", "--seq-len", "16", "--eval-batches", "1", "--no-progress", "--device", "cpu"]
-    assert main(args) == 0
-    assert main(args) == 2
-    assert "pass --resume" in capsys.readouterr().err
-    args[args.index("--iters") + 1] = "4"
-    assert main(args + ["--resume"]) == 0
-    assert [r["iter"] for r in read_metrics(tmp_path / "r") if "val_loss" in r] == [0, 2, 4]
 
 
 def test_help_lists_every_command(capsys) -> None:

@@ -1,50 +1,103 @@
-"""`rabench suite`: the plan's tests, resumably, into one folder, then the report."""
+"""`rabench suite`: the plan's comparison, resumably, into one folder, then the report."""
 
 from __future__ import annotations
 
 import argparse
+from dataclasses import MISSING, fields
 from pathlib import Path
 
-from rabench.commands.common import add_budget_args, add_hyper_args, train_config_kwargs
+from rabench.commands.common import add_hyper_args, train_config_kwargs
 from rabench.errors import RabenchError
 
-HELP = "run the plan's tests one after another (resumable) and write the report"
+HELP = "calibrate step times, train the plan's configs (resumable, optionally one per GPU) and write the report"
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("plan", nargs="?", help="plan TOML (default: the user's plan: 4 tests + std-gated, gpt2-124m, 1h each)")
-    p.add_argument("--out", required=True, help="suite folder")
-    p.add_argument("--attn", help="comma-separated attention names (overrides the plan)")
-    p.add_argument("--seeds", help="comma-separated seeds, e.g. 0,1,2")
+    p.description = (
+        "Default design 'iso' (equal wall-clock without timing noise): measure each config's step time against "
+        "sdpa on this card (interleaved windows, 95%% intervals; saved in calibration.json and reused), then train "
+        "sdpa for N iterations and each candidate for N (iso-iteration) and round(N/s) iterations (iso-time, "
+        "folder <attn>-isotime-s<seed>). Design 'time' (--time): every config for the same training time.")
+    p.add_argument("plan", nargs="?", help="plan TOML (default plan: sdpa, open, ra-open, ra-triton, std-gated, ra-norec; "
+                   "gpt2-124m; design iso)")
+    p.add_argument("--out", required=True, help="suite folder (a re-run resumes it; changed settings are refused)")
+    p.add_argument("--attn", help="comma-separated attention names (overrides the plan; iso needs sdpa among them)")
+    p.add_argument("--seeds", help="comma-separated seeds, e.g. 0,1,2 (default: the plan's, 0)")
     p.add_argument("--data", help="prepared data folder (default: the bundled Austen corpus, prepared into the suite)")
-    p.add_argument("--until-plateau", action="store_true", help="full test: each config runs to a val_loss plateau (time cap = --time)")
-    add_budget_args(p, "default 1h, the plan's short test")
+    p.add_argument("--design", choices=["iso", "time"],
+                   help="iso (default): iteration budgets from a step-time calibration; time: equal training time")
+    budget = p.add_mutually_exclusive_group()
+    budget.add_argument("--iters", type=int, metavar="N",
+                        help="iso design: the baseline's iterations N (default: 8000 for gpt2-*, 1000 small, 300 tiny); "
+                             "with --until-plateau a cap")
+    budget.add_argument("--time", help="design time: training time per run, e.g. 90s, 10m, 1h (default 1h)")
+    p.add_argument("--isotime-attn", help="comma-separated candidates that get an iso-time run (default: every candidate)")
+    p.add_argument("--until-plateau", action="store_true",
+                   help="full test: each config runs to a val_loss plateau (the budget is a cap)")
+    p.add_argument("--devices", help="run independent runs in parallel, one worker process per device: GPU indices "
+                   "(0,1,2,3) or CPU slots (cpu,cpu); each run logs to train.log in its folder (default: one after another)")
+    p.add_argument("--recalibrate", action="store_true",
+                   help="measure step times again instead of reusing calibration.json (runs already trained with "
+                        "other iteration counts are then refused)")
+    p.add_argument("--calib-steps", type=int, help="optimizer steps per calibration window (default 10)")
+    p.add_argument("--calib-windows", type=int, help="interleaved calibration rounds, at least 2 (default 8)")
     add_hyper_args(p)
 
 
+def split_list(text: str) -> list[str]:
+    return [s.strip() for s in text.split(",") if s.strip()]
+
+
+def given_train_settings(a: argparse.Namespace) -> dict:
+    """TrainConfig fields set on the command line; TrainConfig's own defaults (warm-up as a share of each
+    run's length, eval tokens per preset) apply to the rest."""
+    from rabench.training.config import TrainConfig
+
+    defaults = {f.name: f.default for f in fields(TrainConfig) if f.default is not MISSING}
+    kw = train_config_kwargs(a)
+    for key in ("preset", "progress_bar", "time_budget_s", "max_iters"):
+        kw.pop(key, None)
+    return {k: v for k, v in kw.items() if v is not None and not (k in defaults and defaults[k] == v)}
+
+
 def run(a: argparse.Namespace) -> None:
-    from rabench.training.suite import load_plan, run_suite
+    from rabench.commands.common import default_preset, warn_if_slow
+    from rabench.training.parallel import RunsFailed, parse_devices
+    from rabench.training.suite import PLAN_ATTNS, load_plan, resolve_plan, run_suite
+    from rabench.training.timeparse import parse_duration
 
     plan = load_plan(a.plan)
-    kw = train_config_kwargs(a)
     if a.preset:
         plan.preset = a.preset
-    if a.attn:
-        plan.attns = [s.strip() for s in a.attn.split(",") if s.strip()]
+    if a.attn is not None:
+        plan.attns = split_list(a.attn)
+    if a.isotime_attn is not None:
+        plan.isotime_attns = split_list(a.isotime_attn)
     if a.seeds:
         try:
-            plan.seeds = [int(s) for s in a.seeds.split(",") if s.strip()]
+            plan.seeds = [int(s) for s in split_list(a.seeds)]
         except ValueError:
             raise RabenchError(f"--seeds {a.seeds!r}: write comma-separated integers, e.g. 0,1,2") from None
-    if "time_budget_s" in kw:
-        plan.time_budget_s, plan.max_iters = kw.pop("time_budget_s"), None
-    if "max_iters" in kw:
-        plan.max_iters, plan.time_budget_s = kw.pop("max_iters"), None
+    if a.iters is not None:
+        if a.iters < 1:
+            raise RabenchError("--iters must be at least 1")
+        plan.max_iters, plan.time_budget_s = a.iters, None
+    if a.time:
+        plan.time_budget_s, plan.max_iters = parse_duration(a.time), None
+    if a.design:
+        plan.design = a.design
+    if a.calib_steps is not None:
+        plan.calib_steps = a.calib_steps
+    if a.calib_windows is not None:
+        plan.calib_windows = a.calib_windows
     plan.until_plateau = plan.until_plateau or a.until_plateau
-    kw.pop("preset")
-    progress_bar = kw.pop("progress_bar")
-    defaults = {"grad_accum": 1, "warmup_iters": 100, "eval_every": 100, "eval_batches": 20, "compile": False, "device": "auto"}
-    plan.train |= {k: v for k, v in kw.items() if v is not None and defaults.get(k, None) != v}
+    plan.train |= given_train_settings(a)
+    devices = parse_devices(a.devices) if a.devices else None
+    device = "cpu" if devices and devices[0] == "cpu" else "cuda" if devices else plan.train.get("device")
+    if plan.preset is None:
+        plan.preset = default_preset(device)
+    warn_if_slow(plan.preset, device)
+    plan = resolve_plan(plan)  # a bad plan fails before any data is prepared
     from rabench.training.distributed import is_main_process, launched_by_torchrun
 
     data = a.data or plan.data
@@ -54,8 +107,17 @@ def run(a: argparse.Namespace) -> None:
         from rabench.training.demo import prepared_austen
 
         data = prepared_austen(Path(a.out))
-    run_suite(plan, a.out, data, progress_bar=progress_bar)
+    try:
+        run_suite(plan, a.out, data, progress_bar=not a.no_progress, devices=devices, recalibrate=a.recalibrate,
+                  explicit_attns=plan.attns != PLAN_ATTNS)
+    except RunsFailed:
+        write_report(a.out)  # what finished is still reported; the failures are named below
+        raise
     if is_main_process():
-        from rabench.analysis import write_report
+        write_report(a.out)
 
-        write_report(a.out)  # prints where it wrote
+
+def write_report(out: str) -> None:
+    from rabench.analysis import write_report as report
+
+    report(out)  # prints where it wrote

@@ -1,0 +1,204 @@
+"""Step-time calibration: how much slower is each config's training step than the baseline's,
+on the card the suite runs on?
+
+The iso-time design (issue 12) trains a candidate for round(N / s) iterations where the
+baseline trains N, so s must be measured well: every config's model and optimizer are built
+once (compiled if the suite is), warmed up, and then timed in windows of steps INTERLEAVED
+across configs (sdpa window, ra window, ..., repeated), each window device-synchronised at both
+ends. Interleaving spreads clock boosts, thermal drift and neighbours' load evenly over the
+configs; rotating the order each round cancels any first-in-round effect. The ratio to the
+baseline is taken per round (adjacent windows share the machine's state) and summarised on
+the log scale, so the interval is symmetric in "x times slower" and "x times faster".
+Every window steps through the same batches for every config and, when a config anneals
+with training progress, sweeps the progress over the rounds so the mean covers a whole run.
+"""
+
+from __future__ import annotations
+
+import gc
+import math
+import socket
+import statistics
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+BatchFn = Callable[[int], list[tuple[torch.Tensor, torch.Tensor]]]
+CONFIDENCE = 0.95
+
+
+@dataclass
+class Stepper:
+    """One config ready to step: something that runs one optimizer step on given batches."""
+
+    name: str
+    step: Callable[[list[tuple[torch.Tensor, torch.Tensor]]], Any]
+    warm_up: Callable[[list[tuple[torch.Tensor, torch.Tensor]]], None] = lambda _b: None
+    set_progress: Callable[[float], None] = lambda _p: None
+
+
+def t_quantile95(df: int) -> float:
+    """Two-sided 95% Student-t quantile (scipy is not a dependency; ANALYSIS owns the t code)."""
+    from rabench.analysis.stats import t_quantile
+
+    return t_quantile(CONFIDENCE, df)
+
+
+def mean_ci95(values: Sequence[float]) -> tuple[float, float, float]:
+    """(mean, lo, hi) of a 95% t-interval for the mean of `values` (at least 2)."""
+    n = len(values)
+    mean = statistics.fmean(values)
+    half = t_quantile95(n - 1) * statistics.stdev(values) / math.sqrt(n)
+    return mean, mean - half, mean + half
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def round_order(names: list[str], r: int) -> list[str]:
+    """Round r's order: the list rotated by r, so no config is always timed first."""
+    k = r % len(names)
+    return names[k:] + names[:k]
+
+
+def time_interleaved(steppers: list[Stepper], batches: BatchFn, device: torch.device, steps: int,
+                     windows: int, warmup_windows: int = 1) -> dict[str, list[float]]:
+    """ms/iter of every window, per config: `windows` timed rounds after `warmup_windows` untimed ones.
+
+    In each round every config runs `steps` optimizer steps on batches 0..steps-1 (the same
+    batches for every config), between two device synchronisations.
+    """
+    names = [s.name for s in steppers]
+    by_name = {s.name: s for s in steppers}
+    timed: dict[str, list[float]] = {name: [] for name in names}
+    for r in range(warmup_windows + windows):
+        progress = max(0, r - warmup_windows) / max(1, windows - 1)  # 0 .. 1 over the timed rounds
+        for name in round_order(names, r):
+            stepper = by_name[name]
+            stepper.set_progress(progress)
+            sync(device)
+            t0 = time.perf_counter()
+            for i in range(steps):
+                stepper.step(batches(i))
+            sync(device)
+            if r >= warmup_windows:
+                timed[name].append(1000.0 * (time.perf_counter() - t0) / steps)
+    return timed
+
+
+def summarise(window_ms: dict[str, list[float]], baseline: str) -> dict[str, dict[str, Any]]:
+    """Per config: mean ms/iter with its 95% interval, and the ratio to the baseline with its interval.
+
+    The ratio is the geometric mean of the per-round ratios (window r of the config over window r
+    of the baseline); its interval is the t-interval of the mean log-ratio, exponentiated.
+    """
+    base = window_ms[baseline]
+    out: dict[str, dict[str, Any]] = {}
+    for name, ms in window_ms.items():
+        mean, lo, hi = mean_ci95(ms)
+        logs = [math.log(m / b) for m, b in zip(ms, base)]
+        if name == baseline:
+            ratio, rlo, rhi = 1.0, 1.0, 1.0
+        else:
+            lm, llo, lhi = mean_ci95(logs)
+            ratio, rlo, rhi = math.exp(lm), math.exp(llo), math.exp(lhi)
+        out[name] = {"ms_per_iter": round(mean, 4), "ms_ci95": [round(lo, 4), round(hi, 4)],
+                     "ratio": round(ratio, 4), "ratio_ci95": [round(rlo, 4), round(rhi, 4)],
+                     "windows_ms": [round(m, 4) for m in ms]}
+    return out
+
+
+@dataclass(frozen=True)
+class CalibrationRequest:
+    """What the calibration builds and times; everything that changes a step's cost."""
+
+    attns: list[str]
+    options: dict[str, dict[str, Any]]  # resolved options per attention
+    preset: str
+    batch_size: int
+    seq_len: int
+    grad_accum: int
+    lr: float
+    weight_decay: float
+    betas: tuple[float, float]
+    grad_clip: float
+    compile: bool
+    data: str
+    seed: int
+    steps: int  # optimizer steps per window
+    windows: int  # timed rounds
+
+    def settings(self) -> dict[str, Any]:
+        """The fields a reused calibration must match (see suite.py)."""
+        return {"preset": self.preset, "batch_size": self.batch_size, "seq_len": self.seq_len,
+                "grad_accum": self.grad_accum, "compile": self.compile}
+
+
+def build_steppers(req: CalibrationRequest, device: torch.device) -> list[Stepper]:
+    """Every config's model + optimizer + TrainStep on `device`, warmed up (compilation off the clock)."""
+    from rabench.model import build_model
+    from rabench.training.step import TrainStep, make_optimizer
+
+    steppers = []
+    for attn in req.attns:
+        model = build_model(req.preset, attn, req.options.get(attn), req.seed).to(device)
+        model.train()
+        opt = make_optimizer(model, req.lr, req.weight_decay, req.betas, device)
+        ts = TrainStep(model, opt, device, req.grad_clip, compile=req.compile)
+        passes = 2 if req.compile else 1
+        steppers.append(Stepper(attn, step=lambda b, ts=ts: ts.run(b, req.lr),
+                                warm_up=lambda b, ts=ts: ts.warm_up(b, passes), set_progress=model.set_progress))
+    return steppers
+
+
+def data_batches(req: CalibrationRequest, device: torch.device) -> BatchFn:
+    """Step i's micro-batches from the training data (loading is part of a timed step, as in training)."""
+    from rabench.data import TokenSplit, train_batch
+
+    split = TokenSplit(req.data, "train")
+
+    def batches(step: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        out = []
+        for micro in range(req.grad_accum):
+            x, y = train_batch(split, req.seed, step, req.batch_size, req.seq_len, micro=micro, accum=req.grad_accum)
+            out.append((x.to(device, non_blocking=True), y.to(device, non_blocking=True)))
+        return out
+
+    return batches
+
+
+def card_name(device: torch.device) -> str:
+    return torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
+
+
+def calibrate(req: CalibrationRequest, device: torch.device, baseline: str) -> dict[str, Any]:
+    """Measure every config's step time on `device`; returns calibration.json's record."""
+    if baseline not in req.attns:
+        raise ValueError(f"calibration needs the baseline {baseline!r} among {req.attns}")
+    batches = data_batches(req, device)
+    steppers = build_steppers(req, device)
+    warm = batches(0)
+    for s in steppers:  # compilation and autotuning off the clock, weights untouched
+        s.warm_up(warm)
+    window_ms = time_interleaved(steppers, batches, device, req.steps, req.windows)
+    del steppers
+    gc.collect()
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+    return {
+        "card": card_name(device),
+        "host": socket.gethostname(),
+        "device": str(device),
+        "compiled": req.compile,
+        "baseline": baseline,
+        "steps_per_window": req.steps,
+        "windows": req.windows,
+        "settings": req.settings(),
+        "measured_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "configs": summarise(window_ms, baseline),
+    }

@@ -1,0 +1,206 @@
+"""Independent runs in parallel on one host: one worker process per device (issue 14).
+
+`rabench suite --devices 0,1,2,3` keeps one training process per GPU busy until every run
+is done: each run is a fresh `python -m rabench.training.parallel CONFIG` process that sees
+only its own GPU (CUDA_VISIBLE_DEVICES), writes its output to `train.log` in its run folder,
+and resumes from its checkpoint like any run. A run that fails does not stop the others;
+the failures are listed at the end and the suite exits non-zero (re-running the same
+command retries them and skips what finished). `--devices cpu,cpu` runs CPU workers, which
+is how the scheduling is tested without a GPU.
+
+A process per run (not per device) keeps runs isolated: a crash, an out-of-memory or a
+leaked CUDA context cannot reach the next run on that device.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections import deque
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+from rabench.errors import RabenchError
+
+LOG_NAME = "train.log"
+POLL_S = 0.2
+STOP_GRACE_S = 120.0  # how long stopped workers get to checkpoint before they are killed
+
+
+class RunsFailed(RabenchError):
+    """Some runs failed while the others finished; the message names them."""
+
+    def __init__(self, message: str, failed: list[str]) -> None:
+        super().__init__(message)
+        self.failed = failed
+
+
+@dataclass
+class Outcome:
+    name: str
+    device: str
+    returncode: int
+    started: float
+    ended: float
+    log: Path
+    last_line: str
+
+
+def parse_devices(text: str) -> list[str]:
+    """'0,1,2,3' -> GPU indices, 'cpu,cpu' -> two CPU workers; checked against this machine."""
+    items = [t.strip().lower() for t in text.split(",") if t.strip()]
+    if not items:
+        raise RabenchError(f"--devices {text!r}: give GPU indices like 0,1,2,3 or cpu slots like cpu,cpu")
+    if all(i == "cpu" for i in items):
+        return items
+    if not all(i.isdigit() for i in items):
+        raise RabenchError(f"--devices {text!r}: give GPU indices like 0,1,2,3 or cpu slots like cpu,cpu, not both")
+    if len(set(items)) != len(items):
+        raise RabenchError(f"--devices {text!r} names a GPU twice; one run per GPU")
+    import torch
+
+    count = torch.cuda.device_count()
+    if count == 0:
+        raise RabenchError(f"--devices {text}: PyTorch sees no CUDA GPU (use --devices cpu,cpu for CPU workers)")
+    bad = [i for i in items if int(i) >= count]
+    if bad:
+        raise RabenchError(f"--devices {text}: this machine has {count} GPU(s) (0..{count - 1}); no GPU {', '.join(bad)}")
+    return items
+
+
+def worker_env(device: str, n_workers: int) -> dict[str, str]:
+    """The environment of a worker: its one GPU, or no GPU and a fair share of the CPU threads."""
+    env = dict(os.environ)
+    for var in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):  # never a torchrun rank
+        env.pop(var, None)
+    if device == "cpu":
+        env["CUDA_VISIBLE_DEVICES"] = ""
+        env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // n_workers)))
+    else:
+        env["CUDA_VISIBLE_DEVICES"] = device
+    return env
+
+
+def last_line(path: Path) -> str:
+    try:
+        lines = [ln.strip() for ln in path.read_text(errors="replace").replace("\r", "\n").splitlines() if ln.strip()]
+    except OSError:
+        return ""
+    errors = [ln for ln in lines if ln.startswith("rabench: error:")]
+    return (errors or lines or [""])[-1]
+
+
+def launch(cfg_dict: dict[str, Any], device: str, n_workers: int, log_path: Path) -> subprocess.Popen:
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(log_path, "a") as log:  # the child keeps its own descriptor
+        log.write(f"[suite] {time.strftime('%Y-%m-%d %H:%M:%S')} starting on {device_label(device)}\n")
+        log.flush()
+        return subprocess.Popen([sys.executable, "-m", "rabench.training.parallel", json.dumps(cfg_dict)],
+                                env=worker_env(device, n_workers), stdout=log, stderr=subprocess.STDOUT,
+                                stdin=subprocess.DEVNULL)
+
+
+def device_label(device: str) -> str:
+    return "cpu" if device == "cpu" else f"cuda:{device}"
+
+
+def run_parallel(jobs: list, devices: list[str], say: Callable[..., None] = print) -> list[Outcome]:
+    """Run the jobs (suite.RunJob) on the device slots, at most one per slot; returns each run's outcome.
+
+    Raises RunsFailed after every job has ended if any failed.
+    """
+    pending = deque()
+    for job in jobs:
+        if job.action == "skip":
+            say(f"[suite] {job.run.name}: done, skipped")
+        else:
+            pending.append(job)
+    free = list(range(len(devices)))
+    running: dict[int, tuple[Any, subprocess.Popen, float]] = {}
+    outcomes: list[Outcome] = []
+    previous = _sigterm_as_interrupt()
+    try:
+        while pending or running:
+            while free and pending:
+                slot, job = free.pop(0), pending.popleft()
+                job.cfg.resume = job.action == "resume"
+                job.cfg.progress_bar = False
+                log = Path(job.cfg.out) / LOG_NAME
+                proc = launch(asdict(job.cfg), devices[slot], len(devices), log)
+                running[slot] = (job, proc, time.time())
+                say(f"[suite] {job.run.name}: {'resuming' if job.cfg.resume else 'starting'} on "
+                    f"{device_label(devices[slot])} (log: {log})")
+            time.sleep(POLL_S)
+            for slot, (job, proc, started) in list(running.items()):
+                if proc.poll() is None:
+                    continue
+                del running[slot]
+                free.append(slot)
+                log = Path(job.cfg.out) / LOG_NAME
+                outcome = Outcome(job.run.name, devices[slot], proc.returncode, started, time.time(), log, last_line(log))
+                outcomes.append(outcome)
+                state = "finished" if proc.returncode == 0 else f"FAILED (exit {proc.returncode})"
+                say(f"[suite] {job.run.name}: {state} on {device_label(devices[slot])}: {outcome.last_line}")
+    except KeyboardInterrupt:
+        stop_workers([proc for _, proc, _ in running.values()])
+        raise RabenchError("interrupted; the workers saved checkpoints: run the same command to resume") from None
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    failed = [o for o in outcomes if o.returncode != 0]
+    if failed:
+        names = ", ".join(o.name for o in failed)
+        raise RunsFailed(f"{len(failed)} of {len(outcomes)} runs failed: {names} (see {LOG_NAME} in each run folder; "
+                         f"re-running the suite retries them and skips the finished ones)", [o.name for o in failed])
+    return outcomes
+
+
+def _sigterm_as_interrupt():
+    """SIGTERM (SLURM, `timeout`) stops the workers cleanly, as Ctrl-C does."""
+
+    def handler(signum, frame):
+        raise KeyboardInterrupt
+
+    return signal.signal(signal.SIGTERM, handler)
+
+
+def stop_workers(procs: list[subprocess.Popen]) -> None:
+    """SIGTERM each worker (it checkpoints and exits), wait, then kill what is left."""
+    for proc in procs:
+        if proc.poll() is None:
+            proc.terminate()
+    deadline = time.time() + STOP_GRACE_S
+    for proc in procs:
+        try:
+            proc.wait(timeout=max(0.1, deadline - time.time()))
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def worker_main(argv: list[str] | None = None) -> int:
+    """One worker: train the run described by the JSON TrainConfig in argv[0]."""
+    from rabench.training.config import TrainConfig
+    from rabench.training.trainer import train
+
+    argv = sys.argv[1:] if argv is None else argv
+    try:
+        cfg = TrainConfig(**json.loads(argv[0]))
+        summary = train(cfg)
+    except RabenchError as exc:
+        print(f"rabench: error: {exc}", file=sys.stderr, flush=True)
+        return 2
+    except KeyboardInterrupt:
+        print("rabench: interrupted", file=sys.stderr, flush=True)
+        return 130
+    print(f"{cfg.out}: {summary['iters']} iters, {summary.get('ms_per_iter')} ms/iter, "
+          f"final val_loss {summary.get('final_val_loss')} [{summary.get('stop_reason')}]", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(worker_main())

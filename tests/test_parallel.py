@@ -1,0 +1,98 @@
+"""Parallel runs on one host (issue 14), scheduled on CPU worker slots: several processes at
+once, one log per run, a failing run that does not stop the others, and a suite end to end."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from rabench.cli import main
+from rabench.data import prepare
+from rabench.errors import RabenchError
+from rabench.rundir import RunFolder
+from rabench.training.config import TrainConfig
+from rabench.training.parallel import RunsFailed, parse_devices, run_parallel, worker_env
+from rabench.training.suite import PlannedRun, RunJob
+
+SMALL = {"batch_size": 2, "seq_len": 16, "eval_every": 3, "eval_batches": 1, "log_every": 3, "device": "cpu"}
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory: pytest.TempPathFactory) -> str:
+    out = tmp_path_factory.mktemp("data") / "austen"
+    prepare(["austen"], out, max_tokens=60_000, progress=False)
+    return str(out)
+
+
+def job(name: str, data: str, out: Path, iters: int = 3, action: str = "start") -> RunJob:
+    run = PlannedRun(name, "sdpa", 0, "baseline", iters, None, 1.0)
+    cfg = TrainConfig(attn="sdpa", data=data, out=str(out / name), preset="tiny", max_iters=iters,
+                      labels={"role": "baseline"}, **SMALL)
+    return RunJob(run, cfg, action)
+
+
+@pytest.mark.slow
+def test_workers_run_concurrently_and_a_failed_run_does_not_stop_the_others(data_dir: str, tmp_path: Path) -> None:
+    jobs = [job("a", data_dir, tmp_path), job("broken", str(tmp_path / "no-such-data"), tmp_path),
+            job("b", data_dir, tmp_path), job("c", data_dir, tmp_path)]
+    lines: list[str] = []
+    with pytest.raises(RunsFailed) as info:
+        run_parallel(jobs, ["cpu", "cpu"], say=lines.append)
+    assert info.value.failed == ["broken"]
+    assert "1 of 4 runs failed: broken" in str(info.value)
+    for name in ("a", "b", "c"):
+        assert RunFolder(tmp_path / name).state() == "finished"
+        assert (tmp_path / name / "train.log").is_file()
+    # the failure's own one-line error is in its log and in the suite's output
+    assert "not a prepared data folder" in (tmp_path / "broken" / "train.log").read_text()
+    assert any("broken: FAILED (exit 2)" in ln and "rabench: error:" in ln for ln in lines)
+    # both slots were busy at once: "a" and "broken" were launched together, before anything ended
+    starts = [i for i, ln in enumerate(lines) if ": starting on cpu" in ln]
+    first_end = min(i for i, ln in enumerate(lines) if "finished on" in ln or "FAILED" in ln)
+    assert len([i for i in starts if i < first_end]) == 2
+    assert len(starts) == 4
+
+
+def test_finished_runs_are_skipped_without_a_process(tmp_path: Path) -> None:
+    lines: list[str] = []
+    outcomes = run_parallel([job("done", "unused", tmp_path, action="skip")], ["cpu"], say=lines.append)
+    assert outcomes == [] and lines == ["[suite] done: done, skipped"]
+    assert not (tmp_path / "done").exists()
+
+
+def test_device_lists_are_checked() -> None:
+    assert parse_devices("cpu,cpu") == ["cpu", "cpu"]
+    for text, message in [("", "give GPU indices"), ("cpu,0", "not both"), ("gpu0", "not both")]:
+        with pytest.raises(RabenchError, match=message):
+            parse_devices(text)
+    env = worker_env("cpu", 2)
+    assert env["CUDA_VISIBLE_DEVICES"] == "" and int(env["OMP_NUM_THREADS"]) >= 1
+    assert worker_env("3", 4)["CUDA_VISIBLE_DEVICES"] == "3"
+
+
+def test_gpu_devices_without_a_gpu_is_one_line(tmp_path: Path, capsys) -> None:
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU")
+    assert main(["suite", "--out", str(tmp_path / "s"), "--devices", "0,1", "--data", "x"]) == 2
+    err = capsys.readouterr().err
+    assert "PyTorch sees no CUDA GPU" in err and len(err.strip().splitlines()) == 1
+
+
+@pytest.mark.slow
+def test_suite_with_cpu_workers_end_to_end(data_dir: str, tmp_path: Path) -> None:
+    out = tmp_path / "suite"
+    argv = ["suite", "--out", str(out), "--data", data_dir, "--attn", "sdpa,std-gated", "--preset", "tiny",
+            "--iters", "6", "--calib-steps", "2", "--calib-windows", "2", "--devices", "cpu,cpu",
+            "--batch-size", "2", "--seq-len", "16", "--eval-every", "3", "--eval-batches", "1", "--no-progress"]
+    assert main(argv) == 0
+    names = sorted(p.name for p in out.iterdir() if (p / "config.json").exists())
+    assert names == ["sdpa-s0", "std-gated-isotime-s0", "std-gated-s0"]
+    for name in names:
+        assert RunFolder(out / name).state() == "finished"
+        assert (out / name / "train.log").is_file()
+        assert json.loads((out / name / "config.json").read_text())["device"] == "cpu"
+    assert main(argv) == 0  # resumable: everything finished is skipped
