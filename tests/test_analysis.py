@@ -77,10 +77,11 @@ def write_run(
     return run
 
 
-def write_calibration(root: Path, ratios: dict[str, float], card: tuple[str, str] = H100, floor: float | None = None) -> None:
+def write_calibration(root: Path, ratios: dict[str, float], card: tuple[str, str] = H100, floor: float | None = None,
+                      half_width: float = 0.02) -> None:
     configs = {"sdpa": {"ms_per_iter": 10.0, "ms_ci95": [9.9, 10.1], "ratio": 1.0, "ratio_ci95": [1.0, 1.0]}}
     for attn, s in ratios.items():
-        configs[attn] = {"ms_per_iter": 10 * s, "ms_ci95": [9.9 * s, 10.1 * s], "ratio": s, "ratio_ci95": [s - 0.02, s + 0.02]}
+        configs[attn] = {"ms_per_iter": 10 * s, "ms_ci95": [9.9 * s, 10.1 * s], "ratio": s, "ratio_ci95": [s - half_width, s + half_width]}
         if floor is not None:
             configs[attn]["gpu_floor_ratio"] = floor
     (root / "calibration.json").write_text(json.dumps({"card": card[0], "host": card[1], "compiled": True, "baseline": "sdpa", "configs": configs}))
@@ -368,3 +369,12 @@ def test_sparse_curves_are_called_rough(tmp_path):
         write_run(tmp_path, "ra-triton", seed, linear(5.0, 1.1e-3), 100, 12.0, "iso-iter", eval_every=50)
     md = write_report(tmp_path)[0].read_text()
     assert "fewer than 4 evaluations after iteration 0" in md
+
+
+def test_an_uncertain_step_ratio_keeps_criterion_2_inconclusive(tmp_path):
+    # RA reaches sdpa's final loss at ~500 of 1000 iterations: at s = 1.5 the time ratio is 0.75 (break-even PASS)
+    iteration_suite(tmp_path, (0, 1, 2), lambda seed: 1 / (500 + 10 * seed), s=1.5)
+    assert verdicts(tmp_path)["2-break-even"] == PASS
+    write_calibration(tmp_path, {"ra-triton": 1.5}, half_width=0.6)  # s somewhere in [0.9, 2.1]
+    v = comparison(tmp_path).verdict("2-break-even")
+    assert v.verdict == INCONCLUSIVE and "calibrated 95% bounds" in v.numbers

@@ -281,44 +281,64 @@ def equal_time_curves(pairs: list[Pair], base_name: str, margin: float) -> Verdi
 def time_to_target(pairs: list[Pair], batches: dict[str, Batch], base_name: str, design: str,
                    margins_fixed: tuple[float, float]) -> list[Verdict]:
     """Time for the candidate to reach the baseline's final val_loss, over the baseline's time
-    to reach it: below 1/s (the plan's literal version) and below 1 (break-even)."""
-    literal, even, lines, bounded = [], [], [], []
+    to reach it: below 1/s (the plan's literal version) and below 1 (break-even).
+
+    Both margins fall as s grows, so a calibrated s's interval is carried into the decision:
+    PASS is judged with s at its upper bound, FAIL with s at its lower bound."""
+    rows: list[tuple[float, float, float, float]] = []  # (x_cand / x_base, s, s_lo, s_hi) per pair
+    lines, bounded = [], []
     axis = "iter" if design == ITER_DESIGN else "time"
     for p in pairs:
         target = p.base.final_val_loss
-        xb, yb = eval_curve(p.base, axis)
-        xc, yc = eval_curve(p.cand, axis)
-        x_base = time_to_reach(xb, yb, target)
+        x_base = time_to_reach(*eval_curve(p.base, axis), target)
         if x_base is None or x_base <= 0:
             lines.append(f"{p.tag}: skipped, {base_name} reached its final val_loss at 0")
             continue
-        s = step_ratio(p, batches).s
-        scale = s if design == ITER_DESIGN else 1.0  # iterations -> baseline-time units
-        if not finite(scale):
+        r = step_ratio(p, batches)
+        if not finite(r.s):
             lines.append(f"{p.tag}: skipped, step-time ratio s unknown")
             continue
+        xc, yc = eval_curve(p.cand, axis)
         x_cand = time_to_reach(xc, yc, target)
         if x_cand is not None and x_cand <= 0:
             lines.append(f"{p.tag}: skipped, the candidate's first evaluation is already below the target")
             continue
+        lo = r.lo if finite(r.lo) else r.s
+        hi = r.hi if finite(r.hi) else r.s
+        unit = "iterations" if axis == "iter" else "s"
         if x_cand is None:
             bounded.append(p.tag)
-            ratio = scale * float(xc[-1]) / x_base  # the ratio is at least this
-            lines.append(f"{p.tag}: target {target:.4f}: candidate never reached it (best {p.cand.best_val_loss:.4f}); time ratio > {ratio:.3f}, s = {s:.2f}")
+            x_cand = float(xc[-1])  # it needs more than this
+            lines.append(f"{p.tag}: target {target:.4f}: candidate never reached it within {x_cand:,.1f} {unit} (best {p.cand.best_val_loss:.4f}); s = {r.s:.2f}")
         else:
-            ratio = scale * x_cand / x_base
-            unit = "iterations" if axis == "iter" else "s"
-            lines.append(
-                f"{p.tag}: target {target:.4f}: {base_name} {x_base:,.1f} {unit}, candidate {x_cand:,.1f} {unit}; "
-                f"time ratio {ratio:.3f} (s = {s:.2f}) vs 1/s = {1 / s:.3f} and 1"
-            )
-        literal.append(1.0 / s - ratio)
-        even.append(1.0 - ratio)
+            lines.append(f"{p.tag}: target {target:.4f}: {base_name} {x_base:,.1f} {unit}, candidate {x_cand:,.1f} {unit}; s = {r.s:.2f}")
+        rows.append((x_cand / x_base, r.s, lo, hi))
+
+    def margins(version: str, which: int) -> list[float]:
+        out = []
+        for frac, *ss in rows:
+            s = ss[which]
+            ratio = s * frac if design == ITER_DESIGN else frac  # time ratio: iterations x s, or time itself
+            out.append((1.0 / s if version == "2-literal" else 1.0) - ratio)
+        return out
+
     src = "iso-iteration curves, time = iterations x s" if design == ITER_DESIGN else "time-budget curves"
-    return [
-        _verdict_from("2-literal", literal, lines, f"margin 1/s - time ratio ({src})", margins_fixed[0], src, bounded, 3),
-        _verdict_from("2-break-even", even, [], f"margin 1 - time ratio ({src})", margins_fixed[1], src, bounded, 3),
-    ]
+    verdicts = []
+    for version, fixed, head in (("2-literal", margins_fixed[0], "1/s - time ratio"), ("2-break-even", margins_fixed[1], "1 - time ratio")):
+        v = _verdict_from(version, margins(version, 0), lines if version == "2-literal" else [], f"margin {head} ({src})", fixed, src, bounded, 3)
+        if v.stats is not None and v.stats.n >= 2 and any(row[2] != row[3] for row in rows):
+            pessimistic, optimistic = paired_stats(margins(version, 2)), paired_stats(margins(version, 1))
+            if decide(pessimistic, fixed) == PASS and not bounded:
+                v.verdict = PASS
+            elif decide(optimistic, fixed) == FAIL:  # upper bounds on margins still support FAIL
+                v.verdict = FAIL
+            else:
+                v.verdict = INCONCLUSIVE
+            v.numbers += (f"; with s at its calibrated 95% bounds the interval is [{pessimistic.lo:+.3f}, {pessimistic.hi:+.3f}] "
+                          f"(s high) to [{optimistic.lo:+.3f}, {optimistic.hi:+.3f}] (s low): PASS needs the first above the margin, "
+                          "FAIL the second below it")
+        verdicts.append(v)
+    return verdicts
 
 
 # ---------------------------------------------------------------- criterion 3

@@ -22,6 +22,7 @@ AXIS_TITLES = {
     "tokens": "tokens",
 }
 GRID_POINTS = 200
+REACH_TOLERANCE = 1e-9  # relative: float noise in a loss equal to the target still reaches it
 
 
 def eval_curve(run: Run, axis: str) -> tuple[np.ndarray, np.ndarray]:
@@ -108,10 +109,11 @@ def time_to_reach(x: np.ndarray, y: np.ndarray, target: float) -> float | None:
     """
     if len(x) == 0 or not math.isfinite(target):
         return None
+    target += REACH_TOLERANCE * abs(target)  # a curve equal to the target up to rounding reaches it
     if y[0] <= target:
         return float(x[0])
     for i in range(1, len(x)):
         if y[i] <= target:
             x0, x1, y0, y1 = x[i - 1], x[i], y[i - 1], y[i]
-            return float(x0 + (y0 - target) / (y0 - y1) * (x1 - x0))
+            return float(x0 + (y0 - target) / (y0 - y1) * (x1 - x0)) if y0 != y1 else float(x1)
     return None
