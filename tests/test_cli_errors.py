@@ -77,6 +77,18 @@ def test_tokens_outside_gpt2_are_refused(capsys, data_dir: Path, tmp_path: Path)
                             "--preset", "tiny"], "holds token id 50300")
 
 
+def test_verify_checks_the_checksums(capsys, data_dir: Path, tmp_path: Path) -> None:
+    bad = tmp_path / "bad"
+    shutil.copytree(data_dir, bad)
+    shard = bad / "val_000000.bin"
+    tokens = np.memmap(shard, dtype="<u2", mode="r+", offset=1024)
+    tokens[5] = (int(tokens[5]) + 1) % 50000  # still a valid token: only the checksum can tell
+    tokens.flush()
+    del tokens
+    one_line_error(capsys, ["train", *SMALL, "--data", str(bad), "--out", str(tmp_path / "r"), "--iters", "1",
+                            "--preset", "tiny", "--verify"], "checksum mismatch")
+
+
 def test_cpu_default_preset_notice_resume_rules_and_foreign_checkpoint(capsys, data_dir: Path, tmp_path: Path) -> None:
     run, other = tmp_path / "run", tmp_path / "other"
     assert main(["train", *SMALL, "--data", str(data_dir), "--out", str(run), "--iters", "2"]) == 0

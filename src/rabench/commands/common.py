@@ -45,6 +45,12 @@ def add_hyper_args(p: argparse.ArgumentParser) -> None:
         p.add_argument(flag, type=typ, default=None, help=text + default)
     p.add_argument("--compile", action="store_true", default=None,
                    help="torch.compile the model (compile time is not counted; default: off)")
+    p.add_argument("--compile-mode", default=None,
+                   help="torch.compile mode: default, reduce-overhead, max-autotune-no-cudagraphs (default: default "
+                        "when --compile)")
+    p.add_argument("--verify", action="store_true",
+                   help="check the data's SHA-256 checksums against meta.json before training (default: off; the "
+                        "token range is always checked)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar (default: a bar with ETA)")
 
 
@@ -83,6 +89,10 @@ def train_config_kwargs(a: argparse.Namespace) -> dict[str, Any]:
             kw[field] = value
     if a.compile:
         kw["compile"] = True
+    if a.compile_mode is not None:
+        kw["compile"], kw["compile_mode"] = True, a.compile_mode
+    if a.verify:
+        kw["verify_data"] = True
     if a.time is not None:
         kw["time_budget_s"] = parse_duration(a.time)
     if a.iters is not None:

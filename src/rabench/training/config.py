@@ -23,7 +23,7 @@ DEVICE_PATTERN = re.compile(r"^(auto|cpu|cuda(:\d+)?)$")
 
 # Fields that cannot change the learning curve: they may differ between a run and its resume.
 # (grad_accum may differ too when grad_accum x processes stays the same; see below.)
-CURVE_NEUTRAL = {"out", "resume", "progress_bar", "log_every", "labels", "ckpt_every"}
+CURVE_NEUTRAL = {"out", "resume", "progress_bar", "log_every", "labels", "ckpt_every", "verify_data"}
 
 
 @dataclass
@@ -57,10 +57,12 @@ class TrainConfig:
     log_every: int = 10
     ckpt_every: str = "10m"  # a duration ("5m") or an iteration count ("500it")
     compile: bool = False
+    compile_mode: str | None = None  # torch.compile mode for training.step.TrainStep (None: its default)
     device: str = "auto"
     resume: bool = False
     progress_bar: bool = True
     labels: dict[str, Any] = field(default_factory=dict)  # set by whoever launches the run; never compared
+    verify_data: bool = False  # check meta.json's SHA-256 of every data file before training
 
     def __post_init__(self) -> None:
         self.validate()

@@ -37,7 +37,7 @@ from torch.nn.parallel import DistributedDataParallel
 
 import rabench
 from rabench.analysis.plateau import PlateauRule
-from rabench.data import VOCAB_SIZE, TokenSplit, check_split_fits, train_batch
+from rabench.data import TokenSplit, check_split_fits, check_token_range, train_batch, verify_checksums
 from rabench.errors import RabenchError, RunInterrupted
 from rabench.model import GPT, build_model
 from rabench.rundir import FAILED, FINISHED, INTERRUPTED, RunFolder
@@ -129,17 +129,6 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def check_token_range(split: TokenSplit, vocab_size: int) -> None:
-    """Every token must be a GPT-2 token the model can embed (a max over the memory-mapped shards)."""
-    limit = min(vocab_size, VOCAB_SIZE)
-    for i, shard in enumerate(split.shards):
-        top = int(shard.max()) if len(shard) else 0
-        if top >= limit:
-            raise RabenchError(f"shard {i} of the {split.split} split in {split.data_dir} holds token id {top}, but GPT-2 "
-                               f"tokens lie below {VOCAB_SIZE}; the shard is corrupt or from another tokenizer: "
-                               "re-run `rabench prepare` (with --overwrite)")
-
-
 class Trainer:
     def __init__(self, cfg: TrainConfig) -> None:
         self.cfg = cfg.resolved()
@@ -154,8 +143,10 @@ class Trainer:
         check_split_fits(self.train_split, c.batch_size, c.seq_len)
         check_split_fits(self.val_split, c.batch_size, c.seq_len)
         self.model = build_model(c.preset, c.attn, c.attn_options, c.seed).to(self.device)
+        if c.verify_data:
+            verify_checksums(c.data)  # meta.json's SHA-256 of every file: a full read, so only when asked
         for split in (self.train_split, self.val_split):
-            check_token_range(split, self.model.cfg.vocab_size)
+            check_token_range(split)  # cheap: a max over each memory map
         eval_tokens = c.eval_batches * c.batch_size * c.seq_len if c.eval_batches else c.eval_tokens
         self.val = evaluation.build_val_set(self.val_split, c.batch_size, c.seq_len, eval_tokens)
         self.optimizer = _make_optimizer(self.model, c.lr, c.weight_decay, (c.beta1, c.beta2), self.device)
@@ -163,7 +154,9 @@ class Trainer:
         if self.dist.enabled:
             ids = [self.dist.local_rank] if self.device.type == "cuda" else None
             ddp = DistributedDataParallel(torch.compile(self.model) if c.compile else self.model, device_ids=ids)
-        self.step_fn = TrainStep(self.model, self.optimizer, self.device, c.grad_clip, compile=c.compile, ddp_model=ddp)
+        mode = {"compile_mode": c.compile_mode} if c.compile_mode else {}
+        self.step_fn = TrainStep(self.model, self.optimizer, self.device, c.grad_clip, compile=c.compile, ddp_model=ddp,
+                                 **mode)
         self.state = RunState()
         self.plateau = PlateauRule(c.plateau_patience, c.plateau_min_delta)
         self.tokens_per_iter = c.batch_size * c.seq_len * c.grad_accum * self.dist.world_size
