@@ -311,7 +311,9 @@ def time_to_target(pairs: list[Pair], batches: dict[str, Batch], base_name: str,
             x_cand = float(xc[-1])  # it needs more than this
             lines.append(f"{p.tag}: target {target:.4f}: candidate never reached it within {x_cand:,.1f} {unit} (best {p.cand.best_val_loss:.4f}); s = {r.s:.2f}")
         else:
-            lines.append(f"{p.tag}: target {target:.4f}: {base_name} {x_base:,.1f} {unit}, candidate {x_cand:,.1f} {unit}; s = {r.s:.2f}")
+            ratio = (r.s if design == ITER_DESIGN else 1.0) * x_cand / x_base
+            lines.append(f"{p.tag}: target {target:.4f}: {base_name} {x_base:,.1f} {unit}, candidate {x_cand:,.1f} {unit}; "
+                         f"time ratio {ratio:.3f} vs 1/s = {1 / r.s:.3f} (literal) and 1 (break-even), s = {r.s:.2f}")
         rows.append((x_cand / x_base, r.s, lo, hi))
 
     def margins(version: str, which: int) -> list[float]:

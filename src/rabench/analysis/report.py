@@ -25,7 +25,7 @@ from rabench.analysis.criteria import (
 )
 from rabench.analysis.curves import eval_curve, value_at
 from rabench.analysis.document import Doc
-from rabench.analysis.runs import BASELINE, Batch, ConfigGroup, Run, group_by_config, load_batches
+from rabench.analysis.runs import BASELINE, TIME, Batch, ConfigGroup, Run, group_by_config, load_batches
 from rabench.analysis.stats import FEW_PAIRS_NOTE, ONE_SEED_NOTE, PairedStats
 
 VARIANTS = ("ra-sparse", "ra-local", "ra-gated", "ra-anneal", "ra-layers", "ra-budget", "ra-amortized", "ra-lowrank", "ra-adaptive")
@@ -220,9 +220,10 @@ def verdict_overview(doc: Doc, comparisons: list[Comparison], thin: list[str]) -
             for c in comparisons
         ],
     )
-    units = sorted({u for c in comparisons for u in c.units})
-    if len(units) > 1:
-        doc.para(f"Pairs pooled across {len(units)} batch/card units: {'; '.join(units)}; each pair comes from one batch on one card.")
+    pooled = [f"{c.candidate} vs {c.baseline}: {len(c.units)} units ({'; '.join(c.units)})" for c in comparisons if len(c.units) > 1]
+    if pooled:
+        doc.para("Pairs pooled across batch/card units (each pair comes from one batch on one card):")
+        doc.bullets(pooled)
     if thin:
         doc.para("**What these runs cannot carry:**")
         doc.bullets(thin)
@@ -332,9 +333,13 @@ def answer_questions(doc: Doc, groups: dict[str, ConfigGroup], comparisons: list
         v1 = c.verdict("1") if c else None
         be = c.breakeven if c else None
         ratio = "; ".join(r.text() for r in be.ratios.values()) if be and be.ratios else "n/a"
-        s_star = be.stats.text(3) if be and be.stats else ("< 1 (never within N)" if be and be.never else "n/a")
+        s_star = "n/a"
+        if be and be.stats:
+            s_star = f"{be.stats.mean:.3f}" + (f" [{be.stats.lo:.3f}, {be.stats.hi:.3f}]" if be.stats.n > 1 else " (1 seed)")
+        elif be and be.never:
+            s_star = f"< {max(be.bounds):.2f} (never within its run)"
         rows.append([g.label, str(g.runs[0].config.get("attn_options") or {}), ratio, s_star, _bold(v1.verdict) if v1 else "n/a", evidence(v1.stats) if v1 else ""])
-    doc.table(["variant", "options", "s (step-time ratio)", "s* (break-even)", "criterion 1 vs sdpa", "evidence"], rows)
+    doc.table(["variant", "options", "s (step-time ratio)", "s* (break-even) [95% CI]", "criterion 1 vs sdpa", "evidence (criterion 1)"], rows)
     doc.para("A variant pays off where s < s* with intervals that do not overlap; the cheapest such variant is the minimum effective reciprocity.")
 
 
@@ -390,6 +395,11 @@ def build_report(folder: Path, out_dir: Path) -> Doc:
     doc.heading(1, f"rabench report: {folder.resolve().name}")
     doc.bullets(header_lines(batches, runs, design))
     unjudged = unjudged_lines(runs)
+    if design == ITER_DESIGN:
+        timed = [r for r in runs if r.role == TIME]
+        if timed:
+            unjudged.append(f"{len(timed)} time-budget run(s) ({', '.join(sorted({r.batch for r in timed}))}) sit beside iteration-design runs: "
+                            "they are not paired with them; run `rabench report` on their folder alone")
     if unjudged:
         doc.para("**Runs not judged:**")
         doc.bullets(unjudged)
