@@ -11,7 +11,7 @@ from typing import Callable
 
 import pytest
 
-from rabench.analysis import write_report
+from rabench.analysis import summarize, write_report
 from rabench.analysis.criteria import judge_all
 from rabench.analysis.runs import group_by_config, load_batches, load_runs
 from rabench.analysis.stats import (
@@ -378,3 +378,10 @@ def test_an_uncertain_step_ratio_keeps_criterion_2_inconclusive(tmp_path):
     write_calibration(tmp_path, {"ra-triton": 1.5}, half_width=0.6)  # s somewhere in [0.9, 2.1]
     v = comparison(tmp_path).verdict("2-break-even")
     assert v.verdict == INCONCLUSIVE and "calibrated 95% bounds" in v.numbers
+
+
+def test_summarize_gives_the_verdicts_in_a_few_lines(tmp_path):
+    iteration_suite(tmp_path, (0,), lambda seed: 3 / 1000, s=1.1)
+    text = summarize(tmp_path)
+    assert "ra-triton vs sdpa: criterion 1: NO VERDICT" in text
+    assert "would need to be <=" in text and "1.10x (calibrated" in text

@@ -2,9 +2,10 @@
 
     from rabench.analysis import write_report
     md, html = write_report("runs/suite-1h")
+    print(summarize("runs/suite-1h"))   # the verdicts in a few lines, for a terminal
 """
 
 from rabench.analysis.plateau import PlateauRule
-from rabench.analysis.report import write_report
+from rabench.analysis.report import summarize, write_report
 
-__all__ = ["PlateauRule", "write_report"]
+__all__ = ["PlateauRule", "summarize", "write_report"]

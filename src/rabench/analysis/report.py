@@ -384,13 +384,17 @@ def method_notes() -> list[str]:
 # ---------------------------------------------------------------- assembling
 
 
-def build_report(folder: Path, out_dir: Path) -> Doc:
+def analyse(folder: str | Path) -> tuple[list[Batch], dict[str, ConfigGroup], list[Comparison]]:
+    """Load every batch under `folder`, group the runs and judge every comparison."""
     batches = load_batches(folder)
+    groups = group_by_config([r for b in batches for r in b.runs])
+    return batches, groups, judge_all(groups, {b.name: b for b in batches})
+
+
+def build_report(folder: Path, out_dir: Path) -> Doc:
+    batches, groups, comparisons = analyse(folder)
     runs = [r for b in batches for r in b.runs]
-    groups = group_by_config(runs)
     design = design_of(groups)
-    by_name = {b.name: b for b in batches}
-    comparisons = judge_all(groups, by_name)
     doc = Doc()
     doc.heading(1, f"rabench report: {folder.resolve().name}")
     doc.bullets(header_lines(batches, runs, design))
@@ -434,6 +438,21 @@ def build_report(folder: Path, out_dir: Path) -> Doc:
     doc.heading(2, "Notes on method")
     doc.bullets(method_notes())
     return doc
+
+
+def summarize(folder: str | Path) -> str:
+    """A few plain lines with each comparison's verdicts and s*, for a terminal (the demo's ending)."""
+    _, groups, comparisons = analyse(folder)
+    if not comparisons:
+        return "Nothing to judge: the folder needs sdpa runs and another config with the same seeds."
+    lines = []
+    for c in comparisons:
+        words = ", ".join(f"criterion {v.key}: {v.verdict}" for v in c.verdicts)
+        lines.append(f"{c.candidate} vs {c.baseline}: {words}.")
+        if c.breakeven is not None:
+            lines.append("  " + c.breakeven.headline(c.candidate))
+    lines += [f"Caution: {text}." for text in cautions(groups, comparisons)]
+    return "\n".join(lines)
 
 
 def write_report(folder: str | Path, out_dir: str | Path | None = None) -> tuple[Path, Path]:
