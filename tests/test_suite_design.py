@@ -197,3 +197,15 @@ def test_an_added_attention_is_calibrated_and_merged(data_dir: str, tmp_path: Pa
     assert "std-gated" in second["configs"] and second["configs"]["std-gated"]["ratio"] > 0
     assert not (out / "std-gated-isotime-s0").exists()  # isotime_attns = []: iso-iteration only
     assert RunFolder(out / "std-gated-s0").state() == "finished"
+
+
+def test_calibrate_only_writes_calibration_and_trains_nothing(data_dir: str, tmp_path: Path, capsys) -> None:
+    out = tmp_path / "suite"
+    argv = ["suite", "--out", str(out), "--data", data_dir, "--attn", "sdpa,std-gated", "--preset", "tiny",
+            "--iters", "10", "--calib-steps", "1", "--calib-windows", "2", "--batch-size", "2", "--seq-len", "16",
+            "--device", "cpu", "--calibrate-only"]
+    assert main(argv) == 0
+    cal = json.loads((out / "calibration.json").read_text())
+    assert set(cal["configs"]) == {"sdpa", "std-gated"} and cal["windows"] == 2 and cal["steps_per_window"] == 1
+    assert not any(p.is_dir() for p in out.iterdir())  # no run folder
+    assert "calibration.json" in capsys.readouterr().out

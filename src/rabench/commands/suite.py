@@ -39,6 +39,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--recalibrate", action="store_true",
                    help="measure step times again instead of reusing calibration.json (runs already trained with "
                         "other iteration counts are then refused)")
+    p.add_argument("--calibrate-only", action="store_true",
+                   help="measure step times into calibration.json and stop (e.g. before a torchrun or parallel launch)")
     p.add_argument("--calib-steps", type=int, help="optimizer steps per calibration window (default 10)")
     p.add_argument("--calib-windows", type=int, help="interleaved calibration rounds, at least 2 (default 8)")
     add_hyper_args(p)
@@ -109,11 +111,11 @@ def run(a: argparse.Namespace) -> None:
         data = prepared_austen(Path(a.out))
     try:
         run_suite(plan, a.out, data, progress_bar=not a.no_progress, devices=devices, recalibrate=a.recalibrate,
-                  explicit_attns=plan.attns != PLAN_ATTNS)
+                  explicit_attns=plan.attns != PLAN_ATTNS, calibrate_only=a.calibrate_only)
     except RunsFailed:
         write_report(a.out)  # what finished is still reported; the failures are named below
         raise
-    if is_main_process():
+    if is_main_process() and not a.calibrate_only:
         write_report(a.out)
 
 

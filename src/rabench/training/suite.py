@@ -34,6 +34,7 @@ from rabench import attention
 from rabench.errors import RabenchError
 from rabench.rundir import RunFolder
 from rabench.training.config import TrainConfig, curve_changing_differences
+from rabench.training import distributed as dd
 from rabench.training.distributed import is_main_process, launched_by_torchrun
 from rabench.training.timeparse import parse_duration
 
@@ -395,8 +396,11 @@ def suite_device(plan: SuitePlan, devices: list[str] | None):
 
 
 def run_suite(plan: SuitePlan, out: str | Path, data: str, progress_bar: bool = True, devices: list[str] | None = None,
-              recalibrate: bool = False, explicit_attns: bool = True) -> list[Path]:
-    """Calibrate (iso design), then train every planned run, skipping finished ones; returns the run folders."""
+              recalibrate: bool = False, explicit_attns: bool = True, calibrate_only: bool = False) -> list[Path]:
+    """Calibrate (iso design), then train every planned run, skipping finished ones; returns the run folders.
+
+    `explicit_attns`: the attentions were asked for by name (a GPU-only one on a CPU is then an
+    error rather than left out with a notice). `calibrate_only`: stop after calibration.json."""
     out = Path(out)
     say = print if is_main_process() else (lambda *_: None)
     plan = resolve_plan(plan)
@@ -414,7 +418,17 @@ def run_suite(plan: SuitePlan, out: str | Path, data: str, progress_bar: bool = 
     if plan.design == "iso":  # refuse changed settings before spending time on a calibration
         check_runs_before_calibration(plan, out, data, suite_name, recalibrate)
     out.mkdir(parents=True, exist_ok=True)
-    ratios = calibrated_ratios(plan, out, data, device, recalibrate, say) if plan.design == "iso" else None
+    ratios = None
+    if plan.design == "iso":
+        # under torchrun rank 0 alone measures (on its GPU) and every rank plans from its numbers
+        info = dd.init_distributed(device.type)
+        ratios = dd.broadcast_object(dd.on_main(lambda: calibrated_ratios(plan, out, data, device, recalibrate, say),
+                                                info), info)
+    if calibrate_only:
+        if plan.design != "iso":
+            raise RabenchError("--calibrate-only belongs to the iso design (the time design needs no calibration)")
+        say(f"[suite] step times in {out / CALIBRATION_FILE}; run the suite without --calibrate-only to train")
+        return []
     runs = plan_runs(plan, ratios)
     cfgs = [train_config(plan, r, out, data, suite_name, progress_bar and not devices) for r in runs]
     jobs = decide_jobs(runs, cfgs, out)
