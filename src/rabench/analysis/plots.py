@@ -57,8 +57,6 @@ def plot_loss(groups: dict[str, ConfigGroup], axis: str, path: Path) -> Path | N
     ax_all, ax_zoom = fig.subplots(1, 2)
     for label, band in bands.items():
         name = f"{label} ({band.n_seeds} seed{'s' if band.n_seeds > 1 else ''})"
-        if any(not r.finished for r in groups[label].runs):
-            name += " [partial run included]"
         for ax in (ax_all, ax_zoom):
             ax.plot(band.x, band.mean, color=colors[label], label=name, lw=1.6)
             if band.n_seeds > 1:
@@ -92,31 +90,41 @@ def _set_y_range(ax, bands: dict, x_from: float) -> None:
         ax.set_ylim(low - pad, high + pad)
 
 
+def _speed_bars(groups: dict[str, ConfigGroup]) -> list[tuple[str, str, list[float]]]:
+    """(config label, card, ms/iter of its runs) per config and card: ratios are only taken within a card."""
+    bars = []
+    cards = sorted({r.card for g in groups.values() for r in g.runs})
+    for card in cards:
+        for label, group in groups.items():
+            values = [r.ms_per_iter for r in group.runs if r.card == card and math.isfinite(r.ms_per_iter)]
+            if values:
+                bars.append((label, card, values))
+    return bars
+
+
 def plot_ms_per_iter(groups: dict[str, ConfigGroup], path: Path) -> Path | None:
-    """ms/iter per config (bar: seed mean, whisker: min-max), annotated with the ratio to sdpa."""
-    labels, means, lo, hi = [], [], [], []
-    for label, group in groups.items():
-        values = [r.ms_per_iter for r in group.runs if math.isfinite(r.ms_per_iter)]
-        if not values:
-            continue
-        labels.append(label)
-        means.append(statistics.fmean(values))
-        lo.append(max(0.0, means[-1] - min(values)))
-        hi.append(max(0.0, max(values) - means[-1]))
-    if not labels:
+    """ms/iter per config and card (bar: seed mean, whisker: min-max), annotated with the
+    ratio to sdpa on the same card; cards are never mixed in a ratio."""
+    bars = _speed_bars(groups)
+    if not bars:
         return None
-    base = means[labels.index(BASELINE)] if BASELINE in labels else None
+    several_cards = len({card for _, card, _ in bars}) > 1
+    base = {card: statistics.fmean(v) for label, card, v in bars if label == BASELINE}
+    means = [statistics.fmean(v) for _, _, v in bars]
+    lo = [max(0.0, m - min(v)) for m, (_, _, v) in zip(means, bars)]
+    hi = [max(0.0, max(v) - m) for m, (_, _, v) in zip(means, bars)]
     colors = config_colors(list(groups))
-    fig = Figure(figsize=(max(6, 1.1 * len(labels) + 2), 4.5))
+    fig = Figure(figsize=(max(6, 1.1 * len(bars) + 2), 4.8))
     ax = fig.add_subplot()
-    xs = np.arange(len(labels))
-    ax.bar(xs, means, yerr=[lo, hi], color=[colors[lb] for lb in labels], alpha=0.85, capsize=3)
-    for x, mean in zip(xs, means):
-        text = f"{mean:.2f} ms" + (f"\n{mean / base:.2f}x sdpa" if base else "")
+    xs = np.arange(len(bars))
+    ax.bar(xs, means, yerr=[lo, hi], color=[colors[label] for label, _, _ in bars], alpha=0.85, capsize=3)
+    for x, mean, (_, card, _) in zip(xs, means, bars):
+        text = f"{mean:.2f} ms" + (f"\n{mean / base[card]:.2f}x sdpa" if card in base else "")
         ax.annotate(text, (x, mean), textcoords="offset points", xytext=(0, 4), ha="center", fontsize=8)
-    ax.set_xticks(xs, labels, rotation=30, ha="right")
+    ticks = [f"{label}\n{card.split(' @ ')[0]}" if several_cards else label for label, card, _ in bars]
+    ax.set_xticks(xs, ticks, rotation=30, ha="right", fontsize=8 if several_cards else 10)
     ax.set_ylabel("ms / iteration (median over the run)")
-    ax.set_title("speed" + (" (ratio to sdpa above each bar)" if base else " (no sdpa run)"))
+    ax.set_title("speed" + (" (ratio to sdpa on the same card above each bar)" if base else " (no sdpa run)"))
     ax.set_ylim(0, max(m + h for m, h in zip(means, hi)) * 1.25)
     ax.grid(axis="y", alpha=0.3)
     return _save(fig, path)

@@ -130,13 +130,19 @@ def unjudged_lines(runs: list[Run]) -> list[str]:
 
 def config_table(groups: dict[str, ConfigGroup]) -> tuple[list[str], list[list[str]]]:
     """One row per config and role: what ran, how fast, how good (with the val standard error)."""
-    headers = ["config", "role", "runs (finished)", "seeds", "iterations", "ms/iter", "final val_loss (seed mean ± sd)", "val_se (mean)"]
+    headers = ["config", "role", "card", "runs (finished)", "seeds", "iterations", "ms/iter", "final val_loss (seed mean ± sd)", "val_se (mean)"]
     rows = []
-    for label, g in groups.items():
+    cards = sorted({r.card for g in groups.values() for r in g.runs})
+    for (label, g), card in ((item, card) for card in cards for item in groups.items()):
+        runs = [r for r in g.runs if r.card == card]
+        if not runs:
+            continue
+        g = ConfigGroup(label, g.attn, g.role, runs)  # this card's runs only: ms/iter never mixed across cards
         judged = g.judged
         rows.append([
             label,
             g.role,
+            card,
             f"{len(g.runs)} ({sum(r.finished for r in g.runs)})",
             ",".join(map(str, g.seeds)),
             f"{_mean([r.iters for r in judged]):,.0f}" if judged else "n/a",
@@ -423,16 +429,18 @@ def build_report(folder: Path, out_dir: Path) -> Doc:
         doc.heading(3, "How far the learned gates moved: max over layers of |w - w_init| (seed mean, largest seed)")
         doc.table(["config", "w_std", "w_rec", "w_disc", "reading"], rows)
     doc.heading(2, "Plots")
-    doc.image(plots.plot_loss(groups, "time", out_dir / "val_loss_vs_time.png"), "val_loss vs training time (seed mean, min-max band)")
-    doc.image(plots.plot_loss(groups, "iter", out_dir / "val_loss_vs_iter.png"), "val_loss vs iterations")
-    doc.image(plots.plot_loss(groups, "tokens", out_dir / "val_loss_vs_tokens.png"), "val_loss vs tokens")
-    doc.image(plots.plot_ms_per_iter(groups, out_dir / "ms_per_iter.png"), "ms/iter per config with the ratio to sdpa (measured in the runs)")
-    for label, group in groups.items():
+    doc.para("Plots show judged runs only (finished, with an evaluation after iteration 0); the rest are listed above.")
+    shown = {lb: ConfigGroup(lb, g.attn, g.role, g.judged) for lb, g in groups.items() if g.judged}
+    doc.image(plots.plot_loss(shown, "time", out_dir / "val_loss_vs_time.png"), "val_loss vs training time (seed mean, min-max band)")
+    doc.image(plots.plot_loss(shown, "iter", out_dir / "val_loss_vs_iter.png"), "val_loss vs iterations")
+    doc.image(plots.plot_loss(shown, "tokens", out_dir / "val_loss_vs_tokens.png"), "val_loss vs tokens")
+    doc.image(plots.plot_ms_per_iter(shown, out_dir / "ms_per_iter.png"), "ms/iter per config with the ratio to sdpa (measured in the runs)")
+    for label, group in shown.items():
         run = next((r for r in group.runs if r.gate_records), None)
         if run is not None:
             safe = "".join(ch if ch.isalnum() or ch in "-_" else "_" for ch in label)
             doc.image(plots.plot_gates(run, out_dir / f"gates_{safe}.png"), f"RA gates per layer over time, {run.name}")
-    doc.image(plots.plot_final_w_rec(groups, out_dir / "final_w_rec_by_layer.png"), "final w_rec by layer")
+    doc.image(plots.plot_final_w_rec(shown, out_dir / "final_w_rec_by_layer.png"), "final w_rec by layer")
     criteria_details(doc, comparisons)
     answer_questions(doc, groups, comparisons, design)
     doc.heading(2, "Notes on method")
