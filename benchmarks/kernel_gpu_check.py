@@ -349,7 +349,7 @@ def sweep():
     ins, _ = canonical(B, H, T, D, torch.bfloat16, seed=4)
     xs = [ins[n] for n in ("q1", "k1", "q2", "k2", "v", "bias")]
     do = torch.randn_like(xs[4])
-    o, lse = kop.ra_forward(*xs, 0)
+    o, lse = kop.ra_forward(*xs, None, None, 0)
     sw = RESULTS["sweep"]
     fwd_cfgs = SWEEP["fwd"]
     dkdv_cfgs = SWEEP["dkdv"]
@@ -377,11 +377,11 @@ def sweep():
         save()
         return best
 
-    run_sweep("fwd", fwd_cfgs, lambda: kop.ra_forward(*xs, 0))
+    run_sweep("fwd", fwd_cfgs, lambda: kop.ra_forward(*xs, None, None, 0))
     # time the backward with the other pass pinned, so differences are the swept kernel's
     kop.force_config("dq", (128, 32, 8, 3))
-    run_sweep("dkdv", dkdv_cfgs, lambda: kop.ra_backward(do, *xs, o, lse, 0))
-    run_sweep("dq", dq_cfgs, lambda: kop.ra_backward(do, *xs, o, lse, 0))
+    run_sweep("dkdv", dkdv_cfgs, lambda: kop.ra_backward(do, *xs, None, None, o, lse, 0))
+    run_sweep("dq", dq_cfgs, lambda: kop.ra_backward(do, *xs, None, None, o, lse, 0))
     fb = lambda: ra_attention(*[x.requires_grad_() for x in xs]).backward(do)  # noqa: E731
     sw["best_fwdbwd"] = gbench(fb, xs)
     log(f"[sweep] best configs fwd+bwd {sw['best_fwdbwd']:.3f} ms: "

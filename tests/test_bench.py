@@ -10,21 +10,30 @@ from rabench.cli import main
 
 def test_bench_writes_both_tables_with_ratios_to_sdpa(tmp_path: Path, capsys) -> None:
     out = tmp_path / "bench.json"
-    assert main(["bench", "--attn", "sdpa,ra-open,ra-local", "--shape", "1,2,16,16", "--preset", "tiny",
-                 "--compile", "no", "--device", "cpu", "--out", str(out)]) == 0
+    assert main(["bench", "--attn", "sdpa,ra-open,ra-local", "--shape", "2,2,16,16", "--seq-lens", "16,32",
+                 "--preset", "tiny", "--compile", "no", "--device", "cpu", "--out", str(out)]) == 0
     result = json.loads(out.read_text())
-    assert [r["attn"] for r in result["attention"]] == ["sdpa", "ra-open", "ra-local"]
-    sdpa = result["attention"][0]
-    assert sdpa["x_sdpa_fwd_bwd_ms"] == 1.0
-    for row in result["attention"]:
-        assert row["fwd_ms"] > 0 and row["fwd_bwd_ms"] > 0
-        assert row["x_sdpa_fwd_ms"] == round(row["fwd_ms"] / sdpa["fwd_ms"], 3)
-    assert [r["attn"] for r in result["steps"]] == ["sdpa", "ra-open", "ra-local"]
-    assert all(r["compiled"] is False and r["tokens_per_s"] > 0 for r in result["steps"])
+    att = result["attention"]
+    assert [(r["attn"], r["T"], r["B"]) for r in att] == [
+        ("sdpa", 16, 2), ("ra-open", 16, 2), ("ra-local", 16, 2), ("sdpa", 32, 1), ("ra-open", 32, 1), ("ra-local", 32, 1)]
+    for row in att:
+        sdpa = next(r for r in att if r["attn"] == "sdpa" and r["T"] == row["T"])
+        for key in ("fwd_gpu_ms", "fwd_host_ms", "fwd_bwd_gpu_ms", "fwd_bwd_host_ms"):
+            assert row[key] > 0
+            assert row[f"x_sdpa_{key}"] == round(row[key] / sdpa[key], 3)
+    steps = result["steps"]
+    assert [(r["attn"], r["T"]) for r in steps] == [(a, t) for t in (16, 32) for a in ("sdpa", "ra-open", "ra-local")]
+    assert all(r["compiled"] == "none" and r["tokens_per_s"] > 0 and r["ms_per_iter"] > 0 for r in steps)
+    assert all(r["x_sdpa_ms_per_iter"] == 1.0 for r in steps if r["attn"] == "sdpa")
     assert (tmp_path / "bench.txt").read_text().startswith("machine:")
-    assert "training step, preset tiny" in capsys.readouterr().out
+    md = (tmp_path / "bench.md").read_text()
+    assert "| ra-local | 32 |" in md and "## Training step" in md
+    printed = capsys.readouterr().out
+    assert "[bench 1/12" in printed and "[bench 12/12" in printed  # progress while it runs
 
 
-def test_bench_rejects_a_bad_shape(capsys) -> None:
+def test_bench_rejects_bad_shapes_and_lengths(capsys) -> None:
     assert main(["bench", "--shape", "8,12,1024", "--device", "cpu", "--no-steps"]) == 2
     assert "--shape" in capsys.readouterr().err
+    assert main(["bench", "--seq-lens", "1024,x", "--device", "cpu", "--no-steps"]) == 2
+    assert "--seq-lens" in capsys.readouterr().err

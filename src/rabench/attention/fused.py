@@ -10,6 +10,11 @@ nothing of gates or scales. Canonical RA folds into it as (ra-math.md, folded id
 A per-query row gate r_i on the reciprocal term multiplies q2's rows (exact, by
 linearity); autograd carries every gradient back through these products. The RA
 variants build on `ra_operands` and `run_ra`.
+
+`ra_scaled_operands` is the same identity without copies: q1 = q, q2 = k with the per-head
+scales s1 = w_std c and s2 = w_rec c handed to the kernel, which applies them to its tiles in
+registers (and to the gradients). q and k stay views of the qkv projection. Any RA module
+without a row gate can use it (row gates vary per token, so they still need `ra_operands`).
 """
 
 from __future__ import annotations
@@ -35,6 +40,16 @@ def ra_operands(
     return q1, k.contiguous(), q2.contiguous(), q.contiguous(), bias.contiguous()
 
 
+def ra_scaled_operands(
+    q: Tensor, k: Tensor, gates: RAGates, scale: float, rec_mult: float = 1.0
+) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
+    """(q1, k1, q2, k2, bias, scale1, scale2) for canonical RA with the gate scales applied in
+    the kernel: q1 = q, k1 = k, q2 = k, k2 = q (no copies), scale1 = w_std c, scale2 = w_rec c."""
+    w_std, w_rec, w_disc = gates.weights()
+    bias = gates.discoverability(k) * w_disc.view(1, -1, 1)
+    return q, k, k, q, bias, w_std * scale, w_rec * (scale * rec_mult)
+
+
 def run_ra(
     q1: Tensor,
     k1: Tensor,
@@ -44,17 +59,24 @@ def run_ra(
     bias: Tensor | None,
     band: int | None = None,
     backend: str = "auto",
+    scale1: Tensor | None = None,
+    scale2: Tensor | None = None,
 ) -> Tensor:
-    """The kernel's semantics through Triton, or open-coded in torch (backend='torch')."""
+    """The kernel's semantics through Triton, or open-coded in torch (backend='torch').
+    scale1/scale2: optional per-head (H,) scales of q1 and q2 (ra_scaled_operands)."""
     if backend == "auto":
         backend = "triton" if v.is_cuda else "torch"
     if backend == "torch":
+        if scale1 is not None:
+            q1 = q1 * per_head(scale1).to(q1.dtype)
+        if scale2 is not None and q2 is not None:
+            q2 = q2 * per_head(scale2).to(q2.dtype)
         return open_coded_ra(q1, k1, q2, k2, v, bias, band)
     if backend != "triton":
         raise RabenchError(f"unknown RA backend {backend!r}; choose auto, triton or torch")
     from rabench.kernels import ra_attention
 
-    return ra_attention(q1, k1, q2, k2, v, bias, band=band)
+    return ra_attention(q1, k1, q2, k2, v, bias, band=band, scale1=scale1, scale2=scale2)
 
 
 def open_coded_ra(

@@ -1,10 +1,11 @@
-"""torch.library custom ops around the Triton RA kernels, their autograd, and config choice.
+"""torch.library ops around the Triton RA kernels, their autograd, and config choice.
 
-Ops (both opaque to torch.compile, with fake implementations so that it traces through):
+Ops (torch.library.triton_op on a GPU: torch.compile sees the Triton kernels inside them):
     rabench::ra_fwd(q1, k1, q2?, k2?, v, bias?, band) -> (o, lse)
     rabench::ra_bwd(do, q1, k1, q2?, k2?, v, bias?, o, lse, band)
         -> (dq1, dk1, dq2, dk2, dv, dbias)     (empty tensors for absent inputs)
 `band` is an int; 0 means "no band" (the public wrapper maps None and band >= T to 0).
+ra_fwd carries the autograd formula (register_autograd), used alike in eager and compiled code.
 """
 
 from __future__ import annotations
@@ -14,6 +15,8 @@ from typing import Optional
 
 import torch
 import triton
+from torch._subclasses.fake_tensor import FakeTensor
+from torch.library import wrap_triton
 
 from rabench.errors import RabenchError
 
@@ -109,19 +112,30 @@ def force_config(name: str, cfg: Optional[tuple]) -> None:
         _FORCED[name] = tuple(cfg)
 
 
+_RAW = {"fwd": K._ra_fwd_kernel, "dkdv": K._ra_dkdv_kernel, "dq": K._ra_dq_kernel,
+        "delta": K._ra_delta_kernel}
+
+
+def _is_fake(args: tuple) -> bool:
+    return any(isinstance(a, FakeTensor) for a in args)
+
+
 def _launch(name: str, grid_rows: int, bh: int, args: tuple, meta: dict) -> None:
+    """Launch one kernel over (batch*heads, row blocks).  On a GPU the launch goes through
+    torch.library.wrap_triton: a plain launch in eager mode, a traced kernel call (visible to
+    inductor) under torch.compile."""
     if K.INTERPRET:
+        if _is_fake(args):  # the custom_op's fake implementation: shapes only, no launch
+            return
         fixed = {"fwd": _INTERP_FWD, "dkdv": _INTERP_DKDV, "dq": _INTERP_DQ}[name]
-        raw = {"fwd": K._ra_fwd_kernel, "dkdv": K._ra_dkdv_kernel, "dq": K._ra_dq_kernel}[name]
         blk = fixed["BLOCK_N"] if name == "dkdv" else fixed["BLOCK_M"]
-        raw[(bh, triton.cdiv(grid_rows, blk))](*args, **meta, **fixed, INTERP=True)
+        _RAW[name][(bh, triton.cdiv(grid_rows, blk))](*args, **meta, **fixed, INTERP=True)
         return
     if name in _FORCED:
         m, n, w, s = _FORCED[name]
-        raw = {"fwd": K._ra_fwd_kernel, "dkdv": K._ra_dkdv_kernel, "dq": K._ra_dq_kernel}[name]
         blk = n if name == "dkdv" else m
-        raw[(bh, triton.cdiv(grid_rows, blk))](*args, **meta, BLOCK_M=m, BLOCK_N=n,
-                                               num_warps=w, num_stages=s)
+        wrap_triton(_RAW[name])[(bh, triton.cdiv(grid_rows, blk))](
+            *args, **meta, BLOCK_M=m, BLOCK_N=n, INTERP=False, num_warps=w, num_stages=s)
         return
     size = "small" if max(meta["BD1"], meta["BD2"], meta["BDV"]) <= 64 else "large"
     kern = _kernel(name, size)
@@ -129,7 +143,20 @@ def _launch(name: str, grid_rows: int, bh: int, args: tuple, meta: dict) -> None
         grid = lambda META: (bh, triton.cdiv(grid_rows, META["BLOCK_N"]))  # noqa: E731
     else:
         grid = lambda META: (bh, triton.cdiv(grid_rows, META["BLOCK_M"]))  # noqa: E731
-    kern[grid](*args, **meta)
+    wrap_triton(kern)[grid](*args, **meta, INTERP=False)
+
+
+def _launch_delta(o: Tensor, do: Tensor, delta: Tensor, H: int, T: int, meta: dict) -> None:
+    """delta_i = rowsum(dO_i * O_i), one small launch before the two backward kernels."""
+    bh = delta.shape[0] * delta.shape[1]
+    blk = 16 if K.INTERPRET else 128
+    args = (o, do, delta, *_st(o), *_st(do), H, T)
+    kw = dict(DV=meta["DV"], BDV=meta["BDV"], BLOCK_M=blk)
+    if K.INTERPRET:
+        if not _is_fake(args):
+            K._ra_delta_kernel[(bh, triton.cdiv(T, blk))](*args, **kw)
+        return
+    wrap_triton(K._ra_delta_kernel)[(bh, triton.cdiv(T, blk))](*args, **kw)
 
 
 def _empty(*args, **kwargs) -> Tensor:
@@ -152,36 +179,44 @@ def _unit_last(x: Optional[Tensor]) -> Optional[Tensor]:
     return x if x.stride(-1) == 1 else x.contiguous()
 
 
-def _meta(q1, q2, v, bias, band) -> dict:
+def _meta(q1, q2, v, bias, band, sc1) -> dict:
     D1 = q1.shape[-1]
     D2 = q2.shape[-1] if q2 is not None else 16
     DV = v.shape[-1]
     return dict(D1=D1, BD1=_pow2(D1), D2=D2, BD2=_pow2(D2), DV=DV, BDV=_pow2(DV),
-                HAS_REC=q2 is not None, HAS_BAND=band > 0, HAS_BIAS=bias is not None)
+                HAS_REC=q2 is not None, HAS_BAND=band > 0, HAS_BIAS=bias is not None,
+                HAS_SCALE=sc1 is not None)
 
 
 # ----------------------------------------------------------------------------------------
 # launchers
 # ----------------------------------------------------------------------------------------
-def ra_forward(q1, k1, q2, k2, v, bias, band: int):
-    """Returns (o, lse2): o (B, H, T, Dv) in v.dtype; lse2 (B, H, T) float32 in log2 units."""
+def ra_forward(q1, k1, q2, k2, v, bias, sc1, sc2, band: int):
+    """Returns (o, lse2): o (B, H, T, Dv) in v.dtype; lse2 (B, H, T) float32 in log2 units.
+    sc1, sc2: per-head float32 scales (H,) of q1 and q2, or None."""
     q1, k1, q2, k2, v = (_unit_last(x) for x in (q1, k1, q2, k2, v))
     B, H, T, _ = q1.shape
     o = _empty((B, H, T, v.shape[-1]), device=v.device, dtype=v.dtype)
     lse = _empty((B, H, T), device=v.device, dtype=torch.float32)
     if T == 0 or B * H == 0:
         return o, lse
-    bias_c = bias.contiguous() if bias is not None else lse
+    # absent inputs: any read-only tensor stands in (the kernel never touches it)
+    bias_c = bias.contiguous() if bias is not None else v
     q2_ = q2 if q2 is not None else q1
     k2_ = k2 if k2 is not None else k1
-    args = (q1, k1, q2_, k2_, v, bias_c, o, lse,
+    sc1_ = sc1.contiguous() if sc1 is not None else v
+    sc2_ = sc2.contiguous() if (sc2 is not None and q2 is not None) else sc1_
+    args = (q1, k1, q2_, k2_, v, bias_c, sc1_, sc2_, o, lse,
             *_st(q1), *_st(k1), *_st(q2_), *_st(k2_), *_st(v), *_st(o),
             H, T, band)
-    _launch("fwd", T, B * H, args, _meta(q1, q2, v, bias, band))
+    _launch("fwd", T, B * H, args, _meta(q1, q2, v, bias, band, sc1))
     return o, lse
 
 
-def ra_backward(do, q1, k1, q2, k2, v, bias, o, lse, band: int):
+def ra_backward(do, q1, k1, q2, k2, v, bias, sc1, sc2, o, lse, band: int):
+    """Gradients (dq1, dk1, dq2, dk2, dv, dbias).  With scales, dq1 and dq2 are with respect
+    to the SCALED operands sc1*q1, sc2*q2 (the autograd formula finishes the chain rule);
+    dk1, dk2 are the true gradients."""
     q1, k1, q2, k2, v, o, do = (_unit_last(x) for x in (q1, k1, q2, k2, v, o, do))
     B, H, T, D1 = q1.shape
     dq1 = _empty((B, H, T, D1), device=q1.device, dtype=q1.dtype)
@@ -198,126 +233,123 @@ def ra_backward(do, q1, k1, q2, k2, v, bias, o, lse, band: int):
              if bias is not None else q1.new_empty(0, dtype=torch.float32))
     if T == 0 or B * H == 0:
         return dq1, dk1, dq2, dk2, dv, dbias
-    meta = _meta(q1, q2, v, bias, band)
+    meta = _meta(q1, q2, v, bias, band, sc1)
 
     delta = _empty((B, H, T), device=q1.device, dtype=torch.float32)
-    dblk = 16 if K.INTERPRET else 128
-    K._ra_delta_kernel[(B * H, triton.cdiv(T, dblk))](
-        o, do, delta, *_st(o), *_st(do), H, T, DV=meta["DV"], BDV=meta["BDV"],
-        BLOCK_M=dblk)
+    _launch_delta(o, do, delta, H, T, meta)
 
     bias_c = bias.contiguous() if bias is not None else lse
     q2_ = q2 if q2 is not None else q1
     k2_ = k2 if k2 is not None else k1
-    dq2_ = dq2 if q2 is not None else dq1
-    dk2_ = dk2 if q2 is not None else dk1
-    dbias_ = dbias if bias is not None else lse
+    # absent outputs get their own one-element stand-ins, never another output: under
+    # torch.compile each written kernel argument is functionalised separately, and two
+    # arguments sharing one written tensor could copy a stale clone over the real result
+    dq2_ = dq2 if q2 is not None else _empty((1,), device=q1.device, dtype=q1.dtype)
+    dk2_ = dk2 if q2 is not None else _empty((1,), device=q1.device, dtype=q1.dtype)
+    dbias_ = dbias if bias is not None else _empty((1,), device=q1.device, dtype=torch.float32)
+    sc1_ = sc1.contiguous() if sc1 is not None else lse
+    sc2_ = sc2.contiguous() if (sc2 is not None and q2 is not None) else sc1_
     strides = (*_st(q1), *_st(k1), *_st(q2_), *_st(k2_), *_st(v), *_st(do), H, T, band)
     _launch("dkdv", T, B * H,
-            (q1, k1, q2_, k2_, v, bias_c, do, lse, delta, dk1, dk2_, dv, dbias_, *strides),
-            meta)
+            (q1, k1, q2_, k2_, v, bias_c, sc1_, sc2_, do, lse, delta, dk1, dk2_, dv, dbias_,
+             *strides), meta)
     _launch("dq", T, B * H,
-            (q1, k1, q2_, k2_, v, bias_c, do, lse, delta, dq1, dq2_, *strides), meta)
+            (q1, k1, q2_, k2_, v, bias_c, sc1_, sc2_, do, lse, delta, dq1, dq2_, *strides),
+            meta)
     return dq1, dk1, dq2, dk2, dv, dbias
 
 
 # ----------------------------------------------------------------------------------------
-# custom ops
+# the operators: one forward op, one backward op, one autograd registration
 # ----------------------------------------------------------------------------------------
-@torch.library.custom_op("rabench::ra_fwd", mutates_args=())
-def ra_fwd_op(q1: Tensor, k1: Tensor, q2: Optional[Tensor], k2: Optional[Tensor], v: Tensor,
-              bias: Optional[Tensor], band: int) -> tuple[Tensor, Tensor]:
-    return ra_forward(q1, k1, q2, k2, v, bias, band)
+# On a GPU both are torch.library.triton_op: in eager mode the body runs as plain Python
+# (launching the autotuned kernels directly); under torch.compile AOTAutograd decomposes the
+# op into its wrap_triton kernel calls, so inductor sees the kernels themselves: it launches
+# them from its generated code, fuses the gate arithmetic around them and can capture them in
+# CUDA graphs.  Under TRITON_INTERPRET=1 the kernels are interpreter functions that cannot be
+# traced, so the SAME bodies are registered with torch.library.custom_op instead (opaque to
+# the compiler; the fake implementation is the same body, whose launches are skipped on fake
+# tensors: see _launch).  Either way there is one op, one autograd formula, one launcher.
+def _register(name: str, fn):
+    if K.INTERPRET:
+        op = torch.library.custom_op(name, fn, mutates_args=())
+        op.register_fake(fn)
+        return op
+    return torch.library.triton_op(name, fn, mutates_args=())
 
 
-@ra_fwd_op.register_fake
-def _(q1, k1, q2, k2, v, bias, band):
-    B, H, T, _ = q1.shape
-    return (v.new_empty((B, H, T, v.shape[-1])),
-            q1.new_empty((B, H, T), dtype=torch.float32))
+def _ra_fwd(q1: Tensor, k1: Tensor, q2: Optional[Tensor], k2: Optional[Tensor], v: Tensor,
+            bias: Optional[Tensor], sc1: Optional[Tensor], sc2: Optional[Tensor], band: int
+            ) -> tuple[Tensor, Tensor]:
+    return ra_forward(q1, k1, q2, k2, v, bias, sc1, sc2, band)
 
 
-@torch.library.custom_op("rabench::ra_bwd", mutates_args=())
-def ra_bwd_op(do: Tensor, q1: Tensor, k1: Tensor, q2: Optional[Tensor], k2: Optional[Tensor],
-              v: Tensor, bias: Optional[Tensor], o: Tensor, lse: Tensor, band: int
-              ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
-    return ra_backward(do, q1, k1, q2, k2, v, bias, o, lse, band)
+def _ra_bwd(do: Tensor, q1: Tensor, k1: Tensor, q2: Optional[Tensor], k2: Optional[Tensor],
+            v: Tensor, bias: Optional[Tensor], sc1: Optional[Tensor], sc2: Optional[Tensor],
+            o: Tensor, lse: Tensor, band: int
+            ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
+    return ra_backward(do, q1, k1, q2, k2, v, bias, sc1, sc2, o, lse, band)
 
 
-@ra_bwd_op.register_fake
-def _(do, q1, k1, q2, k2, v, bias, o, lse, band):
-    empty0 = q1.new_empty(0)
-    return (torch.empty_like(q1, memory_format=torch.contiguous_format),
-            torch.empty_like(k1, memory_format=torch.contiguous_format),
-            torch.empty_like(q2, memory_format=torch.contiguous_format)
-            if q2 is not None else empty0,
-            torch.empty_like(k2, memory_format=torch.contiguous_format)
-            if k2 is not None else q1.new_empty(0),
-            torch.empty_like(v, memory_format=torch.contiguous_format),
-            lse.new_empty(lse.shape) if bias is not None else q1.new_empty(0, dtype=torch.float32))
+ra_fwd_op = _register("rabench::ra_fwd", _ra_fwd)
+ra_bwd_op = _register("rabench::ra_bwd", _ra_bwd)
 
 
 def _setup_context(ctx, inputs, output):
-    q1, k1, q2, k2, v, bias, band = inputs
+    q1, k1, q2, k2, v, bias, sc1, sc2, band = inputs
     o, lse = output
     ctx.band = band
+    ctx.has_scale = sc1 is not None
     # lse is an internal statistic nobody differentiates: leave its gradient None instead of
     # a materialised zero tensor (one less allocation and fill per backward)
     ctx.set_materialize_grads(False)
     ctx.has_rec = q2 is not None
     ctx.has_bias = bias is not None
-    ctx.save_for_backward(q1, k1, q2, k2, v, bias, o, lse)
+    ctx.save_for_backward(q1, k1, q2, k2, v, bias, sc1, sc2, o, lse)
+
+
+def _chain_scale(dxs: Tensor, x: Tensor, sc: Tensor) -> tuple[Tensor, Tensor]:
+    """x_s = sc[h] x: from dL/dx_s to (dL/dx = sc dL/dx_s, dL/dsc_h = sum_{b,t,d} x dL/dx_s).
+    Plain torch ops: under torch.compile inductor fuses them with the gradient's other uses."""
+    g = dxs.float()
+    return (g * sc.view(1, -1, 1, 1)).to(dxs.dtype), (g * x.float()).sum((0, 2, 3))
 
 
 def _backward(ctx, do, dlse):
     # dlse is never used by callers (lse is an internal statistic); ra_attention returns o only.
-    q1, k1, q2, k2, v, bias, o, lse = ctx.saved_tensors
+    q1, k1, q2, k2, v, bias, sc1, sc2, o, lse = ctx.saved_tensors
     if do is None:  # o did not reach the loss
-        return None, None, None, None, None, None, None
-    dq1, dk1, dq2, dk2, dv, dbias = ra_bwd_op(do, q1, k1, q2, k2, v, bias, o, lse, ctx.band)
+        return (None,) * 9
+    dq1, dk1, dq2, dk2, dv, dbias = ra_bwd_op(do, q1, k1, q2, k2, v, bias, sc1, sc2, o, lse,
+                                              ctx.band)
+    dsc1 = dsc2 = None
+    if ctx.has_scale:
+        dq1, dsc1 = _chain_scale(dq1, q1, sc1)
+        if ctx.has_rec and sc2 is not None:
+            dq2, dsc2 = _chain_scale(dq2, q2, sc2)
     return (dq1, dk1, dq2 if ctx.has_rec else None, dk2 if ctx.has_rec else None, dv,
-            dbias if ctx.has_bias else None, None)
+            dbias if ctx.has_bias else None, dsc1, dsc2, None)
 
 
 ra_fwd_op.register_autograd(_backward, setup_context=_setup_context)
-
-
-class _RAFunction(torch.autograd.Function):
-    """Eager-mode path: the same launchers without the custom-op dispatch layers, whose Python
-    overhead per call is several times that of the launches themselves on a slow host CPU.
-    torch.compile traces the custom op instead (ra_attention picks)."""
-
-    @staticmethod
-    def forward(ctx, q1, k1, q2, k2, v, bias, band):
-        o, lse = ra_forward(q1, k1, q2, k2, v, bias, band)
-        ctx.band = band
-        ctx.has_rec = q2 is not None
-        ctx.has_bias = bias is not None
-        ctx.save_for_backward(q1, k1, q2, k2, v, bias, o, lse)
-        return o
-
-    @staticmethod
-    @torch.autograd.function.once_differentiable
-    def backward(ctx, do):
-        q1, k1, q2, k2, v, bias, o, lse = ctx.saved_tensors
-        dq1, dk1, dq2, dk2, dv, dbias = ra_backward(do, q1, k1, q2, k2, v, bias, o, lse,
-                                                    ctx.band)
-        return (dq1, dk1, dq2 if ctx.has_rec else None, dk2 if ctx.has_rec else None, dv,
-                dbias if ctx.has_bias else None, None)
 
 
 # ----------------------------------------------------------------------------------------
 # public entry point
 # ----------------------------------------------------------------------------------------
 def ra_attention(q1: Tensor, k1: Tensor, q2: Optional[Tensor], k2: Optional[Tensor], v: Tensor,
-                 bias: Optional[Tensor], band: Optional[int] = None) -> Tensor:
-    """Causal attention with two bilinear scores and a column bias (no scaling applied):
+                 bias: Optional[Tensor], band: Optional[int] = None,
+                 scale1: Optional[Tensor] = None, scale2: Optional[Tensor] = None) -> Tensor:
+    """Causal attention with two bilinear scores and a column bias:
 
-        L_ij = q1_i.k1_j + [band is None or i-j < band] * q2_i.k2_j + bias_j   (j <= i)
+        L_ij = s1_h q1_i.k1_j + [band is None or i-j < band] * s2_h q2_i.k2_j + bias_j  (j <= i)
         O_i  = sum_j softmax_j(L_i.) v_j
 
     q1, k1: (B, H, T, D1); q2, k2: (B, H, T, D2) or both None; v: (B, H, T, Dv);
-    bias: (B, H, T) or None (cast to float32).  Returns (B, H, T, Dv) in v.dtype.
+    bias: (B, H, T) or None (cast to float32).  scale1, scale2: per-head scales s1, s2 of shape
+    (H,) (cast to float32, differentiable), applied inside the kernel; None means 1 (scale2 is
+    required with scale1 when q2 is given).  Inputs may be strided views with a unit last stride
+    (no copies are made).  Returns (B, H, T, Dv) in v.dtype.
     """
     if (q2 is None) != (k2 is None):
         raise RabenchError("ra_attention: pass both q2 and k2, or neither")
@@ -353,9 +385,18 @@ def ra_attention(q1: Tensor, k1: Tensor, q2: Optional[Tensor], k2: Optional[Tens
         band = int(band)
         if band < 1:
             raise RabenchError(f"ra_attention: band must be >= 1 (or None), got {band}")
+    if scale2 is not None and scale1 is None:
+        raise RabenchError("ra_attention: scale2 needs scale1 (pass ones for an unscaled q1)")
+    if scale1 is not None and q2 is not None and scale2 is None:
+        raise RabenchError("ra_attention: with scale1 and q2, pass scale2 too")
+    for name, sc in (("scale1", scale1), ("scale2", scale2)):
+        if sc is not None:
+            if tuple(sc.shape) != (H,) or sc.device != q1.device:
+                raise RabenchError(f"ra_attention: {name} must be (H,)=({H},) on {q1.device}, "
+                                   f"got {tuple(sc.shape)} on {sc.device}")
+    scale1 = scale1.float() if scale1 is not None else None
+    scale2 = scale2.float() if (scale2 is not None and q2 is not None) else None
     # i - j <= T - 1 for every pair, so a band >= T masks nothing: same as no band
     band_i = 0 if (band is None or band >= T or q2 is None) else band
-    if torch.compiler.is_compiling():
-        o, _ = ra_fwd_op(q1, k1, q2, k2, v, bias, band_i)  # opaque custom op in the graph
-        return o
-    return _RAFunction.apply(q1, k1, q2, k2, v, bias, band_i)
+    o, _ = ra_fwd_op(q1, k1, q2, k2, v, bias, scale1, scale2, band_i)
+    return o

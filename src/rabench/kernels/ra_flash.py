@@ -6,9 +6,14 @@ Semantics (one batch-head; all scaling and gates are folded into the inputs by t
     m_ij = 1 if (no band or i - j < band) else 0
     P    = softmax_j(L)            O = P V
 
+Optional per-head scales (HAS_SCALE): q1 -> sc1[h] q1 and q2 -> sc2[h] q2, applied to the tiles
+in registers, so the gates need no scaled copies of q and k in memory.
+
 Canonical reciprocal attention (notes ra-math.md) is q1 = w_std*c*q, k1 = k, q2 = w_rec*c*k,
 k2 = q, bias = w_disc*(k.u): then q2_i . k2_j = w_rec*c * k_i . q_j = w_rec * S_ji, the
 reciprocal score, and it only touches tokens <= i, so the causal mask stays the usual one.
+With scales it is q1 = q, q2 = k, sc1 = w_std*c, sc2 = w_rec*c: q and k are read in place
+(any strides with a unit last one, e.g. views of the qkv projection).
 
 Layout: every tensor is (B, H, T, D) with unit stride on D (any strides on B, H, T);
 bias, lse and delta are (B, H, T) contiguous float32.  Head dims are padded up to a power of
@@ -80,6 +85,17 @@ def _dot(a, b, acc, INTERP: tl.constexpr):
         return tl.dot(a.to(tl.float32), b.to(tl.float32), acc)
     else:
         return tl.dot(a, b, acc)
+
+
+@triton.jit
+def _scale_rows(x1, x2, SC1, SC2, h, HAS_REC: tl.constexpr, HAS_SCALE: tl.constexpr):
+    """(sc1[h] x1, sc2[h] x2) rounded back to the operands' dtype: the per-head gate scales
+    applied in the kernel, so the caller never materialises scaled copies of q and k."""
+    if HAS_SCALE:
+        x1 = (x1.to(tl.float32) * tl.load(SC1 + h)).to(x1.dtype)
+        if HAS_REC:
+            x2 = (x2.to(tl.float32) * tl.load(SC2 + h)).to(x2.dtype)
+    return x1, x2
 
 
 # ----------------------------------------------------------------------------------------
@@ -166,7 +182,7 @@ def _fwd_stage(acc, m_i, l_i, q1, q2, offs_m,
 
 
 @triton.jit
-def _ra_fwd_kernel(Q1, K1, Q2, K2, V, BIAS, O, LSE,
+def _ra_fwd_kernel(Q1, K1, Q2, K2, V, BIAS, SC1, SC2, O, LSE,
                    sq1b, sq1h, sq1t, sk1b, sk1h, sk1t,
                    sq2b, sq2h, sq2t, sk2b, sk2h, sk2t,
                    svb, svh, svt, sob, soh, sot,
@@ -174,6 +190,7 @@ def _ra_fwd_kernel(Q1, K1, Q2, K2, V, BIAS, O, LSE,
                    D1: tl.constexpr, BD1: tl.constexpr, D2: tl.constexpr, BD2: tl.constexpr,
                    DV: tl.constexpr, BDV: tl.constexpr,
                    HAS_REC: tl.constexpr, HAS_BAND: tl.constexpr, HAS_BIAS: tl.constexpr,
+                   HAS_SCALE: tl.constexpr,
                    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
                    INTERP: tl.constexpr = False):
     # Grid (batch*heads, query blocks), axis 0 fastest: all heads' last (heaviest: most key
@@ -193,6 +210,7 @@ def _ra_fwd_kernel(Q1, K1, Q2, K2, V, BIAS, O, LSE,
         q2 = _load_rows(Q2 + b * sq2b + h * sq2h, offs_m, offs_d2, sq2t, T, D2, BD2, True)
     else:
         q2 = q1  # unused
+    q1, q2 = _scale_rows(q1, q2, SC1, SC2, h, HAS_REC, HAS_SCALE)
     k1_base = K1 + b * sk1b + h * sk1h
     k2_base = K2 + b * sk2b + h * sk2h
     v_base = V + b * svb + h * svh
@@ -344,7 +362,7 @@ def _dkdv_stage(dk1, dk2, dv, dbias, k1, k2, v, bias_n, offs_n,
 
 
 @triton.jit
-def _ra_dkdv_kernel(Q1, K1, Q2, K2, V, BIAS, DO, LSE, DELTA,
+def _ra_dkdv_kernel(Q1, K1, Q2, K2, V, BIAS, SC1, SC2, DO, LSE, DELTA,
                     DK1, DK2, DVo, DBIAS,
                     sq1b, sq1h, sq1t, sk1b, sk1h, sk1t,
                     sq2b, sq2h, sq2t, sk2b, sk2h, sk2t,
@@ -353,8 +371,9 @@ def _ra_dkdv_kernel(Q1, K1, Q2, K2, V, BIAS, DO, LSE, DELTA,
                     D1: tl.constexpr, BD1: tl.constexpr, D2: tl.constexpr, BD2: tl.constexpr,
                     DV: tl.constexpr, BDV: tl.constexpr,
                     HAS_REC: tl.constexpr, HAS_BAND: tl.constexpr, HAS_BIAS: tl.constexpr,
+                    HAS_SCALE: tl.constexpr,
                     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
-                   INTERP: tl.constexpr = False):
+                    INTERP: tl.constexpr = False):
     # One program owns key block [n0, n0 + BLOCK_N) of one (b, h); BLOCK_N % BLOCK_M == 0.
     # Grid (batch*heads, key blocks), axis 0 fastest: key block 0 (the most query blocks
     # under causality) of every head launches first.
@@ -374,6 +393,10 @@ def _ra_dkdv_kernel(Q1, K1, Q2, K2, V, BIAS, DO, LSE, DELTA,
         k2 = _load_rows(K2 + b * sk2b + h * sk2h, offs_n, offs_d2, sk2t, T, D2, BD2, True)
     else:
         k2 = k1  # unused
+    # With scales, L_ij = sc1 q1_i.k1_j + sc2 m_ij q2_i.k2_j + bias_j: the key tiles are used
+    # in the scores only, so they carry the scales (sc1 k1_j, sc2 k2_j), and the raw q tiles
+    # the inner loop loads give dk1_j = sc1 sum_i dL_ij q1_i after one final multiply.
+    k1, k2 = _scale_rows(k1, k2, SC1, SC2, h, HAS_REC, HAS_SCALE)
     v = _load_rows(V + b * svb + h * svh, offs_n, offs_dv, svt, T, DV, BDV, True)
     if HAS_BIAS:
         bias_n = tl.load(BIAS + bh * T + offs_n, mask=offs_n < T, other=0.0)
@@ -428,6 +451,10 @@ def _ra_dkdv_kernel(Q1, K1, Q2, K2, V, BIAS, DO, LSE, DELTA,
                                           D1, BD1, D2, BD2, DV, BDV,
                                           False, False, HAS_BIAS, False, INTERP)
 
+    if HAS_SCALE:
+        dk1 = dk1 * tl.load(SC1 + h)
+        if HAS_REC:
+            dk2 = dk2 * tl.load(SC2 + h)
     # Gradient outputs are contiguous (B, H, T, D) / (B, H, T).
     _store_rows(DK1 + bh * T * D1, dk1.to(DK1.dtype.element_ty), offs_n, offs_d1, D1, T,
                 D1, BD1)
@@ -513,7 +540,7 @@ def _dq_stage(dq1, dq2, q1, q2, do, lse, delta, offs_m,
 
 
 @triton.jit
-def _ra_dq_kernel(Q1, K1, Q2, K2, V, BIAS, DO, LSE, DELTA, DQ1, DQ2,
+def _ra_dq_kernel(Q1, K1, Q2, K2, V, BIAS, SC1, SC2, DO, LSE, DELTA, DQ1, DQ2,
                   sq1b, sq1h, sq1t, sk1b, sk1h, sk1t,
                   sq2b, sq2h, sq2t, sk2b, sk2h, sk2t,
                   svb, svh, svt, sdob, sdoh, sdot,
@@ -521,8 +548,9 @@ def _ra_dq_kernel(Q1, K1, Q2, K2, V, BIAS, DO, LSE, DELTA, DQ1, DQ2,
                   D1: tl.constexpr, BD1: tl.constexpr, D2: tl.constexpr, BD2: tl.constexpr,
                   DV: tl.constexpr, BDV: tl.constexpr,
                   HAS_REC: tl.constexpr, HAS_BAND: tl.constexpr, HAS_BIAS: tl.constexpr,
+                  HAS_SCALE: tl.constexpr,
                   BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
-                   INTERP: tl.constexpr = False):
+                  INTERP: tl.constexpr = False):
     # One program owns query block [m0, m0 + BLOCK_M) of one (b, h); BLOCK_M % BLOCK_N == 0.
     # Heavy-first order as in the forward: last query blocks (most key blocks) launch first.
     pid_bh = tl.program_id(0)
@@ -541,6 +569,9 @@ def _ra_dq_kernel(Q1, K1, Q2, K2, V, BIAS, DO, LSE, DELTA, DQ1, DQ2,
         q2 = _load_rows(Q2 + b * sq2b + h * sq2h, offs_m, offs_d2, sq2t, T, D2, BD2, True)
     else:
         q2 = q1  # unused
+    # the scaled tiles feed the scores only; dq1 = sum_j dL_ij k1_j is the gradient with
+    # respect to the SCALED q1 (the caller applies the chain rule to the scale and raw q1)
+    q1, q2 = _scale_rows(q1, q2, SC1, SC2, h, HAS_REC, HAS_SCALE)
     do = _load_rows(DO + b * sdob + h * sdoh, offs_m, offs_dv, sdot, T, DV, BDV, True)
     # rows >= T: lse = +inf makes P = 0 there (their results are not stored anyway)
     lse = tl.load(LSE + bh * T + offs_m, mask=offs_m < T, other=float("inf"))

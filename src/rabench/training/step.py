@@ -3,7 +3,20 @@ the trainer, the suite's step-time calibration and `rabench bench`, so all three
 same work.
 
 `TrainStep.run` returns the step's loss as a device tensor and never synchronises the host;
-whoever times steps decides where to synchronise.
+whoever times steps decides where to synchronise (the trainer: once per log window).  Nothing
+inside reads a value back to the host, so the CPU can queue the next step while the GPU runs
+this one.
+
+Compile modes (torch.compile of the model; the attention kernels are visible to it, see
+rabench.kernels.op):
+  None / "none"                  eager
+  "default"                      inductor, no CUDA graphs
+  "reduce-overhead"              inductor + CUDA graphs (cudagraph trees): the forward and the
+                                 backward each replay as one graph, no per-kernel launch cost
+  "max-autotune-no-cudagraphs"   inductor with GEMM autotuning (slow to compile)
+`compile_optimizer=True` also compiles gradient clipping + the AdamW update into one inductor
+graph; otherwise they run as fused/foreach kernels.  The learning rate lives in a device tensor
+(fused AdamW reads it there), so changing it every step neither syncs nor invalidates a graph.
 """
 
 from __future__ import annotations
@@ -13,35 +26,80 @@ import contextlib
 import torch
 from torch import Tensor
 
+from rabench.errors import RabenchError
 from rabench.model import GPT
+
+COMPILE_MODES = ("none", "default", "reduce-overhead", "max-autotune-no-cudagraphs")
 
 
 def make_optimizer(model: GPT, lr: float, weight_decay: float, betas: tuple[float, float],
-                   device: torch.device) -> torch.optim.AdamW:
-    """AdamW; weight decay on matrices only, never on attention gates or biases."""
+                   device: torch.device, impl: str = "fused") -> torch.optim.AdamW:
+    """AdamW; weight decay on matrices only, never on attention gates or biases.
+
+    impl: "fused" (one CUDA kernel set, lr read from a device tensor) or "foreach" (the form
+    torch.compile turns into its own fused kernels: use with TrainStep(compile_optimizer=True)).
+    On a CPU both fall back to the plain foreach implementation with a float lr.
+    """
+    if impl not in ("fused", "foreach"):
+        raise RabenchError(f"optimizer impl {impl!r}: choose fused or foreach")
     decay, no_decay = [], []
     for name, p in model.named_parameters():
         (no_decay if p.dim() < 2 or ".core." in name else decay).append(p)
     groups = [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-    return torch.optim.AdamW(groups, lr=lr, betas=betas, fused=device.type == "cuda")
+    if device.type != "cuda":
+        return torch.optim.AdamW(groups, lr=lr, betas=betas)
+    lr_t = torch.tensor(float(lr), device=device)
+    if impl == "fused":
+        return torch.optim.AdamW(groups, lr=lr_t, betas=betas, fused=True)
+    return torch.optim.AdamW(groups, lr=lr_t, betas=betas, foreach=True, capturable=True)
+
+
+def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
+    """Apply `lr` to every group: a device fill for tensor learning rates (no sync, no new
+    graph constant), a plain assignment for float ones."""
+    seen: set[int] = set()
+    for group in optimizer.param_groups:
+        cur = group["lr"]
+        if isinstance(cur, Tensor):
+            if id(cur) not in seen:  # groups may share one lr tensor
+                cur.fill_(lr)
+                seen.add(id(cur))
+        else:
+            group["lr"] = lr
 
 
 class TrainStep:
     """Forward+backward over a step's micro-batches, gradient clipping and the optimizer update."""
 
     def __init__(self, model: GPT, optimizer: torch.optim.Optimizer, device: torch.device, grad_clip: float,
-                 compile: bool = False, ddp_model: torch.nn.Module | None = None) -> None:
+                 compile: bool = False, ddp_model: torch.nn.Module | None = None,
+                 compile_mode: str | None = None, compile_optimizer: bool = False) -> None:
+        mode = compile_mode if compile_mode is not None else ("default" if compile else "none")
+        if mode not in COMPILE_MODES:
+            raise RabenchError(f"compile mode {mode!r}: choose from {', '.join(COMPILE_MODES)}")
         self.model = model
         self.optimizer = optimizer
         self.device = device
         self.grad_clip = grad_clip
-        self.forward_model: torch.nn.Module = ddp_model or (torch.compile(model) if compile else model)
+        self.compile_mode = mode
+        self.cuda_graphs = mode == "reduce-overhead" and device.type == "cuda"
+        if ddp_model is not None:
+            self.forward_model: torch.nn.Module = ddp_model
+        elif mode == "none":
+            self.forward_model = model
+        else:
+            self.forward_model = torch.compile(model, mode=None if mode == "default" else mode)
         self.distributed = ddp_model is not None
+        self.params = [p for p in model.parameters() if p.requires_grad]
+        self.update = torch.compile(self._update) if compile_optimizer else self._update
         self.autocast = (torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda"
                          else contextlib.nullcontext())
 
     def forward_backward(self, batches: list[tuple[Tensor, Tensor]]) -> Tensor:
         """Mean loss over the micro-batches; gradients left in .grad."""
+        if self.cuda_graphs:
+            # a new iteration for cudagraph trees: last step's graph outputs may be overwritten
+            torch.compiler.cudagraph_mark_step_begin()
         total = torch.zeros((), device=self.device)
         n = len(batches)
         for i, (x, y) in enumerate(batches):
@@ -53,18 +111,43 @@ class TrainStep:
             total += loss.detach() / n
         return total
 
+    def _update(self) -> None:
+        """Clip the global gradient norm (no host read of the norm) and apply AdamW."""
+        torch.nn.utils.clip_grad_norm_(self.params, self.grad_clip, foreach=True)
+        self.optimizer.step()
+
     def run(self, batches: list[tuple[Tensor, Tensor]], lr: float) -> Tensor:
         """One full optimizer step at learning rate `lr`; returns the loss on the device (no sync)."""
-        for group in self.optimizer.param_groups:
-            group["lr"] = lr
+        set_lr(self.optimizer, lr)
         loss = self.forward_backward(batches)
-        torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.grad_clip)
-        self.optimizer.step()
+        self.update()
         self.optimizer.zero_grad(set_to_none=True)
         return loss
 
     def warm_up(self, batches: list[tuple[Tensor, Tensor]], passes: int) -> None:
-        """Untimed forward+backward passes (compilation, autotuning, allocator); weights untouched."""
+        """Untimed forward+backward passes (compilation, autotuning, allocator); weights untouched.
+
+        Under CUDA graphs the first passes record graphs, so callers should pass >= 3.  A
+        compiled optimizer update is compiled here too, by one update with zero gradients at
+        lr 0 (parameters unchanged; the Adam moments stay zero and the step counts are reset)."""
         for _ in range(passes):
             self.forward_backward(batches)
             self.optimizer.zero_grad(set_to_none=True)
+        if self.update is not self._update:
+            self._compile_update()
+
+    def _compile_update(self) -> None:
+        lr = self.optimizer.param_groups[0]["lr"]
+        lr = float(lr) if isinstance(lr, Tensor) else lr
+        for p in self.params:
+            p.grad = torch.zeros_like(p)
+        set_lr(self.optimizer, 0.0)
+        self.update()
+        self.optimizer.zero_grad(set_to_none=True)
+        for state in self.optimizer.state.values():
+            step = state.get("step")
+            if isinstance(step, Tensor):
+                step.zero_()
+            elif step is not None:
+                state["step"] = 0
+        set_lr(self.optimizer, lr)

@@ -1,0 +1,82 @@
+"""A full training step through `TrainStep`, exactly what the trainer and the suite's
+calibration run: forward and backward of the preset model at a fixed token count, gradient
+clipping and AdamW, eager and compiled.
+
+Timing: after untimed warm-up (compilation, autotuning, CUDA-graph recording), `steps` steps run
+back to back with one synchronisation at the end (the trainer's log-window accounting);
+ms_per_iter is that window's wall time per step.  synced_ms is the median of a few steps each
+followed by a synchronisation, for comparison.  Compilation time is reported apart (warmup_s).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import statistics
+import time
+from typing import Any
+
+import torch
+
+from rabench.bench.attention_rows import ANNEAL_PROGRESS
+from rabench.bench.timing import sync
+
+LR = 6e-4
+
+
+def step_row(name: str, preset_name: str, t: int, tokens: int, compile_mode: str, device: torch.device,
+             compile_optimizer: bool = False, steps: int | None = None) -> dict[str, Any]:
+    from rabench.model import GPT, preset
+    from rabench.training.step import TrainStep, make_optimizer
+
+    gpu = device.type == "cuda"
+    steps = steps or (20 if gpu else 2)  # on a CPU the table's structure is what counts
+    b = max(1, tokens // t)
+    cfg = preset(preset_name)
+    if t > cfg.block_size:
+        cfg = dataclasses.replace(cfg, block_size=t)  # a longer position table; nothing else changes
+    torch.manual_seed(0)
+    model = GPT(cfg, name).to(device)
+    model.set_progress(ANNEAL_PROGRESS)
+    impl = "foreach" if compile_optimizer else "fused"
+    opt = make_optimizer(model, LR, 0.1, (0.9, 0.95), device, impl=impl)
+    step = TrainStep(model, opt, device, grad_clip=1.0, compile_mode=compile_mode,
+                     compile_optimizer=compile_optimizer and compile_mode != "none")
+    gen = torch.Generator(device="cpu").manual_seed(0)
+    idx = torch.randint(0, 50257, (b, t + 1), generator=gen).to(device)
+    batches = [(idx[:, :-1].contiguous(), idx[:, 1:].contiguous())]
+
+    t0 = time.perf_counter()
+    step.warm_up(batches, 3 if gpu else 1)
+    for _ in range(3 if gpu else 1):  # the optimizer's first steps (state allocation) and graph recording
+        step.run(batches, LR)
+    sync(device)
+    warmup_s = time.perf_counter() - t0
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+    t0 = time.perf_counter()
+    for _ in range(steps):
+        loss = step.run(batches, LR)
+    sync(device)
+    ms = 1000 * (time.perf_counter() - t0) / steps
+    synced = []
+    for _ in range(5 if gpu else 1):
+        t1 = time.perf_counter()
+        step.run(batches, LR)
+        sync(device)
+        synced.append(1000 * (time.perf_counter() - t1))
+    row = {"attn": name, "T": t, "B": b, "compiled": compile_mode, "compiled_optimizer": compile_optimizer,
+           "ms_per_iter": round(ms, 3), "synced_ms": round(statistics.median(synced), 3),
+           "tokens_per_s": round(b * t / (ms / 1000)), "warmup_s": round(warmup_s, 1),
+           "final_loss": round(float(loss), 4)}
+    if device.type == "cuda":
+        row["peak_mem_gb"] = round(torch.cuda.max_memory_allocated() / 1e9, 3)
+    return row
+
+
+def add_step_ratios(rows: list[dict[str, Any]]) -> None:
+    """x_sdpa_ms_per_iter: over sdpa's step at the same T and compile mode."""
+    for row in rows:
+        base = next((r for r in rows if r["attn"] == "sdpa" and r.get("T") == row.get("T")
+                     and r.get("compiled") == row.get("compiled") and "error" not in r), None)
+        if base and "error" not in row:
+            row["x_sdpa_ms_per_iter"] = round(row["ms_per_iter"] / base["ms_per_iter"], 3)

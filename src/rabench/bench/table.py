@@ -1,0 +1,70 @@
+"""The bench result as text (terminal) and markdown (results/bench/)."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+NAN = float("nan")
+
+ATT_COLS = [("fwd_gpu_ms", "fwd gpu"), ("fwd_host_ms", "fwd host"), ("fwd_bwd_gpu_ms", "f+b gpu"),
+            ("x_best_sdpa_fwd_bwd_gpu_ms", "x best sdpa"), ("fwd_bwd_host_ms", "f+b host"),
+            ("x_best_sdpa_fwd_bwd_host_ms", "x best sdpa"), ("x_sdpa_fwd_bwd_host_ms", "x sdpa")]
+STEP_COLS = [("ms_per_iter", "ms/iter"), ("x_sdpa_ms_per_iter", "x sdpa"), ("synced_ms", "synced ms"),
+             ("tokens_per_s", "tokens/s"), ("peak_mem_gb", "peak GB"), ("warmup_s", "warm-up s")]
+
+
+def _fmt(v: Any) -> str:
+    if isinstance(v, float):
+        return f"{v:.3f}" if v < 100 else f"{v:.1f}"
+    if isinstance(v, int) and not isinstance(v, bool):
+        return f"{v:,}"
+    return "" if v is None else str(v)
+
+
+def _rows(result: dict[str, Any]) -> tuple[list[list[str]], list[list[str]]]:
+    att = []
+    for r in result["attention"]:
+        lead = [r["attn"], str(r.get("T", ""))]
+        att.append(lead + ([r["error"]] if "error" in r else [_fmt(r.get(k, NAN)) for k, _ in ATT_COLS]))
+    steps = []
+    for r in result["steps"]:
+        lead = [r["attn"], str(r.get("T", "")), str(r.get("compiled", ""))]
+        steps.append(lead + ([r["error"]] if "error" in r else [_fmt(r.get(k, NAN)) for k, _ in STEP_COLS]))
+    return att, steps
+
+
+def format_text(result: dict[str, Any]) -> str:
+    att, steps = _rows(result)
+    lines = [f"machine: {json.dumps(result['machine'])}",
+             f"attention per layer, ms; shape B,H,T,D = {result['shape']} (B scaled to keep B*T fixed)"]
+    head = ["attention", "T"] + [c for _, c in ATT_COLS]
+    lines.append("".join(f"{h:>12}" if i else f"{h:<18}" for i, h in enumerate(head)))
+    for r in att:
+        lines.append("".join(f"{c:>12}" if i else f"{c:<18}" for i, c in enumerate(r)))
+    if result["steps"]:
+        lines.append(f"\ntraining step (TrainStep), preset {result['preset']}, {result['tokens_per_step']} tokens/step")
+        head = ["attention", "T", "compile"] + [c for _, c in STEP_COLS]
+        lines.append("".join(f"{h:>12}" if i else f"{h:<18}" for i, h in enumerate(head)))
+        for r in steps:
+            lines.append("".join(f"{c:>12}" if i else f"{c:<18}" for i, c in enumerate(r)))
+    return "\n".join(lines)
+
+
+def _md_table(head: list[str], rows: list[list[str]]) -> list[str]:
+    out = ["| " + " | ".join(head) + " |", "|" + "|".join(" --- " for _ in head) + "|"]
+    out += ["| " + " | ".join(r) + " |" for r in rows]
+    return out
+
+
+def format_markdown(result: dict[str, Any]) -> str:
+    att, steps = _rows(result)
+    lines = [f"# rabench bench", "", f"Machine: `{json.dumps(result['machine'])}`", ""]
+    if result.get("command"):
+        lines += [f"Command: `{result['command']}`", ""]
+    lines += [f"Timing: {result['timing']}.", "", "## Attention alone, per layer (ms)", ""]
+    lines += _md_table(["attention", "T"] + [c for _, c in ATT_COLS], att)
+    if result["steps"]:
+        lines += ["", f"## Training step, preset {result['preset']}, {result['tokens_per_step']} tokens/step", ""]
+        lines += _md_table(["attention", "T", "compile"] + [c for _, c in STEP_COLS], steps)
+    return "\n".join(lines)
