@@ -133,7 +133,8 @@ class BreakEven:
         if self.never and not self.values:
             bound = max(self.bounds)
             what = "no slowdown breaks even" if bound <= 1.0 + 1e-9 else "it never matched the baseline within its own shorter run"
-            return (f"{candidate}: s* < {bound:.2f} (never within its run's iterations in {len(self.never)} seed(s)): "
+            per_seed = ", ".join(f"{b:.2f}" for b in self.bounds)
+            return (f"{candidate}: s* < {per_seed} (per seed; never within its run's iterations in {len(self.never)} seed(s)): "
                     f"{what}; it is {measured}")
         st = self.stats
         x = f"{st.mean:.2f}" if st.n == 1 else f"{st.mean:.2f} (95% CI [{st.lo:.2f}, {st.hi:.2f}], {st.n} seeds)"
