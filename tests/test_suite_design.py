@@ -138,7 +138,7 @@ def test_cli_reports_a_string_attns_in_one_line(tmp_path: Path, capsys) -> None:
 
 # ---- end to end on the CPU ------------------------------------------------------------------
 @pytest.mark.slow
-def test_default_design_end_to_end(data_dir: str, tmp_path: Path, capsys) -> None:
+def test_default_design_end_to_end(data_dir: str, tmp_path: Path, capsys, monkeypatch) -> None:
     out = tmp_path / "suite"
     run_suite(small_plan(), out, data_dir, progress_bar=False)
     cal = json.loads((out / "calibration.json").read_text())
@@ -178,6 +178,19 @@ def test_default_design_end_to_end(data_dir: str, tmp_path: Path, capsys) -> Non
         assert "\n" not in str(info.value)
     assert (out / "suite.json").read_text() == suite_before
 
+    # a recalibration whose ratio would resize the trained iso-time run is refused and not written
+    def calibrate_slower(req, device, baseline):
+        record = json.loads(json.dumps(cal))
+        record["configs"]["ra-open"]["ratio"] = 10.0
+        return record
+
+    monkeypatch.setattr("rabench.training.calibrate.calibrate", calibrate_slower)
+    iso_time_iters_before = expected["ra-open-isotime-s0"][1]
+    with pytest.raises(RabenchError, match=f"max_iters: {iso_time_iters_before} -> 2"):
+        run_suite(small_plan(), out, data_dir, progress_bar=False, recalibrate=True)
+    assert json.loads((out / "calibration.json").read_text()) == cal
+    assert (out / "suite.json").read_text() == suite_before
+
     # a changed shape is refused by the calibration too, even with no run on disk
     other = tmp_path / "fresh"
     other.mkdir()
@@ -209,3 +222,31 @@ def test_calibrate_only_writes_calibration_and_trains_nothing(data_dir: str, tmp
     assert set(cal["configs"]) == {"sdpa", "std-gated"} and cal["windows"] == 2 and cal["steps_per_window"] == 1
     assert not any(p.is_dir() for p in out.iterdir())  # no run folder
     assert "calibration.json" in capsys.readouterr().out
+
+
+def test_folder_states_decide_skip_resume_or_start(tmp_path: Path) -> None:
+    from rabench.training.suite import decide_jobs, train_config
+
+    plan = resolve_plan(small_plan(attns=["sdpa"], seeds=[0, 1, 2, 3]))
+    runs = plan_runs(plan, {"sdpa": 1.0})
+    cfgs = [train_config(plan, r, tmp_path, "data", "suite", False) for r in runs]
+    stored = json.loads(json.dumps(cfgs[0].resolved().to_dict())) | {"device": "cpu"}
+
+    def folder(name: str, seed: int, summary: str | None, ckpt: bool, **changes) -> None:
+        d = tmp_path / name
+        d.mkdir()
+        (d / "config.json").write_text(json.dumps(stored | {"seed": seed} | changes))
+        if summary:
+            (d / "summary.json").write_text(json.dumps({"status": summary}))
+        if ckpt:
+            (d / "ckpt.pt").write_bytes(b"x")
+
+    folder("sdpa-s0", 0, "finished", True)
+    folder("sdpa-s1", 1, None, True)
+    folder("sdpa-s2", 2, "failed", False, max_iters=999)  # failed at start-up: re-run with the new settings
+    assert [j.action for j in decide_jobs(runs, cfgs, tmp_path)] == ["skip", "resume", "start", "start"]
+    (tmp_path / "sdpa-s3").mkdir()
+    (tmp_path / "sdpa-s3" / "config.json").write_text(json.dumps(stored | {"seed": 3, "lr": 0.5}))
+    (tmp_path / "sdpa-s3" / "ckpt.pt").write_bytes(b"x")  # a checkpoint trained with another lr: refused
+    with pytest.raises(RabenchError, match=r"sdpa-s3 was trained with other settings \(lr: 0.5 -> 0.003\)"):
+        decide_jobs(runs, cfgs, tmp_path)

@@ -286,14 +286,14 @@ def decide_jobs(runs: list[PlannedRun], cfgs: list[TrainConfig], out: Path) -> l
     for run, cfg in zip(runs, cfgs):
         folder = RunFolder(out / run.name)
         state = folder.state()
-        if state in ("absent", "created", "failed"):  # nothing kept: (re)started from scratch
+        if not (state == "finished" or folder.has_checkpoint()):  # nothing worth keeping: started from scratch
             jobs.append(RunJob(run, cfg, "start"))
             continue
+        # finished, or a checkpoint to continue from (checkpointed, or failed after a checkpoint)
         diffs = curve_changing_differences(folder.config() or {}, cfg)
         if diffs:
             conflicts.append((run.name, diffs))
-        action = {"finished": "skip", "checkpointed": "resume"}.get(state, "start")
-        jobs.append(RunJob(run, cfg, action))
+        jobs.append(RunJob(run, cfg, "skip" if state == "finished" else "resume"))
     if conflicts:
         name, diffs = conflicts[0]
         more = f" (and {len(conflicts) - 1} more runs)" if len(conflicts) > 1 else ""
@@ -327,11 +327,14 @@ def read_calibration(out: Path) -> dict[str, Any] | None:
         raise RabenchError(f"{path} is not valid JSON; delete it or pass --recalibrate") from None
 
 
-def calibrated_ratios(plan: SuitePlan, out: Path, data: str, device, recalibrate: bool, say=print) -> dict[str, float]:
-    """Step-time ratio to the baseline per attention: measured once, stored in calibration.json, reused.
+def calibrated_ratios(plan: SuitePlan, out: Path, data: str, device, recalibrate: bool,
+                      say=print) -> tuple[dict[str, float], dict[str, Any] | None]:
+    """Step-time ratio to the baseline per attention, and calibration.json's new content if it changes
+    (written by the caller only once the runs on disk agree with the new numbers).
 
-    Attentions added to a calibrated suite are measured with the baseline in a new interleaved
-    session and merged in; the entries already there (and so every run's iteration count) stay.
+    Measured once and reused. Attentions added to a calibrated suite are measured with the baseline
+    in a new interleaved session and merged in; the entries already there (and so every run's
+    iteration count) stay.
     """
     from rabench.training.calibrate import calibrate
 
@@ -362,12 +365,11 @@ def calibrated_ratios(plan: SuitePlan, out: Path, data: str, device, recalibrate
         else:
             for a in missing:
                 stored["configs"][a] = fresh["configs"][a] | {"measured_at": fresh["measured_at"]}
-        (out / CALIBRATION_FILE).write_text(json.dumps(stored, indent=2, default=str) + "\n")
         for a in attns:
             c = stored["configs"][a]
             say(f"[suite]   {a:<12} {c['ms_per_iter']:9.3f} ms/iter  s = {c['ratio']:.3f} "
                 f"[{c['ratio_ci95'][0]:.3f}, {c['ratio_ci95'][1]:.3f}]")
-    return {a: float(stored["configs"][a]["ratio"]) for a in plan.attns}
+    return {a: float(stored["configs"][a]["ratio"]) for a in plan.attns}, (stored if missing else None)
 
 
 def card_of(device) -> str:
@@ -418,26 +420,30 @@ def run_suite(plan: SuitePlan, out: str | Path, data: str, progress_bar: bool = 
     if plan.design == "iso":  # refuse changed settings before spending time on a calibration
         check_runs_before_calibration(plan, out, data, suite_name, recalibrate)
     out.mkdir(parents=True, exist_ok=True)
-    ratios = None
+    ratios, new_calibration = None, None
     if plan.design == "iso":
         # under torchrun rank 0 alone measures (on its GPU) and every rank plans from its numbers
         info = dd.init_distributed(device.type)
-        ratios = dd.broadcast_object(dd.on_main(lambda: calibrated_ratios(plan, out, data, device, recalibrate, say),
-                                                info), info)
-    if calibrate_only:
-        if plan.design != "iso":
-            raise RabenchError("--calibrate-only belongs to the iso design (the time design needs no calibration)")
-        say(f"[suite] step times in {out / CALIBRATION_FILE}; run the suite without --calibrate-only to train")
-        return []
+        ratios, new_calibration = dd.broadcast_object(
+            dd.on_main(lambda: calibrated_ratios(plan, out, data, device, recalibrate, say), info), info)
+    elif calibrate_only:
+        raise RabenchError("--calibrate-only belongs to the iso design (the time design needs no calibration)")
     runs = plan_runs(plan, ratios)
     cfgs = [train_config(plan, r, out, data, suite_name, progress_bar and not devices) for r in runs]
-    jobs = decide_jobs(runs, cfgs, out)
+    jobs = decide_jobs(runs, cfgs, out)  # new ratios that contradict trained runs are refused, unwritten
     if is_main_process():  # under torchrun every rank runs the suite; rank 0 alone writes and prints
+        if new_calibration is not None:
+            (out / CALIBRATION_FILE).write_text(json.dumps(new_calibration, indent=2, default=str) + "\n")
+        if calibrate_only:
+            say(f"[suite] step times in {out / CALIBRATION_FILE}; run the suite without --calibrate-only to train")
+            return []
         record = plan.to_dict() | {"data": data, "baseline": BASELINE,
                                    "runs": [{"name": r.name, "attn": r.attn, "seed": r.seed, "role": r.role,
                                              "max_iters": r.max_iters, "time_budget_s": r.time_budget_s,
                                              "step_ratio": r.step_ratio} for r in runs]}
         (out / SUITE_FILE).write_text(json.dumps(record, indent=2) + "\n")
+    if calibrate_only:
+        return []
     if devices:
         from rabench.training.parallel import run_parallel
 
