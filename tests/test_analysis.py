@@ -387,3 +387,12 @@ def test_summarize_gives_the_verdicts_in_a_few_lines(tmp_path):
     text = summarize(tmp_path)
     assert "ra-triton vs sdpa: criterion 1: NO VERDICT" in text
     assert "would need to be <=" in text and "1.10x (calibrated" in text
+
+
+def test_without_sdpa_ra_is_still_judged_against_the_control(tmp_path):
+    for seed in (0, 1, 2):
+        write_run(tmp_path, "std-gated", seed, linear(6.0, 1e-3), 1000, 10.0, "time", time_budget_s=10.0)
+        write_run(tmp_path, "ra-triton", seed, linear(6.0, (1.4 + 0.01 * seed) / 1000), 500, 20.0, "time", time_budget_s=10.0)
+    assert verdicts(tmp_path, baseline="std-gated")["1"] == FAIL
+    md = write_report(tmp_path)[0].read_text()
+    assert "No sdpa run in this folder" in md and "### ra-triton vs std-gated" in md

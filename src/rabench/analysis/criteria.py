@@ -491,9 +491,7 @@ def judge_all(groups: dict[str, ConfigGroup], batches: dict[str, Batch]) -> list
     the controls std-gated and ra-norec, and ra-open against its unfused twin open."""
     sdpa = first_group(groups, BASELINE)
     out = []
-    if sdpa is None:
-        return out
-    for g in main_groups(groups):
+    for g in main_groups(groups) if sdpa is not None else []:
         if g.attn == BASELINE:
             continue
         purpose = "RA against the fused baseline (the plan's question)" if g.is_ra else "control against the fused baseline"
