@@ -478,6 +478,19 @@ def iteration_gaps(candidate: ConfigGroup, baseline: ConfigGroup, design: str, f
     return IterGap(list(fractions), stats, min(ends) if ends else math.nan)
 
 
+def source_gaps(candidate: ConfigGroup, baseline: ConfigGroup, design: str) -> dict[str, PairedStats]:
+    """Per source domain of the eval set: the paired final val_loss gap (baseline - candidate)
+    of the runs of equal length (iso-iteration, or time-budget in the time design)."""
+    roles = N_ROLES if design == ITER_DESIGN else (TIME,)
+    pairs, _ = pair_runs(runs_of(candidate, roles), runs_of(baseline, roles))
+    gaps: dict[str, list[float]] = {}
+    for p in pairs:
+        cand, base = p.cand.val_by_source(), p.base.val_by_source()
+        for source in sorted(set(cand) & set(base)):
+            gaps.setdefault(source, []).append(base[source] - cand[source])
+    return {source: paired_stats(values) for source, values in gaps.items()}
+
+
 def first_group(groups: dict[str, ConfigGroup], attn: str) -> ConfigGroup | None:
     return next((g for g in groups.values() if g.attn == attn and g.role != ISO_TIME), None)
 

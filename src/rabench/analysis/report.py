@@ -22,6 +22,7 @@ from rabench.analysis.criteria import (
     iteration_gaps,
     judge_all,
     main_groups,
+    source_gaps,
 )
 from rabench.analysis.curves import eval_curve, value_at
 from rabench.analysis.document import Doc
@@ -322,6 +323,12 @@ def answer_questions(doc: Doc, groups: dict[str, ConfigGroup], comparisons: list
     if sdpa and ra:
         doc.para("By training phase: paired gap sdpa - RA at a third, two thirds and the end of the common iterations" + confound + ":")
         doc.bullets([_iter_gap_sentence(g.label, sdpa.label, iteration_gaps(g, sdpa, design, (1 / 3, 2 / 3, 1.0))) for g in ra])
+    if sdpa:
+        by_source = [(g.label, source_gaps(g, sdpa, design)) for g in ra]
+        items = [f"{label}, {source}: sdpa - {label} {st.text()}. {evidence(st)}" for label, gaps in by_source for source, st in gaps.items()]
+        if items:
+            doc.para("By source domain of the eval set (final val_loss of equal-length runs, paired):")
+            doc.bullets(items)
     controls = control_gaps(groups)
     if controls:
         doc.para("RA against its controls at equal iterations (std-gated: learned temperature only; ra-norec: same gates and bias with w_rec = 0):")
