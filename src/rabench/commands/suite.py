@@ -15,7 +15,7 @@ HELP = "calibrate step times, train the plan's configs (resumable, optionally on
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.description = (
         "Default design 'iso' (equal wall-clock without timing noise): measure each config's step time against "
-        "sdpa on this card (interleaved windows, 95%% intervals; saved in calibration.json and reused), then train "
+        "sdpa on this card (interleaved windows, 95% intervals; saved in calibration.json and reused), then train "
         "sdpa for N iterations and each candidate for N (iso-iteration) and round(N/s) iterations (iso-time, "
         "folder <attn>-isotime-s<seed>). Design 'time' (--time): every config for the same training time.")
     p.add_argument("plan", nargs="?", help="plan TOML (default plan: sdpa, open, ra-open, ra-triton, std-gated, ra-norec; "

@@ -128,6 +128,7 @@ class CalibrationRequest:
     betas: tuple[float, float]
     grad_clip: float
     compile: bool
+    compile_mode: str | None  # TrainStep's, as the trainer passes it (None: its default for `compile`)
     data: str
     seed: int
     steps: int  # optimizer steps per window
@@ -136,7 +137,7 @@ class CalibrationRequest:
     def settings(self) -> dict[str, Any]:
         """The fields a reused calibration must match (see suite.py)."""
         return {"preset": self.preset, "batch_size": self.batch_size, "seq_len": self.seq_len,
-                "grad_accum": self.grad_accum, "compile": self.compile}
+                "grad_accum": self.grad_accum, "compile": self.compile, "compile_mode": self.compile_mode}
 
 
 def build_steppers(req: CalibrationRequest, device: torch.device) -> list[Stepper]:
@@ -149,7 +150,8 @@ def build_steppers(req: CalibrationRequest, device: torch.device) -> list[Steppe
         model = build_model(req.preset, attn, req.options.get(attn), req.seed).to(device)
         model.train()
         opt = make_optimizer(model, req.lr, req.weight_decay, req.betas, device)
-        ts = TrainStep(model, opt, device, req.grad_clip, compile=req.compile)
+        mode = {"compile_mode": req.compile_mode} if req.compile_mode else {}
+        ts = TrainStep(model, opt, device, req.grad_clip, compile=req.compile, **mode)  # the trainer's step
         passes = 2 if req.compile else 1
         steppers.append(Stepper(attn, step=lambda b, ts=ts: ts.run(b, req.lr),
                                 warm_up=lambda b, ts=ts: ts.warm_up(b, passes), set_progress=model.set_progress))

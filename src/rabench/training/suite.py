@@ -313,8 +313,8 @@ def calibration_request(plan: SuitePlan, attns: list[str], data: str):
     return CalibrationRequest(attns=attns, options=options, preset=plan.preset, batch_size=base.batch_size,
                               seq_len=base.seq_len, grad_accum=base.grad_accum, lr=base.lr,
                               weight_decay=base.weight_decay, betas=(base.beta1, base.beta2), grad_clip=base.grad_clip,
-                              compile=base.compile, data=data, seed=plan.seeds[0], steps=plan.calib_steps,
-                              windows=plan.calib_windows)
+                              compile=base.compile, compile_mode=base.compile_mode, data=data, seed=plan.seeds[0],
+                              steps=plan.calib_steps, windows=plan.calib_windows)
 
 
 def read_calibration(out: Path) -> dict[str, Any] | None:
@@ -341,7 +341,9 @@ def calibrated_ratios(plan: SuitePlan, out: Path, data: str, device, recalibrate
     stored = None if recalibrate else read_calibration(out)
     req = calibration_request(plan, list(plan.attns), data)
     if stored is not None:
-        changed = {k: (v, req.settings()[k]) for k, v in stored.get("settings", {}).items() if req.settings().get(k) != v}
+        now = req.settings()
+        changed = {k: (stored.get("settings", {}).get(k), v) for k, v in now.items()
+                   if k in stored.get("settings", {}) and stored["settings"][k] != v}
         changed |= {f"attn_options[{a}]": (stored["configs"][a].get("attn_options"), req.options[a])
                     for a in plan.attns if a in stored.get("configs", {})
                     and stored["configs"][a].get("attn_options", req.options[a]) != req.options[a]}
