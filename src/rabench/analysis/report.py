@@ -27,7 +27,7 @@ from rabench.analysis.criteria import (
 from rabench.analysis.curves import eval_curve, value_at
 from rabench.analysis.document import Doc
 from rabench.analysis.runs import BASELINE, TIME, Batch, ConfigGroup, Run, group_by_config, load_batches
-from rabench.analysis.stats import FEW_PAIRS_NOTE, ONE_SEED_NOTE, PairedStats
+from rabench.analysis.stats import FAIL, FEW_PAIRS_NOTE, ONE_SEED_NOTE, PASS, PairedStats
 
 VARIANTS = ("ra-sparse", "ra-local", "ra-gated", "ra-anneal", "ra-layers", "ra-budget", "ra-amortized", "ra-lowrank", "ra-adaptive")
 GATES_BARELY_MOVED = 0.05  # max |w - w_init| below this: RA has not yet learned what to do with its gates
@@ -208,7 +208,19 @@ def cautions(groups: dict[str, ConfigGroup], comparisons: list[Comparison]) -> l
 # ---------------------------------------------------------------- sections
 
 
-def verdict_overview(doc: Doc, comparisons: list[Comparison], thin: list[str]) -> None:
+def runs_are_short(groups: dict[str, ConfigGroup]) -> bool:
+    """Gates barely moved or the baseline still falling at its end: a verdict holds for this length only."""
+    moved = [max(m.values()) for g in groups.values() for r in g.judged if (m := r.gate_movement())]
+    sdpa = first_group(groups, BASELINE)
+    drops = _finite([last_quarter_drop(r) for r in (sdpa.judged if sdpa else [])])
+    return bool(moved and max(moved) < GATES_BARELY_MOVED) or bool(drops and _mean(drops) > STILL_FALLING)
+
+
+def _cell(word: str, short: bool) -> str:
+    return _bold(word) + (" †" if short and word in (PASS, FAIL) else "")
+
+
+def verdict_overview(doc: Doc, comparisons: list[Comparison], thin: list[str], short: bool = False) -> None:
     doc.heading(2, "Verdicts")
     doc.para(
         "Rule (issue 12): per criterion, the paired mean margin over seeds with a 95% t-interval; PASS only when the "
@@ -222,11 +234,14 @@ def verdict_overview(doc: Doc, comparisons: list[Comparison], thin: list[str]) -
         ["candidate", "baseline", "pairs", "1 equal time", "2 plan's literal (< 1/s)", "2 break-even (< 1)", "3 final quality", "3 measured on"],
         [
             [c.candidate, c.baseline, str(max((v.stats.n for v in c.verdicts if v.stats), default=0))]
-            + [_bold(c.verdict(k).verdict) if c.verdict(k) else "" for k in ("1", "2-literal", "2-break-even", "3")]
+            + [_cell(c.verdict(k).verdict, short) if c.verdict(k) else "" for k in ("1", "2-literal", "2-break-even", "3")]
             + [c.verdict("3").scope if c.verdict("3") else ""]
             for c in comparisons
         ],
     )
+    if short and any(v.verdict in (PASS, FAIL) for c in comparisons for v in c.verdicts):
+        doc.para("† holds for runs of this length only: the gates barely moved or the baseline was still improving "
+                 "at the end (see below), so a longer run can change it.")
     pooled = [f"{c.candidate} vs {c.baseline}: {len(c.units)} units ({'; '.join(c.units)})" for c in comparisons if len(c.units) > 1]
     if pooled:
         doc.para("Pairs pooled across batch/card units (each pair comes from one batch on one card):")
@@ -422,7 +437,7 @@ def build_report(folder: Path, out_dir: Path) -> Doc:
         doc.bullets(unjudged)
     if first_group(groups, BASELINE) is None:
         doc.para("**No sdpa run in this folder**: nothing is judged against the baseline.")
-    verdict_overview(doc, comparisons, cautions(groups, comparisons))
+    verdict_overview(doc, comparisons, cautions(groups, comparisons), runs_are_short(groups))
     break_even_section(doc, comparisons)
     step_ratio_section(doc, batches)
     doc.heading(2, "Runs by config")
