@@ -147,8 +147,3 @@ def decide(stats: PairedStats | None, margin: float = 0.0) -> str:
         return FAIL
     return INCONCLUSIVE
 
-
-def mean_interval(values: list[float]) -> tuple[float, float, float]:
-    """(mean, lo, hi) of a 95% t-interval for a mean (infinite with one value)."""
-    s = paired_stats(values)
-    return s.mean, s.lo, s.hi
