@@ -134,3 +134,14 @@ def test_train_flags_show_their_defaults() -> None:
                if a.option_strings and not a.required and a.help and "default" not in a.help
                and a.dest not in ("help", "resume", "until_plateau", "time", "iters")]
     assert lacking == []
+
+
+def test_sigterm_checkpoints_and_exits_143_with_the_resume_hint(capsys, data_dir: Path, tmp_path: Path,
+                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    args = ["train", *SMALL, "--data", str(data_dir), "--out", str(tmp_path / "r"), "--iters", "6", "--preset", "tiny"]
+    monkeypatch.setenv("RABENCH_FAULT", "step@2:TERM")
+    assert main(args) == 143
+    line = capsys.readouterr().err.strip().splitlines()[-1]
+    assert line.startswith("rabench: SIGTERM at iter 2: checkpointed") and "--resume" in line
+    monkeypatch.delenv("RABENCH_FAULT")
+    assert main([*args, "--resume"]) == 0

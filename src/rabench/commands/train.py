@@ -36,7 +36,6 @@ def run(a: argparse.Namespace) -> None:
         kw["seed"] = a.seed
     cfg = TrainConfig(attn=a.attn, data=a.data, out=a.out, preset=preset, resume=a.resume,
                       until_plateau=a.until_plateau, attn_options=options, **kw)
-    cfg.check_budget()
     summary = train(cfg)
     if summary:
         ms = summary["ms_per_iter"]

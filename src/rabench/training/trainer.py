@@ -178,7 +178,7 @@ class Trainer:
         folder.lock()
         state, old = folder.state(), folder.config() or {}
         where = c.out
-        if state != "absent" and (state in ("finished", "checkpointed") or folder.has_checkpoint()):
+        if state == "finished" or (state != "absent" and folder.has_checkpoint()):
             if not c.resume:
                 what = "a finished run" if state == "finished" else "a run with a checkpoint"
                 raise RabenchError(f"{where} already holds {what}; pass --resume to continue it, or choose another "
@@ -369,7 +369,9 @@ class Trainer:
             raise RabenchError(f"--resume: {self.cfg.out} has no checkpoint; delete it to start over")
         self.model.load_state_dict(ckpt["model"])
         self.optimizer.load_state_dict(ckpt["optimizer"])
-        self.state = RunState(**ckpt["state"])
+        saved = dict(ckpt["state"])
+        saved.setdefault("logged_through", saved.get("iter", 0))  # checkpoints from before the window state
+        self.state = RunState(**saved)
         for value in self.state.val_history:
             self.plateau.update(value)
 
@@ -407,9 +409,6 @@ class Trainer:
             return self._run()
         except RunInterrupted:
             raise
-        except _EvalInterrupted:
-            self.interrupt()
-            raise AssertionError("unreachable") from None
         except BaseException as exc:
             self.fail(exc)
             raise
