@@ -39,7 +39,7 @@ def test_workers_run_concurrently_and_a_failed_run_does_not_stop_the_others(data
             job("b", data_dir, tmp_path), job("c", data_dir, tmp_path)]
     lines: list[str] = []
     with pytest.raises(RunsFailed) as info:
-        run_parallel(jobs, ["cpu", "cpu"], say=lines.append)
+        run_parallel(jobs, ["cpu", "cpu"], say=lines.append, status_every_s=0.0)
     assert info.value.failed == ["broken"]
     assert "1 of 4 runs failed: broken" in str(info.value)
     for name in ("a", "b", "c"):
@@ -53,6 +53,7 @@ def test_workers_run_concurrently_and_a_failed_run_does_not_stop_the_others(data
     first_end = min(i for i, ln in enumerate(lines) if "finished on" in ln or "FAILED" in ln)
     assert len([i for i in starts if i < first_end]) == 2
     assert len(starts) == 4
+    assert any(" runs ended; running: " in ln for ln in lines)  # progress while the workers train
 
 
 def test_finished_runs_are_skipped_without_a_process(tmp_path: Path) -> None:

@@ -29,6 +29,7 @@ from rabench.errors import RabenchError
 
 LOG_NAME = "train.log"
 POLL_S = 0.2
+STATUS_EVERY_S = 60.0  # how often the suite prints where each running worker is
 STOP_GRACE_S = 120.0  # how long stopped workers get to checkpoint before they are killed
 
 
@@ -109,7 +110,20 @@ def device_label(device: str) -> str:
     return "cpu" if device == "cpu" else f"cuda:{device}"
 
 
-def run_parallel(jobs: list, devices: list[str], say: Callable[..., None] = print) -> list[Outcome]:
+def progress_of(job) -> str:
+    """'name it 1200/8000' from the run's last metrics record (or 'starting' before its first)."""
+    from rabench.rundir import RunFolder
+
+    records = RunFolder(job.cfg.out).metrics()
+    it = records[-1].get("iter") if records else None
+    if it is None:
+        return f"{job.run.name} starting"
+    total = f"/{job.cfg.max_iters}" if job.cfg.max_iters and not job.cfg.until_plateau else ""
+    return f"{job.run.name} it {it}{total}"
+
+
+def run_parallel(jobs: list, devices: list[str], say: Callable[..., None] = print,
+                 status_every_s: float = STATUS_EVERY_S) -> list[Outcome]:
     """Run the jobs (suite.RunJob) on the device slots, at most one per slot; returns each run's outcome.
 
     Raises RunsFailed after every job has ended if any failed.
@@ -124,6 +138,7 @@ def run_parallel(jobs: list, devices: list[str], say: Callable[..., None] = prin
     running: dict[int, tuple[Any, subprocess.Popen, float]] = {}
     outcomes: list[Outcome] = []
     previous = _sigterm_as_interrupt()
+    last_status = time.time()
     try:
         while pending or running:
             while free and pending:
@@ -146,6 +161,11 @@ def run_parallel(jobs: list, devices: list[str], say: Callable[..., None] = prin
                 outcomes.append(outcome)
                 state = "finished" if proc.returncode == 0 else f"FAILED (exit {proc.returncode})"
                 say(f"[suite] {job.run.name}: {state} on {device_label(devices[slot])}: {outcome.last_line}")
+            if running and time.time() - last_status >= status_every_s:
+                last_status = time.time()
+                done = len(outcomes)
+                say(f"[suite] {done} of {done + len(running) + len(pending)} runs ended; running: "
+                    + ", ".join(progress_of(job) for job, _, _ in running.values()))
     except KeyboardInterrupt:
         stop_workers([proc for _, proc, _ in running.values()])
         raise RabenchError("interrupted; the workers saved checkpoints: run the same command to resume") from None
