@@ -11,8 +11,17 @@ A folder moves through states that are read from its files, never from a separat
     finished      summary.json says "finished"
     failed        summary.json says "failed"
 
-A run in 'created', 'started' or 'failed' without a checkpoint has nothing worth keeping:
-the trainer starts it over (the same command works again after a failure at start-up).
+What the trainer does with each (rabench.training.trainer.Trainer.open_folder):
+  absent                              start the run
+  created / started / failed, no ckpt start it over from iteration 0, saying so in one line, with or
+                                      without --resume: nothing in it is worth keeping, so the same
+                                      command works again after a failure at start-up, and a suite's
+                                      resume of a run killed before its first checkpoint just works
+  checkpointed (or failed with ckpt)  --resume continues it (refused, naming the fields, when a setting
+                                      that changes the curve differs); without --resume: refused
+  finished                            --resume with the same settings returns its summary untouched;
+                                      without --resume: refused
+A process holds an flock on `.lock` while it trains, so two trainers never share a folder.
 """
 
 from __future__ import annotations
