@@ -404,6 +404,8 @@ def method_notes() -> list[str]:
         "Criterion 2 twice: the plan's literal version (candidate's time to the baseline's final val_loss below 1/s of the baseline's time: at s > 1 "
         "this asks for fewer than 1/s^2 of the baseline's iterations) and the break-even version (below the baseline's own time). "
         "In the iteration design the candidate's time is its iterations x s; a candidate that never reached the target gives an upper bound on its margin, which can support FAIL but never PASS.",
+        "Margins fixed before the runs come from the suite's plan (suite.json \"margin\"): a number applies to the "
+        "loss criteria 1 and 3 (criterion 2's margins are time ratios), a table keyed \"1\", \"2\", \"3\" sets each; none means 0.",
         "Curves are compared by linear interpolation between evaluations, never extrapolated.",
         "val_se is the standard error of the val estimate over val sequences (one run); the seed-to-seed spread is the sd in the tables.",
     ]
