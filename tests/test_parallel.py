@@ -97,3 +97,32 @@ def test_suite_with_cpu_workers_end_to_end(data_dir: str, tmp_path: Path) -> Non
         assert (out / name / "train.log").is_file()
         assert json.loads((out / name / "config.json").read_text())["device"] == "cpu"
     assert main(argv) == 0  # resumable: everything finished is skipped
+
+
+@pytest.mark.slow
+def test_stopping_the_suite_checkpoints_every_worker(data_dir: str, tmp_path: Path) -> None:
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    out = tmp_path / "suite"
+    argv = [sys.executable, "-m", "rabench", "suite", "--out", str(out), "--data", data_dir, "--attn", "sdpa",
+            "--seeds", "0,1", "--preset", "tiny", "--iters", "1000000", "--calib-steps", "1", "--calib-windows", "2",
+            "--devices", "cpu,cpu", "--batch-size", "2", "--seq-len", "16", "--eval-every", "1000000",
+            "--eval-batches", "1", "--log-every", "5", "--ckpt-every", "1h"]
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.time() + 120
+        while time.time() < deadline and not all(
+                any(r.get("iter", 0) > 0 for r in RunFolder(out / f"sdpa-s{s}").metrics()) for s in (0, 1)):
+            time.sleep(0.5)
+        proc.send_signal(signal.SIGTERM)  # what SLURM or `timeout` sends
+        _, err = proc.communicate(timeout=180)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 2
+    assert "interrupted" in err and "run the same command to resume" in err
+    for seed in (0, 1):  # both workers saved a checkpoint on the way out, so the same command resumes them
+        assert RunFolder(out / f"sdpa-s{seed}").state() == "checkpointed"
