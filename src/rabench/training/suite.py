@@ -412,7 +412,7 @@ def run_suite(plan: SuitePlan, out: str | Path, data: str, progress_bar: bool = 
         raise RabenchError("--devices runs one process per device itself; do not start the suite under torchrun")
     device = suite_device(plan, devices)
     if devices:  # every worker trains on the device type of its slot; the runs' configs say which
-        plan.train["device"] = device.type
+        plan.train = plan.train | {"device": device.type}
     drop_gpu_only(plan, device.type, explicit_attns, say)
     if plan.design == "iso" and plan.attns == [BASELINE]:
         say(f"[suite] only the baseline {BASELINE} is planned: no candidate to calibrate or compare")
