@@ -265,11 +265,13 @@ class Trainer:
         sync(self.device)
         seconds = time.perf_counter() - self.window_t0
         self.window_t0 = None
-        total = self.window_loss.item() if self.window_loss is not None else s.window_loss_sum
-        self.window_loss = None
-        if self.dist.enabled:
-            delta, seconds = dd.step_stats(total, seconds, self.dist, self.device)  # rank-mean loss, slowest rank
+        if self.dist.enabled:  # this rank's sum since the last close -> the rank mean; the slowest rank's time
+            mine = self.window_loss.item() if self.window_loss is not None else 0.0
+            delta, seconds = dd.step_stats(mine, seconds, self.dist, self.device)
             total = s.window_loss_sum + delta
+        else:  # the device sum started from the state's, so the total is one running sum
+            total = self.window_loss.item() if self.window_loss is not None else s.window_loss_sum
+        self.window_loss = None
         s.window_loss_sum = total
         s.train_time_s += seconds
         s.window_time_s += seconds
