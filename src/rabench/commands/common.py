@@ -41,7 +41,8 @@ def add_hyper_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--preset", default=None,
                    help="model preset: gpt2-124m, gpt2-350m, small, tiny (default: gpt2-124m with a GPU, tiny without)")
     for flag, (field, typ, text) in HYPER_FLAGS.items():
-        default = f" (default: {default_of(field)})" if "default:" not in text else ""
+        value = default_of(field)
+        default = "" if "default:" in text else f" (default: {'unset' if value is None else value})"
         p.add_argument(flag, type=typ, default=None, help=text + default)
     p.add_argument("--compile", action="store_true", default=None,
                    help="torch.compile the model (compile time is not counted; default: off)")
