@@ -145,3 +145,21 @@ def test_sigterm_checkpoints_and_exits_143_with_the_resume_hint(capsys, data_dir
     assert line.startswith("rabench: SIGTERM at iter 2: checkpointed") and "--resume" in line
     monkeypatch.delenv("RABENCH_FAULT")
     assert main([*args, "--resume"]) == 0
+
+
+def test_report_out_that_is_a_file(capsys, tmp_path: Path) -> None:
+    (tmp_path / "f").write_text("x")
+    one_line_error(capsys, ["report", str(tmp_path), "--out", str(tmp_path / "f")], "is a file")
+
+
+def test_an_os_error_anywhere_is_one_line(capsys, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A full disk or a read-only place met deep inside any command: one line, exit 2."""
+    import errno
+
+    from rabench.commands import attentions
+
+    def disk_full(_args) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device", str(tmp_path / "x"))
+
+    monkeypatch.setattr(attentions, "run", disk_full)
+    one_line_error(capsys, ["attentions"], "No space left on device")
