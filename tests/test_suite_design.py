@@ -165,7 +165,7 @@ def test_default_design_end_to_end(data_dir: str, tmp_path: Path, capsys, monkey
     capsys.readouterr()
     run_suite(small_plan(), out, data_dir, progress_bar=False)
     text = capsys.readouterr().out
-    assert text.count("done, skipped") == 3 and "calibrating" not in text
+    assert text.count("done, skipped") == 3 and "calibrating" not in text and "reused from calibration.json" in text
     assert json.loads((out / "calibration.json").read_text()) == cal
 
     # changed settings are refused in one line naming the field, and suite.json keeps the old ones

@@ -371,6 +371,10 @@ def calibrated_ratios(plan: SuitePlan, out: Path, data: str, device, recalibrate
             c = stored["configs"][a]
             say(f"[suite]   {a:<12} {c['ms_per_iter']:9.3f} ms/iter  s = {c['ratio']:.3f} "
                 f"[{c['ratio_ci95'][0]:.3f}, {c['ratio_ci95'][1]:.3f}]")
+    else:
+        ratios = ", ".join(f"{a} {stored['configs'][a]['ratio']:.3f}" for a in plan.attns if a != BASELINE)
+        say(f"[suite] step-time ratios reused from {CALIBRATION_FILE} ({stored.get('card')}, "
+            f"{stored.get('measured_at', '?')}): {ratios or '-'}")
     return {a: float(stored["configs"][a]["ratio"]) for a in plan.attns}, (stored if missing else None)
 
 
