@@ -18,6 +18,15 @@ differ from what this suite would train (anything that changes the curve) is ref
 folder never mixes runs trained under different settings, and suite.json is written only
 after that check. Runs go one after another in this process, or one per device in parallel
 worker processes (`devices`, see parallel.py).
+
+Files in the suite folder (read by the report):
+  suite.json        the resolved plan (design, budgets, attentions, seeds, options, [train]) and
+                    "runs": [{name, attn, seed, role, max_iters, time_budget_s, step_ratio}]
+  calibration.json  {"card", "host", "device", "compiled", "baseline": "sdpa", "steps_per_window",
+                    "windows", "settings" (what a reuse must match), "measured_at",
+                    "configs": {attn: {"ms_per_iter", "ms_ci95", "ratio", "ratio_ci95",
+                                       "windows_ms", "attn_options"}}}
+  <attn>-s<seed>/, <attn>-isotime-s<seed>/   run folders; config.json's labels say the role
 """
 
 from __future__ import annotations
