@@ -121,6 +121,33 @@ def test_signal_checkpoints_and_resume_gives_the_same_records(data_dir: str, tmp
     assert RunFolder(cut).summary()["ms_per_iter"] is not None
 
 
+def test_a_second_signal_stops_at_once_and_keeps_the_last_checkpoint(data_dir: str, tmp_path: Path,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    import os
+
+    from rabench.training.trainer import Trainer
+
+    real_checkpoint = Trainer.checkpoint
+    calls = []
+
+    def impatient(self) -> None:  # the user presses Ctrl-C again while the first one's checkpoint is written
+        calls.append(self.state.iter)
+        if self.signal is not None:
+            os.kill(os.getpid(), signal.SIGINT)
+        real_checkpoint(self)
+
+    monkeypatch.setattr(Trainer, "checkpoint", impatient)
+    monkeypatch.setenv("RABENCH_FAULT", "step@5:INT")
+    run = tmp_path / "run"
+    with pytest.raises(RunInterrupted, match="stopped by a second signal at iter 5; --resume continues") as exc:
+        train(config(data_dir, run, max_iters=8, ckpt_every="2it"))
+    assert exc.value.exit_code == 130 and calls == [2, 4, 5]
+    assert RunFolder(run).summary()["status"] == "interrupted"
+    monkeypatch.delenv("RABENCH_FAULT")
+    monkeypatch.setattr(Trainer, "checkpoint", real_checkpoint)
+    assert train(config(data_dir, run, max_iters=8, ckpt_every="2it", resume=True))["iters"] == 8
+
+
 def test_nan_loss_says_no_checkpoint_was_written(data_dir: str, tmp_path: Path) -> None:
     with pytest.raises(RabenchError, match=r"loss became (nan|inf).*no checkpoint was written"):
         train(config(data_dir, tmp_path / "run", max_iters=30, lr=1e6, grad_clip=1e9))

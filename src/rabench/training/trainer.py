@@ -18,6 +18,7 @@ metrics records as an uninterrupted one, timing fields apart.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import platform
@@ -378,6 +379,8 @@ class Trainer:
 
     # ---- signals -------------------------------------------------------------------
     def on_signal(self, signum: int, frame: Any) -> None:
+        if self.signal is not None:  # a second Ctrl-C: stop now, the last checkpoint stands (saves are atomic)
+            raise KeyboardInterrupt
         self.signal = signum
         if self.in_eval and not self.dist.enabled:
             raise _EvalInterrupted
@@ -410,6 +413,12 @@ class Trainer:
             return self._run()
         except RunInterrupted:
             raise
+        except KeyboardInterrupt:
+            with contextlib.suppress(RabenchError, OSError):
+                self.write_summary(INTERRUPTED, "a second signal, before the checkpoint was written")
+            ckpt = "--resume continues from the last checkpoint" if self.folder.has_checkpoint() else "no checkpoint"
+            raise RunInterrupted(f"stopped by a second signal at iter {self.state.iter}; {ckpt} in {self.cfg.out}",
+                                 self.signal or signal.SIGINT) from None
         except BaseException as exc:
             self.fail(exc)
             raise
