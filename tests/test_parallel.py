@@ -100,7 +100,9 @@ def test_suite_with_cpu_workers_end_to_end(data_dir: str, tmp_path: Path) -> Non
 
 
 @pytest.mark.slow
-def test_stopping_the_suite_checkpoints_every_worker(data_dir: str, tmp_path: Path) -> None:
+@pytest.mark.parametrize("how", ["sigterm", "ctrl-c"])
+def test_stopping_the_suite_checkpoints_every_worker(data_dir: str, tmp_path: Path, how: str) -> None:
+    import os
     import signal
     import subprocess
     import sys
@@ -111,13 +113,16 @@ def test_stopping_the_suite_checkpoints_every_worker(data_dir: str, tmp_path: Pa
             "--seeds", "0,1", "--preset", "tiny", "--iters", "1000000", "--calib-steps", "1", "--calib-windows", "2",
             "--devices", "cpu,cpu", "--batch-size", "2", "--seq-len", "16", "--eval-every", "1000000",
             "--eval-batches", "1", "--log-every", "5", "--ckpt-every", "1h"]
-    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
     try:
         deadline = time.time() + 120
         while time.time() < deadline and not all(
                 any(r.get("iter", 0) > 0 for r in RunFolder(out / f"sdpa-s{s}").metrics()) for s in (0, 1)):
             time.sleep(0.5)
-        proc.send_signal(signal.SIGTERM)  # what SLURM or `timeout` sends
+        if how == "sigterm":
+            proc.send_signal(signal.SIGTERM)  # what SLURM or `timeout` sends
+        else:  # a terminal's Ctrl-C signals the suite's whole process group; workers have their own
+            os.killpg(proc.pid, signal.SIGINT)
         _, err = proc.communicate(timeout=180)
     finally:
         if proc.poll() is None:

@@ -103,7 +103,7 @@ def launch(cfg_dict: dict[str, Any], device: str, n_workers: int, log_path: Path
         log.flush()
         return subprocess.Popen([sys.executable, "-m", "rabench.training.parallel", json.dumps(cfg_dict)],
                                 env=worker_env(device, n_workers), stdout=log, stderr=subprocess.STDOUT,
-                                stdin=subprocess.DEVNULL)
+                                stdin=subprocess.DEVNULL, start_new_session=True)
 
 
 def device_label(device: str) -> str:
@@ -189,7 +189,10 @@ def _sigterm_as_interrupt():
 
 
 def stop_workers(procs: list[subprocess.Popen]) -> None:
-    """SIGTERM each worker (it checkpoints and exits), wait, then kill what is left."""
+    """SIGTERM each worker (it checkpoints and exits), wait, then kill what is left.
+
+    Workers run in their own sessions, so a Ctrl-C in the terminal reaches the suite alone and
+    each worker gets exactly one signal (a second one would make it stop without a checkpoint)."""
     for proc in procs:
         if proc.poll() is None:
             proc.terminate()
