@@ -471,10 +471,12 @@ class Trainer:
 
     def warm_up(self) -> None:
         """Untimed forward+backward passes (compile, autotune, allocator); weights untouched.
-        The pass's time seeds a --time run's step estimate."""
+        A last, timed pass (after compilation) seeds a --time run's step estimate."""
+        batches = self.batches(0)
+        self.step_fn.warm_up(batches, COMPILE_WARMUP_PASSES if self.cfg.compile else 1)
         sync(self.device)
-        t0 = time.perf_counter()
-        self.step_fn.warm_up(self.batches(0), COMPILE_WARMUP_PASSES if self.cfg.compile else 1)
+        t0 = time.perf_counter()  # one more pass, compiled and warm: what a step costs, not what compiling cost
+        self.step_fn.warm_up(batches, 1)
         sync(self.device)
         _, seconds = dd.step_stats(0.0, time.perf_counter() - t0, self.dist, self.device)
         self.state.step_estimate_s = seconds  # a resumed run's checkpoint brings its own
