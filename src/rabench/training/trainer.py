@@ -39,14 +39,14 @@ import rabench
 from rabench.analysis.plateau import PlateauRule
 from rabench.data import TokenSplit, check_split_fits, check_token_range, train_batch, verify_checksums
 from rabench.errors import RabenchError, RunInterrupted
-from rabench.model import GPT, build_model
+from rabench.model import build_model
 from rabench.rundir import FAILED, FINISHED, INTERRUPTED, RunFolder
 from rabench.training import distributed as dd
 from rabench.training import evaluation
 from rabench.training.config import TrainConfig, curve_changing_differences
 from rabench.training.schedule import make_schedule
 from rabench.training.step import TrainStep
-from rabench.training.step import make_optimizer as _make_optimizer
+from rabench.training.step import make_optimizer
 from rabench.training.timeparse import format_duration
 
 COMPILE_WARMUP_PASSES = 2  # untimed forward+backward passes so compilation/autotuning stays off the clock
@@ -99,11 +99,6 @@ def pick_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def make_optimizer(model: GPT, cfg: TrainConfig, device: torch.device) -> torch.optim.AdamW:
-    """Kept for `rabench.bench`; the optimizer itself lives in training.step."""
-    return _make_optimizer(model, cfg.lr or 6e-4, cfg.weight_decay, (cfg.beta1, cfg.beta2), device)
-
-
 def environment_info(device: torch.device, info: dd.DistInfo) -> dict[str, Any]:
     return {
         "device": device.type,
@@ -149,7 +144,7 @@ class Trainer:
             check_token_range(split)  # cheap: a max over each memory map
         eval_tokens = c.eval_batches * c.batch_size * c.seq_len if c.eval_batches else c.eval_tokens
         self.val = evaluation.build_val_set(self.val_split, c.batch_size, c.seq_len, eval_tokens)
-        self.optimizer = _make_optimizer(self.model, c.lr, c.weight_decay, (c.beta1, c.beta2), self.device)
+        self.optimizer = make_optimizer(self.model, c.lr, c.weight_decay, (c.beta1, c.beta2), self.device)
         ddp = None
         if self.dist.enabled:
             ids = [self.dist.local_rank] if self.device.type == "cuda" else None
