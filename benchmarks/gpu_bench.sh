@@ -1,14 +1,23 @@
 #!/usr/bin/env bash
-# One device call: kernel check at GPT-2 shapes, GPU equivalence test, the bench tables, an ncu look.
-# Usage on the GPU machine, from the repo root:  OUT=/some/dir bash benchmarks/gpu_bench.sh
+# The bench tables on one GPU, split so that each part fits one 10-minute device call.
+# Usage on the GPU machine, from the repo root:  OUT=/some/dir PART=a|b|c|d bash benchmarks/gpu_bench.sh
+# Every part has sdpa in it, so each table's ratios come from its own run.
 set -u
 export PYTHONUNBUFFERED=1 PYTHONPATH=src
 OUT=${OUT:-results/bench/raw}
 mkdir -p "$OUT"
-nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.sm,clocks.max.sm --format=csv | tee "$OUT/card.txt"
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee "$OUT/card.txt"
 python3 -c "import torch, triton; print('torch', torch.__version__, 'triton', triton.__version__, 'cuda', torch.version.cuda)" | tee -a "$OUT/card.txt"
-python3 benchmarks/kernel_gpu_check.py --quick 2>&1 | tail -40 | tee "$OUT/kernel_check.txt"
-python3 -m pytest -q tests/test_equivalence.py 2>&1 | tail -5 | tee "$OUT/equivalence.txt"
-python3 -m rabench bench --compile no --out "$OUT/bench-eager.json" 2>&1 | grep -v '^\[bench\]'
-python3 -m rabench bench --attn sdpa,std-gated,ra-folded,ra-triton,ra-local,ra-lowrank,ra-anneal,ra-layers --compile yes \
-    --out "$OUT/bench-compiled.json" 2>&1 | grep -v '^\[bench\]'
+case "${PART:-a}" in
+  a) # attention rows (every attention, every SDPA backend, T=1024/2048/4096) + eager steps at T=1024 (~6 min)
+     python3 -m rabench bench --seq-lens 1024,2048,4096 --step-seq-lens 1024 --compile no --out "$OUT/bench-attention-eager.json" ;;
+  b) # compiled steps (CUDA graphs), T=1024, the flagship and the faster-by-design variants (~5 min)
+     python3 -m rabench bench --no-attention --compile yes --step-seq-lens 1024 \
+       --attn sdpa,ra-triton,ra-folded,ra-local,ra-layers,ra-anneal --out "$OUT/bench-compiled-a.json" ;;
+  c) # compiled steps, T=1024, the rest (~5 min)
+     python3 -m rabench bench --no-attention --compile yes --step-seq-lens 1024 \
+       --attn sdpa,ra-amortized,ra-lowrank,ra-budget,std-gated --out "$OUT/bench-compiled-b.json" ;;
+  d) # compiled steps at longer T (B*T = 8192 tokens) (~5 min)
+     python3 -m rabench bench --no-attention --compile yes --step-seq-lens 2048,4096 \
+       --attn sdpa,ra-triton,ra-folded --out "$OUT/bench-compiled-long.json" ;;
+esac

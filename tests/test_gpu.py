@@ -79,6 +79,7 @@ def test_compiled_model_equals_eager_model():
     assert any(".core.gates" in n for n in grads_e)  # the gates' gradients reach through the kernel
 
 
+@pytest.mark.slow  # two gpt compiles per mode, about a minute each on an H100 host
 @pytest.mark.parametrize("mode", ["default", "reduce-overhead"])
 def test_compiled_train_step_tracks_eager(mode):
     """TrainStep compiled (with a compiled optimizer update) follows the eager step's losses."""

@@ -30,14 +30,17 @@ from rabench.errors import RabenchError
 def ra_operands(
     q: Tensor, k: Tensor, gates: RAGates, scale: float, row_gate: Tensor | None = None, rec_mult: float = 1.0
 ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
-    """(q1, k1, q2, k2, bias) for canonical RA; row_gate is (B, H, T) or None."""
+    """(q1, k1, q2, k2, bias) for canonical RA; row_gate is (B, H, T) or None.
+
+    No .contiguous() copies: the kernel reads any strides with a unit last one, so k1 and k2
+    stay views of the qkv projection and only the scaled q1, q2 are new tensors."""
     w_std, w_rec, w_disc = gates.weights()
-    q1 = (q * per_head(w_std * scale).to(q.dtype)).contiguous()
+    q1 = q * per_head(w_std * scale).to(q.dtype)
     q2 = k * per_head(w_rec * (scale * rec_mult)).to(k.dtype)
     if row_gate is not None:
         q2 = q2 * row_gate.unsqueeze(-1).to(q2.dtype)
     bias = gates.discoverability(k) * w_disc.view(1, -1, 1)  # float32 (float64 for float64 inputs)
-    return q1, k.contiguous(), q2.contiguous(), q.contiguous(), bias.contiguous()
+    return q1, k, q2, q, bias
 
 
 def ra_scaled_operands(

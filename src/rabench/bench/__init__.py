@@ -1,7 +1,7 @@
 """`rabench bench`: the plan's speed table, measured on this machine, all rows in one run.
 
 - attention alone (attention_rows): per layer, forward and forward+backward, GPU-only time
-  (CUDA-graph replay) and host-inclusive time (back-to-back calls), for every attention and for
+  (kernel time from the CUDA profiler) and host-inclusive time (back-to-back calls), for every attention and for
   each SDPA backend, at several sequence lengths with the token count held fixed;
 - a full training step (step_rows) through TrainStep, eager and compiled, for every attention
   at the same sequence lengths.
@@ -116,8 +116,9 @@ def run_bench(a: argparse.Namespace) -> dict[str, Any]:
     result: dict[str, Any] = {
         "machine": machine_info(device), "shape": [b, h, t0, d], "tokens_per_step": tokens, "preset": a.preset,
         "command": "rabench " + " ".join(a.argv) if getattr(a, "argv", None) else None,
-        "timing": ("attention: per layer (mean over 12 layer modules); gpu = CUDA-graph replay median "
-                   "(device time only), host = calls back to back, one sync (host-inclusive); "
+        "timing": ("attention: per layer (mean over 12 layer modules); gpu = kernel time summed from the "
+                   "CUDA profiler over 10 calls (device time only, no launch gaps), host = 30 calls back "
+                   "to back, one sync (host-inclusive); "
                    "steps: TrainStep, window of 20 steps with one sync after warm-up (compilation "
                    "excluded, reported as warmup_s); synced_ms = median of 5 steps synced each"),
         "attention": [], "steps": []}

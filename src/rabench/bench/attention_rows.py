@@ -65,10 +65,14 @@ def attention_row(name: str, shape: tuple[int, int, int, int], device: torch.dev
         base = torch.cuda.memory_allocated()
     row: dict[str, Any] = {"attn": name if backend is None else f"{name}[{backend}]", "T": t, "B": b}
     with torch.no_grad():
-        row["fwd_gpu_ms"] = round(gpu_ms(forward, device) / n_layer, 4)
         row["fwd_host_ms"] = round(host_ms(forward, device) / n_layer, 4)
-    row["fwd_bwd_gpu_ms"] = round(gpu_ms(forward_backward, device) / n_layer, 4)
     row["fwd_bwd_host_ms"] = round(host_ms(forward_backward, device) / n_layer, 4)
+    try:  # one clock failing must not cost the row the other
+        with torch.no_grad():
+            row["fwd_gpu_ms"] = round(gpu_ms(forward, device) / n_layer, 4)
+        row["fwd_bwd_gpu_ms"] = round(gpu_ms(forward_backward, device) / n_layer, 4)
+    except Exception as exc:  # noqa: BLE001
+        row["gpu_error"] = f"{type(exc).__name__}: {str(exc).splitlines()[0][:120] if str(exc) else ''}"
     if device.type == "cuda":
         row["peak_mem_gb_12_layers"] = round((torch.cuda.max_memory_allocated() - base) / 1e9, 3)
     return row
@@ -85,8 +89,10 @@ def add_attention_ratios(rows: list[dict[str, Any]]) -> None:
         default = next((r for r in peers if r["attn"] == "sdpa"), None)
         sdpas = [r for r in peers if r["attn"] == "sdpa" or r["attn"].startswith("sdpa[")]
         for key in keys:
+            if key not in row:
+                continue
             if default and default.get(key):
                 row[f"x_sdpa_{key}"] = round(row[key] / default[key], 3)
-            if sdpas:
-                best = min(r[key] for r in sdpas)
+            if any(key in r for r in sdpas):
+                best = min(r[key] for r in sdpas if key in r)
                 row[f"x_best_sdpa_{key}"] = round(row[key] / best, 3)

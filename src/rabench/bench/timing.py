@@ -1,7 +1,11 @@
 """The two clocks of `rabench bench`.
 
-gpu_ms:  the callable captured once in a CUDA graph and replayed (triton's do_bench_cudagraph,
-         median): device time only, no launch cost.  What the kernels cost.
+gpu_ms:  the device time of the kernels the callable launches, summed from the CUDA profiler's
+         (CUPTI) kernel records over several calls: device work only, no launch gaps.  What the
+         kernels cost.  (A CUDA-graph replay would measure the same thing, but capturing these
+         modules' autograd backward failed on the H100 with torch 2.11 - "operation failed due
+         to a previous error during capture" - and a failed capture breaks every later one in
+         the process; the profiler needs no capture.)
 host_ms: the callable called `reps` times back to back, one synchronisation at the end, wall
          time per call: whatever is slower, the host issuing launches or the device running
          them.  What a training loop that never waits on the host sees.
@@ -39,11 +43,19 @@ def host_ms(fn: Callable[[], Any], device: torch.device, reps: int = 30) -> floa
     return 1000 * (time.perf_counter() - t0) / reps
 
 
-def gpu_ms(fn: Callable[[], Any], device: torch.device) -> float:
+def gpu_ms(fn: Callable[[], Any], device: torch.device, reps: int = 10) -> float:
     if device.type != "cuda":
         return host_ms(fn, device)
-    from triton.testing import do_bench_cudagraph
+    from torch.autograd import DeviceType
+    from torch.profiler import ProfilerActivity, profile
 
-    fn()  # autotuning and lazy allocations happen outside the capture
+    fn()  # autotuning and lazy allocations stay out of the record
     torch.cuda.synchronize()
-    return float(do_bench_cudagraph(fn, rep=100, return_mode="median"))
+    with profile(activities=[ProfilerActivity.CUDA]) as prof:
+        for _ in range(reps):
+            fn()
+        torch.cuda.synchronize()
+    total_us = sum(e.self_device_time_total for e in prof.key_averages() if e.device_type == DeviceType.CUDA)
+    if total_us <= 0:
+        raise RuntimeError("the CUDA profiler recorded no kernels")
+    return total_us / 1000 / reps
