@@ -54,3 +54,14 @@ def test_curve_changing_differences_ignore_neutral_fields() -> None:
     diffs = curve_changing_differences(old, other)
     assert [d.split(":")[0] for d in diffs] == ["lr", "warmup_frac"]
     assert curve_changing_differences(old, same, world_size=2)[0].startswith("grad_accum x processes")
+
+
+def test_curve_changing_differences_compare_data_as_resolved_paths(tmp_path, monkeypatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "d").mkdir()
+    old = TrainConfig(attn="sdpa", data="d", out="o", preset="tiny", max_iters=10, device="cpu").resolved().to_dict()
+    old |= {"device": "cpu", "world_size": 1}
+    absolute = TrainConfig(attn="sdpa", data=str(tmp_path / "d"), out="o", preset="tiny", max_iters=10, device="cpu")
+    assert curve_changing_differences(old, absolute) == []
+    other = TrainConfig(attn="sdpa", data=str(tmp_path / "e"), out="o", preset="tiny", max_iters=10, device="cpu")
+    assert [d.split(":")[0] for d in curve_changing_differences(old, other)] == ["data"]

@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 import re
 from dataclasses import asdict, dataclass, field, fields, replace
+from pathlib import Path
 from typing import Any
 
 from rabench.errors import RabenchError
@@ -150,7 +151,8 @@ def curve_changing_differences(old_config: dict[str, Any], new: TrainConfig, wor
     """Fields, as 'name: stored -> new', in which `new` would train a different curve than `old_config`.
 
     Compares the RESOLVED new config with config.json. Progress bar, log interval, labels,
-    checkpoint interval, output path and data path may differ; grad_accum may differ when
+    checkpoint interval and output path may differ; the data folder is compared as a resolved path
+    (relative and absolute spellings of one folder agree); grad_accum may differ when
     grad_accum x processes is unchanged (the same rows per step, see rabench.data.train_batch).
     Under --until-plateau the budgets are only caps, so they may differ too.
     """
@@ -165,7 +167,10 @@ def curve_changing_differences(old_config: dict[str, Any], new: TrainConfig, wor
     for name in (f.name for f in fields(TrainConfig)):
         if name in neutral or name not in old_config:
             continue
-        if _differs(old_config[name], cur[name]):
+        old_value, new_value = old_config[name], cur[name]
+        if name == "data":
+            old_value, new_value = (str(Path(v).resolve()) for v in (old_value, new_value))
+        if _differs(old_value, new_value):
             diffs.append(f"{name}: {old_config[name]!r} -> {cur[name]!r}")
     old_product = old_config.get("grad_accum", 1) * old_config.get("world_size", 1)
     if old_product != cur["grad_accum"] * world_size:
