@@ -59,8 +59,9 @@ def _loss_and_grads(model, x, y):
 
 def test_compiled_model_equals_eager_model():
     """A small GPT with ra-triton: torch.compile (inductor launching the kernels itself) gives the
-    eager model's loss and gradients.  float32 weights and activations, so the kernels run in
-    tf32 alike in both and the comparison is tight."""
+    eager model's loss and gradients.  float32 weights and activations; the kernels' float32 dot
+    products run in tf32 and inductor may pick other tile configs than the eager autotuner, so
+    the two agree to tf32 level (1e-2), not to float32's; a wrong gradient path is off by O(1)."""
     from rabench.model import GPT, preset
 
     torch.manual_seed(0)
@@ -72,9 +73,10 @@ def test_compiled_model_equals_eager_model():
     torch._dynamo.reset()
     compiled = torch.compile(model, fullgraph=True)
     loss_c, grads_c = _loss_and_grads(compiled, x, y)
-    assert torch.allclose(loss_c, loss_e, rtol=1e-4), (loss_c, loss_e)
+    assert torch.allclose(loss_c, loss_e, rtol=1e-3), (loss_c, loss_e)
     assert grads_c.keys() == grads_e.keys()
-    bad = {n: rel_err(grads_c[n], grads_e[n]) for n in grads_e if rel_err(grads_c[n], grads_e[n]) > 1e-3}
+    errs = {n: rel_err(grads_c[n], grads_e[n]) for n in grads_e}
+    bad = {n: e for n, e in errs.items() if e > 1e-2}
     assert not bad, bad
     assert any(".core.gates" in n for n in grads_e)  # the gates' gradients reach through the kernel
 
