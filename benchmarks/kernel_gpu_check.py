@@ -268,6 +268,12 @@ def timings():
     # --- canonical route: gates folded by torch ops from raw q, k, v, d (as a model does)
     routes["ra_route"] = (lambda: ra_attention((w_std * c) * q, k, (w_rec * c) * k, q, v,
                                                w_disc * d), [q, k, v, d])
+    # --- v4 route: the gate scales applied inside the kernel, q and k read in place
+    H_ = q.shape[1]
+    s1 = torch.full((H_,), float(w_std * c), device=q.device)
+    s2 = torch.full((H_,), float(w_rec * c), device=q.device)
+    routes["ra_scaled"] = (lambda: ra_attention(q, k, k, q, v, w_disc * d, scale1=s1, scale2=s2),
+                           [q, k, v, d])
 
     ra_attention(*xs).backward(do)  # autotune outside the timing
     profile_kernels("sdpa fwd+bwd", lambda: routes["sdpa"][0]().backward(do), [q, k, v])
