@@ -314,17 +314,17 @@ def resources(specs):
     from triton.backends.compiler import GPUTarget
     from rabench.kernels import ra_flash as K
     bindir = os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin")
-    kern = {"fwd": (K._ra_fwd_kernel, "Q1 K1 Q2 K2 V BIAS O LSE"),
-            "dkdv": (K._ra_dkdv_kernel, "Q1 K1 Q2 K2 V BIAS DO LSE DELTA DK1 DK2 DVo DBIAS"),
-            "dq": (K._ra_dq_kernel, "Q1 K1 Q2 K2 V BIAS DO LSE DELTA DQ1 DQ2")}
-    f32 = {"BIAS", "LSE", "DELTA", "DBIAS"}
+    kern = {"fwd": (K._ra_fwd_kernel, "Q1 K1 Q2 K2 V BIAS SC1 SC2 O LSE"),
+            "dkdv": (K._ra_dkdv_kernel, "Q1 K1 Q2 K2 V BIAS SC1 SC2 DO LSE DELTA DK1 DK2 DVo DBIAS"),
+            "dq": (K._ra_dq_kernel, "Q1 K1 Q2 K2 V BIAS SC1 SC2 DO LSE DELTA DQ1 DQ2")}
+    f32 = {"BIAS", "LSE", "DELTA", "DBIAS", "SC1", "SC2"}
     rows = []
     for name, (bm, bn, w, st), D, D2, rec, band in specs:
         fn, ptrs = kern[name]
         ptrs = ptrs.split()
         p2 = max(16, triton.next_power_of_2(D)), max(16, triton.next_power_of_2(D2))
         c = dict(D1=D, BD1=p2[0], D2=D2, BD2=p2[1], DV=D, BDV=p2[0], HAS_REC=rec,
-                 HAS_BAND=band, HAS_BIAS=True, INTERP=False, BLOCK_M=bm, BLOCK_N=bn)
+                 HAS_BAND=band, HAS_BIAS=True, HAS_SCALE=True, INTERP=False, BLOCK_M=bm, BLOCK_N=bn)
         sig = {a: "constexpr" if a in c else ("*fp32" if a in f32 else "*bf16") if a in ptrs
                else "i32" for a in fn.arg_names}
         try:

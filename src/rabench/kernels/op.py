@@ -164,6 +164,12 @@ def _empty(*args, **kwargs) -> Tensor:
     return torch.empty(*args, **kwargs)
 
 
+def _bthd(B: int, H: int, T: int, D: int, like: Tensor) -> Tensor:
+    """A (B, H, T, D) tensor stored in (B, T, H, D) memory: the layout the kernels write O and
+    the gradients in (the model's q/k/v are such views of its qkv projection)."""
+    return _empty((B, T, H, D), device=like.device, dtype=like.dtype).transpose(1, 2)
+
+
 def _pow2(d: int) -> int:
     # plain Python: triton.next_power_of_2 is a jit-callable and costs ~10 us a call
     return max(16, 1 << (d - 1).bit_length())
@@ -196,7 +202,7 @@ def ra_forward(q1, k1, q2, k2, v, bias, sc1, sc2, band: int):
     sc1, sc2: per-head float32 scales (H,) of q1 and q2, or None."""
     q1, k1, q2, k2, v = (_unit_last(x) for x in (q1, k1, q2, k2, v))
     B, H, T, _ = q1.shape
-    o = _empty((B, H, T, v.shape[-1]), device=v.device, dtype=v.dtype)
+    o = _bthd(B, H, T, v.shape[-1], v)
     lse = _empty((B, H, T), device=v.device, dtype=torch.float32)
     if T == 0 or B * H == 0:
         return o, lse
@@ -219,13 +225,13 @@ def ra_backward(do, q1, k1, q2, k2, v, bias, sc1, sc2, o, lse, band: int):
     dk1, dk2 are the true gradients."""
     q1, k1, q2, k2, v, o, do = (_unit_last(x) for x in (q1, k1, q2, k2, v, o, do))
     B, H, T, D1 = q1.shape
-    dq1 = _empty((B, H, T, D1), device=q1.device, dtype=q1.dtype)
-    dk1 = _empty((B, H, T, D1), device=q1.device, dtype=k1.dtype)
-    dv = _empty((B, H, T, v.shape[-1]), device=q1.device, dtype=v.dtype)
+    dq1 = _bthd(B, H, T, D1, q1)
+    dk1 = _bthd(B, H, T, D1, k1)
+    dv = _bthd(B, H, T, v.shape[-1], v)
     if q2 is not None:
         D2 = q2.shape[-1]
-        dq2 = _empty((B, H, T, D2), device=q1.device, dtype=q2.dtype)
-        dk2 = _empty((B, H, T, D2), device=q1.device, dtype=k2.dtype)
+        dq2 = _bthd(B, H, T, D2, q2)
+        dk2 = _bthd(B, H, T, D2, k2)
     else:
         dq2 = q1.new_empty(0)
         dk2 = q1.new_empty(0)

@@ -16,7 +16,9 @@ With scales it is q1 = q, q2 = k, sc1 = w_std*c, sc2 = w_rec*c: q and k are read
 (any strides with a unit last one, e.g. views of the qkv projection).
 
 Layout: every tensor is (B, H, T, D) with unit stride on D (any strides on B, H, T);
-bias, lse and delta are (B, H, T) contiguous float32.  Head dims are padded up to a power of
+bias, lse and delta are (B, H, T) contiguous float32.  The output O and the gradients are
+written in (B, T, H, D) memory (the qkv projection's order, as SDPA returns them), so the
+model's transpose back to (B, T, C) and the backward's dqkv assembly are copies-free.  Head dims are padded up to a power of
 two inside the kernel (BLOCK_D*), with masked loads when D is not one.
 
 Softmax runs in base 2: scores are multiplied by log2(e) once, exp2 is used throughout, and
@@ -455,14 +457,16 @@ def _ra_dkdv_kernel(Q1, K1, Q2, K2, V, BIAS, SC1, SC2, DO, LSE, DELTA,
         dk1 = dk1 * tl.load(SC1 + h)
         if HAS_REC:
             dk2 = dk2 * tl.load(SC2 + h)
-    # Gradient outputs are contiguous (B, H, T, D) / (B, H, T).
-    _store_rows(DK1 + bh * T * D1, dk1.to(DK1.dtype.element_ty), offs_n, offs_d1, D1, T,
-                D1, BD1)
+    # Gradient outputs live in (B, T, H, D) memory (row (b, t, h) at (b*T*H + t*H + h)*D), the
+    # order of the model's qkv projection, so assembling dqkv needs no transpose; dbias is
+    # contiguous (B, H, T).
+    _store_rows(DK1 + (b * T * H + h) * D1, dk1.to(DK1.dtype.element_ty), offs_n, offs_d1,
+                H * D1, T, D1, BD1)
     if HAS_REC:
-        _store_rows(DK2 + bh * T * D2, dk2.to(DK2.dtype.element_ty), offs_n, offs_d2, D2, T,
-                    D2, BD2)
-    _store_rows(DVo + bh * T * DV, dv.to(DVo.dtype.element_ty), offs_n, offs_dv, DV, T,
-                DV, BDV)
+        _store_rows(DK2 + (b * T * H + h) * D2, dk2.to(DK2.dtype.element_ty), offs_n, offs_d2,
+                    H * D2, T, D2, BD2)
+    _store_rows(DVo + (b * T * H + h) * DV, dv.to(DVo.dtype.element_ty), offs_n, offs_dv,
+                H * DV, T, DV, BDV)
     if HAS_BIAS:
         tl.store(DBIAS + bh * T + offs_n, dbias, mask=offs_n < T)
 
@@ -611,8 +615,9 @@ def _ra_dq_kernel(Q1, K1, Q2, K2, V, BIAS, SC1, SC2, DO, LSE, DELTA, DQ1, DQ2,
                          band, BLOCK_N, D1, BD1, D2, BD2, DV, BDV,
                          HAS_REC, HAS_BAND, HAS_BIAS, True, True, INTERP)
 
-    _store_rows(DQ1 + bh * T * D1, dq1.to(DQ1.dtype.element_ty), offs_m, offs_d1, D1, T,
-                D1, BD1)
+    # (B, T, H, D) memory, as in the dkdv kernel
+    _store_rows(DQ1 + (b * T * H + h) * D1, dq1.to(DQ1.dtype.element_ty), offs_m, offs_d1,
+                H * D1, T, D1, BD1)
     if HAS_REC:
-        _store_rows(DQ2 + bh * T * D2, dq2.to(DQ2.dtype.element_ty), offs_m, offs_d2, D2, T,
-                    D2, BD2)
+        _store_rows(DQ2 + (b * T * H + h) * D2, dq2.to(DQ2.dtype.element_ty), offs_m, offs_d2,
+                    H * D2, T, D2, BD2)
