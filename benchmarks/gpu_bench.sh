@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The bench tables on one GPU, split so that each part fits one 10-minute device call.
-# Usage on the GPU machine, from the repo root:  OUT=/some/dir PART=a|b|c|d bash benchmarks/gpu_bench.sh
+# Usage on the GPU machine, from the repo root:  OUT=/some/dir PART=a|b|c|d|e bash benchmarks/gpu_bench.sh
 # Every part has sdpa in it, so each table's ratios come from its own run.
 set -u
 export PYTHONUNBUFFERED=1 PYTHONPATH=src
@@ -9,8 +9,10 @@ mkdir -p "$OUT"
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee "$OUT/card.txt"
 python3 -c "import torch, triton; print('torch', torch.__version__, 'triton', triton.__version__, 'cuda', torch.version.cuda)" | tee -a "$OUT/card.txt"
 case "${PART:-a}" in
-  a) # attention rows (every attention, every SDPA backend, T=1024/2048/4096) + eager steps at T=1024 (~6 min)
-     python3 -m rabench bench --seq-lens 1024,2048,4096 --step-seq-lens 1024 --compile no --out "$OUT/bench-attention-eager.json" ;;
+  a) # attention rows: every attention, every SDPA backend, T=1024/2048/4096 (B*T = 8192) (~4 min, unmeasured)
+     python3 -m rabench bench --seq-lens 1024,2048,4096 --no-steps --out "$OUT/bench-attention.json" ;;
+  e) # eager steps, every attention, T=1024 (~3 min)
+     python3 -m rabench bench --no-attention --compile no --step-seq-lens 1024 --out "$OUT/bench-eager.json" ;;
   b) # compiled steps (CUDA graphs), T=1024, the flagship and the faster-by-design variants (~5 min)
      python3 -m rabench bench --no-attention --compile yes --step-seq-lens 1024 \
        --attn sdpa,ra-triton,ra-folded,ra-local,ra-layers,ra-anneal --out "$OUT/bench-compiled-a.json" ;;
