@@ -10,7 +10,8 @@ from rabench.attention.gates import RAGates
 from rabench.attention.registry import AttentionSpec, register
 
 
-@register("ra-triton", "RA through rabench's fused Triton kernel, forward and backward (Test 4)", family="ra")
+@register("ra-triton", "RA through rabench's fused Triton kernel, forward and backward (Test 4)", family="ra",
+          needs_gpu=True)
 class RATritonAttention(AttentionCore):
     def __init__(self, spec: AttentionSpec) -> None:
         super().__init__(spec)

@@ -34,18 +34,20 @@ class AttentionEntry:
     summary: str
     defaults: dict[str, Any]
     family: str  # "standard" or "ra": which side of the comparison it is on
+    needs_gpu: bool = False  # runs only on a CUDA GPU (or under Triton's interpreter)
 
 
 _REGISTRY: dict[str, AttentionEntry] = {}
 
 
-def register(name: str, summary: str, family: str, **defaults: Any) -> Callable[[type[nn.Module]], type[nn.Module]]:
+def register(name: str, summary: str, family: str, needs_gpu: bool = False,
+             **defaults: Any) -> Callable[[type[nn.Module]], type[nn.Module]]:
     """Class decorator: make `cls` available as `--attn name` with option defaults."""
 
     def wrap(cls: type[nn.Module]) -> type[nn.Module]:
         if name in _REGISTRY:
             raise ValueError(f"attention {name!r} registered twice")
-        _REGISTRY[name] = AttentionEntry(name, cls, summary, dict(defaults), family)
+        _REGISTRY[name] = AttentionEntry(name, cls, summary, dict(defaults), family, needs_gpu)
         return cls
 
     return wrap

@@ -17,4 +17,5 @@ def run(a: argparse.Namespace) -> None:
     for name in attention.names():
         e = attention.entry(name)
         opts = ", ".join(f"{k}={v}" for k, v in e.defaults.items())
-        print(f"{name:<14} [{e.family}] {e.summary}" + (f"\n{'':<14}   options: {opts}" if opts else ""))
+        gpu = " (needs a CUDA GPU)" if e.needs_gpu else ""
+        print(f"{name:<14} [{e.family}] {e.summary}{gpu}" + (f"\n{'':<14}   options: {opts}" if opts else ""))

@@ -91,6 +91,7 @@ class TrainStep:
             self.forward_model = torch.compile(model, mode=None if mode == "default" else mode)
         self.distributed = ddp_model is not None
         self.params = [p for p in model.parameters() if p.requires_grad]
+        self.compiles_update = compile_optimizer
         self.update = torch.compile(self._update) if compile_optimizer else self._update
         self.autocast = (torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda"
                          else contextlib.nullcontext())
@@ -133,7 +134,7 @@ class TrainStep:
         for _ in range(passes):
             self.forward_backward(batches)
             self.optimizer.zero_grad(set_to_none=True)
-        if self.update is not self._update:
+        if self.compiles_update and not self.optimizer.state:  # never on an optimizer with moments
             self._compile_update()
 
     def _compile_update(self) -> None:

@@ -56,7 +56,6 @@ DESIGNS = ("iso", "time")
 # with compilation), a few CPU minutes for the toy presets.
 DEFAULT_ITERS = {"gpt2-124m": 8000, "gpt2-350m": 8000, "small": 1000, "tiny": 300}
 DEFAULT_TIME_S = 3600.0  # the plan's short test, design "time"
-GPU_ONLY_FALLBACK = {"ra-triton"}  # until the registry says which attentions need a GPU
 SUITE_FILE = "suite.json"
 CALIBRATION_FILE = "calibration.json"
 # TrainConfig fields the suite sets per run; a plan's [train] table may not set them.
@@ -219,8 +218,7 @@ def resolve_plan(plan: SuitePlan) -> SuitePlan:
 
 def needs_gpu(name: str) -> bool:
     """Does this attention only run on a CUDA GPU (or under TRITON_INTERPRET=1)?"""
-    flag = getattr(attention.entry(name), "needs_gpu", None)
-    return bool(flag) if flag is not None else name in GPU_ONLY_FALLBACK
+    return attention.entry(name).needs_gpu
 
 
 def drop_gpu_only(plan: SuitePlan, device_type: str, explicit_attns: bool, say=print) -> None:

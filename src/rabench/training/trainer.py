@@ -49,7 +49,7 @@ from rabench.training.step import TrainStep
 from rabench.training.step import make_optimizer
 from rabench.training.timeparse import format_duration
 
-COMPILE_WARMUP_PASSES = 2  # untimed forward+backward passes so compilation/autotuning stays off the clock
+COMPILE_WARMUP_PASSES = 3  # (CUDA graphs record on the first passes) untimed forward+backward passes so compilation/autotuning stays off the clock
 SIGNAL_NAMES = {signal.SIGINT: "SIGINT", signal.SIGTERM: "SIGTERM"}
 
 
