@@ -23,8 +23,8 @@ from __future__ import annotations
 from torch import Tensor
 
 from rabench.attention.base import AttentionCore
-from rabench.attention.fused import run_ra
-from rabench.attention.gates import RAGates, per_head
+from rabench.attention.fused import ra_scaled_operands, run_ra
+from rabench.attention.gates import RAGates
 from rabench.attention.registry import AttentionSpec, register
 
 
@@ -37,10 +37,9 @@ class RANoRecAttention(AttentionCore):
         self.gates = RAGates(spec.n_head, spec.head_dim)
 
     def forward(self, q: Tensor, k: Tensor, v: Tensor, x: Tensor) -> Tensor:
-        w_std, _, w_disc = self.gates.weights()
-        q1 = (q * per_head(w_std * self.scale).to(q.dtype)).contiguous()  # w_std c q_i . k_j = w_std S_ij
-        bias = self.gates.discoverability(k) * w_disc.view(1, -1, 1)  # w_disc d_j, float32 (float64 for float64)
-        return run_ra(q1, k.contiguous(), None, None, v, bias, backend=self.backend)
+        # w_std c q_i . k_j = w_std S_ij (scale applied in the kernel) + w_disc d_j; no reciprocal operands
+        q1, k1, _, _, bias, s1, _ = ra_scaled_operands(q, k, self.gates, self.scale)
+        return run_ra(q1, k1, None, None, v, bias, backend=self.backend, scale1=s1)
 
     def gate_means(self) -> dict[str, float]:
         means = self.gates.mean_weights()
