@@ -131,3 +131,13 @@ def test_stopping_the_suite_checkpoints_every_worker(data_dir: str, tmp_path: Pa
     assert "interrupted" in err and "run the same command to resume" in err
     for seed in (0, 1):  # both workers saved a checkpoint on the way out, so the same command resumes them
         assert RunFolder(out / f"sdpa-s{seed}").state() == "checkpointed"
+
+
+def test_worker_gpu_follows_the_parents_visible_devices() -> None:
+    from rabench.training.parallel import physical_gpu
+
+    assert physical_gpu("0", None) == "0"
+    assert physical_gpu("1", "") == "1"
+    assert physical_gpu("0", "3") == "3"
+    assert physical_gpu("1", "2,3") == "3"
+    assert physical_gpu("0", "GPU-abc,GPU-def") == "GPU-abc"

@@ -83,8 +83,17 @@ def worker_env(device: str, n_workers: int) -> dict[str, str]:
         env["CUDA_VISIBLE_DEVICES"] = ""
         env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // n_workers)))
     else:
-        env["CUDA_VISIBLE_DEVICES"] = device
+        env["CUDA_VISIBLE_DEVICES"] = physical_gpu(device, os.environ.get("CUDA_VISIBLE_DEVICES"))
     return env
+
+
+def physical_gpu(index: str, visible: str | None) -> str:
+    """What the suite's GPU `index` is called outside it: under CUDA_VISIBLE_DEVICES=2,3 (a SLURM
+    allocation, say) index 0 is GPU 2, so the worker must be given "2", not "0"."""
+    if not visible:
+        return index
+    names = [v.strip() for v in visible.split(",") if v.strip()]
+    return names[int(index)] if int(index) < len(names) else index
 
 
 def last_line(path: Path) -> str:
