@@ -167,9 +167,11 @@ def test_every_attention_is_causal(name: str) -> None:
     b, h, t, d, t0 = 2, 2, 40, 16, 23
     spec = AttentionSpec(n_head=h, head_dim=d, n_embd=h * d, layer_idx=0, n_layer=1,
                          options=attention.resolve_options(name, {"layers": "0"} if name == "ra-layers" else {}))
-    module = attention.build(name, spec).eval()
-    q, k, v = (torch.randn(b, h, t, d) for _ in range(3))
-    x = torch.randn(b, t, h * d)
+    # a GPU-only attention runs on the GPU when there is one (else under the interpreter)
+    device = "cuda" if attention.entry(name).needs_gpu and torch.cuda.is_available() else "cpu"
+    module = attention.build(name, spec).eval().to(device)
+    q, k, v = (torch.randn(b, h, t, d, device=device) for _ in range(3))
+    x = torch.randn(b, t, h * d, device=device)
     with torch.no_grad():
         out = module(q, k, v, x)
         q2, k2, v2, x2 = q.clone(), k.clone(), v.clone(), x.clone()

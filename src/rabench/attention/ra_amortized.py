@@ -68,7 +68,9 @@ class RAAmortizedAttention(AttentionCore):
 
     @torch.compiler.disable
     def _store(self, pattern: Tensor) -> None:
-        self.cached = pattern
+        # an eager copy: under CUDA graphs (compile mode reduce-overhead) `pattern` lives in the
+        # graph's memory pool and the next replay would overwrite it
+        self.cached = pattern.clone()
 
     def forward(self, q: Tensor, k: Tensor, v: Tensor, x: Tensor) -> Tensor:
         t = q.shape[-2]
