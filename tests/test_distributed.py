@@ -26,7 +26,7 @@ if not (dist.is_available() and dist.is_gloo_available()):
     pytest.skip("torch.distributed with the gloo backend is not available", allow_module_level=True)
 
 ITERS, RESUME_ITERS, EVAL_EVERY = 10, 16, 5
-COMMON = ["train", "--attn", "sdpa", "--preset", "tiny", "--batch-size", "4", "--seq-len", "32",
+COMMON = ["train", "--attn", "sdpa", "--preset", "tiny", "--device", "cpu", "--batch-size", "4", "--seq-len", "32",
           "--eval-every", str(EVAL_EVERY), "--eval-batches", "3", "--warmup-iters", "2", "--no-progress"]
 REL = 1e-4  # float32 rounding of a differently ordered gradient sum, compounded over 16 AdamW steps
 TIMEOUT_S = 180
