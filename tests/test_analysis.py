@@ -14,7 +14,7 @@ import pytest
 from rabench.analysis import summarize, write_report
 from rabench.analysis.criteria import judge_all
 from rabench.analysis.runs import group_by_config, load_batches, load_runs
-from rabench.analysis.stats import (
+from rabench.stats import (
     FAIL,
     INCONCLUSIVE,
     NO_VERDICT,

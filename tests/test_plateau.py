@@ -4,7 +4,7 @@ import math
 
 import pytest
 
-from rabench.analysis.plateau import PlateauRule, plateau_index
+from rabench.training.plateau import PlateauRule, plateau_index
 
 
 def test_monotone_improvement_never_plateaus():

@@ -201,7 +201,7 @@ def test_demo_draws_curves_and_ends_with_a_verdict(data_dir: str, tmp_path: Path
                                                    monkeypatch: pytest.MonkeyPatch) -> None:
     import shutil
 
-    from rabench.training import demo
+    from rabench.commands import demo
 
     shutil.copytree(data_dir, tmp_path / "demo" / "data-austen")  # the demo prepares Austen once; reuse the fixture's
     monkeypatch.setattr(demo, "demo_attns", lambda: ["sdpa", "ra-open"])  # with a GPU it would add ra-triton

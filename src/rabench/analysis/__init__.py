@@ -5,7 +5,6 @@
     print(summarize("runs/suite-1h"))   # the verdicts in a few lines, for a terminal
 """
 
-from rabench.analysis.plateau import PlateauRule
 from rabench.analysis.report import summarize, write_report
 
-__all__ = ["PlateauRule", "summarize", "write_report"]
+__all__ = ["summarize", "write_report"]

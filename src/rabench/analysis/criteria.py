@@ -35,7 +35,7 @@ from rabench.analysis.runs import (
     Run,
     finite,
 )
-from rabench.analysis.stats import (
+from rabench.stats import (
     FAIL,
     FEW_PAIRS_NOTE,
     INCONCLUSIVE,

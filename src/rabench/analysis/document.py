@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from rabench.analysis.stats import FAIL, INCONCLUSIVE, NO_VERDICT, PASS
+from rabench.stats import FAIL, INCONCLUSIVE, NO_VERDICT, PASS
 
 
 @dataclass

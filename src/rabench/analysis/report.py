@@ -27,7 +27,7 @@ from rabench.analysis.criteria import (
 from rabench.analysis.curves import eval_curve, value_at
 from rabench.analysis.document import Doc
 from rabench.analysis.runs import BASELINE, TIME, Batch, ConfigGroup, Run, group_by_config, load_batches
-from rabench.analysis.stats import FAIL, FEW_PAIRS_NOTE, ONE_SEED_NOTE, PASS, PairedStats
+from rabench.stats import FAIL, FEW_PAIRS_NOTE, ONE_SEED_NOTE, PASS, PairedStats
 
 VARIANTS = ("ra-sparse", "ra-local", "ra-gated", "ra-anneal", "ra-layers", "ra-budget", "ra-amortized", "ra-lowrank", "ra-adaptive")
 GATES_BARELY_MOVED = 0.05  # max |w - w_init| below this: RA has not yet learned what to do with its gates

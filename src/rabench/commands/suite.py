@@ -106,9 +106,9 @@ def run(a: argparse.Namespace) -> None:
     if data is None:
         if launched_by_torchrun():
             raise RabenchError("under torchrun, prepare the data first and pass --data DIR")
-        from rabench.training.demo import prepared_austen
+        from rabench.data import prepare_bundled_austen
 
-        data = prepared_austen(Path(a.out))
+        data = prepare_bundled_austen(Path(a.out))
     try:
         run_suite(plan, a.out, data, progress_bar=not a.no_progress, devices=devices, recalibrate=a.recalibrate,
                   explicit_attns=plan.attns != PLAN_ATTNS, calibrate_only=a.calibrate_only)

@@ -2,7 +2,7 @@
 
 from rabench.data.checks import check_token_range, verify_checksums
 from rabench.data.loader import DocumentIndex, TokenSplit, check_split_fits, load_meta, train_batch, val_batches
-from rabench.data.prepare import META_FILE, prepare
+from rabench.data.prepare import META_FILE, prepare, prepare_bundled_austen
 from rabench.data.shards import open_shard, read_shard_header, write_shard
 from rabench.data.sources import HF_ALIASES, check_sources, iter_documents, iter_source, parse_hf_spec
 from rabench.data.tokenizer import EOT, VOCAB_SIZE, gpt2_encoding
@@ -24,6 +24,7 @@ __all__ = [
     "open_shard",
     "parse_hf_spec",
     "prepare",
+    "prepare_bundled_austen",
     "read_shard_header",
     "train_batch",
     "val_batches",

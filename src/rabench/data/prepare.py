@@ -338,3 +338,12 @@ def _write_json_atomically(path: Path, data: dict[str, Any]) -> None:
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
     os.replace(tmp, path)
+
+
+def prepare_bundled_austen(out: str | Path) -> str:
+    """The bundled Austen corpus prepared into `out`/data-austen (once; reused after): the
+    default data of `rabench suite` and `rabench demo`."""
+    data_dir = Path(out) / "data-austen"
+    if not (data_dir / META_FILE).exists():
+        prepare(["austen"], data_dir)
+    return str(data_dir)

@@ -42,7 +42,7 @@ class Stepper:
 
 def t_quantile95(df: int) -> float:
     """Two-sided 95% Student-t quantile (scipy is not a dependency; ANALYSIS owns the t code)."""
-    from rabench.analysis.stats import t_quantile
+    from rabench.stats import t_quantile
 
     return t_quantile(CONFIDENCE, df)
 

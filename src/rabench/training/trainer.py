@@ -36,7 +36,7 @@ import torch
 from torch.nn.parallel import DistributedDataParallel
 
 import rabench
-from rabench.analysis.plateau import PlateauRule
+from rabench.training.plateau import PlateauRule
 from rabench.data import TokenSplit, check_split_fits, check_token_range, train_batch, verify_checksums
 from rabench.errors import RabenchError, RunInterrupted
 from rabench.model import build_model
