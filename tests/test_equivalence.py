@@ -9,16 +9,13 @@ from __future__ import annotations
 import pytest
 import torch
 
-from rabench.data import prepare
 from rabench.training import TrainConfig, train
 from rabench.training.metrics import read_metrics
 
 
 @pytest.fixture(scope="module")
-def data_dir(tmp_path_factory: pytest.TempPathFactory) -> str:
-    out = tmp_path_factory.mktemp("data") / "austen"
-    prepare(["austen"], out, max_tokens=150_000, progress=False)
-    return str(out)
+def data_dir(austen_data) -> str:
+    return austen_data(150_000)
 
 
 def losses(data_dir: str, out, attn: str, device: str, preset: str, batch: int, seq: int, iters: int) -> list[float]:

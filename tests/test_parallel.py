@@ -9,7 +9,6 @@ from pathlib import Path
 import pytest
 
 from rabench.cli import main
-from rabench.data import prepare
 from rabench.errors import RabenchError
 from rabench.rundir import RunFolder
 from rabench.training.config import TrainConfig
@@ -20,10 +19,8 @@ SMALL = {"batch_size": 2, "seq_len": 16, "eval_every": 3, "eval_batches": 1, "lo
 
 
 @pytest.fixture(scope="module")
-def data_dir(tmp_path_factory: pytest.TempPathFactory) -> str:
-    out = tmp_path_factory.mktemp("data") / "austen"
-    prepare(["austen"], out, max_tokens=60_000, progress=False)
-    return str(out)
+def data_dir(austen_data) -> str:
+    return austen_data(60_000)
 
 
 def job(name: str, data: str, out: Path, iters: int = 3, action: str = "start") -> RunJob:

@@ -8,17 +8,14 @@ from pathlib import Path
 import pytest
 
 from rabench.cli import main
-from rabench.data import prepare
 from rabench.training import TrainConfig, train
 from rabench.rundir import RunFolder
 from rabench.training.suite import PLAN_ATTNS, SuitePlan, load_plan, run_suite
 
 
 @pytest.fixture(scope="module")
-def data_dir(tmp_path_factory: pytest.TempPathFactory) -> str:
-    out = tmp_path_factory.mktemp("data") / "austen"
-    prepare(["austen"], out, max_tokens=120_000, progress=False)
-    return str(out)
+def data_dir(austen_data) -> str:
+    return austen_data(120_000)
 
 
 SMALL = {"batch_size": 4, "seq_len": 32, "eval_every": 4, "eval_batches": 2, "warmup_iters": 2, "log_every": 2, "device": "cpu"}

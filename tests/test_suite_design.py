@@ -12,7 +12,6 @@ import pytest
 import torch
 
 from rabench.cli import main
-from rabench.data import prepare
 from rabench.errors import RabenchError
 from rabench.rundir import RunFolder
 from rabench.training.calibrate import Stepper, mean_ci95, summarise, time_interleaved
@@ -23,10 +22,8 @@ SMALL = {"batch_size": 2, "seq_len": 16, "eval_every": 5, "eval_batches": 1, "lo
 
 
 @pytest.fixture(scope="module")
-def data_dir(tmp_path_factory: pytest.TempPathFactory) -> str:
-    out = tmp_path_factory.mktemp("data") / "austen"
-    prepare(["austen"], out, max_tokens=60_000, progress=False)
-    return str(out)
+def data_dir(austen_data) -> str:
+    return austen_data(60_000)
 
 
 def small_plan(**kw) -> SuitePlan:

@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import json
 import math
 import signal
 from pathlib import Path
 
 import pytest
 
-from rabench.data import prepare
 from rabench.errors import RabenchError, RunInterrupted
 from rabench.rundir import RunFolder
 from rabench.training import TrainConfig, parse_duration, train
@@ -17,11 +15,9 @@ from rabench.training import TrainConfig, parse_duration, train
 TIMING = {"train_time_s", "wall_time_s", "ms_per_iter", "tokens_per_s", "peak_mem_gb"}
 
 
-@pytest.fixture(scope="session")
-def data_dir(tmp_path_factory: pytest.TempPathFactory) -> str:
-    out = tmp_path_factory.mktemp("data") / "austen"
-    prepare(["austen"], out, max_tokens=120_000, progress=False)
-    return str(out)
+@pytest.fixture(scope="module")
+def data_dir(austen_data) -> str:
+    return austen_data(120_000)
 
 
 def config(data_dir: str, out: Path, **kw) -> TrainConfig:

@@ -59,7 +59,7 @@ def _md_table(head: list[str], rows: list[list[str]]) -> list[str]:
 
 def format_markdown(result: dict[str, Any]) -> str:
     att, steps = _rows(result)
-    lines = [f"# rabench bench", "", f"Machine: `{json.dumps(result['machine'])}`", ""]
+    lines = ["# rabench bench", "", f"Machine: `{json.dumps(result['machine'])}`", ""]
     if result.get("command"):
         lines += [f"Command: `{result['command']}`", ""]
     lines += [f"Timing: {result['timing']}.", "", "## Attention alone, per layer (ms)", ""]
