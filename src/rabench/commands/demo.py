@@ -107,7 +107,9 @@ def verdict(rows: list[dict], seconds: float, preset: str, html: Path) -> str:
     if ranked and base is not None and base["final"] is not None:
         came = (f"the lowest final val loss was {ranked[0]['attn']}'s ({ranked[0]['final']:.3f}, sdpa "
                 f"{base['final']:.3f})")
-        ra = [r for r in rows if r["attn"].startswith("ra-") and r["ms"] and base["ms"]]
+        from rabench import attention
+
+        ra = [r for r in rows if attention.entry(r["attn"]).family == "ra" and r["ms"] and base["ms"]]
         if ra:
             came += "; RA steps took " + ", ".join(f"{r['ms'] / base['ms']:.2f}x ({r['attn']})" for r in ra) + \
                     " the time of an sdpa step"
