@@ -94,7 +94,7 @@ def dataset(tmp_path: Path) -> tuple[Path, list]:
 
 def test_default_sizes() -> None:
     assert default_eval_tokens("gpt2-124m") == default_eval_tokens("gpt2-350m") == 2_097_152
-    assert default_eval_tokens("small") == default_eval_tokens("tiny") == 131_072
+    assert default_eval_tokens("small") == default_eval_tokens("tiny") == 32_768
 
 
 def test_windows_spread_over_the_whole_split_without_overlap() -> None:

@@ -38,7 +38,7 @@ def test_iteration_budget_writes_config_metrics_summary(data_dir: str, tmp_path:
     cfg = folder.config()
     assert cfg["attn"] == "ra-open" and cfg["n_layer"] == 2 and cfg["tokens_per_iter"] == 4 * 32
     assert cfg["labels"] == {"role": "baseline"} and cfg["device"] == "cpu" and cfg["gpu_name"] is None
-    assert cfg["host"] and cfg["lr"] == 3e-3 and cfg["eval_tokens"] == 131_072  # preset defaults resolved
+    assert cfg["host"] and cfg["lr"] == 3e-3 and cfg["eval_tokens"] == 32_768  # preset defaults resolved
     assert "excludes evaluation" in cfg["time_axis"]
     records = folder.metrics()
     assert [r["iter"] for r in records if "val_loss" in r] == [0, 5, 10, 12]

@@ -22,7 +22,7 @@ HYPER_FLAGS: dict[str, tuple[str, type, str]] = {
     "--warmup-frac": ("warmup_frac", float, "warm-up as a share of the run's own budget (iterations or train time)"),
     "--warmup-iters": ("warmup_iters", int, "warm-up length in iterations instead of --warmup-frac"),
     "--eval-every": ("eval_every", int, "iterations between val_loss evaluations"),
-    "--eval-tokens": ("eval_tokens", int, "val tokens per evaluation (default: 2,097,152 for gpt2-*, 131,072 for "
+    "--eval-tokens": ("eval_tokens", int, "val tokens per evaluation (default: 2,097,152 for gpt2-*, 32,768 for "
                       "small/tiny; capped at the val split)"),
     "--eval-batches": ("eval_batches", int, "val batches per evaluation, instead of --eval-tokens"),
     "--log-every": ("log_every", int, "iterations between train-loss records"),
