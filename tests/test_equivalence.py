@@ -9,8 +9,8 @@ from __future__ import annotations
 import pytest
 import torch
 
+from rabench.rundir import RunFolder
 from rabench.training import TrainConfig, train
-from rabench.training.metrics import read_metrics
 
 
 @pytest.fixture(scope="module")
@@ -23,7 +23,7 @@ def losses(data_dir: str, out, attn: str, device: str, preset: str, batch: int, 
                       max_iters=iters, eval_every=iters, eval_batches=2, log_every=1, warmup_iters=2,
                       progress_bar=False, device=device)
     train(cfg)
-    return [r["train_loss"] for r in read_metrics(out) if r["train_loss"] is not None]
+    return [r["train_loss"] for r in RunFolder(out).metrics() if r.get("train_loss") is not None]
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="the interpreter test is for machines without a GPU")
