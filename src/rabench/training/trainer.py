@@ -36,7 +36,6 @@ import torch
 from torch.nn.parallel import DistributedDataParallel
 
 import rabench
-from rabench.training.plateau import PlateauRule
 from rabench.data import TokenSplit, check_split_fits, check_token_range, train_batch, verify_checksums
 from rabench.errors import RabenchError, RunInterrupted
 from rabench.model import build_model
@@ -44,12 +43,14 @@ from rabench.rundir import FAILED, FINISHED, INTERRUPTED, RunFolder
 from rabench.training import distributed as dd
 from rabench.training import evaluation
 from rabench.training.config import TrainConfig, curve_changing_differences
+from rabench.training.plateau import PlateauRule
 from rabench.training.schedule import make_schedule
-from rabench.training.step import TrainStep
-from rabench.training.step import make_optimizer
+from rabench.training.step import TrainStep, make_optimizer
 from rabench.training.timeparse import format_duration
 
-COMPILE_WARMUP_PASSES = 3  # (CUDA graphs record on the first passes) untimed forward+backward passes so compilation/autotuning stays off the clock
+# untimed forward+backward passes before the first step, so compilation, autotuning and CUDA-graph
+# recording (the first passes under mode reduce-overhead) stay off the clock
+COMPILE_WARMUP_PASSES = 3
 SIGNAL_NAMES = {signal.SIGINT: "SIGINT", signal.SIGTERM: "SIGTERM"}
 
 
