@@ -14,7 +14,8 @@ import torch
 from rabench.cli import main
 from rabench.errors import RabenchError
 from rabench.rundir import RunFolder
-from rabench.training.calibrate import Stepper, mean_ci95, summarise, time_interleaved
+from rabench.stats import mean_ci95
+from rabench.training.calibrate import Stepper, summarise, time_interleaved
 from rabench.training.suite import (PLAN_ATTNS, SuitePlan, drop_gpu_only, iso_time_iters, load_plan, plan_runs,
                                     resolve_plan, run_suite)
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import math
 import statistics
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -104,6 +105,14 @@ def sign_flip_p(margins: list[float], samples: int = 100_000) -> tuple[float, bo
     return (hits + 1) / (samples + 1), False  # the observed pattern counts too: p never reads 0
 
 
+def mean_ci95(values: Sequence[float]) -> tuple[float, float, float]:
+    """(mean, lo, hi): the mean of `values` (at least 2) with its 95% t-interval."""
+    n = len(values)
+    mean = statistics.fmean(values)
+    half = t_quantile(CONFIDENCE, n - 1) * statistics.stdev(values) / math.sqrt(n)
+    return mean, mean - half, mean + half
+
+
 @dataclass
 class PairedStats:
     """Mean paired margin with its 95% t-interval and the exact sign-flip p."""
@@ -132,9 +141,8 @@ def paired_stats(margins: list[float]) -> PairedStats:
     mean = statistics.fmean(margins)
     if n == 1:
         return PairedStats(1, mean, math.nan, -math.inf, math.inf, None)
-    sd = statistics.stdev(margins)
-    half = t_quantile(CONFIDENCE, n - 1) * sd / math.sqrt(n)
-    return PairedStats(n, mean, sd, mean - half, mean + half, sign_flip_p(margins)[0])
+    _, lo, hi = mean_ci95(margins)
+    return PairedStats(n, mean, statistics.stdev(margins), lo, hi, sign_flip_p(margins)[0])
 
 
 def decide(stats: PairedStats | None, margin: float = 0.0) -> str:

@@ -18,7 +18,7 @@ from typing import Any
 import torch
 
 from rabench.bench.attention_rows import ANNEAL_PROGRESS
-from rabench.bench.timing import sync
+from rabench.training.step import TrainStep, make_optimizer, sync
 
 LR = 6e-4
 
@@ -26,7 +26,6 @@ LR = 6e-4
 def step_row(name: str, preset_name: str, t: int, tokens: int, compile_mode: str, device: torch.device,
              compile_optimizer: bool = False, steps: int | None = None) -> dict[str, Any]:
     from rabench.model import GPT, preset
-    from rabench.training.step import TrainStep, make_optimizer
 
     gpu = device.type == "cuda"
     steps = steps or (20 if gpu else 2)  # on a CPU the table's structure is what counts

@@ -20,10 +20,8 @@ from typing import Any, Callable
 
 import torch
 
+from rabench.training.step import sync
 
-def sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 def host_ms(fn: Callable[[], Any], device: torch.device, reps: int = 30) -> float:

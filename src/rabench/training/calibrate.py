@@ -18,16 +18,17 @@ from __future__ import annotations
 import gc
 import math
 import socket
-import statistics
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 
+from rabench.stats import mean_ci95
+from rabench.training.step import TrainStep, make_optimizer, sync
+
 BatchFn = Callable[[int], list[tuple[torch.Tensor, torch.Tensor]]]
-CONFIDENCE = 0.95
 
 
 @dataclass
@@ -38,26 +39,6 @@ class Stepper:
     step: Callable[[list[tuple[torch.Tensor, torch.Tensor]]], Any]
     warm_up: Callable[[list[tuple[torch.Tensor, torch.Tensor]]], None] = lambda _b: None
     set_progress: Callable[[float], None] = lambda _p: None
-
-
-def t_quantile95(df: int) -> float:
-    """Two-sided 95% Student-t quantile (scipy is not a dependency; ANALYSIS owns the t code)."""
-    from rabench.stats import t_quantile
-
-    return t_quantile(CONFIDENCE, df)
-
-
-def mean_ci95(values: Sequence[float]) -> tuple[float, float, float]:
-    """(mean, lo, hi) of a 95% t-interval for the mean of `values` (at least 2)."""
-    n = len(values)
-    mean = statistics.fmean(values)
-    half = t_quantile95(n - 1) * statistics.stdev(values) / math.sqrt(n)
-    return mean, mean - half, mean + half
-
-
-def sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 def round_order(names: list[str], r: int) -> list[str]:
@@ -143,7 +124,6 @@ class CalibrationRequest:
 def build_steppers(req: CalibrationRequest, device: torch.device) -> list[Stepper]:
     """Every config's model + optimizer + TrainStep on `device`, warmed up (compilation off the clock)."""
     from rabench.model import build_model
-    from rabench.training.step import TrainStep, make_optimizer
 
     steppers = []
     for attn in req.attns:

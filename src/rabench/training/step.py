@@ -32,6 +32,12 @@ from rabench.model import GPT
 COMPILE_MODES = ("none", "default", "reduce-overhead", "max-autotune-no-cudagraphs")
 
 
+def sync(device: torch.device) -> None:
+    """Wait for the device's queued work: the edge of every timed window of steps."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
 def make_optimizer(model: GPT, lr: float, weight_decay: float, betas: tuple[float, float],
                    device: torch.device, impl: str = "fused") -> torch.optim.AdamW:
     """AdamW; weight decay on matrices only, never on attention gates or biases.

@@ -45,7 +45,7 @@ from rabench.training import evaluation
 from rabench.training.config import TrainConfig, curve_changing_differences
 from rabench.training.plateau import PlateauRule
 from rabench.training.schedule import make_schedule
-from rabench.training.step import TrainStep, make_optimizer
+from rabench.training.step import TrainStep, make_optimizer, sync
 from rabench.training.timeparse import format_duration
 
 # untimed forward+backward passes before the first step, so compilation, autotuning and CUDA-graph
@@ -119,10 +119,6 @@ def peak_memory_gb(device: torch.device) -> float:
         return torch.cuda.max_memory_allocated(device) / 1e9
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6  # kB on Linux: process peak
 
-
-def sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 class Trainer:
