@@ -69,3 +69,16 @@ def rel_err(a: Tensor, b: Tensor, floor: float = 1e-3) -> float:
     if not torch.isfinite(a).all():
         return math.inf
     return ((a - b).norm() / b.norm().clamp_min(floor)).item()
+
+
+def grads(out: Tensor, tensors: list[Tensor], weight: Tensor) -> list[Tensor]:
+    """Gradients of the projection sum(out * weight) with respect to every tensor in `tensors`."""
+    return list(torch.autograd.grad((out * weight).sum(), tensors))
+
+
+def assert_matches(out: Tensor, ref: Tensor, tensors: list[Tensor], tol: float) -> None:
+    """Output and the gradients of a random projection of it, w.r.t. every tensor in `tensors`."""
+    assert rel_err(out, ref) < tol, rel_err(out, ref)
+    w = torch.randn_like(ref)
+    for i, (got, want) in enumerate(zip(grads(out, tensors, w), grads(ref, tensors, w))):
+        assert rel_err(got, want) < tol, (i, rel_err(got, want))

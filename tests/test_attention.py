@@ -8,7 +8,7 @@ import torch
 from rabench import attention
 from rabench.attention import AttentionSpec
 from rabench.attention.fused import open_coded_ra, ra_operands
-from reference import ra_norec_reference, ra_reference, rel_err, standard_reference
+from reference import assert_matches, ra_norec_reference, ra_reference, rel_err, standard_reference
 
 SHAPES = [(2, 3, 1, 8), (1, 2, 7, 16), (2, 2, 33, 8), (1, 1, 50, 32)]  # (B, H, T, D): T not a power of two
 TOL = 1e-10
@@ -28,10 +28,6 @@ def inputs(b: int, h: int, t: int, d: int) -> tuple[torch.Tensor, ...]:
     return tuple(torch.randn(b, h, t, d, dtype=torch.float64, requires_grad=True) for _ in range(3))
 
 
-def grads(out: torch.Tensor, tensors: list[torch.Tensor], weight: torch.Tensor) -> list[torch.Tensor]:
-    return list(torch.autograd.grad((out * weight).sum(), tensors, allow_unused=False))
-
-
 @pytest.mark.parametrize("shape", SHAPES)
 @pytest.mark.parametrize("name", ["sdpa", "open"])
 def test_standard_paths_match_reference(name: str, shape: tuple[int, ...]) -> None:
@@ -40,10 +36,7 @@ def test_standard_paths_match_reference(name: str, shape: tuple[int, ...]) -> No
     module = make(name, h, d)
     out = module(q, k, v, None)
     ref = standard_reference(q, k, v)
-    w = torch.randn_like(ref)
-    assert rel_err(out, ref) < TOL
-    for got, want in zip(grads(out, [q, k, v], w), grads(ref, [q, k, v], w)):
-        assert rel_err(got, want) < TOL
+    assert_matches(out, ref, [q, k, v], TOL)
 
 
 @pytest.mark.parametrize("shape", SHAPES)
@@ -54,10 +47,7 @@ def test_std_gated_matches_reference(shape: tuple[int, ...]) -> None:
     g = module.gate_logits
     out = module(q, k, v, None)
     ref = standard_reference(q, k, v, temperature=torch.softmax(g, -1)[:, 0])
-    w = torch.randn_like(ref)
-    for got, want in zip(grads(out, [q, k, v, g], w), grads(ref, [q, k, v, g], w)):
-        assert rel_err(got, want) < TOL
-    assert rel_err(out, ref) < TOL
+    assert_matches(out, ref, [q, k, v, g], TOL)
 
 
 @pytest.mark.parametrize("shape", SHAPES)
@@ -69,10 +59,7 @@ def test_ra_paths_match_reference(name: str, shape: tuple[int, ...]) -> None:
     g, u = module.gates.logits, module.gates.u
     out = module(q, k, v, None)
     ref = ra_reference(q, k, v, g, u)
-    assert rel_err(out, ref) < TOL
-    w = torch.randn_like(ref)
-    for got, want in zip(grads(out, [q, k, v, g, u], w), grads(ref, [q, k, v, g, u], w)):
-        assert rel_err(got, want) < TOL
+    assert_matches(out, ref, [q, k, v, g, u], TOL)
 
 
 @pytest.mark.parametrize("shape", SHAPES)
@@ -83,10 +70,7 @@ def test_ra_norec_matches_reference(shape: tuple[int, ...]) -> None:
     g, u = module.gates.logits, module.gates.u
     out = module(q, k, v, None)
     ref = ra_norec_reference(q, k, v, g, u)
-    assert rel_err(out, ref) < TOL
-    w = torch.randn_like(ref)
-    for got, want in zip(grads(out, [q, k, v, g, u], w), grads(ref, [q, k, v, g, u], w)):
-        assert rel_err(got, want) < TOL
+    assert_matches(out, ref, [q, k, v, g, u], TOL)
 
 
 def test_ra_norec_is_ra_without_the_reciprocal_term(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -121,10 +105,7 @@ def test_kernel_operands_fold_ra_exactly(shape: tuple[int, ...]) -> None:
     q1, k1, q2, k2, bias = ra_operands(q, k, module.gates, d**-0.5)
     out = open_coded_ra(q1, k1, q2, k2, v, bias, band=None)
     ref = ra_reference(q, k, v, g, u)
-    assert rel_err(out, ref) < TOL
-    w = torch.randn_like(ref)
-    for got, want in zip(grads(out, [q, k, v, g, u], w), grads(ref, [q, k, v, g, u], w)):
-        assert rel_err(got, want) < TOL
+    assert_matches(out, ref, [q, k, v, g, u], TOL)
 
 
 def test_ra_open_without_reciprocity_equals_std_gated(monkeypatch: pytest.MonkeyPatch) -> None:
