@@ -16,7 +16,8 @@ from rabench.data import TokenSplit, write_shard
 from rabench.errors import RabenchError
 from rabench.training import evaluation
 from rabench.training.distributed import DistInfo
-from rabench.training.evaluation import build_val_set, default_eval_tokens, evaluate, val_window_starts
+from rabench.training.config import default_eval_tokens
+from rabench.training.evaluation import build_val_set, evaluate, val_window_starts
 
 VOCAB = 40
 CPU = torch.device("cpu")

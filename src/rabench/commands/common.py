@@ -11,19 +11,20 @@ import sys
 from typing import Any
 
 from rabench.errors import RabenchError
-from rabench.training.config import default_of
+from rabench.training.config import EVAL_TOKENS_GPT2, EVAL_TOKENS_SMALL, PRESET_LR, default_of
 
 # flag -> TrainConfig field, for the plain ones (type, help); defaults come from TrainConfig
 HYPER_FLAGS: dict[str, tuple[str, type, str]] = {
     "--batch-size": ("batch_size", int, "sequences per micro-batch (default: the preset's, 8)"),
     "--seq-len": ("seq_len", int, "tokens per sequence (default: the preset's context, 1024 for GPT-2)"),
     "--grad-accum": ("grad_accum", int, "micro-batches per optimizer step"),
-    "--lr": ("lr", float, "peak learning rate (default: the preset's; 6e-4 for gpt2-124m, 3e-3 for tiny)"),
+    "--lr": ("lr", float, f"peak learning rate (default: the preset's; {PRESET_LR['gpt2-124m']:g} for gpt2-124m, "
+                          f"{PRESET_LR['tiny']:g} for tiny)"),
     "--warmup-frac": ("warmup_frac", float, "warm-up as a share of the run's own budget (iterations or train time)"),
     "--warmup-iters": ("warmup_iters", int, "warm-up length in iterations instead of --warmup-frac"),
     "--eval-every": ("eval_every", int, "iterations between val_loss evaluations"),
-    "--eval-tokens": ("eval_tokens", int, "val tokens per evaluation (default: 2,097,152 for gpt2-*, 32,768 for "
-                      "small/tiny; capped at the val split)"),
+    "--eval-tokens": ("eval_tokens", int, f"val tokens per evaluation (default: {EVAL_TOKENS_GPT2:,} for gpt2-*, "
+                      f"{EVAL_TOKENS_SMALL:,} for small/tiny; capped at the val split)"),
     "--eval-batches": ("eval_batches", int, "val batches per evaluation, instead of --eval-tokens"),
     "--log-every": ("log_every", int, "iterations between train-loss records"),
     "--ckpt-every": ("ckpt_every", str, "checkpoint interval: a duration (5m, 1h) or iterations (500it)"),
@@ -55,12 +56,16 @@ def add_hyper_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-progress", action="store_true", help="no progress bar (default: a bar with ETA)")
 
 
-def default_preset(device: str | None) -> str:
-    """gpt2-124m where a GPU trains it; tiny (with a one-line notice) on a CPU."""
+def trains_on_cpu(device: str | None) -> bool:
+    """Whether --device (None or auto: whatever is there) means the CPU."""
     import torch
 
-    on_cpu = device == "cpu" or (device in (None, "auto") and not torch.cuda.is_available())
-    if on_cpu:
+    return device == "cpu" or (device in (None, "auto") and not torch.cuda.is_available())
+
+
+def default_preset(device: str | None) -> str:
+    """gpt2-124m where a GPU trains it; tiny (with a one-line notice) on a CPU."""
+    if trains_on_cpu(device):
         print("rabench: no GPU: using the CPU-sized preset tiny (pass --preset gpt2-124m to insist; it takes hours "
               "on a CPU)", file=sys.stderr)
         return "tiny"
@@ -68,10 +73,7 @@ def default_preset(device: str | None) -> str:
 
 
 def warn_if_slow(preset: str, device: str | None) -> None:
-    import torch
-
-    on_cpu = device == "cpu" or (device in (None, "auto") and not torch.cuda.is_available())
-    if on_cpu and preset.startswith("gpt2"):
+    if trains_on_cpu(device) and preset.startswith("gpt2"):
         print(f"rabench: note: {preset} on a CPU takes hours for a few hundred iterations; --preset tiny is the "
               "CPU-sized model", file=sys.stderr)
 

@@ -20,6 +20,9 @@ from rabench.errors import RabenchError
 # Learning rates each preset trains with by default: GPT-2 small practice for the real
 # models, higher for the toy ones. The same for every attention, never tuned per config.
 PRESET_LR = {"gpt2-124m": 6e-4, "gpt2-350m": 3e-4, "small": 1e-3, "tiny": 3e-3}
+# Val tokens per evaluation unless told otherwise (capped at the val split when the val set is built).
+EVAL_TOKENS_GPT2 = 2_097_152  # 2 Mi tokens: the real models
+EVAL_TOKENS_SMALL = 32_768  # 32 Ki tokens: the CPU-sized presets (a few seconds an evaluation on 2 cores)
 DEVICE_PATTERN = re.compile(r"^(auto|cpu|cuda(:\d+)?)$")
 
 # Fields that cannot change the learning curve: they may differ between a run and its resume.
@@ -53,7 +56,7 @@ class TrainConfig:
     beta2: float = 0.95
     grad_clip: float = 1.0
     eval_every: int = 100
-    eval_tokens: int | None = None  # None: training.evaluation.default_eval_tokens(preset), capped at the val split
+    eval_tokens: int | None = None  # None: default_eval_tokens(preset), capped at the val split
     eval_batches: int | None = None  # kept for small tests: that many batches instead of eval_tokens
     log_every: int = 10
     ckpt_every: str = "10m"  # a duration ("5m") or an iteration count ("500it")
@@ -107,7 +110,6 @@ class TrainConfig:
         """A copy with the preset defaults and the attention's options filled in and checked."""
         from rabench import attention
         from rabench.model import DEFAULT_BATCH, preset
-        from rabench.training.evaluation import default_eval_tokens
 
         self.validate()
         self.check_budget()
@@ -145,6 +147,11 @@ def parse_ckpt_every(text: str) -> tuple[str, float]:
         return "s", parse_duration(s)
     except RabenchError:
         raise RabenchError(f"ckpt_every {text!r}: write an iteration count like 500it or a duration like 5m") from None
+
+
+def default_eval_tokens(preset_name: str) -> int:
+    """The val-set size a preset evaluates on unless told otherwise."""
+    return EVAL_TOKENS_GPT2 if preset_name.startswith("gpt2") else EVAL_TOKENS_SMALL
 
 
 def curve_changing_differences(old_config: dict[str, Any], new: TrainConfig, world_size: int = 1) -> list[str]:

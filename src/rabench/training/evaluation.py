@@ -23,15 +23,6 @@ from rabench.errors import RabenchError
 from rabench.training import distributed as dd
 from rabench.training.distributed import DistInfo
 
-EVAL_TOKENS_GPT2 = 2_097_152  # 2 Mi tokens: the real models
-EVAL_TOKENS_SMALL = 32_768  # 32 Ki tokens: the CPU-sized presets (a few seconds an evaluation on 2 cores)
-
-
-def default_eval_tokens(preset_name: str) -> int:
-    """The val-set size a preset evaluates on unless told otherwise (capped at the split by build_val_set)."""
-    return EVAL_TOKENS_GPT2 if preset_name.startswith("gpt2") else EVAL_TOKENS_SMALL
-
-
 @dataclass
 class ValSet:
     """Fixed val batches, the same for every config."""

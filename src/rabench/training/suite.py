@@ -343,7 +343,7 @@ def calibrated_ratios(plan: SuitePlan, out: Path, data: str, device, recalibrate
     in a new interleaved session and merged in; the entries already there (and so every run's
     iteration count) stay.
     """
-    from rabench.training.calibrate import calibrate
+    from rabench.training.calibrate import calibrate, card_name
 
     stored = None if recalibrate else read_calibration(out)
     req = calibration_request(plan, list(plan.attns), data)
@@ -358,13 +358,13 @@ def calibrated_ratios(plan: SuitePlan, out: Path, data: str, device, recalibrate
             what = "; ".join(f"{k}: {old!r} -> {new!r}" for k, (old, new) in changed.items())
             raise RabenchError(f"{out / CALIBRATION_FILE} was measured with other settings ({what}); "
                                "run with the old settings, use another --out, or pass --recalibrate")
-        if stored.get("card") != card_of(device):
-            say(f"[suite] calibration.json was measured on {stored.get('card')}, this is {card_of(device)}: "
+        if stored.get("card") != card_name(device):
+            say(f"[suite] calibration.json was measured on {stored.get('card')}, this is {card_name(device)}: "
                 "its ratios (and so the iteration counts) are kept; --recalibrate measures again")
     missing = [a for a in plan.attns if stored is None or a not in stored.get("configs", {})]
     if missing:
         attns = [BASELINE] + [a for a in missing if a != BASELINE]
-        say(f"[suite] calibrating step time on {card_of(device)}: {', '.join(attns)} "
+        say(f"[suite] calibrating step time on {card_name(device)}: {', '.join(attns)} "
             f"({plan.calib_windows} interleaved windows of {plan.calib_steps} steps each)")
         fresh = calibrate(calibration_request(plan, attns, data), device, BASELINE)
         for a in attns:
@@ -383,12 +383,6 @@ def calibrated_ratios(plan: SuitePlan, out: Path, data: str, device, recalibrate
         say(f"[suite] step-time ratios reused from {CALIBRATION_FILE} ({stored.get('card')}, "
             f"{stored.get('measured_at', '?')}): {ratios or '-'}")
     return {a: float(stored["configs"][a]["ratio"]) for a in plan.attns}, (stored if missing else None)
-
-
-def card_of(device) -> str:
-    from rabench.training.calibrate import card_name
-
-    return card_name(device)
 
 
 # ---- the suite ----------------------------------------------------------------------------
