@@ -1,0 +1,54 @@
+#!/usr/bin/env bash
+# One device call of the campaign (issue 14) on a 4-GPU machine. Re-run the same command on the same
+# warm machine until the batch is done: each call prepares the data once (kept in /tmp), runs or
+# resumes the batch's suite until its deadline (SIGTERM: every worker checkpoints and stops), and
+# copies the batch folder without checkpoints to $OUT as campaign-<batch>.tgz.
+#
+#   OUT=/some/dir BATCH=batch-1 bash benchmarks/campaign_call.sh
+#
+# Stages, in order (a stage starts only when the one before it has finished every run):
+#   1. the main comparison: sdpa and ra-triton (N and N/s iterations), SEEDS, N = ITERS;
+#   2. the same folder with the controls EXTRA added (iso-iteration runs only: the iso-time runs
+#      stay ra-triton's), paired with stage 1's sdpa runs by seed.
+# Needs .device-data/{english-mix,kernel-c}.jsonl.xz (copies of ../shared/corpus, carried).
+set -u
+START=$(date +%s)
+CALL_S=${CALL_S:-590}          # the device call's limit, less a margin
+PACK_S=${PACK_S:-60}           # kept back for the workers' checkpoints and the copy to $OUT
+BATCH=${BATCH:-batch-1}
+ITERS=${ITERS:-8000}
+SEEDS=${SEEDS:-0,1,2,3,4,5}
+EXTRA=${EXTRA:-ra-norec,std-gated}
+DEVICES=${DEVICES:-0,1,2,3}
+CAND=${CAND:-ra-triton}          # the candidate with iso-time runs
+PRESET=${PRESET:-gpt2-124m}
+COMPILE=${COMPILE:---compile --compile-mode reduce-overhead}
+DATA_SOURCES=${DATA_SOURCES:-.device-data/english-mix.jsonl.xz .device-data/kernel-c.jsonl.xz}
+export PYTHONUNBUFFERED=1 PYTHONPATH=$PWD/src NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1 NVSHMEM_DISABLE_NVLS=1
+ROOT=${ROOT:-/tmp/rabench-campaign}
+DATA=$ROOT-data
+SUITE=$ROOT/$BATCH
+mkdir -p "$SUITE"
+LOG=$SUITE/suite-log.txt
+
+if [ ! -f "$DATA/meta.json" ]; then
+    python3 -m rabench prepare $DATA_SOURCES --out "$DATA" \
+        2>&1 | tail -2 | tee -a "$LOG"
+fi
+nvidia-smi --query-gpu=index,name,memory.total,driver_version --format=csv > "$SUITE/cards.txt" 2>/dev/null
+
+left() { echo $(( START + CALL_S - PACK_S - $(date +%s) )); }
+suite() {  # suite ATTNS: run or resume the batch with these attentions until the deadline
+    local t; t=$(left)
+    [ "$t" -gt 30 ] || return 124
+    echo "[call] $(date -u +%H:%M:%S) suite --attn $1 for at most ${t}s" | tee -a "$LOG"
+    timeout -s TERM -k 40 "$t" python3 -m rabench suite --out "$SUITE" --data "$DATA" --preset "$PRESET" --attn "$1" \
+        --isotime-attn "$CAND" --iters "$ITERS" --seeds "$SEEDS" $COMPILE \
+        --eval-every ${EVAL_EVERY:-500} --devices "$DEVICES" --no-progress >> "$LOG" 2>&1
+}
+suite "sdpa,$CAND" && suite "sdpa,$CAND,$EXTRA"
+rc=$?
+echo "[call] $(date -u +%H:%M:%S) suite exit $rc (124: out of time, resume with the same command)" | tee -a "$LOG"
+
+tar czf "$OUT/campaign-$BATCH.tgz" --exclude='ckpt.pt*' --exclude=.lock -C "$ROOT" "$BATCH"
+tail -n 12 "$LOG"
