@@ -13,6 +13,7 @@ import pytest
 
 from rabench.analysis import summarize, write_report
 from rabench.analysis.criteria import judge_all
+from rabench.analysis.report import analyse
 from rabench.analysis.runs import group_by_config, load_batches, load_runs
 from rabench.stats import (
     FAIL,
@@ -254,6 +255,24 @@ def test_pairs_form_within_one_batch_and_card_and_pool_across_batches(tmp_path):
     assert "**PASS** †" in md and "holds for runs of this length only" in md  # sdpa still falling at its end
     # ms/iter per card, never averaged across cards
     assert "| ra-triton | iso-iter | NVIDIA H100 80GB HBM3 @ host-a |" in md and "| ra-triton | iso-iter | NVIDIA H200 @ host-b |" in md
+
+
+def test_runs_no_suite_made_are_set_aside_beside_suite_batches(tmp_path):
+    # a campaign folder: one suite batch, and beside it a scaling test's plain runs (other budgets)
+    camp = tmp_path / "campaign"
+    iteration_suite(camp / "batch-1", (0, 1, 2), lambda seed: 2 / 1000, s=1.2)
+    (camp / "batch-1" / "suite.json").write_text(json.dumps({"design": "iso"}))
+    for seed in (0, 1, 2):
+        write_run(camp / "scaling", "sdpa", seed, linear(9.0, 1e-3), 100, 10.0, "baseline")
+        write_run(camp / "scaling", "ra-triton", seed, linear(9.0, 5e-3), 100, 12.0, "iso-iter")
+    batches, aside, _, comparisons = analyse(camp)
+    assert [b.name for b in batches] == ["batch-1"] and [b.name for b in aside] == ["scaling"]
+    comp = next(c for c in comparisons if c.candidate == "ra-triton" and c.baseline == "sdpa" and c.verdicts)
+    assert comp.verdict("1").stats.n == 3  # the scaling runs are not pooled in
+    md = write_report(camp)[0].read_text()
+    assert "`scaling/` (6 runs): not made by `rabench suite`" in md
+    # the same plain runs on their own are judged as before
+    assert analyse(camp / "scaling")[0][0].runs
 
 
 def test_s_star_uses_interpolation_between_evals(tmp_path):

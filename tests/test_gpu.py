@@ -42,8 +42,10 @@ def test_kernel_matches_float64_at_gpt2_shape(d2, band):
     assert max(errs.values()) < BF16_TOL, errs
 
 
-def _loss_and_grads(model, x, y):
-    _, loss = model(x, y)
+def _loss_and_grads(model, x, y, run=None):
+    """Loss of `run` (the model itself, or a compiled wrapper of it) and the model's gradients, keyed
+    by the model's own parameter names (a compiled wrapper prefixes them with `_orig_mod.`)."""
+    _, loss = (model if run is None else run)(x, y)
     loss.backward()
     return loss.detach(), {n: p.grad.detach().clone() for n, p in model.named_parameters() if p.grad is not None}
 
@@ -63,7 +65,7 @@ def test_compiled_model_equals_eager_model():
     model.zero_grad(set_to_none=True)
     torch._dynamo.reset()
     compiled = torch.compile(model, fullgraph=True)
-    loss_c, grads_c = _loss_and_grads(compiled, x, y)
+    loss_c, grads_c = _loss_and_grads(model, x, y, run=compiled)
     assert torch.allclose(loss_c, loss_e, rtol=1e-3), (loss_c, loss_e)
     assert grads_c.keys() == grads_e.keys()
     errs = {n: rel_err(grads_c[n], grads_e[n]) for n in grads_e}

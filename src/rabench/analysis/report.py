@@ -26,7 +26,8 @@ from rabench.analysis.criteria import (
 )
 from rabench.analysis.curves import eval_curve, value_at
 from rabench.analysis.document import Doc
-from rabench.analysis.runs import BASELINE, TIME, Batch, ConfigGroup, Run, group_by_config, load_batches
+from rabench.analysis.runs import (BASELINE, TIME, Batch, ConfigGroup, Run, group_by_config, load_batches,
+                                   split_suite_batches)
 from rabench.stats import FAIL, FEW_PAIRS_NOTE, ONE_SEED_NOTE, PASS, PairedStats
 
 VARIANTS = ("ra-sparse", "ra-local", "ra-gated", "ra-anneal", "ra-layers", "ra-budget", "ra-amortized", "ra-lowrank", "ra-adaptive")
@@ -414,21 +415,27 @@ def method_notes() -> list[str]:
 # ---------------------------------------------------------------- assembling
 
 
-def analyse(folder: str | Path) -> tuple[list[Batch], dict[str, ConfigGroup], list[Comparison]]:
-    """Load every batch under `folder`, group the runs and judge every comparison."""
-    batches = load_batches(folder)
+def analyse(folder: str | Path) -> tuple[list[Batch], list[Batch], dict[str, ConfigGroup], list[Comparison]]:
+    """Load every batch under `folder`, set aside what no suite made (beside suites), group the
+    runs and judge every comparison. Returns (judged batches, set-aside batches, groups, comparisons)."""
+    batches, aside = split_suite_batches(load_batches(folder))
     groups = group_by_config([r for b in batches for r in b.runs])
-    return batches, groups, judge_all(groups, {b.name: b for b in batches})
+    return batches, aside, groups, judge_all(groups, {b.name: b for b in batches})
+
+
+def set_aside_lines(aside: list[Batch]) -> list[str]:
+    return [f"`{b.name}/` ({len(b.runs)} runs): not made by `rabench suite` (no suite.json), set aside beside "
+            f"the suite batches; run `rabench report` on it alone" for b in aside]
 
 
 def build_report(folder: Path, out_dir: Path) -> Doc:
-    batches, groups, comparisons = analyse(folder)
+    batches, aside, groups, comparisons = analyse(folder)
     runs = [r for b in batches for r in b.runs]
     design = design_of(groups)
     doc = Doc()
     doc.heading(1, f"rabench report: {folder.resolve().name}")
     doc.bullets(header_lines(batches, runs, design))
-    unjudged = unjudged_lines(runs)
+    unjudged = set_aside_lines(aside) + unjudged_lines(runs)
     if design == ITER_DESIGN:
         timed = [r for r in runs if r.role == TIME]
         if timed:
@@ -474,7 +481,7 @@ def build_report(folder: Path, out_dir: Path) -> Doc:
 
 def summarize(folder: str | Path) -> str:
     """A few plain lines with each comparison's verdicts and s*, for a terminal (the demo's ending)."""
-    _, groups, comparisons = analyse(folder)
+    _, _, groups, comparisons = analyse(folder)
     if not comparisons:
         return "Nothing to judge: the folder needs sdpa runs and another config with the same seeds."
     lines = []

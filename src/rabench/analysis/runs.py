@@ -298,6 +298,17 @@ def load_batches(folder: str | Path) -> list[Batch]:
     return list(batches.values())
 
 
+def split_suite_batches(batches: list[Batch]) -> tuple[list[Batch], list[Batch]]:
+    """(batches to judge, batches set aside). A folder that holds suite batches (suite.json) is a
+    campaign: run folders beside them that no suite made (a scaling test, a hand-made run) were
+    trained to other budgets and are set aside rather than paired with the suites' runs. A folder
+    without any suite is judged whole."""
+    suites = [b for b in batches if b.plan]
+    if not suites:
+        return batches, []
+    return suites, [b for b in batches if not b.plan]
+
+
 def load_runs(folder: str | Path) -> list[Run]:
     return [r for b in load_batches(folder) for r in b.runs]
 
