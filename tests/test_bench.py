@@ -37,3 +37,17 @@ def test_bench_rejects_bad_shapes_and_lengths(capsys) -> None:
     assert "--shape" in capsys.readouterr().err
     assert main(["bench", "--seq-lens", "1024,x", "--device", "cpu", "--no-steps"]) == 2
     assert "--seq-lens" in capsys.readouterr().err
+
+
+def test_text_table_keeps_columns_apart_and_prints_a_failed_row_after_its_lead() -> None:
+    from rabench.bench.table import format_text
+
+    result = {"machine": {}, "shape": [8, 12, 1024, 64], "attention": [], "preset": "gpt2-124m", "tokens_per_step": 8192,
+              "steps": [{"attn": "sdpa", "T": 1024, "compiled": "reduce-overhead", "ms_per_iter": 20.7},
+                        {"attn": "ra-amortized", "T": 1024, "compiled": "reduce-overhead", "error": "failed: boom"}]}
+    lines = format_text(result).splitlines()
+    sdpa = next(ln for ln in lines if ln.startswith("sdpa"))
+    failed = next(ln for ln in lines if ln.startswith("ra-amortized"))
+    assert "1024  reduce-overhead" in sdpa.split("sdpa", 1)[1]  # a long compile mode no longer runs into T
+    assert failed.endswith("reduce-overhead  failed: boom")
+    assert sdpa.index("reduce-overhead") == failed.index("reduce-overhead")  # the lead columns line up

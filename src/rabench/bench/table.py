@@ -34,20 +34,26 @@ def _rows(result: dict[str, Any]) -> tuple[list[list[str]], list[list[str]]]:
     return att, steps
 
 
+def _text_table(head: list[str], rows: list[list[str]]) -> list[str]:
+    """Left-aligned first column, the rest right-aligned, each as wide as its widest cell plus two.
+    A row cut short (a failed config: its lead cells, then the error) prints the error after its lead."""
+    split = [(r, []) if len(r) == len(head) else (r[:-1], r[-1:]) for r in [head, *rows]]
+    widths = [max(len(cells[i]) for cells, _ in split if i < len(cells)) + 2 for i in range(len(head))]
+
+    def line(cells: list[str], tail: list[str]) -> str:
+        body = "".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(cells, widths)))
+        return body + "".join("  " + t for t in tail)
+    return [line(cells, tail) for cells, tail in split]
+
+
 def format_text(result: dict[str, Any]) -> str:
     att, steps = _rows(result)
     lines = [f"machine: {json.dumps(result['machine'])}",
              f"attention per layer, ms; shape B,H,T,D = {result['shape']} (B scaled to keep B*T fixed)"]
-    head = ["attention", "T"] + [c for _, c in ATT_COLS]
-    lines.append("".join(f"{h:>12}" if i else f"{h:<18}" for i, h in enumerate(head)))
-    for r in att:
-        lines.append("".join(f"{c:>12}" if i else f"{c:<18}" for i, c in enumerate(r)))
+    lines += _text_table(["attention", "T"] + [c for _, c in ATT_COLS], att)
     if result["steps"]:
         lines.append(f"\ntraining step (TrainStep), preset {result['preset']}, {result['tokens_per_step']} tokens/step")
-        head = ["attention", "T", "compile"] + [c for _, c in STEP_COLS]
-        lines.append("".join(f"{h:>12}" if i else f"{h:<18}" for i, h in enumerate(head)))
-        for r in steps:
-            lines.append("".join(f"{c:>12}" if i else f"{c:<18}" for i, c in enumerate(r)))
+        lines += _text_table(["attention", "T", "compile"] + [c for _, c in STEP_COLS], steps)
     return "\n".join(lines)
 
 
