@@ -97,7 +97,7 @@ def test_suite_with_cpu_workers_end_to_end(data_dir: str, tmp_path: Path) -> Non
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("how", ["sigterm", "ctrl-c"])
+@pytest.mark.parametrize("how", ["sigterm", "ctrl-c", "sigkill"])
 def test_stopping_the_suite_checkpoints_every_worker(data_dir: str, tmp_path: Path, how: str) -> None:
     import os
     import signal
@@ -118,14 +118,22 @@ def test_stopping_the_suite_checkpoints_every_worker(data_dir: str, tmp_path: Pa
             time.sleep(0.5)
         if how == "sigterm":
             proc.send_signal(signal.SIGTERM)  # what SLURM or `timeout` sends
-        else:  # a terminal's Ctrl-C signals the suite's whole process group; workers have their own
+        elif how == "ctrl-c":  # a terminal's Ctrl-C signals the suite's whole process group; workers have their own
             os.killpg(proc.pid, signal.SIGINT)
+        else:  # the suite dies at once (OOM killer, kill -9): its orphaned workers must stop by themselves
+            proc.kill()
         _, err = proc.communicate(timeout=180)
+        deadline = time.time() + 60
+        while time.time() < deadline and not all(RunFolder(out / f"sdpa-s{s}").state() == "checkpointed" for s in (0, 1)):
+            time.sleep(0.5)
     finally:
         if proc.poll() is None:
             proc.kill()
-    assert proc.returncode == 2
-    assert "interrupted" in err and "run the same command to resume" in err
+    if how == "sigkill":
+        assert proc.returncode == -signal.SIGKILL
+    else:
+        assert proc.returncode == 2
+        assert "interrupted" in err and "run the same command to resume" in err
     for seed in (0, 1):  # both workers saved a checkpoint on the way out, so the same command resumes them
         assert RunFolder(out / f"sdpa-s{seed}").state() == "checkpointed"
 

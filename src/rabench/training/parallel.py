@@ -19,6 +19,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections import deque
 from dataclasses import asdict, dataclass
@@ -214,12 +215,30 @@ def stop_workers(procs: list[subprocess.Popen]) -> None:
             proc.wait()
 
 
+ORPHAN_POLL_S = 1.0
+
+
+def stop_when_orphaned(poll_s: float = ORPHAN_POLL_S) -> None:
+    """A worker whose suite died without stopping it (SIGKILL, the OOM killer) stops as if the suite
+    had: it sends itself SIGTERM, so the trainer checkpoints and exits instead of training on with
+    nobody to schedule, report or stop it (and holding its run folder's lock)."""
+    parent = os.getppid()
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(poll_s)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    threading.Thread(target=watch, name="rabench-orphan-watch", daemon=True).start()
+
+
 def worker_main(argv: list[str] | None = None) -> int:
     """One worker: train the run described by the JSON TrainConfig in argv[0]."""
     from rabench.training.config import TrainConfig
     from rabench.training.trainer import train
 
     argv = sys.argv[1:] if argv is None else argv
+    stop_when_orphaned()
     try:
         cfg = TrainConfig(**json.loads(argv[0]))
         summary = train(cfg)
