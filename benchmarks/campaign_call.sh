@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
-# One device call of the campaign (issue 14) on a 4-GPU machine. Re-run the same command on the same
-# warm machine until the batch is done: each call prepares the data once (kept in /tmp), runs or
-# resumes the batch's suite until its deadline (SIGTERM: every worker checkpoints and stops), and
-# copies the batch folder without checkpoints to $OUT as campaign-<batch>.tgz.
+# One device call of the campaign (issue 14) on a 4-GPU machine: prepare the data once (kept in /tmp),
+# run the batch's suite with `--deadline` (a run starts only if it can finish before the call ends;
+# runs still going then checkpoint and stop), and copy the batch folder without checkpoints to $OUT
+# as campaign-<batch>.tgz. Re-run the same command to continue: on the same warm machine it resumes
+# the checkpointed runs; on a fresh machine (the last one went back) unpack the tgz into $ROOT
+# first (UNPACK=path/to/campaign-<batch>.tgz) and it re-runs only the runs that did not finish.
 #
 #   OUT=/some/dir BATCH=batch-1 bash benchmarks/campaign_call.sh
 #
@@ -22,7 +24,7 @@ EXTRA=${EXTRA:-ra-norec,std-gated}
 DEVICES=${DEVICES:-0,1,2,3}
 CAND=${CAND:-ra-triton}          # the candidate with iso-time runs
 PRESET=${PRESET:-gpt2-124m}
-COMPILE=${COMPILE:---compile --compile-mode reduce-overhead}
+COMPILE=${COMPILE---compile --compile-mode reduce-overhead}  # COMPILE= (empty) trains eager
 DATA_SOURCES=${DATA_SOURCES:-.device-data/english-mix.jsonl.xz .device-data/kernel-c.jsonl.xz}
 export PYTHONUNBUFFERED=1 PYTHONPATH=$PWD/src NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1 NVSHMEM_DISABLE_NVLS=1
 ROOT=${ROOT:-/tmp/rabench-campaign}
@@ -30,6 +32,7 @@ DATA=$ROOT-data
 SUITE=$ROOT/$BATCH
 mkdir -p "$SUITE"
 LOG=$SUITE/suite-log.txt
+if [ -n "${UNPACK:-}" ] && [ ! -f "$SUITE/suite.json" ]; then tar xzf "$UNPACK" -C "$ROOT"; fi
 
 if [ ! -f "$DATA/meta.json" ]; then
     python3 -m rabench prepare $DATA_SOURCES --out "$DATA" \
@@ -42,10 +45,10 @@ suite() {  # suite ATTNS: run or resume the batch with these attentions until th
     local t; t=$(left)
     [ "$t" -gt 30 ] || return 124
     echo "[call] $(date -u +%H:%M:%S) suite --attn $1 for at most ${t}s" | tee -a "$LOG"
-    timeout -s TERM -k 40 "$t" python3 -m rabench suite --out "$SUITE" --data "$DATA" --preset "$PRESET" --attn "$1" \
+    timeout -s TERM -k 40 "$(( t + 30 ))" python3 -m rabench suite --deadline "${t}s" --out "$SUITE" --data "$DATA" --preset "$PRESET" --attn "$1" \
         --isotime-attn "$CAND" --iters "$ITERS" --seeds "$SEEDS" $COMPILE \
         --eval-every ${EVAL_EVERY:-500} --devices "$DEVICES" --no-progress >> "$LOG" 2>&1
-}
+}  # exit 124: the deadline left runs to do (timeout, a backstop 30 s later, also exits 124)
 suite "sdpa,$CAND" && suite "sdpa,$CAND,$EXTRA"
 rc=$?
 echo "[call] $(date -u +%H:%M:%S) suite exit $rc (124: out of time, resume with the same command)" | tee -a "$LOG"

@@ -15,3 +15,12 @@ class RunInterrupted(RabenchError):
     def __init__(self, message: str, signum: int) -> None:
         super().__init__(message)
         self.exit_code = 128 + signum
+
+
+class DeadlineReached(RunInterrupted):
+    """`rabench suite --deadline` came: finished runs stay, the others were not started or were
+    checkpointed; the same command continues them. The CLI exits 124, as `timeout` does."""
+
+    def __init__(self, message: str) -> None:
+        RabenchError.__init__(self, message)
+        self.exit_code = 124

@@ -7,7 +7,7 @@ from dataclasses import MISSING, fields
 from pathlib import Path
 
 from rabench.commands.common import add_hyper_args, train_config_kwargs
-from rabench.errors import RabenchError
+from rabench.errors import DeadlineReached, RabenchError
 
 HELP = "calibrate step times, train the plan's configs (resumable, optionally one per GPU) and write the report"
 
@@ -36,6 +36,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="full test: each config runs to a val_loss plateau (the budget is a cap)")
     p.add_argument("--devices", help="run independent runs in parallel, one worker process per device: GPU indices "
                    "(0,1,2,3) or CPU slots (cpu,cpu); each run logs to train.log in its folder (default: one after another)")
+    p.add_argument("--deadline", help="stop by this time from now, e.g. 9m or 2h (a lease, a SLURM allocation): a run "
+                   "starts only if its estimate fits in the time left, runs still going at the deadline checkpoint "
+                   "and stop; exit 124 when runs are left, and the same command continues them (default: none)")
     p.add_argument("--recalibrate", action="store_true",
                    help="measure step times again instead of reusing calibration.json (runs already trained with "
                         "other iteration counts are then refused)")
@@ -86,6 +89,7 @@ def run(a: argparse.Namespace) -> None:
         plan.max_iters, plan.time_budget_s = a.iters, None
     if a.time:
         plan.time_budget_s, plan.max_iters = parse_duration(a.time), None
+    deadline_s = parse_duration(a.deadline) if a.deadline else None  # a bad duration fails before any work
     if a.design:
         plan.design = a.design
     if a.calib_steps is not None:
@@ -111,9 +115,12 @@ def run(a: argparse.Namespace) -> None:
         data = prepare_bundled_austen(Path(a.out))
     try:
         run_suite(plan, a.out, data, progress_bar=not a.no_progress, devices=devices, recalibrate=a.recalibrate,
-                  explicit_attns=plan.attns != PLAN_ATTNS, calibrate_only=a.calibrate_only)
-    except RunsFailed:
-        write_report(a.out)  # what finished is still reported; the failures are named below
+                  explicit_attns=plan.attns != PLAN_ATTNS, calibrate_only=a.calibrate_only, deadline_s=deadline_s)
+    except (RunsFailed, DeadlineReached):
+        try:
+            write_report(a.out)  # what finished is still reported; what did not is named below
+        except RabenchError as exc:  # e.g. no run folder yet: the suite's own message matters more
+            print(f"[suite] no report: {exc}")
         raise
     if is_main_process() and not a.calibrate_only:
         write_report(a.out)

@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from rabench.errors import RabenchError
+from rabench.training.deadline import Deadline, deadline_message
 
 LOG_NAME = "train.log"
 POLL_S = 0.2
@@ -133,44 +134,65 @@ def progress_of(job) -> str:
 
 
 def run_parallel(jobs: list, devices: list[str], say: Callable[..., None] = print,
-                 status_every_s: float = STATUS_EVERY_S) -> list[Outcome]:
+                 status_every_s: float = STATUS_EVERY_S, deadline: Deadline | None = None) -> list[Outcome]:
     """Run the jobs (suite.RunJob) on the device slots, at most one per slot; returns each run's outcome.
 
-    Raises RunsFailed after every job has ended if any failed.
+    With a deadline, a run starts only if its estimate fits in the time left, and the runs still
+    going at the deadline are stopped (each checkpoints). Raises RunsFailed after every job has
+    ended if any failed, else DeadlineReached if the deadline left runs undone.
     """
     pending = deque()
     for job in jobs:
         if job.action == "skip":
             say(f"[suite] {job.run.name}: done, skipped")
         else:
+            job.cfg.resume = job.action == "resume"
+            job.cfg.progress_bar = False
             pending.append(job)
     free = list(range(len(devices)))
     running: dict[int, tuple[Any, subprocess.Popen, float]] = {}
     outcomes: list[Outcome] = []
+    stopped: list[str] = []
+    expected_train_s: dict[str, float | None] = {}  # per run, estimated at its launch (for the deadline's overhead)
     previous = _sigterm_as_interrupt()
     last_status = time.time()
     try:
         while pending or running:
             while free and pending:
-                slot, job = free.pop(0), pending.popleft()
-                job.cfg.resume = job.action == "resume"
-                job.cfg.progress_bar = False
+                job = take_next(pending, deadline)
+                if job is None:
+                    break
+                slot = free.pop(0)
+                if deadline is not None:
+                    expected_train_s[job.run.name] = deadline.training_s(job.cfg)
                 log = Path(job.cfg.out) / LOG_NAME
                 proc = launch(asdict(job.cfg), devices[slot], len(devices), log)
                 running[slot] = (job, proc, time.time())
                 say(f"[suite] {job.run.name}: {'resuming' if job.cfg.resume else 'starting'} on "
                     f"{device_label(devices[slot])} (log: {log})")
+            if not running:  # runs are left, but none can finish before the deadline
+                break
             time.sleep(POLL_S)
             for slot, (job, proc, started) in list(running.items()):
                 if proc.poll() is None:
                     continue
                 del running[slot]
                 free.append(slot)
-                log = Path(job.cfg.out) / LOG_NAME
-                outcome = Outcome(job.run.name, devices[slot], proc.returncode, started, time.time(), log, last_line(log))
+                outcome = record_outcome(job, proc, devices[slot], started, say)
                 outcomes.append(outcome)
-                state = "finished" if proc.returncode == 0 else f"FAILED (exit {proc.returncode})"
-                say(f"[suite] {job.run.name}: {state} on {device_label(devices[slot])}: {outcome.last_line}")
+                if deadline is not None and proc.returncode == 0:
+                    deadline.learn(job.cfg, outcome.ended - started, expected_train_s.get(job.run.name))
+            if deadline is not None and deadline.passed() and running:
+                say(f"[suite] deadline reached: stopping {', '.join(job.run.name for job, _, _ in running.values())} "
+                    "(each saves a checkpoint)")
+                stop_workers([proc for _, proc, _ in running.values()])
+                for slot, (job, proc, started) in running.items():
+                    if proc.returncode == 0:  # it finished as the deadline came
+                        outcomes.append(record_outcome(job, proc, devices[slot], started, say))
+                    else:
+                        stopped.append(job.run.name)
+                running.clear()
+                break
             if running and time.time() - last_status >= status_every_s:
                 last_status = time.time()
                 done = len(outcomes)
@@ -186,7 +208,26 @@ def run_parallel(jobs: list, devices: list[str], say: Callable[..., None] = prin
         names = ", ".join(o.name for o in failed)
         raise RunsFailed(f"{len(failed)} of {len(outcomes)} runs failed: {names} (see {LOG_NAME} in each run folder; "
                          f"re-running the suite retries them and skips the finished ones)", [o.name for o in failed])
+    if pending or stopped:
+        raise deadline_message([job.run.name for job in pending], stopped)
     return outcomes
+
+
+def take_next(pending: deque, deadline: Deadline | None):
+    """The first pending job that can finish before the deadline (removed from `pending`), or None."""
+    for job in list(pending):
+        if deadline is None or deadline.fits(job.cfg):
+            pending.remove(job)
+            return job
+    return None
+
+
+def record_outcome(job, proc: subprocess.Popen, device: str, started: float, say: Callable[..., None]) -> Outcome:
+    log = Path(job.cfg.out) / LOG_NAME
+    outcome = Outcome(job.run.name, device, proc.returncode, started, time.time(), log, last_line(log))
+    state = "finished" if proc.returncode == 0 else f"FAILED (exit {proc.returncode})"
+    say(f"[suite] {job.run.name}: {state} on {device_label(device)}: {outcome.last_line}")
+    return outcome
 
 
 def _sigterm_as_interrupt():

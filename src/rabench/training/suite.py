@@ -34,15 +34,20 @@ from __future__ import annotations
 import json
 import math
 import os
+import signal
+import threading
+import time
 import tomllib
+from contextlib import contextmanager
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
 from rabench import attention
-from rabench.errors import RabenchError
+from rabench.errors import RabenchError, RunInterrupted
 from rabench.rundir import RunFolder
 from rabench.training.config import TrainConfig, curve_changing_differences
+from rabench.training.deadline import Deadline, deadline_message
 from rabench.training import distributed as dd
 from rabench.training.distributed import is_main_process, launched_by_torchrun
 from rabench.training.timeparse import parse_duration
@@ -405,16 +410,22 @@ def suite_device(plan: SuitePlan, devices: list[str] | None):
 
 
 def run_suite(plan: SuitePlan, out: str | Path, data: str, progress_bar: bool = True, devices: list[str] | None = None,
-              recalibrate: bool = False, explicit_attns: bool = True, calibrate_only: bool = False) -> list[Path]:
+              recalibrate: bool = False, explicit_attns: bool = True, calibrate_only: bool = False,
+              deadline_s: float | None = None) -> list[Path]:
     """Calibrate (iso design), then train every planned run, skipping finished ones; returns the run folders.
 
     `explicit_attns`: the attentions were asked for by name (a GPU-only one on a CPU is then an
-    error rather than left out with a notice). `calibrate_only`: stop after calibration.json."""
+    error rather than left out with a notice). `calibrate_only`: stop after calibration.json.
+    `deadline_s`: seconds from now after which no run is left going (see deadline.py)."""
+    deadline = Deadline.after(deadline_s) if deadline_s is not None else None
     out = Path(out)
     say = print if is_main_process() else (lambda *_: None)
     plan = resolve_plan(plan)
     if devices and launched_by_torchrun():
         raise RabenchError("--devices runs one process per device itself; do not start the suite under torchrun")
+    if deadline is not None and launched_by_torchrun():
+        raise RabenchError("--deadline is not supported under torchrun (ranks could stop at different steps); "
+                           "use your scheduler's time limit")
     device = suite_device(plan, devices)
     if devices:  # every worker trains on the device type of its slot; the runs' configs say which
         plan.train = plan.train | {"device": device.type}
@@ -451,12 +462,16 @@ def run_suite(plan: SuitePlan, out: str | Path, data: str, progress_bar: bool = 
         (out / SUITE_FILE).write_text(json.dumps(record, indent=2) + "\n")
     if calibrate_only:
         return []
+    if deadline is not None:
+        calibration = new_calibration or read_calibration(out) or {}
+        deadline.ms_per_iter = {a: float(c["ms_per_iter"]) for a, c in calibration.get("configs", {}).items()
+                                if isinstance(c, dict) and c.get("ms_per_iter") is not None}
     if devices:
         from rabench.training.parallel import run_parallel
 
-        run_parallel(jobs, devices, say)
+        run_parallel(jobs, devices, say, deadline=deadline)
     else:
-        run_sequential(jobs, say)
+        run_sequential(jobs, say, deadline)
     return [out / r.name for r in runs]
 
 
@@ -469,20 +484,62 @@ def check_runs_before_calibration(plan: SuitePlan, out: Path, data: str, suite_n
     decide_jobs(runs, [train_config(plan, r, out, data, suite_name, False) for r in runs], out)
 
 
-def run_sequential(jobs: list[RunJob], say=print) -> None:
-    """Train the runs one after another in this process (and, under torchrun, in every rank)."""
+def run_sequential(jobs: list[RunJob], say=print, deadline: Deadline | None = None) -> None:
+    """Train the runs one after another in this process (and, under torchrun, in every rank).
+
+    With a deadline, a run starts only if it can finish in time, and at the deadline this process
+    sends itself SIGTERM: the run in training checkpoints and stops (see deadline.py)."""
     from rabench.training.trainer import train
 
+    todo = [job for job in jobs if job.action != "skip"]
     for job in jobs:
-        name = job.run.name
         if job.action == "skip":
-            say(f"[suite] {name}: done, skipped")
-            continue
-        say(f"[suite] {name}: {'resuming' if job.action == 'resume' else 'starting'} ({describe(job.run)})")
-        job.cfg.resume = job.action == "resume"
-        summary = train(job.cfg)
-        say(f"[suite] {name}: {summary['iters']} iters, val {fmt(summary.get('final_val_loss'))}, "
-            f"{summary.get('ms_per_iter')} ms/iter")
+            say(f"[suite] {job.run.name}: done, skipped")
+    not_started: list[str] = []
+    with stop_at(deadline):
+        for i, job in enumerate(todo):
+            name = job.run.name
+            job.cfg.resume = job.action == "resume"
+            if deadline is not None and not deadline.fits(job.cfg):
+                say(f"[suite] {name}: not started, it would not finish before the deadline")
+                not_started.append(name)
+                continue
+            say(f"[suite] {name}: {'resuming' if job.cfg.resume else 'starting'} ({describe(job.run)})")
+            started, expected = time.time(), deadline.training_s(job.cfg) if deadline is not None else None
+            try:
+                summary = train(job.cfg)
+            except (RunInterrupted, KeyboardInterrupt):
+                if deadline is None or not deadline.passed():
+                    raise
+                raise deadline_message(not_started + [j.run.name for j in todo[i + 1:]], [name]) from None
+            if deadline is not None:
+                deadline.learn(job.cfg, time.time() - started, expected)
+            say(f"[suite] {name}: {summary['iters']} iters, val {fmt(summary.get('final_val_loss'))}, "
+                f"{summary.get('ms_per_iter')} ms/iter")
+    if not_started:
+        raise deadline_message(not_started, [])
+
+
+@contextmanager
+def stop_at(deadline: Deadline | None):
+    """SIGTERM to this process at the deadline (the trainer checkpoints on it; between runs it
+    raises KeyboardInterrupt); restores the signal handler after."""
+    if deadline is None:
+        yield
+        return
+
+    def between_runs(signum, frame):
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, between_runs)
+    timer = threading.Timer(max(0.0, deadline.left_s()), os.kill, (os.getpid(), signal.SIGTERM))
+    timer.daemon = True
+    timer.start()
+    try:
+        yield
+    finally:
+        timer.cancel()
+        signal.signal(signal.SIGTERM, previous)
 
 
 def describe(run: PlannedRun) -> str:
