@@ -26,7 +26,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-from rabench.errors import RabenchError
+from rabench.errors import RabenchError, RunInterrupted
 from rabench.training.deadline import Deadline, deadline_message
 
 LOG_NAME = "train.log"
@@ -283,6 +283,9 @@ def worker_main(argv: list[str] | None = None) -> int:
     try:
         cfg = TrainConfig(**json.loads(argv[0]))
         summary = train(cfg)
+    except RunInterrupted as exc:  # stopped and checkpointed: not an error (the CLI says it the same way)
+        print(f"rabench: {exc}", file=sys.stderr, flush=True)
+        return exc.exit_code
     except RabenchError as exc:
         print(f"rabench: error: {exc}", file=sys.stderr, flush=True)
         return 2
