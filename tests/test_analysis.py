@@ -275,6 +275,28 @@ def test_runs_no_suite_made_are_set_aside_beside_suite_batches(tmp_path):
     assert analyse(camp / "scaling")[0][0].runs
 
 
+def test_batches_of_different_lengths_are_reported_apart_never_pooled(tmp_path):
+    camp = tmp_path / "campaign"
+    # the main length: RA a little ahead; the longer horizon: RA behind (so pooling would blur both)
+    iteration_suite(camp / "batch-1", (0, 1, 2), lambda seed: 1.2 / 1000, s=1.1, n=1000)
+    iteration_suite(camp / "horizon-1", (0, 1, 2), lambda seed: 0.8 / 2500, s=1.1, n=2500)
+    for name, n in (("batch-1", 1000), ("horizon-1", 2500)):
+        (camp / name / "suite.json").write_text(json.dumps({"design": "iso", "max_iters": n}))
+    from rabench.analysis.report import horizons
+
+    assert horizons(camp) == ["N=1000", "N=2500"]
+    short, long_ = (next(c for c in analyse(camp, h)[3] if c.candidate == "ra-triton") for h in ("N=1000", "N=2500"))
+    assert short.verdict("3").stats.n == 3 and long_.verdict("3").stats.n == 3  # never 6 pooled pairs
+    assert short.verdict("3").stats.mean > 0 > long_.verdict("3").stats.mean
+    md, _ = write_report(camp)
+    top = md.read_text()
+    assert "[report-N-1000/report.md](report-N-1000/report.md)" in top and "never pooled" in top
+    assert top.count("| ra-triton | sdpa |") == 2  # one headline row per length
+    assert (camp / "report-N-2500" / "report.md").is_file() and (camp / "report-N-2500" / "val_loss_vs_time.png").is_file()
+    assert "(N=2500)" in (camp / "report-N-2500" / "report.md").read_text().splitlines()[0]
+    assert summarize(camp).count("[N=1000] ra-triton vs sdpa") == 1
+
+
 def test_s_star_uses_interpolation_between_evals(tmp_path):
     # RA's curve is piecewise linear between evals every 100 iterations; target 4.0 crossed at 450
     iteration_suite(tmp_path, (0, 1), lambda seed: 1 / 450, s=1.0)

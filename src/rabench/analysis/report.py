@@ -27,7 +27,7 @@ from rabench.analysis.criteria import (
 from rabench.analysis.curves import eval_curve, value_at
 from rabench.analysis.document import Doc
 from rabench.analysis.runs import (BASELINE, TIME, Batch, ConfigGroup, Run, group_by_config, load_batches,
-                                   split_suite_batches)
+                                   split_by_horizon, split_suite_batches)
 from rabench.stats import FAIL, FEW_PAIRS_NOTE, ONE_SEED_NOTE, PASS, PairedStats
 
 VARIANTS = ("ra-sparse", "ra-local", "ra-gated", "ra-anneal", "ra-layers", "ra-budget", "ra-amortized", "ra-lowrank", "ra-adaptive")
@@ -415,12 +415,21 @@ def method_notes() -> list[str]:
 # ---------------------------------------------------------------- assembling
 
 
-def analyse(folder: str | Path) -> tuple[list[Batch], list[Batch], dict[str, ConfigGroup], list[Comparison]]:
-    """Load every batch under `folder`, set aside what no suite made (beside suites), group the
-    runs and judge every comparison. Returns (judged batches, set-aside batches, groups, comparisons)."""
+def analyse(folder: str | Path, horizon: str | None = None
+            ) -> tuple[list[Batch], list[Batch], dict[str, ConfigGroup], list[Comparison]]:
+    """Load every batch under `folder`, set aside what no suite made (beside suites), keep the
+    batches of one horizon (None: all; see horizons()), group the runs and judge every comparison.
+    Returns (judged batches, set-aside batches, groups, comparisons)."""
     batches, aside = split_suite_batches(load_batches(folder))
+    if horizon is not None:
+        batches = split_by_horizon(batches).get(horizon, [])
     groups = group_by_config([r for b in batches for r in b.runs])
     return batches, aside, groups, judge_all(groups, {b.name: b for b in batches})
+
+
+def horizons(folder: str | Path) -> list[str]:
+    """The training lengths of the suite batches under `folder`, shortest first (one when all agree)."""
+    return list(split_by_horizon(split_suite_batches(load_batches(folder))[0]))
 
 
 def set_aside_lines(aside: list[Batch]) -> list[str]:
@@ -428,12 +437,12 @@ def set_aside_lines(aside: list[Batch]) -> list[str]:
             f"the suite batches; run `rabench report` on it alone" for b in aside]
 
 
-def build_report(folder: Path, out_dir: Path) -> Doc:
-    batches, aside, groups, comparisons = analyse(folder)
+def build_report(folder: Path, out_dir: Path, horizon: str | None = None) -> Doc:
+    batches, aside, groups, comparisons = analyse(folder, horizon)
     runs = [r for b in batches for r in b.runs]
     design = design_of(groups)
     doc = Doc()
-    doc.heading(1, f"rabench report: {folder.resolve().name}")
+    doc.heading(1, f"rabench report: {folder.resolve().name}" + (f" ({horizon})" if horizon else ""))
     doc.bullets(header_lines(batches, runs, design))
     unjudged = set_aside_lines(aside) + unjudged_lines(runs)
     if design == ITER_DESIGN:
@@ -481,29 +490,77 @@ def build_report(folder: Path, out_dir: Path) -> Doc:
 
 def summarize(folder: str | Path) -> str:
     """A few plain lines with each comparison's verdicts and s*, for a terminal (the demo's ending)."""
-    _, _, groups, comparisons = analyse(folder)
-    if not comparisons:
-        return "Nothing to judge: the folder needs sdpa runs and another config with the same seeds."
+    lengths = horizons(folder)
     lines = []
-    for c in comparisons:
-        words = ", ".join(f"criterion {v.key}: {v.verdict}" for v in c.verdicts)
-        lines.append(f"{c.candidate} vs {c.baseline}: {words}.")
-        if c.breakeven is not None:
-            lines.append("  " + c.breakeven.headline(c.candidate))
-    lines += [f"Caution: {text}." for text in cautions(groups, comparisons)]
+    for horizon in lengths if len(lengths) > 1 else [None]:
+        _, _, groups, comparisons = analyse(folder, horizon)
+        prefix = f"[{horizon}] " if horizon else ""
+        if not comparisons:
+            lines.append(prefix + "Nothing to judge: the folder needs sdpa runs and another config with the same seeds.")
+            continue
+        for c in comparisons:
+            words = ", ".join(f"criterion {v.key}: {v.verdict}" for v in c.verdicts)
+            lines.append(f"{prefix}{c.candidate} vs {c.baseline}: {words}.")
+            if c.breakeven is not None:
+                lines.append("  " + c.breakeven.headline(c.candidate))
+        lines += [f"Caution: {text}." for text in cautions(groups, comparisons)]
     return "\n".join(lines)
 
 
 def write_report(folder: str | Path, out_dir: str | Path | None = None) -> tuple[Path, Path]:
     """Analyse the runs under `folder`; write report.md, report.html and the PNGs to
-    `out_dir` (default: `folder`). Returns (report.md, report.html)."""
+    `out_dir` (default: `folder`). Returns (report.md, report.html).
+
+    Batches trained for different lengths (a campaign's main runs and its longer horizon) are
+    never pooled: each length gets its own report in `report-<length>/`, and report.md lists
+    them with the headline gaps side by side, so the reader sees whether a gap grows or shrinks."""
     folder = Path(folder)
     out = Path(out_dir) if out_dir is not None else folder
-    out.mkdir(parents=True, exist_ok=True)
-    doc = build_report(folder, out)
+    lengths = horizons(folder)
+    out.mkdir(parents=True, exist_ok=True)  # the plots are drawn into it while the report is built
+    if len(lengths) <= 1:
+        return write_doc(build_report(folder, out), out, f"rabench report: {folder.resolve().name}")
+    by_length = []
+    for horizon in lengths:
+        sub = out / f"report-{slug(horizon)}"
+        sub.mkdir(exist_ok=True)
+        write_doc(build_report(folder, sub, horizon), sub, f"rabench report: {folder.resolve().name} ({horizon})")
+        by_length.append((horizon, sub.name, analyse(folder, horizon)[3]))
+    return write_doc(horizons_overview(folder, by_length), out, f"rabench report: {folder.resolve().name}")
+
+
+def horizons_overview(folder: Path, by_length: list[tuple[str, str, list[Comparison]]]) -> Doc:
+    """The top page of a folder whose batches trained for different lengths."""
+    doc = Doc()
+    doc.heading(1, f"rabench report: {folder.resolve().name}")
+    doc.para("The batches here trained for different lengths. Pairs from different lengths measure different "
+             "things and are never pooled: each length has its own report.")
+    doc.bullets([f"{horizon}: [{name}/report.md]({name}/report.md)" for horizon, name, _ in by_length])
+    doc.heading(2, "Headline gaps by training length")
+    doc.para("Criterion 1: the baseline's final val_loss minus the candidate's at equal training time (positive: the "
+             "candidate lower). Criterion 3: the same at the end of equal-length runs (its proxy unless the runs "
+             "went to a plateau).")
+    rows = []
+    for horizon, _, comparisons in by_length:
+        for c in comparisons:
+            cells = []
+            for key in ("1", "3"):
+                v = c.verdict(key)
+                cells.append(f"{_bold(v.verdict)}: {v.stats.text()}" if v is not None and v.stats else
+                             (_bold(v.verdict) if v is not None else "n/a"))
+            rows.append([horizon, c.candidate, c.baseline, *cells])
+    doc.table(["length", "candidate", "baseline", "criterion 1 (equal time)", "criterion 3 (final quality)"], rows)
+    return doc
+
+
+def slug(text: str) -> str:
+    return "".join(ch if ch.isalnum() else "-" for ch in text).strip("-").replace("--", "-")
+
+
+def write_doc(doc: Doc, out: Path, title: str) -> tuple[Path, Path]:
     md_path, html_path = out / "report.md", out / "report.html"
     md_path.write_text(doc.markdown())
-    html_path.write_text(doc.html(f"rabench report: {folder.resolve().name}"))
+    html_path.write_text(doc.html(title))
     n_png = sum(1 for kind, _ in doc.blocks if kind == "image")
     print(f"wrote {md_path} and {html_path} ({n_png} plots, also as PNG files in {out})")
     return md_path, html_path

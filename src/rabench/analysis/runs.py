@@ -309,6 +309,32 @@ def split_suite_batches(batches: list[Batch]) -> tuple[list[Batch], list[Batch]]
     return suites, [b for b in batches if not b.plan]
 
 
+def horizon_of(batch: Batch) -> str:
+    """How long the batch's suite trained its baseline ('N=8000', '3600 s', 'to a plateau'); '' without
+    a suite. Pairs from batches of different horizons measure different things and are never pooled."""
+    plan = batch.plan
+    if not plan:
+        return ""
+    if plan.get("until_plateau"):
+        return "to a plateau"
+    if plan.get("design") == "time" and plan.get("time_budget_s"):
+        return f"{float(plan['time_budget_s']):g} s"
+    return f"N={plan['max_iters']}" if plan.get("max_iters") else ""
+
+
+def split_by_horizon(batches: list[Batch]) -> dict[str, list[Batch]]:
+    """Batches by horizon, shortest first."""
+    out: dict[str, list[Batch]] = {}
+    for batch in batches:
+        out.setdefault(horizon_of(batch), []).append(batch)
+    return dict(sorted(out.items(), key=lambda kv: horizon_sort_key(kv[0])))
+
+
+def horizon_sort_key(horizon: str) -> tuple[int, float, str]:
+    digits = "".join(ch for ch in horizon if ch.isdigit() or ch == ".")
+    return (0, float(digits), horizon) if digits else (1, 0.0, horizon)
+
+
 def load_runs(folder: str | Path) -> list[Run]:
     return [r for b in load_batches(folder) for r in b.runs]
 
