@@ -30,6 +30,25 @@ def test_bench_writes_both_tables_with_ratios_to_sdpa(tmp_path: Path, capsys) ->
     assert "| ra-local | 32 |" in md and "## Training step" in md
     printed = capsys.readouterr().out
     assert "[bench 1/8" in printed and "[bench 8/8" in printed  # progress while it runs
+    assert result["rows"] == {"measured": 8, "planned": 8} and "INCOMPLETE" not in md
+
+
+def test_a_bench_cut_off_keeps_the_rows_it_measured(tmp_path: Path, monkeypatch) -> None:
+    import rabench.bench as bench
+
+    def stopped(*args, **kwargs):  # the call's time limit arrives during the first step row
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(bench, "step_row", stopped)
+    out = tmp_path / "bench.json"
+    assert main(["bench", "--attn", "sdpa,ra-local", "--shape", "2,2,16,16", "--preset", "tiny", "--compile", "no",
+                 "--device", "cpu", "--out", str(out)]) == 130  # the CLI's exit for an interruption
+    result = json.loads(out.read_text())
+    assert [r["attn"] for r in result["attention"]] == ["sdpa", "ra-local"] and result["steps"] == []
+    assert result["rows"] == {"measured": 2, "planned": 4}
+    assert result["attention"][1]["x_sdpa_fwd_host_ms"] > 0  # ratios are kept up to date as rows arrive
+    assert "INCOMPLETE: 2 of 4 planned rows" in (tmp_path / "bench.txt").read_text()
+    assert "**INCOMPLETE: 2 of 4 planned rows" in (tmp_path / "bench.md").read_text()
 
 
 def test_bench_rejects_bad_shapes_and_lengths(capsys) -> None:

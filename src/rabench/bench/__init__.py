@@ -93,6 +93,19 @@ class Progress:
         print("    " + ", ".join(f"{k}={row[k]}" for k in keys if k in row), flush=True)
 
 
+def save_tables(result: dict[str, Any], out: Path, done: int, planned: int) -> None:
+    """bench.json, .txt and .md with the rows measured so far (ratios recomputed), each written
+    atomically; `rows` says how many of the planned rows they hold."""
+    add_attention_ratios(result["attention"])
+    add_step_ratios(result["steps"])
+    result["rows"] = {"measured": done, "planned": planned}
+    for path, text in ((out, json.dumps(result, indent=2) + "\n"), (out.with_suffix(".txt"), format_text(result) + "\n"),
+                       (out.with_suffix(".md"), format_markdown(result) + "\n")):
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_text(text)
+        tmp.replace(path)
+
+
 def run_bench(a: argparse.Namespace) -> dict[str, Any]:
     from rabench.training.trainer import pick_device
 
@@ -122,6 +135,15 @@ def run_bench(a: argparse.Namespace) -> dict[str, Any]:
                    "steps: TrainStep, window of 20 steps with one sync after warm-up (compilation "
                    "excluded, reported as warmup_s); synced_ms = median of 5 steps synced each"),
         "attention": [], "steps": []}
+    out = Path(a.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+
+    def measured(row: dict[str, Any], rows: list[dict[str, Any]]) -> None:
+        """Keep the row and rewrite the tables: a bench cut off (a call's time limit, Ctrl-C) keeps its rows."""
+        progress.finish(row)
+        rows.append(row)
+        save_tables(result, out, progress.done, progress.total)
+
     for t in att_lens:
         shape = (max(1, tokens // t), h, t, d)
         for n in names:
@@ -129,27 +151,17 @@ def run_bench(a: argparse.Namespace) -> dict[str, Any]:
             for name, be in runs:
                 label = name if be is None else f"{name}[{be}]"
                 progress.start(f"attention {label} T={t}")
-                row = safely(lambda: attention_row(name, shape, device, backend=be), {"attn": label, "T": t})
-                progress.finish(row)
-                result["attention"].append(row)
-    add_attention_ratios(result["attention"])
+                measured(safely(lambda: attention_row(name, shape, device, backend=be), {"attn": label, "T": t}),
+                         result["attention"])
     if not a.no_steps:
         for t in step_seq_lens:
             for mode in modes:
                 for n in names:
                     progress.start(f"step {n} T={t} compile={mode}")
-                    row = safely(lambda: step_row(n, a.preset, t, tokens, mode, device,
-                                                  compile_optimizer=a.compile_optimizer),
-                                 {"attn": n, "T": t, "compiled": mode})
-                    progress.finish(row)
-                    result["steps"].append(row)
-        add_step_ratios(result["steps"])
-    text = format_text(result)
-    print(text)
-    out = Path(a.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2) + "\n")
-    out.with_suffix(".txt").write_text(text + "\n")
-    out.with_suffix(".md").write_text(format_markdown(result) + "\n")
+                    measured(safely(lambda: step_row(n, a.preset, t, tokens, mode, device,
+                                                     compile_optimizer=a.compile_optimizer),
+                                    {"attn": n, "T": t, "compiled": mode}), result["steps"])
+    save_tables(result, out, progress.done, progress.total)
+    print(format_text(result))
     print(f"wrote {out}, {out.with_suffix('.txt')} and {out.with_suffix('.md')}")
     return result

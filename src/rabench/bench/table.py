@@ -46,9 +46,17 @@ def _text_table(head: list[str], rows: list[list[str]]) -> list[str]:
     return [line(cells, tail) for cells, tail in split]
 
 
+def incomplete_lines(result: dict[str, Any]) -> list[str]:
+    """One line when the tables hold fewer rows than the bench planned (it was cut off)."""
+    rows = result.get("rows") or {}
+    if rows.get("measured", 0) >= rows.get("planned", 0):
+        return []
+    return [f"INCOMPLETE: {rows['measured']} of {rows['planned']} planned rows (the bench was stopped)"]
+
+
 def format_text(result: dict[str, Any]) -> str:
     att, steps = _rows(result)
-    lines = [f"machine: {json.dumps(result['machine'])}",
+    lines = [f"machine: {json.dumps(result['machine'])}", *incomplete_lines(result),
              f"attention per layer, ms; shape B,H,T,D = {result['shape']} (B scaled to keep B*T fixed)"]
     lines += _text_table(["attention", "T"] + [c for _, c in ATT_COLS], att)
     if result["steps"]:
@@ -66,6 +74,7 @@ def _md_table(head: list[str], rows: list[list[str]]) -> list[str]:
 def format_markdown(result: dict[str, Any]) -> str:
     att, steps = _rows(result)
     lines = ["# rabench bench", "", f"Machine: `{json.dumps(result['machine'])}`", ""]
+    lines += [f"**{line}**" for line in incomplete_lines(result)] + ([""] if incomplete_lines(result) else [])
     if result.get("command"):
         lines += [f"Command: `{result['command']}`", ""]
     lines += [f"Timing: {result['timing']}.", "", "## Attention alone, per layer (ms)", ""]
