@@ -210,3 +210,19 @@ def test_source_labels(tmp_path: Path) -> None:
     assert labels == {"austen"}
     (tmp_path / "a.txt").write_text("plain")
     assert list(iter_labelled_documents([str(tmp_path / "a.txt")])) == [("a", "plain")]
+
+
+def test_a_cap_reached_before_a_source_names_it(tmp_path: Path, capsys) -> None:
+    from rabench.cli import main
+
+    many = write_jsonl(tmp_path / "first.jsonl", [json.dumps({"text": f"Document {i} of the first source, "
+                                                              "long enough to fill the cap."}) for i in range(40)])
+    later = write_jsonl(tmp_path / "later.jsonl", [json.dumps({"text": "Never read."})])
+    meta = prepare([str(many), str(later)], tmp_path / "capped", max_tokens=200, workers=1, progress=False)
+    assert meta["sources_not_reached"] == [str(later)]
+    full = prepare([str(many), str(later)], tmp_path / "whole", workers=1, progress=False)
+    assert full["sources_not_reached"] == []
+    assert main(["prepare", str(many), str(later), "--out", str(tmp_path / "cli"), "--max-tokens", "200",
+                 "--workers", "1"]) == 0
+    out = capsys.readouterr().out
+    assert f"note: --max-tokens 200 was reached before {later}" in out

@@ -23,3 +23,6 @@ def run(a: argparse.Namespace) -> None:
     meta = prepare(a.sources, a.out, max_tokens=a.max_tokens, val_fraction=a.val_fraction, workers=a.workers,
                    overwrite=a.overwrite)
     print(f"prepared {a.out}: " + ", ".join(f"{s} {meta['splits'][s]['tokens']:,} tokens" for s in ("train", "val")))
+    if meta["sources_not_reached"]:
+        print(f"note: --max-tokens {a.max_tokens:,} was reached before {', '.join(meta['sources_not_reached'])}: "
+              "sources are read in the order given, so these are not in the data (raise the cap or reorder them)")

@@ -32,7 +32,7 @@ from tqdm import tqdm
 import rabench
 from rabench.data.checks import file_sha256, verify_files
 from rabench.data.shards import MAGIC, VERSION, write_shard
-from rabench.data.sources import check_sources, iter_labelled_documents
+from rabench.data.sources import check_sources, iter_labelled_documents, spec_label
 from rabench.data.tokenizer import EOT, TOKENIZER_NAME, VOCAB_SIZE, gpt2_encoding
 from rabench.errors import RabenchError
 
@@ -317,6 +317,7 @@ def _build_meta(
         "rabench_version": rabench.__version__,
         "sources": sources,
         "source_names": source_names,
+        "sources_not_reached": unread_sources(sources, source_names),
         "tokenizer": TOKENIZER_NAME,
         "vocab_size": VOCAB_SIZE,
         "eot_id": EOT,
@@ -332,6 +333,15 @@ def _build_meta(
         "tokens": sum(s["tokens"] for s in splits.values()),
         "splits": splits,
     }
+
+
+def unread_sources(sources: list[str], source_names: list[str]) -> list[str]:
+    """The sources of which no document was written (a --max-tokens cap reached before them:
+    sources are read in the order given)."""
+    def reached(spec: str) -> bool:
+        base = spec_label(spec)
+        return any(name == base or name.startswith(base + "/") for name in source_names)
+    return [spec for spec in sources if not reached(spec)]
 
 
 def _write_json_atomically(path: Path, data: dict[str, Any]) -> None:
