@@ -6,6 +6,9 @@ Timing: after untimed warm-up (compilation, autotuning, CUDA-graph recording), `
 back to back with one synchronisation at the end (the trainer's log-window accounting);
 ms_per_iter is that window's wall time per step.  synced_ms is the median of a few steps each
 followed by a synchronisation, for comparison.  Compilation time is reported apart (warmup_s).
+Memory: the peak allocated over warm-up and the timed steps (a CUDA graph allocates its memory
+while it is recorded, in warm-up, and none when replayed), and the peak reserved by the caching
+allocator, private graph pools included: what the card must hold.
 """
 
 from __future__ import annotations
@@ -44,14 +47,14 @@ def step_row(name: str, preset_name: str, t: int, tokens: int, compile_mode: str
     idx = torch.randint(0, 50257, (b, t + 1), generator=gen).to(device)
     batches = [(idx[:, :-1].contiguous(), idx[:, 1:].contiguous())]
 
+    if device.type == "cuda":  # the peak spans warm-up: CUDA graphs take their memory when recorded
+        torch.cuda.reset_peak_memory_stats()
     t0 = time.perf_counter()
     step.warm_up(batches, 3 if gpu else 1)
     for _ in range(3 if gpu else 1):  # the optimizer's first steps (state allocation) and graph recording
         step.run(batches, LR)
     sync(device)
     warmup_s = time.perf_counter() - t0
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats()
     t0 = time.perf_counter()
     for _ in range(steps):
         loss = step.run(batches, LR)
@@ -69,6 +72,7 @@ def step_row(name: str, preset_name: str, t: int, tokens: int, compile_mode: str
            "final_loss": round(float(loss), 4)}
     if device.type == "cuda":
         row["peak_mem_gb"] = round(torch.cuda.max_memory_allocated() / 1e9, 3)
+        row["peak_reserved_gb"] = round(torch.cuda.max_memory_reserved() / 1e9, 3)  # with the allocator's pools
     return row
 
 
