@@ -291,6 +291,7 @@ def test_batches_of_different_lengths_are_reported_apart_never_pooled(tmp_path):
     md, _ = write_report(camp)
     top = md.read_text()
     assert "[report-N-1000/report.md](report-N-1000/report.md)" in top and "never pooled" in top
+    assert '<a href="report-N-1000/report.html">html</a>' in (camp / "report.html").read_text()
     assert top.count("| ra-triton | sdpa |") == 2  # one headline row per length
     assert (camp / "report-N-2500" / "report.md").is_file() and (camp / "report-N-2500" / "val_loss_vs_time.png").is_file()
     assert "(N=2500)" in (camp / "report-N-2500" / "report.md").read_text().splitlines()[0]

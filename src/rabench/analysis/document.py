@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import base64
 import html
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -95,9 +96,12 @@ figure {{ margin: 1em 0; }} figcaption {{ color: #555; font-size: 0.85em; }}
 """
 
 
+LINK = re.compile(r"\[([^\]]+)\]\(([^)\s]+)\)")
+
+
 def _inline(text: str) -> str:
-    """Escape HTML, then render `code` spans and colour the verdict words."""
-    escaped = html.escape(str(text))
+    """Escape HTML, then render [links](url), `code` spans and colour the verdict words."""
+    escaped = LINK.sub(lambda m: f'<a href="{m.group(2)}">{m.group(1)}</a>', html.escape(str(text)))
     parts = escaped.split("`")
     for i in range(1, len(parts), 2):
         parts[i] = f"<code>{parts[i]}</code>"

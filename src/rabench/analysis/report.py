@@ -535,7 +535,8 @@ def horizons_overview(folder: Path, by_length: list[tuple[str, str, list[Compari
     doc.heading(1, f"rabench report: {folder.resolve().name}")
     doc.para("The batches here trained for different lengths. Pairs from different lengths measure different "
              "things and are never pooled: each length has its own report.")
-    doc.bullets([f"{horizon}: [{name}/report.md]({name}/report.md)" for horizon, name, _ in by_length])
+    doc.bullets([f"{horizon}: [{name}/report.md]({name}/report.md) ([html]({name}/report.html))"
+                 for horizon, name, _ in by_length])
     doc.heading(2, "Headline gaps by training length")
     doc.para("Criterion 1: the baseline's final val_loss minus the candidate's at equal training time (positive: the "
              "candidate lower). Criterion 3: the same at the end of equal-length runs (its proxy unless the runs "
