@@ -282,9 +282,9 @@ def test_batches_of_different_lengths_are_reported_apart_never_pooled(tmp_path):
     iteration_suite(camp / "horizon-1", (0, 1, 2), lambda seed: 0.8 / 2500, s=1.1, n=2500)
     for name, n in (("batch-1", 1000), ("horizon-1", 2500)):
         (camp / name / "suite.json").write_text(json.dumps({"design": "iso", "max_iters": n}))
-    from rabench.analysis.report import horizons
+    from rabench.analysis.report import analyse_by_length
 
-    assert horizons(camp) == ["N=1000", "N=2500"]
+    assert list(analyse_by_length(camp)) == ["N=1000", "N=2500"]
     short, long_ = (next(c for c in analyse(camp, h)[3] if c.candidate == "ra-triton") for h in ("N=1000", "N=2500"))
     assert short.verdict("3").stats.n == 3 and long_.verdict("3").stats.n == 3  # never 6 pooled pairs
     assert short.verdict("3").stats.mean > 0 > long_.verdict("3").stats.mean

@@ -415,21 +415,32 @@ def method_notes() -> list[str]:
 # ---------------------------------------------------------------- assembling
 
 
-def analyse(folder: str | Path, horizon: str | None = None
-            ) -> tuple[list[Batch], list[Batch], dict[str, ConfigGroup], list[Comparison]]:
+Analysis = tuple[list[Batch], list[Batch], dict[str, ConfigGroup], list[Comparison]]
+
+
+def analyse(folder: str | Path, horizon: str | None = None) -> Analysis:
     """Load every batch under `folder`, set aside what no suite made (beside suites), keep the
-    batches of one horizon (None: all; see horizons()), group the runs and judge every comparison.
+    batches of one horizon (None: all; see runs.horizon_of), group the runs and judge every comparison.
     Returns (judged batches, set-aside batches, groups, comparisons)."""
     batches, aside = split_suite_batches(load_batches(folder))
     if horizon is not None:
         batches = split_by_horizon(batches).get(horizon, [])
+    return judge_batches(batches, aside)
+
+
+def analyse_by_length(folder: str | Path) -> dict[str | None, Analysis]:
+    """The folder read once and judged per training length, shortest first; a single entry keyed
+    None when every batch has the same length."""
+    batches, aside = split_suite_batches(load_batches(folder))
+    lengths = split_by_horizon(batches)
+    if len(lengths) <= 1:
+        return {None: judge_batches(batches, aside)}
+    return {horizon: judge_batches(part, aside) for horizon, part in lengths.items()}
+
+
+def judge_batches(batches: list[Batch], aside: list[Batch]) -> Analysis:
     groups = group_by_config([r for b in batches for r in b.runs])
     return batches, aside, groups, judge_all(groups, {b.name: b for b in batches})
-
-
-def horizons(folder: str | Path) -> list[str]:
-    """The training lengths of the suite batches under `folder`, shortest first (one when all agree)."""
-    return list(split_by_horizon(split_suite_batches(load_batches(folder))[0]))
 
 
 def set_aside_lines(aside: list[Batch]) -> list[str]:
@@ -437,8 +448,8 @@ def set_aside_lines(aside: list[Batch]) -> list[str]:
             f"the suite batches; run `rabench report` on it alone" for b in aside]
 
 
-def build_report(folder: Path, out_dir: Path, horizon: str | None = None) -> Doc:
-    batches, aside, groups, comparisons = analyse(folder, horizon)
+def build_report(folder: Path, out_dir: Path, analysis: Analysis, horizon: str | None = None) -> Doc:
+    batches, aside, groups, comparisons = analysis
     runs = [r for b in batches for r in b.runs]
     design = design_of(groups)
     doc = Doc()
@@ -490,10 +501,8 @@ def build_report(folder: Path, out_dir: Path, horizon: str | None = None) -> Doc
 
 def summarize(folder: str | Path) -> str:
     """A few plain lines with each comparison's verdicts and s*, for a terminal (the demo's ending)."""
-    lengths = horizons(folder)
     lines = []
-    for horizon in lengths if len(lengths) > 1 else [None]:
-        _, _, groups, comparisons = analyse(folder, horizon)
+    for horizon, (_, _, groups, comparisons) in analyse_by_length(folder).items():
         prefix = f"[{horizon}] " if horizon else ""
         if not comparisons:
             lines.append(prefix + "Nothing to judge: the folder needs sdpa runs and another config with the same seeds.")
@@ -516,16 +525,16 @@ def write_report(folder: str | Path, out_dir: str | Path | None = None) -> tuple
     them with the headline gaps side by side, so the reader sees whether a gap grows or shrinks."""
     folder = Path(folder)
     out = Path(out_dir) if out_dir is not None else folder
-    lengths = horizons(folder)
+    analyses = analyse_by_length(folder)
     out.mkdir(parents=True, exist_ok=True)  # the plots are drawn into it while the report is built
-    if len(lengths) <= 1:
-        return write_doc(build_report(folder, out), out, f"rabench report: {folder.resolve().name}")
+    if None in analyses:
+        return write_doc(build_report(folder, out, analyses[None]), out, f"rabench report: {folder.resolve().name}")
     by_length = []
-    for horizon in lengths:
+    for horizon, analysis in analyses.items():
         sub = out / f"report-{slug(horizon)}"
         sub.mkdir(exist_ok=True)
-        write_doc(build_report(folder, sub, horizon), sub, f"rabench report: {folder.resolve().name} ({horizon})")
-        by_length.append((horizon, sub.name, analyse(folder, horizon)[3]))
+        write_doc(build_report(folder, sub, analysis, horizon), sub, f"rabench report: {folder.resolve().name} ({horizon})")
+        by_length.append((horizon, sub.name, analysis[3]))
     return write_doc(horizons_overview(folder, by_length), out, f"rabench report: {folder.resolve().name}")
 
 
