@@ -74,8 +74,9 @@ def _disk_error(what: str, path: Path, exc: OSError, keeps: str = "") -> Rabench
     return RabenchError(f"cannot write {what} {path}: {reason}{hint}{keeps}")
 
 
-def _write_atomic(path: Path, data: bytes, what: str) -> None:
-    """Write to path.tmp, fsync, rename over path: a reader never sees half a file."""
+def write_atomic(path: Path, data: bytes, what: str) -> None:
+    """Write to path.tmp, fsync, rename over path: a reader never sees half a file. An OSError (a
+    full disk, an unwritable folder) becomes one line naming `what` and the path."""
     tmp = path.with_name(path.name + ".tmp")
     try:
         with open(tmp, "wb") as f:
@@ -162,14 +163,14 @@ class RunFolder:
                 (self.path / name).unlink()
 
     def write_config(self, config: dict[str, Any]) -> None:
-        _write_atomic(self.path / CONFIG_NAME, (json.dumps(config, indent=2, default=str) + "\n").encode(), "config")
+        write_atomic(self.path / CONFIG_NAME, (json.dumps(config, indent=2, default=str) + "\n").encode(), "config")
 
     # ---- metrics ---------------------------------------------------------------------
     def open_metrics(self, keep_through_iter: int | None) -> None:
         """Start appending; on resume, first drop records past the checkpoint (they are redone)."""
         path = self.path / METRICS_NAME
         kept = [] if keep_through_iter is None else [r for r in self.metrics() if r.get("iter", 0) <= keep_through_iter]
-        _write_atomic(path, "".join(json.dumps(r) + "\n" for r in kept).encode(), "metrics")
+        write_atomic(path, "".join(json.dumps(r) + "\n" for r in kept).encode(), "metrics")
         try:
             self._metrics_file = open(path, "a")  # noqa: SIM115 - closed by close_metrics()
         except OSError as exc:
@@ -191,7 +192,7 @@ class RunFolder:
 
     # ---- summary ---------------------------------------------------------------------
     def write_summary(self, summary: dict[str, Any]) -> None:
-        _write_atomic(self.path / SUMMARY_NAME, (json.dumps(summary, indent=2) + "\n").encode(), "summary")
+        write_atomic(self.path / SUMMARY_NAME, (json.dumps(summary, indent=2) + "\n").encode(), "summary")
 
     def clear_summary(self) -> None:
         """A run that trains again is no longer finished, failed or interrupted."""

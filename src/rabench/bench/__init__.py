@@ -24,6 +24,7 @@ from rabench.bench.attention_rows import SDPA_BACKENDS, add_attention_ratios, at
 from rabench.bench.step_rows import add_step_ratios, step_row
 from rabench.bench.table import format_markdown, format_text
 from rabench.errors import RabenchError
+from rabench.rundir import write_atomic
 
 DEFAULT_ATTNS = ["sdpa", "open", "std-gated", "ra-open", "ra-folded", "ra-triton"]
 
@@ -101,9 +102,7 @@ def save_tables(result: dict[str, Any], out: Path, done: int, planned: int) -> N
     result["rows"] = {"measured": done, "planned": planned}
     for path, text in ((out, json.dumps(result, indent=2) + "\n"), (out.with_suffix(".txt"), format_text(result) + "\n"),
                        (out.with_suffix(".md"), format_markdown(result) + "\n")):
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text(text)
-        tmp.replace(path)
+        write_atomic(path, text.encode(), "bench table")
 
 
 def run_bench(a: argparse.Namespace) -> dict[str, Any]:
