@@ -154,7 +154,7 @@ def run_parallel(jobs: list, devices: list[str], say: Callable[..., None] = prin
     outcomes: list[Outcome] = []
     stopped: list[str] = []
     expected_train_s: dict[str, float | None] = {}  # per run, estimated at its launch (for the deadline's overhead)
-    previous = _sigterm_as_interrupt()
+    previous = sigterm_as_interrupt()
     last_status = time.time()
     try:
         while pending or running:
@@ -230,8 +230,9 @@ def record_outcome(job, proc: subprocess.Popen, device: str, started: float, say
     return outcome
 
 
-def _sigterm_as_interrupt():
-    """SIGTERM (SLURM, `timeout`) stops the workers cleanly, as Ctrl-C does."""
+def sigterm_as_interrupt():
+    """From now on SIGTERM (SLURM, `timeout`, a deadline) raises KeyboardInterrupt, as Ctrl-C does,
+    so it stops things cleanly; returns the previous handler, to restore."""
 
     def handler(signum, frame):
         raise KeyboardInterrupt

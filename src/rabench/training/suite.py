@@ -48,6 +48,7 @@ from rabench.errors import RabenchError, RunInterrupted
 from rabench.rundir import RunFolder
 from rabench.training.config import TrainConfig, curve_changing_differences
 from rabench.training.deadline import Deadline, deadline_message
+from rabench.training.parallel import run_parallel, sigterm_as_interrupt
 from rabench.training import distributed as dd
 from rabench.training.distributed import is_main_process, launched_by_torchrun
 from rabench.training.timeparse import parse_duration
@@ -467,8 +468,6 @@ def run_suite(plan: SuitePlan, out: str | Path, data: str, progress_bar: bool = 
         deadline.ms_per_iter = {a: float(c["ms_per_iter"]) for a, c in calibration.get("configs", {}).items()
                                 if isinstance(c, dict) and c.get("ms_per_iter") is not None}
     if devices:
-        from rabench.training.parallel import run_parallel
-
         run_parallel(jobs, devices, say, deadline=deadline)
     else:
         run_sequential(jobs, say, deadline)
@@ -527,11 +526,7 @@ def stop_at(deadline: Deadline | None):
     if deadline is None:
         yield
         return
-
-    def between_runs(signum, frame):
-        raise KeyboardInterrupt
-
-    previous = signal.signal(signal.SIGTERM, between_runs)
+    previous = sigterm_as_interrupt()
     timer = threading.Timer(max(0.0, deadline.left_s()), os.kill, (os.getpid(), signal.SIGTERM))
     timer.daemon = True
     timer.start()
