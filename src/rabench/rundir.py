@@ -105,6 +105,11 @@ class RunFolder:
     def metrics(self) -> list[dict[str, Any]]:
         return read_jsonl(self.path / METRICS_NAME)
 
+    def last_record(self) -> dict[str, Any]:
+        """The latest metrics record ({} before the first): where a run has got to."""
+        records = self.metrics()
+        return records[-1] if records else {}
+
     def summary(self) -> dict[str, Any] | None:
         return read_json(self.path / SUMMARY_NAME)
 

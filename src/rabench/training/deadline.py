@@ -52,12 +52,12 @@ class Deadline:
         if cfg.until_plateau:
             return None
         if cfg.time_budget_s is not None:
-            done = last_record(cfg.out).get("train_time_s", 0.0) if cfg.resume else 0.0
+            done = RunFolder(cfg.out).last_record().get("train_time_s", 0.0) if cfg.resume else 0.0
             return max(0.0, cfg.time_budget_s - float(done or 0.0))
         ms = self.ms_per_iter.get(cfg.attn)
         if ms is None or cfg.max_iters is None:
             return None
-        done = int(last_record(cfg.out).get("iter", 0) or 0) if cfg.resume else 0
+        done = int(RunFolder(cfg.out).last_record().get("iter", 0) or 0) if cfg.resume else 0
         return max(0, cfg.max_iters - done) * ms / 1000.0
 
     def estimate_s(self, cfg) -> float | None:
@@ -81,11 +81,6 @@ class Deadline:
             return
         key, overhead = bool(cfg.compile), max(0.0, elapsed_s - trained_s * (1 + EVAL_SHARE))
         self.seen_overhead_s[key] = max(self.seen_overhead_s.get(key, 0.0), overhead)
-
-
-def last_record(out: str) -> dict:
-    records = RunFolder(out).metrics()
-    return records[-1] if records else {}
 
 
 def deadline_message(not_started: list[str], stopped: list[str]) -> DeadlineReached:

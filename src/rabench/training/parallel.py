@@ -125,8 +125,7 @@ def progress_of(job) -> str:
     """'name it 1200/8000' from the run's last metrics record (or 'starting' before its first)."""
     from rabench.rundir import RunFolder
 
-    records = RunFolder(job.cfg.out).metrics()
-    it = records[-1].get("iter") if records else None
+    it = RunFolder(job.cfg.out).last_record().get("iter")
     if it is None:
         return f"{job.run.name} starting"
     total = f"/{job.cfg.max_iters}" if job.cfg.max_iters and not job.cfg.until_plateau else ""
