@@ -14,7 +14,7 @@ import pytest
 from rabench.analysis import summarize, write_report
 from rabench.analysis.criteria import judge_all
 from rabench.analysis.report import analyse
-from rabench.analysis.runs import group_by_config, load_batches, load_runs
+from rabench.analysis.runs import group_by_config, is_ra, load_batches, load_runs
 from rabench.stats import (
     FAIL,
     INCONCLUSIVE,
@@ -117,6 +117,13 @@ def verdicts(folder: Path, **kw) -> dict[str, str]:
 
 
 # ---------------------------------------------------------------- statistics
+
+
+def test_ra_side_comes_from_the_registry_family():
+    # ra-norec has no reciprocal term: a control, though its name starts with ra-
+    assert is_ra("ra-triton") and is_ra("ra-local")
+    assert not is_ra("ra-norec") and not is_ra("std-gated") and not is_ra("sdpa")
+    assert is_ra("ra-retired-variant")  # a name no longer registered falls back to the naming convention
 
 
 def test_t_distribution_and_quantiles_match_tables():

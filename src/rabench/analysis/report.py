@@ -226,7 +226,8 @@ def verdict_overview(doc: Doc, comparisons: list[Comparison], thin: list[str], s
     doc.para(
         "Rule (issue 12): per criterion, the paired mean margin over seeds with a 95% t-interval; PASS only when the "
         "interval's lower bound is above the margin fixed in the plan (default 0), FAIL only when its upper bound is below "
-        "it, INCONCLUSIVE otherwise, and NO VERDICT from a single seed. Pairs are formed by seed within one batch and one card."
+        "it, INCONCLUSIVE otherwise, and NO VERDICT from a single seed or where the folder holds no runs to pair (no "
+        "iso-time runs of that config, say). Pairs are formed by seed within one batch and one card."
     )
     if not comparisons:
         doc.para("Nothing to judge: the folder needs sdpa runs and at least one other config with the same seeds.")

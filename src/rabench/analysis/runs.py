@@ -16,6 +16,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any
 
+from rabench import attention
 from rabench.errors import RabenchError
 from rabench.rundir import RunFolder, read_json
 
@@ -30,7 +31,11 @@ BASE_ROLE, ISO_ITER, ISO_TIME, TIME, PLATEAU = "baseline", "iso-iter", "iso-time
 
 
 def is_ra(attn: str) -> bool:
-    """RA-family configs are named `ra-*` (ra-open, ra-triton, ra-norec and the variants)."""
+    """Whether a config is on RA's side of the comparison, as its registry entry's family says
+    (ra-norec, RA without the reciprocal term, is a control). Run folders may name an attention
+    this version no longer registers; those fall back to the `ra-` naming convention."""
+    if attn in attention.names():
+        return attention.entry(attn).family == "ra"
     return attn.startswith(RA_PREFIX)
 
 
