@@ -12,6 +12,8 @@
 #   1. the main comparison: sdpa and ra-triton (N and N/s iterations), SEEDS, N = ITERS;
 #   2. the same folder with the controls EXTRA added (iso-iteration runs only: the iso-time runs
 #      stay ra-triton's), paired with stage 1's sdpa runs by seed.
+# STAGES=1 runs both as one queue (the suite's order, main runs first by seed): use it when the
+# main runs are done or nearly so, since a GPU that finishes stage 1 early otherwise waits.
 # Needs .device-data/{english-mix,kernel-c}.jsonl.xz (copies of ../shared/corpus, carried).
 set -u
 START=$(date +%s)
@@ -53,7 +55,11 @@ suite() {  # suite ATTNS: run or resume the batch with these attentions until th
         --isotime-attn "$CAND" --iters "$ITERS" --seeds "$SEEDS" $COMPILE \
         --eval-every ${EVAL_EVERY:-500} --devices "$DEVICES" --no-progress >> "$LOG" 2>&1
 }  # exit 124: the deadline left runs to do (timeout, a backstop 30 s later, also exits 124)
-suite "sdpa,$CAND" && suite "sdpa,$CAND,$EXTRA"
+if [ "${STAGES:-2}" = 1 ] || [ -z "$EXTRA" ]; then
+    suite "sdpa,$CAND${EXTRA:+,$EXTRA}"   # STAGES=1: one queue, no GPU idles at the end of stage 1
+else
+    suite "sdpa,$CAND" && suite "sdpa,$CAND,$EXTRA"
+fi
 rc=$?
 echo "[call] $(date -u +%H:%M:%S) suite exit $rc (124: out of time, resume with the same command)" | tee -a "$LOG"
 
