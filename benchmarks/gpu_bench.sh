@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The bench tables on one GPU, split so that each part fits one 10-minute device call.
-# Usage on the GPU machine, from the repo root:  OUT=/some/dir PART=a|b|c|d|e bash benchmarks/gpu_bench.sh
+# Usage on the GPU machine, from the repo root:  OUT=/some/dir PART=a|b|c|d|e|p|t bash benchmarks/gpu_bench.sh
+# (p: the step profile; t: the test suite on the GPU)
 # Every part has sdpa in it, so each table's ratios come from its own run.
 set -u
 export PYTHONUNBUFFERED=1 PYTHONPATH=src
@@ -22,4 +23,14 @@ case "${PART:-a}" in
   d) # compiled steps at longer T (B*T = 8192 tokens) (~5 min)
      python3 -m rabench bench --no-attention --compile yes --step-seq-lens 2048,4096 \
        --attn sdpa,ra-triton,ra-folded --out "$OUT/bench-compiled-long.json" ;;
+  p) # where RA's compiled step time goes: profiles of sdpa, ra-norec and ra-triton under CUDA graphs (~3 min)
+     python3 benchmarks/step_profile.py --attn sdpa,ra-norec,ra-triton --modes reduce-overhead \
+       --profile sdpa:reduce-overhead,ra-norec:reduce-overhead,ra-triton:reduce-overhead --out "$OUT/steps.json" ;;
+  t) # the whole test suite on this GPU, four shards at once (~5 min on an H100)
+     ls tests/test_*.py > "$OUT/test-files.txt"
+     for k in 0 1 2 3; do
+       (timeout 540 python3 -m pytest -q -rfE -p no:cacheprovider $(awk "NR%4==$k" "$OUT/test-files.txt") \
+          > "$OUT/pytest-shard-$k.log" 2>&1; echo "exit $?" >> "$OUT/pytest-shard-$k.log") &
+     done
+     wait; tail -n 3 "$OUT"/pytest-shard-*.log ;;
 esac
