@@ -27,7 +27,6 @@ A process holds an flock on `.lock` while it trains, so two trainers never share
 from __future__ import annotations
 
 import contextlib
-import errno
 import fcntl
 import json
 import os
@@ -36,6 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from rabench.errors import RabenchError
+from rabench.fileio import disk_error, write_atomic
 
 CONFIG_NAME = "config.json"
 METRICS_NAME = "metrics.jsonl"
@@ -66,28 +66,6 @@ def read_jsonl(path: Path) -> list[dict[str, Any]]:
         except json.JSONDecodeError:
             break
     return records
-
-
-def _disk_error(what: str, path: Path, exc: OSError, keeps: str = "") -> RabenchError:
-    reason = exc.strerror or str(exc)
-    hint = " (the disk is full: free space, then re-run with --resume)" if exc.errno == errno.ENOSPC else ""
-    return RabenchError(f"cannot write {what} {path}: {reason}{hint}{keeps}")
-
-
-def write_atomic(path: Path, data: bytes, what: str) -> None:
-    """Write to path.tmp, fsync, rename over path: a reader never sees half a file. An OSError (a
-    full disk, an unwritable folder) becomes one line naming `what` and the path."""
-    tmp = path.with_name(path.name + ".tmp")
-    try:
-        with open(tmp, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except OSError as exc:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
-        raise _disk_error(what, path, exc) from None
 
 
 class RunFolder:
@@ -147,7 +125,7 @@ class RunFolder:
         try:
             self._lock_file = open(self.path / LOCK_NAME, "a")  # noqa: SIM115 - held until release()
         except OSError as exc:
-            raise _disk_error("lock file", self.path / LOCK_NAME, exc) from None
+            raise disk_error("lock file", self.path / LOCK_NAME, exc) from None
         try:
             fcntl.flock(self._lock_file.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -179,7 +157,7 @@ class RunFolder:
         try:
             self._metrics_file = open(path, "a")  # noqa: SIM115 - closed by close_metrics()
         except OSError as exc:
-            raise _disk_error("metrics", path, exc) from None
+            raise disk_error("metrics", path, exc) from None
 
     def append_metrics(self, record: dict[str, Any]) -> None:
         path = self.path / METRICS_NAME
@@ -187,7 +165,7 @@ class RunFolder:
             self._metrics_file.write(json.dumps(record) + "\n")
             self._metrics_file.flush()
         except OSError as exc:
-            raise _disk_error("metrics", path, exc, "; the last good checkpoint is kept") from None
+            raise disk_error("metrics", path, exc, "; the last good checkpoint is kept") from None
 
     def close_metrics(self) -> None:
         if self._metrics_file is not None:
@@ -226,7 +204,7 @@ class RunFolder:
             with contextlib.suppress(OSError):
                 tmp.unlink()
             keeps = "; the last good checkpoint is kept" if path.exists() else ""
-            raise _disk_error("checkpoint", path, exc, keeps) from None
+            raise disk_error("checkpoint", path, exc, keeps) from None
 
     def load_checkpoint(self, run_id: str, map_location: Any = "cpu") -> dict[str, Any] | None:
         """The checkpoint, or None when there is none; one written by another run is refused."""

@@ -24,7 +24,7 @@ from rabench.bench.attention_rows import SDPA_BACKENDS, add_attention_ratios, at
 from rabench.bench.step_rows import add_step_ratios, step_row
 from rabench.bench.table import format_markdown, format_text
 from rabench.errors import RabenchError
-from rabench.rundir import write_atomic
+from rabench.fileio import write_atomic
 
 DEFAULT_ATTNS = ["sdpa", "open", "std-gated", "ra-open", "ra-folded", "ra-triton"]
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import hashlib
+import io
 import json
 import multiprocessing
 import os
@@ -35,6 +36,7 @@ from rabench.data.shards import MAGIC, VERSION, write_shard
 from rabench.data.sources import check_sources, iter_labelled_documents, spec_label
 from rabench.data.tokenizer import EOT, TOKENIZER_NAME, VOCAB_SIZE, gpt2_encoding
 from rabench.errors import RabenchError
+from rabench.fileio import write_atomic
 
 META_FILE = "meta.json"
 DOCS_SUFFIX = "_docs.npy"  # per split: the document index
@@ -78,7 +80,7 @@ def prepare(
         for writer in writers.values():
             writer.delete_written()
         raise
-    _write_json_atomically(out_dir / META_FILE, meta)
+    write_atomic(out_dir / META_FILE, (json.dumps(meta, indent=2) + "\n").encode("utf-8"), META_FILE)
     return meta
 
 
@@ -161,10 +163,9 @@ class ShardWriter:
         rows = np.stack([np.frombuffer(self._starts, dtype=np.int64), np.frombuffer(self._sources, dtype=np.int64)],
                         axis=1) if self.documents else np.zeros((0, 2), dtype=np.int64)
         name = f"{self.split}{DOCS_SUFFIX}"
-        tmp = self.out_dir / (name + ".tmp")
-        with open(tmp, "wb") as f:
-            np.save(f, rows)
-        os.replace(tmp, self.out_dir / name)
+        buffer = io.BytesIO()
+        np.save(buffer, rows)
+        write_atomic(self.out_dir / name, buffer.getvalue(), "document index")
         self.index = {"file": name, "sha256": file_sha256(self.out_dir / name), "columns": ["start", "source_id"]}
 
     def _write(self, tokens: np.ndarray) -> None:
@@ -342,12 +343,6 @@ def unread_sources(sources: list[str], source_names: list[str]) -> list[str]:
         base = spec_label(spec)
         return any(name == base or name.startswith(base + "/") for name in source_names)
     return [spec for spec in sources if not reached(spec)]
-
-
-def _write_json_atomically(path: Path, data: dict[str, Any]) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
 
 
 def prepare_bundled_austen(out: str | Path) -> str:

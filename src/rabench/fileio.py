@@ -1,0 +1,36 @@
+"""Writing files so that a reader never sees half of one: the project's one tmp-fsync-rename.
+
+Run folders (rundir), prepared data folders (data.prepare) and bench tables all write through
+here, and a failed write (a full disk, an unwritable folder) becomes one line naming the file.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+from pathlib import Path
+
+from rabench.errors import RabenchError
+
+
+def disk_error(what: str, path: Path, exc: OSError, keeps: str = "") -> RabenchError:
+    """One line for an OSError while writing `what` at `path`; `keeps` says what survived."""
+    reason = exc.strerror or str(exc)
+    hint = " (the disk is full: free space, then re-run with --resume)" if exc.errno == errno.ENOSPC else ""
+    return RabenchError(f"cannot write {what} {path}: {reason}{hint}{keeps}")
+
+
+def write_atomic(path: Path, data: bytes, what: str) -> None:
+    """Write to path.tmp, fsync, rename over path: a reader never sees half a file."""
+    tmp = path.with_name(path.name + ".tmp")
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except OSError as exc:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise disk_error(what, path, exc) from None
