@@ -45,6 +45,7 @@ from typing import Any
 
 from rabench import attention
 from rabench.errors import RabenchError, RunInterrupted
+from rabench.fileio import write_atomic
 from rabench.rundir import RunFolder
 from rabench.training.config import TrainConfig, curve_changing_differences
 from rabench.training.deadline import Deadline, deadline_message
@@ -452,7 +453,8 @@ def run_suite(plan: SuitePlan, out: str | Path, data: str, progress_bar: bool = 
     jobs = decide_jobs(runs, cfgs, out)  # new ratios that contradict trained runs are refused, unwritten
     if is_main_process():  # under torchrun every rank runs the suite; rank 0 alone writes and prints
         if new_calibration is not None:
-            (out / CALIBRATION_FILE).write_text(json.dumps(new_calibration, indent=2, default=str) + "\n")
+            write_atomic(out / CALIBRATION_FILE, (json.dumps(new_calibration, indent=2, default=str) + "\n").encode(),
+                         "calibration")
         if calibrate_only:
             say(f"[suite] step times in {out / CALIBRATION_FILE}; run the suite without --calibrate-only to train")
             return []
@@ -460,7 +462,7 @@ def run_suite(plan: SuitePlan, out: str | Path, data: str, progress_bar: bool = 
                                    "runs": [{"name": r.name, "attn": r.attn, "seed": r.seed, "role": r.role,
                                              "max_iters": r.max_iters, "time_budget_s": r.time_budget_s,
                                              "step_ratio": r.step_ratio} for r in runs]}
-        (out / SUITE_FILE).write_text(json.dumps(record, indent=2) + "\n")
+        write_atomic(out / SUITE_FILE, (json.dumps(record, indent=2) + "\n").encode(), "suite record")
     if calibrate_only:
         return []
     if deadline is not None:
