@@ -126,6 +126,19 @@ def test_ra_side_comes_from_the_registry_family():
     assert is_ra("ra-retired-variant")  # a name no longer registered falls back to the naming convention
 
 
+def test_break_even_median_counts_the_seeds_that_never_reached_the_target():
+    from rabench.analysis.criteria import BreakEven
+
+    def be(values, bounds):
+        return BreakEven(values, [f"s{i}" for i in range(len(bounds))], bounds, [], None, {}, "")
+
+    assert be([1.087, 1.012, 1.010], [1.0] * 4).median_text() == "< 1.00"  # 4 of 7 never: the median is one of them
+    assert be([1.1, 1.2, 1.3], [1.0]).median_text() == "1.15"  # the never-seed is the lowest of four
+    assert be([1.2], [1.0]).median_text() == "< 1.10"  # between a bound and a value
+    assert be([1.05], [1.2]).median_text() is None  # a bound above a reached value: order unknown
+    assert be([1.1, 1.3], []).median_text() == "1.20"
+
+
 def test_t_distribution_and_quantiles_match_tables():
     assert t_two_sided_p(2.776445, 4) == pytest.approx(0.05, abs=1e-5)
     assert t_quantile(0.95, 1) == pytest.approx(12.7062, abs=1e-3)

@@ -126,6 +126,22 @@ class BreakEven:
     ratios: dict[str, StepRatio]  # measured s per (batch, card)
     source: str
 
+    def median_text(self) -> str | None:
+        """Median s* over every seed, a seed that never reached the target counted as below its
+        bound. The interval of `stats` covers only the seeds that reached it, so with some that
+        never did it leans high; the median does not. None when the order is unknown (a bound
+        above a reached value)."""
+        k, n = len(self.never), len(self.values) + len(self.never)
+        if n == 0 or (k and self.values and max(self.bounds) > min(self.values)):
+            return None
+        reached = sorted(self.values)  # every never-seed sits below all of these
+        middle = [n // 2] if n % 2 else [n // 2 - 1, n // 2]
+        if all(i < k for i in middle):
+            return f"< {max(self.bounds):.2f}"
+        if middle[0] < k:  # one censored, one reached: below the mean of the bound and that value
+            return f"< {(max(self.bounds) + reached[middle[1] - k]) / 2:.2f}"
+        return f"{sum(reached[i - k] for i in middle) / len(middle):.2f}"
+
     def headline(self, candidate: str) -> str:
         measured = "; ".join(f"{unit}: {r.text()}" for unit, r in self.ratios.items()) or "unknown"
         if not self.values and not self.never:
@@ -143,6 +159,10 @@ class BreakEven:
             text += f" ({ONE_SEED_NOTE})"
         if self.never:
             text += f"; in {len(self.never)} other seed(s) it never reached the target (s* < 1)"
+            median = self.median_text()
+            if median is not None:
+                text += (f"; median s* over all {len(self.values) + len(self.never)} seeds {median} (the interval "
+                         "covers only the seeds that reached the target, so it leans high)")
         return text
 
 

@@ -319,6 +319,9 @@ def answer_questions(doc: Doc, groups: dict[str, ConfigGroup], comparisons: list
             text = f"{c.candidate}: needs {_mean(fractions):.3f} of sdpa's iterations to reach its final val_loss (= 1/s*; s* = {st.mean:.3f}{ci})"
             if be.never:
                 text += f"; never within N in {len(be.never)} seed(s)"
+                median = be.median_text()
+                if median is not None:
+                    text += f", so over all {len(be.values) + len(be.never)} seeds the median s* is {median}"
             items.append(text + f". {evidence(st, null=1.0)}")
         elif be.never:
             items.append(f"{c.candidate}: never reached sdpa's final val_loss within its N iterations ({len(be.never)} seed(s)): no gain in sample efficiency seen")
@@ -366,6 +369,8 @@ def answer_questions(doc: Doc, groups: dict[str, ConfigGroup], comparisons: list
         s_star = "n/a"
         if be and be.stats:
             s_star = f"{be.stats.mean:.3f}" + (f" [{be.stats.lo:.3f}, {be.stats.hi:.3f}]" if be.stats.n > 1 else " (1 seed)")
+            if be.never:
+                s_star += f" over {be.stats.n} seeds; {len(be.never)} never reached it; median {be.median_text() or 'n/a'}"
         elif be and be.never:
             s_star = f"< {max(be.bounds):.2f} (never within its run)"
         rows.append([g.label, str(g.runs[0].config.get("attn_options") or {}), ratio, s_star, _bold(v1.verdict) if v1 else "n/a", evidence(v1.stats) if v1 else ""])
