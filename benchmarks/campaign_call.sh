@@ -22,11 +22,12 @@ PACK_S=${PACK_S:-60}           # kept back for the workers' checkpoints and the 
 BATCH=${BATCH:-batch-1}
 ITERS=${ITERS:-8000}
 SEEDS=${SEEDS:-0,1,2,3,4,5}
-EXTRA=${EXTRA:-ra-norec,std-gated}
+EXTRA=${EXTRA-ra-norec,std-gated}  # EXTRA= (empty): no controls
 DEVICES=${DEVICES:-0,1,2,3}
 # DEADLINE=0: no --deadline, for runs longer than one call (a 20,000-iteration run): each call
 # checkpoints what is in flight and the next call, issued at once on the warm machine, resumes it.
 CAND=${CAND:-ra-triton}          # the candidate with iso-time runs
+ISOITER=${ISOITER:-}             # --isoiter-attn: e.g. none (CAND judged at equal time alone: question 5's variants)
 PRESET=${PRESET:-gpt2-124m}
 COMPILE=${COMPILE---compile --compile-mode reduce-overhead}  # COMPILE= (empty) trains eager
 DATA_SOURCES=${DATA_SOURCES:-.device-data/english-mix.jsonl.xz .device-data/kernel-c.jsonl.xz}
@@ -49,10 +50,11 @@ suite() {  # suite ATTNS: run or resume the batch with these attentions until th
     local t; t=$(left)
     [ "$t" -gt 30 ] || return 124
     echo "[call] $(date -u +%H:%M:%S) suite --attn $1 for at most ${t}s" | tee -a "$LOG"
-    local stop=(--deadline "${t}s") limit=$(( t + 30 ))
+    local stop=(--deadline "${t}s") limit=$(( t + 30 )) iso=()
+    [ -n "$ISOITER" ] && iso=(--isoiter-attn "$ISOITER")
     if [ "${DEADLINE:-1}" = 0 ]; then stop=(); limit=$t; fi  # runs longer than a call: resume on the warm machine
     timeout -s TERM -k 40 "$limit" python3 -m rabench suite "${stop[@]}" --out "$SUITE" --data "$DATA" --preset "$PRESET" --attn "$1" \
-        --isotime-attn "$CAND" --iters "$ITERS" --seeds "$SEEDS" $COMPILE \
+        --isotime-attn "$CAND" "${iso[@]}" --iters "$ITERS" --seeds "$SEEDS" $COMPILE \
         --eval-every ${EVAL_EVERY:-500} --devices "$DEVICES" --no-progress >> "$LOG" 2>&1
 }  # exit 124: the deadline left runs to do (timeout, a backstop 30 s later, also exits 124)
 if [ "${STAGES:-2}" = 1 ] || [ -z "$EXTRA" ]; then

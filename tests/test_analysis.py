@@ -250,6 +250,23 @@ def test_iteration_zero_only_and_torn_runs_are_never_judged(tmp_path):
     assert "ra-local-s0`: finished but has no evaluation after iteration 0" in md
 
 
+def test_a_variant_with_iso_time_runs_alone_is_judged_at_equal_time(tmp_path):
+    # isoiter_attns = []: ra-local has no N-iteration runs, only round(N/s) ones (question 5's batch)
+    n, s = 1000, 1.25
+    write_calibration(tmp_path, {"ra-local": s})
+    for seed in (0, 1, 2):
+        write_run(tmp_path, "sdpa", seed, linear(5.0, 1 / n), n, 10.0, "baseline")
+        m = round(n / s)  # 800 iterations ending at 4.2 > sdpa's 4.0: worse at equal time
+        write_run(tmp_path, "ra-local", seed, linear(5.0, 1 / n), m, 10.0 * s, "iso-time", eval_every=m // 5)
+    comp = comparison(tmp_path, candidate="ra-local")
+    assert comp.verdict("1").verdict == FAIL and comp.verdict("1").stats.n == 3
+    assert comp.verdict("3").verdict == NO_VERDICT  # nothing at N iterations to pair
+    assert [round(r.s, 2) for r in comp.breakeven.ratios.values()] == [1.25]  # s from the iso-time pairs
+    md = write_report(tmp_path)[0].read_text()
+    q5 = md.split("### 5. What is the minimum effective reciprocity?")[1]
+    assert "| ra-local |" in q5 and "**FAIL**" in q5 and "1.25" in q5
+
+
 def test_pairs_form_within_one_batch_and_card_and_pool_across_batches(tmp_path):
     camp = tmp_path / "campaign"
     iteration_suite(camp / "batch-a", (0, 1, 2), lambda seed: 2 / 1000, s=1.2, card=H100)

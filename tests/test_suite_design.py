@@ -84,6 +84,23 @@ def test_iso_design_plans_baseline_iso_iteration_and_iso_time_runs() -> None:
     assert iso_time_iters(10, 40.0) == 1  # never zero iterations
 
 
+def test_iso_time_only_candidates_skip_their_iso_iteration_runs() -> None:
+    # question 5's variants: judged at equal time alone (isoiter_attns lists who keeps its N-run)
+    plan = resolve_plan(SuitePlan(attns=["sdpa", "ra-triton", "ra-local"], seeds=[0], preset="tiny", max_iters=100,
+                                  isoiter_attns=["ra-triton"]))
+    runs = plan_runs(plan, {"sdpa": 1.0, "ra-triton": 1.25, "ra-local": 1.1})
+    assert [(r.name, r.role, r.max_iters) for r in runs] == [
+        ("sdpa-s0", "baseline", 100), ("ra-triton-s0", "iso-iter", 100), ("ra-triton-isotime-s0", "iso-time", 80),
+        ("ra-local-isotime-s0", "iso-time", 91)]
+
+
+def test_isoiter_attn_none_on_the_command_line(tmp_path: Path) -> None:
+    from rabench.commands.suite import attn_list
+
+    assert attn_list("none") == [] and attn_list(" None ") == []
+    assert attn_list("ra-local, ra-gated") == ["ra-local", "ra-gated"]
+
+
 def test_time_design_and_defaults() -> None:
     plan = resolve_plan(SuitePlan(attns=["sdpa", "ra-open"], preset="tiny", time_budget_s=60.0))
     assert plan.design == "time"
@@ -117,6 +134,8 @@ def test_cpu_leaves_gpu_only_attentions_out_of_the_default_plan(monkeypatch) -> 
     ('time = "1h"\ndesign = "iso"', "needs --design time"),
     ("[train]\nseed = 3", "the suite sets them per run"),
     ('attns = ["sdpa"]\n[options.ra-local]\nwindow = 4', "does not run"),
+    ('attns = ["sdpa", "ra-open"]\nisoiter_attns = ["ra-local"]', "isoiter_attns names"),
+    ('attns = ["sdpa", "ra-open"]\nisoiter_attns = []\nisotime_attns = []', "ra-open would get no run"),
 ])
 def test_bad_plans_are_refused_in_one_line(toml: str, message: str, tmp_path: Path) -> None:
     path = tmp_path / "plan.toml"

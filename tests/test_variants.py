@@ -489,3 +489,11 @@ def test_amortized_does_not_retrace_as_steps_count():
     for _ in range(6):
         compiled(q, k, v, x)
     assert counter.frame_count == frames and m.calls == 10
+
+
+def test_the_plans_optimisation_directions_are_marked_in_the_registry():
+    # question 5's table and the bench's default rows find the variants through this flag alone
+    marked = {n for n in attention.names() if attention.entry(n).variant}
+    assert marked == {"ra-sparse", "ra-local", "ra-gated", "ra-anneal", "ra-layers", "ra-budget", "ra-amortized",
+                      "ra-lowrank", "ra-adaptive"}
+    assert all(attention.entry(n).family == "ra" for n in marked)

@@ -383,7 +383,8 @@ def final_quality(pairs: list[Pair], base_name: str, scope: str, margin: float) 
 # ---------------------------------------------------------------- break-even slowdown
 
 
-def break_even(pairs: list[Pair], batches: dict[str, Batch], design: str) -> BreakEven:
+def break_even(pairs: list[Pair], batches: dict[str, Batch], design: str,
+               ratio_pairs: list[Pair] | None = None) -> BreakEven:
     """s* = N / n*, n* the first (interpolated) iteration at which the candidate's val curve
     reaches the baseline's final val_loss at N: at any step-time ratio below s* the candidate
     runs more than n* iterations in the baseline's time and so matches it."""
@@ -402,7 +403,8 @@ def break_even(pairs: list[Pair], batches: dict[str, Batch], design: str) -> Bre
             values.append(n_base / n_star)
             lines.append(f"{p.tag}: reaches {p.base.final_val_loss:.4f} at iteration {n_star:,.0f} of the baseline's {n_base:,.0f}: s* = {n_base / n_star:.3f}")
     source = "iso-iteration runs" if design == ITER_DESIGN else "time-budget runs (approximate: their schedules are keyed to time, not iterations)"
-    return BreakEven(values, never, bounds, lines, paired_stats(values) if values else None, unit_ratios(pairs, batches), source)
+    ratios = unit_ratios(pairs or ratio_pairs or [], batches)  # s: from the iso-time pairs when there are no others
+    return BreakEven(values, never, bounds, lines, paired_stats(values) if values else None, ratios, source)
 
 
 def unit_ratios(pairs: list[Pair], batches: dict[str, Batch]) -> dict[str, StepRatio]:
@@ -464,7 +466,8 @@ def compare(candidate: ConfigGroup, baseline: ConfigGroup, groups: dict[str, Con
         notes.append(f"pairs pooled across {len(units)} batch/card units: {'; '.join(units)} (each pair from one batch on one card)")
     if n_pairs and len({p.seed for p in n_pairs}) == 1 and len(n_pairs) == 1:
         notes.append(f"one seed: {ONE_SEED_NOTE}")
-    return Comparison(candidate.label, base_name, purpose, design, verdicts, break_even(n_pairs, batches, design), units, notes)
+    return Comparison(candidate.label, base_name, purpose, design, verdicts,
+                      break_even(n_pairs, batches, design, all_pairs), units, notes)
 
 
 @dataclass
@@ -519,12 +522,24 @@ def main_groups(groups: dict[str, ConfigGroup]) -> list[ConfigGroup]:
     return [g for g in groups.values() if g.role != ISO_TIME]
 
 
+def candidate_groups(groups: dict[str, ConfigGroup]) -> list[ConfigGroup]:
+    """Every config to judge: its main group, or, for a config with iso-time runs alone (a suite's
+    isoiter_attns left it out), an empty stand-in under its label, so that compare() finds its
+    iso-time runs for criterion 1 and says the other criteria have nothing to pair."""
+    out = main_groups(groups)
+    for label, g in groups.items():
+        base = label.removesuffix(f" [{ISO_TIME}]")
+        if g.role == ISO_TIME and base not in groups:
+            out.append(ConfigGroup(base, g.attn, ISO_ITER, []))
+    return out
+
+
 def judge_all(groups: dict[str, ConfigGroup], batches: dict[str, Batch]) -> list[Comparison]:
     """Every config against sdpa (the plan's question); in the time design also RA against
     the controls std-gated and ra-norec, and ra-open against its unfused twin open."""
     sdpa = first_group(groups, BASELINE)
     out = []
-    for g in main_groups(groups) if sdpa is not None else []:
+    for g in candidate_groups(groups) if sdpa is not None else []:
         if g.attn == BASELINE:
             continue
         purpose = "RA against the fused baseline (the plan's question)" if g.is_ra else "control against the fused baseline"

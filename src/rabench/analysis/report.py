@@ -21,16 +21,16 @@ from rabench.analysis.criteria import (
     first_group,
     iteration_gaps,
     judge_all,
+    candidate_groups,
     main_groups,
     source_gaps,
 )
 from rabench.analysis.curves import eval_curve, value_at
 from rabench.analysis.document import Doc
-from rabench.analysis.runs import (BASELINE, TIME, Batch, ConfigGroup, Run, group_by_config, load_batches,
-                                   split_by_horizon, split_suite_batches)
+from rabench.analysis.runs import (BASELINE, TIME, Batch, ConfigGroup, Run, group_by_config, is_variant,
+                                   load_batches, split_by_horizon, split_suite_batches)
 from rabench.stats import FAIL, FEW_PAIRS_NOTE, ONE_SEED_NOTE, PASS, PairedStats
 
-VARIANTS = ("ra-sparse", "ra-local", "ra-gated", "ra-anneal", "ra-layers", "ra-budget", "ra-amortized", "ra-lowrank", "ra-adaptive")
 GATES_BARELY_MOVED = 0.05  # max |w - w_init| below this: RA has not yet learned what to do with its gates
 STILL_FALLING = 0.02  # val_loss drop over the last quarter of a run above this: far from convergence
 MIN_EVALS = 4  # fewer evaluations after iteration 0 than this: a curve is a few straight segments
@@ -355,7 +355,7 @@ def answer_questions(doc: Doc, groups: dict[str, ConfigGroup], comparisons: list
         doc.bullets([_iter_gap_sentence(c, b, gaps) for c, b, gaps in controls])
 
     doc.heading(3, "5. What is the minimum effective reciprocity?")
-    variants = [g for g in ra if g.attn in VARIANTS]
+    variants = [g for g in candidate_groups(groups) if is_variant(g.attn)]  # iso-time-only ones too
     if not variants:
         doc.para("No reciprocity variant (ra-local, ra-layers, ra-anneal, ra-gated, ...) was run; this folder cannot answer it.")
         return
@@ -373,7 +373,8 @@ def answer_questions(doc: Doc, groups: dict[str, ConfigGroup], comparisons: list
                 s_star += f" over {be.stats.n} seeds; {len(be.never)} never reached it; median {be.median_text() or 'n/a'}"
         elif be and be.never:
             s_star = f"< {max(be.bounds):.2f} (never within its run)"
-        rows.append([g.label, str(g.runs[0].config.get("attn_options") or {}), ratio, s_star, _bold(v1.verdict) if v1 else "n/a", evidence(v1.stats) if v1 else ""])
+        runs = g.runs or groups[f"{g.label} [iso-time]"].runs  # an iso-time-only variant's stand-in has none
+        rows.append([g.label, str(runs[0].config.get("attn_options") or {}), ratio, s_star, _bold(v1.verdict) if v1 else "n/a", evidence(v1.stats) if v1 else ""])
     doc.table(["variant", "options", "s (step-time ratio)", "s* (break-even) [95% CI]", "criterion 1 vs sdpa", "evidence (criterion 1)"], rows)
     doc.para("A variant pays off where s < s* with intervals that do not overlap; the cheapest such variant is the minimum effective reciprocity.")
 

@@ -39,6 +39,11 @@ def is_ra(attn: str) -> bool:
     return attn.startswith(RA_PREFIX)
 
 
+def is_variant(attn: str) -> bool:
+    """One of the plan's optimisation directions (question 5), as its registry entry says."""
+    return attn in attention.names() and attention.entry(attn).variant
+
+
 def finite(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 

@@ -22,7 +22,7 @@ from rabench.attention.registry import AttentionSpec, register
 
 
 @register("ra-adaptive", "RA with a per-token row gate sigmoid(Linear(x) -> H) on the reciprocal term",
-          family="ra", init_bias=2.0, backend="auto")
+          family="ra", variant=True, init_bias=2.0, backend="auto")
 class RAAdaptiveAttention(AttentionCore):
     def __init__(self, spec: AttentionSpec) -> None:
         super().__init__(spec)

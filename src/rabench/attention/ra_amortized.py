@@ -48,7 +48,7 @@ from rabench.errors import RabenchError
 
 
 @register("ra-amortized", "RA recomputed every N training steps; between, a cached batch-mean reciprocal pattern",
-          family="ra", every=10, backend="auto")
+          family="ra", variant=True, every=10, backend="auto")
 class RAAmortizedAttention(AttentionCore):
     def __init__(self, spec: AttentionSpec) -> None:
         super().__init__(spec)

@@ -31,7 +31,7 @@ from rabench.errors import RabenchError
 
 
 @register("ra-anneal", "RA with w_rec x max(floor, 1 - progress); standard fast path once it is 0",
-          family="ra", floor=0.0, backend="auto")
+          family="ra", variant=True, floor=0.0, backend="auto")
 class RAAnnealAttention(AttentionCore):
     def __init__(self, spec: AttentionSpec) -> None:
         super().__init__(spec)

@@ -41,7 +41,7 @@ def budget_gate(scores: Tensor, k: float) -> Tensor:
 
 
 @register("ra-budget", "RA whose reciprocal term reaches only the top-k fraction of tokens picked by a learned scorer",
-          family="ra", k=0.10, backend="auto")
+          family="ra", variant=True, k=0.10, backend="auto")
 class RABudgetAttention(AttentionCore):
     def __init__(self, spec: AttentionSpec) -> None:
         super().__init__(spec)

@@ -39,7 +39,7 @@ def query_stats(q: Tensor) -> Tensor:
 
 
 @register("ra-gated", "RA with a per-token row gate sigmoid(MLP(query mean, std, rms)) on the reciprocal term",
-          family="ra", hidden=16, backend="auto")
+          family="ra", variant=True, hidden=16, backend="auto")
 class RAGatedAttention(AttentionCore):
     def __init__(self, spec: AttentionSpec) -> None:
         super().__init__(spec)

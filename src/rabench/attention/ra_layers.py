@@ -43,7 +43,7 @@ def ra_layers(layers: tuple[int, ...], n_layer: int) -> tuple[int, ...]:
 
 
 @register("ra-layers", "RA in the chosen layers (default: the middle 5/12), plain SDPA in the rest",
-          family="ra", layers=(), backend="auto")
+          family="ra", variant=True, layers=(), backend="auto")
 class RALayersAttention(AttentionCore):
     def __init__(self, spec: AttentionSpec) -> None:
         super().__init__(spec)

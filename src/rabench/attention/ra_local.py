@@ -21,7 +21,7 @@ from rabench.errors import RabenchError
 
 
 @register("ra-local", "RA whose reciprocal term only spans the last `window` keys (kernel band)",
-          family="ra", window=128, backend="auto")
+          family="ra", variant=True, window=128, backend="auto")
 class RALocalAttention(AttentionCore):
     def __init__(self, spec: AttentionSpec) -> None:
         super().__init__(spec)

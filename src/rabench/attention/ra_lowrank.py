@@ -32,7 +32,7 @@ def orthogonal_columns(n_head: int, dim: int, rank: int, generator: torch.Genera
 
 
 @register("ra-lowrank", "RA with a rank-r reciprocal term c (k W2).(q W1), through the kernel at D2 = r",
-          family="ra", rank=16, backend="auto")
+          family="ra", variant=True, rank=16, backend="auto")
 class RALowRankAttention(AttentionCore):
     def __init__(self, spec: AttentionSpec) -> None:
         super().__init__(spec)

@@ -44,7 +44,7 @@ def top_fraction_mask(scores: Tensor, p: float) -> Tensor:
 
 
 @register("ra-sparse", "RA whose reciprocal term is kept only at each row's top-p first-pass weights (open-coded)",
-          family="ra", p=0.10, backend="auto")
+          family="ra", variant=True, p=0.10, backend="auto")
 class RASparseAttention(AttentionCore):
     def __init__(self, spec: AttentionSpec) -> None:
         super().__init__(spec)

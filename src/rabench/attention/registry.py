@@ -35,19 +35,20 @@ class AttentionEntry:
     defaults: dict[str, Any]
     family: str  # "standard" or "ra": which side of the comparison it is on
     needs_gpu: bool = False  # runs only on a CUDA GPU (or under Triton's interpreter)
+    variant: bool = False  # one of the plan's optimisation directions (question 5), not a core RA route
 
 
 _REGISTRY: dict[str, AttentionEntry] = {}
 
 
-def register(name: str, summary: str, family: str, needs_gpu: bool = False,
+def register(name: str, summary: str, family: str, needs_gpu: bool = False, variant: bool = False,
              **defaults: Any) -> Callable[[type[nn.Module]], type[nn.Module]]:
     """Class decorator: make `cls` available as `--attn name` with option defaults."""
 
     def wrap(cls: type[nn.Module]) -> type[nn.Module]:
         if name in _REGISTRY:
             raise ValueError(f"attention {name!r} registered twice")
-        _REGISTRY[name] = AttentionEntry(name, cls, summary, dict(defaults), family, needs_gpu)
+        _REGISTRY[name] = AttentionEntry(name, cls, summary, dict(defaults), family, needs_gpu, variant)
         return cls
 
     return wrap

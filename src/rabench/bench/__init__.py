@@ -30,7 +30,7 @@ DEFAULT_ATTNS = ["sdpa", "open", "std-gated", "ra-open", "ra-folded", "ra-triton
 
 
 def default_attns() -> list[str]:
-    variants = [n for n in attention.names() if attention.entry(n).family == "ra" and n not in DEFAULT_ATTNS]
+    variants = [n for n in attention.names() if attention.entry(n).variant and n not in DEFAULT_ATTNS]
     return DEFAULT_ATTNS + variants
 
 

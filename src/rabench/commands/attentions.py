@@ -18,4 +18,5 @@ def run(a: argparse.Namespace) -> None:
         e = attention.entry(name)
         opts = ", ".join(f"{k}={v}" for k, v in e.defaults.items())
         gpu = " (needs a CUDA GPU)" if e.needs_gpu else ""
-        print(f"{name:<14} [{e.family}] {e.summary}{gpu}" + (f"\n{'':<14}   options: {opts}" if opts else ""))
+        kind = f"{e.family}, variant" if e.variant else e.family
+        print(f"{name:<14} [{kind}] {e.summary}{gpu}" + (f"\n{'':<14}   options: {opts}" if opts else ""))

@@ -31,7 +31,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         help="iso design: the baseline's iterations N (default: 8000 for gpt2-*, 1000 small, 300 tiny); "
                              "with --until-plateau a cap")
     budget.add_argument("--time", help="design time: training time per run, e.g. 90s, 10m, 1h (default 1h)")
-    p.add_argument("--isotime-attn", help="comma-separated candidates that get an iso-time run (default: every candidate)")
+    p.add_argument("--isotime-attn", help="comma-separated candidates that get an iso-time run, or none "
+                   "(default: every candidate)")
+    p.add_argument("--isoiter-attn", help="comma-separated candidates that get an iso-iteration run, or none: the "
+                   "others are judged at equal time alone, half the runs (default: every candidate)")
     p.add_argument("--until-plateau", action="store_true",
                    help="full test: each config runs to a val_loss plateau (the budget is a cap)")
     p.add_argument("--devices", help="run independent runs in parallel, one worker process per device: GPU indices "
@@ -51,6 +54,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def split_list(text: str) -> list[str]:
     return [s.strip() for s in text.split(",") if s.strip()]
+
+
+def attn_list(text: str) -> list[str]:
+    """--isotime-attn / --isoiter-attn: comma-separated names, or `none` for the empty list."""
+    return [] if text.strip().lower() == "none" else split_list(text)
 
 
 def given_train_settings(a: argparse.Namespace) -> dict:
@@ -77,7 +85,9 @@ def run(a: argparse.Namespace) -> None:
     if a.attn is not None:
         plan.attns = split_list(a.attn)
     if a.isotime_attn is not None:
-        plan.isotime_attns = split_list(a.isotime_attn)
+        plan.isotime_attns = attn_list(a.isotime_attn)
+    if a.isoiter_attn is not None:
+        plan.isoiter_attns = attn_list(a.isoiter_attn)
     if a.seeds:
         try:
             plan.seeds = [int(s) for s in split_list(a.seeds)]

@@ -80,6 +80,8 @@ class SuitePlan:
     time_budget_s: float | None = None  # time: each run's training time (default 1 h)
     until_plateau: bool = False
     isotime_attns: list[str] | None = None  # candidates that also get an iso-time run (None: every one)
+    isoiter_attns: list[str] | None = None  # candidates that get an iso-iteration run (None: every one;
+    # [] or a subset: the others get their iso-time run alone, e.g. variants judged at equal time only)
     calib_steps: int = 10  # optimizer steps per timed calibration window
     calib_windows: int = 8  # timed rounds of interleaved windows
     data: str | None = None
@@ -109,11 +111,12 @@ class PlannedRun:
 # ---- the plan -----------------------------------------------------------------------------
 PLAN_TYPES: dict[str, tuple[type, ...]] = {
     "attns": (list,), "seeds": (list,), "preset": (str,), "design": (str,), "until_plateau": (bool,),
-    "isotime_attns": (list,), "calib_steps": (int,), "calib_windows": (int,), "data": (str,),
+    "isotime_attns": (list,), "isoiter_attns": (list,), "calib_steps": (int,), "calib_windows": (int,), "data": (str,),
     "options": (dict,), "train": (dict,), "time": (str, int, float), "iters": (int,), "margin": (int, float, dict),
 }
 PLAN_EXAMPLES = {"attns": 'attns = ["sdpa", "ra-triton"]', "seeds": "seeds = [0, 1, 2]",
-                 "isotime_attns": 'isotime_attns = ["ra-triton"]', "options": "[options.ra-local] window = 64",
+                 "isotime_attns": 'isotime_attns = ["ra-triton"]', "isoiter_attns": "isoiter_attns = []",
+                 "options": "[options.ra-local] window = 64",
                  "train": "[train] compile = true", "margin": 'margin = 0.01 or [margin] "1" = 0.01'}
 
 
@@ -151,7 +154,7 @@ def check_plan_type(key: str, value: Any, where: str) -> None:
         example = PLAN_EXAMPLES.get(key, "")
         want = " or ".join("a list" if t is list else "a table" if t is dict else t.__name__ for t in PLAN_TYPES[key])
         raise RabenchError(f"{where}: {key} must be {want}, got {value!r}" + (f" (e.g. {example})" if example else ""))
-    if key in ("attns", "isotime_attns") and not all(isinstance(v, str) for v in value):
+    if key in ("attns", "isotime_attns", "isoiter_attns") and not all(isinstance(v, str) for v in value):
         raise RabenchError(f"{where}: {key} must be a list of attention names, got {value!r}")
     if key == "seeds" and not all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in value):
         raise RabenchError(f"{where}: seeds must be a list of integers >= 0, got {value!r}")
@@ -175,7 +178,7 @@ def resolve_plan(plan: SuitePlan) -> SuitePlan:
     plan.preset = plan.preset if plan.preset is not None else "gpt2-124m"
     for key in ("attns", "seeds", "preset", "until_plateau", "calib_steps", "calib_windows", "options", "train"):
         check_plan_type(key, getattr(plan, key), "suite plan")
-    for key in ("isotime_attns", "margin"):
+    for key in ("isotime_attns", "isoiter_attns", "margin"):
         if getattr(plan, key) is not None:
             check_plan_type(key, getattr(plan, key), "suite plan")
     if not plan.attns:
@@ -215,10 +218,16 @@ def resolve_plan(plan: SuitePlan) -> SuitePlan:
     if plan.max_iters is not None and (isinstance(plan.max_iters, bool) or not isinstance(plan.max_iters, int)
                                        or plan.max_iters < 1):
         raise RabenchError(f"suite plan: iters must be an integer of at least 1, got {plan.max_iters!r}")
-    if plan.isotime_attns is not None:
-        extra = set(plan.isotime_attns) - set(plan.attns)
+    for key in ("isotime_attns", "isoiter_attns"):
+        extra = set(getattr(plan, key) or []) - set(plan.attns)
         if extra:
-            raise RabenchError(f"suite plan: isotime_attns names {sorted(extra)}, which the suite does not run")
+            raise RabenchError(f"suite plan: {key} names {sorted(extra)}, which the suite does not run")
+    if design == "iso" and not plan.until_plateau:
+        idle = [a for a in plan.attns if a != BASELINE and not gets_run(plan.isoiter_attns, a)
+                and not gets_run(plan.isotime_attns, a)]
+        if idle:
+            raise RabenchError(f"suite plan: {', '.join(idle)} would get no run (in neither isoiter_attns nor "
+                               "isotime_attns); add it to one or drop it from the attentions")
     plan.design = design
     return plan
 
@@ -239,14 +248,20 @@ def drop_gpu_only(plan: SuitePlan, device_type: str, explicit_attns: bool, say=p
         raise RabenchError(f"{', '.join(gpu_only)} needs a CUDA GPU (or TRITON_INTERPRET=1 set before starting); "
                            "drop it from the attentions on this machine")
     plan.attns = [a for a in plan.attns if a not in gpu_only]
-    if plan.isotime_attns is not None:
-        plan.isotime_attns = [a for a in plan.isotime_attns if a not in gpu_only]
+    for key in ("isotime_attns", "isoiter_attns"):
+        if getattr(plan, key) is not None:
+            setattr(plan, key, [a for a in getattr(plan, key) if a not in gpu_only])
     say(f"[suite] no GPU: leaving out {', '.join(gpu_only)} (needs CUDA); the plan runs {', '.join(plan.attns)}")
 
 
 # ---- runs ---------------------------------------------------------------------------------
 def run_name(attn: str, seed: int, role: str = "") -> str:
     return f"{attn}-isotime-s{seed}" if role == "iso-time" else f"{attn}-s{seed}"
+
+
+def gets_run(listed: list[str] | None, attn: str) -> bool:
+    """isotime_attns / isoiter_attns: None means every candidate."""
+    return listed is None or attn in listed
 
 
 def iso_time_iters(n: int, ratio: float) -> int:
@@ -268,8 +283,9 @@ def plan_runs(plan: SuitePlan, ratios: dict[str, float] | None) -> list[PlannedR
                 runs.append(PlannedRun(run_name(attn, seed), attn, seed, "baseline", plan.max_iters, None, 1.0))
             else:
                 assert ratios is not None and plan.max_iters is not None
-                runs.append(PlannedRun(run_name(attn, seed), attn, seed, "iso-iter", plan.max_iters, None, ratio))
-                if plan.isotime_attns is None or attn in plan.isotime_attns:
+                if gets_run(plan.isoiter_attns, attn):
+                    runs.append(PlannedRun(run_name(attn, seed), attn, seed, "iso-iter", plan.max_iters, None, ratio))
+                if gets_run(plan.isotime_attns, attn):
                     runs.append(PlannedRun(run_name(attn, seed, "iso-time"), attn, seed, "iso-time",
                                            iso_time_iters(plan.max_iters, ratio), None, ratio))
     return runs
