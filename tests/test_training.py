@@ -7,6 +7,7 @@ import signal
 from pathlib import Path
 
 import pytest
+import torch
 
 from rabench.errors import RabenchError, RunInterrupted
 from rabench.rundir import RunFolder
@@ -38,6 +39,7 @@ def test_iteration_budget_writes_config_metrics_summary(data_dir: str, tmp_path:
     cfg = folder.config()
     assert cfg["attn"] == "ra-open" and cfg["n_layer"] == 2 and cfg["tokens_per_iter"] == 4 * 32
     assert cfg["labels"] == {"role": "baseline"} and cfg["device"] == "cpu" and cfg["gpu_name"] is None
+    assert cfg["gpu_uuid"] is None
     assert cfg["host"] and cfg["lr"] == 3e-3 and cfg["eval_tokens"] == 32_768  # preset defaults resolved
     assert "excludes evaluation" in cfg["time_axis"]
     records = folder.metrics()
@@ -213,3 +215,11 @@ def test_demo_draws_curves_and_ends_with_a_verdict(data_dir: str, tmp_path: Path
         # iteration 0, then at most 5 iterations apart, up to the run's last iteration
         assert evals[0] == 0 and evals[-1] == RunFolder(run).summary()["iters"] > 0
         assert all(b - a <= 5 for a, b in zip(evals, evals[1:]))
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_a_gpu_run_records_its_physical_card(data_dir: str, tmp_path: Path) -> None:
+    summary = train(config(data_dir, tmp_path / "run", device="cuda", max_iters=4))
+    cfg = RunFolder(tmp_path / "run").config()
+    assert cfg["gpu_uuid"] == str(torch.cuda.get_device_properties(torch.cuda.current_device()).uuid)
+    assert cfg["gpu_name"] == torch.cuda.get_device_name() and summary["peak_mem_gb"] > 0

@@ -104,6 +104,8 @@ def environment_info(device: torch.device, info: dd.DistInfo) -> dict[str, Any]:
     return {
         "device": device.type,
         "gpu_name": torch.cuda.get_device_name(device) if device.type == "cuda" else None,
+        # the physical card (hostnames repeat across rented machines: every campaign host was "vm")
+        "gpu_uuid": str(torch.cuda.get_device_properties(device).uuid) if device.type == "cuda" else None,
         "host": socket.gethostname(),
         "cpu": platform.processor() or platform.machine(),
         "world_size": info.world_size,
