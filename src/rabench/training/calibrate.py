@@ -174,6 +174,7 @@ def calibrate(req: CalibrationRequest, device: torch.device, baseline: str) -> d
         torch.cuda.empty_cache()
     return {
         "card": card_name(device),
+        "gpu_uuid": str(torch.cuda.get_device_properties(device).uuid) if device.type == "cuda" else None,
         "host": socket.gethostname(),
         "device": str(device),
         "compiled": req.compile,
