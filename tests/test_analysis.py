@@ -267,6 +267,21 @@ def test_a_variant_with_iso_time_runs_alone_is_judged_at_equal_time(tmp_path):
     assert "| ra-local |" in q5 and "**FAIL**" in q5 and "1.25" in q5
 
 
+def test_controls_are_compared_with_ra_and_with_each_other(tmp_path):
+    from rabench.analysis.criteria import control_gaps
+
+    for seed in (0, 1, 2):
+        write_run(tmp_path, "sdpa", seed, linear(5.0, 1.0e-3), 1000, 10.0, "baseline")
+        write_run(tmp_path, "std-gated", seed, linear(5.0, 1.01e-3), 1000, 10.5, "iso-iter")
+        write_run(tmp_path, "ra-norec", seed, linear(5.0, 1.02e-3 + seed * 1e-6), 1000, 11.0, "iso-iter")
+        write_run(tmp_path, "ra-triton", seed, linear(5.0, 1.0e-3), 1000, 11.6, "iso-iter")
+    groups = group_by_config([r for b in load_batches(tmp_path) for r in b.runs])
+    gaps = {(cand, control): g for cand, control, g in control_gaps(groups)}
+    assert set(gaps) == {("ra-triton", "std-gated"), ("ra-triton", "ra-norec"), ("ra-norec", "std-gated")}
+    last = gaps[("ra-norec", "std-gated")].stats[-1]  # the bias alone: ra-norec ends 0.01 lower
+    assert last.n == 3 and last.mean == pytest.approx(0.011, abs=2e-3)
+
+
 def test_pairs_form_within_one_batch_and_card_and_pool_across_batches(tmp_path):
     camp = tmp_path / "campaign"
     iteration_suite(camp / "batch-a", (0, 1, 2), lambda seed: 2 / 1000, s=1.2, card=H100)

@@ -559,7 +559,8 @@ def judge_all(groups: dict[str, ConfigGroup], batches: dict[str, Batch]) -> list
 
 
 def control_gaps(groups: dict[str, ConfigGroup]) -> list[tuple[str, str, IterGap]]:
-    """RA against its controls per iteration: (candidate, control, gaps)."""
+    """RA against its controls per iteration, and ra-norec against std-gated (they differ in the
+    discoverability bias alone): (candidate, control, gaps)."""
     design = design_of(groups)
     out = []
     for control_name in (CONTROL, NOREC):
@@ -569,6 +570,9 @@ def control_gaps(groups: dict[str, ConfigGroup]) -> list[tuple[str, str, IterGap
         for g in main_groups(groups):
             if g.is_ra and g.attn != control_name:
                 out.append((g.label, control.label, iteration_gaps(g, control, design)))
+    norec, gated = first_group(groups, NOREC), first_group(groups, CONTROL)
+    if norec is not None and gated is not None:
+        out.append((norec.label, gated.label, iteration_gaps(norec, gated, design)))
     return out
 
 

@@ -351,7 +351,8 @@ def answer_questions(doc: Doc, groups: dict[str, ConfigGroup], comparisons: list
             doc.bullets(items)
     controls = control_gaps(groups)
     if controls:
-        doc.para("RA against its controls at equal iterations (std-gated: learned temperature only; ra-norec: same gates and bias with w_rec = 0):")
+        doc.para("RA against its controls at equal iterations (std-gated: learned temperature only; ra-norec: same gates and "
+                 "bias with w_rec = 0; ra-norec against std-gated isolates the discoverability bias):")
         doc.bullets([_iter_gap_sentence(c, b, gaps) for c, b, gaps in controls])
 
     doc.heading(3, "5. What is the minimum effective reciprocity?")
