@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The bench tables on one GPU, split so that each part fits one 10-minute device call.
-# Usage on the GPU machine, from the repo root:  OUT=/some/dir PART=a|b|c|d|e|p|t bash benchmarks/gpu_bench.sh
-# (p: the step profile; t: the test suite on the GPU)
+# Usage on the GPU machine, from the repo root:  OUT=/some/dir PART=a|b|c|d|e|p|n|t bash benchmarks/gpu_bench.sh
+# (p: the step profile; n: ra-norec's SDPA route calibrated; t: the test suite on the GPU)
 # Every part has sdpa in it, so each table's ratios come from its own run.
 set -u
 export PYTHONUNBUFFERED=1 PYTHONPATH=src
@@ -26,6 +26,8 @@ case "${PART:-a}" in
   p) # where RA's compiled step time goes: profiles of sdpa, ra-norec and ra-triton under CUDA graphs (~3 min)
      python3 benchmarks/step_profile.py --attn sdpa,ra-norec,ra-triton --modes reduce-overhead \
        --profile sdpa:reduce-overhead,ra-norec:reduce-overhead,ra-triton:reduce-overhead --out "$OUT/steps.json" ;;
+  n) # ra-norec through SDPA at D+1 (backend=folded) against sdpa and ra-triton: the suite's calibration (~3 min)
+     python3 -m rabench suite benchmarks/norec-folded.toml --out "$OUT/norec-folded" --calibrate-only --no-progress ;;
   t) # the whole test suite on this GPU, four shards at once (~5 min on an H100)
      ls tests/test_*.py > "$OUT/test-files.txt"
      for k in 0 1 2 3; do

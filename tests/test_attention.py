@@ -62,11 +62,12 @@ def test_ra_paths_match_reference(name: str, shape: tuple[int, ...]) -> None:
     assert_matches(out, ref, [q, k, v, g, u], TOL)
 
 
+@pytest.mark.parametrize("backend", ["torch", "folded"])
 @pytest.mark.parametrize("shape", SHAPES)
-def test_ra_norec_matches_reference(shape: tuple[int, ...]) -> None:
+def test_ra_norec_matches_reference(shape: tuple[int, ...], backend: str) -> None:
     b, h, t, d = shape
     q, k, v = inputs(*shape)
-    module = make("ra-norec", h, d, backend="torch")
+    module = make("ra-norec", h, d, backend=backend)
     g, u = module.gates.logits, module.gates.u
     out = module(q, k, v, None)
     ref = ra_norec_reference(q, k, v, g, u)
@@ -140,6 +141,8 @@ def test_unknown_attention_and_option_are_one_line_errors() -> None:
         attention.resolve_options("sdpa", {"p": "1"})
     with pytest.raises(RabenchError, match="key=value"):
         attention.parse_option_strings(["novalue"])
+    with pytest.raises(RabenchError, match="ra-norec: backend 'fast' is unknown; choose auto, triton, torch, folded"):
+        make("ra-norec", 2, 8, backend="fast")
 
 
 @pytest.mark.parametrize("name", attention.names())

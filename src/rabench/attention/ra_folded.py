@@ -3,7 +3,8 @@
     L_ij = c [w_std q_i, w_rec k_i, w_disc/c] . [k_j, q_j, d_j]
 
 so RA is standard causal attention whose query/key vectors have 2D+1 entries (padded
-here to a multiple of 8 for the fused kernels); values keep D.
+here to a multiple of 8 for the fused kernels); values keep D. Without the reciprocal
+block the same fold gives ra-norec through SDPA at D+1 (its backend="folded").
 """
 
 from __future__ import annotations
@@ -17,16 +18,19 @@ from rabench.attention.gates import RAGates, per_head
 from rabench.attention.registry import AttentionSpec, register
 
 
-def fold_ra(q: Tensor, k: Tensor, gates: RAGates, scale: float) -> tuple[Tensor, Tensor]:
-    """(q', k') of head dim 2D+1 rounded up to a multiple of 8, zero padded."""
+def fold_ra(q: Tensor, k: Tensor, gates: RAGates, scale: float, reciprocal: bool = True) -> tuple[Tensor, Tensor]:
+    """(q', k') of head dim 2D+1 (D+1 with reciprocal=False: ra-norec's fold) rounded up to a
+    multiple of 8, zero padded."""
     w_std, w_rec, w_disc = gates.weights()
     d = gates.discoverability(k).to(k.dtype).unsqueeze(-1)  # (B, H, T, 1)
-    ones = torch.ones_like(d)
-    pad = (-(2 * q.shape[-1] + 1)) % 8
-    q_fold = torch.cat(
-        [q * per_head(w_std).to(q.dtype), k * per_head(w_rec).to(k.dtype), ones * per_head(w_disc / scale).to(k.dtype)], dim=-1
-    )
-    k_fold = torch.cat([k, q, d], dim=-1)
+    q_parts, k_parts = [q * per_head(w_std).to(q.dtype)], [k]
+    if reciprocal:
+        q_parts.append(k * per_head(w_rec).to(k.dtype))
+        k_parts.append(q)
+    q_parts.append(torch.ones_like(d) * per_head(w_disc / scale).to(k.dtype))
+    k_parts.append(d)
+    q_fold, k_fold = torch.cat(q_parts, dim=-1), torch.cat(k_parts, dim=-1)
+    pad = (-q_fold.shape[-1]) % 8
     return F.pad(q_fold, (0, pad)), F.pad(k_fold, (0, pad))
 
 

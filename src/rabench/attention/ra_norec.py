@@ -4,7 +4,10 @@
 
 Everything else is RA's: the same RAGates (three logits per head, initialised to
 (2.2, 0.6, 0.1)), the same discoverability vector u and bias w_disc d_j, the same fused
-kernel path, called with its reciprocal operands absent (q2 = k2 = None). RA vs ra-norec
+kernel path, called with its reciprocal operands absent (q2 = k2 = None). backend="folded"
+computes the same logits through SDPA instead, on a query/key head dim of D+1 (padded to
+D+8): [w_std q, w_disc/c] . [k, d_j] (the folded identity of ra-math.md without its
+reciprocal block). It is exact too, and may be the cheaper route for the bias-only model. RA vs ra-norec
 therefore differs in the w_rec S_ji term alone; ra-norec vs std-gated in the w_disc d_j
 term alone.
 
@@ -20,23 +23,34 @@ w_rec = 0, the weight the reciprocal term actually gets.
 
 from __future__ import annotations
 
+import torch.nn.functional as F
 from torch import Tensor
 
 from rabench.attention.base import AttentionCore
 from rabench.attention.fused import ra_scaled_operands, run_ra
 from rabench.attention.gates import RAGates
+from rabench.attention.ra_folded import fold_ra
 from rabench.attention.registry import AttentionSpec, register
+from rabench.errors import RabenchError
+
+BACKENDS = ("auto", "triton", "torch", "folded")
 
 
-@register("ra-norec", "RA with w_rec held at 0: w_std*S + w_disc*d through the RA kernel (control for reciprocity)",
+@register("ra-norec", "RA with w_rec held at 0: w_std*S + w_disc*d through the RA kernel, or SDPA at D+1 with "
+          "backend=folded (control for reciprocity)",
           family="standard", backend="auto")
 class RANoRecAttention(AttentionCore):
     def __init__(self, spec: AttentionSpec) -> None:
         super().__init__(spec)
         self.backend = spec.options["backend"]
+        if self.backend not in BACKENDS:
+            raise RabenchError(f"ra-norec: backend {self.backend!r} is unknown; choose {', '.join(BACKENDS)}")
         self.gates = RAGates(spec.n_head, spec.head_dim)
 
     def forward(self, q: Tensor, k: Tensor, v: Tensor, x: Tensor) -> Tensor:
+        if self.backend == "folded":  # c [w_std q, w_disc/c] . [k, d] = w_std S + w_disc d, through SDPA
+            q_fold, k_fold = fold_ra(q, k, self.gates, self.scale, reciprocal=False)
+            return F.scaled_dot_product_attention(q_fold, k_fold, v, is_causal=True, scale=self.scale)
         # w_std c q_i . k_j = w_std S_ij (scale applied in the kernel) + w_disc d_j; no reciprocal operands
         q1, k1, _, _, bias, s1, _ = ra_scaled_operands(q, k, self.gates, self.scale)
         return run_ra(q1, k1, None, None, v, bias, backend=self.backend, scale1=s1)
