@@ -26,7 +26,7 @@ from typing import Any
 import torch
 
 from rabench.stats import mean_ci95
-from rabench.training.step import TrainStep, make_optimizer, sync
+from rabench.training.step import TrainStep, gpu_uuid, make_optimizer, sync
 
 BatchFn = Callable[[int], list[tuple[torch.Tensor, torch.Tensor]]]
 
@@ -174,7 +174,7 @@ def calibrate(req: CalibrationRequest, device: torch.device, baseline: str) -> d
         torch.cuda.empty_cache()
     return {
         "card": card_name(device),
-        "gpu_uuid": str(torch.cuda.get_device_properties(device).uuid) if device.type == "cuda" else None,
+        "gpu_uuid": gpu_uuid(device),
         "host": socket.gethostname(),
         "device": str(device),
         "compiled": req.compile,

@@ -38,6 +38,14 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
+def gpu_uuid(device: torch.device) -> str | None:
+    """The physical card's UUID (provenance: hostnames repeat across rented machines), or None."""
+    if device.type != "cuda":
+        return None
+    uuid = getattr(torch.cuda.get_device_properties(device), "uuid", None)
+    return None if uuid is None else str(uuid)
+
+
 def make_optimizer(model: GPT, lr: float, weight_decay: float, betas: tuple[float, float],
                    device: torch.device, impl: str = "fused") -> torch.optim.AdamW:
     """AdamW; weight decay on matrices only, never on attention gates or biases.

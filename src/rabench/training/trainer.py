@@ -45,7 +45,7 @@ from rabench.training import evaluation
 from rabench.training.config import TrainConfig, curve_changing_differences
 from rabench.training.plateau import PlateauRule
 from rabench.training.schedule import make_schedule
-from rabench.training.step import TrainStep, make_optimizer, sync
+from rabench.training.step import TrainStep, gpu_uuid, make_optimizer, sync
 from rabench.training.timeparse import format_duration
 
 # untimed forward+backward passes before the first step, so compilation, autotuning and CUDA-graph
@@ -105,7 +105,7 @@ def environment_info(device: torch.device, info: dd.DistInfo) -> dict[str, Any]:
         "device": device.type,
         "gpu_name": torch.cuda.get_device_name(device) if device.type == "cuda" else None,
         # the physical card (hostnames repeat across rented machines: every campaign host was "vm")
-        "gpu_uuid": str(torch.cuda.get_device_properties(device).uuid) if device.type == "cuda" else None,
+        "gpu_uuid": gpu_uuid(device),
         "host": socket.gethostname(),
         "cpu": platform.processor() or platform.machine(),
         "world_size": info.world_size,
