@@ -8,8 +8,11 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import json
 import os
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from rabench.errors import RabenchError
 
@@ -34,3 +37,8 @@ def write_atomic(path: Path, data: bytes, what: str) -> None:
         with contextlib.suppress(OSError):
             tmp.unlink()
         raise disk_error(what, path, exc) from None
+
+
+def write_json_atomic(path: Path, data: Any, what: str, default: Callable[[Any], Any] | None = None) -> None:
+    """`data` as indented JSON with a final newline, through write_atomic."""
+    write_atomic(path, (json.dumps(data, indent=2, default=default) + "\n").encode("utf-8"), what)

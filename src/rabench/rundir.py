@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from rabench.errors import RabenchError
-from rabench.fileio import disk_error, write_atomic
+from rabench.fileio import disk_error, write_atomic, write_json_atomic
 
 CONFIG_NAME = "config.json"
 METRICS_NAME = "metrics.jsonl"
@@ -146,7 +146,7 @@ class RunFolder:
                 (self.path / name).unlink()
 
     def write_config(self, config: dict[str, Any]) -> None:
-        write_atomic(self.path / CONFIG_NAME, (json.dumps(config, indent=2, default=str) + "\n").encode(), "config")
+        write_json_atomic(self.path / CONFIG_NAME, config, "config", default=str)
 
     # ---- metrics ---------------------------------------------------------------------
     def open_metrics(self, keep_through_iter: int | None) -> None:
@@ -175,7 +175,7 @@ class RunFolder:
 
     # ---- summary ---------------------------------------------------------------------
     def write_summary(self, summary: dict[str, Any]) -> None:
-        write_atomic(self.path / SUMMARY_NAME, (json.dumps(summary, indent=2) + "\n").encode(), "summary")
+        write_json_atomic(self.path / SUMMARY_NAME, summary, "summary")
 
     def clear_summary(self) -> None:
         """A run that trains again is no longer finished, failed or interrupted."""

@@ -18,7 +18,6 @@ import contextlib
 import functools
 import hashlib
 import io
-import json
 import multiprocessing
 import os
 from array import array
@@ -36,7 +35,7 @@ from rabench.data.shards import MAGIC, VERSION, write_shard
 from rabench.data.sources import check_sources, iter_labelled_documents, spec_label
 from rabench.data.tokenizer import EOT, TOKENIZER_NAME, VOCAB_SIZE, gpt2_encoding
 from rabench.errors import RabenchError
-from rabench.fileio import write_atomic
+from rabench.fileio import write_atomic, write_json_atomic
 
 META_FILE = "meta.json"
 DOCS_SUFFIX = "_docs.npy"  # per split: the document index
@@ -80,7 +79,7 @@ def prepare(
         for writer in writers.values():
             writer.delete_written()
         raise
-    write_atomic(out_dir / META_FILE, (json.dumps(meta, indent=2) + "\n").encode("utf-8"), META_FILE)
+    write_json_atomic(out_dir / META_FILE, meta, META_FILE)
     return meta
 
 

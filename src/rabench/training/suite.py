@@ -45,7 +45,7 @@ from typing import Any
 
 from rabench import attention
 from rabench.errors import RabenchError, RunInterrupted
-from rabench.fileio import write_atomic
+from rabench.fileio import write_json_atomic
 from rabench.rundir import RunFolder
 from rabench.training.config import TrainConfig, curve_changing_differences
 from rabench.training.deadline import Deadline, deadline_message
@@ -469,8 +469,7 @@ def run_suite(plan: SuitePlan, out: str | Path, data: str, progress_bar: bool = 
     jobs = decide_jobs(runs, cfgs, out)  # new ratios that contradict trained runs are refused, unwritten
     if is_main_process():  # under torchrun every rank runs the suite; rank 0 alone writes and prints
         if new_calibration is not None:
-            write_atomic(out / CALIBRATION_FILE, (json.dumps(new_calibration, indent=2, default=str) + "\n").encode(),
-                         "calibration")
+            write_json_atomic(out / CALIBRATION_FILE, new_calibration, "calibration", default=str)
         if calibrate_only:
             say(f"[suite] step times in {out / CALIBRATION_FILE}; run the suite without --calibrate-only to train")
             return []
@@ -478,7 +477,7 @@ def run_suite(plan: SuitePlan, out: str | Path, data: str, progress_bar: bool = 
                                    "runs": [{"name": r.name, "attn": r.attn, "seed": r.seed, "role": r.role,
                                              "max_iters": r.max_iters, "time_budget_s": r.time_budget_s,
                                              "step_ratio": r.step_ratio} for r in runs]}
-        write_atomic(out / SUITE_FILE, (json.dumps(record, indent=2) + "\n").encode(), "suite record")
+        write_json_atomic(out / SUITE_FILE, record, "suite record")
     if calibrate_only:
         return []
     if deadline is not None:
