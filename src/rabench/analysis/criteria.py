@@ -27,6 +27,7 @@ from rabench.analysis.runs import (
     CONTROL,
     ISO_ITER,
     ISO_TIME,
+    ISO_TIME_SUFFIX,
     NOREC,
     PLATEAU,
     TIME,
@@ -34,6 +35,7 @@ from rabench.analysis.runs import (
     ConfigGroup,
     Run,
     finite,
+    iso_time_label,
 )
 from rabench.stats import (
     FAIL,
@@ -438,7 +440,7 @@ def compare(candidate: ConfigGroup, baseline: ConfigGroup, groups: dict[str, Con
     m = {k: plan_margin(batches, k) for k in ("1", "2-literal", "2-break-even", "3")}
     if design == ITER_DESIGN:
         n_pairs, n_notes = pair_runs(runs_of(candidate, N_ROLES), runs_of(baseline, N_ROLES))
-        iso_time = groups.get(f"{candidate.label} [iso-time]")
+        iso_time = groups.get(iso_time_label(candidate.label))
         t_pairs, t_notes = pair_runs(runs_of(iso_time, (ISO_TIME,)), runs_of(baseline, N_ROLES))
         notes += n_notes + [n for n in t_notes if n not in n_notes]
         if iso_time is None:
@@ -528,7 +530,7 @@ def candidate_groups(groups: dict[str, ConfigGroup]) -> list[ConfigGroup]:
     iso-time runs for criterion 1 and says the other criteria have nothing to pair."""
     out = main_groups(groups)
     for label, g in groups.items():
-        base = label.removesuffix(f" [{ISO_TIME}]")
+        base = label.removesuffix(ISO_TIME_SUFFIX)
         if g.role == ISO_TIME and base not in groups:
             out.append(ConfigGroup(base, g.attn, ISO_ITER, []))
     return out

@@ -16,19 +16,19 @@ from rabench.analysis.criteria import (
     ITER_DESIGN,
     Comparison,
     IterGap,
+    candidate_groups,
     control_gaps,
     design_of,
     first_group,
     iteration_gaps,
     judge_all,
-    candidate_groups,
     main_groups,
     source_gaps,
 )
 from rabench.analysis.curves import eval_curve, value_at
 from rabench.analysis.document import Doc
 from rabench.analysis.runs import (BASELINE, TIME, Batch, ConfigGroup, Run, group_by_config, is_variant,
-                                   load_batches, split_by_horizon, split_suite_batches)
+                                   iso_time_label, load_batches, split_by_horizon, split_suite_batches)
 from rabench.stats import FAIL, FEW_PAIRS_NOTE, ONE_SEED_NOTE, PASS, PairedStats
 
 GATES_BARELY_MOVED = 0.05  # max |w - w_init| below this: RA has not yet learned what to do with its gates
@@ -374,7 +374,7 @@ def answer_questions(doc: Doc, groups: dict[str, ConfigGroup], comparisons: list
                 s_star += f" over {be.stats.n} seeds; {len(be.never)} never reached it; median {be.median_text() or 'n/a'}"
         elif be and be.never:
             s_star = f"< {max(be.bounds):.2f} (never within its run)"
-        runs = g.runs or groups[f"{g.label} [iso-time]"].runs  # an iso-time-only variant's stand-in has none
+        runs = g.runs or groups[iso_time_label(g.label)].runs  # an iso-time-only variant's stand-in has none
         rows.append([g.label, str(runs[0].config.get("attn_options") or {}), ratio, s_star, _bold(v1.verdict) if v1 else "n/a", evidence(v1.stats) if v1 else ""])
     doc.table(["variant", "options", "s (step-time ratio)", "s* (break-even) [95% CI]", "criterion 1 vs sdpa", "evidence (criterion 1)"], rows)
     doc.para("A variant pays off where s < s* with intervals that do not overlap; the cheapest such variant is the minimum effective reciprocity.")

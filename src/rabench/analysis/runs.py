@@ -381,6 +381,14 @@ def config_label(run: Run, multi_option_attns: set[str]) -> str:
     return f"{run.attn}({options_text(run)})" if run.attn in multi_option_attns else run.attn
 
 
+ISO_TIME_SUFFIX = f" [{ISO_TIME}]"
+
+
+def iso_time_label(label: str) -> str:
+    """The group label of a config's iso-time runs ('ra-triton' -> 'ra-triton [iso-time]')."""
+    return label + ISO_TIME_SUFFIX
+
+
 def group_by_config(runs: list[Run]) -> dict[str, ConfigGroup]:
     """Group by (config label, role); iso-time runs get their own group ('ra-triton [iso-time]').
     Ordered: sdpa first, then standard configs, then RA; runs by batch and seed."""
@@ -391,7 +399,7 @@ def group_by_config(runs: list[Run]) -> dict[str, ConfigGroup]:
     groups: dict[str, ConfigGroup] = {}
     for run in runs:
         base = config_label(run, multi)
-        label = f"{base} [iso-time]" if run.role == ISO_TIME else base
+        label = iso_time_label(base) if run.role == ISO_TIME else base
         role = ISO_TIME if run.role == ISO_TIME else run.role
         groups.setdefault(label, ConfigGroup(label, run.attn, role, [])).runs.append(run)
     for group in groups.values():
