@@ -26,6 +26,8 @@ from rabench.attention.common import masked_softmax_apply, upcast
 from rabench.attention.gates import RAGates, per_head
 from rabench.errors import RabenchError
 
+BACKENDS = ("auto", "triton", "torch")  # run_ra's routes: auto = triton on a GPU, torch on a CPU
+
 
 def ra_operands(
     q: Tensor, k: Tensor, gates: RAGates, scale: float, row_gate: Tensor | None = None, rec_mult: float = 1.0
@@ -76,7 +78,7 @@ def run_ra(
             q2 = q2 * per_head(scale2).to(q2.dtype)
         return open_coded_ra(q1, k1, q2, k2, v, bias, band)
     if backend != "triton":
-        raise RabenchError(f"unknown RA backend {backend!r}; choose auto, triton or torch")
+        raise RabenchError(f"unknown RA backend {backend!r}; choose {', '.join(BACKENDS)}")
     from rabench.kernels import ra_attention
 
     return ra_attention(q1, k1, q2, k2, v, bias, band=band, scale1=scale1, scale2=scale2)

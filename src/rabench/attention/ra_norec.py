@@ -27,13 +27,13 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from rabench.attention.base import AttentionCore
-from rabench.attention.fused import ra_scaled_operands, run_ra
+from rabench.attention.fused import BACKENDS as KERNEL_BACKENDS, ra_scaled_operands, run_ra
 from rabench.attention.gates import RAGates
 from rabench.attention.ra_folded import fold_ra
 from rabench.attention.registry import AttentionSpec, register
 from rabench.errors import RabenchError
 
-BACKENDS = ("auto", "triton", "torch", "folded")
+BACKENDS = (*KERNEL_BACKENDS, "folded")  # run_ra's routes, or SDPA on the folded operands
 
 
 @register("ra-norec", "RA with w_rec held at 0: w_std*S + w_disc*d through the RA kernel, or SDPA at D+1 with "
