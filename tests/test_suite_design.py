@@ -63,9 +63,11 @@ def test_windows_are_interleaved_rotated_and_see_the_same_batches() -> None:
                              steps=2, windows=3, warmup_windows=1)
     assert {k: len(v) for k, v in timed.items()} == {"a": 3, "b": 3}  # the warm-up round is not timed
     order = [name for name, _ in calls[::2]]
-    assert order == ["a", "b", "b", "a", "a", "b", "b", "a"]  # round r starts with config r % 2
-    assert [b for _, b in calls] == [0, 1] * 8  # every window steps through batches 0..steps-1
-    assert progress["a"] == [0.0, 0.0, 0.5, 1.0]  # the timed rounds sweep the training progress
+    assert order == ["a", "a", "b", "b", "b", "a", "a", "b", "b", "a"]  # round r starts with config r % 2
+    assert [b for _, b in calls] == [0, 1] * 10  # every window steps through batches 0..steps-1
+    # the warm-up round visits both ends (a graph that changes with progress is compiled before
+    # any timing), then the timed rounds sweep the training progress
+    assert progress["a"] == [1.0, 0.0, 0.0, 0.5, 1.0]
 
 
 # ---- planning ------------------------------------------------------------------------------
@@ -267,3 +269,23 @@ def test_folder_states_decide_skip_resume_or_start(tmp_path: Path) -> None:
     (tmp_path / "sdpa-s3" / "ckpt.pt").write_bytes(b"x")  # a checkpoint trained with another lr: refused
     with pytest.raises(RabenchError, match=r"sdpa-s3 was trained with other settings \(lr: 0.5 -> 0.003\)"):
         decide_jobs(runs, cfgs, tmp_path)
+
+
+def test_a_stored_calibration_with_tuple_options_is_reused(tmp_path: Path) -> None:
+    # calibration.json gives tuples back as lists (ra-layers' layers = ()): that is no change of settings
+    from rabench.training.suite import calibrated_ratios, calibration_request
+
+    plan = resolve_plan(SuitePlan(attns=["sdpa", "ra-layers"], seeds=[0], preset="tiny", max_iters=10))
+    req = calibration_request(plan, list(plan.attns), "data")
+    assert req.options["ra-layers"]["layers"] == ()
+    stored = {"card": "cpu", "settings": json.loads(json.dumps(req.settings())),
+              "configs": {a: {"ratio": r, "attn_options": json.loads(json.dumps(req.options[a]))}
+                          for a, r in (("sdpa", 1.0), ("ra-layers", 1.08))}}
+    (tmp_path / "calibration.json").write_text(json.dumps(stored))
+    said: list[str] = []
+    ratios, new = calibrated_ratios(plan, tmp_path, "data", torch.device("cpu"), recalibrate=False, say=said.append)
+    assert ratios == {"sdpa": 1.0, "ra-layers": 1.08} and new is None and "reused" in said[-1]
+    stored["configs"]["ra-layers"]["attn_options"]["layers"] = [0, 1]  # a real change is still refused
+    (tmp_path / "calibration.json").write_text(json.dumps(stored))
+    with pytest.raises(RabenchError, match=r"attn_options\[ra-layers\]"):
+        calibrated_ratios(plan, tmp_path, "data", torch.device("cpu"), recalibrate=False, say=said.append)

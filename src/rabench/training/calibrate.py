@@ -52,24 +52,35 @@ def time_interleaved(steppers: list[Stepper], batches: BatchFn, device: torch.de
     """ms/iter of every window, per config: `windows` timed rounds after `warmup_windows` untimed ones.
 
     In each round every config runs `steps` optimizer steps on batches 0..steps-1 (the same
-    batches for every config), between two device synchronisations.
+    batches for every config), between two device synchronisations. The timed rounds sweep the
+    training progress from 0 to 1; each warm-up round visits both ends first (1, then 0), so that a
+    config whose graph changes with progress (ra-anneal's fast path once its multiplier reaches 0)
+    is compiled for every path before any window is timed.
     """
     names = [s.name for s in steppers]
     by_name = {s.name: s for s in steppers}
     timed: dict[str, list[float]] = {name: [] for name in names}
     for r in range(warmup_windows + windows):
+        warm_up = r < warmup_windows
         progress = max(0, r - warmup_windows) / max(1, windows - 1)  # 0 .. 1 over the timed rounds
         for name in round_order(names, r):
             stepper = by_name[name]
-            stepper.set_progress(progress)
-            sync(device)
-            t0 = time.perf_counter()
-            for i in range(steps):
-                stepper.step(batches(i))
-            sync(device)
-            if r >= warmup_windows:
-                timed[name].append(1000.0 * (time.perf_counter() - t0) / steps)
+            for p in ((1.0, 0.0) if warm_up else (progress,)):
+                stepper.set_progress(p)
+                ms = time_window(stepper, batches, device, steps)
+            if not warm_up:
+                timed[name].append(ms)
     return timed
+
+
+def time_window(stepper: Stepper, batches: BatchFn, device: torch.device, steps: int) -> float:
+    """ms per optimizer step over `steps` steps on batches 0..steps-1, between two synchronisations."""
+    sync(device)
+    t0 = time.perf_counter()
+    for i in range(steps):
+        stepper.step(batches(i))
+    sync(device)
+    return 1000.0 * (time.perf_counter() - t0) / steps
 
 
 def summarise(window_ms: dict[str, list[float]], baseline: str) -> dict[str, dict[str, Any]]:

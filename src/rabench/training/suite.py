@@ -357,6 +357,12 @@ def read_calibration(out: Path) -> dict[str, Any] | None:
         raise RabenchError(f"{path} is not valid JSON; delete it or pass --recalibrate") from None
 
 
+def as_stored(value: Any) -> Any:
+    """`value` as calibration.json gives it back (tuples become lists), so that a comparison with the
+    stored settings sees only real changes."""
+    return json.loads(json.dumps(value, default=str))
+
+
 def calibrated_ratios(plan: SuitePlan, out: Path, data: str, device, recalibrate: bool,
                       say=print) -> tuple[dict[str, float], dict[str, Any] | None]:
     """Step-time ratio to the baseline per attention, and calibration.json's new content if it changes
@@ -371,12 +377,12 @@ def calibrated_ratios(plan: SuitePlan, out: Path, data: str, device, recalibrate
     stored = None if recalibrate else read_calibration(out)
     req = calibration_request(plan, list(plan.attns), data)
     if stored is not None:
-        now = req.settings()
+        now, options = as_stored(req.settings()), as_stored(req.options)
         changed = {k: (stored.get("settings", {}).get(k), v) for k, v in now.items()
                    if k in stored.get("settings", {}) and stored["settings"][k] != v}
-        changed |= {f"attn_options[{a}]": (stored["configs"][a].get("attn_options"), req.options[a])
+        changed |= {f"attn_options[{a}]": (stored["configs"][a].get("attn_options"), options[a])
                     for a in plan.attns if a in stored.get("configs", {})
-                    and stored["configs"][a].get("attn_options", req.options[a]) != req.options[a]}
+                    and stored["configs"][a].get("attn_options", options[a]) != options[a]}
         if changed:
             what = "; ".join(f"{k}: {old!r} -> {new!r}" for k, (old, new) in changed.items())
             raise RabenchError(f"{out / CALIBRATION_FILE} was measured with other settings ({what}); "
