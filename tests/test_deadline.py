@@ -42,7 +42,7 @@ def test_a_resumed_run_is_estimated_from_where_it_stopped(tmp_path: Path) -> Non
 
 def test_fits_against_the_time_left_and_learns_the_overhead(tmp_path: Path) -> None:
     d = Deadline.after(100, {"ra-triton": 50.0})  # 1000 iterations: 50 s of training, 57.5 s with evaluation
-    assert not d.fits(cfg(tmp_path))  # 57.5 s + the 60 s guessed for compilation = 117.5 s > 100 s
+    assert not d.fits(cfg(tmp_path))  # 57.5 s + the 90 s guessed for compilation > 100 s
     # the guess is replaced by what finished runs show: 10 s beyond their training and evaluation
     d.learn(cfg(tmp_path), elapsed_s=67.5, trained_s=50.0)
     assert d.estimate_s(cfg(tmp_path)) == pytest.approx(67.5)
@@ -50,6 +50,24 @@ def test_fits_against_the_time_left_and_learns_the_overhead(tmp_path: Path) -> N
     d.learn(cfg(tmp_path), elapsed_s=97.5, trained_s=50.0)  # the largest overhead seen counts
     assert d.estimate_s(cfg(tmp_path)) == pytest.approx(97.5)
     assert not Deadline.after(-1).fits(cfg(tmp_path))
+
+
+def test_runs_finished_by_an_earlier_call_set_the_overhead(tmp_path: Path) -> None:
+    # a fresh suite process (the next device call) starts from this machine's start-up times
+    d = Deadline.after(1000, {"ra-triton": 50.0})
+    d.learn_from_folder(cfg(tmp_path))  # no run there: nothing learned
+    assert d.estimate_s(cfg(tmp_path)) == pytest.approx(57.5 + FIRST_OVERHEAD_S[True])
+    folder = tmp_path / "run"
+    folder.mkdir()
+    (folder / "config.json").write_text("{}")
+    (folder / "summary.json").write_text(json.dumps({"status": "interrupted", "wall_time_s": 500.0,
+                                                     "train_time_s": 50.0}))
+    d.learn_from_folder(cfg(tmp_path))  # a run stopped part-way is no measure of a whole run
+    assert d.estimate_s(cfg(tmp_path)) == pytest.approx(57.5 + FIRST_OVERHEAD_S[True])
+    (folder / "summary.json").write_text(json.dumps({"status": "finished", "wall_time_s": 137.5,
+                                                     "train_time_s": 100.0}))
+    d.learn_from_folder(cfg(tmp_path))  # 137.5 - 100 x 1.15 = 22.5 s beyond training and evaluation
+    assert d.estimate_s(cfg(tmp_path)) == pytest.approx(57.5 + 22.5)
 
 
 def test_fits_is_false_for_a_run_longer_than_the_time_left(tmp_path: Path) -> None:

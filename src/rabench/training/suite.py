@@ -490,6 +490,8 @@ def run_suite(plan: SuitePlan, out: str | Path, data: str, progress_bar: bool = 
         calibration = new_calibration or read_calibration(out) or {}
         deadline.ms_per_iter = {a: float(c["ms_per_iter"]) for a, c in calibration.get("configs", {}).items()
                                 if isinstance(c, dict) and c.get("ms_per_iter") is not None}
+        for job in jobs:  # runs finished by an earlier call tell this one how long start-up takes here
+            deadline.learn_from_folder(job.cfg)
     if devices:
         run_parallel(jobs, devices, say, deadline=deadline)
     else:
