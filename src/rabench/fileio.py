@@ -42,3 +42,9 @@ def write_atomic(path: Path, data: bytes, what: str) -> None:
 def write_json_atomic(path: Path, data: Any, what: str, default: Callable[[Any], Any] | None = None) -> None:
     """`data` as indented JSON with a final newline, through write_atomic."""
     write_atomic(path, (json.dumps(data, indent=2, default=default) + "\n").encode("utf-8"), what)
+
+
+def json_form(value: Any) -> Any:
+    """`value` as a JSON file written with default=str gives it back (tuples become lists, other
+    types strings): compare a new setting with a stored one in this form, so only real changes show."""
+    return json.loads(json.dumps(value, default=str))

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from rabench.errors import RabenchError
+from rabench.fileio import json_form
 
 # Learning rates each preset trains with by default: GPT-2 small practice for the real
 # models, higher for the toy ones. The same for every attention, never tuned per config.
@@ -163,9 +164,7 @@ def curve_changing_differences(old_config: dict[str, Any], new: TrainConfig, wor
     grad_accum x processes is unchanged (the same rows per step, see rabench.data.train_batch).
     Under --until-plateau the budgets are only caps, so they may differ too.
     """
-    import json
-
-    cur = json.loads(json.dumps(new.resolved().to_dict(), default=str))  # tuples -> lists, as stored
+    cur = json_form(new.resolved().to_dict())  # tuples -> lists, as stored
     cur["device"] = resolved_device_type(new.device)  # config.json records the device used, not "auto"
     neutral = set(CURVE_NEUTRAL) | {"grad_accum"}
     if new.until_plateau and old_config.get("until_plateau"):

@@ -45,7 +45,7 @@ from typing import Any
 
 from rabench import attention
 from rabench.errors import RabenchError, RunInterrupted
-from rabench.fileio import write_json_atomic
+from rabench.fileio import json_form, write_json_atomic
 from rabench.rundir import RunFolder
 from rabench.training.config import TrainConfig, curve_changing_differences
 from rabench.training.deadline import Deadline, deadline_message
@@ -357,12 +357,6 @@ def read_calibration(out: Path) -> dict[str, Any] | None:
         raise RabenchError(f"{path} is not valid JSON; delete it or pass --recalibrate") from None
 
 
-def as_stored(value: Any) -> Any:
-    """`value` as calibration.json gives it back (tuples become lists), so that a comparison with the
-    stored settings sees only real changes."""
-    return json.loads(json.dumps(value, default=str))
-
-
 def calibrated_ratios(plan: SuitePlan, out: Path, data: str, device, recalibrate: bool,
                       say=print) -> tuple[dict[str, float], dict[str, Any] | None]:
     """Step-time ratio to the baseline per attention, and calibration.json's new content if it changes
@@ -377,7 +371,7 @@ def calibrated_ratios(plan: SuitePlan, out: Path, data: str, device, recalibrate
     stored = None if recalibrate else read_calibration(out)
     req = calibration_request(plan, list(plan.attns), data)
     if stored is not None:
-        now, options = as_stored(req.settings()), as_stored(req.options)
+        now, options = json_form(req.settings()), json_form(req.options)  # as calibration.json holds them
         changed = {k: (stored.get("settings", {}).get(k), v) for k, v in now.items()
                    if k in stored.get("settings", {}) and stored["settings"][k] != v}
         changed |= {f"attn_options[{a}]": (stored["configs"][a].get("attn_options"), options[a])
