@@ -202,20 +202,31 @@ def test_unavailable_without_gpu_or_interpreter():
     assert res.returncode == 0, res.stderr[-2000:]
 
 
-def test_custom_op_registration():
-    q1, k1, q2, k2, v, b = make_inputs(1, 1, 17, 16, 16, 16, torch.float32)
-    torch.library.opcheck(torch.ops.rabench.ra_fwd.default, (q1, k1, q2, k2, v, b, None, None, 0),
+@pytest.mark.parametrize("tied", [False, True])
+def test_custom_op_registration(tied):
+    q1, k1, q2, k2, v, b = make_inputs(1, 2, 17, 16, 16, 16, torch.float32)
+    if tied:  # canonical RA's form: scales, the reciprocal pair tied to the first
+        s1, s2 = (torch.rand(2) + 0.5).requires_grad_(), (torch.rand(2) + 0.5).requires_grad_()
+        args = (q1, k1, None, None, v, b, s1, s2, 0, True)
+    else:
+        args = (q1, k1, q2, k2, v, b, None, None, 0, False)
+    torch.library.opcheck(torch.ops.rabench.ra_fwd.default, args,
                           test_utils=("test_schema", "test_faketensor",
                                       "test_autograd_registration"))
 
 
-@pytest.mark.parametrize("rec", [True, False])
+@pytest.mark.parametrize("rec", [True, False, "tied"])
 def test_torch_compile_traces_without_graph_breaks(rec):
     torch._dynamo.reset()
-    ins = make_inputs(1, 2, 20, 16, 16, 16, torch.float32, rec=rec)
+    ins = make_inputs(1, 2, 20, 16, 16, 16, torch.float32, rec=rec is True)
+    sc = torch.tensor([0.7, 1.3]).requires_grad_()
 
     def f(q1, k1, q2, k2, v, b):
-        y = ra_attention(q1 * 1.5, k1, q2, k2, v, b, band=None)
+        if rec == "tied":  # canonical RA's call: scales in the kernel, q2 = k1, k2 = q1
+            y = ra_attention(q1 * 1.5, k1, None, None, v, b, scale1=sc, scale2=sc * 0.5,
+                             tied=True)
+        else:
+            y = ra_attention(q1 * 1.5, k1, q2, k2, v, b, band=None)
         return (y * y).sum()
 
     cf = torch.compile(f, backend="aot_eager", fullgraph=True)
@@ -229,11 +240,14 @@ def test_torch_compile_traces_without_graph_breaks(rec):
         assert torch.allclose(a, b, rtol=1e-4, atol=1e-5)
 
 
-@pytest.mark.parametrize("rec,band", [(True, None), (True, 5), (False, None)])
-def test_in_kernel_scales_on_qkv_views_match_reference(rec, band):
+@pytest.mark.parametrize("rec,band,tied", [(True, None, False), (True, None, True),
+                                           (True, 5, False), (True, 5, True), (False, None, False)])
+def test_in_kernel_scales_on_qkv_views_match_reference(rec, band, tied):
     """scale1/scale2 applied inside the kernel, on strided views of one (B, T, 3C) tensor (the
     model's qkv projection), equal the reference on scaled copies: output and every gradient,
-    the per-head scales' included."""
+    the per-head scales' included.  tied: canonical RA's q2 = k, k2 = q passed as tied=True,
+    whose q and k gradients the dq kernel assembles (T = 37 spans several blocks of every
+    kernel, so each row block reads dkdv's rows written by other programs)."""
     B, H, T, D = 2, 3, 37, 16
     qkv = torch.randn(B, T, 3 * H * D, dtype=torch.float32).requires_grad_()
     q, k, v = (z.view(B, T, H, D).transpose(1, 2) for z in qkv.split(H * D, dim=2))
@@ -241,8 +255,11 @@ def test_in_kernel_scales_on_qkv_views_match_reference(rec, band):
     s2 = (torch.rand(H) * 0.5).requires_grad_()
     bias = (torch.randn(B, H, T) * 0.5).requires_grad_()
     assert not q.is_contiguous() and q.stride(-1) == 1
-    o = ra_attention(q, k, k if rec else None, q if rec else None, v, bias, band=band,
-                     scale1=s1, scale2=s2 if rec else None)
+    if tied:
+        o = ra_attention(q, k, None, None, v, bias, band=band, scale1=s1, scale2=s2, tied=True)
+    else:
+        o = ra_attention(q, k, k if rec else None, q if rec else None, v, bias, band=band,
+                         scale1=s1, scale2=s2 if rec else None)
     do = torch.randn_like(o)
     leaves = [qkv, s1, bias] + ([s2] if rec else [])
     g = torch.autograd.grad(o, leaves, do)
@@ -267,3 +284,7 @@ def test_scale_arguments_are_checked():
         ra_attention(q, q, q, q, q, None, scale1=torch.ones(2))
     with pytest.raises(RabenchError, match="scale1 must be"):
         ra_attention(q, q, None, None, q, None, scale1=torch.ones(3))
+    with pytest.raises(RabenchError, match="pass scale2"):
+        ra_attention(q, q, None, None, q, None, scale1=torch.ones(2), tied=True)
+    with pytest.raises(RabenchError, match="pass q2 = k2 = None"):
+        ra_attention(q, q, q, q, q, None, tied=True)

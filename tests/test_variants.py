@@ -389,7 +389,8 @@ def test_kernel_route_matches_open_coded(name, options, monkeypatch):
 
     launches = []
     forward = kop.ra_forward
-    monkeypatch.setattr(kop, "ra_forward", lambda *a: launches.append(a[2] is not None) or forward(*a))
+    # a[2]: q2 given; a[9]: tied (canonical RA's reciprocal pair is q1, k1 themselves)
+    monkeypatch.setattr(kop, "ra_forward", lambda *a: launches.append(a[2] is not None or a[9]) or forward(*a))
     # without a GPU the kernel runs under Triton's interpreter (tests/conftest.py switches it on);
     # on a GPU it runs compiled for the card, where float32 dots use TF32: a looser tolerance
     device = "cuda" if torch.cuda.is_available() else "cpu"

@@ -11,10 +11,12 @@ A per-query row gate r_i on the reciprocal term multiplies q2's rows (exact, by
 linearity); autograd carries every gradient back through these products. The RA
 variants build on `ra_operands` and `run_ra`.
 
-`ra_scaled_operands` is the same identity without copies: q1 = q, q2 = k with the per-head
+`run_canonical_ra` is the same identity without copies: q1 = q, k1 = k with the per-head
 scales s1 = w_std c and s2 = w_rec c handed to the kernel, which applies them to its tiles in
-registers (and to the gradients). q and k stay views of the qkv projection. Any RA module
-without a row gate can use it (row gates vary per token, so they still need `ra_operands`).
+registers (and to the gradients), and the reciprocal pair tied to the first (q2 = k, k2 = q:
+the kernel reads q and k once more and returns their whole gradients). q and k stay views of
+the qkv projection. Any RA module without a row gate uses it (row gates vary per token, so
+they still need `ra_operands`).
 """
 
 from __future__ import annotations
@@ -45,14 +47,18 @@ def ra_operands(
     return q1, k, q2, q, bias
 
 
-def ra_scaled_operands(
-    q: Tensor, k: Tensor, gates: RAGates, scale: float, rec_mult: float = 1.0
-) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
-    """(q1, k1, q2, k2, bias, scale1, scale2) for canonical RA with the gate scales applied in
-    the kernel: q1 = q, k1 = k, q2 = k, k2 = q (no copies), scale1 = w_std c, scale2 = w_rec c."""
+def run_canonical_ra(
+    q: Tensor, k: Tensor, v: Tensor, gates: RAGates, scale: float, band: int | None = None,
+    backend: str = "auto", rec_mult: float | Tensor = 1.0, reciprocal: bool = True,
+) -> Tensor:
+    """Canonical RA with the gates as per-head kernel scales, scale1 = w_std c and
+    scale2 = w_rec c rec_mult, and the reciprocal pair tied (q2 = k, k2 = q): no copies of q
+    or k. reciprocal=False drops the reciprocal term (L = w_std S + w_disc d)."""
     w_std, w_rec, w_disc = gates.weights()
     bias = gates.discoverability(k) * w_disc.view(1, -1, 1)
-    return q, k, k, q, bias, w_std * scale, w_rec * (scale * rec_mult)
+    s2 = w_rec * (scale * rec_mult) if reciprocal else None
+    return run_ra(q, k, None, None, v, bias, band=band, backend=backend, scale1=w_std * scale,
+                  scale2=s2, tied=reciprocal)
 
 
 def run_ra(
@@ -66,12 +72,16 @@ def run_ra(
     backend: str = "auto",
     scale1: Tensor | None = None,
     scale2: Tensor | None = None,
+    tied: bool = False,
 ) -> Tensor:
     """The kernel's semantics through Triton, or open-coded in torch (backend='torch').
-    scale1/scale2: optional per-head (H,) scales of q1 and q2 (ra_scaled_operands)."""
+    scale1/scale2: optional per-head (H,) scales of q1 and q2; tied: q2 = k1 and k2 = q1
+    (pass q2 = k2 = None; see run_canonical_ra)."""
     if backend == "auto":
         backend = "triton" if v.is_cuda else "torch"
     if backend == "torch":
+        if tied:
+            q2, k2 = k1, q1
         if scale1 is not None:
             q1 = q1 * per_head(scale1).to(q1.dtype)
         if scale2 is not None and q2 is not None:
@@ -81,7 +91,7 @@ def run_ra(
         raise RabenchError(f"unknown RA backend {backend!r}; choose {', '.join(BACKENDS)}")
     from rabench.kernels import ra_attention
 
-    return ra_attention(q1, k1, q2, k2, v, bias, band=band, scale1=scale1, scale2=scale2)
+    return ra_attention(q1, k1, q2, k2, v, bias, band=band, scale1=scale1, scale2=scale2, tied=tied)
 
 
 def open_coded_ra(

@@ -41,7 +41,7 @@ from torch import Tensor
 
 from rabench.attention.base import AttentionCore
 from rabench.attention.common import causal_mask, upcast
-from rabench.attention.fused import ra_scaled_operands, run_ra
+from rabench.attention.fused import run_canonical_ra
 from rabench.attention.gates import RAGates, per_head
 from rabench.attention.registry import AttentionSpec, register
 from rabench.errors import RabenchError
@@ -83,7 +83,6 @@ class RAAmortizedAttention(AttentionCore):
 
     def full(self, q: Tensor, k: Tensor, v: Tensor, cache: bool) -> Tensor:
         """Canonical RA through the kernel; on a refresh, cache R_hij = mean_b w_rec S_ji (masked)."""
-        q1, k1, q2, k2, bias, s1, s2 = ra_scaled_operands(q, k, self.gates, self.scale)  # gates scaled in-kernel
         if cache:
             with torch.no_grad():
                 _, w_rec, _ = self.gates.weights()
@@ -92,7 +91,7 @@ class RAAmortizedAttention(AttentionCore):
                 pattern = pattern * (w_rec * self.scale / q.shape[0]).view(-1, 1, 1)
                 pattern = pattern.masked_fill(~causal_mask(q.shape[-2], q.device), float("-inf"))
                 self._store(pattern.to(q.dtype))
-        return run_ra(q1, k1, q2, k2, v, bias, backend=self.backend, scale1=s1, scale2=s2)
+        return run_canonical_ra(q, k, v, self.gates, self.scale, backend=self.backend)
 
     def reuse(self, q: Tensor, k: Tensor, v: Tensor) -> Tensor:
         """L = w_std S + R + w_disc d through SDPA: R the mask, d folded into q/k (see the docstring)."""

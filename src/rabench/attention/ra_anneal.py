@@ -24,7 +24,7 @@ import torch
 from torch import Tensor
 
 from rabench.attention.base import AttentionCore
-from rabench.attention.fused import ra_scaled_operands, run_ra
+from rabench.attention.fused import run_canonical_ra
 from rabench.attention.gates import RAGates
 from rabench.attention.registry import AttentionSpec, register
 from rabench.errors import RabenchError
@@ -55,11 +55,9 @@ class RAAnnealAttention(AttentionCore):
 
     def forward(self, q: Tensor, k: Tensor, v: Tensor, x: Tensor) -> Tensor:
         if self.fast:  # a(p) = 0: L_ij = w_std S_ij + w_disc d_j, no second score product
-            q1, k1, _, _, bias, s1, _ = ra_scaled_operands(q, k, self.gates, self.scale)
-            return run_ra(q1, k1, None, None, v, bias, backend=self.backend, scale1=s1)
+            return run_canonical_ra(q, k, v, self.gates, self.scale, backend=self.backend, reciprocal=False)
         # scale2 = a(p) w_rec c: the multiplier is a tensor, folded into the reciprocal scale
-        q1, k1, q2, k2, bias, s1, s2 = ra_scaled_operands(q, k, self.gates, self.scale, rec_mult=self.rec_mult)
-        return run_ra(q1, k1, q2, k2, v, bias, backend=self.backend, scale1=s1, scale2=s2)
+        return run_canonical_ra(q, k, v, self.gates, self.scale, backend=self.backend, rec_mult=self.rec_mult)
 
     def gate_means(self) -> dict[str, float]:
         means = self.gates.mean_weights()

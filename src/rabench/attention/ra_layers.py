@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from rabench.attention.base import AttentionCore
-from rabench.attention.fused import ra_scaled_operands, run_ra
+from rabench.attention.fused import run_canonical_ra
 from rabench.attention.gates import RAGates
 from rabench.attention.registry import AttentionSpec, register
 from rabench.errors import RabenchError
@@ -55,5 +55,4 @@ class RALayersAttention(AttentionCore):
     def forward(self, q: Tensor, k: Tensor, v: Tensor, x: Tensor) -> Tensor:
         if not self.use_ra:
             return F.scaled_dot_product_attention(q, k, v, is_causal=True)
-        q1, k1, q2, k2, bias, s1, s2 = ra_scaled_operands(q, k, self.gates, self.scale)  # gates scaled in-kernel
-        return run_ra(q1, k1, q2, k2, v, bias, backend=self.backend, scale1=s1, scale2=s2)
+        return run_canonical_ra(q, k, v, self.gates, self.scale, backend=self.backend)

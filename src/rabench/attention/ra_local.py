@@ -14,7 +14,7 @@ from __future__ import annotations
 from torch import Tensor
 
 from rabench.attention.base import AttentionCore
-from rabench.attention.fused import ra_scaled_operands, run_ra
+from rabench.attention.fused import run_canonical_ra
 from rabench.attention.gates import RAGates
 from rabench.attention.registry import AttentionSpec, register
 from rabench.errors import RabenchError
@@ -32,5 +32,4 @@ class RALocalAttention(AttentionCore):
         self.gates = RAGates(spec.n_head, spec.head_dim)
 
     def forward(self, q: Tensor, k: Tensor, v: Tensor, x: Tensor) -> Tensor:
-        q1, k1, q2, k2, bias, s1, s2 = ra_scaled_operands(q, k, self.gates, self.scale)  # gates scaled in-kernel
-        return run_ra(q1, k1, q2, k2, v, bias, band=self.window, backend=self.backend, scale1=s1, scale2=s2)
+        return run_canonical_ra(q, k, v, self.gates, self.scale, band=self.window, backend=self.backend)

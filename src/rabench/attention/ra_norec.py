@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from rabench.attention.base import AttentionCore
-from rabench.attention.fused import BACKENDS as KERNEL_BACKENDS, ra_scaled_operands, run_ra
+from rabench.attention.fused import BACKENDS as KERNEL_BACKENDS, run_canonical_ra
 from rabench.attention.gates import RAGates
 from rabench.attention.ra_folded import fold_ra
 from rabench.attention.registry import AttentionSpec, register
@@ -52,8 +52,7 @@ class RANoRecAttention(AttentionCore):
             q_fold, k_fold = fold_ra(q, k, self.gates, self.scale, reciprocal=False)
             return F.scaled_dot_product_attention(q_fold, k_fold, v, is_causal=True, scale=self.scale)
         # w_std c q_i . k_j = w_std S_ij (scale applied in the kernel) + w_disc d_j; no reciprocal operands
-        q1, k1, _, _, bias, s1, _ = ra_scaled_operands(q, k, self.gates, self.scale)
-        return run_ra(q1, k1, None, None, v, bias, backend=self.backend, scale1=s1)
+        return run_canonical_ra(q, k, v, self.gates, self.scale, backend=self.backend, reciprocal=False)
 
     def gate_means(self) -> dict[str, float]:
         means = self.gates.mean_weights()

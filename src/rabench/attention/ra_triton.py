@@ -5,7 +5,7 @@ from __future__ import annotations
 from torch import Tensor
 
 from rabench.attention.base import AttentionCore
-from rabench.attention.fused import ra_scaled_operands
+from rabench.attention.fused import run_canonical_ra
 from rabench.attention.gates import RAGates
 from rabench.attention.registry import AttentionSpec, register
 
@@ -18,8 +18,5 @@ class RATritonAttention(AttentionCore):
         self.gates = RAGates(spec.n_head, spec.head_dim)
 
     def forward(self, q: Tensor, k: Tensor, v: Tensor, x: Tensor) -> Tensor:
-        from rabench.kernels import ra_attention
-
         # gate scales applied inside the kernel: q and k are read in place, never copied
-        q1, k1, q2, k2, bias, s1, s2 = ra_scaled_operands(q, k, self.gates, self.scale)
-        return ra_attention(q1, k1, q2, k2, v, bias, scale1=s1, scale2=s2)
+        return run_canonical_ra(q, k, v, self.gates, self.scale, backend="triton")

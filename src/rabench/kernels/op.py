@@ -1,10 +1,13 @@
 """torch.library ops around the Triton RA kernels, their autograd, and config choice.
 
 Ops (torch.library.triton_op on a GPU: torch.compile sees the Triton kernels inside them):
-    rabench::ra_fwd(q1, k1, q2?, k2?, v, bias?, band) -> (o, lse)
-    rabench::ra_bwd(do, q1, k1, q2?, k2?, v, bias?, o, lse, band)
-        -> (dq1, dk1, dq2, dk2, dv, dbias)     (empty tensors for absent inputs)
+    rabench::ra_fwd(q1, k1, q2?, k2?, v, bias?, sc1?, sc2?, band, tied) -> (o, lse)
+    rabench::ra_bwd(do, q1, k1, q2?, k2?, v, bias?, sc1?, sc2?, o, lse, band, tied)
+        -> (dq1, dk1, dq2, dk2, dv, dbias, dscale)     (empty tensors for absent inputs)
 `band` is an int; 0 means "no band" (the public wrapper maps None and band >= T to 0).
+`tied` is canonical RA's reciprocal term on the first pair itself (q2 = k1, k2 = q1; q2, k2
+passed as None): the backward then returns the whole gradients of q1 and k1 in dq1, dk1.
+The gradients are the true ones (the scales' chain rule runs in the kernels; dscale is (H, 2)).
 ra_fwd carries the autograd formula (register_autograd), used alike in eager and compiled code.
 """
 
@@ -197,10 +200,16 @@ def _meta(q1, q2, v, bias, band, sc1) -> dict:
 # ----------------------------------------------------------------------------------------
 # launchers
 # ----------------------------------------------------------------------------------------
-def ra_forward(q1, k1, q2, k2, v, bias, sc1, sc2, band: int):
+def _reciprocal_pair(q1, k1, q2, k2, tied: bool):
+    """The kernels' (q2, k2): canonical RA's tied pair reads q1 and k1 again, swapped."""
+    return (k1, q1) if tied else (q2, k2)
+
+
+def ra_forward(q1, k1, q2, k2, v, bias, sc1, sc2, band: int, tied: bool = False):
     """Returns (o, lse2): o (B, H, T, Dv) in v.dtype; lse2 (B, H, T) float32 in log2 units.
     sc1, sc2: per-head float32 scales (H,) of q1 and q2, or None."""
     q1, k1, q2, k2, v = (_unit_last(x) for x in (q1, k1, q2, k2, v))
+    q2, k2 = _reciprocal_pair(q1, k1, q2, k2, tied)
     B, H, T, _ = q1.shape
     o = _bthd(B, H, T, v.shape[-1], v)
     lse = _empty((B, H, T), device=v.device, dtype=torch.float32)
@@ -219,26 +228,36 @@ def ra_forward(q1, k1, q2, k2, v, bias, sc1, sc2, band: int):
     return o, lse
 
 
-def ra_backward(do, q1, k1, q2, k2, v, bias, sc1, sc2, o, lse, band: int):
-    """Gradients (dq1, dk1, dq2, dk2, dv, dbias).  With scales, dq1 and dq2 are with respect
-    to the SCALED operands sc1*q1, sc2*q2 (the autograd formula finishes the chain rule);
-    dk1, dk2 are the true gradients."""
+def ra_backward(do, q1, k1, q2, k2, v, bias, sc1, sc2, o, lse, band: int, tied: bool = False):
+    """Gradients (dq1, dk1, dq2, dk2, dv, dbias, dscale), all true gradients: with scales
+    the kernels apply the chain rule, and dscale (H, 2) holds dL/dsc1, dL/dsc2 (empty
+    without scales).  tied: dq1 and dk1 are the whole gradients of q1 and k1 (each also
+    played q2's or k2's part), assembled in the dq kernel; dq2, dk2 are empty."""
     q1, k1, q2, k2, v, o, do = (_unit_last(x) for x in (q1, k1, q2, k2, v, o, do))
+    q2, k2 = _reciprocal_pair(q1, k1, q2, k2, tied)
     B, H, T, D1 = q1.shape
     dq1 = _bthd(B, H, T, D1, q1)
     dk1 = _bthd(B, H, T, D1, k1)
     dv = _bthd(B, H, T, v.shape[-1], v)
     if q2 is not None:
         D2 = q2.shape[-1]
-        dq2 = _bthd(B, H, T, D2, q2)
+        dq2 = _bthd(B, H, T, D2, q2) if not tied else q1.new_empty(0)
         dk2 = _bthd(B, H, T, D2, k2)
     else:
         dq2 = q1.new_empty(0)
         dk2 = q1.new_empty(0)
     dbias = (_empty((B, H, T), device=q1.device, dtype=torch.float32)
              if bias is not None else q1.new_empty(0, dtype=torch.float32))
+    # the scales' per-row partial sums (B, H, T, 2), summed below
+    dsc = (_empty((B, H, T, 2), device=q1.device, dtype=torch.float32)
+           if sc1 is not None else q1.new_empty(0, dtype=torch.float32))
+    if tied:  # the dq kernel writes q's and k's whole gradients; dkdv's dk1, dk2 are scratch
+        dq, dk = dq1, _bthd(B, H, T, D1, k1)
     if T == 0 or B * H == 0:
-        return dq1, dk1, dq2, dk2, dv, dbias
+        dscale = q1.new_zeros((H, 2), dtype=torch.float32) if sc1 is not None else dsc
+        if tied:
+            return dq, dk, q1.new_empty(0), q1.new_empty(0), dv, dbias, dscale
+        return dq1, dk1, dq2, dk2, dv, dbias, dscale
     meta = _meta(q1, q2, v, bias, band, sc1)
 
     delta = _empty((B, H, T), device=q1.device, dtype=torch.float32)
@@ -255,14 +274,20 @@ def ra_backward(do, q1, k1, q2, k2, v, bias, sc1, sc2, o, lse, band: int):
     dbias_ = dbias if bias is not None else _empty((1,), device=q1.device, dtype=torch.float32)
     sc1_ = sc1.contiguous() if sc1 is not None else lse
     sc2_ = sc2.contiguous() if (sc2 is not None and q2 is not None) else sc1_
+    dsc_ = dsc if sc1 is not None else _empty((1,), device=q1.device, dtype=torch.float32)
     strides = (*_st(q1), *_st(k1), *_st(q2_), *_st(k2_), *_st(v), *_st(do), H, T, band)
     _launch("dkdv", T, B * H,
             (q1, k1, q2_, k2_, v, bias_c, sc1_, sc2_, do, lse, delta, dk1, dk2_, dv, dbias_,
              *strides), meta)
+    # tied: dq -> DQ1 and dk -> DQ2, reading dkdv's dk1, dk2 (read-only here)
+    dq_out = (dq, dk) if tied else (dq1, dq2_)
     _launch("dq", T, B * H,
-            (q1, k1, q2_, k2_, v, bias_c, sc1_, sc2_, do, lse, delta, dq1, dq2_, *strides),
-            meta)
-    return dq1, dk1, dq2, dk2, dv, dbias
+            (q1, k1, q2_, k2_, v, bias_c, sc1_, sc2_, do, lse, delta, *dq_out, dk1, dk2_, dsc_,
+             *strides), dict(meta, TIED=tied))
+    dscale = dsc.sum((0, 2)) if sc1 is not None else dsc
+    if tied:
+        return dq, dk, q1.new_empty(0), q1.new_empty(0), dv, dbias, dscale
+    return dq1, dk1, dq2, dk2, dv, dbias, dscale
 
 
 # ----------------------------------------------------------------------------------------
@@ -285,16 +310,16 @@ def _register(name: str, fn):
 
 
 def _ra_fwd(q1: Tensor, k1: Tensor, q2: Optional[Tensor], k2: Optional[Tensor], v: Tensor,
-            bias: Optional[Tensor], sc1: Optional[Tensor], sc2: Optional[Tensor], band: int
-            ) -> tuple[Tensor, Tensor]:
-    return ra_forward(q1, k1, q2, k2, v, bias, sc1, sc2, band)
+            bias: Optional[Tensor], sc1: Optional[Tensor], sc2: Optional[Tensor], band: int,
+            tied: bool) -> tuple[Tensor, Tensor]:
+    return ra_forward(q1, k1, q2, k2, v, bias, sc1, sc2, band, tied)
 
 
 def _ra_bwd(do: Tensor, q1: Tensor, k1: Tensor, q2: Optional[Tensor], k2: Optional[Tensor],
             v: Tensor, bias: Optional[Tensor], sc1: Optional[Tensor], sc2: Optional[Tensor],
-            o: Tensor, lse: Tensor, band: int
-            ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
-    return ra_backward(do, q1, k1, q2, k2, v, bias, sc1, sc2, o, lse, band)
+            o: Tensor, lse: Tensor, band: int, tied: bool
+            ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
+    return ra_backward(do, q1, k1, q2, k2, v, bias, sc1, sc2, o, lse, band, tied)
 
 
 ra_fwd_op = _register("rabench::ra_fwd", _ra_fwd)
@@ -302,9 +327,10 @@ ra_bwd_op = _register("rabench::ra_bwd", _ra_bwd)
 
 
 def _setup_context(ctx, inputs, output):
-    q1, k1, q2, k2, v, bias, sc1, sc2, band = inputs
+    q1, k1, q2, k2, v, bias, sc1, sc2, band, tied = inputs
     o, lse = output
     ctx.band = band
+    ctx.tied = tied
     ctx.has_scale = sc1 is not None
     # lse is an internal statistic nobody differentiates: leave its gradient None instead of
     # a materialised zero tensor (one less allocation and fill per backward)
@@ -314,27 +340,19 @@ def _setup_context(ctx, inputs, output):
     ctx.save_for_backward(q1, k1, q2, k2, v, bias, sc1, sc2, o, lse)
 
 
-def _chain_scale(dxs: Tensor, x: Tensor, sc: Tensor) -> tuple[Tensor, Tensor]:
-    """x_s = sc[h] x: from dL/dx_s to (dL/dx = sc dL/dx_s, dL/dsc_h = sum_{b,t,d} x dL/dx_s).
-    Plain torch ops: under torch.compile inductor fuses them with the gradient's other uses."""
-    g = dxs.float()
-    return (g * sc.view(1, -1, 1, 1)).to(dxs.dtype), (g * x.float()).sum((0, 2, 3))
-
-
 def _backward(ctx, do, dlse):
     # dlse is never used by callers (lse is an internal statistic); ra_attention returns o only.
+    # Every gradient comes back whole from the kernels (scales' chain rule, tied q/k sums), so
+    # under torch.compile nothing is left to assemble but the qkv concatenation sdpa has too.
     q1, k1, q2, k2, v, bias, sc1, sc2, o, lse = ctx.saved_tensors
     if do is None:  # o did not reach the loss
-        return (None,) * 9
-    dq1, dk1, dq2, dk2, dv, dbias = ra_bwd_op(do, q1, k1, q2, k2, v, bias, sc1, sc2, o, lse,
-                                              ctx.band)
-    dsc1 = dsc2 = None
-    if ctx.has_scale:
-        dq1, dsc1 = _chain_scale(dq1, q1, sc1)
-        if ctx.has_rec and sc2 is not None:
-            dq2, dsc2 = _chain_scale(dq2, q2, sc2)
+        return (None,) * 10
+    dq1, dk1, dq2, dk2, dv, dbias, dscale = ra_bwd_op(do, q1, k1, q2, k2, v, bias, sc1, sc2,
+                                                      o, lse, ctx.band, ctx.tied)
+    dsc1 = dscale[:, 0] if ctx.has_scale else None
+    dsc2 = dscale[:, 1] if (ctx.has_scale and sc2 is not None) else None
     return (dq1, dk1, dq2 if ctx.has_rec else None, dk2 if ctx.has_rec else None, dv,
-            dbias if ctx.has_bias else None, dsc1, dsc2, None)
+            dbias if ctx.has_bias else None, dsc1, dsc2, None, None)
 
 
 ra_fwd_op.register_autograd(_backward, setup_context=_setup_context)
@@ -345,11 +363,16 @@ ra_fwd_op.register_autograd(_backward, setup_context=_setup_context)
 # ----------------------------------------------------------------------------------------
 def ra_attention(q1: Tensor, k1: Tensor, q2: Optional[Tensor], k2: Optional[Tensor], v: Tensor,
                  bias: Optional[Tensor], band: Optional[int] = None,
-                 scale1: Optional[Tensor] = None, scale2: Optional[Tensor] = None) -> Tensor:
+                 scale1: Optional[Tensor] = None, scale2: Optional[Tensor] = None,
+                 tied: bool = False) -> Tensor:
     """Causal attention with two bilinear scores and a column bias:
 
         L_ij = s1_h q1_i.k1_j + [band is None or i-j < band] * s2_h q2_i.k2_j + bias_j  (j <= i)
         O_i  = sum_j softmax_j(L_i.) v_j
+
+    tied=True is canonical RA's form, q2 = k1 and k2 = q1 (pass q2 = k2 = None): the second
+    score is s2_h k1_i.q1_j, and the backward returns q1's and k1's whole gradients straight
+    from the kernels (each tensor plays two parts; the dq kernel adds the two).
 
     q1, k1: (B, H, T, D1); q2, k2: (B, H, T, D2) or both None; v: (B, H, T, Dv);
     bias: (B, H, T) or None (cast to float32).  scale1, scale2: per-head scales s1, s2 of shape
@@ -359,6 +382,8 @@ def ra_attention(q1: Tensor, k1: Tensor, q2: Optional[Tensor], k2: Optional[Tens
     """
     if (q2 is None) != (k2 is None):
         raise RabenchError("ra_attention: pass both q2 and k2, or neither")
+    if tied and q2 is not None:
+        raise RabenchError("ra_attention: tied=True uses q2 = k1 and k2 = q1; pass q2 = k2 = None")
     for name, t in (("q1", q1), ("k1", k1), ("q2", q2), ("k2", k2), ("v", v)):
         if t is not None and t.dim() != 4:
             raise RabenchError(f"ra_attention: {name} must be (B, H, T, D), got {tuple(t.shape)}")
@@ -393,16 +418,17 @@ def ra_attention(q1: Tensor, k1: Tensor, q2: Optional[Tensor], k2: Optional[Tens
             raise RabenchError(f"ra_attention: band must be >= 1 (or None), got {band}")
     if scale2 is not None and scale1 is None:
         raise RabenchError("ra_attention: scale2 needs scale1 (pass ones for an unscaled q1)")
-    if scale1 is not None and q2 is not None and scale2 is None:
-        raise RabenchError("ra_attention: with scale1 and q2, pass scale2 too")
+    has_rec = q2 is not None or tied
+    if scale1 is not None and has_rec and scale2 is None:
+        raise RabenchError("ra_attention: with scale1 and a reciprocal term, pass scale2 too")
     for name, sc in (("scale1", scale1), ("scale2", scale2)):
         if sc is not None:
             if tuple(sc.shape) != (H,) or sc.device != q1.device:
                 raise RabenchError(f"ra_attention: {name} must be (H,)=({H},) on {q1.device}, "
                                    f"got {tuple(sc.shape)} on {sc.device}")
     scale1 = scale1.float() if scale1 is not None else None
-    scale2 = scale2.float() if (scale2 is not None and q2 is not None) else None
+    scale2 = scale2.float() if (scale2 is not None and has_rec) else None
     # i - j <= T - 1 for every pair, so a band >= T masks nothing: same as no band
-    band_i = 0 if (band is None or band >= T or q2 is None) else band
-    o, _ = ra_fwd_op(q1, k1, q2, k2, v, bias, scale1, scale2, band_i)
+    band_i = 0 if (band is None or band >= T or not has_rec) else band
+    o, _ = ra_fwd_op(q1, k1, q2, k2, v, bias, scale1, scale2, band_i, bool(tied))
     return o

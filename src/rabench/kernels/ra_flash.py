@@ -29,7 +29,8 @@ Kernels:
   _ra_fwd_kernel    one program per (query block, batch*head): online softmax over key blocks
   _ra_delta_kernel  delta_i = rowsum(dO_i * O_i)  (= sum_j P_ij dP_ij, the softmax Jacobian term)
   _ra_dkdv_kernel   one program per (key block, batch*head): column-side sums dv, dk1, dk2, dbias
-  _ra_dq_kernel     one program per (query block, batch*head): row-side sums dq1, dq2
+  _ra_dq_kernel     one program per (query block, batch*head): row-side sums dq1, dq2, the
+                    scales' chain rule and, for canonical RA (TIED), the whole dq and dk
 No atomics: each output element is owned by exactly one program.
 
 Work skipping: key blocks above the diagonal are never visited (causal); with a band, tiles in
@@ -544,7 +545,7 @@ def _dq_stage(dq1, dq2, q1, q2, do, lse, delta, offs_m,
 
 
 @triton.jit
-def _ra_dq_kernel(Q1, K1, Q2, K2, V, BIAS, SC1, SC2, DO, LSE, DELTA, DQ1, DQ2,
+def _ra_dq_kernel(Q1, K1, Q2, K2, V, BIAS, SC1, SC2, DO, LSE, DELTA, DQ1, DQ2, DK1, DK2, DSC,
                   sq1b, sq1h, sq1t, sk1b, sk1h, sk1t,
                   sq2b, sq2h, sq2t, sk2b, sk2h, sk2t,
                   svb, svh, svt, sdob, sdoh, sdot,
@@ -552,10 +553,11 @@ def _ra_dq_kernel(Q1, K1, Q2, K2, V, BIAS, SC1, SC2, DO, LSE, DELTA, DQ1, DQ2,
                   D1: tl.constexpr, BD1: tl.constexpr, D2: tl.constexpr, BD2: tl.constexpr,
                   DV: tl.constexpr, BDV: tl.constexpr,
                   HAS_REC: tl.constexpr, HAS_BAND: tl.constexpr, HAS_BIAS: tl.constexpr,
-                  HAS_SCALE: tl.constexpr,
+                  HAS_SCALE: tl.constexpr, TIED: tl.constexpr,
                   BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
                   INTERP: tl.constexpr = False):
     # One program owns query block [m0, m0 + BLOCK_M) of one (b, h); BLOCK_M % BLOCK_N == 0.
+    # Launched after the dkdv kernel: with TIED it reads that kernel's dk1, dk2 rows (below).
     # Heavy-first order as in the forward: last query blocks (most key blocks) launch first.
     pid_bh = tl.program_id(0)
     pid_m = tl.num_programs(1) - 1 - tl.program_id(1)
@@ -574,7 +576,7 @@ def _ra_dq_kernel(Q1, K1, Q2, K2, V, BIAS, SC1, SC2, DO, LSE, DELTA, DQ1, DQ2,
     else:
         q2 = q1  # unused
     # the scaled tiles feed the scores only; dq1 = sum_j dL_ij k1_j is the gradient with
-    # respect to the SCALED q1 (the caller applies the chain rule to the scale and raw q1)
+    # respect to the SCALED q1 (the epilogue applies the chain rule to the scale and raw q1)
     q1, q2 = _scale_rows(q1, q2, SC1, SC2, h, HAS_REC, HAS_SCALE)
     do = _load_rows(DO + b * sdob + h * sdoh, offs_m, offs_dv, sdot, T, DV, BDV, True)
     # rows >= T: lse = +inf makes P = 0 there (their results are not stored anyway)
@@ -614,6 +616,32 @@ def _ra_dq_kernel(Q1, K1, Q2, K2, V, BIAS, SC1, SC2, DO, LSE, DELTA, DQ1, DQ2,
                          v_base, b_base, sk1t, sk2t, svt, m0, tl.minimum(m0 + BLOCK_M, T), T,
                          band, BLOCK_N, D1, BD1, D2, BD2, DV, BDV,
                          HAS_REC, HAS_BAND, HAS_BIAS, True, True, INTERP)
+
+    if HAS_SCALE:
+        # Chain rule through the per-head scales (x_s = sc[h] x, dq the gradient w.r.t. x_s):
+        #   dL/dq1 = sc1 dq1        dL/dsc1 = sum_{b, t, d} q1 . dq1     (q1 raw; same for 2)
+        # Each program writes its rows' sums over d to DSC (B, H, T, 2); the op sums over b
+        # and t (no atomics, so the result does not depend on the launch order).
+        q1r = _load_rows(Q1 + b * sq1b + h * sq1h, offs_m, offs_d1, sq1t, T, D1, BD1, True)
+        dsc_ptr = DSC + (bh * T + offs_m) * 2
+        tl.store(dsc_ptr, tl.sum(q1r.to(tl.float32) * dq1, axis=1), mask=offs_m < T)
+        dq1 = dq1 * tl.load(SC1 + h)
+        if HAS_REC:
+            q2r = _load_rows(Q2 + b * sq2b + h * sq2h, offs_m, offs_d2, sq2t, T, D2, BD2, True)
+            tl.store(dsc_ptr + 1, tl.sum(q2r.to(tl.float32) * dq2, axis=1), mask=offs_m < T)
+            dq2 = dq2 * tl.load(SC2 + h)
+    if TIED:
+        # Canonical RA passes the same tensors twice: q2 = k1 (= k) and k2 = q1 (= q). The
+        # whole gradients of q and k at these rows are then
+        #   dL/dq_i = dL/dq1_i + dL/dk2_i        dL/dk_i = dL/dk1_i + dL/dq2_i
+        # where dk1_i, dk2_i are the column-side sums the dkdv kernel wrote for key i (true
+        # gradients, bf16).  This program owns rows [m0, m0 + BLOCK_M) of both, so it adds
+        # them here and stores dq into DQ1, dk into DQ2: no separate assembly pass reads the
+        # four partial gradients again.
+        dq1 += _load_rows(DK2 + (b * T * H + h) * D1, offs_m, offs_d1, H * D1, T, D1, BD1,
+                          True).to(tl.float32)
+        dq2 += _load_rows(DK1 + (b * T * H + h) * D1, offs_m, offs_d1, H * D1, T, D1, BD1,
+                          True).to(tl.float32)
 
     # (B, T, H, D) memory, as in the dkdv kernel
     _store_rows(DQ1 + (b * T * H + h) * D1, dq1.to(DQ1.dtype.element_ty), offs_m, offs_d1,
