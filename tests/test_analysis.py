@@ -478,6 +478,16 @@ def test_an_uncertain_step_ratio_keeps_criterion_2_inconclusive(tmp_path):
     assert v.verdict == INCONCLUSIVE and "calibrated 95% bounds" in v.numbers
 
 
+def test_a_step_ratio_bounded_below_by_zero_cannot_fail_criterion_2(tmp_path):
+    # a calibration too noisy to bound s (a tiny model's launch-bound steps on a GPU): its
+    # log-scale interval underflows to [0, inf); the literal margin 1/s then has no upper bound
+    iteration_suite(tmp_path, (0, 1, 2), lambda seed: 1 / (2000 + 10 * seed), s=1.5)  # RA far behind
+    assert verdicts(tmp_path)["2-literal"] == FAIL
+    write_calibration(tmp_path, {"ra-triton": 1.5}, half_width=1.5)  # s in [0, 3.0]
+    v = comparison(tmp_path).verdict("2-literal")
+    assert v.verdict == INCONCLUSIVE and "unbounded above" in v.numbers
+
+
 def test_summarize_gives_the_verdicts_in_a_few_lines(tmp_path):
     iteration_suite(tmp_path, (0,), lambda seed: 3 / 1000, s=1.1)
     text = summarize(tmp_path)

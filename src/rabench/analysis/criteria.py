@@ -339,10 +339,14 @@ def time_to_target(pairs: list[Pair], batches: dict[str, Batch], base_name: str,
                          f"time ratio {ratio:.3f} vs 1/s = {1 / r.s:.3f} (literal) and 1 (break-even), s = {r.s:.2f}")
         rows.append((x_cand / x_base, r.s, lo, hi))
 
-    def margins(version: str, which: int) -> list[float]:
+    def margins(version: str, which: int) -> list[float] | None:
+        """None when 1/s is unbounded: a calibration too noisy to bound s away from 0 (its
+        log-scale interval underflows to 0, as a tiny model's launch-bound steps can give)."""
         out = []
         for frac, *ss in rows:
             s = ss[which]
+            if version == "2-literal" and s <= 0:
+                return None
             ratio = s * frac if design == ITER_DESIGN else frac  # time ratio: iterations x s, or time itself
             out.append((1.0 / s if version == "2-literal" else 1.0) - ratio)
         return out
@@ -352,15 +356,19 @@ def time_to_target(pairs: list[Pair], batches: dict[str, Batch], base_name: str,
     for version, fixed, head in (("2-literal", margins_fixed[0], "1/s - time ratio"), ("2-break-even", margins_fixed[1], "1 - time ratio")):
         v = _verdict_from(version, margins(version, 0), lines if version == "2-literal" else [], f"margin {head} ({src})", fixed, src, bounded, 3)
         if v.stats is not None and v.stats.n >= 2 and any(row[2] != row[3] for row in rows):
-            pessimistic, optimistic = paired_stats(margins(version, 2)), paired_stats(margins(version, 1))
+            low_s = margins(version, 1)
+            pessimistic = paired_stats(margins(version, 2))
+            optimistic = paired_stats(low_s) if low_s is not None else None
             if decide(pessimistic, fixed) == PASS and not bounded:
                 v.verdict = PASS
-            elif decide(optimistic, fixed) == FAIL:  # upper bounds on margins still support FAIL
+            elif optimistic is not None and decide(optimistic, fixed) == FAIL:  # upper bounds on margins still support FAIL
                 v.verdict = FAIL
             else:
                 v.verdict = INCONCLUSIVE
+            low_text = (f"[{optimistic.lo:+.3f}, {optimistic.hi:+.3f}]" if optimistic is not None
+                        else "unbounded above (a calibrated lower bound of s is 0)")
             v.numbers += (f"; with s at its calibrated 95% bounds the interval is [{pessimistic.lo:+.3f}, {pessimistic.hi:+.3f}] "
-                          f"(s high) to [{optimistic.lo:+.3f}, {optimistic.hi:+.3f}] (s low): PASS needs the first above the margin, "
+                          f"(s high) to {low_text} (s low): PASS needs the first above the margin, "
                           "FAIL the second below it")
         verdicts.append(v)
     return verdicts
