@@ -316,15 +316,18 @@ def resources(specs):
     bindir = os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin")
     kern = {"fwd": (K._ra_fwd_kernel, "Q1 K1 Q2 K2 V BIAS SC1 SC2 O LSE"),
             "dkdv": (K._ra_dkdv_kernel, "Q1 K1 Q2 K2 V BIAS SC1 SC2 DO LSE DELTA DK1 DK2 DVo DBIAS"),
-            "dq": (K._ra_dq_kernel, "Q1 K1 Q2 K2 V BIAS SC1 SC2 DO LSE DELTA DQ1 DQ2")}
-    f32 = {"BIAS", "LSE", "DELTA", "DBIAS", "SC1", "SC2"}
+            "dq": (K._ra_dq_kernel, "Q1 K1 Q2 K2 V BIAS SC1 SC2 DO LSE DELTA DQ1 DQ2 DK1 DK2 DSC")}
+    f32 = {"BIAS", "LSE", "DELTA", "DBIAS", "SC1", "SC2", "DSC"}
     rows = []
-    for name, (bm, bn, w, st), D, D2, rec, band in specs:
+    for name, (bm, bn, w, st), D, D2, rec, band, *tied in specs:
+        tied = bool(tied and tied[0])  # dq only: canonical RA's tied epilogue (D2 = D)
         fn, ptrs = kern[name]
         ptrs = ptrs.split()
         p2 = max(16, triton.next_power_of_2(D)), max(16, triton.next_power_of_2(D2))
         c = dict(D1=D, BD1=p2[0], D2=D2, BD2=p2[1], DV=D, BDV=p2[0], HAS_REC=rec,
                  HAS_BAND=band, HAS_BIAS=True, HAS_SCALE=True, INTERP=False, BLOCK_M=bm, BLOCK_N=bn)
+        if name == "dq":
+            c["TIED"] = tied
         sig = {a: "constexpr" if a in c else ("*fp32" if a in f32 else "*bf16") if a in ptrs
                else "i32" for a in fn.arg_names}
         try:
@@ -343,8 +346,8 @@ def resources(specs):
                      hgmma=sass.count("HGMMA"), hmma=sass.count(" HMMA"))
         except Exception as e:
             r = dict(error=f"{type(e).__name__}: {str(e)[:300]}")
-        rows.append(dict(kernel=name, cfg=(bm, bn, w, st), D=D, D2=D2, rec=rec, band=band, **r))
-        log(f"[res] {name:4s} {(bm, bn, w, st)} D={D} D2={D2} rec={rec} band={band}: {r}")
+        rows.append(dict(kernel=name, cfg=(bm, bn, w, st), D=D, D2=D2, rec=rec, band=band, tied=tied, **r))
+        log(f"[res] {name:4s} {(bm, bn, w, st)} D={D} D2={D2} rec={rec} band={band} tied={tied}: {r}")
     RESULTS["resources"] = rows
     save()
     return all("error" not in r for r in rows)
@@ -428,6 +431,8 @@ def main():
         for size, D, D2 in (("small", 64, 64), ("small", 64, 16), ("large", 128, 128)):
             for name, cfgs in kop.CONFIGS[size].items():
                 specs += [(name, c, D, D2, True, False) for c in cfgs]
+                if name == "dq" and D == D2:  # canonical RA's call: the tied epilogue
+                    specs += [(name, c, D, D2, True, False, True) for c in cfgs]
         for name, cfgs in SWEEP.items():
             specs += [(name, c, 64, 64, True, False) for c in cfgs]
         for name, c in (("fwd", (128, 64, 4, 3)), ("dkdv", (32, 128, 8, 3)),
