@@ -70,3 +70,13 @@ def test_text_table_keeps_columns_apart_and_prints_a_failed_row_after_its_lead()
     assert "1024  reduce-overhead" in sdpa.split("sdpa", 1)[1]  # a long compile mode no longer runs into T
     assert failed.endswith("reduce-overhead  failed: boom")
     assert sdpa.index("reduce-overhead") == failed.index("reduce-overhead")  # the lead columns line up
+
+
+def test_a_steps_only_bench_prints_no_empty_attention_table() -> None:
+    from rabench.bench.table import format_markdown, format_text
+
+    result = {"machine": {}, "shape": [8, 12, 1024, 64], "attention": [], "preset": "gpt2-124m", "tokens_per_step": 8192,
+              "timing": "t", "steps": [{"attn": "sdpa", "T": 1024, "compiled": "reduce-overhead", "ms_per_iter": 20.7}]}
+    md, text = format_markdown(result), format_text(result)
+    assert "Attention alone" not in md and "attention per layer" not in text  # --no-attention: nothing to show
+    assert "## Training step" in md and "training step" in text

@@ -57,9 +57,10 @@ def incomplete_lines(result: dict[str, Any]) -> list[str]:
 
 def format_text(result: dict[str, Any]) -> str:
     att, steps = _rows(result)
-    lines = [f"machine: {json.dumps(result['machine'])}", *incomplete_lines(result),
-             f"attention per layer, ms; shape B,H,T,D = {result['shape']} (B scaled to keep B*T fixed)"]
-    lines += _text_table(["attention", "T"] + [c for _, c in ATT_COLS], att)
+    lines = [f"machine: {json.dumps(result['machine'])}", *incomplete_lines(result)]
+    if att:  # --no-attention: the step table alone
+        lines.append(f"attention per layer, ms; shape B,H,T,D = {result['shape']} (B scaled to keep B*T fixed)")
+        lines += _text_table(["attention", "T"] + [c for _, c in ATT_COLS], att)
     if result["steps"]:
         lines.append(f"\ntraining step (TrainStep), preset {result['preset']}, {result['tokens_per_step']} tokens/step")
         lines += _text_table(["attention", "T", "compile"] + [c for _, c in STEP_COLS], steps)
@@ -78,8 +79,10 @@ def format_markdown(result: dict[str, Any]) -> str:
     lines += [f"**{line}**" for line in incomplete_lines(result)] + ([""] if incomplete_lines(result) else [])
     if result.get("command"):
         lines += [f"Command: `{result['command']}`", ""]
-    lines += [f"Timing: {result['timing']}.", "", "## Attention alone, per layer (ms)", ""]
-    lines += _md_table(["attention", "T"] + [c for _, c in ATT_COLS], att)
+    lines += [f"Timing: {result['timing']}.", ""]
+    if att:  # --no-attention: the step table alone
+        lines += ["## Attention alone, per layer (ms)", ""]
+        lines += _md_table(["attention", "T"] + [c for _, c in ATT_COLS], att)
     if result["steps"]:
         lines += ["", f"## Training step, preset {result['preset']}, {result['tokens_per_step']} tokens/step", ""]
         lines += _md_table(["attention", "T", "compile"] + [c for _, c in STEP_COLS], steps)
