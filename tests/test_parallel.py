@@ -81,7 +81,7 @@ def test_gpu_devices_without_a_gpu_is_one_line(tmp_path: Path, capsys) -> None:
 
 
 @pytest.mark.slow
-def test_suite_with_cpu_workers_end_to_end(data_dir: str, tmp_path: Path) -> None:
+def test_suite_with_cpu_workers_end_to_end(data_dir: str, tmp_path: Path, capsys) -> None:
     out = tmp_path / "suite"
     argv = ["suite", "--out", str(out), "--data", data_dir, "--attn", "sdpa,std-gated", "--preset", "tiny",
             "--iters", "6", "--calib-steps", "2", "--calib-windows", "2", "--devices", "cpu,cpu",
@@ -93,7 +93,21 @@ def test_suite_with_cpu_workers_end_to_end(data_dir: str, tmp_path: Path) -> Non
         assert RunFolder(out / name).state() == "finished"
         assert (out / name / "train.log").is_file()
         assert json.loads((out / name / "config.json").read_text())["device"] == "cpu"
+    # a fresh calibration ran in a worker on the first slot while the runs that need no step
+    # ratio (sdpa's, std-gated's iso-iteration run) started on the other; the iso-time run waited
+    lines = capsys.readouterr().out.splitlines()
+    at = {key: next(i for i, ln in enumerate(lines) if key in ln)
+          for key in ("calibration: running on cpu", "sdpa-s0: starting", "s = ", "std-gated-isotime-s0: starting")}
+    assert at["calibration: running on cpu"] < at["sdpa-s0: starting"] < at["s = "] < at["std-gated-isotime-s0: starting"]
+    assert (out / "calibration.log").is_file() and not (out / "calibration.measuring.json").exists()
+    ratio = json.loads((out / "calibration.json").read_text())["configs"]["std-gated"]["ratio"]
+    iso = json.loads((out / "std-gated-isotime-s0" / "config.json").read_text())
+    assert iso["max_iters"] == max(1, round(6 / ratio)) and iso["labels"]["step_ratio"] == ratio
+    assert [r["name"] for r in json.loads((out / "suite.json").read_text())["runs"]] == [
+        "sdpa-s0", "std-gated-s0", "std-gated-isotime-s0"]
     assert main(argv) == 0  # resumable: everything finished is skipped
+    again = capsys.readouterr().out
+    assert "reused from calibration.json" in again and again.count("done, skipped") == 3
 
 
 @pytest.mark.slow
@@ -146,3 +160,46 @@ def test_worker_gpu_follows_the_parents_visible_devices() -> None:
     assert physical_gpu("0", "3") == "3"
     assert physical_gpu("1", "2,3") == "3"
     assert physical_gpu("0", "GPU-abc,GPU-def") == "GPU-abc"
+
+
+def sleeper(seconds: float, code: int = 0):
+    """A SlotTask launcher whose process sleeps, then exits with `code`."""
+    import subprocess
+    import sys
+
+    return lambda device: subprocess.Popen([sys.executable, "-c", f"import sys, time; time.sleep({seconds}); sys.exit({code})"])
+
+
+@pytest.mark.slow
+def test_a_slot_task_holds_the_first_slot_and_queues_the_jobs_it_returns(data_dir: str, tmp_path: Path) -> None:
+    from rabench.training.parallel import SlotTask
+
+    later = job("later", data_dir, tmp_path)
+    seen: list[int] = []
+    task = SlotTask("calibration", sleeper(0.5), lambda code: seen.append(code) or [later])
+    lines: list[str] = []
+    outcomes = run_parallel([job("early", data_dir, tmp_path)], ["cpu", "cpu"], say=lines.append, first=task)
+    assert seen == [0] and sorted(o.name for o in outcomes) == ["early", "later"]
+    assert lines[0].startswith("[suite] calibration: running on cpu")
+    assert "early: starting on cpu" in lines[1]  # at once, on the other slot
+    assert RunFolder(tmp_path / "later").state() == "finished"
+
+
+def test_a_failed_slot_task_is_one_error_and_nothing_it_sized_runs(tmp_path: Path) -> None:
+    from rabench.training.parallel import SlotTask
+
+    def done(code: int) -> list:
+        raise RabenchError(f"the step-time calibration failed (exit {code})")
+
+    with pytest.raises(RabenchError, match=r"calibration failed \(exit 3\)"):
+        run_parallel([], ["cpu", "cpu"], say=lambda *_: None, first=SlotTask("calibration", sleeper(0.1, 3), done))
+
+
+def test_the_deadline_stops_a_slot_task_and_names_what_it_left(tmp_path: Path) -> None:
+    from rabench.errors import DeadlineReached
+    from rabench.training.deadline import Deadline
+    from rabench.training.parallel import SlotTask
+
+    task = SlotTask("calibration", sleeper(60), lambda code: pytest.fail("a stopped task queues nothing"))
+    with pytest.raises(DeadlineReached, match="calibration and the runs it sizes"):
+        run_parallel([], ["cpu", "cpu"], say=lambda *_: None, deadline=Deadline.after(0.5), first=task)

@@ -16,8 +16,10 @@ with training progress, sweeps the progress over the rounds so the mean covers a
 from __future__ import annotations
 
 import gc
+import json
 import math
 import socket
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -196,3 +198,29 @@ def calibrate(req: CalibrationRequest, device: torch.device, baseline: str) -> d
         "measured_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "configs": summarise(window_ms, baseline),
     }
+
+
+# ---- as a worker process (rabench suite --devices: the calibration holds one GPU while
+# ---- the runs that need no step ratio train on the others) ------------------------------
+def request_from_json(text: str) -> CalibrationRequest:
+    fields = json.loads(text)
+    fields["betas"] = tuple(fields["betas"])
+    return CalibrationRequest(**fields)
+
+
+def worker_main(argv: list[str] | None = None) -> int:
+    """`python -m rabench.training.calibrate REQUEST_JSON BASELINE OUT_FILE`: calibrate on this
+    process's device (its one visible GPU, else the CPU) and write the record to OUT_FILE."""
+    from pathlib import Path
+
+    from rabench.fileio import write_json_atomic
+
+    text, baseline, out_file = sys.argv[1:4] if argv is None else argv
+    device = torch.device("cuda", 0) if torch.cuda.is_available() else torch.device("cpu")
+    record = calibrate(request_from_json(text), device, baseline)
+    write_json_atomic(Path(out_file), record, "calibration", default=str)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(worker_main())

@@ -108,17 +108,44 @@ def last_line(path: Path) -> str:
 
 
 def launch(cfg_dict: dict[str, Any], device: str, n_workers: int, log_path: Path) -> subprocess.Popen:
+    """A training worker for one run."""
+    return spawn(["rabench.training.parallel", json.dumps(cfg_dict)], device, n_workers, log_path)
+
+
+def spawn(module_args: list[str], device: str, n_workers: int, log_path: Path) -> subprocess.Popen:
+    """`python -m MODULE ARGS...` on one device slot, in its own session, output to log_path."""
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with open(log_path, "a") as log:  # the child keeps its own descriptor
         log.write(f"[suite] {time.strftime('%Y-%m-%d %H:%M:%S')} starting on {device_label(device)}\n")
         log.flush()
-        return subprocess.Popen([sys.executable, "-m", "rabench.training.parallel", json.dumps(cfg_dict)],
+        return subprocess.Popen([sys.executable, "-m", *module_args],
                                 env=worker_env(device, n_workers), stdout=log, stderr=subprocess.STDOUT,
                                 stdin=subprocess.DEVNULL, start_new_session=True)
 
 
 def device_label(device: str) -> str:
     return "cpu" if device == "cpu" else f"cuda:{device}"
+
+
+@dataclass
+class SlotTask:
+    """Work that holds the first device slot while the jobs train on the others: the suite's
+    step-time calibration, which only the runs sized by its ratios wait for. `launch(device)`
+    starts its process; `done(returncode)` returns the jobs that waited for it (or raises)."""
+
+    name: str
+    launch: Callable[[str], subprocess.Popen]
+    done: Callable[[int], list]
+
+
+def queue(job, pending: deque, say: Callable[..., None]) -> None:
+    """Add a suite.RunJob to the queue, or say it is done."""
+    if job.action == "skip":
+        say(f"[suite] {job.run.name}: done, skipped")
+        return
+    job.cfg.resume = job.action == "resume"
+    job.cfg.progress_bar = False
+    pending.append(job)
 
 
 def progress_of(job) -> str:
@@ -133,30 +160,36 @@ def progress_of(job) -> str:
 
 
 def run_parallel(jobs: list, devices: list[str], say: Callable[..., None] = print,
-                 status_every_s: float = STATUS_EVERY_S, deadline: Deadline | None = None) -> list[Outcome]:
+                 status_every_s: float = STATUS_EVERY_S, deadline: Deadline | None = None,
+                 first: SlotTask | None = None) -> list[Outcome]:
     """Run the jobs (suite.RunJob) on the device slots, at most one per slot; returns each run's outcome.
 
-    With a deadline, a run starts only if its estimate fits in the time left, and the runs still
-    going at the deadline are stopped (each checkpoints). Raises RunsFailed after every job has
-    ended if any failed, else DeadlineReached if the deadline left runs undone.
+    `first` (the calibration) holds slot 0 from the start; when it ends, the jobs it returns join
+    the queue and its slot takes runs like the others. With a deadline, a run starts only if its
+    estimate fits in the time left, and the runs still going at the deadline are stopped (each
+    checkpoints; an unfinished `first` is stopped too and its jobs are never queued). Raises
+    RunsFailed after every job has ended if any failed, else DeadlineReached if the deadline
+    left runs undone.
     """
     pending = deque()
     for job in jobs:
-        if job.action == "skip":
-            say(f"[suite] {job.run.name}: done, skipped")
-        else:
-            job.cfg.resume = job.action == "resume"
-            job.cfg.progress_bar = False
-            pending.append(job)
+        queue(job, pending, say)
     free = list(range(len(devices)))
     running: dict[int, tuple[Any, subprocess.Popen, float]] = {}
+    task: subprocess.Popen | None = None
+    left_out: list[str] = []  # a `first` stopped by the deadline
+    if first is not None:
+        task_slot = free.pop(0)
+        task = first.launch(devices[task_slot])
+        say(f"[suite] {first.name}: running on {device_label(devices[task_slot])}; "
+            f"the runs that do not need it start on the other devices")
     outcomes: list[Outcome] = []
     stopped: list[str] = []
     expected_train_s: dict[str, float | None] = {}  # per run, estimated at its launch (for the deadline's overhead)
     previous = sigterm_as_interrupt()
     last_status = time.time()
     try:
-        while pending or running:
+        while pending or running or task is not None:
             while free and pending:
                 job = take_next(pending, deadline)
                 if job is None:
@@ -169,9 +202,18 @@ def run_parallel(jobs: list, devices: list[str], say: Callable[..., None] = prin
                 running[slot] = (job, proc, time.time())
                 say(f"[suite] {job.run.name}: {'resuming' if job.cfg.resume else 'starting'} on "
                     f"{device_label(devices[slot])} (log: {log})")
-            if not running:  # runs are left, but none can finish before the deadline
+            if not running and task is None:  # runs are left, but none can finish before the deadline
                 break
             time.sleep(POLL_S)
+            if task is not None and task.poll() is not None:
+                returncode, task = task.returncode, None
+                free.insert(0, task_slot)
+                try:
+                    for job in first.done(returncode):
+                        queue(job, pending, say)
+                except BaseException:
+                    stop_workers([proc for _, proc, _ in running.values()])
+                    raise
             for slot, (job, proc, started) in list(running.items()):
                 if proc.poll() is None:
                     continue
@@ -181,10 +223,13 @@ def run_parallel(jobs: list, devices: list[str], say: Callable[..., None] = prin
                 outcomes.append(outcome)
                 if deadline is not None and proc.returncode == 0:
                     deadline.learn(job.cfg, outcome.ended - started, expected_train_s.get(job.run.name))
-            if deadline is not None and deadline.passed() and running:
-                say(f"[suite] deadline reached: stopping {', '.join(job.run.name for job, _, _ in running.values())} "
-                    "(each saves a checkpoint)")
-                stop_workers([proc for _, proc, _ in running.values()])
+            if deadline is not None and deadline.passed() and (running or task is not None):
+                names = [job.run.name for job, _, _ in running.values()] + ([first.name] if task is not None else [])
+                say(f"[suite] deadline reached: stopping {', '.join(names)} (each run saves a checkpoint)")
+                stop_workers([proc for _, proc, _ in running.values()] + ([task] if task is not None else []))
+                if task is not None:
+                    left_out.append(f"{first.name} and the runs it sizes")
+                    task = None
                 for slot, (job, proc, started) in running.items():
                     if proc.returncode == 0:  # it finished as the deadline came
                         outcomes.append(record_outcome(job, proc, devices[slot], started, say))
@@ -198,7 +243,7 @@ def run_parallel(jobs: list, devices: list[str], say: Callable[..., None] = prin
                 say(f"[suite] {done} of {done + len(running) + len(pending)} runs ended; running: "
                     + ", ".join(progress_of(job) for job, _, _ in running.values()))
     except KeyboardInterrupt:
-        stop_workers([proc for _, proc, _ in running.values()])
+        stop_workers([proc for _, proc, _ in running.values()] + ([task] if task is not None else []))
         raise RabenchError("interrupted; the workers saved checkpoints: run the same command to resume") from None
     finally:
         signal.signal(signal.SIGTERM, previous)
@@ -207,8 +252,8 @@ def run_parallel(jobs: list, devices: list[str], say: Callable[..., None] = prin
         names = ", ".join(o.name for o in failed)
         raise RunsFailed(f"{len(failed)} of {len(outcomes)} runs failed: {names} (see {LOG_NAME} in each run folder; "
                          f"re-running the suite retries them and skips the finished ones)", [o.name for o in failed])
-    if pending or stopped:
-        raise deadline_message([job.run.name for job in pending], stopped)
+    if pending or stopped or left_out:
+        raise deadline_message([job.run.name for job in pending] + left_out, stopped)
     return outcomes
 
 

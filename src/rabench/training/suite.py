@@ -17,7 +17,10 @@ A suite re-run skips finished runs and resumes checkpointed ones; one whose stor
 differ from what this suite would train (anything that changes the curve) is refused, so the
 folder never mixes runs trained under different settings, and suite.json is written only
 after that check. Runs go one after another in this process, or one per device in parallel
-worker processes (`devices`, see parallel.py).
+worker processes (`devices`, see parallel.py). With several devices and no calibration stored,
+the calibration is itself a worker on the first device, and the runs whose length needs no
+ratio (the baseline's, the iso-iteration ones) train on the others meanwhile; the iso-time runs
+join the queue once it is in.
 
 Files in the suite folder (read by the report):
   suite.json        the resolved plan (design, budgets, attentions, seeds, options, [train]) and
@@ -26,7 +29,9 @@ Files in the suite folder (read by the report):
                     "windows", "settings" (what a reuse must match), "measured_at",
                     "configs": {attn: {"ms_per_iter", "ms_ci95", "ratio", "ratio_ci95",
                                        "windows_ms", "attn_options"}}}
+  calibration.log   the calibration worker's output (when it ran beside the runs)
   <attn>-s<seed>/, <attn>-isotime-s<seed>/   run folders; config.json's labels say the role
+                    (an iso-iteration run started before the calibration has no step_ratio label)
 """
 
 from __future__ import annotations
@@ -38,8 +43,9 @@ import signal
 import threading
 import time
 import tomllib
+from collections.abc import Callable
 from contextlib import contextmanager
-from dataclasses import dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -49,7 +55,7 @@ from rabench.fileio import json_form, write_json_atomic
 from rabench.rundir import RunFolder
 from rabench.training.config import TrainConfig, curve_changing_differences
 from rabench.training.deadline import Deadline, deadline_message
-from rabench.training.parallel import run_parallel, sigterm_as_interrupt
+from rabench.training.parallel import SlotTask, run_parallel, sigterm_as_interrupt, spawn
 from rabench.training import distributed as dd
 from rabench.training.distributed import is_main_process, launched_by_torchrun
 from rabench.training.timeparse import parse_duration
@@ -270,7 +276,8 @@ def iso_time_iters(n: int, ratio: float) -> int:
 
 
 def plan_runs(plan: SuitePlan, ratios: dict[str, float] | None) -> list[PlannedRun]:
-    """Every run of the suite, seed by seed (so the first seeds complete first)."""
+    """Every run of the suite, seed by seed (so the first seeds complete first). In the iso design
+    without ratios (a calibration still measuring): only the runs whose length needs none."""
     runs = []
     for seed in plan.seeds:
         for attn in plan.attns:
@@ -282,10 +289,10 @@ def plan_runs(plan: SuitePlan, ratios: dict[str, float] | None) -> list[PlannedR
             elif attn == BASELINE:
                 runs.append(PlannedRun(run_name(attn, seed), attn, seed, "baseline", plan.max_iters, None, 1.0))
             else:
-                assert ratios is not None and plan.max_iters is not None
+                assert plan.max_iters is not None
                 if gets_run(plan.isoiter_attns, attn):
                     runs.append(PlannedRun(run_name(attn, seed), attn, seed, "iso-iter", plan.max_iters, None, ratio))
-                if gets_run(plan.isotime_attns, attn):
+                if ratios is not None and gets_run(plan.isotime_attns, attn):
                     runs.append(PlannedRun(run_name(attn, seed, "iso-time"), attn, seed, "iso-time",
                                            iso_time_iters(plan.max_iters, ratio), None, ratio))
     return runs
@@ -366,7 +373,21 @@ def calibrated_ratios(plan: SuitePlan, out: Path, data: str, device, recalibrate
     in a new interleaved session and merged in; the entries already there (and so every run's
     iteration count) stay.
     """
-    from rabench.training.calibrate import calibrate, card_name
+    from rabench.training.calibrate import calibrate
+
+    stored, attns = stored_calibration(plan, out, data, device, recalibrate, say)
+    fresh = None
+    if attns:
+        announce_calibration(plan, attns, device, say)
+        fresh = calibrate(calibration_request(plan, attns, data), device, BASELINE)
+    return merge_calibration(plan, data, stored, fresh, say)
+
+
+def stored_calibration(plan: SuitePlan, out: Path, data: str, device, recalibrate: bool,
+                       say=print) -> tuple[dict[str, Any] | None, list[str]]:
+    """calibration.json as stored (None when absent or --recalibrate), checked against the plan's
+    settings, and the attentions still to measure (with the baseline first; [] when none)."""
+    from rabench.training.calibrate import card_name
 
     stored = None if recalibrate else read_calibration(out)
     req = calibration_request(plan, list(plan.attns), data)
@@ -385,27 +406,40 @@ def calibrated_ratios(plan: SuitePlan, out: Path, data: str, device, recalibrate
             say(f"[suite] calibration.json was measured on {stored.get('card')}, this is {card_name(device)}: "
                 "its ratios (and so the iteration counts) are kept; --recalibrate measures again")
     missing = [a for a in plan.attns if stored is None or a not in stored.get("configs", {})]
-    if missing:
-        attns = [BASELINE] + [a for a in missing if a != BASELINE]
-        say(f"[suite] calibrating step time on {card_name(device)}: {', '.join(attns)} "
-            f"({plan.calib_windows} interleaved windows of {plan.calib_steps} steps each)")
-        fresh = calibrate(calibration_request(plan, attns, data), device, BASELINE)
-        for a in attns:
-            fresh["configs"][a]["attn_options"] = req.options[a]
-        if stored is None:
-            stored = fresh
-        else:
-            for a in missing:
-                stored["configs"][a] = fresh["configs"][a] | {"measured_at": fresh["measured_at"]}
-        for a in attns:
-            c = stored["configs"][a]
-            say(f"[suite]   {a:<12} {c['ms_per_iter']:9.3f} ms/iter  s = {c['ratio']:.3f} "
-                f"[{c['ratio_ci95'][0]:.3f}, {c['ratio_ci95'][1]:.3f}]")
-    else:
+    return stored, ([BASELINE] + [a for a in missing if a != BASELINE] if missing else [])
+
+
+def announce_calibration(plan: SuitePlan, attns: list[str], device, say=print) -> None:
+    from rabench.training.calibrate import card_name
+
+    say(f"[suite] calibrating step time on {card_name(device)}: {', '.join(attns)} "
+        f"({plan.calib_windows} interleaved windows of {plan.calib_steps} steps each)")
+
+
+def merge_calibration(plan: SuitePlan, data: str, stored: dict[str, Any] | None, fresh: dict[str, Any] | None,
+                      say=print) -> tuple[dict[str, float], dict[str, Any] | None]:
+    """The ratios from the stored calibration with a fresh measurement (of the attentions it lacked)
+    merged in; the record to write, or None when nothing was measured."""
+    if fresh is None:
         ratios = ", ".join(f"{a} {stored['configs'][a]['ratio']:.3f}" for a in plan.attns if a != BASELINE)
         say(f"[suite] step-time ratios reused from {CALIBRATION_FILE} ({stored.get('card')}, "
             f"{stored.get('measured_at', '?')}): {ratios or '-'}")
-    return {a: float(stored["configs"][a]["ratio"]) for a in plan.attns}, (stored if missing else None)
+        return {a: float(stored["configs"][a]["ratio"]) for a in plan.attns}, None
+    options = calibration_request(plan, list(plan.attns), data).options
+    attns = list(fresh["configs"])
+    for a in attns:
+        fresh["configs"][a]["attn_options"] = options[a]
+    if stored is None:
+        stored = fresh
+    else:
+        for a in attns:
+            if a not in stored.get("configs", {}):
+                stored["configs"][a] = fresh["configs"][a] | {"measured_at": fresh["measured_at"]}
+    for a in attns:
+        c = stored["configs"][a]
+        say(f"[suite]   {a:<12} {c['ms_per_iter']:9.3f} ms/iter  s = {c['ratio']:.3f} "
+            f"[{c['ratio_ci95'][0]:.3f}, {c['ratio_ci95'][1]:.3f}]")
+    return {a: float(stored["configs"][a]["ratio"]) for a in plan.attns}, stored
 
 
 # ---- the suite ----------------------------------------------------------------------------
@@ -456,15 +490,18 @@ def run_suite(plan: SuitePlan, out: str | Path, data: str, progress_bar: bool = 
     if plan.design == "iso":  # refuse changed settings before spending time on a calibration
         check_runs_before_calibration(plan, out, data, suite_name, recalibrate)
     out.mkdir(parents=True, exist_ok=True)
-    ratios, new_calibration = None, None
-    if plan.design == "iso":
+    ratios, new_calibration, alongside = None, None, None
+    if calibrates_alongside(plan, out, devices, recalibrate, calibrate_only):
+        alongside = [BASELINE] + [a for a in plan.attns if a != BASELINE]  # everything, measured afresh
+        announce_calibration(plan, alongside, device, say)
+    elif plan.design == "iso":
         # under torchrun rank 0 alone measures (on its GPU) and every rank plans from its numbers
         info = dd.init_distributed(device.type)
         ratios, new_calibration = dd.broadcast_object(
             dd.on_main(lambda: calibrated_ratios(plan, out, data, device, recalibrate, say), info), info)
     elif calibrate_only:
         raise RabenchError("--calibrate-only belongs to the iso design (the time design needs no calibration)")
-    runs = plan_runs(plan, ratios)
+    runs = plan_runs(plan, ratios)  # alongside a calibration: the runs whose length needs no ratio
     cfgs = [train_config(plan, r, out, data, suite_name, progress_bar and not devices) for r in runs]
     jobs = decide_jobs(runs, cfgs, out)  # new ratios that contradict trained runs are refused, unwritten
     if is_main_process():  # under torchrun every rank runs the suite; rank 0 alone writes and prints
@@ -473,11 +510,7 @@ def run_suite(plan: SuitePlan, out: str | Path, data: str, progress_bar: bool = 
         if calibrate_only:
             say(f"[suite] step times in {out / CALIBRATION_FILE}; run the suite without --calibrate-only to train")
             return []
-        record = plan.to_dict() | {"data": data, "baseline": BASELINE,
-                                   "runs": [{"name": r.name, "attn": r.attn, "seed": r.seed, "role": r.role,
-                                             "max_iters": r.max_iters, "time_budget_s": r.time_budget_s,
-                                             "step_ratio": r.step_ratio} for r in runs]}
-        write_json_atomic(out / SUITE_FILE, record, "suite record")
+        write_suite_record(plan, out, data, runs)
     if calibrate_only:
         return []
     if deadline is not None:
@@ -486,11 +519,70 @@ def run_suite(plan: SuitePlan, out: str | Path, data: str, progress_bar: bool = 
                                 if isinstance(c, dict) and c.get("ms_per_iter") is not None}
         for job in jobs:  # runs finished by an earlier call tell this one how long start-up takes here
             deadline.learn_from_folder(job.cfg)
+    all_runs = list(runs)
+
+    def sized_jobs(fresh: dict[str, Any]) -> list[RunJob]:
+        """Once the calibration is in: write it, plan the runs its ratios size, and queue them."""
+        new_ratios, record = merge_calibration(plan, data, None, fresh, say)
+        all_runs[:] = plan_runs(plan, new_ratios)
+        early = {r.name for r in runs}
+        later = [r for r in all_runs if r.name not in early]
+        later_jobs = decide_jobs(later, [train_config(plan, r, out, data, suite_name, False) for r in later], out)
+        write_json_atomic(out / CALIBRATION_FILE, record, "calibration", default=str)
+        write_suite_record(plan, out, data, all_runs)
+        if deadline is not None:
+            deadline.ms_per_iter = {a: float(c["ms_per_iter"]) for a, c in record["configs"].items()}
+        return later_jobs
+
     if devices:
-        run_parallel(jobs, devices, say, deadline=deadline)
+        first = calibration_task(plan, out, data, alongside, len(devices), sized_jobs) if alongside else None
+        run_parallel(jobs, devices, say, deadline=deadline, first=first)
     else:
         run_sequential(jobs, say, deadline)
-    return [out / r.name for r in runs]
+    return [out / r.name for r in all_runs]
+
+
+def write_suite_record(plan: SuitePlan, out: Path, data: str, runs: list[PlannedRun]) -> None:
+    record = plan.to_dict() | {"data": data, "baseline": BASELINE,
+                               "runs": [{"name": r.name, "attn": r.attn, "seed": r.seed, "role": r.role,
+                                         "max_iters": r.max_iters, "time_budget_s": r.time_budget_s,
+                                         "step_ratio": r.step_ratio} for r in runs]}
+    write_json_atomic(out / SUITE_FILE, record, "suite record")
+
+
+def calibrates_alongside(plan: SuitePlan, out: Path, devices: list[str] | None, recalibrate: bool,
+                         calibrate_only: bool) -> bool:
+    """Measure a fresh calibration in a worker on the first device while the runs that need no
+    step ratio (the baseline's, the iso-iteration ones) train on the others: with several devices,
+    an iso design with a candidate, and nothing stored to reuse. The calibration's windows are then
+    timed beside training on the other GPUs (separate cards; the ratio comes from interleaved
+    windows on one card, so a shared slowdown cancels)."""
+    return (plan.design == "iso" and bool(devices) and len(devices) > 1 and not calibrate_only
+            and any(a != BASELINE for a in plan.attns) and (recalibrate or read_calibration(out) is None))
+
+
+CALIBRATION_LOG = "calibration.log"
+
+
+def calibration_task(plan: SuitePlan, out: Path, data: str, attns: list[str], n_workers: int,
+                     sized_jobs: Callable[[dict[str, Any]], list[RunJob]]) -> SlotTask:
+    """The calibration as a worker process (rabench.training.calibrate) for run_parallel's first slot."""
+    request = json.dumps(asdict(calibration_request(plan, attns, data)))
+    result = out / "calibration.measuring.json"
+    log = out / CALIBRATION_LOG
+
+    def launch(device: str):
+        result.unlink(missing_ok=True)
+        return spawn(["rabench.training.calibrate", request, BASELINE, str(result)], device, n_workers, log)
+
+    def done(returncode: int) -> list[RunJob]:
+        if returncode != 0 or not result.is_file():
+            raise RabenchError(f"the step-time calibration failed (exit {returncode}); its output is in {log}")
+        fresh = json.loads(result.read_text())
+        result.unlink()
+        return sized_jobs(fresh)
+
+    return SlotTask("calibration", launch, done)
 
 
 def check_runs_before_calibration(plan: SuitePlan, out: Path, data: str, suite_name: str, recalibrate: bool) -> None:
