@@ -76,6 +76,11 @@ class Deadline:
         est = self.estimate_s(cfg)
         return est is None or est <= self.left_s()
 
+    def use_calibration(self, calibration: dict) -> None:
+        """Step times from a calibration record (calibration.json's content)."""
+        self.ms_per_iter = {a: float(c["ms_per_iter"]) for a, c in calibration.get("configs", {}).items()
+                            if isinstance(c, dict) and c.get("ms_per_iter") is not None}
+
     def learn_from_folder(self, cfg) -> None:
         """Learn from a run an earlier call finished (its summary's wall and training times): a
         fresh suite process then starts from the start-up times of this machine, not the guess."""

@@ -188,6 +188,10 @@ def run_parallel(jobs: list, devices: list[str], say: Callable[..., None] = prin
     expected_train_s: dict[str, float | None] = {}  # per run, estimated at its launch (for the deadline's overhead)
     previous = sigterm_as_interrupt()
     last_status = time.time()
+
+    def in_flight() -> list[subprocess.Popen]:
+        return [proc for _, proc, _ in running.values()] + ([task] if task is not None else [])
+
     try:
         while pending or running or task is not None:
             while free and pending:
@@ -212,7 +216,7 @@ def run_parallel(jobs: list, devices: list[str], say: Callable[..., None] = prin
                     for job in first.done(returncode):
                         queue(job, pending, say)
                 except BaseException:
-                    stop_workers([proc for _, proc, _ in running.values()])
+                    stop_workers(in_flight())
                     raise
             for slot, (job, proc, started) in list(running.items()):
                 if proc.poll() is None:
@@ -226,7 +230,7 @@ def run_parallel(jobs: list, devices: list[str], say: Callable[..., None] = prin
             if deadline is not None and deadline.passed() and (running or task is not None):
                 names = [job.run.name for job, _, _ in running.values()] + ([first.name] if task is not None else [])
                 say(f"[suite] deadline reached: stopping {', '.join(names)} (each run saves a checkpoint)")
-                stop_workers([proc for _, proc, _ in running.values()] + ([task] if task is not None else []))
+                stop_workers(in_flight())
                 if task is not None:
                     left_out.append(f"{first.name} and the runs it sizes")
                     task = None
@@ -243,7 +247,7 @@ def run_parallel(jobs: list, devices: list[str], say: Callable[..., None] = prin
                 say(f"[suite] {done} of {done + len(running) + len(pending)} runs ended; running: "
                     + ", ".join(progress_of(job) for job, _, _ in running.values()))
     except KeyboardInterrupt:
-        stop_workers([proc for _, proc, _ in running.values()] + ([task] if task is not None else []))
+        stop_workers(in_flight())
         raise RabenchError("interrupted; the workers saved checkpoints: run the same command to resume") from None
     finally:
         signal.signal(signal.SIGTERM, previous)

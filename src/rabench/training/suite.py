@@ -514,9 +514,7 @@ def run_suite(plan: SuitePlan, out: str | Path, data: str, progress_bar: bool = 
     if calibrate_only:
         return []
     if deadline is not None:
-        calibration = new_calibration or read_calibration(out) or {}
-        deadline.ms_per_iter = {a: float(c["ms_per_iter"]) for a, c in calibration.get("configs", {}).items()
-                                if isinstance(c, dict) and c.get("ms_per_iter") is not None}
+        deadline.use_calibration(new_calibration or read_calibration(out) or {})
         for job in jobs:  # runs finished by an earlier call tell this one how long start-up takes here
             deadline.learn_from_folder(job.cfg)
     all_runs = list(runs)
@@ -531,7 +529,7 @@ def run_suite(plan: SuitePlan, out: str | Path, data: str, progress_bar: bool = 
         write_json_atomic(out / CALIBRATION_FILE, record, "calibration", default=str)
         write_suite_record(plan, out, data, all_runs)
         if deadline is not None:
-            deadline.ms_per_iter = {a: float(c["ms_per_iter"]) for a, c in record["configs"].items()}
+            deadline.use_calibration(record)
         return later_jobs
 
     if devices:
