@@ -254,11 +254,11 @@ def ra_backward(do, q1, k1, q2, k2, v, bias, sc1, sc2, o, lse, band: int, tied: 
            if sc1 is not None else q1.new_empty(0, dtype=torch.float32))
     if tied:  # the dq kernel writes q's and k's whole gradients; dkdv's dk1, dk2 are scratch
         dq, dk = dq1, _bthd(B, H, T, D1, k1)
+        grads = (dq, dk, q1.new_empty(0), q1.new_empty(0), dv, dbias)
+    else:
+        grads = (dq1, dk1, dq2, dk2, dv, dbias)
     if T == 0 or B * H == 0:
-        dscale = q1.new_zeros((H, 2), dtype=torch.float32) if sc1 is not None else dsc
-        if tied:
-            return dq, dk, q1.new_empty(0), q1.new_empty(0), dv, dbias, dscale
-        return dq1, dk1, dq2, dk2, dv, dbias, dscale
+        return (*grads, q1.new_zeros((H, 2), dtype=torch.float32) if sc1 is not None else dsc)
     meta = _meta(q1, q2, v, bias, band, sc1)
 
     delta = _empty((B, H, T), device=q1.device, dtype=torch.float32)
@@ -285,10 +285,7 @@ def ra_backward(do, q1, k1, q2, k2, v, bias, sc1, sc2, o, lse, band: int, tied: 
     _launch("dq", T, B * H,
             (q1, k1, q2_, k2_, v, bias_c, sc1_, sc2_, do, lse, delta, *dq_out, dk1, dk2_, dsc_,
              *strides), dict(meta, TIED=tied))
-    dscale = dsc.sum((0, 2)) if sc1 is not None else dsc
-    if tied:
-        return dq, dk, q1.new_empty(0), q1.new_empty(0), dv, dbias, dscale
-    return dq1, dk1, dq2, dk2, dv, dbias, dscale
+    return (*grads, dsc.sum((0, 2)) if sc1 is not None else dsc)
 
 
 # ----------------------------------------------------------------------------------------
