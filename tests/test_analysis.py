@@ -309,6 +309,31 @@ def test_pairs_form_within_one_batch_and_card_and_pool_across_batches(tmp_path):
     assert "| ra-triton | iso-iter | NVIDIA H100 80GB HBM3 @ host-a |" in md and "| ra-triton | iso-iter | NVIDIA H200 @ host-b |" in md
 
 
+def _set_source_hash(run: Path, value: str) -> None:
+    config = json.loads((run / "config.json").read_text())
+    (run / "config.json").write_text(json.dumps(config | {"source_hash": value}))
+
+
+def test_report_names_each_batch_code_and_cautions_where_a_batch_mixes_versions(tmp_path):
+    camp = tmp_path / "campaign"
+    iteration_suite(camp / "batch-a", (0, 1), lambda seed: 2 / 1000, s=1.2)
+    iteration_suite(camp / "batch-b", (0, 1), lambda seed: 2 / 1000, s=1.2)
+    iteration_suite(camp / "batch-c", (0, 1), lambda seed: 2 / 1000, s=1.2)  # from before runs recorded one
+    for run in (camp / "batch-a").iterdir():
+        if run.is_dir():
+            _set_source_hash(run, "aaaaaaaaaaaa")
+    for run in (camp / "batch-b").iterdir():
+        if run.is_dir():
+            _set_source_hash(run, "bbbbbbbbbbbb" if run.name.startswith("sdpa") else "cccccccccccc")
+    md = write_report(camp)[0].read_text()
+    assert ("code (hash of rabench's Python sources): `batch-a` aaaaaaaaaaaa; `batch-b` bbbbbbbbbbbb, "
+            "cccccccccccc; `batch-c` not recorded") in md
+    cautions = md[md.index("What these runs cannot carry"):]
+    assert "`batch-b` was made by 2 versions of the code (bbbbbbbbbbbb, cccccccccccc)" in cautions
+    assert "`batch-a` was made by" not in md and "`batch-c` was made by" not in md
+    assert "Caution: `batch-b` was made by 2 versions" in summarize(camp)
+
+
 def test_runs_no_suite_made_are_set_aside_beside_suite_batches(tmp_path):
     # a campaign folder: one suite batch, and beside it a scaling test's plain runs (other budgets)
     camp = tmp_path / "campaign"

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import math
+import re
 import signal
 from pathlib import Path
 
 import pytest
 import torch
 
+import rabench
 from rabench.errors import RabenchError, RunInterrupted
 from rabench.rundir import RunFolder
 from rabench.training import TrainConfig, parse_duration, train
@@ -42,6 +44,7 @@ def test_iteration_budget_writes_config_metrics_summary(data_dir: str, tmp_path:
     assert cfg["gpu_uuid"] is None
     assert cfg["host"] and cfg["lr"] == 3e-3 and cfg["eval_tokens"] == 32_768  # preset defaults resolved
     assert "excludes evaluation" in cfg["time_axis"]
+    assert cfg["source_hash"] == rabench.source_hash() and re.fullmatch(r"[0-9a-f]{12}", cfg["source_hash"])
     records = folder.metrics()
     assert [r["iter"] for r in records if "val_loss" in r] == [0, 5, 10, 12]
     assert records[0]["iter"] == 0 and records[0]["train_loss"] is None
@@ -223,3 +226,19 @@ def test_a_gpu_run_records_its_physical_card(data_dir: str, tmp_path: Path) -> N
     cfg = RunFolder(tmp_path / "run").config()
     assert cfg["gpu_uuid"] == str(torch.cuda.get_device_properties(torch.cuda.current_device()).uuid)
     assert cfg["gpu_name"] == torch.cuda.get_device_name() and summary["peak_mem_gb"] > 0
+
+
+def test_source_hash_changes_with_any_source_file_and_its_path(tmp_path: Path) -> None:
+    (tmp_path / "pkg" / "sub").mkdir(parents=True)
+    (tmp_path / "pkg" / "a.py").write_text("x = 1\n")
+    (tmp_path / "pkg" / "sub" / "b.py").write_text("y = 2\n")
+    (tmp_path / "pkg" / "notes.txt").write_text("not code")
+    first = rabench.hash_sources(tmp_path / "pkg")
+    assert re.fullmatch(r"[0-9a-f]{12}", first)
+    (tmp_path / "pkg" / "notes.txt").write_text("changed, still not code")
+    assert rabench.hash_sources(tmp_path / "pkg") == first
+    (tmp_path / "pkg" / "sub" / "b.py").write_text("y = 3\n")
+    edited = rabench.hash_sources(tmp_path / "pkg")
+    assert edited != first
+    (tmp_path / "pkg" / "sub" / "b.py").rename(tmp_path / "pkg" / "b.py")
+    assert rabench.hash_sources(tmp_path / "pkg") not in (first, edited)

@@ -113,7 +113,17 @@ def header_lines(batches: list[Batch], runs: list[Run], design: str) -> list[str
         f"seeds: {', '.join(map(str, sorted({r.seed for r in runs})))}",
         "time axis: training time (`train_time_s`), device-synchronised, excluding evaluation and compilation",
     ]
+    if any(b.source_hashes for b in batches):
+        lines.append("code (hash of rabench's Python sources): " + "; ".join(
+            f"`{b.name}` {', '.join(b.source_hashes) or 'not recorded'}" for b in batches))
     return lines
+
+
+def mixed_code_notes(batches: list[Batch]) -> list[str]:
+    """Batches whose runs (or calibration) came from more than one version of the code: an
+    iso-time budget sized with one version and trained with another is not exactly equal time."""
+    return [f"`{b.name}` was made by {len(b.source_hashes)} versions of the code ({', '.join(b.source_hashes)}): "
+            "its pairs and its iso-time budgets may mix them" for b in batches if len(b.source_hashes) > 1]
 
 
 def unjudged_lines(runs: list[Run]) -> list[str]:
@@ -474,7 +484,7 @@ def build_report(folder: Path, out_dir: Path, analysis: Analysis, horizon: str |
         doc.bullets(unjudged)
     if first_group(groups, BASELINE) is None:
         doc.para("**No sdpa run in this folder**: nothing is judged against the baseline.")
-    verdict_overview(doc, comparisons, cautions(groups, comparisons), runs_are_short(groups))
+    verdict_overview(doc, comparisons, cautions(groups, comparisons) + mixed_code_notes(batches), runs_are_short(groups))
     break_even_section(doc, comparisons)
     step_ratio_section(doc, batches)
     doc.heading(2, "Runs by config")
@@ -510,7 +520,7 @@ def build_report(folder: Path, out_dir: Path, analysis: Analysis, horizon: str |
 def summarize(folder: str | Path) -> str:
     """A few plain lines with each comparison's verdicts and s*, for a terminal (the demo's ending)."""
     lines = []
-    for horizon, (_, _, groups, comparisons) in analyse_by_length(folder).items():
+    for horizon, (batches, _, groups, comparisons) in analyse_by_length(folder).items():
         prefix = f"[{horizon}] " if horizon else ""
         if not comparisons:
             lines.append(prefix + "Nothing to judge: the folder needs sdpa runs and another config with the same seeds.")
@@ -520,7 +530,7 @@ def summarize(folder: str | Path) -> str:
             lines.append(f"{prefix}{c.candidate} vs {c.baseline}: {words}.")
             if c.breakeven is not None:
                 lines.append("  " + c.breakeven.headline(c.candidate))
-        lines += [f"Caution: {text}." for text in cautions(groups, comparisons)]
+        lines += [f"Caution: {text}." for text in cautions(groups, comparisons) + mixed_code_notes(batches)]
     return "\n".join(lines)
 
 

@@ -113,6 +113,12 @@ class Run:
         return f"{gpu} @ {host}"
 
     @property
+    def source_hash(self) -> str | None:
+        """The hash of the code that trained it (rabench.source_hash); None for older runs."""
+        value = self.config.get("source_hash")
+        return str(value) if value else None
+
+    @property
     def unit(self) -> tuple[str, str]:
         """(batch, card): pairs form only inside one unit."""
         return (self.batch, self.card)
@@ -261,6 +267,13 @@ class Batch:
     @property
     def card_text(self) -> str:
         return str(self.calibration.get("card") or "")
+
+    @property
+    def source_hashes(self) -> list[str]:
+        """The code versions that made this batch (its runs' and its calibration's); [] when
+        none was recorded (batches from before runs recorded one)."""
+        found = [r.source_hash for r in self.runs] + [self.calibration.get("source_hash")]
+        return sorted({str(h) for h in found if h})
 
 
 def _read_suite_file(path: Path) -> dict[str, Any]:

@@ -27,6 +27,7 @@ from typing import Any
 
 import torch
 
+import rabench
 from rabench.stats import mean_ci95
 from rabench.training.step import TrainStep, gpu_uuid, make_optimizer, sync
 
@@ -189,6 +190,7 @@ def calibrate(req: CalibrationRequest, device: torch.device, baseline: str) -> d
         "card": card_name(device),
         "gpu_uuid": gpu_uuid(device),
         "host": socket.gethostname(),
+        "source_hash": rabench.source_hash(),
         "device": str(device),
         "compiled": req.compile,
         "baseline": baseline,

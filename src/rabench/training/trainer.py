@@ -111,6 +111,7 @@ def environment_info(device: torch.device, info: dd.DistInfo) -> dict[str, Any]:
         "world_size": info.world_size,
         "torch_version": torch.__version__,
         "rabench_version": rabench.__version__,
+        "source_hash": rabench.source_hash(),  # which code trained it (several code versions share one version number)
         "time_axis": "train_time_s: device-synchronised training steps only; excludes evaluation, checkpoints and "
                      "compilation/warm-up",
     }
