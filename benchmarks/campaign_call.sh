@@ -31,7 +31,10 @@ ISOITER=${ISOITER:-}             # --isoiter-attn: e.g. none (CAND judged at equ
 PRESET=${PRESET:-gpt2-124m}
 COMPILE=${COMPILE---compile --compile-mode reduce-overhead}  # COMPILE= (empty) trains eager
 DATA_SOURCES=${DATA_SOURCES:-.device-data/english-mix.jsonl.xz .device-data/kernel-c.jsonl.xz}
-export PYTHONUNBUFFERED=1 PYTHONPATH=$PWD/src NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1 NVSHMEM_DISABLE_NVLS=1
+# SRC: the code that trains (default this checkout's src/). A batch resumed after the code has
+# moved on runs with its own commit's src/, e.g. SRC=.b3/src (git archive COMMIT src | tar x -C .b3).
+SRC=$(cd "${SRC:-src}" && pwd)  # absolute: the suite's workers may start elsewhere
+export PYTHONUNBUFFERED=1 PYTHONPATH=$SRC NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1 NVSHMEM_DISABLE_NVLS=1
 ROOT=${ROOT:-/tmp/rabench-campaign}
 DATA=$ROOT-data
 SUITE=$ROOT/$BATCH
