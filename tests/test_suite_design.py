@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
+import rabench
 from rabench.cli import main
 from rabench.errors import RabenchError
 from rabench.rundir import RunFolder
@@ -186,6 +187,13 @@ def test_default_design_end_to_end(data_dir: str, tmp_path: Path, capsys, monkey
     text = capsys.readouterr().out
     assert text.count("done, skipped") == 3 and "calibrating" not in text and "reused from calibration.json" in text
     assert json.loads((out / "calibration.json").read_text()) == cal
+    assert cal["source_hash"] == rabench.source_hash() and "measured with other code" not in text
+
+    # a calibration measured with other code is kept, and the suite says so
+    (out / "calibration.json").write_text(json.dumps(cal | {"source_hash": "000000000000"}))
+    run_suite(small_plan(), out, data_dir, progress_bar=False)
+    assert "calibration.json was measured with other code (000000000000" in capsys.readouterr().out
+    (out / "calibration.json").write_text(json.dumps(cal))
 
     # changed settings are refused in one line naming the field, and suite.json keeps the old ones
     suite_before = (out / "suite.json").read_text()

@@ -49,7 +49,7 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from rabench import attention
+from rabench import attention, source_hash
 from rabench.errors import RabenchError, RunInterrupted
 from rabench.fileio import json_form, write_json_atomic
 from rabench.rundir import RunFolder
@@ -405,6 +405,9 @@ def stored_calibration(plan: SuitePlan, out: Path, data: str, device, recalibrat
         if stored.get("card") != card_name(device):
             say(f"[suite] calibration.json was measured on {stored.get('card')}, this is {card_name(device)}: "
                 "its ratios (and so the iteration counts) are kept; --recalibrate measures again")
+        if stored.get("source_hash") not in (None, source_hash()):
+            say(f"[suite] calibration.json was measured with other code ({stored['source_hash']}, this is "
+                f"{source_hash()}): its ratios are kept; --recalibrate measures again")
     missing = [a for a in plan.attns if stored is None or a not in stored.get("configs", {})]
     return stored, ([BASELINE] + [a for a in missing if a != BASELINE] if missing else [])
 
