@@ -305,9 +305,11 @@ SWEEP = {
 }
 
 
-def resources(specs):
+def resources(specs, bias_form: int = 2):
     """Compile for sm_90 without a GPU (Triton's bundled ptxas) and report registers, stack
-    (spill) bytes, shared memory and tensor-core instructions (HGMMA = wgmma) per config."""
+    (spill) bytes, shared memory and tensor-core instructions (HGMMA = wgmma) per config.
+    bias_form: the kernels' HAS_BIAS (2: d_j = k1_j . u from the key tiles, canonical RA's
+    form, which the dq kernel reads as the row the dkdv kernel wrote; 1: a (B, H, T) bias row)."""
     import re
     import subprocess
     import tempfile
@@ -315,9 +317,9 @@ def resources(specs):
     from rabench.kernels import ra_flash as K
     bindir = os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin")
     kern = {"fwd": (K._ra_fwd_kernel, "Q1 K1 Q2 K2 V BIAS SC1 SC2 O LSE"),
-            "dkdv": (K._ra_dkdv_kernel, "Q1 K1 Q2 K2 V BIAS SC1 SC2 DO LSE DELTA DK1 DK2 DVo DBIAS"),
+            "dkdv": (K._ra_dkdv_kernel, "Q1 K1 Q2 K2 V BIAS SC1 SC2 DO LSE DELTA DK1 DK2 DVo DBIAS BROW"),
             "dq": (K._ra_dq_kernel, "Q1 K1 Q2 K2 V BIAS SC1 SC2 DO LSE DELTA DQ1 DQ2 DK1 DK2 DSC")}
-    f32 = {"BIAS", "LSE", "DELTA", "DBIAS", "SC1", "SC2", "DSC"}
+    f32 = {"BIAS", "LSE", "DELTA", "DBIAS", "BROW", "SC1", "SC2", "DSC"}
     rows = []
     for name, (bm, bn, w, st), D, D2, rec, band, *tied in specs:
         tied = bool(tied and tied[0])  # dq only: canonical RA's tied epilogue (D2 = D)
@@ -325,7 +327,8 @@ def resources(specs):
         ptrs = ptrs.split()
         p2 = max(16, triton.next_power_of_2(D)), max(16, triton.next_power_of_2(D2))
         c = dict(D1=D, BD1=p2[0], D2=D2, BD2=p2[1], DV=D, BDV=p2[0], HAS_REC=rec,
-                 HAS_BAND=band, HAS_BIAS=True, HAS_SCALE=True, INTERP=False, BLOCK_M=bm, BLOCK_N=bn)
+                 HAS_BAND=band, HAS_BIAS=min(bias_form, 1) if name == "dq" else bias_form,
+                 HAS_SCALE=True, INTERP=False, BLOCK_M=bm, BLOCK_N=bn)
         if name == "dq":
             c["TIED"] = tied
         sig = {a: "constexpr" if a in c else ("*fp32" if a in f32 else "*bf16") if a in ptrs

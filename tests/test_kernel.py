@@ -278,6 +278,45 @@ def test_in_kernel_scales_on_qkv_views_match_reference(rec, band, tied):
         assert rel_err(a, b) < (5 * FP32_TOL if name.startswith("scale") else FP32_TOL), name
 
 
+@pytest.mark.parametrize("tied,band,scaled", [(False, None, True), (True, None, True), (True, 5, True),
+                                               (True, None, False)])
+def test_bias_from_key_tiles_matches_reference(tied, band, scaled):
+    """bias given as a per-head vector u (H, D): the kernels compute bias_j = k1_j . u from their
+    raw key tiles, add the bias path's dbias_j u to dk1 themselves and return dL/du.  Output and
+    every gradient (qkv, u, the scales) against float64 on strided views of one qkv tensor."""
+    torch.manual_seed(7)
+    B, H, T, D = 2, 3, 37, 16
+    qkv = torch.randn(B, T, 3 * H * D, dtype=torch.float32).requires_grad_()
+    q, k, v = (z.view(B, T, H, D).transpose(1, 2) for z in qkv.split(H * D, dim=2))
+    u = (torch.randn(H, D) * 0.3).requires_grad_()
+    scales = [(torch.rand(H) + 0.2).requires_grad_(), (torch.rand(H) * 0.5).requires_grad_()] if scaled else []
+    s1, s2 = scales if scaled else (None, None)
+    if tied:
+        o = ra_attention(q, k, None, None, v, u, band=band, scale1=s1, scale2=s2, tied=True)
+    else:
+        o = ra_attention(q, k, k, q, v, u, band=band, scale1=s1, scale2=s2)
+    do = torch.randn_like(o)
+    leaves = [qkv, u] + scales
+    g = torch.autograd.grad(o, leaves, do)
+
+    leaves64 = [x.detach().double().requires_grad_() for x in leaves]
+    q_, k_, v_ = (z.view(B, T, H, D).transpose(1, 2) for z in leaves64[0].split(H * D, dim=2))
+    q1, q2 = (q_ * leaves64[2].view(1, H, 1, 1), k_ * leaves64[3].view(1, H, 1, 1)) if scaled else (q_, k_)
+    bias = torch.einsum("bhtd,hd->bht", k_, leaves64[1])  # d_j = k_j . u
+    ref = ra_reference(q1, k_, q2, q_, v_, bias, band=band)
+    gr = torch.autograd.grad(ref, leaves64, do.double())
+    assert rel_err(o, ref) < FP32_TOL
+    for name, a, b in zip(("qkv", "u", "scale1", "scale2"), g, gr):
+        assert rel_err(a, b) < (5 * FP32_TOL if name != "qkv" else FP32_TOL), name
+
+
+def test_bias_shape_is_checked_in_either_form():
+    q = torch.randn(1, 2, 8, 16)
+    for bad in (torch.randn(1, 2, 7), torch.randn(2, 15), torch.randn(16)):
+        with pytest.raises(RabenchError, match=r"bias must be \(B, H, T\)=\(1, 2, 8\) or \(H, D1\)=\(2, 16\)"):
+            ra_attention(q, q, None, None, q, bad)
+
+
 def test_scale_arguments_are_checked():
     q = torch.randn(1, 2, 8, 16)
     with pytest.raises(RabenchError, match="scale2 needs scale1"):

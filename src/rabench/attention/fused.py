@@ -14,8 +14,9 @@ variants build on `ra_operands` and `run_ra`.
 `run_canonical_ra` is the same identity without copies: q1 = q, k1 = k with the per-head
 scales s1 = w_std c and s2 = w_rec c handed to the kernel, which applies them to its tiles in
 registers (and to the gradients), and the reciprocal pair tied to the first (q2 = k, k2 = q:
-the kernel reads q and k once more and returns their whole gradients). q and k stay views of
-the qkv projection. Any RA module without a row gate uses it (row gates vary per token, so
+the kernel reads q and k once more and returns their whole gradients). The bias goes in as the
+vector w_disc u (H, D): the kernel computes d_j = k_j . u from its key tiles and adds the bias
+path's dk term itself. q and k stay views of the qkv projection. Any RA module without a row gate uses it (row gates vary per token, so
 they still need `ra_operands`).
 """
 
@@ -34,17 +35,17 @@ BACKENDS = ("auto", "triton", "torch")  # run_ra's routes: auto = triton on a GP
 def ra_operands(
     q: Tensor, k: Tensor, gates: RAGates, scale: float, row_gate: Tensor | None = None, rec_mult: float = 1.0
 ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
-    """(q1, k1, q2, k2, bias) for canonical RA; row_gate is (B, H, T) or None.
+    """(q1, k1, q2, k2, bias) for canonical RA; row_gate is (B, H, T) or None; bias is the
+    vector w_disc u (H, D), bias_j = k1_j . bias[h] (k1 = k).
 
     No .contiguous() copies: the kernel reads any strides with a unit last one, so k1 and k2
     stay views of the qkv projection and only the scaled q1, q2 are new tensors."""
-    w_std, w_rec, w_disc = gates.weights()
+    w_std, w_rec, _ = gates.weights()
     q1 = q * per_head(w_std * scale).to(q.dtype)
     q2 = k * per_head(w_rec * (scale * rec_mult)).to(k.dtype)
     if row_gate is not None:
         q2 = q2 * row_gate.unsqueeze(-1).to(q2.dtype)
-    bias = gates.discoverability(k) * w_disc.view(1, -1, 1)  # float32 (float64 for float64 inputs)
-    return q1, k, q2, q, bias
+    return q1, k, q2, q, gates.bias_vector()
 
 
 def run_canonical_ra(
@@ -54,10 +55,9 @@ def run_canonical_ra(
     """Canonical RA with the gates as per-head kernel scales, scale1 = w_std c and
     scale2 = w_rec c rec_mult, and the reciprocal pair tied (q2 = k, k2 = q): no copies of q
     or k. reciprocal=False drops the reciprocal term (L = w_std S + w_disc d)."""
-    w_std, w_rec, w_disc = gates.weights()
-    bias = gates.discoverability(k) * w_disc.view(1, -1, 1)
+    w_std, w_rec, _ = gates.weights()
     s2 = w_rec * (scale * rec_mult) if reciprocal else None
-    return run_ra(q, k, None, None, v, bias, band=band, backend=backend, scale1=w_std * scale,
+    return run_ra(q, k, None, None, v, gates.bias_vector(), band=band, backend=backend, scale1=w_std * scale,
                   scale2=s2, tied=reciprocal)
 
 
@@ -75,8 +75,9 @@ def run_ra(
     tied: bool = False,
 ) -> Tensor:
     """The kernel's semantics through Triton, or open-coded in torch (backend='torch').
-    scale1/scale2: optional per-head (H,) scales of q1 and q2; tied: q2 = k1 and k2 = q1
-    (pass q2 = k2 = None; see run_canonical_ra)."""
+    bias: (B, H, T), or (H, D1) for bias_j = k1_j . bias[h]; scale1/scale2: optional per-head
+    (H,) scales of q1 and q2; tied: q2 = k1 and k2 = q1 (pass q2 = k2 = None; see
+    run_canonical_ra)."""
     if backend == "auto":
         backend = "triton" if v.is_cuda else "torch"
     if backend == "torch":
@@ -97,7 +98,11 @@ def run_ra(
 def open_coded_ra(
     q1: Tensor, k1: Tensor, q2: Tensor | None, k2: Tensor | None, v: Tensor, bias: Tensor | None, band: int | None
 ) -> Tensor:
-    """The kernel's definition written out in torch (T x T logits); used on CPUs without Triton."""
+    """The kernel's definition written out in torch (T x T logits); used on CPUs without Triton.
+    bias: (B, H, T), or (H, D1) for bias_j = k1_j . bias[h] (k1 unscaled, as the kernel reads it)."""
+    if bias is not None and bias.dim() == 2:
+        k = upcast(k1)
+        bias = (k * bias.to(k.dtype).unsqueeze(1)).sum(-1)
     logits = upcast(q1 @ k1.transpose(-2, -1))
     if q2 is not None:
         rec = upcast(q2 @ k2.transpose(-2, -1))

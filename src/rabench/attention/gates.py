@@ -43,6 +43,11 @@ class RAGates(nn.Module):
         k = upcast(k)
         return (k * self.u.to(k.dtype).unsqueeze(1)).sum(-1)
 
+    def bias_vector(self) -> Tensor:
+        """w_disc u per head, (H, D): the column bias w_disc d_j = k_j . (w_disc u) in the form
+        the fused kernel takes (it computes the products from its key tiles)."""
+        return upcast(self.u) * self.weights()[2].view(-1, 1)
+
     def mean_weights(self) -> dict[str, float]:
         """Head-averaged gate values, for the metrics log."""
         w_std, w_rec, w_disc = self.weights()

@@ -91,7 +91,7 @@ CONFIGS = {
         "dq": [(32, 16, 4, 3), (64, 16, 8, 3), (128, 32, 8, 3), (64, 32, 8, 3)],
     },
 }
-_KEY = ["T", "D1", "D2", "DV", "HAS_REC", "HAS_BAND", "HAS_BIAS"]
+_KEY = ["T", "D1", "D2", "DV", "HAS_REC", "HAS_BAND", "HAS_BIAS"]  # HAS_BIAS: 0, 1 or 2
 
 _tuned: dict[tuple[str, str], object] = {}
 
@@ -194,8 +194,14 @@ def _meta(q1, q2, v, bias, band, sc1) -> dict:
     D2 = q2.shape[-1] if q2 is not None else 16
     DV = v.shape[-1]
     return dict(D1=D1, BD1=_pow2(D1), D2=D2, BD2=_pow2(D2), DV=DV, BDV=_pow2(DV),
-                HAS_REC=q2 is not None, HAS_BAND=band > 0, HAS_BIAS=bias is not None,
+                HAS_REC=q2 is not None, HAS_BAND=band > 0, HAS_BIAS=_bias_form(bias),
                 HAS_SCALE=sc1 is not None)
+
+
+def _bias_form(bias: Optional[Tensor]) -> int:
+    """The kernels' HAS_BIAS: 0 none, 1 a (B, H, T) row per head, 2 a vector u (H, D1) with
+    bias_j = k1_j . u computed in the kernels."""
+    return 0 if bias is None else (2 if bias.dim() == 2 else 1)
 
 
 # ----------------------------------------------------------------------------------------
@@ -247,6 +253,7 @@ def ra_backward(do, q1, k1, q2, k2, v, bias, sc1, sc2, o, lse, band: int, tied: 
     else:
         dq2 = q1.new_empty(0)
         dk2 = q1.new_empty(0)
+    # dL/dbias_j per key row, for either bias form (form 2 reduces it to dL/du below)
     dbias = (_empty((B, H, T), device=q1.device, dtype=torch.float32)
              if bias is not None else q1.new_empty(0, dtype=torch.float32))
     # the scales' per-row partial sums (B, H, T, 2), summed below
@@ -254,11 +261,12 @@ def ra_backward(do, q1, k1, q2, k2, v, bias, sc1, sc2, o, lse, band: int, tied: 
            if sc1 is not None else q1.new_empty(0, dtype=torch.float32))
     if tied:  # the dq kernel writes q's and k's whole gradients; dkdv's dk1, dk2 are scratch
         dq, dk = dq1, _bthd(B, H, T, D1, k1)
-        grads = (dq, dk, q1.new_empty(0), q1.new_empty(0), dv, dbias)
+        grads = (dq, dk, q1.new_empty(0), q1.new_empty(0), dv)
     else:
-        grads = (dq1, dk1, dq2, dk2, dv, dbias)
+        grads = (dq1, dk1, dq2, dk2, dv)
     if T == 0 or B * H == 0:
-        return (*grads, q1.new_zeros((H, 2), dtype=torch.float32) if sc1 is not None else dsc)
+        dbias_out = torch.zeros_like(bias, dtype=torch.float32) if _bias_form(bias) == 2 else dbias
+        return (*grads, dbias_out, q1.new_zeros((H, 2), dtype=torch.float32) if sc1 is not None else dsc)
     meta = _meta(q1, q2, v, bias, band, sc1)
 
     delta = _empty((B, H, T), device=q1.device, dtype=torch.float32)
@@ -277,15 +285,21 @@ def ra_backward(do, q1, k1, q2, k2, v, bias, sc1, sc2, o, lse, band: int, tied: 
     sc2_ = sc2.contiguous() if (sc2 is not None and q2 is not None) else sc1_
     dsc_ = dsc if sc1 is not None else _empty((1,), device=q1.device, dtype=torch.float32)
     strides = (*_st(q1), *_st(k1), *_st(q2_), *_st(k2_), *_st(v), *_st(do), H, T, band)
+    # bias form 2: the dkdv kernel writes the bias row d_j = k1_j . u, which the dq kernel reads
+    # as a form-1 bias
+    from_k = _bias_form(bias) == 2
+    brow = _empty((B, H, T) if from_k else (1,), device=q1.device, dtype=torch.float32)
     _launch("dkdv", T, B * H,
-            (q1, k1, q2_, k2_, v, bias_c, sc1_, sc2_, do, lse, delta, dk1, dk2_, dv, dbias_,
+            (q1, k1, q2_, k2_, v, bias_c, sc1_, sc2_, do, lse, delta, dk1, dk2_, dv, dbias_, brow,
              *strides), meta)
     # tied: dq -> DQ1 and dk -> DQ2, reading dkdv's dk1, dk2 (read-only here)
     dq_out = (dq, dk) if tied else (dq1, dq2_)
     _launch("dq", T, B * H,
-            (q1, k1, q2_, k2_, v, bias_c, sc1_, sc2_, do, lse, delta, *dq_out, dk1, dk2_, dsc_,
-             *strides), dict(meta, TIED=tied))
-    return (*grads, dsc.sum((0, 2)) if sc1 is not None else dsc)
+            (q1, k1, q2_, k2_, v, brow if from_k else bias_c, sc1_, sc2_, do, lse, delta, *dq_out,
+             dk1, dk2_, dsc_, *strides), dict(meta, TIED=tied, HAS_BIAS=1 if from_k else meta["HAS_BIAS"]))
+    if _bias_form(bias) == 2:  # bias_j = k1_j . u: dL/du = sum over b, j of dbias_j k1_j
+        dbias = (dbias.unsqueeze(-1) * k1.float()).sum((0, 2))
+    return (*grads, dbias, dsc.sum((0, 2)) if sc1 is not None else dsc)
 
 
 # ----------------------------------------------------------------------------------------
@@ -373,7 +387,8 @@ def ra_attention(q1: Tensor, k1: Tensor, q2: Optional[Tensor], k2: Optional[Tens
     from the kernels (each tensor plays two parts; the dq kernel adds the two).
 
     q1, k1: (B, H, T, D1); q2, k2: (B, H, T, D2) or both None; v: (B, H, T, Dv);
-    bias: (B, H, T) or None (cast to float32).  scale1, scale2: per-head scales s1, s2 of shape
+    bias: (B, H, T), or a per-head vector u of shape (H, D1) meaning bias_j = k1_j . u (computed
+    in the kernels from the key tiles: canonical RA's discoverability), or None; cast to float32.  scale1, scale2: per-head scales s1, s2 of shape
     (H,) (cast to float32, differentiable), applied inside the kernel; None means 1 (scale2 is
     required with scale1 when q2 is given).  Inputs may be strided views with a unit last stride
     (no copies are made).  Returns (B, H, T, Dv) in v.dtype.
@@ -406,8 +421,8 @@ def ra_attention(q1: Tensor, k1: Tensor, q2: Optional[Tensor], k2: Optional[Tens
         if not 1 <= d <= 256:
             raise RabenchError(f"ra_attention: head dim {name}={d} outside 1..256")
     if bias is not None:
-        if tuple(bias.shape) != (B, H, T):
-            raise RabenchError(f"ra_attention: bias must be (B, H, T)={(B, H, T)}, "
+        if tuple(bias.shape) not in ((B, H, T), (H, D1)):
+            raise RabenchError(f"ra_attention: bias must be (B, H, T)={(B, H, T)} or (H, D1)={(H, D1)}, "
                                f"got {tuple(bias.shape)}")
         bias = bias.float()  # differentiable cast; the kernel adds a float32 bias
     if band is not None:

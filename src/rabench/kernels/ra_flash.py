@@ -9,6 +9,12 @@ Semantics (one batch-head; all scaling and gates are folded into the inputs by t
 Optional per-head scales (HAS_SCALE): q1 -> sc1[h] q1 and q2 -> sc2[h] q2, applied to the tiles
 in registers, so the gates need no scaled copies of q and k in memory.
 
+The column bias (HAS_BIAS) comes in two forms: 1, a (B, H, T) float32 row read per key block;
+2, a per-head vector u (H, D1) float32 with bias_j = k1_j . u computed from the key tile the
+kernel holds anyway (canonical RA's discoverability d_j = k_j . u, times its gate).  Form 2 also
+finishes dk1 with the bias path's term dbias_j u in the dkdv kernel, so nothing outside the
+kernels touches k for the bias but the (H, D1) reduction sum_{b, j} dbias_j k1_j.
+
 Canonical reciprocal attention (notes ra-math.md) is q1 = w_std*c*q, k1 = k, q2 = w_rec*c*k,
 k2 = q, bias = w_disc*(k.u): then q2_i . k2_j = w_rec*c * k_i . q_j = w_rec * S_ji, the
 reciprocal score, and it only touches tokens <= i, so the causal mask stays the usual one.
@@ -29,6 +35,7 @@ Kernels:
   _ra_fwd_kernel    one program per (query block, batch*head): online softmax over key blocks
   _ra_delta_kernel  delta_i = rowsum(dO_i * O_i)  (= sum_j P_ij dP_ij, the softmax Jacobian term)
   _ra_dkdv_kernel   one program per (key block, batch*head): column-side sums dv, dk1, dk2, dbias
+                    (bias form 2: also the bias row d_j = k1_j . u of its keys, for the dq kernel)
   _ra_dq_kernel     one program per (query block, batch*head): row-side sums dq1, dq2, the
                     scales' chain rule and, for canonical RA (TIED), the whole dq and dk
 No atomics: each output element is owned by exactly one program.
@@ -101,6 +108,28 @@ def _scale_rows(x1, x2, SC1, SC2, h, HAS_REC: tl.constexpr, HAS_SCALE: tl.conste
     return x1, x2
 
 
+@triton.jit
+def _bias_source(BIAS, bh, h, T, offs_d1, D1: tl.constexpr, HAS_BIAS: tl.constexpr):
+    """What the tiles read the column bias from: form 1, the (b, h) row's base pointer; form 2,
+    head h's vector u (BLOCK_D1, float32, zero-padded past D1)."""
+    if HAS_BIAS == 2:
+        return tl.load(BIAS + h * D1 + offs_d1, mask=offs_d1 < D1, other=0.0)
+    else:
+        return BIAS + bh * T
+
+
+@triton.jit
+def _key_bias(src, k1, offs_n, T, HAS_BIAS: tl.constexpr, MASK_N: tl.constexpr):
+    """bias_j for key block offs_n: read from the row (form 1), or d_j = k1_j . u from the raw
+    key tile (form 2: BLOCK_N x D1 multiply-adds, about 1/BLOCK_M of the tile's score product)."""
+    if HAS_BIAS == 2:
+        return tl.sum(k1.to(tl.float32) * src[None, :], axis=1)
+    elif MASK_N:
+        return tl.load(src + offs_n, mask=offs_n < T, other=0.0)
+    else:
+        return tl.load(src + offs_n)
+
+
 # ----------------------------------------------------------------------------------------
 # forward
 # ----------------------------------------------------------------------------------------
@@ -135,11 +164,7 @@ def _fwd_tile(acc, m_i, l_i, q1, q2, offs_m, n0,
             s = _dot(q2, tl.trans(k2), s, INTERP)
     if HAS_BIAS:
         # column bias bias_j, the same for every query row
-        if MASK_N:
-            bj = tl.load(b_base + offs_n, mask=offs_n < T, other=0.0)
-        else:
-            bj = tl.load(b_base + offs_n)
-        s += bj[None, :]
+        s += _key_bias(b_base, k1, offs_n, T, HAS_BIAS, MASK_N)[None, :]
     s = s * LOG2E  # base-2 logits
     if CAUSAL:
         # diagonal tile: keys after the query are -inf (this also hides keys >= T from
@@ -217,7 +242,7 @@ def _ra_fwd_kernel(Q1, K1, Q2, K2, V, BIAS, SC1, SC2, O, LSE,
     k1_base = K1 + b * sk1b + h * sk1h
     k2_base = K2 + b * sk2b + h * sk2h
     v_base = V + b * svb + h * svh
-    b_base = BIAS + pid_bh.to(tl.int64) * T
+    b_base = _bias_source(BIAS, pid_bh.to(tl.int64), h, T, offs_d1, D1, HAS_BIAS)
 
     acc = tl.zeros([BLOCK_M, BDV], dtype=tl.float32)
     m_i = tl.full([BLOCK_M], float("-inf"), dtype=tl.float32)
@@ -366,7 +391,7 @@ def _dkdv_stage(dk1, dk2, dv, dbias, k1, k2, v, bias_n, offs_n,
 
 @triton.jit
 def _ra_dkdv_kernel(Q1, K1, Q2, K2, V, BIAS, SC1, SC2, DO, LSE, DELTA,
-                    DK1, DK2, DVo, DBIAS,
+                    DK1, DK2, DVo, DBIAS, BROW,
                     sq1b, sq1h, sq1t, sk1b, sk1h, sk1t,
                     sq2b, sq2h, sq2t, sk2b, sk2h, sk2t,
                     svb, svh, svt, sdob, sdoh, sdot,
@@ -392,6 +417,16 @@ def _ra_dkdv_kernel(Q1, K1, Q2, K2, V, BIAS, SC1, SC2, DO, LSE, DELTA,
     offs_dv = tl.arange(0, BDV)
 
     k1 = _load_rows(K1 + b * sk1b + h * sk1h, offs_n, offs_d1, sk1t, T, D1, BD1, True)
+    if HAS_BIAS:
+        # from the raw key tile (form 2), before the scale below
+        bias_n = _key_bias(_bias_source(BIAS, bh, h, T, offs_d1, D1, HAS_BIAS), k1, offs_n, T,
+                           HAS_BIAS, True)
+        if HAS_BIAS == 2:
+            # this program owns keys offs_n: their bias row, for the dq kernel to read (form 1
+            # there: no per-tile products in the kernel with the least registers to spare)
+            tl.store(BROW + bh * T + offs_n, bias_n, mask=offs_n < T)
+    else:
+        bias_n = tl.zeros([BLOCK_N], dtype=tl.float32)
     if HAS_REC:
         k2 = _load_rows(K2 + b * sk2b + h * sk2h, offs_n, offs_d2, sk2t, T, D2, BD2, True)
     else:
@@ -401,10 +436,6 @@ def _ra_dkdv_kernel(Q1, K1, Q2, K2, V, BIAS, SC1, SC2, DO, LSE, DELTA,
     # the inner loop loads give dk1_j = sc1 sum_i dL_ij q1_i after one final multiply.
     k1, k2 = _scale_rows(k1, k2, SC1, SC2, h, HAS_REC, HAS_SCALE)
     v = _load_rows(V + b * svb + h * svh, offs_n, offs_dv, svt, T, DV, BDV, True)
-    if HAS_BIAS:
-        bias_n = tl.load(BIAS + bh * T + offs_n, mask=offs_n < T, other=0.0)
-    else:
-        bias_n = tl.zeros([BLOCK_N], dtype=tl.float32)
 
     dk1 = tl.zeros([BLOCK_N, BD1], dtype=tl.float32)
     dk2 = tl.zeros([BLOCK_N, BD2], dtype=tl.float32)
@@ -458,6 +489,9 @@ def _ra_dkdv_kernel(Q1, K1, Q2, K2, V, BIAS, SC1, SC2, DO, LSE, DELTA,
         dk1 = dk1 * tl.load(SC1 + h)
         if HAS_REC:
             dk2 = dk2 * tl.load(SC2 + h)
+    if HAS_BIAS == 2:
+        # the bias path: bias_j = k1_j . u, so dL/dk1_j gains dbias_j u
+        dk1 += dbias[:, None] * _bias_source(BIAS, bh, h, T, offs_d1, D1, HAS_BIAS)[None, :]
     # Gradient outputs live in (B, T, H, D) memory (row (b, t, h) at (b*T*H + t*H + h)*D), the
     # order of the model's qkv projection, so assembling dqkv needs no transpose; dbias is
     # contiguous (B, H, T).
@@ -497,11 +531,7 @@ def _dq_tile(dq1, dq2, q1, q2, do, lse, delta, offs_m, n0,
         else:
             s = _dot(q2, tl.trans(k2), s, INTERP)                   # + q2_i . k2_j
     if HAS_BIAS:
-        if MASK_N:
-            bj = tl.load(b_base + offs_n, mask=offs_n < T, other=0.0)
-        else:
-            bj = tl.load(b_base + offs_n)
-        s += bj[None, :]
+        s += _key_bias(b_base, k1, offs_n, T, HAS_BIAS, MASK_N)[None, :]
     s = s * LOG2E
     if CAUSAL:
         s = tl.where(offs_m[:, None] >= offs_n[None, :], s, float("-inf"))
@@ -586,7 +616,7 @@ def _ra_dq_kernel(Q1, K1, Q2, K2, V, BIAS, SC1, SC2, DO, LSE, DELTA, DQ1, DQ2, D
     k1_base = K1 + b * sk1b + h * sk1h
     k2_base = K2 + b * sk2b + h * sk2h
     v_base = V + b * svb + h * svh
-    b_base = BIAS + bh * T
+    b_base = _bias_source(BIAS, bh, h, T, offs_d1, D1, HAS_BIAS)
 
     dq1 = tl.zeros([BLOCK_M, BD1], dtype=tl.float32)
     dq2 = tl.zeros([BLOCK_M, BD2], dtype=tl.float32)
