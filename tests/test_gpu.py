@@ -42,6 +42,38 @@ def test_kernel_matches_float64_at_gpt2_shape(d2, band):
     assert max(errs.values()) < BF16_TOL, errs
 
 
+def test_tied_kernel_with_bias_vector_matches_float64_at_gpt2_shape():
+    """Canonical RA's own call: q, k, v as strided views of one qkv tensor, the reciprocal pair
+    tied, the gates as per-head scales, and the bias as the vector u (bias_j = k_j . u, computed
+    in the kernels).  Output and the gradients of qkv, u and both scales against float64."""
+    from rabench.kernels import ra_attention
+    from rabench.kernels.reference import ra_reference
+
+    B, H, T, D = 2, 12, 1024, 64
+    g = torch.Generator(device="cuda").manual_seed(torch.randint(0, 2**31, ()).item())
+    qkv = torch.randn(B, T, 3 * H * D, device="cuda", generator=g).to(torch.bfloat16).requires_grad_()
+    u = (torch.randn(H, D, device="cuda", generator=g) * 0.3).requires_grad_()
+    s1 = (torch.rand(H, device="cuda", generator=g) * 0.1 + 0.08).requires_grad_()  # ~ w_std / sqrt(D)
+    s2 = (torch.rand(H, device="cuda", generator=g) * 0.03).requires_grad_()        # ~ w_rec / sqrt(D)
+
+    def split(t):
+        return (z.view(B, T, H, D).transpose(1, 2) for z in t.split(H * D, dim=2))
+    q, k, v = split(qkv)
+    o = ra_attention(q, k, None, None, v, u, scale1=s1, scale2=s2, tied=True)
+    do = torch.randn(o.shape, device="cuda", generator=g).to(o.dtype)
+    leaves = [qkv, u, s1, s2]
+    grads = torch.autograd.grad(o, leaves, do)
+    l64 = [x.detach().double().requires_grad_() for x in leaves]
+    q_, k_, v_ = split(l64[0])
+    bias = torch.einsum("bhtd,hd->bht", k_, l64[1])
+    ref = ra_reference(q_ * l64[2].view(1, H, 1, 1), k_, k_ * l64[3].view(1, H, 1, 1), q_, v_, bias)
+    ref_grads = torch.autograd.grad(ref, l64, do.double())
+    errs = {"o": rel_err(o, ref)} | {"d" + n: rel_err(a, b) for n, a, b in zip(("qkv", "u", "s1", "s2"), grads, ref_grads)}
+    # the scales' gradients are sums of B*T*D products of bf16-rounded scaled tiles: allow twice
+    assert max(v for n, v in errs.items() if n not in ("ds1", "ds2")) < BF16_TOL, errs
+    assert max(errs["ds1"], errs["ds2"]) < 2 * BF16_TOL, errs
+
+
 def _loss_and_grads(model, x, y, run=None):
     """Loss of `run` (the model itself, or a compiled wrapper of it) and the model's gradients, keyed
     by the model's own parameter names (a compiled wrapper prefixes them with `_orig_mod.`)."""
