@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import time
 
 import torch
@@ -129,6 +130,7 @@ def main() -> None:
     ap.add_argument("--seq", type=int, default=1024)
     ap.add_argument("--out", default="steps.json")
     a = ap.parse_args()
+    os.makedirs(os.path.dirname(os.path.abspath(a.out)), exist_ok=True)
     prof_pairs = {tuple(p.split(":")) for p in a.profile.split(",") if p}
     rows, profiles = [], {}
     for attn in a.attn.split(","):
