@@ -286,12 +286,15 @@ def test_amortized_refresh_then_reuse():
     g = gate_tensors(m)
     q0, k0, v0, x0 = inputs(b, h, t, d)
     assert_matches(m(q0, k0, v0, x0), ra_reference(q0, k0, v0, *g), [q0, k0, v0, *g])  # forward 0: refresh
+    storage = m.cached.data_ptr()
     for _ in range(2):  # forwards 1, 2: a new batch (of another size) against the cached pattern
         q, k, v, x = inputs(3, h, t, d)
         ref = cached_pattern_reference(q, k, v, *g, q0, k0)
         assert_matches(m(q, k, v, x), ref, [q, k, v, *g])
     q, k, v, x = inputs(b, h, t, d)  # forward 3: refresh again
     assert_matches(m(q, k, v, x), ra_reference(q, k, v, *g), [q, k, v, *g])
+    # the refresh wrote into the same storage (CUDA graphs take buffers as static inputs)
+    assert m.cached.data_ptr() == storage
     # eval: the cached pattern (from forward 3), shorter T sliced; no step counted
     m.eval()
     q2, k2, v2, x2 = inputs(1, h, 20, d)
@@ -392,9 +395,12 @@ def test_kernel_route_matches_open_coded(name, options, monkeypatch):
     # a[2]: q2 given; a[9]: tied (canonical RA's reciprocal pair is q1, k1 themselves)
     monkeypatch.setattr(kop, "ra_forward", lambda *a: launches.append(a[2] is not None or a[9]) or forward(*a))
     # without a GPU the kernel runs under Triton's interpreter (tests/conftest.py switches it on);
-    # on a GPU it runs compiled for the card, where float32 dots use TF32: a looser tolerance
+    # on a GPU it runs compiled for the card, where float32 dots use TF32 (about 5e-4 a product).
+    # Some gradients are sums over every row whose terms cancel (ra-gated's MLP output bias: an
+    # unseeded H200 draw gave 1.04e-2), so the GPU bound is 2e-2; a wrong gradient path is off by O(1).
+    torch.manual_seed(0)  # the same inputs and perturbed parameters on every run
     device = "cuda" if torch.cuda.is_available() else "cpu"
-    tol = 1e-2 if device == "cuda" else 1e-4
+    tol = 2e-2 if device == "cuda" else 1e-4
     b, h, t, d = 1, 2, 40, 32
     m = make(name, h, d, dtype=torch.float32, **options).to(device)
     if name == "ra-anneal":
