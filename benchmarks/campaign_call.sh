@@ -66,7 +66,8 @@ else
     suite "sdpa,$CAND" && suite "sdpa,$CAND,$EXTRA"
 fi
 rc=$?
-echo "[call] $(date -u +%H:%M:%S) suite exit $rc (124: out of time, resume with the same command)" | tee -a "$LOG"
+hint=""; [ "$rc" = 124 ] && hint=" (out of time: resume with the same command)"
+echo "[call] $(date -u +%H:%M:%S) suite exit $rc$hint" | tee -a "$LOG"
 
 tar czf "$OUT/campaign-$BATCH.tgz" --exclude='ckpt.pt*' --exclude=.lock -C "$ROOT" "$BATCH"
 tail -n 12 "$LOG"
