@@ -130,3 +130,33 @@ def test_compiled_train_step_tracks_eager(mode):
     compiled = losses(mode, "foreach", True)
     assert compiled == pytest.approx(eager, rel=2e-2)  # bf16 autocast: both round differently
     assert eager[-1] < eager[0]
+
+
+@pytest.mark.slow  # two gpt compiles, about a minute each on an H100 host
+def test_amortized_under_cuda_graphs_tracks_eager_through_refresh_and_reuse_steps():
+    """ra-amortized compiled with CUDA graphs (reduce-overhead) follows its eager losses over refresh
+    and reuse steps: the cached pattern a refresh writes is the one the replayed reuse graph reads."""
+    from rabench import attention
+    from rabench.model import GPT, preset
+    from rabench.training.step import TrainStep, make_optimizer
+
+    dev = torch.device("cuda")
+    idx = torch.randint(0, 50257, (4, 65), device=dev, generator=torch.Generator(device=dev).manual_seed(0))
+    data = [(idx[:, :-1].contiguous(), idx[:, 1:].contiguous())]
+    options = attention.resolve_options("ra-amortized", {"every": 2})
+
+    def losses(compile_mode):
+        torch.manual_seed(0)
+        model = GPT(preset("tiny"), "ra-amortized", options).to(dev)
+        step = TrainStep(model, make_optimizer(model, 1e-3, 0.1, (0.9, 0.95), dev), dev, 1.0, compile_mode=compile_mode)
+        step.warm_up(data, passes=3)
+        out = []
+        for i in range(6):
+            model.set_step(i)
+            out.append(step.run(data, 1e-3))
+        return torch.stack(out).tolist()
+
+    torch._dynamo.reset()
+    eager = losses("none")
+    compiled = losses("reduce-overhead")
+    assert compiled == pytest.approx(eager, rel=2e-2)

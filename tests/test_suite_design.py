@@ -56,9 +56,11 @@ def test_mean_interval_uses_student_t() -> None:
 def test_windows_are_interleaved_rotated_and_see_the_same_batches() -> None:
     calls: list[tuple[str, int]] = []
     progress: dict[str, list[float]] = {"a": [], "b": []}
+    step_index: dict[str, list[int]] = {"a": [], "b": []}
 
     def stepper(name: str) -> Stepper:
-        return Stepper(name, step=lambda b: calls.append((name, b)), set_progress=progress[name].append)
+        return Stepper(name, step=lambda b: calls.append((name, b)), set_progress=progress[name].append,
+                       set_step=step_index[name].append)
 
     timed = time_interleaved([stepper("a"), stepper("b")], batches=lambda i: i, device=torch.device("cpu"),
                              steps=2, windows=3, warmup_windows=1)
@@ -69,6 +71,8 @@ def test_windows_are_interleaved_rotated_and_see_the_same_batches() -> None:
     # the warm-up round visits both ends (a graph that changes with progress is compiled before
     # any timing), then the timed rounds sweep the training progress
     assert progress["a"] == [1.0, 0.0, 0.0, 0.5, 1.0]
+    # the model is told each step's index, numbered on across rounds (a step schedule keeps its mix)
+    assert step_index["a"] == [0, 1, 0, 1, 2, 3, 4, 5, 6, 7]
 
 
 # ---- planning ------------------------------------------------------------------------------

@@ -59,6 +59,19 @@ def test_iteration_budget_writes_config_metrics_summary(data_dir: str, tmp_path:
     assert records[1]["lr"] == pytest.approx(3e-3)  # iter 2 = end of the 2-iteration warm-up
 
 
+def test_the_model_is_told_each_step_and_warm_up_visits_every_path(data_dir: str, tmp_path: Path,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """ra-amortized refreshes on optimizer steps 0, every, 2 every ...: the trainer tells the model
+    each step's index; warm-up first runs a refresh step and a reuse step (both compiled off the clock)."""
+    from rabench.model import GPT
+
+    told: list[int] = []
+    set_step = GPT.set_step
+    monkeypatch.setattr(GPT, "set_step", lambda self, step: told.append(step) or set_step(self, step))
+    train(config(data_dir, tmp_path / "run", attn="ra-amortized", attn_options={"every": 3}, max_iters=5, grad_accum=2))
+    assert told == [0, 1] + [0, 1, 2, 3, 4]
+
+
 def test_time_budget_stops_on_training_time_and_anneals(data_dir: str, tmp_path: Path) -> None:
     summary = train(config(data_dir, tmp_path / "run", time_budget_s=1.5, warmup_iters=None, warmup_frac=0.1))
     assert summary["stop_reason"] == "time budget"

@@ -285,29 +285,40 @@ def test_amortized_refresh_then_reuse():
     m = make("ra-amortized", h, d, every=3).train()
     g = gate_tensors(m)
     q0, k0, v0, x0 = inputs(b, h, t, d)
-    assert_matches(m(q0, k0, v0, x0), ra_reference(q0, k0, v0, *g), [q0, k0, v0, *g])  # forward 0: refresh
+    m.set_step(0)
+    assert_matches(m(q0, k0, v0, x0), ra_reference(q0, k0, v0, *g), [q0, k0, v0, *g])  # step 0: refresh
     storage = m.cached.data_ptr()
-    for _ in range(2):  # forwards 1, 2: a new batch (of another size) against the cached pattern
+    for step in (1, 2):  # a new batch (of another size) against the cached pattern
+        m.set_step(step)
         q, k, v, x = inputs(3, h, t, d)
         ref = cached_pattern_reference(q, k, v, *g, q0, k0)
         assert_matches(m(q, k, v, x), ref, [q, k, v, *g])
-    q, k, v, x = inputs(b, h, t, d)  # forward 3: refresh again
+    m.set_step(3)
+    q, k, v, x = inputs(b, h, t, d)  # step 3: refresh again
     assert_matches(m(q, k, v, x), ra_reference(q, k, v, *g), [q, k, v, *g])
     # the refresh wrote into the same storage (CUDA graphs take buffers as static inputs)
     assert m.cached.data_ptr() == storage
-    # eval: the cached pattern (from forward 3), shorter T sliced; no step counted
+    # eval: the cached pattern (from step 3), shorter T sliced
     m.eval()
     q2, k2, v2, x2 = inputs(1, h, 20, d)
     full = [t_[:, :, :20] for t_ in (q, k)]
     assert rel_err(m(q2, k2, v2, x2), cached_pattern_reference(q2, k2, v2, *g, *full)) < TOL
-    assert m.calls == 4
+
+
+def test_amortized_without_a_step_schedule_refreshes_every_forward():
+    """A module never told its step is canonical RA on every training forward."""
+    m = make("ra-amortized", 2, 8, every=3).train()
+    g = gate_tensors(m)
+    for _ in range(2):
+        q, k, v, x = inputs(2, 2, 17, 8)
+        assert_matches(m(q, k, v, x), ra_reference(q, k, v, *g), [q, k, v, *g])
 
 
 def test_amortized_eval_without_cache_is_canonical_ra():
     q, k, v, x = inputs(2, 2, 33, 8)
     m = make("ra-amortized", 2, 8).eval()
     assert rel_err(m(q, k, v, x), ra_reference(q, k, v, *gate_tensors(m))) < TOL
-    assert m.cached is None and m.calls == 0
+    assert m.cached is None
 
 
 # ---------------------------------------------------------------------------------------
@@ -413,7 +424,7 @@ def test_kernel_route_matches_open_coded(name, options, monkeypatch):
     for backend in ("torch", "triton"):
         m.backend = backend
         if name == "ra-amortized":
-            m.calls = 0  # both runs are refresh steps
+            m.set_step(0)  # both runs are refresh steps
         out = m(q, k, v, x)
         got[backend] = (out, torch.autograd.grad(out, tensors, dout, allow_unused=True))
     # one kernel launch, with the reciprocal term except on anneal's fast path and in ra-norec
@@ -451,7 +462,8 @@ def test_tiny_model_forward_backward(name):
     model = GPT(preset("tiny"), name)
     model.set_progress(0.5)
     idx = torch.randint(0, 1000, (2, 24))
-    for _ in range(2):  # ra-amortized: a refresh, then a reuse step
+    for step in range(2):  # ra-amortized: a refresh, then a reuse step
+        model.set_step(step)
         _, loss = model(idx, idx)
         loss.backward()
     assert torch.isfinite(loss)
@@ -482,7 +494,7 @@ def test_anneal_does_not_retrace_as_progress_moves():
     assert counter.frame_count == 2
 
 
-def test_amortized_does_not_retrace_as_steps_count():
+def test_amortized_does_not_retrace_as_steps_count_and_reuse_steps_have_no_graph_break():
     from torch._dynamo.testing import CompileCounter
 
     torch._dynamo.reset()
@@ -490,12 +502,18 @@ def test_amortized_does_not_retrace_as_steps_count():
     counter = CompileCounter()
     compiled = torch.compile(m, backend=counter)
     q, k, v, x = inputs(1, 2, 16, 8, dtype=torch.float32)
-    for _ in range(4):
+    for step in range(4):
+        m.set_step(step)
         compiled(q, k, v, x)
     frames = counter.frame_count
-    for _ in range(6):
+    for step in range(4, 10):
+        m.set_step(step)
         compiled(q, k, v, x)
-    assert counter.frame_count == frames and m.calls == 10
+    assert counter.frame_count == frames
+    # a reuse step is one whole graph (CUDA graphs then replay it in one piece)
+    torch._dynamo.reset()
+    m.set_step(1)
+    assert torch._dynamo.explain(m)(q, k, v, x).graph_break_count == 0
 
 
 def test_the_plans_optimisation_directions_are_marked_in_the_registry():

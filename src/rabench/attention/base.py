@@ -49,3 +49,12 @@ class AttentionCore(nn.Module):
 
     def set_progress(self, progress: float) -> None:
         """Fraction of the run's budget spent, in [0, 1]; schedules (annealing) read it."""
+
+    def set_step(self, step: int) -> None:
+        """Index of the optimizer step about to run (0-based), set before its forwards; step
+        schedules (ra-amortized's refreshes) read it, as plain Python state the compiler guards on."""
+
+    def warm_up_steps(self) -> tuple[int, ...]:
+        """Step indices whose forwards together take every path this module takes in training:
+        warm-up runs each, so that compiling and CUDA-graph recording all happen before timing."""
+        return (0,)

@@ -4,8 +4,8 @@ The plan caches S^T and reuses it. The batch changes from step to step, so a tok
 S^T from one batch means nothing for the next; what can be reused is a pattern over
 positions. The semantics here:
 
-  refresh step (training forward number n with n % every == 0; counted per module from
-  0, so the first training forward refreshes):
+  refresh step (training step n with n % every == 0, n the optimizer step's index from
+  `set_step`; every forward of that step refreshes, micro-batches included):
       full RA through the kernel, L_ij = w_std S_ij + w_rec S_ji + w_disc d_j, and cache,
       detached, the batch-mean reciprocal logit pattern with its causal mask
           R_hij = mean_b w_rec S_ji      (j <= i),   -inf for j > i          (H, T, T)
@@ -14,7 +14,8 @@ positions. The semantics here:
       the reciprocal term is frozen: no gradient reaches w_rec's reciprocal role, nor q, k
       through it; w_std, w_disc, u, q, k, v learn as usual.
   eval: the cached R when there is one (covering T), else full RA (nothing cached).
-  A training forward at a T longer than the cache refreshes.
+  A training forward at a T longer than the cache refreshes, and so does every training forward
+  of a module never told its step (canonical RA each time).
 
 Implementation of the non-refresh steps (the fastest exact one found): R is a per-head
 (1, H, T, T) float mask broadcast over the batch, and the discoverability bias, which is
@@ -28,9 +29,12 @@ instead would make it (B, H, T, T); the open-coded path materialises several of 
 The mask and d_j enter in q's dtype (bf16 on the GPU), as in ra-folded, where the kernel
 adds its column bias in float32.
 
-The step counter is Python state on the module; under torch.compile it is read and
-advanced in a small function compiled code calls out to (one graph break per layer), so
-the compiled graph only sees a bool and is not retraced as the counter moves.
+The trainer, the suite's calibration and the bench call `set_step` before each optimizer step.
+The module keeps only the bool "this step refreshes", which torch.compile guards on: two
+graphs (refresh and reuse), compiled once each, and no graph break on a reuse step. A refresh
+step stores its pattern through one eager call (a graph break in each layer, one step in
+`every`). Until this, a per-forward counter read through an eager call broke every layer's
+graph on every step.
 """
 
 from __future__ import annotations
@@ -57,14 +61,14 @@ class RAAmortizedAttention(AttentionCore):
         if self.every < 1:
             raise RabenchError(f"ra-amortized: every must be >= 1, got {self.every}")
         self.gates = RAGates(spec.n_head, spec.head_dim)
-        self.calls = 0  # training forwards so far
+        self.refresh_due = True  # this step's training forwards refresh (set_step)
         self.register_buffer("cached", None, persistent=False)  # (H, T, T): R + causal -inf
 
-    @torch.compiler.disable
-    def _refresh_due(self) -> bool:
-        due = self.calls % self.every == 0
-        self.calls += 1
-        return due
+    def set_step(self, step: int) -> None:
+        self.refresh_due = step % self.every == 0
+
+    def warm_up_steps(self) -> tuple[int, ...]:
+        return (0, 1) if self.every > 1 else (0,)  # a refresh step and a reuse step
 
     @torch.compiler.disable
     def _store(self, pattern: Tensor) -> None:
@@ -81,7 +85,7 @@ class RAAmortizedAttention(AttentionCore):
         t = q.shape[-2]
         covered = self.cached is not None and self.cached.shape[-1] >= t
         if self.training:
-            if self._refresh_due() or not covered:
+            if self.refresh_due or not covered:
                 return self.full(q, k, v, cache=True)
             return self.reuse(q, k, v)
         return self.reuse(q, k, v) if covered else self.full(q, k, v, cache=False)

@@ -148,3 +148,12 @@ class GPT(nn.Module):
     def set_progress(self, progress: float) -> None:
         for core in self.cores():
             core.set_progress(progress)
+
+    def set_step(self, step: int) -> None:
+        """The optimizer step about to run, for every layer's step schedule."""
+        for core in self.cores():
+            core.set_step(step)
+
+    def warm_up_steps(self) -> tuple[int, ...]:
+        """Step indices whose forwards visit every training path of every layer (see AttentionCore)."""
+        return tuple(sorted({s for core in self.cores() for s in core.warm_up_steps()}))

@@ -42,6 +42,7 @@ class Stepper:
     step: Callable[[list[tuple[torch.Tensor, torch.Tensor]]], Any]
     warm_up: Callable[[list[tuple[torch.Tensor, torch.Tensor]]], None] = lambda _b: None
     set_progress: Callable[[float], None] = lambda _p: None
+    set_step: Callable[[int], None] = lambda _s: None
 
 
 def round_order(names: list[str], r: int) -> list[str]:
@@ -55,7 +56,8 @@ def time_interleaved(steppers: list[Stepper], batches: BatchFn, device: torch.de
     """ms/iter of every window, per config: `windows` timed rounds after `warmup_windows` untimed ones.
 
     In each round every config runs `steps` optimizer steps on batches 0..steps-1 (the same
-    batches for every config), between two device synchronisations. The timed rounds sweep the
+    batches for every config), between two device synchronisations, numbered on from the last
+    round's (a step schedule, ra-amortized's refreshes, keeps its training mix). The timed rounds sweep the
     training progress from 0 to 1; each warm-up round visits both ends first (1, then 0), so that a
     config whose graph changes with progress (ra-anneal's fast path once its multiplier reaches 0)
     is compiled for every path before any window is timed.
@@ -70,17 +72,19 @@ def time_interleaved(steppers: list[Stepper], batches: BatchFn, device: torch.de
             stepper = by_name[name]
             for p in ((1.0, 0.0) if warm_up else (progress,)):
                 stepper.set_progress(p)
-                ms = time_window(stepper, batches, device, steps)
+                ms = time_window(stepper, batches, device, steps, first_step=r * steps)
             if not warm_up:
                 timed[name].append(ms)
     return timed
 
 
-def time_window(stepper: Stepper, batches: BatchFn, device: torch.device, steps: int) -> float:
-    """ms per optimizer step over `steps` steps on batches 0..steps-1, between two synchronisations."""
+def time_window(stepper: Stepper, batches: BatchFn, device: torch.device, steps: int, first_step: int = 0) -> float:
+    """ms per optimizer step over `steps` steps on batches 0..steps-1, between two synchronisations;
+    the model is told each step's index, from `first_step` on."""
     sync(device)
     t0 = time.perf_counter()
     for i in range(steps):
+        stepper.set_step(first_step + i)
         stepper.step(batches(i))
     sync(device)
     return 1000.0 * (time.perf_counter() - t0) / steps
@@ -148,7 +152,8 @@ def build_steppers(req: CalibrationRequest, device: torch.device) -> list[Steppe
         ts = TrainStep(model, opt, device, req.grad_clip, compile=req.compile, **mode)  # the trainer's step
         passes = 2 if req.compile else 1
         steppers.append(Stepper(attn, step=lambda b, ts=ts: ts.run(b, req.lr),
-                                warm_up=lambda b, ts=ts: ts.warm_up(b, passes), set_progress=model.set_progress))
+                                warm_up=lambda b, ts=ts: ts.warm_up(b, passes), set_progress=model.set_progress,
+                                set_step=model.set_step))
     return steppers
 
 

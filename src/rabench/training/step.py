@@ -139,15 +139,20 @@ class TrainStep:
         self.optimizer.zero_grad(set_to_none=True)
         return loss
 
-    def warm_up(self, batches: list[tuple[Tensor, Tensor]], passes: int) -> None:
+    def warm_up(self, batches: list[tuple[Tensor, Tensor]], passes: int, every_path: bool = True) -> None:
         """Untimed forward+backward passes (compilation, autotuning, allocator); weights untouched.
 
-        Under CUDA graphs the first passes record graphs, so callers should pass >= 3.  A
+        Under CUDA graphs the first passes record graphs, so callers should pass >= 3.  With
+        `every_path`, each of the model's warm-up steps (a step schedule's refresh and reuse
+        steps) gets `passes` passes; the caller sets the step again before training.  A
         compiled optimizer update is compiled here too, by one update with zero gradients at
         lr 0 (parameters unchanged; the Adam moments stay zero and the step counts are reset)."""
-        for _ in range(passes):
-            self.forward_backward(batches)
-            self.optimizer.zero_grad(set_to_none=True)
+        for step in self.model.warm_up_steps() if every_path else (None,):
+            if step is not None:
+                self.model.set_step(step)
+            for _ in range(passes):
+                self.forward_backward(batches)
+                self.optimizer.zero_grad(set_to_none=True)
         if self.compiles_update and not self.optimizer.state:  # never on an optimizer with moments
             self._compile_update()
 

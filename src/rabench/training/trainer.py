@@ -245,6 +245,7 @@ class Trainer:
             start = 0.0 if self.dist.enabled else s.window_loss_sum  # one running sum: resume-exact
             self.window_loss = torch.tensor(start, dtype=torch.float64, device=self.device)
         self.model.set_progress(self.progress())
+        self.model.set_step(s.iter)
         lr = self.schedule.at(s.iter, self.position(s.iter), s.cooldown_start)
         loss = self.step_fn.run(self.batches(s.iter), lr)
         self.window_loss = self.window_loss + loss.detach().double()
@@ -471,7 +472,7 @@ class Trainer:
         self.step_fn.warm_up(batches, COMPILE_WARMUP_PASSES if self.cfg.compile else 1)
         sync(self.device)
         t0 = time.perf_counter()  # one more pass, compiled and warm: what a step costs, not what compiling cost
-        self.step_fn.warm_up(batches, 1)
+        self.step_fn.warm_up(batches, 1, every_path=False)
         sync(self.device)
         _, seconds = dd.step_stats(0.0, time.perf_counter() - t0, self.dist, self.device)
         self.state.step_estimate_s = seconds  # a resumed run's checkpoint brings its own
