@@ -26,7 +26,7 @@ import torch
 from torch import Tensor
 
 from rabench.attention.common import masked_softmax_apply, upcast
-from rabench.attention.gates import RAGates, per_head
+from rabench.attention.gates import RAGates, key_dot, per_head
 from rabench.errors import RabenchError
 
 BACKENDS = ("auto", "triton", "torch")  # run_ra's routes: auto = triton on a GPU, torch on a CPU
@@ -40,12 +40,12 @@ def ra_operands(
 
     No .contiguous() copies: the kernel reads any strides with a unit last one, so k1 and k2
     stay views of the qkv projection and only the scaled q1, q2 are new tensors."""
-    w_std, w_rec, _ = gates.weights()
+    w_std, w_rec, w_disc = gates.weights()
     q1 = q * per_head(w_std * scale).to(q.dtype)
     q2 = k * per_head(w_rec * (scale * rec_mult)).to(k.dtype)
     if row_gate is not None:
         q2 = q2 * row_gate.unsqueeze(-1).to(q2.dtype)
-    return q1, k, q2, q, gates.bias_vector()
+    return q1, k, q2, q, gates.bias_vector(w_disc)
 
 
 def run_canonical_ra(
@@ -55,9 +55,9 @@ def run_canonical_ra(
     """Canonical RA with the gates as per-head kernel scales, scale1 = w_std c and
     scale2 = w_rec c rec_mult, and the reciprocal pair tied (q2 = k, k2 = q): no copies of q
     or k. reciprocal=False drops the reciprocal term (L = w_std S + w_disc d)."""
-    w_std, w_rec, _ = gates.weights()
+    w_std, w_rec, w_disc = gates.weights()
     s2 = w_rec * (scale * rec_mult) if reciprocal else None
-    return run_ra(q, k, None, None, v, gates.bias_vector(), band=band, backend=backend, scale1=w_std * scale,
+    return run_ra(q, k, None, None, v, gates.bias_vector(w_disc), band=band, backend=backend, scale1=w_std * scale,
                   scale2=s2, tied=reciprocal)
 
 
@@ -101,8 +101,7 @@ def open_coded_ra(
     """The kernel's definition written out in torch (T x T logits); used on CPUs without Triton.
     bias: (B, H, T), or (H, D1) for bias_j = k1_j . bias[h] (k1 unscaled, as the kernel reads it)."""
     if bias is not None and bias.dim() == 2:
-        k = upcast(k1)
-        bias = (k * bias.to(k.dtype).unsqueeze(1)).sum(-1)
+        bias = key_dot(k1, bias)
     logits = upcast(q1 @ k1.transpose(-2, -1))
     if q2 is not None:
         rec = upcast(q2 @ k2.transpose(-2, -1))

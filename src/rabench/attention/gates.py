@@ -35,23 +35,29 @@ class RAGates(nn.Module):
         return w[:, 0], w[:, 1], w[:, 2]
 
     def discoverability(self, k: Tensor) -> Tensor:
-        """d_j = k_j . u per head: (B, H, T), float32 or better.
+        """d_j = k_j . u per head: (B, H, T), float32 or better."""
+        return key_dot(k, self.u)
 
-        A broadcast product summed over d, not an einsum: the einsum runs as batched
-        matrix-vector products on an upcast copy of k (three per layer with the backward's),
-        while the compiler fuses this form into reductions that read k in place."""
-        k = upcast(k)
-        return (k * self.u.to(k.dtype).unsqueeze(1)).sum(-1)
-
-    def bias_vector(self) -> Tensor:
-        """w_disc u per head, (H, D): the column bias w_disc d_j = k_j . (w_disc u) in the form
-        the fused kernel takes (it computes the products from its key tiles)."""
-        return upcast(self.u) * self.weights()[2].view(-1, 1)
+    def bias_vector(self, w_disc: Tensor) -> Tensor:
+        """w_disc u per head, (H, D), from this step's w_disc (weights()[2]): the column bias
+        w_disc d_j = k_j . (w_disc u) in the form the fused kernel takes (it computes the
+        products from its key tiles)."""
+        return upcast(self.u) * w_disc.view(-1, 1)
 
     def mean_weights(self) -> dict[str, float]:
         """Head-averaged gate values, for the metrics log."""
         w_std, w_rec, w_disc = self.weights()
         return {"w_std": w_std.mean().item(), "w_rec": w_rec.mean().item(), "w_disc": w_disc.mean().item()}
+
+
+def key_dot(k: Tensor, u: Tensor) -> Tensor:
+    """k_j . u[h] per head: (B, H, T) from k (B, H, T, D) and u (H, D), float32 or better.
+
+    A broadcast product summed over d, not an einsum: the einsum runs as batched
+    matrix-vector products on an upcast copy of k (three per layer with the backward's),
+    while the compiler fuses this form into reductions that read k in place."""
+    k = upcast(k)
+    return (k * u.to(k.dtype).unsqueeze(1)).sum(-1)
 
 
 def per_head(w: Tensor) -> Tensor:

@@ -253,7 +253,9 @@ def ra_backward(do, q1, k1, q2, k2, v, bias, sc1, sc2, o, lse, band: int, tied: 
     else:
         dq2 = q1.new_empty(0)
         dk2 = q1.new_empty(0)
-    # dL/dbias_j per key row, for either bias form (form 2 reduces it to dL/du below)
+    # dL/dbias_j per key row, for either bias form (form 2, bias_j = k1_j . u, reduces it to
+    # dL/du below; its dkdv kernel also writes the bias row, which the dq kernel reads as form 1)
+    from_k = _bias_form(bias) == 2
     dbias = (_empty((B, H, T), device=q1.device, dtype=torch.float32)
              if bias is not None else q1.new_empty(0, dtype=torch.float32))
     # the scales' per-row partial sums (B, H, T, 2), summed below
@@ -265,7 +267,7 @@ def ra_backward(do, q1, k1, q2, k2, v, bias, sc1, sc2, o, lse, band: int, tied: 
     else:
         grads = (dq1, dk1, dq2, dk2, dv)
     if T == 0 or B * H == 0:
-        dbias_out = torch.zeros_like(bias, dtype=torch.float32) if _bias_form(bias) == 2 else dbias
+        dbias_out = torch.zeros_like(bias, dtype=torch.float32) if from_k else dbias
         return (*grads, dbias_out, q1.new_zeros((H, 2), dtype=torch.float32) if sc1 is not None else dsc)
     meta = _meta(q1, q2, v, bias, band, sc1)
 
@@ -285,9 +287,6 @@ def ra_backward(do, q1, k1, q2, k2, v, bias, sc1, sc2, o, lse, band: int, tied: 
     sc2_ = sc2.contiguous() if (sc2 is not None and q2 is not None) else sc1_
     dsc_ = dsc if sc1 is not None else _empty((1,), device=q1.device, dtype=torch.float32)
     strides = (*_st(q1), *_st(k1), *_st(q2_), *_st(k2_), *_st(v), *_st(do), H, T, band)
-    # bias form 2: the dkdv kernel writes the bias row d_j = k1_j . u, which the dq kernel reads
-    # as a form-1 bias
-    from_k = _bias_form(bias) == 2
     brow = _empty((B, H, T) if from_k else (1,), device=q1.device, dtype=torch.float32)
     _launch("dkdv", T, B * H,
             (q1, k1, q2_, k2_, v, bias_c, sc1_, sc2_, do, lse, delta, dk1, dk2_, dv, dbias_, brow,
@@ -297,7 +296,7 @@ def ra_backward(do, q1, k1, q2, k2, v, bias, sc1, sc2, o, lse, band: int, tied: 
     _launch("dq", T, B * H,
             (q1, k1, q2_, k2_, v, brow if from_k else bias_c, sc1_, sc2_, do, lse, delta, *dq_out,
              dk1, dk2_, dsc_, *strides), dict(meta, TIED=tied, HAS_BIAS=1 if from_k else meta["HAS_BIAS"]))
-    if _bias_form(bias) == 2:  # bias_j = k1_j . u: dL/du = sum over b, j of dbias_j k1_j
+    if from_k:  # bias_j = k1_j . u: dL/du = sum over b, j of dbias_j k1_j
         dbias = (dbias.unsqueeze(-1) * k1.float()).sum((0, 2))
     return (*grads, dbias, dsc.sum((0, 2)) if sc1 is not None else dsc)
 
