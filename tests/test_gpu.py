@@ -152,8 +152,7 @@ def test_amortized_under_cuda_graphs_tracks_eager_through_refresh_and_reuse_step
         step.warm_up(data, passes=3)
         out = []
         for i in range(6):
-            model.set_step(i)
-            out.append(step.run(data, 1e-3))
+            out.append(step.run(data, 1e-3, step=i))
         return torch.stack(out).tolist()
 
     torch._dynamo.reset()

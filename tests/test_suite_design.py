@@ -59,8 +59,8 @@ def test_windows_are_interleaved_rotated_and_see_the_same_batches() -> None:
     step_index: dict[str, list[int]] = {"a": [], "b": []}
 
     def stepper(name: str) -> Stepper:
-        return Stepper(name, step=lambda b: calls.append((name, b)), set_progress=progress[name].append,
-                       set_step=step_index[name].append)
+        return Stepper(name, step=lambda b, i: calls.append((name, b)) or step_index[name].append(i),
+                       set_progress=progress[name].append)
 
     timed = time_interleaved([stepper("a"), stepper("b")], batches=lambda i: i, device=torch.device("cpu"),
                              steps=2, windows=3, warmup_windows=1)

@@ -50,27 +50,22 @@ def step_row(name: str, preset_name: str, t: int, tokens: int, compile_mode: str
 
     if device.type == "cuda":  # the peak spans warm-up: CUDA graphs take their memory when recorded
         torch.cuda.reset_peak_memory_stats()
-    counter = itertools.count()
-
-    def run_step() -> torch.Tensor:  # as the trainer does: the model knows each step's index
-        model.set_step(next(counter))
-        return step.run(batches, LR)
-
+    counter = itertools.count()  # each step's index, as the trainer passes it (step schedules)
     t0 = time.perf_counter()
     step.warm_up(batches, 3 if gpu else 1)  # every path of a step schedule (ra-amortized: refresh, reuse)
     for _ in range(3 if gpu else 1):  # the optimizer's first steps (state allocation) and graph recording
-        run_step()
+        step.run(batches, LR, next(counter))
     sync(device)
     warmup_s = time.perf_counter() - t0
     t0 = time.perf_counter()
     for _ in range(steps):
-        loss = run_step()
+        loss = step.run(batches, LR, next(counter))
     sync(device)
     ms = 1000 * (time.perf_counter() - t0) / steps
     synced = []
     for _ in range(5 if gpu else 1):
         t1 = time.perf_counter()
-        run_step()
+        step.run(batches, LR, next(counter))
         sync(device)
         synced.append(1000 * (time.perf_counter() - t1))
     row = {"attn": name, "T": t, "B": b, "compiled": compile_mode, "compiled_optimizer": compile_optimizer,

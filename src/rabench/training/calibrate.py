@@ -36,13 +36,13 @@ BatchFn = Callable[[int], list[tuple[torch.Tensor, torch.Tensor]]]
 
 @dataclass
 class Stepper:
-    """One config ready to step: something that runs one optimizer step on given batches."""
+    """One config ready to step: something that runs one optimizer step, given its batches and
+    its index (step schedules read the index)."""
 
     name: str
-    step: Callable[[list[tuple[torch.Tensor, torch.Tensor]]], Any]
+    step: Callable[[list[tuple[torch.Tensor, torch.Tensor]], int], Any]
     warm_up: Callable[[list[tuple[torch.Tensor, torch.Tensor]]], None] = lambda _b: None
     set_progress: Callable[[float], None] = lambda _p: None
-    set_step: Callable[[int], None] = lambda _s: None
 
 
 def round_order(names: list[str], r: int) -> list[str]:
@@ -84,8 +84,7 @@ def time_window(stepper: Stepper, batches: BatchFn, device: torch.device, steps:
     sync(device)
     t0 = time.perf_counter()
     for i in range(steps):
-        stepper.set_step(first_step + i)
-        stepper.step(batches(i))
+        stepper.step(batches(i), first_step + i)
     sync(device)
     return 1000.0 * (time.perf_counter() - t0) / steps
 
@@ -151,9 +150,8 @@ def build_steppers(req: CalibrationRequest, device: torch.device) -> list[Steppe
         mode = {"compile_mode": req.compile_mode} if req.compile_mode else {}
         ts = TrainStep(model, opt, device, req.grad_clip, compile=req.compile, **mode)  # the trainer's step
         passes = 2 if req.compile else 1
-        steppers.append(Stepper(attn, step=lambda b, ts=ts: ts.run(b, req.lr),
-                                warm_up=lambda b, ts=ts: ts.warm_up(b, passes), set_progress=model.set_progress,
-                                set_step=model.set_step))
+        steppers.append(Stepper(attn, step=lambda b, i, ts=ts: ts.run(b, req.lr, step=i),
+                                warm_up=lambda b, ts=ts: ts.warm_up(b, passes), set_progress=model.set_progress))
     return steppers
 
 

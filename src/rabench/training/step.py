@@ -131,8 +131,12 @@ class TrainStep:
         torch.nn.utils.clip_grad_norm_(self.params, self.grad_clip, foreach=True)
         self.optimizer.step()
 
-    def run(self, batches: list[tuple[Tensor, Tensor]], lr: float) -> Tensor:
-        """One full optimizer step at learning rate `lr`; returns the loss on the device (no sync)."""
+    def run(self, batches: list[tuple[Tensor, Tensor]], lr: float, step: int | None = None) -> Tensor:
+        """One full optimizer step at learning rate `lr`; returns the loss on the device (no sync).
+        step: this optimizer step's index, told to the model first (step schedules such as
+        ra-amortized's refreshes); None leaves the model's step as it is."""
+        if step is not None:
+            self.model.set_step(step)
         set_lr(self.optimizer, lr)
         loss = self.forward_backward(batches)
         self.update()

@@ -245,9 +245,8 @@ class Trainer:
             start = 0.0 if self.dist.enabled else s.window_loss_sum  # one running sum: resume-exact
             self.window_loss = torch.tensor(start, dtype=torch.float64, device=self.device)
         self.model.set_progress(self.progress())
-        self.model.set_step(s.iter)
         lr = self.schedule.at(s.iter, self.position(s.iter), s.cooldown_start)
-        loss = self.step_fn.run(self.batches(s.iter), lr)
+        loss = self.step_fn.run(self.batches(s.iter), lr, step=s.iter)
         self.window_loss = self.window_loss + loss.detach().double()
         s.last_lr = lr
         s.iter += 1
