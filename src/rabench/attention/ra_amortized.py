@@ -29,7 +29,8 @@ instead would make it (B, H, T, T); the open-coded path materialises several of 
 The mask and d_j enter in q's dtype (bf16 on the GPU), as in ra-folded, where the kernel
 adds its column bias in float32.
 
-The trainer, the suite's calibration and the bench call `set_step` before each optimizer step.
+The trainer, the suite's calibration and the bench pass each optimizer step's index to
+`TrainStep.run`, which calls `set_step` before the step's forwards.
 The module keeps only the bool "this step refreshes", which torch.compile guards on: two
 graphs (refresh and reuse), compiled once each, and no graph break on a reuse step. A refresh
 step stores its pattern through one eager call (a graph break in each layer, one step in
