@@ -73,14 +73,16 @@ def kernel_group(name: str) -> str:
 
 def profile(step, data, path: str, steps: int = 3) -> dict:
     """GPU time per step by kernel and by group, the step's wall time and the GPU's idle share:
-    wall minus GPU busy is time the GPU waited for the host (launches, syncs, Python)."""
+    wall minus GPU busy is time the GPU waited for the host (launches, syncs, Python).
+    The profiled steps are steps 1..`steps` of a step schedule: ra-amortized's reuse steps
+    (its refreshes are steps 0, every, 2 every, ...); every other attention has one path."""
     from torch.profiler import ProfilerActivity, profile as prof
 
     torch.cuda.synchronize()
     with prof(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as p:
         t0 = time.perf_counter()
-        for _ in range(steps):
-            step.run(data, 6e-4)
+        for i in range(1, steps + 1):
+            step.run(data, 6e-4, i)
         torch.cuda.synchronize()
         wall_ms = (time.perf_counter() - t0) / steps * 1000
     ka = p.key_averages()

@@ -516,6 +516,45 @@ def test_amortized_does_not_retrace_as_steps_count_and_reuse_steps_have_no_graph
     assert torch._dynamo.explain(m)(q, k, v, x).graph_break_count == 0
 
 
+def _amortized_train_step(every: int = 2):
+    from torch._dynamo.testing import CompileCounter
+    from rabench.training.step import TrainStep, make_optimizer
+
+    torch.manual_seed(0)
+    model = GPT(preset("tiny"), "ra-amortized", attention.resolve_options("ra-amortized", {"every": every}))
+    dev = torch.device("cpu")
+    step = TrainStep(model, make_optimizer(model, 1e-3, 0.1, (0.9, 0.95), dev), dev, 1.0)
+    counter = CompileCounter()
+    step.forward_model = torch.compile(model, backend=counter)  # as compile_mode does, with a counting backend
+    idx = torch.randint(0, 64, (2, 33), generator=torch.Generator().manual_seed(1))
+    return step, counter, [(idx[:, :-1].contiguous(), idx[:, 1:].contiguous())]
+
+
+def test_amortized_model_compiles_to_one_graph_per_path_after_warm_up():
+    # the whole model's refresh step and reuse step are one graph each: the pattern buffer is
+    # built by warm-up's eager forward, and refreshes copy into it inside the graph
+    from torch._dynamo.utils import counters
+
+    torch._dynamo.reset()
+    counters.clear()
+    step, counter, data = _amortized_train_step()
+    step.warm_up(data, passes=1)
+    for i in range(5):
+        step.run(data, 1e-3, step=i)
+    assert not counters["graph_break"]
+    assert counter.frame_count == 2
+
+
+def test_amortized_buffer_built_under_the_compiler_splits_every_later_step():
+    # why warm-up's eager forward exists: without it the first refresh allocates the buffer
+    # inside the compiled forward, and the graph break there stays in every later step
+    torch._dynamo.reset()
+    step, counter, data = _amortized_train_step()
+    for i in range(4):
+        step.run(data, 1e-3, step=i)
+    assert counter.frame_count > 2
+
+
 def test_the_plans_optimisation_directions_are_marked_in_the_registry():
     # question 5's table and the bench's default rows find the variants through this flag alone
     marked = {n for n in attention.names() if attention.entry(n).variant}

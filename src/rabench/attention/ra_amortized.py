@@ -23,8 +23,9 @@ per batch element, is folded into the query/key vectors instead of the mask (fol
 identity of ra-math.md):
       c [w_std q_i, w_disc / c] . [k_j, d_j] = w_std S_ij + w_disc d_j
 so the step is one F.scaled_dot_product_attention(q', k', v, attn_mask=R, scale=c) with a
-query/key head dim D + 1, zero padded to a multiple of 8 (for SDPA's memory-efficient
-kernel, which takes an additive mask; flash attention does not). Adding d to the mask
+query/key head dim D + 1, zero padded to a multiple of 8 (for SDPA's kernels that take an
+additive mask: cuDNN on an H100, 0.63 ms a layer forward and backward; flash attention takes
+none). Adding d to the mask
 instead would make it (B, H, T, T); the open-coded path materialises several of those.
 The mask and d_j enter in q's dtype (bf16 on the GPU), as in ra-folded, where the kernel
 adds its column bias in float32.
@@ -32,10 +33,13 @@ adds its column bias in float32.
 The trainer, the suite's calibration and the bench pass each optimizer step's index to
 `TrainStep.run`, which calls `set_step` before the step's forwards.
 The module keeps only the bool "this step refreshes", which torch.compile guards on: two
-graphs (refresh and reuse), compiled once each, and no graph break on a reuse step. A refresh
-step stores its pattern through one eager call (a graph break in each layer, one step in
-`every`). Until this, a per-forward counter read through an eager call broke every layer's
-graph on every step.
+graphs (refresh and reuse), compiled once each, and no graph break in either: a refresh
+copies its pattern into the cached buffer inside the graph. Only the buffer's first allocation
+is eager (a graph break), and `TrainStep.warm_up` runs one eager forward before any compiled
+one so that it happens outside the compiler. A graph break while the first step compiles would
+cost every later step too: the model's outer frame would keep a graph that ends at the break,
+so each layer ran as graphs of its own on reuse steps as well (1.73x sdpa's step on an H100,
+`results/bench/h100-2026-11-27f/`).
 """
 
 from __future__ import annotations
@@ -71,16 +75,20 @@ class RAAmortizedAttention(AttentionCore):
     def warm_up_steps(self) -> tuple[int, ...]:
         return (0, 1) if self.every > 1 else (0,)  # a refresh step and a reuse step
 
-    @torch.compiler.disable
     def _store(self, pattern: Tensor) -> None:
-        # An eager copy: under CUDA graphs (compile mode reduce-overhead) `pattern` lives in the
-        # graph's memory pool and the next replay would overwrite it. Refreshes write into the
-        # same storage: CUDA graphs take a module's buffers as static inputs, and a buffer at a new
-        # address makes them record their graphs again (19x sdpa's step on an H100 until this).
+        # Refreshes write into the same storage, inside the compiled graph: CUDA graphs take a
+        # module's buffers as static inputs, and a buffer at a new address makes them record their
+        # graphs again (19x sdpa's step on an H100 until this).
         if self.cached is not None and self.cached.shape == pattern.shape and self.cached.dtype == pattern.dtype:
             self.cached.copy_(pattern)
         else:
-            self.cached = pattern.clone()
+            self._allocate(pattern)
+
+    @torch.compiler.disable
+    def _allocate(self, pattern: Tensor) -> None:
+        # Eager: a graph output assigned here would live in the CUDA graphs' memory pool, which
+        # the next replay overwrites. Runs once per shape (in warm-up's eager forward).
+        self.cached = pattern.clone()
 
     def forward(self, q: Tensor, k: Tensor, v: Tensor, x: Tensor) -> Tensor:
         t = q.shape[-2]

@@ -150,7 +150,10 @@ class TrainStep:
         `every_path`, each of the model's warm-up steps (a step schedule's refresh and reuse
         steps) gets `passes` passes; the caller sets the step again before training.  A
         compiled optimizer update is compiled here too, by one update with zero gradients at
-        lr 0 (parameters unchanged; the Adam moments stay zero and the step counts are reset)."""
+        lr 0 (parameters unchanged; the Adam moments stay zero and the step counts are reset).
+        A compiled model first gets one eager forward (`_eager_forward`)."""
+        if self.forward_model is not self.model:
+            self._eager_forward(batches[0][0])
         for step in self.model.warm_up_steps() if every_path else (None,):
             if step is not None:
                 self.model.set_step(step)
@@ -159,6 +162,15 @@ class TrainStep:
                 self.optimizer.zero_grad(set_to_none=True)
         if self.compiles_update and not self.optimizer.state:  # never on an optimizer with moments
             self._compile_update()
+
+    @torch.no_grad()
+    def _eager_forward(self, x: Tensor) -> None:
+        """One forward outside the compiler, so that state a module builds on its first training
+        forward (ra-amortized's pattern buffer) exists before compilation. Built under the
+        compiler it would break the first step's graph, and a graph that ends at a break is
+        replayed that way on every later step."""
+        with self.autocast:
+            self.model(x)
 
     def _compile_update(self) -> None:
         lr = self.optimizer.param_groups[0]["lr"]
