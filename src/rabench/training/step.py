@@ -168,7 +168,8 @@ class TrainStep:
         """One forward outside the compiler, so that state a module builds on its first training
         forward (ra-amortized's pattern buffer) exists before compilation. Built under the
         compiler it would break the first step's graph, and a graph that ends at a break is
-        replayed that way on every later step."""
+        replayed that way on every later step. Under the same autocast as the compiled forwards,
+        so that what it builds has their dtypes."""
         with self.autocast:
             self.model(x)
 
