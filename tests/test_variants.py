@@ -545,6 +545,17 @@ def test_amortized_model_compiles_to_one_graph_per_path_after_warm_up():
     assert counter.frame_count == 2
 
 
+def test_warm_up_runs_its_eager_forward_once_per_train_step():
+    # the trainer times a second warm-up pass as its step estimate: no eager forward in it
+    torch._dynamo.reset()
+    step, _, data = _amortized_train_step()
+    calls = []
+    step._eager_forward = lambda x: calls.append(x)
+    step.warm_up(data, passes=1)
+    step.warm_up(data, passes=1, every_path=False)
+    assert len(calls) == 1
+
+
 def test_amortized_buffer_built_under_the_compiler_splits_every_later_step():
     # why warm-up's eager forward exists: without it the first refresh allocates the buffer
     # inside the compiled forward, and the graph break there stays in every later step

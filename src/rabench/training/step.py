@@ -107,6 +107,7 @@ class TrainStep:
         self.params = [p for p in model.parameters() if p.requires_grad]
         self.compiles_update = compile_optimizer
         self.update = torch.compile(self._update) if compile_optimizer else self._update
+        self.eager_forward_done = False  # warm-up's one eager forward (_eager_forward) has run
         self.autocast = (torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda"
                          else contextlib.nullcontext())
 
@@ -151,9 +152,11 @@ class TrainStep:
         steps) gets `passes` passes; the caller sets the step again before training.  A
         compiled optimizer update is compiled here too, by one update with zero gradients at
         lr 0 (parameters unchanged; the Adam moments stay zero and the step counts are reset).
-        A compiled model first gets one eager forward (`_eager_forward`)."""
-        if self.forward_model is not self.model:
+        A compiled model first gets one eager forward (`_eager_forward`), on the first warm-up
+        only: later ones (the trainer times one) stay compiled passes."""
+        if self.forward_model is not self.model and not self.eager_forward_done:
             self._eager_forward(batches[0][0])
+            self.eager_forward_done = True
         for step in self.model.warm_up_steps() if every_path else (None,):
             if step is not None:
                 self.model.set_step(step)
