@@ -27,6 +27,7 @@ DEVICES=${DEVICES:-0,1,2,3}
 # DEADLINE=0: no --deadline, for runs longer than one call (a 20,000-iteration run): each call
 # checkpoints what is in flight and the next call, issued at once on the warm machine, resumes it.
 CAND=${CAND:-ra-triton}          # the candidate with iso-time runs
+ISOTIME=${ISOTIME:-$CAND}        # --isotime-attn: none leaves CAND's iso-time runs out (N-iteration runs only)
 ISOITER=${ISOITER:-}             # --isoiter-attn: e.g. none (CAND judged at equal time alone: question 5's variants)
 PRESET=${PRESET:-gpt2-124m}
 COMPILE=${COMPILE---compile --compile-mode reduce-overhead}  # COMPILE= (empty) trains eager
@@ -57,7 +58,7 @@ suite() {  # suite ATTNS: run or resume the batch with these attentions until th
     [ -n "$ISOITER" ] && iso=(--isoiter-attn "$ISOITER")
     if [ "${DEADLINE:-1}" = 0 ]; then stop=(); limit=$t; fi  # runs longer than a call: resume on the warm machine
     timeout -s TERM -k 40 "$limit" python3 -m rabench suite "${stop[@]}" --out "$SUITE" --data "$DATA" --preset "$PRESET" --attn "$1" \
-        --isotime-attn "$CAND" "${iso[@]}" --iters "$ITERS" --seeds "$SEEDS" $COMPILE \
+        --isotime-attn "$ISOTIME" "${iso[@]}" --iters "$ITERS" --seeds "$SEEDS" $COMPILE \
         --eval-every ${EVAL_EVERY:-500} --devices "$DEVICES" --no-progress >> "$LOG" 2>&1
 }  # exit 124: the deadline left runs to do (timeout, a backstop 30 s later, also exits 124)
 if [ "${STAGES:-2}" = 1 ] || [ -z "$EXTRA" ]; then
