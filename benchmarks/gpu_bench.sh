@@ -28,14 +28,13 @@ case "${PART:-a}" in
        --profile sdpa:reduce-overhead,ra-norec:reduce-overhead,ra-triton:reduce-overhead --out "$OUT/steps.json" ;;
   n) # ra-norec through SDPA at D+1 (backend=folded) against sdpa and ra-triton: the suite's calibration (~3 min)
      python3 -m rabench suite benchmarks/norec-folded.toml --out "$OUT/norec-folded" --calibrate-only --no-progress ;;
-  t) # the whole test suite on this GPU, SHARDS shards at once (default 8: the slow tests are CPU-bound
-     # subprocess runs, and four shards left two of them over 6 minutes on an H200; 16 cores there)
-     ls tests/test_*.py > "$OUT/test-files.txt"
+  t) # the whole test suite on this GPU, SHARDS pytest processes at once (default 8: the slow tests are
+     # CPU-bound subprocess runs; 16 cores here). RABENCH_TEST_SHARD=k/n (tests/conftest.py) deals the
+     # collected tests out one by one, so each file's slow tests spread over the shards: dealt out by
+     # whole files, one shard (deadline, parallel, variants) ran past 540 s on an H100.
      n=${SHARDS:-8}
      for k in $(seq 0 $((n - 1))); do
-       files=$(awk "NR%$n==$k" "$OUT/test-files.txt")
-       [ -n "$files" ] || continue  # an empty shard would make pytest collect the whole suite
-       (timeout 540 python3 -m pytest -q -rfE -p no:cacheprovider $files \
+       (RABENCH_TEST_SHARD=$k/$n timeout 540 python3 -m pytest -q -rfE -p no:cacheprovider tests \
           > "$OUT/pytest-shard-$k.log" 2>&1; echo "exit $?" >> "$OUT/pytest-shard-$k.log") &
      done
      wait

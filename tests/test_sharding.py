@@ -1,0 +1,33 @@
+"""RABENCH_TEST_SHARD (tests/conftest.py): the shards the GPU suite runs side by side partition the
+collected tests, so no test is lost or run twice."""
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+TESTS = Path(__file__).parent
+
+
+def collected(shard: str | None) -> list[str]:
+    env = {k: v for k, v in os.environ.items() if k != "RABENCH_TEST_SHARD"}
+    if shard is not None:
+        env["RABENCH_TEST_SHARD"] = shard
+    out = subprocess.run([sys.executable, "-m", "pytest", "--collect-only", "-q", "-p", "no:cacheprovider",
+                          str(TESTS / "test_schedule.py"), str(TESTS / "test_rundir.py")],
+                         capture_output=True, text=True, env=env, cwd=TESTS.parent)
+    return [line for line in out.stdout.splitlines() if "::" in line]
+
+
+def test_shards_partition_the_collected_tests():
+    whole = collected(None)
+    shards = [collected(f"{k}/3") for k in range(3)]
+    assert len(whole) > 6
+    assert sorted(sum(shards, [])) == sorted(whole)
+    assert all(shards) and max(map(len, shards)) - min(map(len, shards)) <= 1
+
+
+def test_a_malformed_shard_is_refused():
+    env = dict(os.environ, RABENCH_TEST_SHARD="3/3")
+    out = subprocess.run([sys.executable, "-m", "pytest", "--collect-only", "-q", "-p", "no:cacheprovider",
+                          str(TESTS / "test_schedule.py")], capture_output=True, text=True, env=env, cwd=TESTS.parent)
+    assert out.returncode != 0 and "needs 0 <= k < n" in out.stdout + out.stderr
