@@ -365,8 +365,14 @@ def test_batches_of_different_lengths_are_reported_apart_never_pooled(tmp_path):
     short, long_ = (next(c for c in analyse(camp, h)[3] if c.candidate == "ra-triton") for h in ("N=1000", "N=2500"))
     assert short.verdict("3").stats.n == 3 and long_.verdict("3").stats.n == 3  # never 6 pooled pairs
     assert short.verdict("3").stats.mean > 0 > long_.verdict("3").stats.mean
+    (camp / "val_loss_vs_time.png").write_bytes(b"a plot from a report before the horizon came")
+    (camp / "gates_ra-triton.png").write_bytes(b"the same")
+    (camp / "my-notes.png").write_bytes(b"not the report's")
     md, _ = write_report(camp)
     top = md.read_text()
+    # the single-length report's plots went (the top page shows none); other files stay
+    assert not (camp / "val_loss_vs_time.png").exists() and not (camp / "gates_ra-triton.png").exists()
+    assert (camp / "my-notes.png").exists()
     assert "[report-N-1000/report.md](report-N-1000/report.md)" in top and "never pooled" in top
     assert '<a href="report-N-1000/report.html">html</a>' in (camp / "report.html").read_text()
     assert top.count("| ra-triton | sdpa |") == 2  # one headline row per length

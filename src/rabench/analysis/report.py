@@ -547,6 +547,7 @@ def write_report(folder: str | Path, out_dir: str | Path | None = None) -> tuple
     out.mkdir(parents=True, exist_ok=True)  # the plots are drawn into it while the report is built
     if None in analyses:
         return write_doc(build_report(folder, out, analyses[None]), out, f"rabench report: {folder.resolve().name}")
+    remove_single_length_plots(out)
     by_length = []
     for horizon, analysis in analyses.items():
         sub = out / f"report-{slug(horizon)}"
@@ -554,6 +555,20 @@ def write_report(folder: str | Path, out_dir: str | Path | None = None) -> tuple
         write_doc(build_report(folder, sub, analysis, horizon), sub, f"rabench report: {folder.resolve().name} ({horizon})")
         by_length.append((horizon, sub.name, analysis[3]))
     return write_doc(horizons_overview(folder, by_length), out, f"rabench report: {folder.resolve().name}")
+
+
+# The PNG names build_report draws: a single-length report's plots beside report.md.
+REPORT_PLOT_PATTERNS = ("val_loss_vs_time.png", "val_loss_vs_iter.png", "val_loss_vs_tokens.png",
+                        "ms_per_iter.png", "final_w_rec_by_layer.png", "gates_*.png")
+
+
+def remove_single_length_plots(out: Path) -> None:
+    """A folder reported once with one length and again with several (a longer horizon added)
+    keeps its old plots beside the new top page, which shows none of them: they would read as
+    current. Only the report's own plot names go; the per-length plots live in report-<length>/."""
+    for pattern in REPORT_PLOT_PATTERNS:
+        for path in out.glob(pattern):
+            path.unlink()
 
 
 def horizons_overview(folder: Path, by_length: list[tuple[str, str, list[Comparison]]]) -> Doc:
