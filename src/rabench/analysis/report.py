@@ -605,5 +605,6 @@ def write_doc(doc: Doc, out: Path, title: str) -> tuple[Path, Path]:
     md_path.write_text(doc.markdown())
     html_path.write_text(doc.html(title))
     n_png = sum(1 for kind, _ in doc.blocks if kind == "image")
-    print(f"wrote {md_path} and {html_path} ({n_png} plots, also as PNG files in {out})")
+    plots_note = f" ({n_png} plots, also as PNG files in {out})" if n_png else ""
+    print(f"wrote {md_path} and {html_path}{plots_note}")
     return md_path, html_path
