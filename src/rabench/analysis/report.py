@@ -466,6 +466,15 @@ def set_aside_lines(aside: list[Batch]) -> list[str]:
             f"the suite batches; run `rabench report` on it alone" for b in aside]
 
 
+# The PNG files build_report draws beside report.md (remove_single_length_plots clears them).
+LOSS_PLOT = "val_loss_vs_{}.png"  # an axis: time, iter, tokens
+MS_PLOT = "ms_per_iter.png"
+GATES_PLOT = "gates_{}.png"  # a config label, made safe for a file name
+W_REC_PLOT = "final_w_rec_by_layer.png"
+REPORT_PLOT_PATTERNS = (*(LOSS_PLOT.format(axis) for axis in ("time", "iter", "tokens")), MS_PLOT,
+                        GATES_PLOT.format("*"), W_REC_PLOT)
+
+
 def build_report(folder: Path, out_dir: Path, analysis: Analysis, horizon: str | None = None) -> Doc:
     batches, aside, groups, comparisons = analysis
     runs = [r for b in batches for r in b.runs]
@@ -500,16 +509,16 @@ def build_report(folder: Path, out_dir: Path, analysis: Analysis, horizon: str |
     doc.heading(2, "Plots")
     doc.para("Plots show judged runs only (finished, with an evaluation after iteration 0); the rest are listed above.")
     shown = {lb: ConfigGroup(lb, g.attn, g.role, g.judged) for lb, g in groups.items() if g.judged}
-    doc.image(plots.plot_loss(shown, "time", out_dir / "val_loss_vs_time.png"), "val_loss vs training time (seed mean, min-max band)")
-    doc.image(plots.plot_loss(shown, "iter", out_dir / "val_loss_vs_iter.png"), "val_loss vs iterations")
-    doc.image(plots.plot_loss(shown, "tokens", out_dir / "val_loss_vs_tokens.png"), "val_loss vs tokens")
-    doc.image(plots.plot_ms_per_iter(shown, out_dir / "ms_per_iter.png"), "ms/iter per config with the ratio to sdpa (measured in the runs)")
+    doc.image(plots.plot_loss(shown, "time", out_dir / LOSS_PLOT.format("time")), "val_loss vs training time (seed mean, min-max band)")
+    doc.image(plots.plot_loss(shown, "iter", out_dir / LOSS_PLOT.format("iter")), "val_loss vs iterations")
+    doc.image(plots.plot_loss(shown, "tokens", out_dir / LOSS_PLOT.format("tokens")), "val_loss vs tokens")
+    doc.image(plots.plot_ms_per_iter(shown, out_dir / MS_PLOT), "ms/iter per config with the ratio to sdpa (measured in the runs)")
     for label, group in shown.items():
         run = next((r for r in group.runs if r.gate_records), None)
         if run is not None:
             safe = "".join(ch if ch.isalnum() or ch in "-_" else "_" for ch in label)
-            doc.image(plots.plot_gates(run, out_dir / f"gates_{safe}.png"), f"RA gates per layer over time, {run.name}")
-    doc.image(plots.plot_final_w_rec(shown, out_dir / "final_w_rec_by_layer.png"), "final w_rec by layer")
+            doc.image(plots.plot_gates(run, out_dir / GATES_PLOT.format(safe)), f"RA gates per layer over time, {run.name}")
+    doc.image(plots.plot_final_w_rec(shown, out_dir / W_REC_PLOT), "final w_rec by layer")
     criteria_details(doc, comparisons)
     answer_questions(doc, groups, comparisons, design)
     doc.heading(2, "Notes on method")
@@ -555,11 +564,6 @@ def write_report(folder: str | Path, out_dir: str | Path | None = None) -> tuple
         write_doc(build_report(folder, sub, analysis, horizon), sub, f"rabench report: {folder.resolve().name} ({horizon})")
         by_length.append((horizon, sub.name, analysis[3]))
     return write_doc(horizons_overview(folder, by_length), out, f"rabench report: {folder.resolve().name}")
-
-
-# The PNG names build_report draws: a single-length report's plots beside report.md.
-REPORT_PLOT_PATTERNS = ("val_loss_vs_time.png", "val_loss_vs_iter.png", "val_loss_vs_tokens.png",
-                        "ms_per_iter.png", "final_w_rec_by_layer.png", "gates_*.png")
 
 
 def remove_single_length_plots(out: Path) -> None:
