@@ -8,13 +8,17 @@ from pathlib import Path
 TESTS = Path(__file__).parent
 
 
-def collected(shard: str | None) -> list[str]:
+def collect(shard: str | None, *files: str) -> subprocess.CompletedProcess:
+    """`pytest --collect-only` over `files` (in tests/) with RABENCH_TEST_SHARD=shard (None: unset)."""
     env = {k: v for k, v in os.environ.items() if k != "RABENCH_TEST_SHARD"}
     if shard is not None:
         env["RABENCH_TEST_SHARD"] = shard
-    out = subprocess.run([sys.executable, "-m", "pytest", "--collect-only", "-q", "-p", "no:cacheprovider",
-                          str(TESTS / "test_schedule.py"), str(TESTS / "test_rundir.py")],
-                         capture_output=True, text=True, env=env, cwd=TESTS.parent)
+    return subprocess.run([sys.executable, "-m", "pytest", "--collect-only", "-q", "-p", "no:cacheprovider",
+                           *(str(TESTS / f) for f in files)], capture_output=True, text=True, env=env, cwd=TESTS.parent)
+
+
+def collected(shard: str | None) -> list[str]:
+    out = collect(shard, "test_schedule.py", "test_rundir.py")
     return [line for line in out.stdout.splitlines() if "::" in line]
 
 
@@ -27,7 +31,5 @@ def test_shards_partition_the_collected_tests():
 
 
 def test_a_malformed_shard_is_refused():
-    env = dict(os.environ, RABENCH_TEST_SHARD="3/3")
-    out = subprocess.run([sys.executable, "-m", "pytest", "--collect-only", "-q", "-p", "no:cacheprovider",
-                          str(TESTS / "test_schedule.py")], capture_output=True, text=True, env=env, cwd=TESTS.parent)
+    out = collect("3/3", "test_schedule.py")
     assert out.returncode != 0 and "needs 0 <= k < n" in out.stdout + out.stderr
