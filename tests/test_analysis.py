@@ -379,6 +379,10 @@ def test_batches_of_different_lengths_are_reported_apart_never_pooled(tmp_path):
     assert (camp / "report-N-2500" / "report.md").is_file() and (camp / "report-N-2500" / "val_loss_vs_time.png").is_file()
     assert "(N=2500)" in (camp / "report-N-2500" / "report.md").read_text().splitlines()[0]
     assert summarize(camp).count("[N=1000] ra-triton vs sdpa") == 1
+    assert "Runs that became unstable" not in top
+    write_run(camp / "horizon-1", "std-gated", 0, _rise_after(2000), 2500, 10.0, "iso-iter", eval_every=100)
+    top = write_report(camp)[0].read_text()
+    assert "- N=2500: 1 run(s) became unstable (`horizon-1/std-gated-s0`)" in top and "N=1000: 1 run" not in top
 
 
 def test_s_star_uses_interpolation_between_evals(tmp_path):
@@ -533,3 +537,37 @@ def test_without_sdpa_ra_is_still_judged_against_the_control(tmp_path):
     assert verdicts(tmp_path, baseline="std-gated")["1"] == FAIL
     md = write_report(tmp_path)[0].read_text()
     assert "No sdpa run in this folder" in md and "### ra-triton vs std-gated" in md
+
+
+def _rise_after(at: int, rate: float = 1e-3, climb: float = 5e-3) -> Curve:
+    """val_loss falls like a healthy run until `at`, then climbs: a late divergence."""
+    return lambda it: 5.0 - rate * min(it, at) + climb * max(it - at, 0)
+
+
+def test_a_run_that_became_unstable_is_flagged_and_stays_in_its_pairs(tmp_path):
+    for seed in (0, 1):
+        write_run(tmp_path, "sdpa", seed, linear(5.0, 1e-3), 1000, 10.0, "baseline", eval_every=10)
+        curve = _rise_after(800) if seed == 1 else linear(5.0, 1.1e-3)
+        write_run(tmp_path, "ra-triton", seed, curve, 1000, 12.0, "iso-iter", eval_every=10)
+    md = write_report(tmp_path)[0].read_text()
+    assert "## Training stability" in md
+    assert "1 judged run(s) became unstable" in md
+    assert "ra-triton-s1`: best val_loss 4.2000 at iteration 800, final 5.2000; val_loss rose 1.000 above its best" in md
+    assert "ra-triton-s0`" not in md.split("## Training stability")[1].split("##")[0]
+    assert comparison(tmp_path).verdicts[-1].stats.n == 2  # kept: dropping it would favour the config that diverged
+
+
+def test_healthy_runs_pass_the_stability_check_and_a_lone_train_spike_is_caught(tmp_path):
+    sdpa = write_run(tmp_path, "sdpa", 0, linear(5.0, 1e-3), 1000, 10.0, "baseline", eval_every=10)
+    write_run(tmp_path, "ra-triton", 0, linear(5.0, 1.1e-3), 1000, 12.0, "iso-iter", eval_every=10)
+    md = write_report(tmp_path)[0].read_text()
+    assert "No judged run became unstable" in md
+    records = [json.loads(line) for line in (sdpa / "metrics.jsonl").read_text().splitlines()]
+    records[70]["train_loss"] += 1.5  # one logged loss spike; val_loss unharmed
+    (sdpa / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    run = next(r for r in load_runs(tmp_path) if r.name == "sdpa-s0")
+    jump, at = run.train_loss_spike()
+    # the median of the 50 records before iteration 700 sits at iteration 445, 0.255 higher on the falling curve
+    assert at == 700 and jump == pytest.approx(1.5 - 0.255, abs=1e-6)
+    assert run.val_rise() == (0.0, run.val_rise()[1]) and math.isnan(run.val_rise()[1])
+    assert "sdpa-s0`: best val_loss" in write_report(tmp_path)[0].read_text()

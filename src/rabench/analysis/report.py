@@ -34,6 +34,8 @@ from rabench.stats import FAIL, FEW_PAIRS_NOTE, ONE_SEED_NOTE, PASS, PairedStats
 GATES_BARELY_MOVED = 0.05  # max |w - w_init| below this: RA has not yet learned what to do with its gates
 STILL_FALLING = 0.02  # val_loss drop over the last quarter of a run above this: far from convergence
 MIN_EVALS = 4  # fewer evaluations after iteration 0 than this: a curve is a few straight segments
+VAL_RISE = 0.05  # val_loss this far above the run's best earlier evaluation: training became unstable
+TRAIN_SPIKE = 1.0  # a logged train_loss this far above the median of the records before it: a loss spike
 
 
 # ---------------------------------------------------------------- small helpers
@@ -137,6 +139,43 @@ def unjudged_lines(runs: list[Run]) -> list[str]:
     return out
 
 
+def unstable(run: Run) -> bool:
+    """Did val_loss rise past VAL_RISE above its best, or train_loss jump by TRAIN_SPIKE?"""
+    return run.val_rise()[0] > VAL_RISE or run.train_loss_spike()[0] > TRAIN_SPIKE
+
+
+def stability_lines(runs: list[Run]) -> list[str]:
+    """One line per judged run that became unstable, with where and by how much."""
+    out = []
+    for r in runs:
+        if not unstable(r):
+            continue
+        (rise, at), (jump, spike_at) = r.val_rise(), r.train_loss_spike()
+        best = min(r.evals, key=lambda m: float(m["val_loss"]))
+        out.append(f"`{r.batch}/{r.name}`: best val_loss {float(best['val_loss']):.4f} at iteration {int(best['iter']):,}, "
+                   f"final {r.final_val_loss:.4f}; val_loss rose {rise:.3f} above its best by iteration {at:,.0f}; "
+                   f"largest train_loss jump {jump:.2f} nats above the median of the 50 records before it (iteration {spike_at:,.0f})")
+    return out
+
+
+def unstable_names(groups: dict[str, ConfigGroup]) -> list[str]:
+    return sorted(f"{r.batch}/{r.name}" for g in groups.values() for r in g.judged if unstable(r))
+
+
+def stability_section(doc: Doc, runs: list[Run]) -> None:
+    doc.heading(2, "Training stability")
+    lines = stability_lines(runs)
+    if not lines:
+        doc.para(f"No judged run became unstable: none has a val_loss more than {VAL_RISE} above its best earlier evaluation, "
+                 f"or a logged train_loss more than {TRAIN_SPIKE} nat above the median of the 50 records before it.")
+        return
+    doc.para(f"{len(lines)} judged run(s) became unstable (val_loss more than {VAL_RISE} above its best earlier evaluation, "
+             f"or a logged train_loss more than {TRAIN_SPIKE} nat above the median of the 50 records before it). "
+             "They stay in their pairs and in the verdicts: dropping a run because it became unstable would favour the "
+             "config that did. Their final val_loss is not the config's typical quality.")
+    doc.bullets(lines)
+
+
 # ---------------------------------------------------------------- tables
 
 
@@ -213,6 +252,10 @@ def cautions(groups: dict[str, ConfigGroup], comparisons: list[Comparison]) -> l
     drops = _finite([last_quarter_drop(r) for r in (sdpa.judged if sdpa else [])])
     if drops and _mean(drops) > STILL_FALLING:
         out.append(f"the baseline's val_loss still fell by {_mean(drops):.3f} over the last quarter of its run: far from convergence, so final losses are not converged losses")
+    shaky = unstable_names(groups)
+    if shaky:
+        out.append(f"{len(shaky)} judged run(s) became unstable ({', '.join(shaky)}): they stay in their pairs, and one such run "
+                   "can dominate a mean over few pairs (see Training stability)")
     return out
 
 
@@ -506,6 +549,7 @@ def build_report(folder: Path, out_dir: Path, analysis: Analysis, horizon: str |
     if rows:
         doc.heading(3, "How far the learned gates moved: max over layers of |w - w_init| (seed mean, largest seed)")
         doc.table(["config", "w_std", "w_rec", "w_disc", "reading"], rows)
+    stability_section(doc, [r for g in groups.values() for r in g.judged])
     doc.heading(2, "Plots")
     doc.para("Plots show judged runs only (finished, with an evaluation after iteration 0); the rest are listed above.")
     shown = {lb: ConfigGroup(lb, g.attn, g.role, g.judged) for lb, g in groups.items() if g.judged}
@@ -562,7 +606,7 @@ def write_report(folder: str | Path, out_dir: str | Path | None = None) -> tuple
         sub = out / f"report-{slug(horizon)}"
         sub.mkdir(exist_ok=True)
         write_doc(build_report(folder, sub, analysis, horizon), sub, f"rabench report: {folder.resolve().name} ({horizon})")
-        by_length.append((horizon, sub.name, analysis[3]))
+        by_length.append((horizon, sub.name, analysis[3], unstable_names(analysis[2])))
     return write_doc(horizons_overview(folder, by_length), out, f"rabench report: {folder.resolve().name}")
 
 
@@ -575,20 +619,20 @@ def remove_single_length_plots(out: Path) -> None:
             path.unlink()
 
 
-def horizons_overview(folder: Path, by_length: list[tuple[str, str, list[Comparison]]]) -> Doc:
+def horizons_overview(folder: Path, by_length: list[tuple[str, str, list[Comparison], list[str]]]) -> Doc:
     """The top page of a folder whose batches trained for different lengths."""
     doc = Doc()
     doc.heading(1, f"rabench report: {folder.resolve().name}")
     doc.para("The batches here trained for different lengths. Pairs from different lengths measure different "
              "things and are never pooled: each length has its own report.")
     doc.bullets([f"{horizon}: [{name}/report.md]({name}/report.md) ([html]({name}/report.html))"
-                 for horizon, name, _ in by_length])
+                 for horizon, name, _, _ in by_length])
     doc.heading(2, "Headline gaps by training length")
     doc.para("Criterion 1: the baseline's final val_loss minus the candidate's at equal training time (positive: the "
              "candidate lower). Criterion 3: the same at the end of equal-length runs (its proxy unless the runs "
              "went to a plateau).")
     rows = []
-    for horizon, _, comparisons in by_length:
+    for horizon, _, comparisons, _ in by_length:
         for c in comparisons:
             cells = []
             for key in ("1", "3"):
@@ -597,6 +641,12 @@ def horizons_overview(folder: Path, by_length: list[tuple[str, str, list[Compari
                              (_bold(v.verdict) if v is not None else "n/a"))
             rows.append([horizon, c.candidate, c.baseline, *cells])
     doc.table(["length", "candidate", "baseline", "criterion 1 (equal time)", "criterion 3 (final quality)"], rows)
+    shaky = [f"{horizon}: {len(names)} run(s) became unstable ({', '.join(f'`{n}`' for n in names)}); they stay in "
+             f"their pairs, and [{name}/report.md]({name}/report.md) says where (Training stability)"
+             for horizon, name, _, names in by_length if names]
+    if shaky:
+        doc.para("**Runs that became unstable** (a mean over few pairs can be dominated by one):")
+        doc.bullets(shaky)
     return doc
 
 

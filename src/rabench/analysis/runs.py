@@ -207,6 +207,30 @@ class Run:
     def best_val_loss(self) -> float:
         return min(float(m["val_loss"]) for m in self.evals) if self.evals else math.nan
 
+    def val_rise(self) -> tuple[float, float]:
+        """(rise, iteration): the largest rise of val_loss above the best evaluation before it,
+        and where it happened; (0, NaN) for a run whose val_loss never went up. A healthy run
+        with a decaying learning rate improves at every evaluation, so a rise flags instability."""
+        best, worst = math.inf, (0.0, math.nan)
+        for m in self.evals:
+            value = float(m["val_loss"])
+            if value - best > worst[0]:
+                worst = (value - best, float(m.get("iter", math.nan)))
+            best = min(best, value)
+        return worst
+
+    def train_loss_spike(self, window: int = 50) -> tuple[float, float]:
+        """(jump, iteration): the largest logged train_loss above the median of the `window`
+        log records before it; (0, NaN) with too few records. Logged losses are averages over
+        a few steps, so ordinary noise stays well under one nat."""
+        losses = [(float(m["train_loss"]), float(m.get("iter", math.nan))) for m in self.metrics if finite(m.get("train_loss"))]
+        worst = (0.0, math.nan)
+        for i in range(window, len(losses)):
+            jump = losses[i][0] - statistics.median(v for v, _ in losses[i - window:i])
+            if jump > worst[0]:
+                worst = (jump, losses[i][1])
+        return worst
+
     @property
     def ran_to_plateau(self) -> bool:
         """Did this run stop because val_loss stopped improving (the plan's full test)?"""
