@@ -45,6 +45,21 @@ def test_loss_is_the_mean_over_micro_batches() -> None:
     assert step.run(data, 0.0).item() == pytest.approx(want.item(), rel=1e-5)
 
 
+def test_grad_norm_is_the_norm_before_clipping() -> None:
+    """The step keeps the global gradient norm the clip saw (the trainer logs its window maximum)."""
+    data = batches(2)
+    reference = tiny()
+    loss = sum(reference(x, y)[1] for x, y in data) / len(data)
+    loss.backward()
+    want = torch.sqrt(sum((p.grad.double() ** 2).sum() for p in reference.parameters() if p.grad is not None))
+    model = tiny()
+    dev = torch.device("cpu")
+    step = TrainStep(model, make_optimizer(model, 1e-2, 0.1, (0.9, 0.95), dev), dev, grad_clip=0.01)
+    step.run(data, 1e-2)
+    assert step.grad_norm is not None and want.item() > 0.01  # the clip was active: the norm is the unclipped one
+    assert step.grad_norm.item() == pytest.approx(want.item(), rel=1e-5)
+
+
 def test_warm_up_leaves_weights_untouched() -> None:
     model = tiny()
     dev = torch.device("cpu")

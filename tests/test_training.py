@@ -48,8 +48,10 @@ def test_iteration_budget_writes_config_metrics_summary(data_dir: str, tmp_path:
     records = folder.metrics()
     assert [r["iter"] for r in records if "val_loss" in r] == [0, 5, 10, 12]
     assert records[0]["iter"] == 0 and records[0]["train_loss"] is None
-    for key in ("iter", "tokens", "train_time_s", "wall_time_s", "train_loss", "lr", "ms_per_iter", "tokens_per_s", "peak_mem_gb"):
+    for key in ("iter", "tokens", "train_time_s", "wall_time_s", "train_loss", "lr", "grad_norm_max", "ms_per_iter",
+                "tokens_per_s", "peak_mem_gb"):
         assert key in records[-1]
+    assert records[0]["grad_norm_max"] is None and all(r["grad_norm_max"] > 0 for r in records[1:])
     assert len(records[-1]["gates"]["w_rec"]) == 2  # per-layer gate means for RA
     assert records[-1]["val_loss"] < records[0]["val_loss"]  # it learns
     times = [r["train_time_s"] for r in records]

@@ -108,6 +108,7 @@ class TrainStep:
         self.compiles_update = compile_optimizer
         self.update = torch.compile(self._update) if compile_optimizer else self._update
         self.eager_forward_done = False  # warm-up's one eager forward (_eager_forward) has run
+        self.grad_norm: Tensor | None = None  # the last step's gradient norm before clipping, on the device
         self.autocast = (torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda"
                          else contextlib.nullcontext())
 
@@ -127,10 +128,12 @@ class TrainStep:
             total += loss.detach() / n
         return total
 
-    def _update(self) -> None:
-        """Clip the global gradient norm (no host read of the norm) and apply AdamW."""
-        torch.nn.utils.clip_grad_norm_(self.params, self.grad_clip, foreach=True)
+    def _update(self) -> Tensor:
+        """Clip the global gradient norm and apply AdamW; returns the norm before clipping, on the
+        device (no host read: the trainer folds it into its log window)."""
+        norm = torch.nn.utils.clip_grad_norm_(self.params, self.grad_clip, foreach=True)
         self.optimizer.step()
+        return norm
 
     def run(self, batches: list[tuple[Tensor, Tensor]], lr: float, step: int | None = None) -> Tensor:
         """One full optimizer step at learning rate `lr`; returns the loss on the device (no sync).
@@ -140,7 +143,7 @@ class TrainStep:
             self.model.set_step(step)
         set_lr(self.optimizer, lr)
         loss = self.forward_backward(batches)
-        self.update()
+        self.grad_norm = self.update()
         self.optimizer.zero_grad(set_to_none=True)
         return loss
 

@@ -84,6 +84,7 @@ class RunState:
     logged_through: int = -1  # the last iteration whose metrics record is written
     val_history: list = field(default_factory=list)  # replayed into the plateau rule on resume
     window_loss_sum: float = 0.0  # the open log window: sums over its steps so far
+    window_grad_max: float = 0.0  # ... and the largest gradient norm (before clipping) in it
     window_steps: int = 0
     window_time_s: float = 0.0
     window_ms: list = field(default_factory=list)  # ms_per_iter of every closed window (summary median)
@@ -162,6 +163,7 @@ class Trainer:
         self.in_eval = False
         self.window_t0: float | None = None  # host time the open window's timing started (after a sync)
         self.window_loss: torch.Tensor | None = None  # the open window's loss sum, on the device
+        self.window_grad: torch.Tensor | None = None  # its largest gradient norm so far, on the device
         # rank 0 decides what the folder holds; every rank learns the decision (and its run_id)
         decision = dd.on_main(self.open_folder, self.dist)
         self.mode, self.run_id = dd.broadcast_object(decision, self.dist)
@@ -248,6 +250,8 @@ class Trainer:
         lr = self.schedule.at(s.iter, self.position(s.iter), s.cooldown_start)
         loss = self.step_fn.run(self.batches(s.iter), lr, step=s.iter)
         self.window_loss = self.window_loss + loss.detach().double()
+        norm = self.step_fn.grad_norm.detach().double()
+        self.window_grad = norm if self.window_grad is None else torch.maximum(self.window_grad, norm)
         s.last_lr = lr
         s.iter += 1
         s.window_steps += 1
@@ -269,6 +273,9 @@ class Trainer:
             total = self.window_loss.item() if self.window_loss is not None else s.window_loss_sum
         self.window_loss = None
         s.window_loss_sum = total
+        if self.window_grad is not None:  # every rank clips the same all-reduced gradients: no reduce
+            s.window_grad_max = max(s.window_grad_max, self.window_grad.item())
+            self.window_grad = None
         s.train_time_s += seconds
         s.window_time_s += seconds
         if s.window_steps:
@@ -312,7 +319,7 @@ class Trainer:
             self.folder.append_metrics(self.record(result))
         if s.window_steps:
             s.window_ms.append(1000 * s.window_time_s / s.window_steps)
-        s.window_loss_sum, s.window_steps, s.window_time_s = 0.0, 0, 0.0
+        s.window_loss_sum, s.window_grad_max, s.window_steps, s.window_time_s = 0.0, 0.0, 0, 0.0
         s.logged_through = s.iter
 
     def record(self, result: evaluation.EvalResult | None) -> dict[str, Any]:
@@ -325,6 +332,7 @@ class Trainer:
             "wall_time_s": round(s.wall_time_s + time.perf_counter() - self.wall_start, 3),
             "train_loss": s.window_loss_sum / s.window_steps if s.window_steps else None,
             "lr": s.last_lr if s.window_steps else None,  # the rate applied at the window's last step
+            "grad_norm_max": round(s.window_grad_max, 4) if s.window_steps else None,  # before clipping
             "ms_per_iter": round(ms, 3) if ms else None,
             "tokens_per_s": round(self.tokens_per_iter / (ms / 1000)) if ms else None,
             "peak_mem_gb": round(peak_memory_gb(self.device), 3),
