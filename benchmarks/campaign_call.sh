@@ -43,10 +43,9 @@ mkdir -p "$SUITE"
 LOG=$SUITE/suite-log.txt
 if [ -n "${UNPACK:-}" ] && [ ! -f "$SUITE/suite.json" ]; then tar xzf "$UNPACK" -C "$ROOT"; fi
 
-if [ ! -f "$DATA/meta.json" ]; then
-    python3 -m rabench prepare $DATA_SOURCES --out "$DATA" \
-        2>&1 | tail -2 | tee -a "$LOG"
-fi
+# under the lock benchmarks/train_call.sh takes too: a run beside this batch tokenizes nothing twice
+flock "$DATA.lock" bash -c "[ -f '$DATA/meta.json' ] || python3 -m rabench prepare $DATA_SOURCES --out '$DATA' 2>&1 | tail -2" \
+    | tee -a "$LOG"
 nvidia-smi --query-gpu=index,name,memory.total,driver_version --format=csv > "$SUITE/cards.txt" 2>/dev/null
 
 left() { echo $(( START + CALL_S - PACK_S - $(date +%s) )); }
