@@ -246,7 +246,7 @@ def test_iteration_zero_only_and_torn_runs_are_never_judged(tmp_path):
         assert {v.verdict for v in comp.verdicts} == {NO_VERDICT}
         assert all(v.stats is None for v in comp.verdicts)
     md = write_report(tmp_path)[0].read_text()
-    assert "`./ra-triton-s0`: **partial**" in md and "`./ra-triton-s1`: **partial**" in md
+    assert "`ra-triton-s0`: **partial**" in md and "`ra-triton-s1`: **partial**" in md
     assert "ra-local-s0`: finished but has no evaluation after iteration 0" in md
 
 
@@ -554,6 +554,8 @@ def test_a_run_that_became_unstable_is_flagged_and_stays_in_its_pairs(tmp_path):
     assert "1 judged run(s) became unstable" in md
     assert "ra-triton-s1`: best val_loss 4.2000 at iteration 800, final 5.2000; val_loss rose 1.000 above its best" in md
     assert "ra-triton-s0`" not in md.split("## Training stability")[1].split("##")[0]
+    assert "![ra-triton-s1 beside the runs of its seed in its batch](stability_ra-triton-s1.png)" in md
+    assert (tmp_path / "stability_ra-triton-s1.png").stat().st_size > 1000
     assert comparison(tmp_path).verdicts[-1].stats.n == 2  # kept: dropping it would favour the config that diverged
 
 

@@ -204,10 +204,10 @@ def pair_runs(cands: list[Run], bases: list[Run]) -> tuple[list[Pair], list[str]
             pairs.append(Pair(c.seed, c.batch, c.card, c, index[key]))
             used.add(key)
         else:
-            notes.append(f"{c.batch}/{c.name}: no finished baseline run with seed {c.seed} in the same batch on the same card; left out")
+            notes.append(f"{c.where}: no finished baseline run with seed {c.seed} in the same batch on the same card; left out")
     for r in cands + bases:
         if not r.judgeable:
-            notes.append(f"{r.batch}/{r.name}: not judged, {r.why_not_judged}")
+            notes.append(f"{r.where}: not judged, {r.why_not_judged}")
     pairs.sort(key=lambda p: (p.batch, p.card, p.seed))
     return pairs, notes
 

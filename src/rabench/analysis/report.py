@@ -37,6 +37,15 @@ MIN_EVALS = 4  # fewer evaluations after iteration 0 than this: a curve is a few
 VAL_RISE = 0.05  # val_loss this far above the run's best earlier evaluation: training became unstable
 TRAIN_SPIKE = 1.0  # a logged train_loss this far above the median of the records before it: a loss spike
 
+# the report's plot files: build_report draws them, remove_single_length_plots clears stale ones
+LOSS_PLOT = "val_loss_vs_{}.png"  # an axis: time, iter, tokens
+MS_PLOT = "ms_per_iter.png"
+GATES_PLOT = "gates_{}.png"  # a config label, made safe for a file name
+W_REC_PLOT = "final_w_rec_by_layer.png"
+STABILITY_PLOT = "stability_{}.png"  # <batch>_<run> of a run that became unstable
+REPORT_PLOT_PATTERNS = (*(LOSS_PLOT.format(axis) for axis in ("time", "iter", "tokens")), MS_PLOT,
+                        GATES_PLOT.format("*"), W_REC_PLOT, STABILITY_PLOT.format("*"))
+
 
 # ---------------------------------------------------------------- small helpers
 
@@ -133,9 +142,9 @@ def unjudged_lines(runs: list[Run]) -> list[str]:
     for r in runs:
         if not r.finished:
             last = int(r.last_record.get("iter", 0) or 0)
-            out.append(f"`{r.batch}/{r.name}`: **{r.status_word}** (state {r.state}, last logged iteration {last}): listed, never judged")
+            out.append(f"`{r.where}`: **{r.status_word}** (state {r.state}, last logged iteration {last}): listed, never judged")
         elif not r.trained_evals:
-            out.append(f"`{r.batch}/{r.name}`: finished but has no evaluation after iteration 0: never judged")
+            out.append(f"`{r.where}`: finished but has no evaluation after iteration 0: never judged")
     return out
 
 
@@ -152,17 +161,17 @@ def stability_lines(runs: list[Run]) -> list[str]:
             continue
         (rise, at), (jump, spike_at) = r.val_rise(), r.train_loss_spike()
         best = min(r.evals, key=lambda m: float(m["val_loss"]))
-        out.append(f"`{r.batch}/{r.name}`: best val_loss {float(best['val_loss']):.4f} at iteration {int(best['iter']):,}, "
+        out.append(f"`{r.where}`: best val_loss {float(best['val_loss']):.4f} at iteration {int(best['iter']):,}, "
                    f"final {r.final_val_loss:.4f}; val_loss rose {rise:.3f} above its best by iteration {at:,.0f}; "
                    f"largest train_loss jump {jump:.2f} nats above the median of the 50 records before it (iteration {spike_at:,.0f})")
     return out
 
 
 def unstable_names(groups: dict[str, ConfigGroup]) -> list[str]:
-    return sorted(f"{r.batch}/{r.name}" for g in groups.values() for r in g.judged if unstable(r))
+    return sorted(r.where for g in groups.values() for r in g.judged if unstable(r))
 
 
-def stability_section(doc: Doc, runs: list[Run]) -> None:
+def stability_section(doc: Doc, runs: list[Run], out_dir: Path) -> None:
     doc.heading(2, "Training stability")
     lines = stability_lines(runs)
     if not lines:
@@ -174,6 +183,12 @@ def stability_section(doc: Doc, runs: list[Run]) -> None:
              "They stay in their pairs and in the verdicts: dropping a run because it became unstable would favour the "
              "config that did. Their final val_loss is not the config's typical quality.")
     doc.bullets(lines)
+    for r in runs:
+        if unstable(r):
+            partners = [p for p in runs if p is not r and p.batch == r.batch and p.seed == r.seed]
+            name = STABILITY_PLOT.format(r.where.replace("/", "_"))
+            doc.image(plots.plot_stability(r, partners, out_dir / name),
+                      f"{r.where} beside the runs of its seed in its batch")
 
 
 # ---------------------------------------------------------------- tables
@@ -509,15 +524,6 @@ def set_aside_lines(aside: list[Batch]) -> list[str]:
             f"the suite batches; run `rabench report` on it alone" for b in aside]
 
 
-# The PNG files build_report draws beside report.md (remove_single_length_plots clears them).
-LOSS_PLOT = "val_loss_vs_{}.png"  # an axis: time, iter, tokens
-MS_PLOT = "ms_per_iter.png"
-GATES_PLOT = "gates_{}.png"  # a config label, made safe for a file name
-W_REC_PLOT = "final_w_rec_by_layer.png"
-REPORT_PLOT_PATTERNS = (*(LOSS_PLOT.format(axis) for axis in ("time", "iter", "tokens")), MS_PLOT,
-                        GATES_PLOT.format("*"), W_REC_PLOT)
-
-
 def build_report(folder: Path, out_dir: Path, analysis: Analysis, horizon: str | None = None) -> Doc:
     batches, aside, groups, comparisons = analysis
     runs = [r for b in batches for r in b.runs]
@@ -549,7 +555,7 @@ def build_report(folder: Path, out_dir: Path, analysis: Analysis, horizon: str |
     if rows:
         doc.heading(3, "How far the learned gates moved: max over layers of |w - w_init| (seed mean, largest seed)")
         doc.table(["config", "w_std", "w_rec", "w_disc", "reading"], rows)
-    stability_section(doc, [r for g in groups.values() for r in g.judged])
+    stability_section(doc, [r for g in groups.values() for r in g.judged], out_dir)
     doc.heading(2, "Plots")
     doc.para("Plots show judged runs only (finished, with an evaluation after iteration 0); the rest are listed above.")
     shown = {lb: ConfigGroup(lb, g.attn, g.role, g.judged) for lb, g in groups.items() if g.judged}

@@ -73,6 +73,11 @@ class Run:
         return self.path.name
 
     @property
+    def where(self) -> str:
+        """batch/name, or the name alone for a run directly in the report's folder."""
+        return self.name if self.batch in ("", ".") else f"{self.batch}/{self.name}"
+
+    @property
     def attn(self) -> str:
         return str(self.config.get("attn", "unknown"))
 
