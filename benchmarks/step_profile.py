@@ -11,13 +11,13 @@ table of the profiled configs (`<out>-profile.md`).
 from __future__ import annotations
 
 import argparse
-import itertools
 import json
 import os
 import time
 
 import torch
 
+from rabench.bench.step_rows import time_steps
 from rabench.model import GPT, preset
 from rabench.training.step import TrainStep, make_optimizer
 
@@ -34,27 +34,10 @@ def build(attn: str, mode: str, copt: bool, b: int, t: int):
 
 
 def measure(step, data, n_free: int = 30, n_sync: int = 10) -> dict:
-    counter = itertools.count()  # each step's index, as the trainer passes it (ra-amortized's refreshes)
-    t0 = time.perf_counter()
-    step.warm_up(data, 3)
-    for _ in range(3):
-        step.run(data, 6e-4, next(counter))
-    torch.cuda.synchronize()
-    warm = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    for _ in range(n_free):
-        loss = step.run(data, 6e-4, next(counter))
-    torch.cuda.synchronize()
-    free = (time.perf_counter() - t0) / n_free * 1000
-    times = []
-    for _ in range(n_sync):
-        t1 = time.perf_counter()
-        step.run(data, 6e-4, next(counter))
-        torch.cuda.synchronize()
-        times.append((time.perf_counter() - t1) * 1000)
-    times.sort()
-    return {"free_ms": round(free, 3), "synced_ms": round(times[len(times) // 2], 3),
-            "warmup_s": round(warm, 1), "loss": round(loss.item(), 4)}
+    """The bench's step timing (rabench.bench.step_rows.time_steps) under this script's field names."""
+    t = time_steps(step, data, torch.device("cuda"), n_free, n_sync, warm_passes=3)
+    return {"free_ms": round(t.ms_per_iter, 3), "synced_ms": round(t.synced_ms, 3),
+            "warmup_s": round(t.warmup_s, 1), "loss": round(t.loss, 4)}
 
 
 KERNEL_GROUPS = (  # first match wins; names as CUPTI reports them on H100/H200 with PyTorch 2.11

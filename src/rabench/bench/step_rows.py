@@ -27,6 +27,40 @@ from rabench.training.step import TrainStep, make_optimizer, sync
 LR = 6e-4
 
 
+@dataclasses.dataclass
+class StepTiming:
+    warmup_s: float  # warm-up and the first steps: compilation, autotuning, graph recording
+    ms_per_iter: float  # free-running: `steps` steps, one synchronisation at the end
+    synced_ms: float  # median of steps each followed by a synchronisation
+    loss: float  # the last free-running step's
+
+
+def time_steps(step: TrainStep, batches: list, device: torch.device, steps: int, synced_steps: int,
+               warm_passes: int) -> StepTiming:
+    """Time `step` the way the trainer accounts for it, after untimed warm-up (every path of a
+    step schedule, then `warm_passes` optimizer steps for state allocation and graph recording).
+    Each step gets its index, as the trainer passes it (ra-amortized's refreshes)."""
+    counter = itertools.count()
+    t0 = time.perf_counter()
+    step.warm_up(batches, warm_passes)
+    for _ in range(warm_passes):
+        step.run(batches, LR, next(counter))
+    sync(device)
+    warmup_s = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    for _ in range(steps):
+        loss = step.run(batches, LR, next(counter))
+    sync(device)
+    ms = 1000 * (time.perf_counter() - t0) / steps
+    synced = []
+    for _ in range(synced_steps):
+        t1 = time.perf_counter()
+        step.run(batches, LR, next(counter))
+        sync(device)
+        synced.append(1000 * (time.perf_counter() - t1))
+    return StepTiming(warmup_s, ms, statistics.median(synced), float(loss))
+
+
 def step_row(name: str, preset_name: str, t: int, tokens: int, compile_mode: str, device: torch.device,
              compile_optimizer: bool = False, steps: int | None = None) -> dict[str, Any]:
     from rabench.model import GPT, preset
@@ -50,28 +84,11 @@ def step_row(name: str, preset_name: str, t: int, tokens: int, compile_mode: str
 
     if device.type == "cuda":  # the peak spans warm-up: CUDA graphs take their memory when recorded
         torch.cuda.reset_peak_memory_stats()
-    counter = itertools.count()  # each step's index, as the trainer passes it (step schedules)
-    t0 = time.perf_counter()
-    step.warm_up(batches, 3 if gpu else 1)  # every path of a step schedule (ra-amortized: refresh, reuse)
-    for _ in range(3 if gpu else 1):  # the optimizer's first steps (state allocation) and graph recording
-        step.run(batches, LR, next(counter))
-    sync(device)
-    warmup_s = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    for _ in range(steps):
-        loss = step.run(batches, LR, next(counter))
-    sync(device)
-    ms = 1000 * (time.perf_counter() - t0) / steps
-    synced = []
-    for _ in range(5 if gpu else 1):
-        t1 = time.perf_counter()
-        step.run(batches, LR, next(counter))
-        sync(device)
-        synced.append(1000 * (time.perf_counter() - t1))
+    timing = time_steps(step, batches, device, steps, 5 if gpu else 1, 3 if gpu else 1)
     row = {"attn": name, "T": t, "B": b, "compiled": compile_mode, "compiled_optimizer": compile_optimizer,
-           "ms_per_iter": round(ms, 3), "synced_ms": round(statistics.median(synced), 3),
-           "tokens_per_s": round(b * t / (ms / 1000)), "warmup_s": round(warmup_s, 1),
-           "final_loss": round(float(loss), 4)}
+           "ms_per_iter": round(timing.ms_per_iter, 3), "synced_ms": round(timing.synced_ms, 3),
+           "tokens_per_s": round(b * t / (timing.ms_per_iter / 1000)), "warmup_s": round(timing.warmup_s, 1),
+           "final_loss": round(timing.loss, 4)}
     if device.type == "cuda":
         row["peak_mem_gb"] = round(torch.cuda.max_memory_allocated() / 1e9, 3)
         row["peak_reserved_gb"] = round(torch.cuda.max_memory_reserved() / 1e9, 3)  # with the allocator's pools
