@@ -274,7 +274,8 @@ class Trainer:
         self.window_loss = None
         s.window_loss_sum = total
         if self.window_grad is not None:  # every rank clips the same all-reduced gradients: no reduce
-            s.window_grad_max = max(s.window_grad_max, self.window_grad.item())
+            norm = self.window_grad.item()  # a NaN norm is kept (Python's max would drop it): it says where
+            s.window_grad_max = norm if math.isnan(norm) or norm > s.window_grad_max else s.window_grad_max
             self.window_grad = None
         s.train_time_s += seconds
         s.window_time_s += seconds
