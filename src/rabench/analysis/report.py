@@ -35,7 +35,8 @@ GATES_BARELY_MOVED = 0.05  # max |w - w_init| below this: RA has not yet learned
 STILL_FALLING = 0.02  # val_loss drop over the last quarter of a run above this: far from convergence
 MIN_EVALS = 4  # fewer evaluations after iteration 0 than this: a curve is a few straight segments
 VAL_RISE = 0.05  # val_loss this far above the run's best earlier evaluation: training became unstable
-TRAIN_SPIKE = 1.0  # a logged train_loss this far above the median of the records before it: a loss spike
+TRAIN_SPIKE = 1.0  # a logged train_loss this far above the median of the SPIKE_WINDOW records before it: a spike
+SPIKE_WINDOW = 50
 
 # the report's plot files: build_report draws them, remove_single_length_plots clears stale ones
 LOSS_PLOT = "val_loss_vs_{}.png"  # an axis: time, iter, tokens
@@ -148,9 +149,13 @@ def unjudged_lines(runs: list[Run]) -> list[str]:
     return out
 
 
+STABILITY_RULE = (f"val_loss more than {VAL_RISE} above its best earlier evaluation, or a logged train_loss more than "
+                  f"{TRAIN_SPIKE} nat above the median of the {SPIKE_WINDOW} records before it")
+
+
 def unstable(run: Run) -> bool:
     """Did val_loss rise past VAL_RISE above its best, or train_loss jump by TRAIN_SPIKE?"""
-    return run.val_rise()[0] > VAL_RISE or run.train_loss_spike()[0] > TRAIN_SPIKE
+    return run.val_rise()[0] > VAL_RISE or run.train_loss_spike(SPIKE_WINDOW)[0] > TRAIN_SPIKE
 
 
 def stability_lines(runs: list[Run]) -> list[str]:
@@ -159,11 +164,13 @@ def stability_lines(runs: list[Run]) -> list[str]:
     for r in runs:
         if not unstable(r):
             continue
-        (rise, at), (jump, spike_at) = r.val_rise(), r.train_loss_spike()
+        (rise, at), (jump, spike_at) = r.val_rise(), r.train_loss_spike(SPIKE_WINDOW)
         best = min(r.evals, key=lambda m: float(m["val_loss"]))
-        out.append(f"`{r.where}`: best val_loss {float(best['val_loss']):.4f} at iteration {int(best['iter']):,}, "
-                   f"final {r.final_val_loss:.4f}; val_loss rose {rise:.3f} above its best by iteration {at:,.0f}; "
-                   f"largest train_loss jump {jump:.2f} nats above the median of the 50 records before it (iteration {spike_at:,.0f})")
+        parts = [f"best val_loss {float(best['val_loss']):.4f} at iteration {int(best['iter']):,}, final {r.final_val_loss:.4f}",
+                 f"val_loss rose {rise:.3f} above its best by iteration {at:,.0f}" if rise > 0 else "val_loss never rose",
+                 f"largest train_loss jump {jump:.2f} nats above the median of the {SPIKE_WINDOW} records before it "
+                 f"(iteration {spike_at:,.0f})" if jump > 0 else "no train_loss jump"]
+        out.append(f"`{r.where}`: " + "; ".join(parts))
     return out
 
 
@@ -175,12 +182,9 @@ def stability_section(doc: Doc, runs: list[Run], out_dir: Path) -> None:
     doc.heading(2, "Training stability")
     lines = stability_lines(runs)
     if not lines:
-        doc.para(f"No judged run became unstable: none has a val_loss more than {VAL_RISE} above its best earlier evaluation, "
-                 f"or a logged train_loss more than {TRAIN_SPIKE} nat above the median of the 50 records before it.")
+        doc.para(f"No judged run became unstable ({STABILITY_RULE}).")
         return
-    doc.para(f"{len(lines)} judged run(s) became unstable (val_loss more than {VAL_RISE} above its best earlier evaluation, "
-             f"or a logged train_loss more than {TRAIN_SPIKE} nat above the median of the 50 records before it). "
-             "They stay in their pairs and in the verdicts: dropping a run because it became unstable would favour the "
+    doc.para(f"{len(lines)} judged run(s) became unstable ({STABILITY_RULE}). They stay in their pairs and in the verdicts: dropping a run because it became unstable would favour the "
              "config that did. Their final val_loss is not the config's typical quality.")
     doc.bullets(lines)
     for r in runs:

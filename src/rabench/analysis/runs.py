@@ -228,13 +228,15 @@ class Run:
         """(jump, iteration): the largest logged train_loss above the median of the `window`
         log records before it; (0, NaN) with too few records. Logged losses are averages over
         a few steps, so ordinary noise stays well under one nat."""
-        losses = [(float(m["train_loss"]), float(m.get("iter", math.nan))) for m in self.metrics if finite(m.get("train_loss"))]
-        worst = (0.0, math.nan)
-        for i in range(window, len(losses)):
-            jump = losses[i][0] - statistics.median(v for v, _ in losses[i - window:i])
-            if jump > worst[0]:
-                worst = (jump, losses[i][1])
-        return worst
+        if ("spike", window) not in self.cache:  # the report asks more than once; a long run has thousands of records
+            losses = [(float(m["train_loss"]), float(m.get("iter", math.nan))) for m in self.metrics if finite(m.get("train_loss"))]
+            worst = (0.0, math.nan)
+            for i in range(window, len(losses)):
+                jump = losses[i][0] - statistics.median(v for v, _ in losses[i - window:i])
+                if jump > worst[0]:
+                    worst = (jump, losses[i][1])
+            self.cache[("spike", window)] = worst
+        return self.cache[("spike", window)]
 
     @property
     def ran_to_plateau(self) -> bool:
