@@ -69,6 +69,23 @@ def test_warm_up_leaves_weights_untouched() -> None:
     assert all(torch.equal(a, p) for a, p in zip(before, model.parameters()))
 
 
+def test_a_compiled_update_trains_like_the_eager_one() -> None:
+    """Compiling the optimizer update in warm-up leaves weights and Adam state as they were: the
+    compiled AdamW divides by its step size, so compiling it at lr 0 once wrote NaN into every weight."""
+    dev = torch.device("cpu")
+    data = batches(2)
+    losses = {}
+    for compiled in (False, True):
+        model = tiny()
+        before = [p.detach().clone() for p in model.parameters()]
+        step = TrainStep(model, make_optimizer(model, 1e-2, 0.1, (0.9, 0.95), dev), dev, grad_clip=1.0,
+                         compile_optimizer=compiled)
+        step.warm_up(data, passes=1)
+        assert all(torch.equal(a, p) for a, p in zip(before, model.parameters()))
+        losses[compiled] = [step.run(data, 1e-2).item() for _ in range(3)]
+    assert losses[True] == pytest.approx(losses[False], rel=1e-4)
+
+
 def test_set_lr_fills_tensor_learning_rates_in_place() -> None:
     p = torch.nn.Parameter(torch.zeros(3))
     lr = torch.tensor(0.5)

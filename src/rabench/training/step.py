@@ -153,8 +153,8 @@ class TrainStep:
         Under CUDA graphs the first passes record graphs, so callers should pass >= 3.  With
         `every_path`, each of the model's warm-up steps (a step schedule's refresh and reuse
         steps) gets `passes` passes; the caller sets the step again before training.  A
-        compiled optimizer update is compiled here too, by one update with zero gradients at
-        lr 0 (parameters unchanged; the Adam moments stay zero and the step counts are reset).
+        compiled optimizer update is compiled here too, by one update on zero gradients that
+        `_compile_update` then undoes (weights copied back, Adam state zeroed).
         A compiled model first gets one eager forward (`_eager_forward`), on the first warm-up
         only: later ones (the trainer times one) stay compiled passes."""
         if self.forward_model is not self.model and not self.eager_forward_done:
@@ -180,17 +180,25 @@ class TrainStep:
             self.model(x)
 
     def _compile_update(self) -> None:
+        """Compile the update by running it once on zero gradients, then undo what it did: the
+        weights are copied back and the Adam state (step counts, moments) is zeroed. It runs at
+        the optimizer's own nonzero lr: the compiled (capturable) AdamW divides by its step size,
+        so an update at lr 0 writes NaN into every weight."""
         lr = self.optimizer.param_groups[0]["lr"]
         lr = float(lr) if isinstance(lr, Tensor) else lr
+        saved = [p.detach().clone() for p in self.params]
         for p in self.params:
             p.grad = torch.zeros_like(p)
-        set_lr(self.optimizer, 0.0)
+        set_lr(self.optimizer, lr if lr > 0 else 1e-3)
         self.update()
         self.optimizer.zero_grad(set_to_none=True)
+        with torch.no_grad():
+            for p, before in zip(self.params, saved):
+                p.copy_(before)
         for state in self.optimizer.state.values():
-            step = state.get("step")
-            if isinstance(step, Tensor):
-                step.zero_()
-            elif step is not None:
-                state["step"] = 0
+            for key, value in state.items():
+                if isinstance(value, Tensor):
+                    value.zero_()
+                elif key == "step":
+                    state[key] = 0
         set_lr(self.optimizer, lr)
