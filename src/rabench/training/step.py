@@ -182,8 +182,8 @@ class TrainStep:
     def _compile_update(self) -> None:
         """Compile the update by running it once on zero gradients, then undo what it did: the
         weights are copied back and the Adam state (step counts, moments) is zeroed. It runs at
-        the optimizer's own nonzero lr: the compiled (capturable) AdamW divides by its step size,
-        so an update at lr 0 writes NaN into every weight."""
+        the optimizer's own nonzero lr: on the CPU (float lr) the compiled AdamW divides by its
+        step size, and an update at lr 0 wrote NaN into every weight."""
         lr = self.optimizer.param_groups[0]["lr"]
         lr = float(lr) if isinstance(lr, Tensor) else lr
         saved = [p.detach().clone() for p in self.params]
