@@ -229,29 +229,29 @@ def plot_stability(run: Run, partners: list[Run], path: Path) -> Path | None:
     """A run that became unstable beside the runs of its seed in its batch (same data order):
     train_loss (each logged window), val_loss and, where logged, the largest gradient norm."""
     runs = [run, *partners]
-    keys = [k for k in ("train_loss", "val_loss", "grad_norm_max") if any(len(_series(r, k)[0]) for r in runs)]
-    if not keys:
+    series = {key: [_series(r, key) for r in runs] for key in ("train_loss", "val_loss", "grad_norm_max")}
+    series = {key: per_run for key, per_run in series.items() if any(len(x) for x, _ in per_run)}
+    if not series:
         return None
-    fig = Figure(figsize=(5 * len(keys), 4))
-    axes = np.atleast_1d(fig.subplots(1, len(keys)))
+    fig = Figure(figsize=(5 * len(series), 4))
+    axes = np.atleast_1d(fig.subplots(1, len(series)))
     colors = ["C3", *(f"C{i}" for i in range(10) if i != 3)]  # the unstable run red, its partners the rest
-    for ax, key in zip(axes, keys):
-        for r, color in zip(runs, colors):
-            x, y = _series(r, key)
+    for ax, (key, per_run) in zip(axes, series.items()):
+        for r, (x, y), color in zip(runs, per_run, colors):
             if len(x):
                 ax.plot(x, y, lw=0.8 if key == "train_loss" else 1.4, marker="o" if key == "val_loss" else None, ms=3,
                         color=color, alpha=0.9, label=r.name)
-        x_all = np.concatenate([_series(r, key)[0] for r in runs])
-        if key != "grad_norm_max" and len(x_all):  # the late part, where a divergence shows
-            x_from = 0.5 * x_all.max()
-            ax.set_xlim(x_from, x_all.max() * 1.01)
-            shown = np.concatenate([y[x >= x_from] for x, y in (_series(r, key) for r in runs)])
-            if len(shown):
-                pad = 0.05 * max(float(shown.max() - shown.min()), 1e-3)
-                ax.set_ylim(float(shown.min()) - pad, float(shown.max()) + pad)
+        x_max = max(float(x.max()) for x, _ in per_run if len(x))
         if key == "grad_norm_max":
             ax.set_yscale("log")
-        ax.set_title(key + (" (second half)" if key != "grad_norm_max" else " (before clipping)"))
+            ax.set_title(f"{key} (before clipping)")
+        else:  # the late part, where a divergence shows
+            x_from = 0.5 * x_max
+            shown = np.concatenate([y[x >= x_from] for x, y in per_run])  # holds x_max's point at least
+            pad = 0.05 * max(float(shown.max() - shown.min()), 1e-3)
+            ax.set_xlim(x_from, x_max * 1.01)
+            ax.set_ylim(float(shown.min()) - pad, float(shown.max()) + pad)
+            ax.set_title(f"{key} (second half)")
         ax.set_xlabel("iteration")
         ax.grid(alpha=0.3)
     axes[0].legend(fontsize=8)

@@ -158,12 +158,10 @@ def unstable(run: Run) -> bool:
     return run.val_rise()[0] > VAL_RISE or run.train_loss_spike(SPIKE_WINDOW)[0] > TRAIN_SPIKE
 
 
-def stability_lines(runs: list[Run]) -> list[str]:
-    """One line per judged run that became unstable, with where and by how much."""
+def stability_lines(flagged: list[Run]) -> list[str]:
+    """One line per run that became unstable, with where and by how much."""
     out = []
-    for r in runs:
-        if not unstable(r):
-            continue
+    for r in flagged:
         (rise, at), (jump, spike_at) = r.val_rise(), r.train_loss_spike(SPIKE_WINDOW)
         best = min(r.evals, key=lambda m: float(m["val_loss"]))
         parts = [f"best val_loss {float(best['val_loss']):.4f} at iteration {int(best['iter']):,}, final {r.final_val_loss:.4f}",
@@ -180,19 +178,17 @@ def unstable_names(groups: dict[str, ConfigGroup]) -> list[str]:
 
 def stability_section(doc: Doc, runs: list[Run], out_dir: Path) -> None:
     doc.heading(2, "Training stability")
-    lines = stability_lines(runs)
-    if not lines:
+    flagged = [r for r in runs if unstable(r)]
+    if not flagged:
         doc.para(f"No judged run became unstable ({STABILITY_RULE}).")
         return
-    doc.para(f"{len(lines)} judged run(s) became unstable ({STABILITY_RULE}). They stay in their pairs and in the verdicts: dropping a run because it became unstable would favour the "
+    doc.para(f"{len(flagged)} judged run(s) became unstable ({STABILITY_RULE}). They stay in their pairs and in the verdicts: dropping a run because it became unstable would favour the "
              "config that did. Their final val_loss is not the config's typical quality.")
-    doc.bullets(lines)
-    for r in runs:
-        if unstable(r):
-            partners = [p for p in runs if p is not r and p.batch == r.batch and p.seed == r.seed]
-            name = STABILITY_PLOT.format(r.where.replace("/", "_"))
-            doc.image(plots.plot_stability(r, partners, out_dir / name),
-                      f"{r.where} beside the runs of its seed in its batch")
+    doc.bullets(stability_lines(flagged))
+    for r in flagged:
+        partners = [p for p in runs if p is not r and p.batch == r.batch and p.seed == r.seed]
+        name = STABILITY_PLOT.format(r.where.replace("/", "_"))
+        doc.image(plots.plot_stability(r, partners, out_dir / name), f"{r.where} beside the runs of its seed in its batch")
 
 
 # ---------------------------------------------------------------- tables
