@@ -16,9 +16,7 @@
 # main runs are done or nearly so, since a GPU that finishes stage 1 early otherwise waits.
 # Needs .device-data/{english-mix,kernel-c}.jsonl.xz (copies of ../shared/corpus, carried).
 set -u
-START=$(date +%s)
-CALL_S=${CALL_S:-590}          # the device call's limit, less a margin
-PACK_S=${PACK_S:-60}           # kept back for the workers' checkpoints and the copy to $OUT
+source "$(dirname "$0")/call_env.sh"  # the call's clock (left), PRESET, COMPILE, SRC, ROOT, DATA, prepare_data
 BATCH=${BATCH:-batch-1}
 ITERS=${ITERS:-8000}
 SEEDS=${SEEDS:-0,1,2,3,4,5}
@@ -29,26 +27,15 @@ DEVICES=${DEVICES:-0,1,2,3}
 CAND=${CAND:-ra-triton}          # the candidate with iso-time runs
 ISOTIME=${ISOTIME:-$CAND}        # --isotime-attn: none leaves CAND's iso-time runs out (N-iteration runs only)
 ISOITER=${ISOITER:-}             # --isoiter-attn: e.g. none (CAND judged at equal time alone: question 5's variants)
-PRESET=${PRESET:-gpt2-124m}
-COMPILE=${COMPILE---compile --compile-mode reduce-overhead}  # COMPILE= (empty) trains eager
-DATA_SOURCES=${DATA_SOURCES:-.device-data/english-mix.jsonl.xz .device-data/kernel-c.jsonl.xz}
-# SRC: the code that trains (default this checkout's src/). A batch resumed after the code has
-# moved on runs with its own commit's src/, e.g. SRC=.b3/src (git archive COMMIT src | tar x -C .b3).
-SRC=$(cd "${SRC:-src}" && pwd)  # absolute: the suite's workers may start elsewhere
-export PYTHONUNBUFFERED=1 PYTHONPATH=$SRC NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1 NVSHMEM_DISABLE_NVLS=1
-ROOT=${ROOT:-/tmp/rabench-campaign}
-DATA=$ROOT-data
+export NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1 NVSHMEM_DISABLE_NVLS=1
 SUITE=$ROOT/$BATCH
 mkdir -p "$SUITE"
 LOG=$SUITE/suite-log.txt
 if [ -n "${UNPACK:-}" ] && [ ! -f "$SUITE/suite.json" ]; then tar xzf "$UNPACK" -C "$ROOT"; fi
 
-# under the lock benchmarks/train_call.sh takes too: a run beside this batch tokenizes nothing twice
-flock "$DATA.lock" bash -c "[ -f '$DATA/meta.json' ] || python3 -m rabench prepare $DATA_SOURCES --out '$DATA' 2>&1 | tail -2" \
-    | tee -a "$LOG"
+prepare_data | tee -a "$LOG"
 nvidia-smi --query-gpu=index,name,memory.total,driver_version --format=csv > "$SUITE/cards.txt" 2>/dev/null
 
-left() { echo $(( START + CALL_S - PACK_S - $(date +%s) )); }
 suite() {  # suite ATTNS: run or resume the batch with these attentions until the deadline
     local t; t=$(left)
     [ "$t" -gt 30 ] || return 124

@@ -8,28 +8,20 @@
 #   OUT=/some/dir NAME=ra-triton-isotime-s0 GROUP=reruns \
 #       ARGS="--attn ra-triton --seed 0 --iters 18139" bash benchmarks/train_call.sh
 #
-# It runs beside campaign_call.sh on a spare GPU (CUDA_VISIBLE_DEVICES=3): both take the data
-# prepare's lock, so the corpus is tokenized once.
+# It runs beside campaign_call.sh on a spare GPU (CUDA_VISIBLE_DEVICES=3): both prepare the data
+# through call_env.sh's lock, so the corpus is tokenized once.
 set -u
-START=$(date +%s)
-CALL_S=${CALL_S:-590}
-PACK_S=${PACK_S:-60}
+source "$(dirname "$0")/call_env.sh"  # the call's clock (left), PRESET, COMPILE, SRC, ROOT, DATA, prepare_data
 GROUP=${GROUP:-reruns}
 NAME=${NAME:?NAME= the run folder name}
 ARGS=${ARGS:?ARGS= the rabench train arguments besides --data, --out and the shared settings}
-PRESET=${PRESET:-gpt2-124m}
-COMPILE=${COMPILE---compile --compile-mode reduce-overhead}
-DATA_SOURCES=${DATA_SOURCES:-.device-data/english-mix.jsonl.xz .device-data/kernel-c.jsonl.xz}
-export PYTHONUNBUFFERED=1 PYTHONPATH=$(cd "${SRC:-src}" && pwd)
-ROOT=${ROOT:-/tmp/rabench-campaign}
-DATA=$ROOT-data
 RUN=$ROOT/$GROUP/$NAME
 mkdir -p "$ROOT/$GROUP"
 
-flock "$DATA.lock" bash -c "[ -f '$DATA/meta.json' ] || python3 -m rabench prepare $DATA_SOURCES --out '$DATA' 2>&1 | tail -2"
+prepare_data
 resume=()
 [ -f "$RUN/config.json" ] && resume=(--resume)
-limit=$(( START + CALL_S - PACK_S - $(date +%s) ))
+limit=$(left)
 echo "[train_call] $(date -u +%H:%M:%S) $NAME for at most ${limit}s ${resume[*]}"
 # shellcheck disable=SC2086  # ARGS and COMPILE are word lists
 timeout -s TERM -k 40 "$limit" python3 -m rabench train --data "$DATA" --out "$RUN" --preset "$PRESET" $ARGS $COMPILE \
