@@ -574,3 +574,24 @@ def test_healthy_runs_pass_the_stability_check_and_a_lone_train_spike_is_caught(
     assert run.val_rise() == (0.0, run.val_rise()[1]) and math.isnan(run.val_rise()[1])
     assert "sdpa-s0`: best val_loss 4.0000 at iteration 1,000, final 4.0000; val_loss never rose; largest train_loss jump 1.25" \
         in write_report(tmp_path)[0].read_text()
+
+
+def test_rerun_compare_finds_where_a_run_left_its_rerun(tmp_path):
+    """benchmarks/rerun_compare.py: the same curve until iteration 800, then the original rises."""
+    import importlib.util
+
+    from rabench.analysis.runs import Run
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "rerun_compare.py"
+    spec = importlib.util.spec_from_file_location("rerun_compare", path)
+    compare = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(compare)
+    healthy = linear(3.0, 1e-3)
+    original = write_run(tmp_path / "a", "ra-triton", 0, lambda it: healthy(it) + (0.5 if it >= 800 else 0.0),
+                         1000, 10.0, "iso-time")
+    rerun = write_run(tmp_path / "b", "ra-triton", 0, healthy, 1000, 10.0, "iso-time")
+    rows = compare.block_rows(Run.read(original, "a"), Run.read(rerun, "b"), block=400)
+    assert [row.split("|")[1].strip() for row in rows] == ["0-400", "400-800", "800-1,000"]
+    assert [float(row.split("|")[2]) for row in rows] == [0.0, 0.0, 0.5]
+    compare.plot(Run.read(original, "a"), Run.read(rerun, "b"), tmp_path / "rerun.png")
+    assert (tmp_path / "rerun.png").stat().st_size > 0
