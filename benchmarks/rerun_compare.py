@@ -89,8 +89,8 @@ def main() -> None:
     parser.add_argument("--out", type=Path, help="write the plot here (PNG)")
     args = parser.parse_args()
     a, b = Run.read(args.run, args.run.parent.name), Run.read(args.rerun, args.rerun.parent.name)
-    print(f"| iterations | train_loss, mean a - b | largest | val_loss a | val_loss b | grad_norm_max a | grad_norm_max b |\n"
-          f"| --- | ---: | ---: | ---: | ---: | ---: | ---: |")
+    print("| iterations | train_loss, mean a - b | largest | val_loss a | val_loss b | grad_norm_max a | grad_norm_max b |\n"
+          "| --- | ---: | ---: | ---: | ---: | ---: | ---: |")
     print("\n".join(block_rows(a, b, args.block)))
     print(f"\na = {a.where}, b = {b.where}; val_loss at each block's last evaluation")
     if args.out:
