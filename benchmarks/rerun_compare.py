@@ -12,19 +12,19 @@ and a rerun on another host is neither a pair nor a new seed; this reads two fol
 from __future__ import annotations
 
 import argparse
-import math
 from pathlib import Path
 
 import numpy as np
 from matplotlib.figure import Figure
 
+from rabench.analysis.plots import logged_series
 from rabench.analysis.runs import Run
 
 
 def series(run: Run, key: str) -> dict[int, float]:
     """iteration -> value for every record that logged `key` with a finite number."""
-    return {int(m["iter"]): float(m[key]) for m in run.metrics
-            if isinstance(m.get(key), (int, float)) and math.isfinite(m[key])}
+    iters, values = logged_series(run, key)
+    return dict(zip(iters.astype(int).tolist(), values.tolist()))
 
 
 def block_rows(a: Run, b: Run, block: int) -> list[str]:
@@ -63,13 +63,13 @@ def plot(a: Run, b: Run, path: Path) -> None:
     ax_d.plot(common, [ta[i] - tb[i] for i in common], lw=0.6, color="C3")
     ax_d.axhline(0, color="k", lw=0.5)
     ax_d.set_title(f"train_loss: {a.where} minus {b.where}", fontsize=8)
-    for run, color in ((a, "C3"), (b, "C0")):
-        v = series(run, "val_loss")
+    curves = [(run, color, series(run, "val_loss")) for run, color in ((a, "C3"), (b, "C0"))]
+    for run, color, v in curves:
         ax_v.plot(list(v), list(v.values()), marker="o", ms=3, color=color, label=run.where)
         g = series(run, "grad_norm_max")
         if g:
             ax_g.plot(list(g), list(g.values()), lw=0.6, color=color, label=run.where)
-    ax_v.set_ylim(min(min(series(r, "val_loss").values()) for r in (a, b)) - 0.02, 2.6)
+    ax_v.set_ylim(min(min(v.values()) for _, _, v in curves) - 0.02, 2.6)
     ax_v.set_title("val_loss")
     ax_g.set_yscale("log")
     ax_g.set_title("grad_norm_max (before clipping; where logged)")

@@ -218,8 +218,9 @@ def plot_final_w_rec(groups: dict[str, ConfigGroup], path: Path) -> Path | None:
     return _save(fig, path)
 
 
-def _series(run: Run, key: str) -> tuple[np.ndarray, np.ndarray]:
-    """(iter, value) of every record that logged `key` with a finite value."""
+def logged_series(run: Run, key: str) -> tuple[np.ndarray, np.ndarray]:
+    """(iter, value) of every record that logged `key` with a finite value (also read by
+    benchmarks/rerun_compare.py)."""
     pairs = [(float(m["iter"]), float(m[key])) for m in run.metrics
              if isinstance(m.get(key), (int, float)) and math.isfinite(m[key]) and isinstance(m.get("iter"), (int, float))]
     return np.asarray([p[0] for p in pairs]), np.asarray([p[1] for p in pairs])
@@ -229,7 +230,7 @@ def plot_stability(run: Run, partners: list[Run], path: Path) -> Path | None:
     """A run that became unstable beside the runs of its seed in its batch (same data order):
     train_loss (each logged window), val_loss and, where logged, the largest gradient norm."""
     runs = [run, *partners]
-    series = {key: [_series(r, key) for r in runs] for key in ("train_loss", "val_loss", "grad_norm_max")}
+    series = {key: [logged_series(r, key) for r in runs] for key in ("train_loss", "val_loss", "grad_norm_max")}
     series = {key: per_run for key, per_run in series.items() if any(len(x) for x, _ in per_run)}
     if not series:
         return None
