@@ -69,7 +69,10 @@ def plot(a: Run, b: Run, path: Path) -> None:
         g = series(run, "grad_norm_max")
         if g:
             ax_g.plot(list(g), list(g.values()), lw=0.6, color=color, label=run.where)
-    ax_v.set_ylim(min(min(v.values()) for _, _, v in curves) - 0.02, 2.6)
+    # from a quarter of the way in: the first evaluations (11 nats at iteration 0) would flatten the rest
+    x_from = 0.25 * max(max(v) for _, _, v in curves)
+    shown = [y for _, _, v in curves for x, y in v.items() if x >= x_from]
+    ax_v.set_ylim(min(shown) - 0.02, max(shown) + 0.02)
     ax_v.set_title("val_loss")
     ax_g.set_yscale("log")
     ax_g.set_title("grad_norm_max (before clipping; where logged)")
