@@ -257,3 +257,23 @@ def test_prepare_verifies_what_it_wrote(tmp_path: Path, monkeypatch: pytest.Monk
     with pytest.raises(RabenchError, match="checksum mismatch"):
         prepare([str(tmp_path / "a.txt"), str(tmp_path / "b.txt")], out, workers=1, progress=False)
     assert list(out.iterdir()) == []
+
+
+def test_repeated_token_share_matches_poisson_coverage_and_a_simulation():
+    import math
+
+    import numpy as np
+
+    from rabench.data.regime import data_regime, epochs, repeated_token_share
+
+    assert repeated_token_share(0.0) == 0.0
+    assert math.isnan(repeated_token_share(epochs(10, 0)))
+    assert abs(repeated_token_share(0.6) - 0.2480) < 1e-3
+    # a simulation of single-token draws with replacement agrees with the closed form
+    rng = np.random.default_rng(0)
+    n, x = 20_000, 1.5
+    draws = rng.integers(0, n, size=int(x * n))
+    simulated = 1 - len(np.unique(draws)) / len(draws)
+    assert abs(simulated - repeated_token_share(x)) < 0.01
+    regime = data_regime({"sources": ["austen"], "splits": {"train": {"tokens": 900}, "val": {"tokens": 100}}})
+    assert regime == {"sources": ["austen"], "train_tokens": 900, "val_tokens": 100}
