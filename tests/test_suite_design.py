@@ -14,6 +14,7 @@ import torch
 import rabench
 from rabench.cli import main
 from rabench.errors import RabenchError
+from rabench.machine import machine_id
 from rabench.rundir import RunFolder
 from rabench.stats import mean_ci95
 from rabench.training.calibrate import Stepper, summarise, time_interleaved
@@ -193,11 +194,19 @@ def test_default_design_end_to_end(data_dir: str, tmp_path: Path, capsys, monkey
     assert json.loads((out / "calibration.json").read_text()) == cal
     assert cal["source_hash"] == rabench.source_hash() and "measured with other code" not in text
 
-    # a calibration measured with other code is kept, and the suite says so
+    # a calibration measured with other code is refused, unless --reuse-calibration keeps it: suite.json says so
+    assert cal["machine_id"] == machine_id() and json.loads((out / "suite.json").read_text())["calibration_reuse"] == []
     (out / "calibration.json").write_text(json.dumps(cal | {"source_hash": "000000000000"}))
-    run_suite(small_plan(), out, data_dir, progress_bar=False)
-    assert "calibration.json was measured with other code (000000000000" in capsys.readouterr().out
+    with pytest.raises(RabenchError, match=r"measured on another machine, card or code \(source_hash: 000000000000 ->"):
+        run_suite(small_plan(), out, data_dir, progress_bar=False)
+    run_suite(small_plan(), out, data_dir, progress_bar=False, reuse_calibration=True)
+    assert "--reuse-calibration: keeping the ratios" in capsys.readouterr().out
+    reuse = json.loads((out / "suite.json").read_text())["calibration_reuse"]
+    assert len(reuse) == 1 and reuse[0]["flag"] == "--reuse-calibration"
+    assert reuse[0]["differences"] == [f"source_hash: 000000000000 -> {rabench.source_hash()}"]
     (out / "calibration.json").write_text(json.dumps(cal))
+    run_suite(small_plan(), out, data_dir, progress_bar=False, reuse_calibration=True)  # same origin: nothing to add
+    assert json.loads((out / "suite.json").read_text())["calibration_reuse"] == reuse
 
     # changed settings are refused in one line naming the field, and suite.json keeps the old ones
     suite_before = (out / "suite.json").read_text()
@@ -290,7 +299,8 @@ def test_a_stored_calibration_with_tuple_options_is_reused(tmp_path: Path) -> No
     plan = resolve_plan(SuitePlan(attns=["sdpa", "ra-layers"], seeds=[0], preset="tiny", max_iters=10))
     req = calibration_request(plan, list(plan.attns), "data")
     assert req.options["ra-layers"]["layers"] == ()
-    stored = {"card": "cpu", "settings": json.loads(json.dumps(req.settings())),
+    stored = {"card": "cpu", "machine_id": machine_id(), "source_hash": rabench.source_hash(),
+              "settings": json.loads(json.dumps(req.settings())),
               "configs": {a: {"ratio": r, "attn_options": json.loads(json.dumps(req.options[a]))}
                           for a, r in (("sdpa", 1.0), ("ra-layers", 1.08))}}
     (tmp_path / "calibration.json").write_text(json.dumps(stored))
@@ -301,3 +311,36 @@ def test_a_stored_calibration_with_tuple_options_is_reused(tmp_path: Path) -> No
     (tmp_path / "calibration.json").write_text(json.dumps(stored))
     with pytest.raises(RabenchError, match=r"attn_options\[ra-layers\]"):
         calibrated_ratios(plan, tmp_path, "data", torch.device("cpu"), recalibrate=False, say=said.append)
+
+
+@pytest.mark.parametrize("field,value", [("machine_id", "0123456789ab"), ("card", "NVIDIA H100 80GB HBM3"),
+                                         ("source_hash", "000000000000"), ("machine_id", None)])
+def test_a_calibration_from_another_machine_card_or_code_is_refused_unless_reused(tmp_path: Path, field: str,
+                                                                                  value) -> None:
+    from rabench.training.suite import calibrated_ratios, calibration_request
+
+    plan = resolve_plan(SuitePlan(attns=["sdpa", "ra-open"], seeds=[0], preset="tiny", max_iters=10))
+    req = calibration_request(plan, list(plan.attns), "data")
+    stored = {"card": "cpu", "machine_id": machine_id(), "source_hash": rabench.source_hash(),
+              "settings": json.loads(json.dumps(req.settings())),
+              "configs": {a: {"ratio": r, "attn_options": json.loads(json.dumps(req.options[a]))}
+                          for a, r in (("sdpa", 1.0), ("ra-open", 1.5))}}
+    if value is None:
+        del stored[field]  # an older calibration that never recorded it: nothing shows it matches
+    else:
+        stored[field] = value
+    (tmp_path / "calibration.json").write_text(json.dumps(stored))
+    before = (tmp_path / "calibration.json").read_text()
+    cpu = torch.device("cpu")
+    with pytest.raises(RabenchError, match=f"another machine, card or code \\({field}: {value or 'not recorded'} ->"):
+        calibrated_ratios(plan, tmp_path, "data", cpu, recalibrate=False, say=lambda *_: None)
+    said: list[str] = []
+    ratios, new = calibrated_ratios(plan, tmp_path, "data", cpu, recalibrate=False, say=said.append, reuse=True)
+    assert ratios == {"sdpa": 1.0, "ra-open": 1.5} and new is None and "--reuse-calibration" in said[0]
+    assert (tmp_path / "calibration.json").read_text() == before
+
+
+def test_reuse_and_recalibrate_together_are_refused(tmp_path: Path) -> None:
+    with pytest.raises(RabenchError, match="give one"):
+        run_suite(small_plan(), tmp_path / "s", "data", reuse_calibration=True, recalibrate=True)
+    assert not (tmp_path / "s").exists()

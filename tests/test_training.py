@@ -12,6 +12,7 @@ import torch
 
 import rabench
 from rabench.errors import RabenchError, RunInterrupted
+from rabench.machine import machine_id
 from rabench.rundir import RunFolder
 from rabench.training import TrainConfig, parse_duration, train
 
@@ -45,6 +46,9 @@ def test_iteration_budget_writes_config_metrics_summary(data_dir: str, tmp_path:
     assert cfg["host"] and cfg["lr"] == 3e-3 and cfg["eval_tokens"] == 32_768  # preset defaults resolved
     assert "excludes evaluation" in cfg["time_axis"]
     assert cfg["source_hash"] == rabench.source_hash() and re.fullmatch(r"[0-9a-f]{12}", cfg["source_hash"])
+    assert cfg["machine_id"] == machine_id() and re.fullmatch(r"[0-9a-f]{12}", cfg["machine_id"])
+    regime = cfg["data_regime"]  # what it trained on, for the report's epochs and repeated-token share
+    assert regime["sources"] == ["austen"] and regime["train_tokens"] > 0 and regime["val_tokens"] > 0
     records = folder.metrics()
     assert [r["iter"] for r in records if "val_loss" in r] == [0, 5, 10, 12]
     assert records[0]["iter"] == 0 and records[0]["train_loss"] is None
@@ -257,3 +261,31 @@ def test_source_hash_changes_with_any_source_file_and_its_path(tmp_path: Path) -
     assert edited != first
     (tmp_path / "pkg" / "sub" / "b.py").rename(tmp_path / "pkg" / "b.py")
     assert rabench.hash_sources(tmp_path / "pkg") not in (first, edited)
+
+
+def test_machine_id_hashes_every_node_gpu_and_the_boot_id(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The node's GPU UUIDs (sorted, with or without the GPU- prefix) and the boot id: not the hostname,
+    and the same for every worker of a node whatever GPU it is shown."""
+    from rabench import machine
+
+    boot = tmp_path / "boot_id"
+    boot.write_text("boot-a\n")
+    gpus = tmp_path / "gpus"
+    for bus, uuid in (("0000:1b:00.0", "GPU-bbb"), ("0000:0a:00.0", "GPU-AAA")):
+        (gpus / bus).mkdir(parents=True)
+        (gpus / bus / "information").write_text(f"Model: \t H100\nGPU UUID: \t {uuid}\nBus Type: PCIe\n")
+    monkeypatch.setattr(machine, "BOOT_ID_FILE", boot)
+    monkeypatch.setattr(machine, "NVIDIA_PROC_GPUS", gpus)
+    assert machine.node_gpu_uuids() == ["aaa", "bbb"]
+    machine.machine_id.cache_clear()
+    first = machine.machine_id()
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "1")  # a worker shown one card: the same machine
+    machine.machine_id.cache_clear()
+    assert machine.machine_id() == first and re.fullmatch(r"[0-9a-f]{12}", first)
+    boot.write_text("boot-b\n")  # a reboot is a new machine session
+    machine.machine_id.cache_clear()
+    rebooted = machine.machine_id()
+    (gpus / "0000:0a:00.0" / "information").write_text("GPU UUID: GPU-ccc\n")  # another card
+    machine.machine_id.cache_clear()
+    assert len({first, rebooted, machine.machine_id()}) == 3
+    machine.machine_id.cache_clear()

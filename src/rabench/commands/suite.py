@@ -42,9 +42,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--deadline", help="stop by this time from now, e.g. 9m or 2h (a lease, a SLURM allocation): a run "
                    "starts only if its estimate fits in the time left, runs still going at the deadline checkpoint "
                    "and stop; exit 124 when runs are left, and the same command continues them (default: none)")
-    p.add_argument("--recalibrate", action="store_true",
-                   help="measure step times again instead of reusing calibration.json (runs already trained with "
-                        "other iteration counts are then refused)")
+    calibration = p.add_mutually_exclusive_group()
+    calibration.add_argument("--recalibrate", action="store_true",
+                             help="measure step times again instead of reusing calibration.json (runs already "
+                                  "trained with other iteration counts are then refused)")
+    calibration.add_argument("--reuse-calibration", action="store_true",
+                             help="keep calibration.json's step times although another machine, card or code "
+                                  "measured them (default: refused there; suite.json records the reuse)")
     p.add_argument("--calibrate-only", action="store_true",
                    help="measure step times into calibration.json and stop (e.g. before a torchrun or parallel launch)")
     p.add_argument("--calib-steps", type=int, help="optimizer steps per calibration window (default 10)")
@@ -125,7 +129,8 @@ def run(a: argparse.Namespace) -> None:
         data = prepare_bundled_austen(Path(a.out))
     try:
         run_suite(plan, a.out, data, progress_bar=not a.no_progress, devices=devices, recalibrate=a.recalibrate,
-                  explicit_attns=plan.attns != PLAN_ATTNS, calibrate_only=a.calibrate_only, deadline_s=deadline_s)
+                  explicit_attns=plan.attns != PLAN_ATTNS, calibrate_only=a.calibrate_only, deadline_s=deadline_s,
+                  reuse_calibration=a.reuse_calibration)
     except (RunsFailed, DeadlineReached):
         try:
             write_report(a.out)  # what finished is still reported; what did not is named below

@@ -28,6 +28,7 @@ from typing import Any
 import torch
 
 import rabench
+from rabench.machine import machine_id
 from rabench.stats import mean_ci95
 from rabench.training.step import TrainStep, gpu_uuid, make_optimizer, sync
 
@@ -193,6 +194,7 @@ def calibrate(req: CalibrationRequest, device: torch.device, baseline: str) -> d
         "card": card_name(device),
         "gpu_uuid": gpu_uuid(device),
         "host": socket.gethostname(),
+        "machine_id": machine_id(),  # a reuse is refused on another machine session (see suite.py)
         "source_hash": rabench.source_hash(),
         "device": str(device),
         "compiled": req.compile,

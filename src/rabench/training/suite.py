@@ -23,9 +23,11 @@ ratio (the baseline's, the iso-iteration ones) train on the others meanwhile; th
 join the queue once it is in.
 
 Files in the suite folder (read by the report):
-  suite.json        the resolved plan (design, budgets, attentions, seeds, options, [train]) and
-                    "runs": [{name, attn, seed, role, max_iters, time_budget_s, step_ratio}]
-  calibration.json  {"card", "host", "device", "compiled", "baseline": "sdpa", "steps_per_window",
+  suite.json        the resolved plan (design, budgets, attentions, seeds, options, [train]),
+                    "runs": [{name, attn, seed, role, max_iters, time_budget_s, step_ratio}] and
+                    "calibration_reuse": [{flag, at, calibration_measured_at, differences}], one per
+                    call that kept a calibration from another machine, card or code
+  calibration.json  {"card", "host", "machine_id", "source_hash", "device", "compiled", "baseline": "sdpa", "steps_per_window",
                     "windows", "settings" (what a reuse must match), "measured_at",
                     "configs": {attn: {"ms_per_iter", "ms_ci95", "ratio", "ratio_ci95",
                                        "windows_ms", "attn_options"}}}
@@ -52,7 +54,8 @@ from typing import Any
 from rabench import attention, source_hash
 from rabench.errors import RabenchError, RunInterrupted
 from rabench.fileio import json_form, write_json_atomic
-from rabench.rundir import RunFolder
+from rabench.machine import machine_id
+from rabench.rundir import RunFolder, read_json
 from rabench.training.config import TrainConfig, curve_changing_differences
 from rabench.training.deadline import Deadline, deadline_message
 from rabench.training.parallel import SlotTask, run_parallel, sigterm_as_interrupt, spawn
@@ -365,17 +368,18 @@ def read_calibration(out: Path) -> dict[str, Any] | None:
 
 
 def calibrated_ratios(plan: SuitePlan, out: Path, data: str, device, recalibrate: bool,
-                      say=print) -> tuple[dict[str, float], dict[str, Any] | None]:
+                      say=print, reuse: bool = False) -> tuple[dict[str, float], dict[str, Any] | None]:
     """Step-time ratio to the baseline per attention, and calibration.json's new content if it changes
     (written by the caller only once the runs on disk agree with the new numbers).
 
-    Measured once and reused. Attentions added to a calibrated suite are measured with the baseline
-    in a new interleaved session and merged in; the entries already there (and so every run's
-    iteration count) stay.
+    Measured once and reused on the machine, card and code that measured it (`reuse`: on others
+    too). Attentions added to a calibrated suite are measured with the baseline in a new
+    interleaved session and merged in; the entries already there (and so every run's iteration
+    count) stay.
     """
     from rabench.training.calibrate import calibrate
 
-    stored, attns = stored_calibration(plan, out, data, device, recalibrate, say)
+    stored, attns = stored_calibration(plan, out, data, device, recalibrate, say, reuse)
     fresh = None
     if attns:
         announce_calibration(plan, attns, device, say)
@@ -384,11 +388,10 @@ def calibrated_ratios(plan: SuitePlan, out: Path, data: str, device, recalibrate
 
 
 def stored_calibration(plan: SuitePlan, out: Path, data: str, device, recalibrate: bool,
-                       say=print) -> tuple[dict[str, Any] | None, list[str]]:
+                       say=print, reuse: bool = False) -> tuple[dict[str, Any] | None, list[str]]:
     """calibration.json as stored (None when absent or --recalibrate), checked against the plan's
-    settings, and the attentions still to measure (with the baseline first; [] when none)."""
-    from rabench.training.calibrate import card_name
-
+    settings and where it was measured, and the attentions still to measure (with the baseline
+    first; [] when none)."""
     stored = None if recalibrate else read_calibration(out)
     req = calibration_request(plan, list(plan.attns), data)
     if stored is not None:
@@ -402,14 +405,33 @@ def stored_calibration(plan: SuitePlan, out: Path, data: str, device, recalibrat
             what = "; ".join(f"{k}: {old!r} -> {new!r}" for k, (old, new) in changed.items())
             raise RabenchError(f"{out / CALIBRATION_FILE} was measured with other settings ({what}); "
                                "run with the old settings, use another --out, or pass --recalibrate")
-        if stored.get("card") != card_name(device):
-            say(f"[suite] calibration.json was measured on {stored.get('card')}, this is {card_name(device)}: "
-                "its ratios (and so the iteration counts) are kept; --recalibrate measures again")
-        if stored.get("source_hash") not in (None, source_hash()):
-            say(f"[suite] calibration.json was measured with other code ({stored['source_hash']}, this is "
-                f"{source_hash()}): its ratios are kept; --recalibrate measures again")
+        check_calibration_origin(stored, out, device, reuse, say)
     missing = [a for a in plan.attns if stored is None or a not in stored.get("configs", {})]
     return stored, ([BASELINE] + [a for a in missing if a != BASELINE] if missing else [])
+
+
+def calibration_origin_differences(stored: dict[str, Any], device) -> list[str]:
+    """'field: stored -> here' for each of machine, card and code in which a stored calibration
+    differs from this process's; a field the calibration lacks (older suites) counts as differing,
+    since nothing shows that it matches."""
+    from rabench.training.calibrate import card_name
+
+    here = {"machine_id": machine_id(), "card": card_name(device), "source_hash": source_hash()}
+    return [f"{k}: {stored.get(k, 'not recorded')} -> {v}" for k, v in here.items() if stored.get(k) != v]
+
+
+def check_calibration_origin(stored: dict[str, Any], out: Path, device, reuse: bool, say=print) -> None:
+    """Step-time ratios hold for the machine, card and code that measured them: refuse them
+    elsewhere unless the user asked to reuse them (suite.json then records it)."""
+    differences = calibration_origin_differences(stored, device)
+    if not differences:
+        return
+    what = "; ".join(differences)
+    if not reuse:
+        raise RabenchError(f"{out / CALIBRATION_FILE} was measured on another machine, card or code ({what}): pass "
+                           "--recalibrate to measure here (runs trained with other iteration counts are then refused) "
+                           "or --reuse-calibration to keep its ratios (suite.json records it)")
+    say(f"[suite] --reuse-calibration: keeping the ratios of {CALIBRATION_FILE} measured elsewhere ({what})")
 
 
 def announce_calibration(plan: SuitePlan, attns: list[str], device, say=print) -> None:
@@ -466,12 +488,16 @@ def suite_device(plan: SuitePlan, devices: list[str] | None):
 
 def run_suite(plan: SuitePlan, out: str | Path, data: str, progress_bar: bool = True, devices: list[str] | None = None,
               recalibrate: bool = False, explicit_attns: bool = True, calibrate_only: bool = False,
-              deadline_s: float | None = None) -> list[Path]:
+              deadline_s: float | None = None, reuse_calibration: bool = False) -> list[Path]:
     """Calibrate (iso design), then train every planned run, skipping finished ones; returns the run folders.
 
     `explicit_attns`: the attentions were asked for by name (a GPU-only one on a CPU is then an
     error rather than left out with a notice). `calibrate_only`: stop after calibration.json.
-    `deadline_s`: seconds from now after which no run is left going (see deadline.py)."""
+    `deadline_s`: seconds from now after which no run is left going (see deadline.py).
+    `reuse_calibration`: keep a calibration measured on another machine, card or code (recorded in suite.json)."""
+    if reuse_calibration and recalibrate:
+        raise RabenchError("--reuse-calibration keeps the stored step times and --recalibrate measures them again: "
+                           "give one")
     deadline = Deadline.after(deadline_s) if deadline_s is not None else None
     out = Path(out)
     say = print if is_main_process() else (lambda *_: None)
@@ -493,7 +519,7 @@ def run_suite(plan: SuitePlan, out: str | Path, data: str, progress_bar: bool = 
     if plan.design == "iso":  # refuse changed settings before spending time on a calibration
         check_runs_before_calibration(plan, out, data, suite_name, recalibrate)
     out.mkdir(parents=True, exist_ok=True)
-    ratios, new_calibration, alongside = None, None, None
+    ratios, new_calibration, alongside, reused = None, None, None, None
     if calibrates_alongside(plan, out, devices, recalibrate, calibrate_only):
         alongside = [BASELINE] + [a for a in plan.attns if a != BASELINE]  # everything, measured afresh
         announce_calibration(plan, alongside, device, say)
@@ -501,7 +527,9 @@ def run_suite(plan: SuitePlan, out: str | Path, data: str, progress_bar: bool = 
         # under torchrun rank 0 alone measures (on its GPU) and every rank plans from its numbers
         info = dd.init_distributed(device.type)
         ratios, new_calibration = dd.broadcast_object(
-            dd.on_main(lambda: calibrated_ratios(plan, out, data, device, recalibrate, say), info), info)
+            dd.on_main(lambda: calibrated_ratios(plan, out, data, device, recalibrate, say, reuse_calibration),
+                       info), info)
+        reused = calibration_reuse_entry(out, device) if reuse_calibration and not recalibrate else None
     elif calibrate_only:
         raise RabenchError("--calibrate-only belongs to the iso design (the time design needs no calibration)")
     runs = plan_runs(plan, ratios)  # alongside a calibration: the runs whose length needs no ratio
@@ -513,7 +541,7 @@ def run_suite(plan: SuitePlan, out: str | Path, data: str, progress_bar: bool = 
         if calibrate_only:
             say(f"[suite] step times in {out / CALIBRATION_FILE}; run the suite without --calibrate-only to train")
             return []
-        write_suite_record(plan, out, data, runs)
+        write_suite_record(plan, out, data, runs, reused)
     if calibrate_only:
         return []
     if deadline is not None:
@@ -543,12 +571,27 @@ def run_suite(plan: SuitePlan, out: str | Path, data: str, progress_bar: bool = 
     return [out / r.name for r in all_runs]
 
 
-def write_suite_record(plan: SuitePlan, out: Path, data: str, runs: list[PlannedRun]) -> None:
+def write_suite_record(plan: SuitePlan, out: Path, data: str, runs: list[PlannedRun],
+                       reused: dict[str, Any] | None = None) -> None:
+    """suite.json; `reused`: this call kept a calibration from another machine, card or code, added to
+    the calls before it that did ("calibration_reuse": what the report names)."""
+    earlier = (read_json(out / SUITE_FILE) or {}).get("calibration_reuse") or []
     record = plan.to_dict() | {"data": data, "baseline": BASELINE,
                                "runs": [{"name": r.name, "attn": r.attn, "seed": r.seed, "role": r.role,
                                          "max_iters": r.max_iters, "time_budget_s": r.time_budget_s,
-                                         "step_ratio": r.step_ratio} for r in runs]}
+                                         "step_ratio": r.step_ratio} for r in runs],
+                               "calibration_reuse": earlier + ([reused] if reused else [])}
     write_json_atomic(out / SUITE_FILE, record, "suite record")
+
+
+def calibration_reuse_entry(out: Path, device) -> dict[str, Any] | None:
+    """suite.json's note of a --reuse-calibration call on another machine, card or code (None: same origin)."""
+    stored = read_calibration(out)
+    differences = calibration_origin_differences(stored, device) if stored else []
+    if not differences:
+        return None
+    return {"flag": "--reuse-calibration", "at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "calibration_measured_at": stored.get("measured_at"), "differences": differences}
 
 
 def calibrates_alongside(plan: SuitePlan, out: Path, devices: list[str] | None, recalibrate: bool,
