@@ -20,6 +20,8 @@ HYPER_FLAGS: dict[str, tuple[str, type, str]] = {
     "--grad-accum": ("grad_accum", int, "micro-batches per optimizer step"),
     "--lr": ("lr", float, f"peak learning rate (default: the preset's; {PRESET_LR['gpt2-124m']:g} for gpt2-124m, "
                           f"{PRESET_LR['tiny']:g} for tiny)"),
+    "--gate-lr-mult": ("gate_lr_mult", float, "learning-rate multiplier for the attention gates (RA's gate logits "
+                                              "and discoverability vector, std-gated's gate)"),
     "--warmup-frac": ("warmup_frac", float, "warm-up as a share of the run's own budget (iterations or train time)"),
     "--warmup-iters": ("warmup_iters", int, "warm-up length in iterations instead of --warmup-frac"),
     "--eval-every": ("eval_every", int, "iterations between val_loss evaluations"),

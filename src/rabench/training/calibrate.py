@@ -132,6 +132,7 @@ class CalibrationRequest:
     seed: int
     steps: int  # optimizer steps per window
     windows: int  # timed rounds
+    gate_lr_mult: float = 1.0  # a third optimizer group when not 1 (as the trainer builds it)
 
     def settings(self) -> dict[str, Any]:
         """The fields a reused calibration must match (see suite.py)."""
@@ -147,7 +148,7 @@ def build_steppers(req: CalibrationRequest, device: torch.device) -> list[Steppe
     for attn in req.attns:
         model = build_model(req.preset, attn, req.options.get(attn), req.seed).to(device)
         model.train()
-        opt = make_optimizer(model, req.lr, req.weight_decay, req.betas, device)
+        opt = make_optimizer(model, req.lr, req.weight_decay, req.betas, device, gate_lr_mult=req.gate_lr_mult)
         mode = {"compile_mode": req.compile_mode} if req.compile_mode else {}
         ts = TrainStep(model, opt, device, req.grad_clip, compile=req.compile, **mode)  # the trainer's step
         passes = 2 if req.compile else 1

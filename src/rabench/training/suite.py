@@ -354,7 +354,7 @@ def calibration_request(plan: SuitePlan, attns: list[str], data: str):
                               seq_len=base.seq_len, grad_accum=base.grad_accum, lr=base.lr,
                               weight_decay=base.weight_decay, betas=(base.beta1, base.beta2), grad_clip=base.grad_clip,
                               compile=base.compile, compile_mode=base.compile_mode, data=data, seed=plan.seeds[0],
-                              steps=plan.calib_steps, windows=plan.calib_windows)
+                              steps=plan.calib_steps, windows=plan.calib_windows, gate_lr_mult=base.gate_lr_mult)
 
 
 def read_calibration(out: Path) -> dict[str, Any] | None:

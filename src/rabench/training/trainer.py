@@ -148,7 +148,8 @@ class Trainer:
             check_token_range(split)  # cheap: a max over each memory map
         eval_tokens = c.eval_batches * c.batch_size * c.seq_len if c.eval_batches else c.eval_tokens
         self.val = evaluation.build_val_set(self.val_split, c.batch_size, c.seq_len, eval_tokens)
-        self.optimizer = make_optimizer(self.model, c.lr, c.weight_decay, (c.beta1, c.beta2), self.device)
+        self.optimizer = make_optimizer(self.model, c.lr, c.weight_decay, (c.beta1, c.beta2), self.device,
+                                        gate_lr_mult=c.gate_lr_mult)
         ddp = None
         if self.dist.enabled:
             ids = [self.dist.local_rank] if self.device.type == "cuda" else None
