@@ -344,3 +344,49 @@ def test_reuse_and_recalibrate_together_are_refused(tmp_path: Path) -> None:
     with pytest.raises(RabenchError, match="give one"):
         run_suite(small_plan(), tmp_path / "s", "data", reuse_calibration=True, recalibrate=True)
     assert not (tmp_path / "s").exists()
+
+
+# ---- the length ladder ----------------------------------------------------------------------
+def test_ladder_plans_round_n_over_r_per_candidate_and_seed_without_a_calibration() -> None:
+    plan = resolve_plan(SuitePlan(attns=["sdpa", "ra-norec", "std-gated"], seeds=[0, 1], preset="tiny", max_iters=8000,
+                                  ladder=[1.05, 1.1], isotime_attns=["ra-norec"]))
+    ladder = [(r.name, r.max_iters, r.ladder_ratio) for r in plan_runs(plan, None) if r.role == "ladder"]
+    assert ladder == [("ra-norec-ladder1.05-s0", 7619, 1.05), ("ra-norec-ladder1.1-s0", 7273, 1.1),
+                      ("ra-norec-ladder1.05-s1", 7619, 1.05), ("ra-norec-ladder1.1-s1", 7273, 1.1)]
+    with_ratios = plan_runs(plan, {"sdpa": 1.0, "ra-norec": 1.04, "std-gated": 1.08})
+    assert [r.name for r in with_ratios if r.seed == 0] == [
+        "sdpa-s0", "ra-norec-s0", "ra-norec-isotime-s0", "ra-norec-ladder1.05-s0", "ra-norec-ladder1.1-s0",
+        "std-gated-s0"]  # std-gated has no iso-time run, so no ladder either
+
+
+def test_ladder_plan_key_and_flag(tmp_path: Path) -> None:
+    from rabench.commands.suite import number_list
+
+    plan_file = tmp_path / "plan.toml"
+    plan_file.write_text("ladder = [1.03, 1.06, 1.10, 1.15]\n")
+    assert load_plan(plan_file).ladder == [1.03, 1.06, 1.10, 1.15]
+    assert number_list("1.05, 1.1", "--ladder", "") == [1.05, 1.1] and number_list("none", "--ladder", "") == []
+    with pytest.raises(RabenchError, match="--ladder '1.05,x': write comma-separated numbers"):
+        number_list("1.05,x", "--ladder", "1.03")
+
+
+@pytest.mark.slow
+def test_ladder_runs_train_resume_and_are_labelled(data_dir: str, tmp_path: Path, capsys) -> None:
+    out = tmp_path / "suite"
+    plan = small_plan(attns=["sdpa", "std-gated"], max_iters=6, ladder=[1.5, 3], isoiter_attns=[])
+    run_suite(plan, out, data_dir, progress_bar=False)
+    s = json.loads((out / "calibration.json").read_text())["configs"]["std-gated"]["ratio"]
+    for name, r, iters in (("std-gated-ladder1.5-s0", 1.5, 4), ("std-gated-ladder3-s0", 3, 2)):
+        folder = RunFolder(out / name)
+        assert folder.state() == "finished" and folder.summary()["iters"] == iters
+        assert folder.config()["labels"] == {"role": "ladder", "step_ratio": s, "baseline": "sdpa", "suite": "suite",
+                                             "ladder_ratio": r}
+    runs = {r["name"]: r for r in json.loads((out / "suite.json").read_text())["runs"]}
+    assert runs["std-gated-ladder3-s0"]["role"] == "ladder" and runs["std-gated-ladder3-s0"]["ladder_ratio"] == 3
+    assert runs["std-gated-ladder3-s0"]["max_iters"] == 2 and "ladder_ratio" not in runs["sdpa-s0"]
+    summary = out / "std-gated-ladder3-s0" / "summary.json"  # cut by a deadline: the next call resumes it
+    summary.write_text(json.dumps(json.loads(summary.read_text()) | {"status": "interrupted"}))
+    capsys.readouterr()
+    run_suite(plan, out, data_dir, progress_bar=False)
+    text = capsys.readouterr().out
+    assert "std-gated-ladder3-s0: resuming (ladder, 2 iters = N / 3)" in text and text.count("done, skipped") == 3

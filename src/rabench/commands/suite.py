@@ -35,6 +35,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    "(default: every candidate)")
     p.add_argument("--isoiter-attn", help="comma-separated candidates that get an iso-iteration run, or none: the "
                    "others are judged at equal time alone, half the runs (default: every candidate)")
+    p.add_argument("--ladder", metavar="R1,R2,...",
+                   help="length ladder: each candidate with an iso-time run also trains round(N/r) iterations per "
+                        "seed for each step ratio r, e.g. 1.03,1.06,1.10,1.15, or none (default: the plan's, none)")
     p.add_argument("--until-plateau", action="store_true",
                    help="full test: each config runs to a val_loss plateau (the budget is a cap)")
     p.add_argument("--devices", help="run independent runs in parallel, one worker process per device: GPU indices "
@@ -65,6 +68,14 @@ def attn_list(text: str) -> list[str]:
     return [] if text.strip().lower() == "none" else split_list(text)
 
 
+def number_list(text: str, flag: str, example: str) -> list[float]:
+    """Comma-separated numbers (`none`: the empty list); checked further by the plan's validation."""
+    try:
+        return [float(s) for s in attn_list(text)]
+    except ValueError:
+        raise RabenchError(f"{flag} {text!r}: write comma-separated numbers, e.g. {example}") from None
+
+
 def given_train_settings(a: argparse.Namespace) -> dict:
     """TrainConfig fields set on the command line; TrainConfig's own defaults (warm-up as a share of each
     run's length, eval tokens per preset) apply to the rest."""
@@ -92,6 +103,8 @@ def run(a: argparse.Namespace) -> None:
         plan.isotime_attns = attn_list(a.isotime_attn)
     if a.isoiter_attn is not None:
         plan.isoiter_attns = attn_list(a.isoiter_attn)
+    if a.ladder is not None:
+        plan.ladder = number_list(a.ladder, "--ladder", "1.03,1.06,1.10")
     if a.seeds:
         try:
             plan.seeds = [int(s) for s in split_list(a.seeds)]

@@ -32,7 +32,8 @@ Files in the suite folder (read by the report):
                     "configs": {attn: {"ms_per_iter", "ms_ci95", "ratio", "ratio_ci95",
                                        "windows_ms", "attn_options"}}}
   calibration.log   the calibration worker's output (when it ran beside the runs)
-  <attn>-s<seed>/, <attn>-isotime-s<seed>/   run folders; config.json's labels say the role
+  <attn>-s<seed>/, <attn>-isotime-s<seed>/, <attn>-ladder<r>-s<seed>/   run folders; config.json's
+                    labels say the role (a ladder run's labels.ladder_ratio is its r)
                     (an iso-iteration run started before the calibration has no step_ratio label)
 """
 
@@ -91,6 +92,9 @@ class SuitePlan:
     isotime_attns: list[str] | None = None  # candidates that also get an iso-time run (None: every one)
     isoiter_attns: list[str] | None = None  # candidates that get an iso-iteration run (None: every one;
     # [] or a subset: the others get their iso-time run alone, e.g. variants judged at equal time only)
+    # length ladder (iso design): step ratios r; each candidate with an iso-time run also trains, per
+    # seed, for round(N / r) iterations, so equal-time losses are read from real run lengths
+    ladder: list[float] = field(default_factory=list)
     calib_steps: int = 10  # optimizer steps per timed calibration window
     calib_windows: int = 8  # timed rounds of interleaved windows
     data: str | None = None
@@ -111,20 +115,22 @@ class PlannedRun:
     name: str
     attn: str
     seed: int
-    role: str  # baseline | iso-iter | iso-time | time | plateau
+    role: str  # baseline | iso-iter | iso-time | ladder | time | plateau
     max_iters: int | None
     time_budget_s: float | None
     step_ratio: float | None
+    ladder_ratio: float | None = None  # a ladder run's r: max_iters = round(N / r)
 
 
 # ---- the plan -----------------------------------------------------------------------------
 PLAN_TYPES: dict[str, tuple[type, ...]] = {
     "attns": (list,), "seeds": (list,), "preset": (str,), "design": (str,), "until_plateau": (bool,),
-    "isotime_attns": (list,), "isoiter_attns": (list,), "calib_steps": (int,), "calib_windows": (int,), "data": (str,),
+    "isotime_attns": (list,), "isoiter_attns": (list,), "ladder": (list,), "calib_steps": (int,), "calib_windows": (int,), "data": (str,),
     "options": (dict,), "train": (dict,), "time": (str, int, float), "iters": (int,), "margin": (int, float, dict),
 }
 PLAN_EXAMPLES = {"attns": 'attns = ["sdpa", "ra-triton"]', "seeds": "seeds = [0, 1, 2]",
                  "isotime_attns": 'isotime_attns = ["ra-triton"]', "isoiter_attns": "isoiter_attns = []",
+                 "ladder": "ladder = [1.03, 1.06, 1.10, 1.15]",
                  "options": "[options.ra-local] window = 64",
                  "train": "[train] compile = true", "margin": 'margin = 0.01 or [margin] "1" = 0.01'}
 
@@ -172,8 +178,16 @@ def check_plan_type(key: str, value: Any, where: str) -> None:
                                                    for v in value.values())):
         raise RabenchError(f"{where}: margin must be a number or a table of numbers keyed \"1\", \"2\", \"3\" "
                            f"(the criteria), got {value!r}")
+    if key == "ladder" and not all(is_number(r) and math.isfinite(r) and r > 0 and r != 1 for r in value):
+        raise RabenchError(f"{where}: ladder must list step ratios r > 0 other than 1 (each run trains round(N / r) "
+                           f"iterations), got {value!r} (e.g. {PLAN_EXAMPLES['ladder']})")
     if key == "options" and not all(isinstance(v, dict) for v in value.values()):
         raise RabenchError(f"{where}: options must hold one table per attention, e.g. {PLAN_EXAMPLES['options']}")
+
+
+def is_number(value: Any) -> bool:
+    """An int or a float, not a bool (TOML's true is no number)."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 def design_of(plan: SuitePlan) -> str:
@@ -185,7 +199,8 @@ def design_of(plan: SuitePlan) -> str:
 def resolve_plan(plan: SuitePlan) -> SuitePlan:
     """Check the plan and fill its defaults (design, budget); returns the plan as it will run."""
     plan.preset = plan.preset if plan.preset is not None else "gpt2-124m"
-    for key in ("attns", "seeds", "preset", "until_plateau", "calib_steps", "calib_windows", "options", "train"):
+    for key in ("attns", "seeds", "preset", "until_plateau", "ladder", "calib_steps", "calib_windows", "options",
+                "train"):
         check_plan_type(key, getattr(plan, key), "suite plan")
     for key in ("isotime_attns", "isoiter_attns", "margin"):
         if getattr(plan, key) is not None:
@@ -194,7 +209,7 @@ def resolve_plan(plan: SuitePlan) -> SuitePlan:
         raise RabenchError("the suite has no attention to run")
     if not plan.seeds:
         raise RabenchError("the suite has no seed to run")
-    for dup_key in ("attns", "seeds"):
+    for dup_key in ("attns", "seeds", "ladder"):
         values = getattr(plan, dup_key)
         if len(set(values)) != len(values):
             raise RabenchError(f"suite plan: {dup_key} lists a value twice: {values}")
@@ -231,6 +246,9 @@ def resolve_plan(plan: SuitePlan) -> SuitePlan:
         extra = set(getattr(plan, key) or []) - set(plan.attns)
         if extra:
             raise RabenchError(f"suite plan: {key} names {sorted(extra)}, which the suite does not run")
+    if plan.ladder and (design != "iso" or plan.until_plateau):
+        raise RabenchError("suite plan: a length ladder belongs to the iso design (iteration budgets), not to "
+                           f"{'--until-plateau' if plan.until_plateau else 'design time'}")
     if design == "iso" and not plan.until_plateau:
         idle = [a for a in plan.attns if a != BASELINE and not gets_run(plan.isoiter_attns, a)
                 and not gets_run(plan.isotime_attns, a)]
@@ -264,7 +282,9 @@ def drop_gpu_only(plan: SuitePlan, device_type: str, explicit_attns: bool, say=p
 
 
 # ---- runs ---------------------------------------------------------------------------------
-def run_name(attn: str, seed: int, role: str = "") -> str:
+def run_name(attn: str, seed: int, role: str = "", ladder_ratio: float | None = None) -> str:
+    if role == "ladder":
+        return f"{attn}-ladder{ladder_ratio:g}-s{seed}"
     return f"{attn}-isotime-s{seed}" if role == "iso-time" else f"{attn}-s{seed}"
 
 
@@ -298,13 +318,24 @@ def plan_runs(plan: SuitePlan, ratios: dict[str, float] | None) -> list[PlannedR
                 if ratios is not None and gets_run(plan.isotime_attns, attn):
                     runs.append(PlannedRun(run_name(attn, seed, "iso-time"), attn, seed, "iso-time",
                                            iso_time_iters(plan.max_iters, ratio), None, ratio))
+                if gets_run(plan.isotime_attns, attn):
+                    runs += ladder_runs(plan, attn, seed, ratio)
     return runs
+
+
+def ladder_runs(plan: SuitePlan, attn: str, seed: int, ratio: float | None) -> list[PlannedRun]:
+    """The candidate's length ladder for one seed: round(N / r) iterations per r, no calibration needed."""
+    assert plan.max_iters is not None
+    return [PlannedRun(run_name(attn, seed, "ladder", r), attn, seed, "ladder", iso_time_iters(plan.max_iters, r),
+                       None, ratio, r) for r in plan.ladder]
 
 
 def train_config(plan: SuitePlan, run: PlannedRun, out: Path, data: str, suite_name: str,
                  progress_bar: bool) -> TrainConfig:
     """The TrainConfig of one planned run (labels say its role; they never change the curve)."""
     labels = {"role": run.role, "step_ratio": run.step_ratio, "baseline": BASELINE, "suite": suite_name}
+    if run.ladder_ratio is not None:
+        labels["ladder_ratio"] = run.ladder_ratio
     return TrainConfig(attn=run.attn, data=data, out=str(out / run.name), preset=plan.preset, seed=run.seed,
                        attn_options=dict(plan.options.get(run.attn, {})), time_budget_s=run.time_budget_s,
                        max_iters=run.max_iters, until_plateau=plan.until_plateau, progress_bar=progress_bar,
@@ -579,7 +610,9 @@ def write_suite_record(plan: SuitePlan, out: Path, data: str, runs: list[Planned
     record = plan.to_dict() | {"data": data, "baseline": BASELINE,
                                "runs": [{"name": r.name, "attn": r.attn, "seed": r.seed, "role": r.role,
                                          "max_iters": r.max_iters, "time_budget_s": r.time_budget_s,
-                                         "step_ratio": r.step_ratio} for r in runs],
+                                         "step_ratio": r.step_ratio}
+                                        | ({"ladder_ratio": r.ladder_ratio} if r.ladder_ratio is not None else {})
+                                        for r in runs],
                                "calibration_reuse": earlier + ([reused] if reused else [])}
     write_json_atomic(out / SUITE_FILE, record, "suite record")
 
@@ -696,6 +729,8 @@ def describe(run: PlannedRun) -> str:
     budget = f"{run.max_iters} iters" if run.max_iters is not None else f"{run.time_budget_s:g} s"
     if run.role == "iso-time":
         return f"{run.role}, {budget} = N / {run.step_ratio:.3f}"
+    if run.role == "ladder":
+        return f"{run.role}, {budget} = N / {run.ladder_ratio:g}"
     return f"{run.role}, {budget}"
 
 
