@@ -13,7 +13,7 @@ import torch
 
 import rabench
 from rabench.cli import main
-from rabench.errors import RabenchError
+from rabench.errors import RabenchError, RunInterrupted
 from rabench.machine import machine_id
 from rabench.rundir import RunFolder
 from rabench.stats import mean_ci95
@@ -390,3 +390,69 @@ def test_ladder_runs_train_resume_and_are_labelled(data_dir: str, tmp_path: Path
     run_suite(plan, out, data_dir, progress_bar=False)
     text = capsys.readouterr().out
     assert "std-gated-ladder3-s0: resuming (ladder, 2 iters = N / 3)" in text and text.count("done, skipped") == 3
+
+
+# ---- learning-rate sweeps -------------------------------------------------------------------
+def sweep_plan(**kw) -> SuitePlan:
+    return small_plan(**({"attns": ["sdpa", "std-gated"], "lr": [1e-3, 3e-3], "selection_seeds": [100], "seeds": [0],
+                          "max_iters": 3} | kw))
+
+
+def test_sweep_plans_selection_runs_then_the_verdict_at_the_chosen_rates() -> None:
+    plan = resolve_plan(sweep_plan(selection_seeds=[100, 101], lr=[1.2e-3, 6e-4]))
+    selection = plan_runs(plan, None)
+    assert [(r.name, r.role, r.lr, r.max_iters) for r in selection[:4]] == [
+        ("sdpa-lr0.0012-s100", "lr-sweep", 1.2e-3, 3), ("sdpa-lr0.0006-s100", "lr-sweep", 6e-4, 3),
+        ("std-gated-lr0.0012-s100", "lr-sweep", 1.2e-3, 3), ("std-gated-lr0.0006-s100", "lr-sweep", 6e-4, 3)]
+    assert len(selection) == 8 and {r.seed for r in selection} == {100, 101}
+    verdict = plan_runs(plan, {"sdpa": 1.0, "std-gated": 1.5}, {"sdpa": 6e-4, "std-gated": 1.2e-3})[8:]
+    assert [(r.name, r.role, r.lr) for r in verdict] == [
+        ("sdpa-s0", "baseline", 6e-4), ("std-gated-s0", "iso-iter", 1.2e-3), ("std-gated-isotime-s0", "iso-time", 1.2e-3)]
+    from rabench.training.suite import train_config
+
+    cfg = train_config(plan, selection[0], Path("out"), "data", "suite", False)
+    assert cfg.lr == 1.2e-3 and cfg.labels["role"] == "lr-sweep" and cfg.labels["lr_stage"] == "selection"
+    assert train_config(plan, verdict[1], Path("out"), "data", "suite", False).lr == 1.2e-3
+
+
+def test_the_rule_picks_the_best_mean_ties_to_the_lower_rate_and_waits_for_every_run(tmp_path: Path) -> None:
+    from rabench.training.suite import chosen_rates
+
+    plan = resolve_plan(sweep_plan(selection_seeds=[100, 101], lr=[1e-3, 2e-3, 4e-3]))
+    finals = {("sdpa", 1e-3): (3.0, 3.2), ("sdpa", 2e-3): (3.1, 2.9), ("sdpa", 4e-3): (2.8, 3.2),  # 3.1, 3.0, 3.0
+              ("std-gated", 1e-3): (3.0, 3.0), ("std-gated", 2e-3): (2.0, None), ("std-gated", 4e-3): (2.9, 3.0)}
+    runs = plan_runs(plan, None)
+    for run in runs:
+        (tmp_path / run.name).mkdir()
+        (tmp_path / run.name / "config.json").write_text("{}")
+        final = finals[run.attn, run.lr][run.seed - 100]  # None: a diverged run (worst)
+        (tmp_path / run.name / "summary.json").write_text(json.dumps({"status": "finished", "final_val_loss": final}))
+    assert chosen_rates(plan, tmp_path) == {"sdpa": 2e-3, "std-gated": 4e-3}
+    (tmp_path / runs[-1].name / "summary.json").write_text(json.dumps({"status": "interrupted"}))
+    assert chosen_rates(plan, tmp_path) is None  # stage 2 waits for every selection run
+
+
+@pytest.mark.slow
+def test_sweep_end_to_end_resumes_stage_one_then_runs_the_verdict(data_dir: str, tmp_path: Path,
+                                                                  monkeypatch: pytest.MonkeyPatch, capsys) -> None:
+    out = tmp_path / "suite"
+    monkeypatch.setenv("RABENCH_FAULT", "step@2:TERM")  # the first selection run is cut after its second step
+    with pytest.raises(RunInterrupted):
+        run_suite(sweep_plan(), out, data_dir, progress_bar=False)
+    suite = json.loads((out / "suite.json").read_text())
+    sweep = suite["lr_sweep"]  # the rule is on disk before any run finished
+    assert sweep["lrs"] == [1e-3, 3e-3] and sweep["selection_seeds"] == [100] and sweep["chosen"] == {}
+    assert "best (lowest) mean final val_loss at N" in sweep["rule"] and "lower rate" in sweep["rule"]
+    assert {r["role"] for r in suite["runs"]} == {"lr-sweep"} and not (out / "sdpa-s0").exists()
+    monkeypatch.delenv("RABENCH_FAULT")
+    capsys.readouterr()
+    run_suite(sweep_plan(), out, data_dir, progress_bar=False)
+    text = capsys.readouterr().out
+    assert "sdpa-lr0.001-s100: resuming" in text and "learning-rate selection complete" in text
+    sweep = json.loads((out / "suite.json").read_text())["lr_sweep"]
+    assert set(sweep["chosen"]) == {"sdpa", "std-gated"} and set(sweep["chosen"].values()) <= {1e-3, 3e-3}
+    for name, attn in (("sdpa-s0", "sdpa"), ("std-gated-s0", "std-gated"), ("std-gated-isotime-s0", "std-gated")):
+        folder = RunFolder(out / name)
+        assert folder.state() == "finished" and folder.config()["lr"] == sweep["chosen"][attn]
+    selection = RunFolder(out / "std-gated-lr0.003-s100").config()
+    assert selection["lr"] == 3e-3 and selection["labels"]["lr_stage"] == "selection"

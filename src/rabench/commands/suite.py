@@ -8,6 +8,7 @@ from pathlib import Path
 
 from rabench.commands.common import add_hyper_args, train_config_kwargs
 from rabench.errors import DeadlineReached, RabenchError
+from rabench.training.config import PRESET_LR
 
 HELP = "calibrate step times, train the plan's configs (resumable, optionally one per GPU) and write the report"
 
@@ -38,6 +39,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--ladder", metavar="R1,R2,...",
                    help="length ladder: each candidate with an iso-time run also trains round(N/r) iterations per "
                         "seed for each step ratio r, e.g. 1.03,1.06,1.10,1.15, or none (default: the plan's, none)")
+    p.add_argument("--lr", metavar="LR[,LR...]",
+                   help=f"peak learning rate (default: the preset's; {PRESET_LR['gpt2-124m']:g} for gpt2-124m, "
+                        f"{PRESET_LR['tiny']:g} for tiny); two or "
+                        "more, e.g. 3e-4,6e-4,1.2e-3, make an lr sweep: each config's rate is chosen on "
+                        "--selection-seeds, then the verdict runs at it on --seeds")
+    p.add_argument("--selection-seeds", help="an lr sweep's selection seeds, apart from --seeds, e.g. 100,101 "
+                   "(default: the plan's)")
     p.add_argument("--until-plateau", action="store_true",
                    help="full test: each config runs to a val_loss plateau (the budget is a cap)")
     p.add_argument("--devices", help="run independent runs in parallel, one worker process per device: GPU indices "
@@ -56,7 +64,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="measure step times into calibration.json and stop (e.g. before a torchrun or parallel launch)")
     p.add_argument("--calib-steps", type=int, help="optimizer steps per calibration window (default 10)")
     p.add_argument("--calib-windows", type=int, help="interleaved calibration rounds, at least 2 (default 8)")
-    add_hyper_args(p)
+    add_hyper_args(p, skip=("--lr",))
 
 
 def split_list(text: str) -> list[str]:
@@ -66,6 +74,13 @@ def split_list(text: str) -> list[str]:
 def attn_list(text: str) -> list[str]:
     """--isotime-attn / --isoiter-attn: comma-separated names, or `none` for the empty list."""
     return [] if text.strip().lower() == "none" else split_list(text)
+
+
+def seed_list(text: str, flag: str) -> list[int]:
+    try:
+        return [int(s) for s in split_list(text)]
+    except ValueError:
+        raise RabenchError(f"{flag} {text!r}: write comma-separated integers, e.g. 0,1,2") from None
 
 
 def number_list(text: str, flag: str, example: str) -> list[float]:
@@ -83,7 +98,7 @@ def given_train_settings(a: argparse.Namespace) -> dict:
 
     defaults = {f.name: f.default for f in fields(TrainConfig) if f.default is not MISSING}
     kw = train_config_kwargs(a)
-    for key in ("preset", "progress_bar", "time_budget_s", "max_iters"):
+    for key in ("preset", "progress_bar", "time_budget_s", "max_iters", "lr"):  # --lr: see run()
         kw.pop(key, None)
     return {k: v for k, v in kw.items() if v is not None and not (k in defaults and defaults[k] == v)}
 
@@ -106,10 +121,15 @@ def run(a: argparse.Namespace) -> None:
     if a.ladder is not None:
         plan.ladder = number_list(a.ladder, "--ladder", "1.03,1.06,1.10")
     if a.seeds:
-        try:
-            plan.seeds = [int(s) for s in split_list(a.seeds)]
-        except ValueError:
-            raise RabenchError(f"--seeds {a.seeds!r}: write comma-separated integers, e.g. 0,1,2") from None
+        plan.seeds = seed_list(a.seeds, "--seeds")
+    if a.selection_seeds:
+        plan.selection_seeds = seed_list(a.selection_seeds, "--selection-seeds")
+    if a.lr is not None:
+        rates = number_list(a.lr, "--lr", "3e-4,6e-4,1.2e-3")
+        if len(rates) == 1:  # one rate: every run trains at it
+            plan.train["lr"], plan.lr = rates[0], []
+        else:
+            plan.lr = rates
     if a.iters is not None:
         if a.iters < 1:
             raise RabenchError("--iters must be at least 1")

@@ -13,6 +13,14 @@ Two designs (plan key `design`):
 
 `until_plateau` runs every config to a val_loss plateau instead (the budget is a cap).
 
+Two additions to the iso design. A length ladder (`ladder`): each candidate with an iso-time run
+also trains round(N / r) iterations per listed ratio r, so that its equal-time loss at any step
+ratio can be read from real run lengths. A learning-rate sweep (`lr`, `selection_seeds`): stage 1
+trains every config for N iterations at each rate on the selection seeds (folders
+`<attn>-lr<lr>-s<seed>`); once all have finished, each config's rate is chosen by SWEEP_RULE
+(written in suite.json before any run) and stage 2 runs the design above at those rates on the
+verdict seeds, which the selection never saw. A call that completes stage 1 goes on to stage 2.
+
 A suite re-run skips finished runs and resumes checkpointed ones; one whose stored settings
 differ from what this suite would train (anything that changes the curve) is refused, so the
 folder never mixes runs trained under different settings, and suite.json is written only
@@ -48,7 +56,7 @@ import time
 import tomllib
 from collections.abc import Callable
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -95,6 +103,10 @@ class SuitePlan:
     # length ladder (iso design): step ratios r; each candidate with an iso-time run also trains, per
     # seed, for round(N / r) iterations, so equal-time losses are read from real run lengths
     ladder: list[float] = field(default_factory=list)
+    # learning-rate sweep (iso design): every config trains N iterations at each rate on the selection
+    # seeds; each config's rate is then chosen by SWEEP_RULE and the verdict runs use it on `seeds`
+    lr: list[float] = field(default_factory=list)
+    selection_seeds: list[int] = field(default_factory=list)
     calib_steps: int = 10  # optimizer steps per timed calibration window
     calib_windows: int = 8  # timed rounds of interleaved windows
     data: str | None = None
@@ -120,17 +132,20 @@ class PlannedRun:
     time_budget_s: float | None
     step_ratio: float | None
     ladder_ratio: float | None = None  # a ladder run's r: max_iters = round(N / r)
+    lr: float | None = None  # with an lr sweep: the rate this run trains at (else the plan's [train] lr)
 
 
 # ---- the plan -----------------------------------------------------------------------------
 PLAN_TYPES: dict[str, tuple[type, ...]] = {
     "attns": (list,), "seeds": (list,), "preset": (str,), "design": (str,), "until_plateau": (bool,),
-    "isotime_attns": (list,), "isoiter_attns": (list,), "ladder": (list,), "calib_steps": (int,), "calib_windows": (int,), "data": (str,),
+    "isotime_attns": (list,), "isoiter_attns": (list,), "ladder": (list,), "lr": (list,),
+    "selection_seeds": (list,), "calib_steps": (int,), "calib_windows": (int,), "data": (str,),
     "options": (dict,), "train": (dict,), "time": (str, int, float), "iters": (int,), "margin": (int, float, dict),
 }
 PLAN_EXAMPLES = {"attns": 'attns = ["sdpa", "ra-triton"]', "seeds": "seeds = [0, 1, 2]",
                  "isotime_attns": 'isotime_attns = ["ra-triton"]', "isoiter_attns": "isoiter_attns = []",
-                 "ladder": "ladder = [1.03, 1.06, 1.10, 1.15]",
+                 "ladder": "ladder = [1.03, 1.06, 1.10, 1.15]", "lr": "lr = [3e-4, 6e-4, 1.2e-3]",
+                 "selection_seeds": "selection_seeds = [100, 101]",
                  "options": "[options.ra-local] window = 64",
                  "train": "[train] compile = true", "margin": 'margin = 0.01 or [margin] "1" = 0.01'}
 
@@ -181,6 +196,8 @@ def check_plan_type(key: str, value: Any, where: str) -> None:
     if key == "ladder" and not all(is_number(r) and math.isfinite(r) and r > 0 and r != 1 for r in value):
         raise RabenchError(f"{where}: ladder must list step ratios r > 0 other than 1 (each run trains round(N / r) "
                            f"iterations), got {value!r} (e.g. {PLAN_EXAMPLES['ladder']})")
+    if key == "lr" and not all(is_number(v) and math.isfinite(v) and v > 0 for v in value):
+        raise RabenchError(f"{where}: lr must list positive learning rates, got {value!r} (e.g. {PLAN_EXAMPLES['lr']})")
     if key == "options" and not all(isinstance(v, dict) for v in value.values()):
         raise RabenchError(f"{where}: options must hold one table per attention, e.g. {PLAN_EXAMPLES['options']}")
 
@@ -199,8 +216,8 @@ def design_of(plan: SuitePlan) -> str:
 def resolve_plan(plan: SuitePlan) -> SuitePlan:
     """Check the plan and fill its defaults (design, budget); returns the plan as it will run."""
     plan.preset = plan.preset if plan.preset is not None else "gpt2-124m"
-    for key in ("attns", "seeds", "preset", "until_plateau", "ladder", "calib_steps", "calib_windows", "options",
-                "train"):
+    for key in ("attns", "seeds", "preset", "until_plateau", "ladder", "lr", "selection_seeds", "calib_steps",
+                "calib_windows", "options", "train"):
         check_plan_type(key, getattr(plan, key), "suite plan")
     for key in ("isotime_attns", "isoiter_attns", "margin"):
         if getattr(plan, key) is not None:
@@ -209,7 +226,7 @@ def resolve_plan(plan: SuitePlan) -> SuitePlan:
         raise RabenchError("the suite has no attention to run")
     if not plan.seeds:
         raise RabenchError("the suite has no seed to run")
-    for dup_key in ("attns", "seeds", "ladder"):
+    for dup_key in ("attns", "seeds", "ladder", "lr", "selection_seeds"):
         values = getattr(plan, dup_key)
         if len(set(values)) != len(values):
             raise RabenchError(f"suite plan: {dup_key} lists a value twice: {values}")
@@ -246,6 +263,7 @@ def resolve_plan(plan: SuitePlan) -> SuitePlan:
         extra = set(getattr(plan, key) or []) - set(plan.attns)
         if extra:
             raise RabenchError(f"suite plan: {key} names {sorted(extra)}, which the suite does not run")
+    check_lr_sweep(plan, design)
     if plan.ladder and (design != "iso" or plan.until_plateau):
         raise RabenchError("suite plan: a length ladder belongs to the iso design (iteration budgets), not to "
                            f"{'--until-plateau' if plan.until_plateau else 'design time'}")
@@ -257,6 +275,49 @@ def resolve_plan(plan: SuitePlan) -> SuitePlan:
                                "isotime_attns); add it to one or drop it from the attentions")
     plan.design = design
     return plan
+
+
+SWEEP_RULE = ("each config's learning rate is the one with the best (lowest) mean final val_loss at N over the "
+              "selection seeds; ties go to the lower rate; a run whose final val_loss is not finite counts as worst")
+
+
+def check_lr_sweep(plan: SuitePlan, design: str) -> None:
+    """A sweep needs two rates or more, selection seeds apart from the verdict seeds, the iso design,
+    and no [train] lr (each run's rate comes from the sweep)."""
+    if not plan.lr and not plan.selection_seeds:
+        return
+    if len(plan.lr) < 2:
+        raise RabenchError("suite plan: an lr sweep needs two rates or more (e.g. --lr 3e-4,6e-4 with "
+                           "--selection-seeds 100,101); one rate goes in --lr alone or [train] lr")
+    if not plan.selection_seeds:
+        raise RabenchError("suite plan: an lr sweep chooses each config's rate on selection seeds: give "
+                           "--selection-seeds (e.g. 100,101), apart from the verdict seeds")
+    shared = sorted(set(plan.selection_seeds) & set(plan.seeds))
+    if shared:
+        raise RabenchError(f"suite plan: seeds {shared} are both selection and verdict seeds; the verdict needs "
+                           "fresh seeds (choose selection_seeds apart from seeds)")
+    if design != "iso" or plan.until_plateau:
+        raise RabenchError("suite plan: an lr sweep belongs to the iso design (it compares final val_loss at N)")
+    if "lr" in plan.train:
+        raise RabenchError("suite plan: an lr sweep sets each run's rate; drop [train] lr")
+    if len({f"{lr:g}" for lr in plan.lr}) < len(plan.lr):
+        raise RabenchError(f"suite plan: lr {plan.lr} has rates that print alike in folder names; give distinct rates")
+
+
+def chosen_rates(plan: SuitePlan, out: Path) -> dict[str, float] | None:
+    """Each config's rate by SWEEP_RULE, once every selection run has finished (else None)."""
+    if not plan.lr:
+        return None
+    losses: dict[tuple[str, float], list[float]] = {}
+    for run in plan_runs(plan, None):
+        folder = RunFolder(out / run.name)
+        if folder.state() != "finished":
+            return None
+        final = (folder.summary() or {}).get("final_val_loss")
+        finite = isinstance(final, (int, float)) and math.isfinite(final)
+        losses.setdefault((run.attn, run.lr), []).append(final if finite else math.inf)
+    mean = {key: sum(v) / len(v) for key, v in losses.items()}
+    return {attn: min(plan.lr, key=lambda lr: (mean[attn, lr], lr)) for attn in plan.attns}
 
 
 def needs_gpu(name: str) -> bool:
@@ -298,9 +359,24 @@ def iso_time_iters(n: int, ratio: float) -> int:
     return max(1, round(n / ratio))
 
 
-def plan_runs(plan: SuitePlan, ratios: dict[str, float] | None) -> list[PlannedRun]:
+def plan_runs(plan: SuitePlan, ratios: dict[str, float] | None,
+              chosen: dict[str, float] | None = None) -> list[PlannedRun]:
     """Every run of the suite, seed by seed (so the first seeds complete first). In the iso design
-    without ratios (a calibration still measuring): only the runs whose length needs none."""
+    without ratios (a calibration still measuring): only the runs whose length needs none. With a
+    learning-rate sweep: its selection runs, then the verdict runs at each config's `chosen` rate
+    once the selection has chosen (None: not yet)."""
+    if not plan.lr:
+        return verdict_runs(plan, ratios)
+    selection = [PlannedRun(f"{attn}-lr{lr:g}-s{seed}", attn, seed, "lr-sweep", plan.max_iters, None,
+                            (ratios or {}).get(attn), lr=lr)
+                 for seed in plan.selection_seeds for attn in plan.attns for lr in plan.lr]
+    if chosen is None:
+        return selection
+    return selection + [replace(r, lr=chosen[r.attn]) for r in verdict_runs(plan, ratios)]
+
+
+def verdict_runs(plan: SuitePlan, ratios: dict[str, float] | None) -> list[PlannedRun]:
+    """The design's runs on the verdict seeds (every run of a suite without an lr sweep)."""
     runs = []
     for seed in plan.seeds:
         for attn in plan.attns:
@@ -336,10 +412,13 @@ def train_config(plan: SuitePlan, run: PlannedRun, out: Path, data: str, suite_n
     labels = {"role": run.role, "step_ratio": run.step_ratio, "baseline": BASELINE, "suite": suite_name}
     if run.ladder_ratio is not None:
         labels["ladder_ratio"] = run.ladder_ratio
+    if run.role == "lr-sweep":
+        labels["lr_stage"] = "selection"
+    settings = plan.train | ({"lr": run.lr} if run.lr is not None else {})  # a sweep's [train] has no lr
     return TrainConfig(attn=run.attn, data=data, out=str(out / run.name), preset=plan.preset, seed=run.seed,
                        attn_options=dict(plan.options.get(run.attn, {})), time_budget_s=run.time_budget_s,
                        max_iters=run.max_iters, until_plateau=plan.until_plateau, progress_bar=progress_bar,
-                       labels=labels, **plan.train)
+                       labels=labels, **settings)
 
 
 @dataclass
@@ -547,8 +626,12 @@ def run_suite(plan: SuitePlan, out: str | Path, data: str, progress_bar: bool = 
     if out.exists() and not out.is_dir():
         raise RabenchError(f"--out {out} is a file, not a folder; choose another --out")
     suite_name = out.resolve().name
+    chosen = chosen_rates(plan, out)  # an lr sweep whose selection is complete: the verdict's rates
+    if chosen is not None:
+        say(f"[suite] learning rates chosen on selection seeds {plan.selection_seeds}: "
+            + ", ".join(f"{a} {lr:g}" for a, lr in chosen.items()))
     if plan.design == "iso":  # refuse changed settings before spending time on a calibration
-        check_runs_before_calibration(plan, out, data, suite_name, recalibrate)
+        check_runs_before_calibration(plan, out, data, suite_name, recalibrate, chosen)
     out.mkdir(parents=True, exist_ok=True)
     ratios, new_calibration, alongside, reused = None, None, None, None
     if calibrates_alongside(plan, out, devices, recalibrate, calibrate_only):
@@ -563,7 +646,7 @@ def run_suite(plan: SuitePlan, out: str | Path, data: str, progress_bar: bool = 
         reused = calibration_reuse_entry(out, device) if reuse_calibration and not recalibrate else None
     elif calibrate_only:
         raise RabenchError("--calibrate-only belongs to the iso design (the time design needs no calibration)")
-    runs = plan_runs(plan, ratios)  # alongside a calibration: the runs whose length needs no ratio
+    runs = plan_runs(plan, ratios, chosen)  # alongside a calibration: the runs whose length needs no ratio
     cfgs = [train_config(plan, r, out, data, suite_name, progress_bar and not devices) for r in runs]
     jobs = decide_jobs(runs, cfgs, out)  # new ratios that contradict trained runs are refused, unwritten
     if is_main_process():  # under torchrun every rank runs the suite; rank 0 alone writes and prints
@@ -572,7 +655,7 @@ def run_suite(plan: SuitePlan, out: str | Path, data: str, progress_bar: bool = 
         if calibrate_only:
             say(f"[suite] step times in {out / CALIBRATION_FILE}; run the suite without --calibrate-only to train")
             return []
-        write_suite_record(plan, out, data, runs, reused)
+        write_suite_record(plan, out, data, runs, reused, chosen)
     if calibrate_only:
         return []
     if deadline is not None:
@@ -584,12 +667,12 @@ def run_suite(plan: SuitePlan, out: str | Path, data: str, progress_bar: bool = 
     def sized_jobs(fresh: dict[str, Any]) -> list[RunJob]:
         """Once the calibration is in: write it, plan the runs its ratios size, and queue them."""
         new_ratios, record = merge_calibration(plan, data, None, fresh, say)
-        all_runs[:] = plan_runs(plan, new_ratios)
+        all_runs[:] = plan_runs(plan, new_ratios, chosen)
         early = {r.name for r in runs}
         later = [r for r in all_runs if r.name not in early]
         later_jobs = decide_jobs(later, [train_config(plan, r, out, data, suite_name, False) for r in later], out)
         write_json_atomic(out / CALIBRATION_FILE, record, "calibration", default=str)
-        write_suite_record(plan, out, data, all_runs)
+        write_suite_record(plan, out, data, all_runs, None, chosen)
         if deadline is not None:
             deadline.use_calibration(record)
         return later_jobs
@@ -599,21 +682,33 @@ def run_suite(plan: SuitePlan, out: str | Path, data: str, progress_bar: bool = 
         run_parallel(jobs, devices, say, deadline=deadline, first=first)
     else:
         run_sequential(jobs, say, deadline)
+    if chosen is None and chosen_rates(plan, out) is not None:  # the sweep's selection has just completed
+        say("[suite] learning-rate selection complete: planning the verdict runs at the chosen rates")
+        return run_suite(plan, out, data, progress_bar, devices, explicit_attns=explicit_attns,
+                         deadline_s=deadline.left_s() if deadline is not None else None,
+                         reuse_calibration=reuse_calibration)
     return [out / r.name for r in all_runs]
 
 
 def write_suite_record(plan: SuitePlan, out: Path, data: str, runs: list[PlannedRun],
-                       reused: dict[str, Any] | None = None) -> None:
+                       reused: dict[str, Any] | None = None, chosen: dict[str, float] | None = None) -> None:
     """suite.json; `reused`: this call kept a calibration from another machine, card or code, added to
-    the calls before it that did ("calibration_reuse": what the report names)."""
+    the calls before it that did ("calibration_reuse": what the report names); `chosen`: an lr
+    sweep's rates once its selection is complete (the rule is written before any run)."""
     earlier = (read_json(out / SUITE_FILE) or {}).get("calibration_reuse") or []
+    if reused and any(e.get("calibration_measured_at") == reused["calibration_measured_at"]
+                      and e.get("differences") == reused["differences"] for e in earlier):
+        reused = None  # the same calibration kept across the same differences: noted once
+    sweep = {"lr_sweep": {"lrs": plan.lr, "selection_seeds": plan.selection_seeds, "rule": SWEEP_RULE,
+                          "chosen": chosen or {}}} if plan.lr else {}
     record = plan.to_dict() | {"data": data, "baseline": BASELINE,
                                "runs": [{"name": r.name, "attn": r.attn, "seed": r.seed, "role": r.role,
                                          "max_iters": r.max_iters, "time_budget_s": r.time_budget_s,
                                          "step_ratio": r.step_ratio}
                                         | ({"ladder_ratio": r.ladder_ratio} if r.ladder_ratio is not None else {})
+                                        | ({"lr": r.lr} if r.lr is not None else {})
                                         for r in runs],
-                               "calibration_reuse": earlier + ([reused] if reused else [])}
+                               "calibration_reuse": earlier + ([reused] if reused else [])} | sweep
     write_json_atomic(out / SUITE_FILE, record, "suite record")
 
 
@@ -662,11 +757,12 @@ def calibration_task(plan: SuitePlan, out: Path, data: str, attns: list[str], n_
     return SlotTask("calibration", launch, done)
 
 
-def check_runs_before_calibration(plan: SuitePlan, out: Path, data: str, suite_name: str, recalibrate: bool) -> None:
+def check_runs_before_calibration(plan: SuitePlan, out: Path, data: str, suite_name: str, recalibrate: bool,
+                                  chosen: dict[str, float] | None = None) -> None:
     """decide_jobs over every run whose budget is known without a new calibration."""
     stored = None if recalibrate else read_calibration(out)
     known = {a: float(c["ratio"]) for a, c in (stored or {}).get("configs", {}).items()}
-    runs = [r for r in plan_runs(plan, {a: known.get(a, 1.0) for a in plan.attns})
+    runs = [r for r in plan_runs(plan, {a: known.get(a, 1.0) for a in plan.attns}, chosen)
             if r.role != "iso-time" or r.attn in known]
     decide_jobs(runs, [train_config(plan, r, out, data, suite_name, False) for r in runs], out)
 
@@ -729,9 +825,10 @@ def describe(run: PlannedRun) -> str:
     budget = f"{run.max_iters} iters" if run.max_iters is not None else f"{run.time_budget_s:g} s"
     if run.role == "iso-time":
         return f"{run.role}, {budget} = N / {run.step_ratio:.3f}"
+    rate = f", lr {run.lr:g}" if run.lr is not None else ""
     if run.role == "ladder":
-        return f"{run.role}, {budget} = N / {run.ladder_ratio:g}"
-    return f"{run.role}, {budget}"
+        return f"{run.role}, {budget} = N / {run.ladder_ratio:g}{rate}"
+    return f"{run.role}, {budget}{rate}"
 
 
 def fmt(value: float | None) -> str:
