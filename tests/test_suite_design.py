@@ -135,7 +135,7 @@ def test_cpu_leaves_gpu_only_attentions_out_of_the_default_plan(monkeypatch) -> 
 @pytest.mark.parametrize("toml,message", [
     ('attns = "sdpa"', 'attns must be a list'),
     ("seeds = 3", "seeds must be a list"),
-    ("seeds = [0, -1]", "integers >= 0"),
+    ("seeds = [0, -1]", r"integers from 0 to 2\*\*63 - 1"),
     ('design = "fast"', "design 'fast' is unknown"),
     ('attns = ["ra-open"]\niters = 10', "add it to the attentions"),
     ('attns = ["sdpa", "sdpa"]', "lists a value twice"),

@@ -96,6 +96,12 @@ class TrainConfig:
         for name in ("grad_accum", "eval_every", "log_every", "plateau_patience", "cooldown_iters"):
             _int_at_least(self, name, 1)
         _int_at_least(self, "seed", 0)
+        if self.seed >= 2**63:  # torch's generators take a signed 64-bit seed
+            raise RabenchError(f"seed must be below 2**63, got {self.seed}")
+        for name in ("until_plateau", "compile", "resume", "progress_bar", "verify_data"):
+            if not isinstance(getattr(self, name), bool):
+                raise RabenchError(f"{name} must be true or false, got {getattr(self, name)!r}")
+        check_compile_mode(self.compile_mode)
         _in_range(self, "min_lr_ratio", 0.0, 1.0)
         _in_range(self, "warmup_frac", 0.0, 1.0, hi_open=True)
         _in_range(self, "beta1", 0.0, 1.0, hi_open=True)
@@ -132,6 +138,14 @@ class TrainConfig:
     def ckpt_interval(self) -> tuple[str, float]:
         """('s', seconds) or ('it', iterations)."""
         return parse_ckpt_every(self.ckpt_every)
+
+
+def check_compile_mode(mode: Any) -> None:
+    """None or one of TrainStep's modes, checked where the config is built (before any calibration)."""
+    from rabench.training.step import COMPILE_MODES
+
+    if mode is not None and mode not in COMPILE_MODES:
+        raise RabenchError(f"compile_mode {mode!r}: choose from {', '.join(COMPILE_MODES)}")
 
 
 def parse_ckpt_every(text: str) -> tuple[str, float]:

@@ -113,6 +113,8 @@ class SuitePlan:
     # fixed before the runs, read by the report: FAIL needs the interval below it (a number for the
     # loss criteria 1 and 3, or a table {"1": m1, "2": m2, "3": m3}); None: 0
     margin: float | dict[str, float] | None = None
+    # TOST equivalence margin (nats) the report reads beside each per-iteration interval
+    equivalence_margin: float = 0.01
     options: dict[str, dict[str, Any]] = field(default_factory=dict)  # per-attention options
     train: dict[str, Any] = field(default_factory=dict)  # other TrainConfig fields, same for every run
 
@@ -141,6 +143,7 @@ PLAN_TYPES: dict[str, tuple[type, ...]] = {
     "isotime_attns": (list,), "isoiter_attns": (list,), "ladder": (list,), "lr": (list,),
     "selection_seeds": (list,), "calib_steps": (int,), "calib_windows": (int,), "data": (str,),
     "options": (dict,), "train": (dict,), "time": (str, int, float), "iters": (int,), "margin": (int, float, dict),
+    "equivalence_margin": (int, float),
 }
 PLAN_EXAMPLES = {"attns": 'attns = ["sdpa", "ra-triton"]', "seeds": "seeds = [0, 1, 2]",
                  "isotime_attns": 'isotime_attns = ["ra-triton"]', "isoiter_attns": "isoiter_attns = []",
@@ -156,6 +159,8 @@ def load_plan(path: str | Path | None) -> SuitePlan:
     if path is None:
         return plan
     p = Path(path)
+    if p.is_dir():
+        raise RabenchError(f"plan file {p} is a folder; give the plan's TOML file")
     if not p.is_file():
         raise RabenchError(f"plan file {p} not found")
     try:
@@ -186,13 +191,14 @@ def check_plan_type(key: str, value: Any, where: str) -> None:
         raise RabenchError(f"{where}: {key} must be {want}, got {value!r}" + (f" (e.g. {example})" if example else ""))
     if key in ("attns", "isotime_attns", "isoiter_attns") and not all(isinstance(v, str) for v in value):
         raise RabenchError(f"{where}: {key} must be a list of attention names, got {value!r}")
-    if key == "seeds" and not all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in value):
-        raise RabenchError(f"{where}: seeds must be a list of integers >= 0, got {value!r}")
-    if key == "margin" and isinstance(value, dict) and not (
-            set(value) <= {"1", "2", "3"} and all(isinstance(v, (int, float)) and not isinstance(v, bool)
-                                                   for v in value.values())):
-        raise RabenchError(f"{where}: margin must be a number or a table of numbers keyed \"1\", \"2\", \"3\" "
+    if key in ("seeds", "selection_seeds") and not all(is_seed(v) for v in value):
+        raise RabenchError(f"{where}: {key} must be a list of integers from 0 to 2**63 - 1, got {value!r}")
+    if key == "margin" and not (is_margin(value) or isinstance(value, dict) and set(value) <= {"1", "2", "3"}
+                                and all(is_margin(v) for v in value.values())):
+        raise RabenchError(f"{where}: margin must be a finite number >= 0 or a table of them keyed \"1\", \"2\", \"3\" "
                            f"(the criteria), got {value!r}")
+    if key == "equivalence_margin" and not (is_margin(value) and value > 0):
+        raise RabenchError(f"{where}: equivalence_margin must be a finite number > 0 (nats), got {value!r}")
     if key == "ladder" and not all(is_number(r) and math.isfinite(r) and r > 0 and r != 1 for r in value):
         raise RabenchError(f"{where}: ladder must list step ratios r > 0 other than 1 (each run trains round(N / r) "
                            f"iterations), got {value!r} (e.g. {PLAN_EXAMPLES['ladder']})")
@@ -207,6 +213,15 @@ def is_number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
+def is_margin(value: Any) -> bool:
+    return is_number(value) and math.isfinite(value) and value >= 0
+
+
+def is_seed(value: Any) -> bool:
+    """A seed the trainer can use: torch's generators take 0 <= seed < 2**63 (a signed 64-bit int)."""
+    return isinstance(value, int) and not isinstance(value, bool) and 0 <= value < 2**63
+
+
 def design_of(plan: SuitePlan) -> str:
     if plan.design is not None:
         return plan.design
@@ -219,7 +234,7 @@ def resolve_plan(plan: SuitePlan) -> SuitePlan:
     for key in ("attns", "seeds", "preset", "until_plateau", "ladder", "lr", "selection_seeds", "calib_steps",
                 "calib_windows", "options", "train"):
         check_plan_type(key, getattr(plan, key), "suite plan")
-    for key in ("isotime_attns", "isoiter_attns", "margin"):
+    for key in ("isotime_attns", "isoiter_attns", "margin", "equivalence_margin", "data"):
         if getattr(plan, key) is not None:
             check_plan_type(key, getattr(plan, key), "suite plan")
     if not plan.attns:
@@ -231,7 +246,7 @@ def resolve_plan(plan: SuitePlan) -> SuitePlan:
         if len(set(values)) != len(values):
             raise RabenchError(f"suite plan: {dup_key} lists a value twice: {values}")
     for name in plan.attns:
-        attention.resolve_options(name, plan.options.get(name))
+        check_plan_options(name, plan.options.get(name) or {})
     stray = set(plan.options) - set(plan.attns)
     if stray:
         raise RabenchError(f"suite plan: options given for {sorted(stray)}, which the suite does not run")
@@ -245,6 +260,7 @@ def resolve_plan(plan: SuitePlan) -> SuitePlan:
     per_run = set(plan.train) & PER_RUN_FIELDS
     if per_run:
         raise RabenchError(f"suite plan: [train] may not set {sorted(per_run)}; the suite sets them per run")
+    TrainConfig(attn=BASELINE, data="", out="", preset=plan.preset, **plan.train)  # [train]'s types and ranges
     if design == "iso":
         if plan.time_budget_s is not None and not plan.until_plateau:
             raise RabenchError("the iso design trains for iterations (--iters N); a time budget needs --design time")
@@ -279,6 +295,18 @@ def resolve_plan(plan: SuitePlan) -> SuitePlan:
 
 SWEEP_RULE = ("each config's learning rate is the one with the best (lowest) mean final val_loss at N over the "
               "selection seeds; ties go to the lower rate; a run whose final val_loss is not finite counts as worst")
+
+
+def check_plan_options(name: str, options: dict[str, Any]) -> None:
+    """A plan's options for one attention have their declared types: the registry checks numbers, lists
+    and bools; a string is accepted only where a string is declared (`window = "64"` is a typo in a
+    file that has types, unlike --attn-opt's text)."""
+    defaults = attention.entry(name).defaults
+    for key, value in options.items():
+        if isinstance(value, str) and key in defaults and not isinstance(defaults[key], str):
+            raise RabenchError(f"suite plan: [options.{name}] {key} = {value!r} is a string; the option takes "
+                               f"{type(defaults[key]).__name__} values (e.g. {key} = {defaults[key]!r})")
+    attention.resolve_options(name, options)
 
 
 def check_lr_sweep(plan: SuitePlan, design: str) -> None:
@@ -617,6 +645,10 @@ def run_suite(plan: SuitePlan, out: str | Path, data: str, progress_bar: bool = 
     if deadline is not None and launched_by_torchrun():
         raise RabenchError("--deadline is not supported under torchrun (ranks could stop at different steps); "
                            "use your scheduler's time limit")
+    if plan.until_plateau and plan.time_budget_s is not None:
+        say(f"[suite] --until-plateau with a time budget: {plan.time_budget_s:g} s of training time is each run's cap "
+            "(a run that has not plateaued by then stops there, its summary saying 'time budget'); without it "
+            "a run stops at its plateau or at --iters")
     device = suite_device(plan, devices)
     if devices:  # every worker trains on the device type of its slot; the runs' configs say which
         plan.train = plan.train | {"device": device.type}
