@@ -407,7 +407,8 @@ def test_sweep_plans_selection_runs_then_the_verdict_at_the_chosen_rates() -> No
     assert len(selection) == 8 and {r.seed for r in selection} == {100, 101}
     verdict = plan_runs(plan, {"sdpa": 1.0, "std-gated": 1.5}, {"sdpa": 6e-4, "std-gated": 1.2e-3})[8:]
     assert [(r.name, r.role, r.lr) for r in verdict] == [
-        ("sdpa-s0", "baseline", 6e-4), ("std-gated-s0", "iso-iter", 1.2e-3), ("std-gated-isotime-s0", "iso-time", 1.2e-3)]
+        ("sdpa-s0", "baseline", 6e-4), ("std-gated-s0", "iso-iter", 1.2e-3),
+        ("std-gated-isotime-s0", "iso-time", 1.2e-3)]
     from rabench.training.suite import train_config
 
     cfg = train_config(plan, selection[0], Path("out"), "data", "suite", False)

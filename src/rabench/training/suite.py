@@ -35,8 +35,8 @@ Files in the suite folder (read by the report):
                     "runs": [{name, attn, seed, role, max_iters, time_budget_s, step_ratio}] and
                     "calibration_reuse": [{flag, at, calibration_measured_at, differences}], one per
                     call that kept a calibration from another machine, card or code
-  calibration.json  {"card", "host", "machine_id", "source_hash", "device", "compiled", "baseline": "sdpa", "steps_per_window",
-                    "windows", "settings" (what a reuse must match), "measured_at",
+  calibration.json  {"card", "host", "machine_id", "source_hash", "device", "compiled", "baseline": "sdpa",
+                    "steps_per_window", "windows", "settings" (what a reuse must match), "measured_at",
                     "configs": {attn: {"ms_per_iter", "ms_ci95", "ratio", "ratio_ci95",
                                        "windows_ms", "attn_options"}}}
   calibration.log   the calibration worker's output (when it ran beside the runs)
@@ -193,28 +193,24 @@ def check_plan_type(key: str, value: Any, where: str) -> None:
         raise RabenchError(f"{where}: {key} must be a list of attention names, got {value!r}")
     if key in ("seeds", "selection_seeds") and not all(is_seed(v) for v in value):
         raise RabenchError(f"{where}: {key} must be a list of integers from 0 to 2**63 - 1, got {value!r}")
-    if key == "margin" and not (is_margin(value) or isinstance(value, dict) and set(value) <= {"1", "2", "3"}
-                                and all(is_margin(v) for v in value.values())):
-        raise RabenchError(f"{where}: margin must be a finite number >= 0 or a table of them keyed \"1\", \"2\", \"3\" "
+    if key == "margin" and not (is_finite(value) or isinstance(value, dict) and set(value) <= {"1", "2", "3"}
+                                and all(is_finite(v) for v in value.values())):
+        raise RabenchError(f"{where}: margin must be a finite number or a table of them keyed \"1\", \"2\", \"3\" "
                            f"(the criteria), got {value!r}")
-    if key == "equivalence_margin" and not (is_margin(value) and value > 0):
+    if key == "equivalence_margin" and not (is_finite(value) and value > 0):
         raise RabenchError(f"{where}: equivalence_margin must be a finite number > 0 (nats), got {value!r}")
-    if key == "ladder" and not all(is_number(r) and math.isfinite(r) and r > 0 and r != 1 for r in value):
+    if key == "ladder" and not all(is_finite(r) and r > 0 and r != 1 for r in value):
         raise RabenchError(f"{where}: ladder must list step ratios r > 0 other than 1 (each run trains round(N / r) "
                            f"iterations), got {value!r} (e.g. {PLAN_EXAMPLES['ladder']})")
-    if key == "lr" and not all(is_number(v) and math.isfinite(v) and v > 0 for v in value):
+    if key == "lr" and not all(is_finite(v) and v > 0 for v in value):
         raise RabenchError(f"{where}: lr must list positive learning rates, got {value!r} (e.g. {PLAN_EXAMPLES['lr']})")
     if key == "options" and not all(isinstance(v, dict) for v in value.values()):
         raise RabenchError(f"{where}: options must hold one table per attention, e.g. {PLAN_EXAMPLES['options']}")
 
 
-def is_number(value: Any) -> bool:
-    """An int or a float, not a bool (TOML's true is no number)."""
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
-
-
-def is_margin(value: Any) -> bool:
-    return is_number(value) and math.isfinite(value) and value >= 0
+def is_finite(value: Any) -> bool:
+    """A finite int or float, not a bool (TOML's true is no number; nan and inf are no margin or rate)."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def is_seed(value: Any) -> bool:
@@ -371,9 +367,11 @@ def drop_gpu_only(plan: SuitePlan, device_type: str, explicit_attns: bool, say=p
 
 
 # ---- runs ---------------------------------------------------------------------------------
-def run_name(attn: str, seed: int, role: str = "", ladder_ratio: float | None = None) -> str:
+def run_name(attn: str, seed: int, role: str = "", ladder_ratio: float | None = None, lr: float | None = None) -> str:
     if role == "ladder":
         return f"{attn}-ladder{ladder_ratio:g}-s{seed}"
+    if role == "lr-sweep":
+        return f"{attn}-lr{lr:g}-s{seed}"
     return f"{attn}-isotime-s{seed}" if role == "iso-time" else f"{attn}-s{seed}"
 
 
@@ -395,7 +393,7 @@ def plan_runs(plan: SuitePlan, ratios: dict[str, float] | None,
     once the selection has chosen (None: not yet)."""
     if not plan.lr:
         return verdict_runs(plan, ratios)
-    selection = [PlannedRun(f"{attn}-lr{lr:g}-s{seed}", attn, seed, "lr-sweep", plan.max_iters, None,
+    selection = [PlannedRun(run_name(attn, seed, "lr-sweep", lr=lr), attn, seed, "lr-sweep", plan.max_iters, None,
                             (ratios or {}).get(attn), lr=lr)
                  for seed in plan.selection_seeds for attn in plan.attns for lr in plan.lr]
     if chosen is None:
