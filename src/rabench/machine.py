@@ -20,7 +20,6 @@ from pathlib import Path
 
 BOOT_ID_FILE = Path("/proc/sys/kernel/random/boot_id")
 NVIDIA_PROC_GPUS = Path("/proc/driver/nvidia/gpus")
-UNKNOWN = "unknown"  # what readers say for folders written before machine_id was recorded
 
 
 @functools.lru_cache(maxsize=1)

@@ -90,18 +90,11 @@ class TrainConfig:
             raise RabenchError(f"device {self.device!r} is not one of auto, cpu, cuda, cuda:N")
         _positive_float(self, "time_budget_s", optional=True)
         _positive_float(self, "lr", optional=True)
-        _positive_float(self, "gate_lr_mult")
         for name in ("max_iters", "batch_size", "seq_len", "eval_tokens", "eval_batches", "warmup_iters"):
             _int_at_least(self, name, 0 if name == "warmup_iters" else 1, optional=True)
         for name in ("grad_accum", "eval_every", "log_every", "plateau_patience", "cooldown_iters"):
             _int_at_least(self, name, 1)
         _int_at_least(self, "seed", 0)
-        if self.seed >= 2**63:  # torch's generators take a signed 64-bit seed
-            raise RabenchError(f"seed must be below 2**63, got {self.seed}")
-        for name in ("until_plateau", "compile", "resume", "progress_bar", "verify_data"):
-            if not isinstance(getattr(self, name), bool):
-                raise RabenchError(f"{name} must be true or false, got {getattr(self, name)!r}")
-        check_compile_mode(self.compile_mode)
         _in_range(self, "min_lr_ratio", 0.0, 1.0)
         _in_range(self, "warmup_frac", 0.0, 1.0, hi_open=True)
         _in_range(self, "beta1", 0.0, 1.0, hi_open=True)
@@ -112,6 +105,7 @@ class TrainConfig:
         parse_ckpt_every(self.ckpt_every)
         if not isinstance(self.attn_options, dict) or not isinstance(self.labels, dict):
             raise RabenchError("attn_options and labels must be tables (dicts)")
+        _check_switches(self)
 
     def check_budget(self) -> None:
         if self.time_budget_s is None and self.max_iters is None:
@@ -140,12 +134,17 @@ class TrainConfig:
         return parse_ckpt_every(self.ckpt_every)
 
 
-def check_compile_mode(mode: Any) -> None:
-    """None or one of TrainStep's modes, checked where the config is built (before any calibration)."""
+def _check_switches(cfg: TrainConfig) -> None:
+    """The gate multiplier, the true/false fields (a plan's `compile = "yes"` is a string) and the
+    compile mode (TrainStep's check would come only after a calibration had run)."""
     from rabench.training.step import COMPILE_MODES
 
-    if mode is not None and mode not in COMPILE_MODES:
-        raise RabenchError(f"compile_mode {mode!r}: choose from {', '.join(COMPILE_MODES)}")
+    _positive_float(cfg, "gate_lr_mult")
+    for name in ("until_plateau", "compile", "resume", "progress_bar", "verify_data"):
+        if not isinstance(getattr(cfg, name), bool):
+            raise RabenchError(f"{name} must be true or false, got {getattr(cfg, name)!r}")
+    if cfg.compile_mode is not None and cfg.compile_mode not in COMPILE_MODES:
+        raise RabenchError(f"compile_mode {cfg.compile_mode!r}: choose from {', '.join(COMPILE_MODES)}")
 
 
 def parse_ckpt_every(text: str) -> tuple[str, float]:
