@@ -381,6 +381,7 @@ def test_ladder_runs_train_resume_and_are_labelled(data_dir: str, tmp_path: Path
         assert folder.state() == "finished" and folder.summary()["iters"] == iters
         assert folder.config()["labels"] == {"role": "ladder", "step_ratio": s, "baseline": "sdpa", "suite": "suite",
                                              "ladder_ratio": r}
+        assert folder.config()["data_regime"]["sources"] == ["austen"]  # the regime the report names
     runs = {r["name"]: r for r in json.loads((out / "suite.json").read_text())["runs"]}
     assert runs["std-gated-ladder3-s0"]["role"] == "ladder" and runs["std-gated-ladder3-s0"]["ladder_ratio"] == 3
     assert runs["std-gated-ladder3-s0"]["max_iters"] == 2 and "ladder_ratio" not in runs["sdpa-s0"]
