@@ -13,7 +13,8 @@ import torch
 
 import rabench
 from rabench.cli import main
-from rabench.errors import RabenchError
+from rabench.errors import RabenchError, RunInterrupted
+from rabench.machine import machine_id
 from rabench.rundir import RunFolder
 from rabench.stats import mean_ci95
 from rabench.training.calibrate import Stepper, summarise, time_interleaved
@@ -134,7 +135,7 @@ def test_cpu_leaves_gpu_only_attentions_out_of_the_default_plan(monkeypatch) -> 
 @pytest.mark.parametrize("toml,message", [
     ('attns = "sdpa"', 'attns must be a list'),
     ("seeds = 3", "seeds must be a list"),
-    ("seeds = [0, -1]", "integers >= 0"),
+    ("seeds = [0, -1]", r"integers from 0 to 2\*\*63 - 1"),
     ('design = "fast"', "design 'fast' is unknown"),
     ('attns = ["ra-open"]\niters = 10', "add it to the attentions"),
     ('attns = ["sdpa", "sdpa"]', "lists a value twice"),
@@ -193,11 +194,19 @@ def test_default_design_end_to_end(data_dir: str, tmp_path: Path, capsys, monkey
     assert json.loads((out / "calibration.json").read_text()) == cal
     assert cal["source_hash"] == rabench.source_hash() and "measured with other code" not in text
 
-    # a calibration measured with other code is kept, and the suite says so
+    # a calibration measured with other code is refused, unless --reuse-calibration keeps it: suite.json says so
+    assert cal["machine_id"] == machine_id() and json.loads((out / "suite.json").read_text())["calibration_reuse"] == []
     (out / "calibration.json").write_text(json.dumps(cal | {"source_hash": "000000000000"}))
-    run_suite(small_plan(), out, data_dir, progress_bar=False)
-    assert "calibration.json was measured with other code (000000000000" in capsys.readouterr().out
+    with pytest.raises(RabenchError, match=r"measured on another machine, card or code \(source_hash: 000000000000 ->"):
+        run_suite(small_plan(), out, data_dir, progress_bar=False)
+    run_suite(small_plan(), out, data_dir, progress_bar=False, reuse_calibration=True)
+    assert "--reuse-calibration: keeping the ratios" in capsys.readouterr().out
+    reuse = json.loads((out / "suite.json").read_text())["calibration_reuse"]
+    assert len(reuse) == 1 and reuse[0]["flag"] == "--reuse-calibration"
+    assert reuse[0]["differences"] == [f"source_hash: 000000000000 -> {rabench.source_hash()}"]
     (out / "calibration.json").write_text(json.dumps(cal))
+    run_suite(small_plan(), out, data_dir, progress_bar=False, reuse_calibration=True)  # same origin: nothing to add
+    assert json.loads((out / "suite.json").read_text())["calibration_reuse"] == reuse
 
     # changed settings are refused in one line naming the field, and suite.json keeps the old ones
     suite_before = (out / "suite.json").read_text()
@@ -290,7 +299,8 @@ def test_a_stored_calibration_with_tuple_options_is_reused(tmp_path: Path) -> No
     plan = resolve_plan(SuitePlan(attns=["sdpa", "ra-layers"], seeds=[0], preset="tiny", max_iters=10))
     req = calibration_request(plan, list(plan.attns), "data")
     assert req.options["ra-layers"]["layers"] == ()
-    stored = {"card": "cpu", "settings": json.loads(json.dumps(req.settings())),
+    stored = {"card": "cpu", "machine_id": machine_id(), "source_hash": rabench.source_hash(),
+              "settings": json.loads(json.dumps(req.settings())),
               "configs": {a: {"ratio": r, "attn_options": json.loads(json.dumps(req.options[a]))}
                           for a, r in (("sdpa", 1.0), ("ra-layers", 1.08))}}
     (tmp_path / "calibration.json").write_text(json.dumps(stored))
@@ -301,3 +311,150 @@ def test_a_stored_calibration_with_tuple_options_is_reused(tmp_path: Path) -> No
     (tmp_path / "calibration.json").write_text(json.dumps(stored))
     with pytest.raises(RabenchError, match=r"attn_options\[ra-layers\]"):
         calibrated_ratios(plan, tmp_path, "data", torch.device("cpu"), recalibrate=False, say=said.append)
+
+
+@pytest.mark.parametrize("field,value", [("machine_id", "0123456789ab"), ("card", "NVIDIA H100 80GB HBM3"),
+                                         ("source_hash", "000000000000"), ("machine_id", None)])
+def test_a_calibration_from_another_machine_card_or_code_is_refused_unless_reused(tmp_path: Path, field: str,
+                                                                                  value) -> None:
+    from rabench.training.suite import calibrated_ratios, calibration_request
+
+    plan = resolve_plan(SuitePlan(attns=["sdpa", "ra-open"], seeds=[0], preset="tiny", max_iters=10))
+    req = calibration_request(plan, list(plan.attns), "data")
+    stored = {"card": "cpu", "machine_id": machine_id(), "source_hash": rabench.source_hash(),
+              "settings": json.loads(json.dumps(req.settings())),
+              "configs": {a: {"ratio": r, "attn_options": json.loads(json.dumps(req.options[a]))}
+                          for a, r in (("sdpa", 1.0), ("ra-open", 1.5))}}
+    if value is None:
+        del stored[field]  # an older calibration that never recorded it: nothing shows it matches
+    else:
+        stored[field] = value
+    (tmp_path / "calibration.json").write_text(json.dumps(stored))
+    before = (tmp_path / "calibration.json").read_text()
+    cpu = torch.device("cpu")
+    with pytest.raises(RabenchError, match=f"another machine, card or code \\({field}: {value or 'not recorded'} ->"):
+        calibrated_ratios(plan, tmp_path, "data", cpu, recalibrate=False, say=lambda *_: None)
+    said: list[str] = []
+    ratios, new = calibrated_ratios(plan, tmp_path, "data", cpu, recalibrate=False, say=said.append, reuse=True)
+    assert ratios == {"sdpa": 1.0, "ra-open": 1.5} and new is None and "--reuse-calibration" in said[0]
+    assert (tmp_path / "calibration.json").read_text() == before
+
+
+def test_reuse_and_recalibrate_together_are_refused(tmp_path: Path) -> None:
+    with pytest.raises(RabenchError, match="give one"):
+        run_suite(small_plan(), tmp_path / "s", "data", reuse_calibration=True, recalibrate=True)
+    assert not (tmp_path / "s").exists()
+
+
+# ---- the length ladder ----------------------------------------------------------------------
+def test_ladder_plans_round_n_over_r_per_candidate_and_seed_without_a_calibration() -> None:
+    plan = resolve_plan(SuitePlan(attns=["sdpa", "ra-norec", "std-gated"], seeds=[0, 1], preset="tiny", max_iters=8000,
+                                  ladder=[1.05, 1.1], isotime_attns=["ra-norec"]))
+    ladder = [(r.name, r.max_iters, r.ladder_ratio) for r in plan_runs(plan, None) if r.role == "ladder"]
+    assert ladder == [("ra-norec-ladder1.05-s0", 7619, 1.05), ("ra-norec-ladder1.1-s0", 7273, 1.1),
+                      ("ra-norec-ladder1.05-s1", 7619, 1.05), ("ra-norec-ladder1.1-s1", 7273, 1.1)]
+    with_ratios = plan_runs(plan, {"sdpa": 1.0, "ra-norec": 1.04, "std-gated": 1.08})
+    assert [r.name for r in with_ratios if r.seed == 0] == [
+        "sdpa-s0", "ra-norec-s0", "ra-norec-isotime-s0", "ra-norec-ladder1.05-s0", "ra-norec-ladder1.1-s0",
+        "std-gated-s0"]  # std-gated has no iso-time run, so no ladder either
+
+
+def test_ladder_plan_key_and_flag(tmp_path: Path) -> None:
+    from rabench.commands.suite import number_list
+
+    plan_file = tmp_path / "plan.toml"
+    plan_file.write_text("ladder = [1.03, 1.06, 1.10, 1.15]\n")
+    assert load_plan(plan_file).ladder == [1.03, 1.06, 1.10, 1.15]
+    assert number_list("1.05, 1.1", "--ladder", "") == [1.05, 1.1] and number_list("none", "--ladder", "") == []
+    with pytest.raises(RabenchError, match="--ladder '1.05,x': write comma-separated numbers"):
+        number_list("1.05,x", "--ladder", "1.03")
+
+
+@pytest.mark.slow
+def test_ladder_runs_train_resume_and_are_labelled(data_dir: str, tmp_path: Path, capsys) -> None:
+    out = tmp_path / "suite"
+    plan = small_plan(attns=["sdpa", "std-gated"], max_iters=6, ladder=[1.5, 3], isoiter_attns=[])
+    run_suite(plan, out, data_dir, progress_bar=False)
+    s = json.loads((out / "calibration.json").read_text())["configs"]["std-gated"]["ratio"]
+    for name, r, iters in (("std-gated-ladder1.5-s0", 1.5, 4), ("std-gated-ladder3-s0", 3, 2)):
+        folder = RunFolder(out / name)
+        assert folder.state() == "finished" and folder.summary()["iters"] == iters
+        assert folder.config()["labels"] == {"role": "ladder", "step_ratio": s, "baseline": "sdpa", "suite": "suite",
+                                             "ladder_ratio": r}
+        assert folder.config()["data_regime"]["sources"] == ["austen"]  # the regime the report names
+    runs = {r["name"]: r for r in json.loads((out / "suite.json").read_text())["runs"]}
+    assert runs["std-gated-ladder3-s0"]["role"] == "ladder" and runs["std-gated-ladder3-s0"]["ladder_ratio"] == 3
+    assert runs["std-gated-ladder3-s0"]["max_iters"] == 2 and "ladder_ratio" not in runs["sdpa-s0"]
+    summary = out / "std-gated-ladder3-s0" / "summary.json"  # cut by a deadline: the next call resumes it
+    summary.write_text(json.dumps(json.loads(summary.read_text()) | {"status": "interrupted"}))
+    capsys.readouterr()
+    run_suite(plan, out, data_dir, progress_bar=False)
+    text = capsys.readouterr().out
+    assert "std-gated-ladder3-s0: resuming (ladder, 2 iters = N / 3)" in text and text.count("done, skipped") == 3
+
+
+# ---- learning-rate sweeps -------------------------------------------------------------------
+def sweep_plan(**kw) -> SuitePlan:
+    return small_plan(**({"attns": ["sdpa", "std-gated"], "lr": [1e-3, 3e-3], "selection_seeds": [100], "seeds": [0],
+                          "max_iters": 3} | kw))
+
+
+def test_sweep_plans_selection_runs_then_the_verdict_at_the_chosen_rates() -> None:
+    plan = resolve_plan(sweep_plan(selection_seeds=[100, 101], lr=[1.2e-3, 6e-4]))
+    selection = plan_runs(plan, None)
+    assert [(r.name, r.role, r.lr, r.max_iters) for r in selection[:4]] == [
+        ("sdpa-lr0.0012-s100", "lr-sweep", 1.2e-3, 3), ("sdpa-lr0.0006-s100", "lr-sweep", 6e-4, 3),
+        ("std-gated-lr0.0012-s100", "lr-sweep", 1.2e-3, 3), ("std-gated-lr0.0006-s100", "lr-sweep", 6e-4, 3)]
+    assert len(selection) == 8 and {r.seed for r in selection} == {100, 101}
+    verdict = plan_runs(plan, {"sdpa": 1.0, "std-gated": 1.5}, {"sdpa": 6e-4, "std-gated": 1.2e-3})[8:]
+    assert [(r.name, r.role, r.lr) for r in verdict] == [
+        ("sdpa-s0", "baseline", 6e-4), ("std-gated-s0", "iso-iter", 1.2e-3),
+        ("std-gated-isotime-s0", "iso-time", 1.2e-3)]
+    from rabench.training.suite import train_config
+
+    cfg = train_config(plan, selection[0], Path("out"), "data", "suite", False)
+    assert cfg.lr == 1.2e-3 and cfg.labels["role"] == "lr-sweep" and cfg.labels["lr_stage"] == "selection"
+    assert train_config(plan, verdict[1], Path("out"), "data", "suite", False).lr == 1.2e-3
+
+
+def test_the_rule_picks_the_best_mean_ties_to_the_lower_rate_and_waits_for_every_run(tmp_path: Path) -> None:
+    from rabench.training.suite import chosen_rates
+
+    plan = resolve_plan(sweep_plan(selection_seeds=[100, 101], lr=[1e-3, 2e-3, 4e-3]))
+    finals = {("sdpa", 1e-3): (3.0, 3.2), ("sdpa", 2e-3): (3.1, 2.9), ("sdpa", 4e-3): (2.8, 3.2),  # 3.1, 3.0, 3.0
+              ("std-gated", 1e-3): (3.0, 3.0), ("std-gated", 2e-3): (2.0, None), ("std-gated", 4e-3): (2.9, 3.0)}
+    runs = plan_runs(plan, None)
+    for run in runs:
+        (tmp_path / run.name).mkdir()
+        (tmp_path / run.name / "config.json").write_text("{}")
+        final = finals[run.attn, run.lr][run.seed - 100]  # None: a diverged run (worst)
+        (tmp_path / run.name / "summary.json").write_text(json.dumps({"status": "finished", "final_val_loss": final}))
+    assert chosen_rates(plan, tmp_path) == {"sdpa": 2e-3, "std-gated": 4e-3}
+    (tmp_path / runs[-1].name / "summary.json").write_text(json.dumps({"status": "interrupted"}))
+    assert chosen_rates(plan, tmp_path) is None  # stage 2 waits for every selection run
+
+
+@pytest.mark.slow
+def test_sweep_end_to_end_resumes_stage_one_then_runs_the_verdict(data_dir: str, tmp_path: Path,
+                                                                  monkeypatch: pytest.MonkeyPatch, capsys) -> None:
+    out = tmp_path / "suite"
+    monkeypatch.setenv("RABENCH_FAULT", "step@2:TERM")  # the first selection run is cut after its second step
+    with pytest.raises(RunInterrupted):
+        run_suite(sweep_plan(), out, data_dir, progress_bar=False)
+    suite = json.loads((out / "suite.json").read_text())
+    sweep = suite["lr_sweep"]  # the rule is on disk before any run finished
+    assert sweep["lrs"] == [1e-3, 3e-3] and sweep["selection_seeds"] == [100] and sweep["chosen"] == {}
+    assert "best (lowest) mean final val_loss at N" in sweep["rule"] and "lower rate" in sweep["rule"]
+    assert {r["role"] for r in suite["runs"]} == {"lr-sweep"} and not (out / "sdpa-s0").exists()
+    monkeypatch.delenv("RABENCH_FAULT")
+    capsys.readouterr()
+    run_suite(sweep_plan(), out, data_dir, progress_bar=False)
+    text = capsys.readouterr().out
+    assert "sdpa-lr0.001-s100: resuming" in text and "learning-rate selection complete" in text
+    sweep = json.loads((out / "suite.json").read_text())["lr_sweep"]
+    assert set(sweep["chosen"]) == {"sdpa", "std-gated"} and set(sweep["chosen"].values()) <= {1e-3, 3e-3}
+    for name, attn in (("sdpa-s0", "sdpa"), ("std-gated-s0", "std-gated"), ("std-gated-isotime-s0", "std-gated")):
+        folder = RunFolder(out / name)
+        assert folder.state() == "finished" and folder.config()["lr"] == sweep["chosen"][attn]
+    selection = RunFolder(out / "std-gated-lr0.003-s100").config()
+    assert selection["lr"] == 3e-3 and selection["labels"]["lr_stage"] == "selection"

@@ -12,6 +12,7 @@ import torch
 
 import rabench
 from rabench.errors import RabenchError, RunInterrupted
+from rabench.machine import machine_id
 from rabench.rundir import RunFolder
 from rabench.training import TrainConfig, parse_duration, train
 
@@ -45,6 +46,9 @@ def test_iteration_budget_writes_config_metrics_summary(data_dir: str, tmp_path:
     assert cfg["host"] and cfg["lr"] == 3e-3 and cfg["eval_tokens"] == 32_768  # preset defaults resolved
     assert "excludes evaluation" in cfg["time_axis"]
     assert cfg["source_hash"] == rabench.source_hash() and re.fullmatch(r"[0-9a-f]{12}", cfg["source_hash"])
+    assert cfg["machine_id"] == machine_id() and re.fullmatch(r"[0-9a-f]{12}", cfg["machine_id"])
+    regime = cfg["data_regime"]  # what it trained on, for the report's epochs and repeated-token share
+    assert regime["sources"] == ["austen"] and regime["train_tokens"] > 0 and regime["val_tokens"] > 0
     records = folder.metrics()
     assert [r["iter"] for r in records if "val_loss" in r] == [0, 5, 10, 12]
     assert records[0]["iter"] == 0 and records[0]["train_loss"] is None
@@ -257,3 +261,109 @@ def test_source_hash_changes_with_any_source_file_and_its_path(tmp_path: Path) -
     assert edited != first
     (tmp_path / "pkg" / "sub" / "b.py").rename(tmp_path / "pkg" / "b.py")
     assert rabench.hash_sources(tmp_path / "pkg") not in (first, edited)
+
+
+def test_machine_id_hashes_every_node_gpu_and_the_boot_id(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The node's GPU UUIDs (sorted, with or without the GPU- prefix) and the boot id: not the hostname,
+    and the same for every worker of a node whatever GPU it is shown."""
+    from rabench import machine
+
+    boot = tmp_path / "boot_id"
+    boot.write_text("boot-a\n")
+    gpus = tmp_path / "gpus"
+    for bus, uuid in (("0000:1b:00.0", "GPU-bbb"), ("0000:0a:00.0", "GPU-AAA")):
+        (gpus / bus).mkdir(parents=True)
+        (gpus / bus / "information").write_text(f"Model: \t H100\nGPU UUID: \t {uuid}\nBus Type: PCIe\n")
+    monkeypatch.setattr(machine, "BOOT_ID_FILE", boot)
+    monkeypatch.setattr(machine, "NVIDIA_PROC_GPUS", gpus)
+    assert machine.node_gpu_uuids() == ["aaa", "bbb"]
+    machine.machine_id.cache_clear()
+    first = machine.machine_id()
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "1")  # a worker shown one card: the same machine
+    machine.machine_id.cache_clear()
+    assert machine.machine_id() == first and re.fullmatch(r"[0-9a-f]{12}", first)
+    boot.write_text("boot-b\n")  # a reboot is a new machine session
+    machine.machine_id.cache_clear()
+    rebooted = machine.machine_id()
+    (gpus / "0000:0a:00.0" / "information").write_text("GPU UUID: GPU-ccc\n")  # another card
+    machine.machine_id.cache_clear()
+    assert len({first, rebooted, machine.machine_id()}) == 3
+    machine.machine_id.cache_clear()
+
+
+# ---- the gates' learning rate -----------------------------------------------------------------
+def _one_step_deltas(attn: str, gate_lr_mult: float, optimizer=None) -> dict[str, torch.Tensor]:
+    """Each parameter's change over one optimizer step of the tiny model on a fixed batch."""
+    from rabench.model import build_model
+    from rabench.training.step import TrainStep, make_optimizer
+
+    dev = torch.device("cpu")
+    model = build_model("tiny", attn, None, 0)
+    opt = (optimizer(model) if optimizer else
+           make_optimizer(model, 1e-3, 0.1, (0.9, 0.95), dev, gate_lr_mult=gate_lr_mult))
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    x = torch.randint(0, 50257, (2, 16), generator=torch.Generator().manual_seed(1))
+    step = TrainStep(model, opt, dev, grad_clip=1.0)
+    for i in range(3):
+        step.run([(x, x)], 1e-3, step=i)
+        if i == 0:
+            first = {n: p.detach() - before[n] for n, p in model.named_parameters()}
+    return first | {f"after3:{n}": p.detach().clone() for n, p in model.named_parameters()}
+
+
+def test_gate_lr_mult_1_is_todays_optimizer_exactly() -> None:
+    """At 1 the gates stay in the no-decay group: the same groups and the same weights, bit for bit, as
+    the optimizer before the multiplier existed (so older checkpoints load and resume unchanged)."""
+    def old_optimizer(model):
+        decay = [p for n, p in model.named_parameters() if p.dim() >= 2 and ".core." not in n]
+        no_decay = [p for n, p in model.named_parameters() if not (p.dim() >= 2 and ".core." not in n)]
+        return torch.optim.AdamW([{"params": decay, "weight_decay": 0.1}, {"params": no_decay, "weight_decay": 0.0}],
+                                 lr=1e-3, betas=(0.9, 0.95))
+
+    new, old = _one_step_deltas("ra-open", 1.0), _one_step_deltas("ra-open", 1.0, optimizer=old_optimizer)
+    assert new.keys() == old.keys() and all(torch.equal(new[k], old[k]) for k in new)
+
+
+@pytest.mark.parametrize("attn,gates", [("ra-open", {"gates.logits", "gates.u"}), ("std-gated", {"gate_logits"})])
+def test_gate_lr_mult_scales_exactly_the_gates_step(attn: str, gates: set[str]) -> None:
+    """Adam's first step is linear in the learning rate: the gate parameters move k times as far,
+    every other parameter exactly as far as at 1."""
+    from rabench.model import build_model
+    from rabench.training.step import gate_parameters, make_optimizer, set_lr
+
+    base, scaled = _one_step_deltas(attn, 1.0), _one_step_deltas(attn, 4.0)
+    gate_names = {n for n in base if not n.startswith("after3:") and n.split(".core.")[-1] in gates}
+    assert len(gate_names) == 2 * len(gates)  # two layers
+    for name in (n for n in base if not n.startswith("after3:")):
+        if name in gate_names:
+            # float32 weights near 2: the difference of two of them is exact to about 2e-7
+            assert torch.allclose(scaled[name], 4.0 * base[name], rtol=1e-3, atol=2e-6)
+            assert base[name].abs().max() > 0
+        else:
+            assert torch.equal(scaled[name], base[name])
+    model = build_model("tiny", attn, None, 0)
+    opt = make_optimizer(model, 1e-3, 0.1, (0.9, 0.95), torch.device("cpu"), gate_lr_mult=4.0)
+    assert {id(p) for p in opt.param_groups[2]["params"]} == {id(p) for p in gate_parameters(model)}
+    fresh = make_optimizer(model, 1e-3, 0.1, (0.9, 0.95), torch.device("cpu"), gate_lr_mult=4.0)
+    fresh.load_state_dict(opt.state_dict())  # a resumed run keeps the multiplier
+    set_lr(fresh, 2e-4)
+    assert [g["lr"] for g in fresh.param_groups] == [2e-4, 2e-4, pytest.approx(8e-4)]
+    sdpa = build_model("tiny", "sdpa", None, 0)  # nothing to scale: no third group
+    assert len(make_optimizer(sdpa, 1e-3, 0.1, (0.9, 0.95), torch.device("cpu"), gate_lr_mult=4.0).param_groups) == 2
+
+
+def test_gate_lr_mult_changes_the_curve_and_older_runs_had_1(data_dir: str, tmp_path: Path) -> None:
+    from rabench.training.config import curve_changing_differences
+
+    train(config(data_dir, tmp_path / "run", attn="ra-open", max_iters=2, gate_lr_mult=10.0))
+    stored = RunFolder(tmp_path / "run").config()
+    assert stored["gate_lr_mult"] == 10.0
+    with pytest.raises(RabenchError, match=r"gate_lr_mult: 10.0 -> 1.0"):
+        train(config(data_dir, tmp_path / "run", attn="ra-open", max_iters=2, resume=True))
+    older = {k: v for k, v in stored.items() if k != "gate_lr_mult"}  # a run made before the multiplier
+    assert curve_changing_differences(older, config(data_dir, tmp_path / "run", attn="ra-open", max_iters=2)) == []
+    assert curve_changing_differences(older, config(data_dir, tmp_path / "x", attn="ra-open", max_iters=2,
+                                                    gate_lr_mult=2.0)) == ["gate_lr_mult: 1.0 -> 2.0"]
+    for bad in (0.0, -1.0, math.nan, math.inf, True, "10"):
+        with pytest.raises(RabenchError, match="gate_lr_mult must be"):
+            config(data_dir, tmp_path / "y", max_iters=2, gate_lr_mult=bad)

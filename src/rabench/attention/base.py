@@ -58,3 +58,10 @@ class AttentionCore(nn.Module):
         """Step indices whose forwards together take every path this module takes in training:
         warm-up runs each, so that compiling and CUDA-graph recording all happen before timing."""
         return (0,)
+
+    def gate_parameters(self) -> list[nn.Parameter]:
+        """The parameters `--gate-lr-mult` scales the learning rate of: RA's gate logits and
+        discoverability vector (`self.gates`, when there are any). A core whose gate lives
+        elsewhere (std-gated) overrides this."""
+        gates = getattr(self, "gates", None)
+        return list(gates.parameters()) if gates is not None else []

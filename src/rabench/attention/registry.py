@@ -7,6 +7,7 @@ Adding a variant touches one file (plus its test).
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field, replace
 from typing import Any, Callable
 
@@ -93,8 +94,9 @@ def build(name: str, spec: AttentionSpec) -> nn.Module:
 
 
 def _coerce(name: str, key: str, value: Any, default: Any) -> Any:
+    """A command-line string converted to the default's type; any other value checked against it."""
     if not isinstance(value, str):
-        return value
+        return _checked(name, key, value, default)
     try:
         if isinstance(default, bool):
             if value.lower() not in ("1", "0", "true", "false", "yes", "no"):
@@ -103,9 +105,31 @@ def _coerce(name: str, key: str, value: Any, default: Any) -> Any:
         if isinstance(default, int):
             return int(value)
         if isinstance(default, float):
-            return float(value)
+            return _checked(name, key, float(value), default)  # --attn-opt p=nan: refused here, not later
         if isinstance(default, tuple):
             return tuple(int(v) for v in value.split(",") if v.strip() != "")
     except ValueError:
         raise RabenchError(f"attention {name!r} option {key}={value!r}: expected {type(default).__name__}") from None
+    return value
+
+
+def _checked(name: str, key: str, value: Any, default: Any) -> Any:
+    """`value` if it has the default's type (an int for an int, a finite number for a float, a list of
+    ints for a tuple); a one-line error otherwise (a plan's `window = 6.5` or `hidden = [1]`)."""
+    if isinstance(default, bool):
+        ok = isinstance(value, bool)
+    elif isinstance(default, int):
+        ok = isinstance(value, int) and not isinstance(value, bool)
+    elif isinstance(default, float):
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+        value = float(value) if ok else value
+    elif isinstance(default, tuple):
+        ok = isinstance(value, (list, tuple)) and all(isinstance(v, int) and not isinstance(v, bool) for v in value)
+        value = tuple(value) if ok else value
+    else:
+        ok = default is None or isinstance(value, type(default))
+    if not ok:
+        want = {bool: "true or false", int: "an integer", float: "a finite number", tuple: "a list of integers",
+                str: "a string"}.get(type(default), type(default).__name__)
+        raise RabenchError(f"attention {name!r} option {key} must be {want}, got {value!r}")
     return value

@@ -37,6 +37,10 @@ class StdGatedAttention(AttentionCore):
         q = q * per_head(self.w_std()).to(q.dtype)
         return F.scaled_dot_product_attention(q, k, v, is_causal=True)
 
+    def gate_parameters(self) -> list[nn.Parameter]:
+        """RA's gate logits, of which this control uses w_std: the same learning rate as RA's."""
+        return [self.gate_logits]
+
     def gate_means(self) -> dict[str, float]:
         w = torch.softmax(self.gate_logits.float(), dim=-1).mean(0)
         return {"w_std": w[0].item(), "w_rec": 0.0, "w_disc": 0.0}

@@ -20,6 +20,8 @@ HYPER_FLAGS: dict[str, tuple[str, type, str]] = {
     "--grad-accum": ("grad_accum", int, "micro-batches per optimizer step"),
     "--lr": ("lr", float, f"peak learning rate (default: the preset's; {PRESET_LR['gpt2-124m']:g} for gpt2-124m, "
                           f"{PRESET_LR['tiny']:g} for tiny)"),
+    "--gate-lr-mult": ("gate_lr_mult", float, "learning-rate multiplier for the attention gates (RA's gate logits "
+                                              "and discoverability vector, std-gated's gate)"),
     "--warmup-frac": ("warmup_frac", float, "warm-up as a share of the run's own budget (iterations or train time)"),
     "--warmup-iters": ("warmup_iters", int, "warm-up length in iterations instead of --warmup-frac"),
     "--eval-every": ("eval_every", int, "iterations between val_loss evaluations"),
@@ -38,10 +40,13 @@ def add_budget_args(p: argparse.ArgumentParser, default_note: str) -> None:
     g.add_argument("--iters", type=int, help="iteration budget per run instead of a time budget")
 
 
-def add_hyper_args(p: argparse.ArgumentParser) -> None:
+def add_hyper_args(p: argparse.ArgumentParser, skip: tuple[str, ...] = ()) -> None:
+    """The TrainConfig flags; `skip`: flags the command defines itself (the suite's --lr takes a list)."""
     p.add_argument("--preset", default=None,
                    help="model preset: gpt2-124m, gpt2-350m, small, tiny (default: gpt2-124m with a GPU, tiny without)")
     for flag, (field, typ, text) in HYPER_FLAGS.items():
+        if flag in skip:
+            continue
         value = default_of(field)
         default = "" if "default:" in text else f" (default: {'unset' if value is None else value})"
         p.add_argument(flag, type=typ, default=None, help=text + default)
@@ -87,7 +92,7 @@ def train_config_kwargs(a: argparse.Namespace) -> dict[str, Any]:
 
     kw: dict[str, Any] = {"preset": a.preset, "progress_bar": not a.no_progress}
     for flag, (field, _, _) in HYPER_FLAGS.items():
-        value = getattr(a, flag[2:].replace("-", "_"))
+        value = getattr(a, flag[2:].replace("-", "_"), None)
         if value is not None:
             kw[field] = value
     if a.compile:

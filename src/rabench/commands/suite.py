@@ -8,6 +8,7 @@ from pathlib import Path
 
 from rabench.commands.common import add_hyper_args, train_config_kwargs
 from rabench.errors import DeadlineReached, RabenchError
+from rabench.training.config import PRESET_LR
 
 HELP = "calibrate step times, train the plan's configs (resumable, optionally one per GPU) and write the report"
 
@@ -35,6 +36,16 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    "(default: every candidate)")
     p.add_argument("--isoiter-attn", help="comma-separated candidates that get an iso-iteration run, or none: the "
                    "others are judged at equal time alone, half the runs (default: every candidate)")
+    p.add_argument("--ladder", metavar="R1,R2,...",
+                   help="length ladder: each candidate with an iso-time run also trains round(N/r) iterations per "
+                        "seed for each step ratio r, e.g. 1.03,1.06,1.10,1.15, or none (default: the plan's, none)")
+    p.add_argument("--lr", metavar="LR[,LR...]",
+                   help=f"peak learning rate (default: the preset's; {PRESET_LR['gpt2-124m']:g} for gpt2-124m, "
+                        f"{PRESET_LR['tiny']:g} for tiny); two or "
+                        "more, e.g. 3e-4,6e-4,1.2e-3, make an lr sweep: each config's rate is chosen on "
+                        "--selection-seeds, then the verdict runs at it on --seeds")
+    p.add_argument("--selection-seeds", help="an lr sweep's selection seeds, apart from --seeds, e.g. 100,101 "
+                   "(default: the plan's)")
     p.add_argument("--until-plateau", action="store_true",
                    help="full test: each config runs to a val_loss plateau (the budget is a cap)")
     p.add_argument("--devices", help="run independent runs in parallel, one worker process per device: GPU indices "
@@ -42,14 +53,18 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--deadline", help="stop by this time from now, e.g. 9m or 2h (a lease, a SLURM allocation): a run "
                    "starts only if its estimate fits in the time left, runs still going at the deadline checkpoint "
                    "and stop; exit 124 when runs are left, and the same command continues them (default: none)")
-    p.add_argument("--recalibrate", action="store_true",
-                   help="measure step times again instead of reusing calibration.json (runs already trained with "
-                        "other iteration counts are then refused)")
+    calibration = p.add_mutually_exclusive_group()
+    calibration.add_argument("--recalibrate", action="store_true",
+                             help="measure step times again instead of reusing calibration.json (runs already "
+                                  "trained with other iteration counts are then refused)")
+    calibration.add_argument("--reuse-calibration", action="store_true",
+                             help="keep calibration.json's step times although another machine, card or code "
+                                  "measured them (default: refused there; suite.json records the reuse)")
     p.add_argument("--calibrate-only", action="store_true",
                    help="measure step times into calibration.json and stop (e.g. before a torchrun or parallel launch)")
     p.add_argument("--calib-steps", type=int, help="optimizer steps per calibration window (default 10)")
     p.add_argument("--calib-windows", type=int, help="interleaved calibration rounds, at least 2 (default 8)")
-    add_hyper_args(p)
+    add_hyper_args(p, skip=("--lr",))
 
 
 def split_list(text: str) -> list[str]:
@@ -61,6 +76,21 @@ def attn_list(text: str) -> list[str]:
     return [] if text.strip().lower() == "none" else split_list(text)
 
 
+def seed_list(text: str, flag: str) -> list[int]:
+    try:
+        return [int(s) for s in split_list(text)]
+    except ValueError:
+        raise RabenchError(f"{flag} {text!r}: write comma-separated integers, e.g. 0,1,2") from None
+
+
+def number_list(text: str, flag: str, example: str) -> list[float]:
+    """Comma-separated numbers (`none`: the empty list); checked further by the plan's validation."""
+    try:
+        return [float(s) for s in attn_list(text)]
+    except ValueError:
+        raise RabenchError(f"{flag} {text!r}: write comma-separated numbers, e.g. {example}") from None
+
+
 def given_train_settings(a: argparse.Namespace) -> dict:
     """TrainConfig fields set on the command line; TrainConfig's own defaults (warm-up as a share of each
     run's length, eval tokens per preset) apply to the rest."""
@@ -68,7 +98,7 @@ def given_train_settings(a: argparse.Namespace) -> dict:
 
     defaults = {f.name: f.default for f in fields(TrainConfig) if f.default is not MISSING}
     kw = train_config_kwargs(a)
-    for key in ("preset", "progress_bar", "time_budget_s", "max_iters"):
+    for key in ("preset", "progress_bar", "time_budget_s", "max_iters", "lr"):  # --lr: see run()
         kw.pop(key, None)
     return {k: v for k, v in kw.items() if v is not None and not (k in defaults and defaults[k] == v)}
 
@@ -88,11 +118,18 @@ def run(a: argparse.Namespace) -> None:
         plan.isotime_attns = attn_list(a.isotime_attn)
     if a.isoiter_attn is not None:
         plan.isoiter_attns = attn_list(a.isoiter_attn)
+    if a.ladder is not None:
+        plan.ladder = number_list(a.ladder, "--ladder", "1.03,1.06,1.10")
     if a.seeds:
-        try:
-            plan.seeds = [int(s) for s in split_list(a.seeds)]
-        except ValueError:
-            raise RabenchError(f"--seeds {a.seeds!r}: write comma-separated integers, e.g. 0,1,2") from None
+        plan.seeds = seed_list(a.seeds, "--seeds")
+    if a.selection_seeds:
+        plan.selection_seeds = seed_list(a.selection_seeds, "--selection-seeds")
+    if a.lr is not None:
+        rates = number_list(a.lr, "--lr", "3e-4,6e-4,1.2e-3")
+        if len(rates) == 1:  # one rate: every run trains at it
+            plan.train["lr"], plan.lr = rates[0], []
+        else:
+            plan.lr = rates
     if a.iters is not None:
         if a.iters < 1:
             raise RabenchError("--iters must be at least 1")
@@ -125,7 +162,8 @@ def run(a: argparse.Namespace) -> None:
         data = prepare_bundled_austen(Path(a.out))
     try:
         run_suite(plan, a.out, data, progress_bar=not a.no_progress, devices=devices, recalibrate=a.recalibrate,
-                  explicit_attns=plan.attns != PLAN_ATTNS, calibrate_only=a.calibrate_only, deadline_s=deadline_s)
+                  explicit_attns=plan.attns != PLAN_ATTNS, calibrate_only=a.calibrate_only, deadline_s=deadline_s,
+                  reuse_calibration=a.reuse_calibration)
     except (RunsFailed, DeadlineReached):
         try:
             write_report(a.out)  # what finished is still reported; what did not is named below

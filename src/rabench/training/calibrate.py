@@ -28,6 +28,7 @@ from typing import Any
 import torch
 
 import rabench
+from rabench.machine import machine_id
 from rabench.stats import mean_ci95
 from rabench.training.step import TrainStep, gpu_uuid, make_optimizer, sync
 
@@ -131,6 +132,7 @@ class CalibrationRequest:
     seed: int
     steps: int  # optimizer steps per window
     windows: int  # timed rounds
+    gate_lr_mult: float = 1.0  # a third optimizer group when not 1 (as the trainer builds it)
 
     def settings(self) -> dict[str, Any]:
         """The fields a reused calibration must match (see suite.py)."""
@@ -146,7 +148,7 @@ def build_steppers(req: CalibrationRequest, device: torch.device) -> list[Steppe
     for attn in req.attns:
         model = build_model(req.preset, attn, req.options.get(attn), req.seed).to(device)
         model.train()
-        opt = make_optimizer(model, req.lr, req.weight_decay, req.betas, device)
+        opt = make_optimizer(model, req.lr, req.weight_decay, req.betas, device, gate_lr_mult=req.gate_lr_mult)
         mode = {"compile_mode": req.compile_mode} if req.compile_mode else {}
         ts = TrainStep(model, opt, device, req.grad_clip, compile=req.compile, **mode)  # the trainer's step
         passes = 2 if req.compile else 1
@@ -193,6 +195,7 @@ def calibrate(req: CalibrationRequest, device: torch.device, baseline: str) -> d
         "card": card_name(device),
         "gpu_uuid": gpu_uuid(device),
         "host": socket.gethostname(),
+        "machine_id": machine_id(),  # a reuse is refused on another machine session (see suite.py)
         "source_hash": rabench.source_hash(),
         "device": str(device),
         "compiled": req.compile,

@@ -29,6 +29,9 @@ DEVICE_PATTERN = re.compile(r"^(auto|cpu|cuda(:\d+)?)$")
 # Fields that cannot change the learning curve: they may differ between a run and its resume.
 # (grad_accum may differ too when grad_accum x processes stays the same; see below.)
 CURVE_NEUTRAL = {"out", "resume", "progress_bar", "log_every", "labels", "ckpt_every", "verify_data"}
+# Curve-changing fields added after runs were made: what a config.json without one trained with,
+# so that a resume or a suite compares them too (an older run trained its gates at the weights' rate).
+ADDED_FIELD_DEFAULTS = {"gate_lr_mult": 1.0}
 
 
 @dataclass
@@ -49,6 +52,7 @@ class TrainConfig:
     seq_len: int | None = None  # None: the preset's default
     grad_accum: int = 1
     lr: float | None = None  # None: PRESET_LR
+    gate_lr_mult: float = 1.0  # the attention gates' learning rate over lr (AttentionCore.gate_parameters)
     min_lr_ratio: float = 0.1
     warmup_frac: float = 0.05  # share of the run's own budget (iterations or train time) spent warming up
     warmup_iters: int | None = None  # an explicit warm-up length in iterations instead of warmup_frac
@@ -101,6 +105,7 @@ class TrainConfig:
         parse_ckpt_every(self.ckpt_every)
         if not isinstance(self.attn_options, dict) or not isinstance(self.labels, dict):
             raise RabenchError("attn_options and labels must be tables (dicts)")
+        _check_switches(self)
 
     def check_budget(self) -> None:
         if self.time_budget_s is None and self.max_iters is None:
@@ -127,6 +132,19 @@ class TrainConfig:
     def ckpt_interval(self) -> tuple[str, float]:
         """('s', seconds) or ('it', iterations)."""
         return parse_ckpt_every(self.ckpt_every)
+
+
+def _check_switches(cfg: TrainConfig) -> None:
+    """The gate multiplier, the true/false fields (a plan's `compile = "yes"` is a string) and the
+    compile mode (TrainStep's check would come only after a calibration had run)."""
+    from rabench.training.step import COMPILE_MODES
+
+    _positive_float(cfg, "gate_lr_mult")
+    for name in ("until_plateau", "compile", "resume", "progress_bar", "verify_data"):
+        if not isinstance(getattr(cfg, name), bool):
+            raise RabenchError(f"{name} must be true or false, got {getattr(cfg, name)!r}")
+    if cfg.compile_mode is not None and cfg.compile_mode not in COMPILE_MODES:
+        raise RabenchError(f"compile_mode {cfg.compile_mode!r}: choose from {', '.join(COMPILE_MODES)}")
 
 
 def parse_ckpt_every(text: str) -> tuple[str, float]:
@@ -171,13 +189,14 @@ def curve_changing_differences(old_config: dict[str, Any], new: TrainConfig, wor
         neutral |= {"max_iters", "time_budget_s"}
     diffs = []
     for name in (f.name for f in fields(TrainConfig)):
-        if name in neutral or name not in old_config:
+        if name in neutral or (name not in old_config and name not in ADDED_FIELD_DEFAULTS):
             continue
-        old_value, new_value = old_config[name], cur[name]
+        stored = old_config.get(name, ADDED_FIELD_DEFAULTS.get(name))
+        old_value, new_value = stored, cur[name]
         if name == "data":
             old_value, new_value = (str(Path(v).resolve()) for v in (old_value, new_value))
         if _differs(old_value, new_value):
-            diffs.append(f"{name}: {old_config[name]!r} -> {cur[name]!r}")
+            diffs.append(f"{name}: {stored!r} -> {cur[name]!r}")
     old_product = old_config.get("grad_accum", 1) * old_config.get("world_size", 1)
     if old_product != cur["grad_accum"] * world_size:
         diffs.append(f"grad_accum x processes: {old_config.get('grad_accum', 1)} x {old_config.get('world_size', 1)}"

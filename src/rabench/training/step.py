@@ -46,20 +46,40 @@ def gpu_uuid(device: torch.device) -> str | None:
     return None if uuid is None else str(uuid)
 
 
+def gate_parameters(model: torch.nn.Module) -> list[torch.nn.Parameter]:
+    """Every attention core's gate parameters (AttentionCore.gate_parameters), in model order."""
+    from rabench.attention.base import AttentionCore
+
+    found: dict[int, torch.nn.Parameter] = {}
+    for module in model.modules():
+        if isinstance(module, AttentionCore):
+            found |= {id(p): p for p in module.gate_parameters()}
+    return list(found.values())
+
+
 def make_optimizer(model: GPT, lr: float, weight_decay: float, betas: tuple[float, float],
-                   device: torch.device, impl: str = "fused") -> torch.optim.AdamW:
+                   device: torch.device, impl: str = "fused", gate_lr_mult: float = 1.0) -> torch.optim.AdamW:
     """AdamW; weight decay on matrices only, never on attention gates or biases.
 
     impl: "fused" (one CUDA kernel set, lr read from a device tensor) or "foreach" (the form
     torch.compile turns into its own fused kernels: use with TrainStep(compile_optimizer=True)).
     On a CPU both fall back to the plain foreach implementation with a float lr.
+    gate_lr_mult: the gate parameters (gate_parameters) train at this multiple of the learning
+    rate, in a third group (`lr_mult`, which set_lr applies). At 1 they stay in the no-decay
+    group, so the optimizer, and the checkpoints of runs made before the multiplier existed,
+    are exactly as they were.
     """
     if impl not in ("fused", "foreach"):
         raise RabenchError(f"optimizer impl {impl!r}: choose fused or foreach")
-    decay, no_decay = [], []
+    gates = {id(p) for p in gate_parameters(model)} if gate_lr_mult != 1.0 else set()
+    decay, no_decay, gated = [], [], []
     for name, p in model.named_parameters():
-        (no_decay if p.dim() < 2 or ".core." in name else decay).append(p)
+        (gated if id(p) in gates else no_decay if p.dim() < 2 or ".core." in name else decay).append(p)
     groups = [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    if gated:
+        gate_lr = float(lr) * gate_lr_mult
+        groups.append({"params": gated, "weight_decay": 0.0, "lr_mult": gate_lr_mult,
+                       "lr": torch.tensor(gate_lr, device=device) if device.type == "cuda" else gate_lr})
     if device.type != "cuda":
         return torch.optim.AdamW(groups, lr=lr, betas=betas)
     lr_t = torch.tensor(float(lr), device=device)
@@ -69,17 +89,18 @@ def make_optimizer(model: GPT, lr: float, weight_decay: float, betas: tuple[floa
 
 
 def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
-    """Apply `lr` to every group: a device fill for tensor learning rates (no sync, no new
-    graph constant), a plain assignment for float ones."""
+    """Apply `lr` (times the group's `lr_mult`, if it has one) to every group: a device fill for
+    tensor learning rates (no sync, no new graph constant), a plain assignment for float ones."""
     seen: set[int] = set()
     for group in optimizer.param_groups:
         cur = group["lr"]
+        group_lr = lr * group["lr_mult"] if "lr_mult" in group else lr
         if isinstance(cur, Tensor):
-            if id(cur) not in seen:  # groups may share one lr tensor
-                cur.fill_(lr)
+            if id(cur) not in seen:  # groups may share one lr tensor (never a group with its own lr_mult)
+                cur.fill_(group_lr)
                 seen.add(id(cur))
         else:
-            group["lr"] = lr
+            group["lr"] = group_lr
 
 
 class TrainStep:

@@ -13,6 +13,14 @@ Two designs (plan key `design`):
 
 `until_plateau` runs every config to a val_loss plateau instead (the budget is a cap).
 
+Two additions to the iso design. A length ladder (`ladder`): each candidate with an iso-time run
+also trains round(N / r) iterations per listed ratio r, so that its equal-time loss at any step
+ratio can be read from real run lengths. A learning-rate sweep (`lr`, `selection_seeds`): stage 1
+trains every config for N iterations at each rate on the selection seeds (folders
+`<attn>-lr<lr>-s<seed>`); once all have finished, each config's rate is chosen by SWEEP_RULE
+(written in suite.json before any run) and stage 2 runs the design above at those rates on the
+verdict seeds, which the selection never saw. A call that completes stage 1 goes on to stage 2.
+
 A suite re-run skips finished runs and resumes checkpointed ones; one whose stored settings
 differ from what this suite would train (anything that changes the curve) is refused, so the
 folder never mixes runs trained under different settings, and suite.json is written only
@@ -23,14 +31,17 @@ ratio (the baseline's, the iso-iteration ones) train on the others meanwhile; th
 join the queue once it is in.
 
 Files in the suite folder (read by the report):
-  suite.json        the resolved plan (design, budgets, attentions, seeds, options, [train]) and
-                    "runs": [{name, attn, seed, role, max_iters, time_budget_s, step_ratio}]
-  calibration.json  {"card", "host", "device", "compiled", "baseline": "sdpa", "steps_per_window",
-                    "windows", "settings" (what a reuse must match), "measured_at",
+  suite.json        the resolved plan (design, budgets, attentions, seeds, options, [train]),
+                    "runs": [{name, attn, seed, role, max_iters, time_budget_s, step_ratio}] and
+                    "calibration_reuse": [{flag, at, calibration_measured_at, differences}], one per
+                    call that kept a calibration from another machine, card or code
+  calibration.json  {"card", "host", "machine_id", "source_hash", "device", "compiled", "baseline": "sdpa",
+                    "steps_per_window", "windows", "settings" (what a reuse must match), "measured_at",
                     "configs": {attn: {"ms_per_iter", "ms_ci95", "ratio", "ratio_ci95",
                                        "windows_ms", "attn_options"}}}
   calibration.log   the calibration worker's output (when it ran beside the runs)
-  <attn>-s<seed>/, <attn>-isotime-s<seed>/   run folders; config.json's labels say the role
+  <attn>-s<seed>/, <attn>-isotime-s<seed>/, <attn>-ladder<r>-s<seed>/   run folders; config.json's
+                    labels say the role (a ladder run's labels.ladder_ratio is its r)
                     (an iso-iteration run started before the calibration has no step_ratio label)
 """
 
@@ -45,14 +56,15 @@ import time
 import tomllib
 from collections.abc import Callable
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
 from rabench import attention, source_hash
 from rabench.errors import RabenchError, RunInterrupted
 from rabench.fileio import json_form, write_json_atomic
-from rabench.rundir import RunFolder
+from rabench.machine import machine_id
+from rabench.rundir import RunFolder, read_json
 from rabench.training.config import TrainConfig, curve_changing_differences
 from rabench.training.deadline import Deadline, deadline_message
 from rabench.training.parallel import SlotTask, run_parallel, sigterm_as_interrupt, spawn
@@ -88,12 +100,21 @@ class SuitePlan:
     isotime_attns: list[str] | None = None  # candidates that also get an iso-time run (None: every one)
     isoiter_attns: list[str] | None = None  # candidates that get an iso-iteration run (None: every one;
     # [] or a subset: the others get their iso-time run alone, e.g. variants judged at equal time only)
+    # length ladder (iso design): step ratios r; each candidate with an iso-time run also trains, per
+    # seed, for round(N / r) iterations, so equal-time losses are read from real run lengths
+    ladder: list[float] = field(default_factory=list)
+    # learning-rate sweep (iso design): every config trains N iterations at each rate on the selection
+    # seeds; each config's rate is then chosen by SWEEP_RULE and the verdict runs use it on `seeds`
+    lr: list[float] = field(default_factory=list)
+    selection_seeds: list[int] = field(default_factory=list)
     calib_steps: int = 10  # optimizer steps per timed calibration window
     calib_windows: int = 8  # timed rounds of interleaved windows
     data: str | None = None
     # fixed before the runs, read by the report: FAIL needs the interval below it (a number for the
     # loss criteria 1 and 3, or a table {"1": m1, "2": m2, "3": m3}); None: 0
     margin: float | dict[str, float] | None = None
+    # TOST equivalence margin (nats) the report reads beside each per-iteration interval
+    equivalence_margin: float = 0.01
     options: dict[str, dict[str, Any]] = field(default_factory=dict)  # per-attention options
     train: dict[str, Any] = field(default_factory=dict)  # other TrainConfig fields, same for every run
 
@@ -108,20 +129,26 @@ class PlannedRun:
     name: str
     attn: str
     seed: int
-    role: str  # baseline | iso-iter | iso-time | time | plateau
+    role: str  # baseline | iso-iter | iso-time | ladder | time | plateau
     max_iters: int | None
     time_budget_s: float | None
     step_ratio: float | None
+    ladder_ratio: float | None = None  # a ladder run's r: max_iters = round(N / r)
+    lr: float | None = None  # with an lr sweep: the rate this run trains at (else the plan's [train] lr)
 
 
 # ---- the plan -----------------------------------------------------------------------------
 PLAN_TYPES: dict[str, tuple[type, ...]] = {
     "attns": (list,), "seeds": (list,), "preset": (str,), "design": (str,), "until_plateau": (bool,),
-    "isotime_attns": (list,), "isoiter_attns": (list,), "calib_steps": (int,), "calib_windows": (int,), "data": (str,),
+    "isotime_attns": (list,), "isoiter_attns": (list,), "ladder": (list,), "lr": (list,),
+    "selection_seeds": (list,), "calib_steps": (int,), "calib_windows": (int,), "data": (str,),
     "options": (dict,), "train": (dict,), "time": (str, int, float), "iters": (int,), "margin": (int, float, dict),
+    "equivalence_margin": (int, float),
 }
 PLAN_EXAMPLES = {"attns": 'attns = ["sdpa", "ra-triton"]', "seeds": "seeds = [0, 1, 2]",
                  "isotime_attns": 'isotime_attns = ["ra-triton"]', "isoiter_attns": "isoiter_attns = []",
+                 "ladder": "ladder = [1.03, 1.06, 1.10, 1.15]", "lr": "lr = [3e-4, 6e-4, 1.2e-3]",
+                 "selection_seeds": "selection_seeds = [100, 101]",
                  "options": "[options.ra-local] window = 64",
                  "train": "[train] compile = true", "margin": 'margin = 0.01 or [margin] "1" = 0.01'}
 
@@ -132,6 +159,8 @@ def load_plan(path: str | Path | None) -> SuitePlan:
     if path is None:
         return plan
     p = Path(path)
+    if p.is_dir():
+        raise RabenchError(f"plan file {p} is a folder; give the plan's TOML file")
     if not p.is_file():
         raise RabenchError(f"plan file {p} not found")
     try:
@@ -162,15 +191,31 @@ def check_plan_type(key: str, value: Any, where: str) -> None:
         raise RabenchError(f"{where}: {key} must be {want}, got {value!r}" + (f" (e.g. {example})" if example else ""))
     if key in ("attns", "isotime_attns", "isoiter_attns") and not all(isinstance(v, str) for v in value):
         raise RabenchError(f"{where}: {key} must be a list of attention names, got {value!r}")
-    if key == "seeds" and not all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in value):
-        raise RabenchError(f"{where}: seeds must be a list of integers >= 0, got {value!r}")
-    if key == "margin" and isinstance(value, dict) and not (
-            set(value) <= {"1", "2", "3"} and all(isinstance(v, (int, float)) and not isinstance(v, bool)
-                                                   for v in value.values())):
-        raise RabenchError(f"{where}: margin must be a number or a table of numbers keyed \"1\", \"2\", \"3\" "
+    if key in ("seeds", "selection_seeds") and not all(is_seed(v) for v in value):
+        raise RabenchError(f"{where}: {key} must be a list of integers from 0 to 2**63 - 1, got {value!r}")
+    if key == "margin" and not (is_finite(value) or isinstance(value, dict) and set(value) <= {"1", "2", "3"}
+                                and all(is_finite(v) for v in value.values())):
+        raise RabenchError(f"{where}: margin must be a finite number or a table of them keyed \"1\", \"2\", \"3\" "
                            f"(the criteria), got {value!r}")
+    if key == "equivalence_margin" and not (is_finite(value) and value > 0):
+        raise RabenchError(f"{where}: equivalence_margin must be a finite number > 0 (nats), got {value!r}")
+    if key == "ladder" and not all(is_finite(r) and r > 0 and r != 1 for r in value):
+        raise RabenchError(f"{where}: ladder must list step ratios r > 0 other than 1 (each run trains round(N / r) "
+                           f"iterations), got {value!r} (e.g. {PLAN_EXAMPLES['ladder']})")
+    if key == "lr" and not all(is_finite(v) and v > 0 for v in value):
+        raise RabenchError(f"{where}: lr must list positive learning rates, got {value!r} (e.g. {PLAN_EXAMPLES['lr']})")
     if key == "options" and not all(isinstance(v, dict) for v in value.values()):
         raise RabenchError(f"{where}: options must hold one table per attention, e.g. {PLAN_EXAMPLES['options']}")
+
+
+def is_finite(value: Any) -> bool:
+    """A finite int or float, not a bool (TOML's true is no number; nan and inf are no margin or rate)."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def is_seed(value: Any) -> bool:
+    """A seed the trainer can use: torch's generators take 0 <= seed < 2**63 (a signed 64-bit int)."""
+    return isinstance(value, int) and not isinstance(value, bool) and 0 <= value < 2**63
 
 
 def design_of(plan: SuitePlan) -> str:
@@ -182,21 +227,22 @@ def design_of(plan: SuitePlan) -> str:
 def resolve_plan(plan: SuitePlan) -> SuitePlan:
     """Check the plan and fill its defaults (design, budget); returns the plan as it will run."""
     plan.preset = plan.preset if plan.preset is not None else "gpt2-124m"
-    for key in ("attns", "seeds", "preset", "until_plateau", "calib_steps", "calib_windows", "options", "train"):
+    for key in ("attns", "seeds", "preset", "until_plateau", "ladder", "lr", "selection_seeds", "calib_steps",
+                "calib_windows", "options", "train"):
         check_plan_type(key, getattr(plan, key), "suite plan")
-    for key in ("isotime_attns", "isoiter_attns", "margin"):
+    for key in ("isotime_attns", "isoiter_attns", "margin", "equivalence_margin", "data"):
         if getattr(plan, key) is not None:
             check_plan_type(key, getattr(plan, key), "suite plan")
     if not plan.attns:
         raise RabenchError("the suite has no attention to run")
     if not plan.seeds:
         raise RabenchError("the suite has no seed to run")
-    for dup_key in ("attns", "seeds"):
+    for dup_key in ("attns", "seeds", "ladder", "lr", "selection_seeds"):
         values = getattr(plan, dup_key)
         if len(set(values)) != len(values):
             raise RabenchError(f"suite plan: {dup_key} lists a value twice: {values}")
     for name in plan.attns:
-        attention.resolve_options(name, plan.options.get(name))
+        check_plan_options(name, plan.options.get(name) or {})
     stray = set(plan.options) - set(plan.attns)
     if stray:
         raise RabenchError(f"suite plan: options given for {sorted(stray)}, which the suite does not run")
@@ -210,6 +256,7 @@ def resolve_plan(plan: SuitePlan) -> SuitePlan:
     per_run = set(plan.train) & PER_RUN_FIELDS
     if per_run:
         raise RabenchError(f"suite plan: [train] may not set {sorted(per_run)}; the suite sets them per run")
+    TrainConfig(attn=BASELINE, data="", out="", preset=plan.preset, **plan.train)  # [train]'s types and ranges
     if design == "iso":
         if plan.time_budget_s is not None and not plan.until_plateau:
             raise RabenchError("the iso design trains for iterations (--iters N); a time budget needs --design time")
@@ -228,6 +275,10 @@ def resolve_plan(plan: SuitePlan) -> SuitePlan:
         extra = set(getattr(plan, key) or []) - set(plan.attns)
         if extra:
             raise RabenchError(f"suite plan: {key} names {sorted(extra)}, which the suite does not run")
+    check_lr_sweep(plan, design)
+    if plan.ladder and (design != "iso" or plan.until_plateau):
+        raise RabenchError("suite plan: a length ladder belongs to the iso design (iteration budgets), not to "
+                           f"{'--until-plateau' if plan.until_plateau else 'design time'}")
     if design == "iso" and not plan.until_plateau:
         idle = [a for a in plan.attns if a != BASELINE and not gets_run(plan.isoiter_attns, a)
                 and not gets_run(plan.isotime_attns, a)]
@@ -236,6 +287,61 @@ def resolve_plan(plan: SuitePlan) -> SuitePlan:
                                "isotime_attns); add it to one or drop it from the attentions")
     plan.design = design
     return plan
+
+
+SWEEP_RULE = ("each config's learning rate is the one with the best (lowest) mean final val_loss at N over the "
+              "selection seeds; ties go to the lower rate; a run whose final val_loss is not finite counts as worst")
+
+
+def check_plan_options(name: str, options: dict[str, Any]) -> None:
+    """A plan's options for one attention have their declared types: the registry checks numbers, lists
+    and bools; a string is accepted only where a string is declared (`window = "64"` is a typo in a
+    file that has types, unlike --attn-opt's text)."""
+    defaults = attention.entry(name).defaults
+    for key, value in options.items():
+        if isinstance(value, str) and key in defaults and not isinstance(defaults[key], str):
+            raise RabenchError(f"suite plan: [options.{name}] {key} = {value!r} is a string; the option takes "
+                               f"{type(defaults[key]).__name__} values (e.g. {key} = {defaults[key]!r})")
+    attention.resolve_options(name, options)
+
+
+def check_lr_sweep(plan: SuitePlan, design: str) -> None:
+    """A sweep needs two rates or more, selection seeds apart from the verdict seeds, the iso design,
+    and no [train] lr (each run's rate comes from the sweep)."""
+    if not plan.lr and not plan.selection_seeds:
+        return
+    if len(plan.lr) < 2:
+        raise RabenchError("suite plan: an lr sweep needs two rates or more (e.g. --lr 3e-4,6e-4 with "
+                           "--selection-seeds 100,101); one rate goes in --lr alone or [train] lr")
+    if not plan.selection_seeds:
+        raise RabenchError("suite plan: an lr sweep chooses each config's rate on selection seeds: give "
+                           "--selection-seeds (e.g. 100,101), apart from the verdict seeds")
+    shared = sorted(set(plan.selection_seeds) & set(plan.seeds))
+    if shared:
+        raise RabenchError(f"suite plan: seeds {shared} are both selection and verdict seeds; the verdict needs "
+                           "fresh seeds (choose selection_seeds apart from seeds)")
+    if design != "iso" or plan.until_plateau:
+        raise RabenchError("suite plan: an lr sweep belongs to the iso design (it compares final val_loss at N)")
+    if "lr" in plan.train:
+        raise RabenchError("suite plan: an lr sweep sets each run's rate; drop [train] lr")
+    if len({f"{lr:g}" for lr in plan.lr}) < len(plan.lr):
+        raise RabenchError(f"suite plan: lr {plan.lr} has rates that print alike in folder names; give distinct rates")
+
+
+def chosen_rates(plan: SuitePlan, out: Path) -> dict[str, float] | None:
+    """Each config's rate by SWEEP_RULE, once every selection run has finished (else None)."""
+    if not plan.lr:
+        return None
+    losses: dict[tuple[str, float], list[float]] = {}
+    for run in plan_runs(plan, None):
+        folder = RunFolder(out / run.name)
+        if folder.state() != "finished":
+            return None
+        final = (folder.summary() or {}).get("final_val_loss")
+        finite = isinstance(final, (int, float)) and math.isfinite(final)
+        losses.setdefault((run.attn, run.lr), []).append(final if finite else math.inf)
+    mean = {key: sum(v) / len(v) for key, v in losses.items()}
+    return {attn: min(plan.lr, key=lambda lr: (mean[attn, lr], lr)) for attn in plan.attns}
 
 
 def needs_gpu(name: str) -> bool:
@@ -261,7 +367,11 @@ def drop_gpu_only(plan: SuitePlan, device_type: str, explicit_attns: bool, say=p
 
 
 # ---- runs ---------------------------------------------------------------------------------
-def run_name(attn: str, seed: int, role: str = "") -> str:
+def run_name(attn: str, seed: int, role: str = "", ladder_ratio: float | None = None, lr: float | None = None) -> str:
+    if role == "ladder":
+        return f"{attn}-ladder{ladder_ratio:g}-s{seed}"
+    if role == "lr-sweep":
+        return f"{attn}-lr{lr:g}-s{seed}"
     return f"{attn}-isotime-s{seed}" if role == "iso-time" else f"{attn}-s{seed}"
 
 
@@ -275,9 +385,24 @@ def iso_time_iters(n: int, ratio: float) -> int:
     return max(1, round(n / ratio))
 
 
-def plan_runs(plan: SuitePlan, ratios: dict[str, float] | None) -> list[PlannedRun]:
+def plan_runs(plan: SuitePlan, ratios: dict[str, float] | None,
+              chosen: dict[str, float] | None = None) -> list[PlannedRun]:
     """Every run of the suite, seed by seed (so the first seeds complete first). In the iso design
-    without ratios (a calibration still measuring): only the runs whose length needs none."""
+    without ratios (a calibration still measuring): only the runs whose length needs none. With a
+    learning-rate sweep: its selection runs, then the verdict runs at each config's `chosen` rate
+    once the selection has chosen (None: not yet)."""
+    if not plan.lr:
+        return verdict_runs(plan, ratios)
+    selection = [PlannedRun(run_name(attn, seed, "lr-sweep", lr=lr), attn, seed, "lr-sweep", plan.max_iters, None,
+                            (ratios or {}).get(attn), lr=lr)
+                 for seed in plan.selection_seeds for attn in plan.attns for lr in plan.lr]
+    if chosen is None:
+        return selection
+    return selection + [replace(r, lr=chosen[r.attn]) for r in verdict_runs(plan, ratios)]
+
+
+def verdict_runs(plan: SuitePlan, ratios: dict[str, float] | None) -> list[PlannedRun]:
+    """The design's runs on the verdict seeds (every run of a suite without an lr sweep)."""
     runs = []
     for seed in plan.seeds:
         for attn in plan.attns:
@@ -295,17 +420,31 @@ def plan_runs(plan: SuitePlan, ratios: dict[str, float] | None) -> list[PlannedR
                 if ratios is not None and gets_run(plan.isotime_attns, attn):
                     runs.append(PlannedRun(run_name(attn, seed, "iso-time"), attn, seed, "iso-time",
                                            iso_time_iters(plan.max_iters, ratio), None, ratio))
+                if gets_run(plan.isotime_attns, attn):
+                    runs += ladder_runs(plan, attn, seed, ratio)
     return runs
+
+
+def ladder_runs(plan: SuitePlan, attn: str, seed: int, ratio: float | None) -> list[PlannedRun]:
+    """The candidate's length ladder for one seed: round(N / r) iterations per r, no calibration needed."""
+    assert plan.max_iters is not None
+    return [PlannedRun(run_name(attn, seed, "ladder", r), attn, seed, "ladder", iso_time_iters(plan.max_iters, r),
+                       None, ratio, r) for r in plan.ladder]
 
 
 def train_config(plan: SuitePlan, run: PlannedRun, out: Path, data: str, suite_name: str,
                  progress_bar: bool) -> TrainConfig:
     """The TrainConfig of one planned run (labels say its role; they never change the curve)."""
     labels = {"role": run.role, "step_ratio": run.step_ratio, "baseline": BASELINE, "suite": suite_name}
+    if run.ladder_ratio is not None:
+        labels["ladder_ratio"] = run.ladder_ratio
+    if run.role == "lr-sweep":
+        labels["lr_stage"] = "selection"
+    settings = plan.train | ({"lr": run.lr} if run.lr is not None else {})  # a sweep's [train] has no lr
     return TrainConfig(attn=run.attn, data=data, out=str(out / run.name), preset=plan.preset, seed=run.seed,
                        attn_options=dict(plan.options.get(run.attn, {})), time_budget_s=run.time_budget_s,
                        max_iters=run.max_iters, until_plateau=plan.until_plateau, progress_bar=progress_bar,
-                       labels=labels, **plan.train)
+                       labels=labels, **settings)
 
 
 @dataclass
@@ -351,7 +490,7 @@ def calibration_request(plan: SuitePlan, attns: list[str], data: str):
                               seq_len=base.seq_len, grad_accum=base.grad_accum, lr=base.lr,
                               weight_decay=base.weight_decay, betas=(base.beta1, base.beta2), grad_clip=base.grad_clip,
                               compile=base.compile, compile_mode=base.compile_mode, data=data, seed=plan.seeds[0],
-                              steps=plan.calib_steps, windows=plan.calib_windows)
+                              steps=plan.calib_steps, windows=plan.calib_windows, gate_lr_mult=base.gate_lr_mult)
 
 
 def read_calibration(out: Path) -> dict[str, Any] | None:
@@ -365,17 +504,18 @@ def read_calibration(out: Path) -> dict[str, Any] | None:
 
 
 def calibrated_ratios(plan: SuitePlan, out: Path, data: str, device, recalibrate: bool,
-                      say=print) -> tuple[dict[str, float], dict[str, Any] | None]:
+                      say=print, reuse: bool = False) -> tuple[dict[str, float], dict[str, Any] | None]:
     """Step-time ratio to the baseline per attention, and calibration.json's new content if it changes
     (written by the caller only once the runs on disk agree with the new numbers).
 
-    Measured once and reused. Attentions added to a calibrated suite are measured with the baseline
-    in a new interleaved session and merged in; the entries already there (and so every run's
-    iteration count) stay.
+    Measured once and reused on the machine, card and code that measured it (`reuse`: on others
+    too). Attentions added to a calibrated suite are measured with the baseline in a new
+    interleaved session and merged in; the entries already there (and so every run's iteration
+    count) stay.
     """
     from rabench.training.calibrate import calibrate
 
-    stored, attns = stored_calibration(plan, out, data, device, recalibrate, say)
+    stored, attns = stored_calibration(plan, out, data, device, recalibrate, say, reuse)
     fresh = None
     if attns:
         announce_calibration(plan, attns, device, say)
@@ -384,11 +524,10 @@ def calibrated_ratios(plan: SuitePlan, out: Path, data: str, device, recalibrate
 
 
 def stored_calibration(plan: SuitePlan, out: Path, data: str, device, recalibrate: bool,
-                       say=print) -> tuple[dict[str, Any] | None, list[str]]:
+                       say=print, reuse: bool = False) -> tuple[dict[str, Any] | None, list[str]]:
     """calibration.json as stored (None when absent or --recalibrate), checked against the plan's
-    settings, and the attentions still to measure (with the baseline first; [] when none)."""
-    from rabench.training.calibrate import card_name
-
+    settings and where it was measured, and the attentions still to measure (with the baseline
+    first; [] when none)."""
     stored = None if recalibrate else read_calibration(out)
     req = calibration_request(plan, list(plan.attns), data)
     if stored is not None:
@@ -402,14 +541,33 @@ def stored_calibration(plan: SuitePlan, out: Path, data: str, device, recalibrat
             what = "; ".join(f"{k}: {old!r} -> {new!r}" for k, (old, new) in changed.items())
             raise RabenchError(f"{out / CALIBRATION_FILE} was measured with other settings ({what}); "
                                "run with the old settings, use another --out, or pass --recalibrate")
-        if stored.get("card") != card_name(device):
-            say(f"[suite] calibration.json was measured on {stored.get('card')}, this is {card_name(device)}: "
-                "its ratios (and so the iteration counts) are kept; --recalibrate measures again")
-        if stored.get("source_hash") not in (None, source_hash()):
-            say(f"[suite] calibration.json was measured with other code ({stored['source_hash']}, this is "
-                f"{source_hash()}): its ratios are kept; --recalibrate measures again")
+        check_calibration_origin(stored, out, device, reuse, say)
     missing = [a for a in plan.attns if stored is None or a not in stored.get("configs", {})]
     return stored, ([BASELINE] + [a for a in missing if a != BASELINE] if missing else [])
+
+
+def calibration_origin_differences(stored: dict[str, Any], device) -> list[str]:
+    """'field: stored -> here' for each of machine, card and code in which a stored calibration
+    differs from this process's; a field the calibration lacks (older suites) counts as differing,
+    since nothing shows that it matches."""
+    from rabench.training.calibrate import card_name
+
+    here = {"machine_id": machine_id(), "card": card_name(device), "source_hash": source_hash()}
+    return [f"{k}: {stored.get(k, 'not recorded')} -> {v}" for k, v in here.items() if stored.get(k) != v]
+
+
+def check_calibration_origin(stored: dict[str, Any], out: Path, device, reuse: bool, say=print) -> None:
+    """Step-time ratios hold for the machine, card and code that measured them: refuse them
+    elsewhere unless the user asked to reuse them (suite.json then records it)."""
+    differences = calibration_origin_differences(stored, device)
+    if not differences:
+        return
+    what = "; ".join(differences)
+    if not reuse:
+        raise RabenchError(f"{out / CALIBRATION_FILE} was measured on another machine, card or code ({what}): pass "
+                           "--recalibrate to measure here (runs trained with other iteration counts are then refused) "
+                           "or --reuse-calibration to keep its ratios (suite.json records it)")
+    say(f"[suite] --reuse-calibration: keeping the ratios of {CALIBRATION_FILE} measured elsewhere ({what})")
 
 
 def announce_calibration(plan: SuitePlan, attns: list[str], device, say=print) -> None:
@@ -466,12 +624,16 @@ def suite_device(plan: SuitePlan, devices: list[str] | None):
 
 def run_suite(plan: SuitePlan, out: str | Path, data: str, progress_bar: bool = True, devices: list[str] | None = None,
               recalibrate: bool = False, explicit_attns: bool = True, calibrate_only: bool = False,
-              deadline_s: float | None = None) -> list[Path]:
+              deadline_s: float | None = None, reuse_calibration: bool = False) -> list[Path]:
     """Calibrate (iso design), then train every planned run, skipping finished ones; returns the run folders.
 
     `explicit_attns`: the attentions were asked for by name (a GPU-only one on a CPU is then an
     error rather than left out with a notice). `calibrate_only`: stop after calibration.json.
-    `deadline_s`: seconds from now after which no run is left going (see deadline.py)."""
+    `deadline_s`: seconds from now after which no run is left going (see deadline.py).
+    `reuse_calibration`: keep a calibration measured on another machine, card or code (recorded in suite.json)."""
+    if reuse_calibration and recalibrate:
+        raise RabenchError("--reuse-calibration keeps the stored step times and --recalibrate measures them again: "
+                           "give one")
     deadline = Deadline.after(deadline_s) if deadline_s is not None else None
     out = Path(out)
     say = print if is_main_process() else (lambda *_: None)
@@ -481,6 +643,10 @@ def run_suite(plan: SuitePlan, out: str | Path, data: str, progress_bar: bool = 
     if deadline is not None and launched_by_torchrun():
         raise RabenchError("--deadline is not supported under torchrun (ranks could stop at different steps); "
                            "use your scheduler's time limit")
+    if plan.until_plateau and plan.time_budget_s is not None:
+        say(f"[suite] --until-plateau with a time budget: {plan.time_budget_s:g} s of training time is each run's cap "
+            "(a run that has not plateaued by then stops there, its summary saying 'time budget'); without it "
+            "a run stops at its plateau or at --iters")
     device = suite_device(plan, devices)
     if devices:  # every worker trains on the device type of its slot; the runs' configs say which
         plan.train = plan.train | {"device": device.type}
@@ -490,10 +656,14 @@ def run_suite(plan: SuitePlan, out: str | Path, data: str, progress_bar: bool = 
     if out.exists() and not out.is_dir():
         raise RabenchError(f"--out {out} is a file, not a folder; choose another --out")
     suite_name = out.resolve().name
+    chosen = chosen_rates(plan, out)  # an lr sweep whose selection is complete: the verdict's rates
+    if chosen is not None:
+        say(f"[suite] learning rates chosen on selection seeds {plan.selection_seeds}: "
+            + ", ".join(f"{a} {lr:g}" for a, lr in chosen.items()))
     if plan.design == "iso":  # refuse changed settings before spending time on a calibration
-        check_runs_before_calibration(plan, out, data, suite_name, recalibrate)
+        check_runs_before_calibration(plan, out, data, suite_name, recalibrate, chosen)
     out.mkdir(parents=True, exist_ok=True)
-    ratios, new_calibration, alongside = None, None, None
+    ratios, new_calibration, alongside, reused = None, None, None, None
     if calibrates_alongside(plan, out, devices, recalibrate, calibrate_only):
         alongside = [BASELINE] + [a for a in plan.attns if a != BASELINE]  # everything, measured afresh
         announce_calibration(plan, alongside, device, say)
@@ -501,10 +671,12 @@ def run_suite(plan: SuitePlan, out: str | Path, data: str, progress_bar: bool = 
         # under torchrun rank 0 alone measures (on its GPU) and every rank plans from its numbers
         info = dd.init_distributed(device.type)
         ratios, new_calibration = dd.broadcast_object(
-            dd.on_main(lambda: calibrated_ratios(plan, out, data, device, recalibrate, say), info), info)
+            dd.on_main(lambda: calibrated_ratios(plan, out, data, device, recalibrate, say, reuse_calibration),
+                       info), info)
+        reused = calibration_reuse_entry(out, device) if reuse_calibration and not recalibrate else None
     elif calibrate_only:
         raise RabenchError("--calibrate-only belongs to the iso design (the time design needs no calibration)")
-    runs = plan_runs(plan, ratios)  # alongside a calibration: the runs whose length needs no ratio
+    runs = plan_runs(plan, ratios, chosen)  # alongside a calibration: the runs whose length needs no ratio
     cfgs = [train_config(plan, r, out, data, suite_name, progress_bar and not devices) for r in runs]
     jobs = decide_jobs(runs, cfgs, out)  # new ratios that contradict trained runs are refused, unwritten
     if is_main_process():  # under torchrun every rank runs the suite; rank 0 alone writes and prints
@@ -513,7 +685,7 @@ def run_suite(plan: SuitePlan, out: str | Path, data: str, progress_bar: bool = 
         if calibrate_only:
             say(f"[suite] step times in {out / CALIBRATION_FILE}; run the suite without --calibrate-only to train")
             return []
-        write_suite_record(plan, out, data, runs)
+        write_suite_record(plan, out, data, runs, reused, chosen)
     if calibrate_only:
         return []
     if deadline is not None:
@@ -525,12 +697,12 @@ def run_suite(plan: SuitePlan, out: str | Path, data: str, progress_bar: bool = 
     def sized_jobs(fresh: dict[str, Any]) -> list[RunJob]:
         """Once the calibration is in: write it, plan the runs its ratios size, and queue them."""
         new_ratios, record = merge_calibration(plan, data, None, fresh, say)
-        all_runs[:] = plan_runs(plan, new_ratios)
+        all_runs[:] = plan_runs(plan, new_ratios, chosen)
         early = {r.name for r in runs}
         later = [r for r in all_runs if r.name not in early]
         later_jobs = decide_jobs(later, [train_config(plan, r, out, data, suite_name, False) for r in later], out)
         write_json_atomic(out / CALIBRATION_FILE, record, "calibration", default=str)
-        write_suite_record(plan, out, data, all_runs)
+        write_suite_record(plan, out, data, all_runs, None, chosen)
         if deadline is not None:
             deadline.use_calibration(record)
         return later_jobs
@@ -540,15 +712,44 @@ def run_suite(plan: SuitePlan, out: str | Path, data: str, progress_bar: bool = 
         run_parallel(jobs, devices, say, deadline=deadline, first=first)
     else:
         run_sequential(jobs, say, deadline)
+    if chosen is None and chosen_rates(plan, out) is not None:  # the sweep's selection has just completed
+        say("[suite] learning-rate selection complete: planning the verdict runs at the chosen rates")
+        return run_suite(plan, out, data, progress_bar, devices, explicit_attns=explicit_attns,
+                         deadline_s=deadline.left_s() if deadline is not None else None,
+                         reuse_calibration=reuse_calibration)
     return [out / r.name for r in all_runs]
 
 
-def write_suite_record(plan: SuitePlan, out: Path, data: str, runs: list[PlannedRun]) -> None:
+def write_suite_record(plan: SuitePlan, out: Path, data: str, runs: list[PlannedRun],
+                       reused: dict[str, Any] | None = None, chosen: dict[str, float] | None = None) -> None:
+    """suite.json; `reused`: this call kept a calibration from another machine, card or code, added to
+    the calls before it that did ("calibration_reuse": what the report names); `chosen`: an lr
+    sweep's rates once its selection is complete (the rule is written before any run)."""
+    earlier = (read_json(out / SUITE_FILE) or {}).get("calibration_reuse") or []
+    if reused and any(e.get("calibration_measured_at") == reused["calibration_measured_at"]
+                      and e.get("differences") == reused["differences"] for e in earlier):
+        reused = None  # the same calibration kept across the same differences: noted once
+    sweep = {"lr_sweep": {"lrs": plan.lr, "selection_seeds": plan.selection_seeds, "rule": SWEEP_RULE,
+                          "chosen": chosen or {}}} if plan.lr else {}
     record = plan.to_dict() | {"data": data, "baseline": BASELINE,
                                "runs": [{"name": r.name, "attn": r.attn, "seed": r.seed, "role": r.role,
                                          "max_iters": r.max_iters, "time_budget_s": r.time_budget_s,
-                                         "step_ratio": r.step_ratio} for r in runs]}
+                                         "step_ratio": r.step_ratio}
+                                        | ({"ladder_ratio": r.ladder_ratio} if r.ladder_ratio is not None else {})
+                                        | ({"lr": r.lr} if r.lr is not None else {})
+                                        for r in runs],
+                               "calibration_reuse": earlier + ([reused] if reused else [])} | sweep
     write_json_atomic(out / SUITE_FILE, record, "suite record")
+
+
+def calibration_reuse_entry(out: Path, device) -> dict[str, Any] | None:
+    """suite.json's note of a --reuse-calibration call on another machine, card or code (None: same origin)."""
+    stored = read_calibration(out)
+    differences = calibration_origin_differences(stored, device) if stored else []
+    if not differences:
+        return None
+    return {"flag": "--reuse-calibration", "at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "calibration_measured_at": stored.get("measured_at"), "differences": differences}
 
 
 def calibrates_alongside(plan: SuitePlan, out: Path, devices: list[str] | None, recalibrate: bool,
@@ -586,11 +787,12 @@ def calibration_task(plan: SuitePlan, out: Path, data: str, attns: list[str], n_
     return SlotTask("calibration", launch, done)
 
 
-def check_runs_before_calibration(plan: SuitePlan, out: Path, data: str, suite_name: str, recalibrate: bool) -> None:
+def check_runs_before_calibration(plan: SuitePlan, out: Path, data: str, suite_name: str, recalibrate: bool,
+                                  chosen: dict[str, float] | None = None) -> None:
     """decide_jobs over every run whose budget is known without a new calibration."""
     stored = None if recalibrate else read_calibration(out)
     known = {a: float(c["ratio"]) for a, c in (stored or {}).get("configs", {}).items()}
-    runs = [r for r in plan_runs(plan, {a: known.get(a, 1.0) for a in plan.attns})
+    runs = [r for r in plan_runs(plan, {a: known.get(a, 1.0) for a in plan.attns}, chosen)
             if r.role != "iso-time" or r.attn in known]
     decide_jobs(runs, [train_config(plan, r, out, data, suite_name, False) for r in runs], out)
 
@@ -653,7 +855,10 @@ def describe(run: PlannedRun) -> str:
     budget = f"{run.max_iters} iters" if run.max_iters is not None else f"{run.time_budget_s:g} s"
     if run.role == "iso-time":
         return f"{run.role}, {budget} = N / {run.step_ratio:.3f}"
-    return f"{run.role}, {budget}"
+    rate = f", lr {run.lr:g}" if run.lr is not None else ""
+    if run.role == "ladder":
+        return f"{run.role}, {budget} = N / {run.ladder_ratio:g}{rate}"
+    return f"{run.role}, {budget}{rate}"
 
 
 def fmt(value: float | None) -> str:

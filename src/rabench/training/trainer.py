@@ -36,8 +36,10 @@ import torch
 from torch.nn.parallel import DistributedDataParallel
 
 import rabench
-from rabench.data import TokenSplit, check_split_fits, check_token_range, train_batch, verify_checksums
+from rabench.data import TokenSplit, check_split_fits, check_token_range, load_meta, train_batch, verify_checksums
+from rabench.data.regime import data_regime
 from rabench.errors import RabenchError, RunInterrupted
+from rabench.machine import machine_id
 from rabench.model import build_model
 from rabench.rundir import FAILED, FINISHED, INTERRUPTED, RunFolder
 from rabench.training import distributed as dd
@@ -108,6 +110,7 @@ def environment_info(device: torch.device, info: dd.DistInfo) -> dict[str, Any]:
         # the physical card (hostnames repeat across rented machines: every campaign host was "vm")
         "gpu_uuid": gpu_uuid(device),
         "host": socket.gethostname(),
+        "machine_id": machine_id(),  # the node's GPU UUIDs and boot id: which machine session, for pairing
         "cpu": platform.processor() or platform.machine(),
         "world_size": info.world_size,
         "torch_version": torch.__version__,
@@ -145,7 +148,8 @@ class Trainer:
             check_token_range(split)  # cheap: a max over each memory map
         eval_tokens = c.eval_batches * c.batch_size * c.seq_len if c.eval_batches else c.eval_tokens
         self.val = evaluation.build_val_set(self.val_split, c.batch_size, c.seq_len, eval_tokens)
-        self.optimizer = make_optimizer(self.model, c.lr, c.weight_decay, (c.beta1, c.beta2), self.device)
+        self.optimizer = make_optimizer(self.model, c.lr, c.weight_decay, (c.beta1, c.beta2), self.device,
+                                        gate_lr_mult=c.gate_lr_mult)
         ddp = None
         if self.dist.enabled:
             ids = [self.dist.local_rank] if self.device.type == "cuda" else None
@@ -194,7 +198,8 @@ class Trainer:
     def write_config(self) -> None:
         record = self.cfg.to_dict() | self.model.cfg.to_dict() | environment_info(self.device, self.dist)
         record |= {"n_params": self.model.num_params(), "eval_tokens_used": self.val.n_tokens,
-                   "tokens_per_iter": self.tokens_per_iter, "run_id": self.run_id}
+                   "tokens_per_iter": self.tokens_per_iter, "run_id": self.run_id,
+                   "data_regime": data_regime(load_meta(self.cfg.data))}
         self.folder.write_config(record)
 
     # ---- schedule and budget -------------------------------------------------------
