@@ -21,6 +21,7 @@ from rabench.stats import (
     NO_VERDICT,
     ONE_SEED_NOTE,
     PASS,
+    TOO_FEW,
     decide,
     paired_stats,
     sign_flip_p,
@@ -161,10 +162,12 @@ def test_interval_and_decision_rule():
     st = paired_stats([0.10, 0.12, 0.14])
     half = 4.3027 * 0.02 / math.sqrt(3)
     assert (st.lo, st.hi) == (pytest.approx(0.12 - half, abs=1e-4), pytest.approx(0.12 + half, abs=1e-4))
-    assert decide(st) == PASS
-    assert decide(st, margin=0.2) == FAIL  # the whole interval lies below a margin fixed before the runs
-    assert decide(paired_stats([-0.1, -0.12, -0.14])) == FAIL
-    assert decide(paired_stats([0.1, -0.05, 0.02])) == INCONCLUSIVE
+    assert decide(st) == TOO_FEW  # the interval excludes 0, but 3 seeds agree in sign by chance 1 time in 4
+    six = paired_stats([0.10, 0.12, 0.14, 0.11, 0.13, 0.12])
+    assert decide(six) == PASS  # p = 2/64
+    assert decide(six, margin=0.2) == FAIL  # the whole interval lies below a margin fixed before the runs
+    assert decide(paired_stats([-x for x in six.values])) == FAIL
+    assert decide(paired_stats([0.1, -0.05, 0.02, 0.03, -0.04, 0.01])) == INCONCLUSIVE
     assert decide(paired_stats([0.5])) == NO_VERDICT  # one seed: never a verdict, however large
     assert decide(None) == NO_VERDICT
 
