@@ -20,6 +20,7 @@ from rabench.analysis.criteria import (
     control_gaps,
     design_of,
     first_group,
+    holm_family,
     iteration_gaps,
     judge_all,
     main_groups,
@@ -516,7 +517,9 @@ def analyse_by_length(folder: str | Path) -> dict[str | None, Analysis]:
 
 def judge_batches(batches: list[Batch], aside: list[Batch]) -> Analysis:
     groups = group_by_config([r for b in batches for r in b.runs])
-    return batches, aside, groups, judge_all(groups, {b.name: b for b in batches})
+    comparisons = judge_all(groups, {b.name: b for b in batches})
+    holm_family(comparisons)
+    return batches, aside, groups, comparisons
 
 
 def set_aside_lines(aside: list[Batch]) -> list[str]:

@@ -118,6 +118,23 @@ class Run:
         return f"{gpu} @ {host}"
 
     @property
+    def machine_id(self) -> str | None:
+        """The physical machine session the run trained on (GPU UUIDs of the node + boot id), as
+        the trainer records it; None for older runs."""
+        value = self.config.get("machine_id")
+        return str(value) if value else None
+
+    @property
+    def machine(self) -> str | None:
+        """machine_id, else a proxy for older runs: the batch folder plus the run's GPU UUID (one
+        card of one session, so two runs with equal proxies shared a machine); None when neither
+        is recorded."""
+        if self.machine_id is not None:
+            return self.machine_id
+        uuid = self.config.get("gpu_uuid")
+        return f"{self.batch}/{uuid}" if uuid else None
+
+    @property
     def source_hash(self) -> str | None:
         """The hash of the code that trained it (rabench.source_hash); None for older runs."""
         value = self.config.get("source_hash")
