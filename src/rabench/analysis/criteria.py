@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from rabench.analysis.curves import eval_curve, time_to_reach, value_at
 from rabench.analysis.runs import (
@@ -30,6 +31,7 @@ from rabench.analysis.runs import (
     ISO_ITER,
     ISO_TIME,
     ISO_TIME_SUFFIX,
+    SIDE_ROLES,
     NOREC,
     PLATEAU,
     TIME,
@@ -57,9 +59,13 @@ from rabench.stats import (
     seed_means,
 )
 
+if TYPE_CHECKING:
+    from rabench.analysis.lengths import LengthBreakEven
+
 MIN_COVERAGE = 0.5  # a criterion is read on at least this fraction of the shorter run, never at t = 0
 N_ROLES = (BASE_ROLE, ISO_ITER)
 ITER_DESIGN, TIME_DESIGN = "iteration", "time"
+CURVE_UPPER_BOUND = "an upper bound (read from the N-run's curve, a schedule never run)"
 TITLES = {
     "1": "val_loss below the baseline's at equal training time",
     "2-literal": "time to the baseline's final val_loss below 1/s of the baseline's (plan's literal version)",
@@ -207,6 +213,7 @@ class Comparison:
     breakeven: BreakEven | None
     units: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    lengths: LengthBreakEven | None = None  # s* from real run lengths (lengths.length_points), set by the report
 
     def verdict(self, key: str) -> Verdict | None:
         return next((v for v in self.verdicts if v.key == key), None)
@@ -469,7 +476,7 @@ def break_even(pairs: list[Pair], batches: dict[str, Batch], design: str,
             values.append(n_base / n_star)
             seeds.append(p.seed)
             lines.append(f"{p.tag}: reaches {p.base.final_val_loss:.4f} at iteration {n_star:,.0f} of the baseline's {n_base:,.0f}: s* = {n_base / n_star:.3f}")
-    source = "iso-iteration runs" if design == ITER_DESIGN else "time-budget runs (approximate: their schedules are keyed to time, not iterations)"
+    source = f"the iso-iteration runs' curves: {CURVE_UPPER_BOUND}" if design == ITER_DESIGN else "time-budget runs (approximate: their schedules are keyed to time, not iterations)"
     ratios = unit_ratios(pairs or ratio_pairs or [], batches)  # s: from the iso-time pairs when there are no others
     values = seed_means(seeds, values)[1]  # a seed paired in two batches counts once
     return BreakEven(values, never, bounds, lines, paired_stats(values) if values else None, ratios, source)
@@ -589,11 +596,11 @@ def source_gaps(candidate: ConfigGroup, baseline: ConfigGroup, design: str) -> d
 
 
 def first_group(groups: dict[str, ConfigGroup], attn: str) -> ConfigGroup | None:
-    return next((g for g in groups.values() if g.attn == attn and g.role != ISO_TIME), None)
+    return next((g for g in groups.values() if g.attn == attn and g.role not in SIDE_ROLES), None)
 
 
 def main_groups(groups: dict[str, ConfigGroup]) -> list[ConfigGroup]:
-    return [g for g in groups.values() if g.role != ISO_TIME]
+    return [g for g in groups.values() if g.role not in SIDE_ROLES]
 
 
 def candidate_groups(groups: dict[str, ConfigGroup]) -> list[ConfigGroup]:

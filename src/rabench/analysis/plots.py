@@ -258,3 +258,23 @@ def plot_stability(run: Run, partners: list[Run], path: Path) -> Path | None:
     axes[0].legend(fontsize=8)
     fig.suptitle(f"{run.where} became unstable: beside the runs of its seed in its batch")
     return _save(fig, path)
+
+
+def plot_length_gaps(found: list, path: Path) -> Path | None:
+    """Per candidate, each seed's paired final gap against the length ratio r = N / iterations
+    of the runs that ran (lengths.LengthBreakEven): s* is where a line crosses 0."""
+    found = [lb for lb in found if any(len(s.points) > 1 for s in lb.seeds)]
+    if not found:
+        return None
+    colors = config_colors([lb.candidate for lb in found])
+    fig = Figure(figsize=(7, 4.5))
+    ax = fig.subplots()
+    ax.axhline(0.0, color="black", lw=0.8)
+    for lb in found:
+        for k, s in enumerate(lb.seeds):
+            xs, ys = zip(*s.points)
+            ax.plot(xs, ys, "o-", color=colors[lb.candidate], alpha=0.6, label=lb.candidate if k == 0 else None)
+    ax.set_xlabel("r = N / the run's scheduled iterations (equal time at r = s)")
+    ax.set_ylabel("baseline final val_loss - candidate's (nats)")
+    ax.legend(fontsize=8)
+    return _save(fig, path)

@@ -28,6 +28,7 @@ from rabench.analysis.criteria import (
 )
 from rabench.analysis.curves import eval_curve, value_at
 from rabench.analysis.document import Doc
+from rabench.analysis.lengths import CURVE_UPPER_BOUND, length_points, lengths_section
 from rabench.analysis.runs import (BASELINE, TIME, Batch, ConfigGroup, Run, group_by_config, is_variant,
                                    iso_time_label, load_batches, split_by_horizon, split_suite_batches)
 from rabench.stats import FAIL, FEW_PAIRS_NOTE, ONE_SEED_NOTE, PASS, PairedStats
@@ -44,9 +45,10 @@ LOSS_PLOT = "val_loss_vs_{}.png"  # an axis: time, iter, tokens
 MS_PLOT = "ms_per_iter.png"
 GATES_PLOT = "gates_{}.png"  # a config label, made safe for a file name
 W_REC_PLOT = "final_w_rec_by_layer.png"
+LENGTHS_PLOT = "break_even_lengths.png"
 STABILITY_PLOT = "stability_{}.png"  # <batch>_<run> of a run that became unstable
 REPORT_PLOT_PATTERNS = (*(LOSS_PLOT.format(axis) for axis in ("time", "iter", "tokens")), MS_PLOT,
-                        GATES_PLOT.format("*"), W_REC_PLOT, STABILITY_PLOT.format("*"))
+                        GATES_PLOT.format("*"), W_REC_PLOT, STABILITY_PLOT.format("*"), LENGTHS_PLOT)
 
 
 # ---------------------------------------------------------------- small helpers
@@ -322,12 +324,18 @@ def verdict_overview(doc: Doc, comparisons: list[Comparison], thin: list[str], s
         doc.bullets(thin)
 
 
-def break_even_section(doc: Doc, comparisons: list[Comparison]) -> None:
+def break_even_section(doc: Doc, comparisons: list[Comparison], out_dir: Path) -> None:
     doc.heading(2, "Break-even slowdown s*")
+    doc.para("s*: the largest step-time ratio at which the candidate would still match the baseline's final val_loss "
+             "at equal time. Compare it with the measured step-time ratio s on each card.")
+    found = [c.lengths for c in comparisons if c.lengths is not None]
+    if found:
+        lengths_section(doc, found, lambda items: plots.plot_length_gaps(items, out_dir / LENGTHS_PLOT))
     doc.para(
-        "s* = N / n*, n* the first iteration at which the candidate's (interpolated) val_loss curve reaches the baseline's "
-        "final val_loss at N: at any step-time ratio below s* the candidate would match the baseline at equal time. "
-        "Compare it with the measured step-time ratio s on each card."
+        f"**From the N-run's curve: {CURVE_UPPER_BOUND}.** s* = N / n*, n* the first iteration at which the candidate's "
+        "(interpolated) val_loss curve reaches the baseline's final val_loss at N. A run scheduled for n* iterations "
+        "is not that curve: in the campaign's runs every equal-time run ended above its N-run's curve at the same "
+        "iteration, so this reading leans high. Criterion 2 reads the same curves."
     )
     items = []
     for c in comparisons:
@@ -519,6 +527,8 @@ def judge_batches(batches: list[Batch], aside: list[Batch]) -> Analysis:
     groups = group_by_config([r for b in batches for r in b.runs])
     comparisons = judge_all(groups, {b.name: b for b in batches})
     holm_family(comparisons)
+    for c in comparisons:
+        c.lengths = length_points(c, groups)
     return batches, aside, groups, comparisons
 
 
@@ -546,7 +556,7 @@ def build_report(folder: Path, out_dir: Path, analysis: Analysis, horizon: str |
     if first_group(groups, BASELINE) is None:
         doc.para("**No sdpa run in this folder**: nothing is judged against the baseline.")
     verdict_overview(doc, comparisons, cautions(groups, comparisons) + mixed_code_notes(batches), runs_are_short(groups))
-    break_even_section(doc, comparisons)
+    break_even_section(doc, comparisons, out_dir)
     step_ratio_section(doc, batches)
     doc.heading(2, "Runs by config")
     doc.table(*config_table(groups))
@@ -590,8 +600,10 @@ def summarize(folder: str | Path) -> str:
         for c in comparisons:
             words = ", ".join(f"criterion {v.key}: {v.verdict}" for v in c.verdicts)
             lines.append(f"{prefix}{c.candidate} vs {c.baseline}: {words}.")
+            if c.lengths is not None and c.lengths.measured:
+                lines.append("  " + c.lengths.headline())
             if c.breakeven is not None:
-                lines.append("  " + c.breakeven.headline(c.candidate))
+                lines.append("  " + c.breakeven.headline(c.candidate) + f" [from {c.breakeven.source}]")
         lines += [f"Caution: {text}." for text in cautions(groups, comparisons) + mixed_code_notes(batches)]
     return "\n".join(lines)
 

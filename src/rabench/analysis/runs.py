@@ -28,6 +28,8 @@ ISOTIME_TAG = "-isotime-"
 MAX_DEPTH = 3  # campaign / batch / run
 # roles set by the suite in config.json labels (interfaces.md); inferred for older runs
 BASE_ROLE, ISO_ITER, ISO_TIME, TIME, PLATEAU = "baseline", "iso-iter", "iso-time", "time", "plateau"
+LADDER, LR_SWEEP = "ladder", "lr-sweep"  # a candidate run of round(N / r) iterations; a selection run at a swept lr
+SIDE_ROLES = (ISO_TIME, LADDER, LR_SWEEP)  # runs grouped apart from a config's main runs, under "<label> [<role>]"
 
 
 def is_ra(attn: str) -> bool:
@@ -109,6 +111,12 @@ class Run:
         """The s the suite used to size this run (iso-time runs), from the labels."""
         value = self.labels.get("step_ratio")
         return float(value) if finite(value) else None
+
+    @property
+    def scheduled_iters(self) -> int | None:
+        """The iterations the run's schedule was sized for (config max_iters); None for a time budget."""
+        value = self.config.get("max_iters")
+        return int(value) if finite(value) and value > 0 else None
 
     @property
     def card(self) -> str:
@@ -450,6 +458,11 @@ def iso_time_label(label: str) -> str:
     return label + ISO_TIME_SUFFIX
 
 
+def side_label(label: str, role: str) -> str:
+    """The group label of a config's runs in a side role ('ra-norec' -> 'ra-norec [ladder]')."""
+    return f"{label} [{role}]"
+
+
 def group_by_config(runs: list[Run]) -> dict[str, ConfigGroup]:
     """Group by (config label, role); iso-time runs get their own group ('ra-triton [iso-time]').
     Ordered: sdpa first, then standard configs, then RA; runs by batch and seed."""
@@ -460,10 +473,10 @@ def group_by_config(runs: list[Run]) -> dict[str, ConfigGroup]:
     groups: dict[str, ConfigGroup] = {}
     for run in runs:
         base = config_label(run, multi)
-        label = iso_time_label(base) if run.role == ISO_TIME else base
-        role = ISO_TIME if run.role == ISO_TIME else run.role
+        label = side_label(base, run.role) if run.role in SIDE_ROLES else base
+        role = run.role
         groups.setdefault(label, ConfigGroup(label, run.attn, role, [])).runs.append(run)
     for group in groups.values():
         group.runs.sort(key=lambda r: (r.batch, r.seed, r.name))
-    order = sorted(groups, key=lambda lb: (groups[lb].attn != BASELINE, groups[lb].is_ra, groups[lb].role == ISO_TIME, lb))
+    order = sorted(groups, key=lambda lb: (groups[lb].attn != BASELINE, groups[lb].is_ra, groups[lb].role in SIDE_ROLES, lb))
     return {label: groups[label] for label in order}
