@@ -51,8 +51,10 @@ from rabench.stats import (
     NO_VERDICT,
     ONE_SEED_NOTE,
     PASS,
+    EQUIVALENCE_MARGIN,
     PairedStats,
     decide,
+    equivalence_text,
     direction,
     holm,
     paired_stats,
@@ -298,6 +300,16 @@ def plan_margin(batches: dict[str, Batch], key: str) -> float:
     return 0.0
 
 
+def equivalence_margin(batches: dict[str, Batch]) -> float:
+    """The equivalence margin declared in the plan (suite.json "equivalence_margin", nats), else
+    stats.EQUIVALENCE_MARGIN: per-iteration gaps are tested for equivalence within it (TOST)."""
+    for batch in batches.values():
+        value = batch.plan.get("equivalence_margin")
+        if finite(value) and value > 0:
+            return float(value)
+    return EQUIVALENCE_MARGIN
+
+
 def _verdict_from(key: str, margins: list[float], lines: list[str], head: str, margin: float, scope: str = "",
                   bounded: list[str] | None = None, digits: int = 4, seeds: list[int] | None = None) -> Verdict:
     """Apply the decision rule over seeds (a seed's pairs averaged); margins that are only upper
@@ -534,6 +546,8 @@ def compare(candidate: ConfigGroup, baseline: ConfigGroup, groups: dict[str, Con
         verdicts.append(final_quality(p_pairs, base_name, "converged: runs stopped at a val_loss plateau", m["3"]))
     elif design == ITER_DESIGN:
         verdicts.append(final_quality(n_pairs, base_name, "proxy: final val_loss at N iterations, not at a plateau", m["3"]))
+        if verdicts[-1].stats is not None:  # equal iterations: can the runs say the configs are equal?
+            verdicts[-1].numbers += "; " + equivalence_text(verdicts[-1].stats, equivalence_margin(batches))
     else:
         verdicts.append(final_quality(n_pairs, base_name, "proxy: final val_loss at the time budget, not at a plateau", m["3"]))
     units = sorted({f"{p.batch} on {p.card}" for p in all_pairs})

@@ -111,6 +111,10 @@ class LengthBreakEven:
         censored = self.censored()
         if censored:
             parts.append("; ".join(censored))
+        n_only = len(self.seeds) - len(self.measured)
+        if n_only:
+            parts.append(f"{n_only} seed(s) ran at N alone and are ahead there: for them only the curve-based s* below "
+                         f"({CURVE_UPPER_BOUND})")
         return (f"{self.candidate} (vs {self.baseline}), from run lengths (gap interpolated linearly in r between "
                 f"runs scheduled for N / r iterations): " + "; ".join(parts))
 
@@ -163,9 +167,8 @@ def lengths_section(doc: Doc, found: list[LengthBreakEven], plot) -> None:
                 rows.append([lb.candidate, f"{r:.3f}", str(st.n), st.text()])
     if rows:
         doc.table(["candidate", "r (N / run length)", "seeds", "equal-time gap at r (baseline - candidate)"], rows)
-    for lb in found:
-        doc.bullets([f"{lb.candidate}, seed {s.seed}: " + ", ".join(f"r {r:.3f}: gap {g:+.4f}" for r, g in s.points)
-                     for s in lb.seeds])
+    doc.bullets([f"{lb.candidate}, seed {s.seed}: " + ", ".join(f"r {r:.3f}: gap {g:+.4f}" for r, g in s.points)
+                 for lb in found for s in lb.seeds if len(s.points) > 1])
     doc.image(plot(found), "paired final gap (baseline - candidate) against the run's length ratio r = N / iterations, per seed")
 
 

@@ -278,3 +278,24 @@ def plot_length_gaps(found: list, path: Path) -> Path | None:
     ax.set_ylabel("baseline final val_loss - candidate's (nats)")
     ax.legend(fontsize=8)
     return _save(fig, path)
+
+
+def plot_lr_sweep(points: list, path: Path) -> Path | None:
+    """Final val_loss against lr (log axis) per config: each selection seed a point, the mean a line
+    (lrsweep.SweepPoint)."""
+    if not points:
+        return None
+    configs = list(dict.fromkeys(p.config for p in points))
+    colors = config_colors(configs)
+    fig = Figure(figsize=(7, 4.5))
+    ax = fig.subplots()
+    for config in configs:
+        mine = [p for p in points if p.config == config]
+        ax.plot([p.lr for p in mine], [p.mean for p in mine], "-", color=colors[config], label=config)
+        for p in mine:
+            ax.plot([p.lr] * len(p.finals), list(p.finals.values()), "o", color=colors[config], alpha=0.5)
+    ax.set_xscale("log")
+    ax.set_xlabel("peak learning rate")
+    ax.set_ylabel("final val_loss at N")
+    ax.legend(fontsize=8)
+    return _save(fig, path)
