@@ -476,6 +476,8 @@ def answer_questions(doc: Doc, groups: dict[str, ConfigGroup], comparisons: list
                 s_star += f" over {be.stats.n} seeds; {len(be.never)} never reached it; median {be.median_text() or 'n/a'}"
         elif be and be.never:
             s_star = f"< {max(be.bounds):.2f} (never within its run)"
+        if c is not None and c.lengths is not None and c.lengths.measured:
+            s_star += "; from run lengths: " + "; ".join(c.lengths.censored() or [c.lengths.headline()])
         runs = g.runs or groups[iso_time_label(g.label)].runs  # an iso-time-only variant's stand-in has none
         rows.append([g.label, str(runs[0].config.get("attn_options") or {}), ratio, s_star, _bold(v1.verdict) if v1 else "n/a", evidence(v1.stats) if v1 else ""])
     doc.table(["variant", "options", "s (step-time ratio)", "s* (break-even) [95% CI]", "criterion 1 vs sdpa", "evidence (criterion 1)"], rows)
@@ -510,7 +512,16 @@ def method_notes() -> list[str]:
     return [
         "Only runs whose folder says finished, with an evaluation after iteration 0, are judged; partial and failed runs are listed above and never judged as if complete.",
         "Statistics: 95% t-interval of the mean paired margin (t quantile from the regularised incomplete beta function; scipy is not a dependency) "
-        "and the exact two-sided sign-flip p over all 2^n sign patterns (n <= 16). With n pairs that agree in sign p = 2/2^n: 0.5 with 2, 0.0625 with 5, 0.03125 with 6.",
+        "and the exact two-sided sign-flip p over all 2^n sign patterns (n <= 16). With n pairs that agree in sign p = 2/2^n: 0.5 with 2, 0.0625 with 5, 0.03125 with 6. "
+        "A verdict needs both: the interval beyond the margin and p < 0.05, so fewer than 6 seeds give a direction only (TOO FEW PAIRS).",
+        "n counts distinct seeds: a seed paired in several batches (trained twice) counts once, its pairs' margins averaged.",
+        "Holm: the verdict table is the family; each p there is also given Holm-adjusted over every cell with a p. A verdict whose "
+        "Holm p is 0.05 or more does not survive correction for the other tests of the table.",
+        "Equivalence: paired TOST (two one-sided t-tests) at the plan's equivalence_margin (default 0.01 nats): 'equivalent within "
+        "±m' when both one-sided p are below 0.05 (the 90% t-interval lies within ±m).",
+        "Machines: pairs form within one batch and card and, where runs record machine_id, one machine. Older runs record no machine "
+        "identity; their proxy is the batch folder plus the GPU UUID, which names a card, so their pairs are reported as crossing "
+        "machines or not shown to share one.",
         "No criterion is read at t = 0 or on a range shorter than 50% of the shorter run of a pair.",
         "Criterion 2 twice: the plan's literal version (candidate's time to the baseline's final val_loss below 1/s of the baseline's time: at s > 1 "
         "this asks for fewer than 1/s^2 of the baseline's iterations) and the break-even version (below the baseline's own time). "
