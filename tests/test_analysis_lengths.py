@@ -12,7 +12,7 @@ from test_analysis import SIX, comparison, linear, write_calibration, write_run
 from rabench.analysis import write_report
 from rabench.analysis.lengths import length_points
 from rabench.analysis.report import analyse
-from rabench.stats import PASS
+from rabench.stats import PASS, holm
 
 N = 1000
 SLOPE = 0.4  # the candidate's final loss rises 0.4 nats per unit of r = N / its run length
@@ -108,3 +108,22 @@ def test_a_seed_in_two_batches_counts_once_and_pairs_stay_on_their_machine(tmp_p
     assert comp.verdict("1").stats.n == 5
     assert any("ra-triton-isotime-s4: no finished baseline run with seed 4 in the same batch on the same card and machine" in n
                for n in comp.notes)
+
+
+def test_the_verdict_table_gives_holm_beside_the_raw_p_and_tost_uses_the_plans_margin(tmp_path):
+    from test_analysis import iteration_suite
+
+    # RA 0.004 nats lower at N in every seed (seeds differ slightly): PASS on criterion 3, p = 2/64
+    iteration_suite(tmp_path, SIX, lambda seed: (1.004 + 0.0002 * seed) / 1000, s=1.0)
+    comp = comparison(tmp_path)
+    md = write_report(tmp_path)[0].read_text()
+    family = [v for c in analyse(tmp_path)[3] for v in c.verdicts if v.p is not None]  # the verdict table's cells
+    assert f"Holm's adjusted p over the family this table declares: {len(family)} tests" in md
+    c3 = next(v for v in family if v.key == "3")
+    assert c3.p == pytest.approx(2 / 64)
+    assert c3.p_holm == pytest.approx(holm([v.p for v in family])[family.index(c3)]) and c3.p_holm > c3.p
+    assert f"(p = 0.031, Holm {c3.p_holm:.2g})" in md
+    assert "equivalence within ±0.01 nats not shown" not in comp.verdict("3").numbers  # 0.004 +- tiny: within 0.01
+    assert "equivalent within ±0.01 nats (TOST p = " in comp.verdict("3").numbers
+    (tmp_path / "suite.json").write_text(json.dumps({"equivalence_margin": 0.002}))
+    assert "equivalence within ±0.002 nats not shown" in comparison(tmp_path).verdict("3").numbers
