@@ -24,6 +24,7 @@ from rabench.analysis.document import Doc
 from rabench.stats import PairedStats, paired_stats
 
 SAME_RATIO = 1e-3  # two runs whose r differ by less than this are one length (their gaps averaged)
+GRID_STEP = 5e-3  # the gap table's rows: ratios that ran closer than this (one s on two hosts) share a row
 
 
 @dataclass
@@ -32,7 +33,7 @@ class SeedLengths:
 
     seed: int
     points: list[tuple[float, float]]  # (r, gap), r increasing; gap > 0: candidate lower
-    runs: list[str] = field(default_factory=list)
+    runs: list[str] = field(default_factory=list)  # the candidate's runs behind the points (batch/name)
 
     @property
     def ratios(self) -> list[float]:
@@ -95,7 +96,7 @@ class LengthBreakEven:
         """Every length ratio that ran, once (r = 1 and the ladder's and iso-time runs' ratios)."""
         out: list[float] = []
         for r in sorted(r for s in self.seeds for r in s.ratios):
-            if not out or r - out[-1] > 0.005:
+            if not out or r - out[-1] > GRID_STEP:
                 out.append(r)
         return out
 
@@ -168,7 +169,7 @@ def lengths_section(doc: Doc, found: list[LengthBreakEven], plot) -> None:
     if rows:
         doc.table(["candidate", "r (N / run length)", "seeds", "equal-time gap at r (baseline - candidate)"], rows)
     doc.bullets([f"{lb.candidate}, seed {s.seed}: " + ", ".join(f"r {r:.3f}: gap {g:+.4f}" for r, g in s.points)
-                 for lb in found for s in lb.seeds if len(s.points) > 1])
+                 + f" ({', '.join(s.runs)})" for lb in found for s in lb.seeds if len(s.points) > 1])
     doc.image(plot(found), "paired final gap (baseline - candidate) against the run's length ratio r = N / iterations, per seed")
 
 

@@ -632,6 +632,7 @@ def summarize(folder: str | Path) -> str:
     lines = []
     for horizon, (batches, _, groups, comparisons) in analyse_by_length(folder).items():
         prefix = f"[{horizon}] " if horizon else ""
+        lines.append(prefix + regime_text([r for b in batches for r in b.runs]))
         if not comparisons:
             lines.append(prefix + "Nothing to judge: the folder needs sdpa runs and another config with the same seeds.")
             continue
