@@ -127,3 +127,16 @@ def test_the_verdict_table_gives_holm_beside_the_raw_p_and_tost_uses_the_plans_m
     assert "equivalent within ±0.01 nats (TOST p = " in comp.verdict("3").numbers
     (tmp_path / "suite.json").write_text(json.dumps({"equivalence_margin": 0.002}))
     assert "equivalence within ±0.002 nats not shown" in comparison(tmp_path).verdict("3").numbers
+
+
+def test_a_calibration_kept_from_another_machine_is_named(tmp_path):
+    from test_analysis import iteration_suite
+
+    iteration_suite(tmp_path, (0, 1), lambda seed: 1.1 / 1000, s=1.2)
+    (tmp_path / "suite.json").write_text(json.dumps({"calibration_reuse": [{
+        "flag": "--reuse-calibration", "at": "2026-12-06T08:00:00Z", "calibration_measured_at": "2026-12-05T10:00:00Z",
+        "differences": ["machine_id: aaa -> bbb"]}]}))
+    md = write_report(tmp_path)[0].read_text()
+    assert ("its calibration (measured 2026-12-05T10:00:00Z) was kept with `--reuse-calibration` on 2026-12-06T08:00:00Z "
+            "across machine_id: aaa -> bbb") in md
+    assert "machines (machine_id: GPU UUIDs + boot id): 0 recorded; 6 run(s) record none" in md

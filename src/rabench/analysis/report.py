@@ -137,6 +137,10 @@ def header_lines(batches: list[Batch], runs: list[Run], design: str) -> list[str
         f"seeds: {', '.join(map(str, sorted({r.seed for r in runs})))}",
         "time axis: training time (`train_time_s`), device-synchronised, excluding evaluation and compilation",
     ]
+    machines = sorted({r.machine_id for r in runs if r.machine_id})
+    unknown = sum(r.machine_id is None for r in runs)
+    lines.append(f"machines (machine_id: GPU UUIDs + boot id): {len(machines)} recorded"
+                 + (f"; {unknown} run(s) record none (older folders: pairs cannot be shown to share a machine)" if unknown else ""))
     if any(b.source_hashes for b in batches):
         lines.append("code (hash of rabench's Python sources): " + "; ".join(
             f"`{b.name}` {', '.join(b.source_hashes) or 'not recorded'}" for b in batches))
@@ -148,6 +152,25 @@ def mixed_code_notes(batches: list[Batch]) -> list[str]:
     iso-time budget sized with one version and trained with another is not exactly equal time."""
     return [f"`{b.name}` was made by {len(b.source_hashes)} versions of the code ({', '.join(b.source_hashes)}): "
             "its pairs and its iso-time budgets may mix them" for b in batches if len(b.source_hashes) > 1]
+
+
+def calibration_notes(batches: list[Batch]) -> list[str]:
+    """Batches whose iso-time runs were sized with step ratios measured elsewhere: a calibration the
+    suite kept under --reuse-calibration (suite.json "calibration_reuse"), or one whose recorded
+    machine differs from its runs'. Equal time holds only where s was measured on the runs' machine."""
+    out = []
+    for b in batches:
+        for entry in b.plan.get("calibration_reuse") or []:
+            if isinstance(entry, dict):
+                out.append(f"`{b.name}`: its calibration (measured {entry.get('calibration_measured_at') or 'at a time not recorded'}) "
+                           f"was kept with `{entry.get('flag', '--reuse-calibration')}` on {entry.get('at') or 'a date not recorded'} "
+                           f"across {'; '.join(map(str, entry.get('differences') or [])) or 'differences not recorded'}: "
+                           "its iso-time runs were sized with step ratios measured elsewhere")
+        measured_on = b.calibration.get("machine_id")
+        trained_on = sorted({r.machine_id for r in b.runs if r.machine_id})
+        if measured_on and trained_on and any(m != measured_on for m in trained_on):
+            out.append(f"`{b.name}`: calibration measured on machine {measured_on}, runs trained on {', '.join(trained_on)}")
+    return out
 
 
 def unjudged_lines(runs: list[Run]) -> list[str]:
@@ -591,7 +614,8 @@ def build_report(folder: Path, out_dir: Path, analysis: Analysis, horizon: str |
         doc.bullets(unjudged)
     if first_group(groups, BASELINE) is None:
         doc.para("**No sdpa run in this folder**: nothing is judged against the baseline.")
-    verdict_overview(doc, comparisons, cautions(groups, comparisons) + mixed_code_notes(batches), runs_are_short(groups))
+    verdict_overview(doc, comparisons, cautions(groups, comparisons) + mixed_code_notes(batches) + calibration_notes(batches),
+                     runs_are_short(groups))
     break_even_section(doc, comparisons, out_dir)
     step_ratio_section(doc, batches)
     lr_sweep_section(doc, groups, batches, lambda points: plots.plot_lr_sweep(points, out_dir / LR_SWEEP_PLOT))
@@ -643,7 +667,7 @@ def summarize(folder: str | Path) -> str:
                 lines.append("  " + c.lengths.headline())
             if c.breakeven is not None:
                 lines.append("  " + c.breakeven.headline(c.candidate) + f" [from {c.breakeven.source}]")
-        lines += [f"Caution: {text}." for text in cautions(groups, comparisons) + mixed_code_notes(batches)]
+        lines += [f"Caution: {text}." for text in cautions(groups, comparisons) + mixed_code_notes(batches) + calibration_notes(batches)]
     return "\n".join(lines)
 
 
