@@ -10,7 +10,6 @@ import pytest
 from test_analysis import SIX, comparison, linear, write_calibration, write_run
 
 from rabench.analysis import write_report
-from rabench.analysis.lengths import length_points
 from rabench.analysis.report import analyse
 from rabench.stats import PASS, holm
 
@@ -50,7 +49,7 @@ def test_s_star_from_run_lengths_is_read_between_real_lengths(tmp_path):
     offsets = {seed: 0.02 + 0.004 * (seed - 2) for seed in SIX}  # s* = 1 + a / 0.4: 1.03 ... 1.08
     ladder_suite(tmp_path, offsets)
     comp = comparison(tmp_path, candidate="ra-norec")
-    lengths = length_points(comp, analyse(tmp_path)[2])
+    lengths = comp.lengths
     expected = [1 + a / SLOPE for a in offsets.values()]
     assert [s.crossing() for s in lengths.seeds] == [("at", pytest.approx(e)) for e in expected]
     st = lengths.s_star_stats()
@@ -60,13 +59,17 @@ def test_s_star_from_run_lengths_is_read_between_real_lengths(tmp_path):
     gap = lengths.gap_stats(r)
     assert gap.mean == pytest.approx(sum(a - SLOPE * (r - 1) for a in offsets.values()) / 6)
     assert lengths.gap_stats(1.3) is None  # beyond every run: never extrapolated
+    # criterion 2 takes each seed's time ratio s / s* from the run lengths, not from the N-run's curve
+    c2 = comp.verdict("2-break-even")
+    assert list(c2.stats.values) == pytest.approx([1 - 1.2 / e for e in expected])
+    assert "6 seed(s) from run lengths (s / s*), 0 from the N-runs' curves" in c2.numbers
     groups = analyse(tmp_path)[2]
     assert "ra-norec [ladder]" in groups and all(r.role != "ladder" for r in groups["ra-norec"].runs)
 
 
 def test_a_seed_behind_at_n_or_ahead_at_every_length_is_censored_not_interpolated(tmp_path):
     ladder_suite(tmp_path, {0: -0.01, 1: 0.1})  # seed 0 behind already at N; seed 1 ahead up to r = 1.2
-    lengths = length_points(comparison(tmp_path, candidate="ra-norec"), analyse(tmp_path)[2])
+    lengths = comparison(tmp_path, candidate="ra-norec").lengths
     assert lengths.s_star_stats() is None
     assert lengths.censored() == ["seed 0: s* < 1.000 (behind already at r = 1.000)",
                                   f"seed 1: s* > {N / round(N / 1.2):.3f} (ahead or level at every length up to r = {N / round(N / 1.2):.3f})"]

@@ -215,7 +215,7 @@ class Comparison:
     breakeven: BreakEven | None
     units: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
-    lengths: LengthBreakEven | None = None  # s* from real run lengths (lengths.length_points), set by the report
+    lengths: LengthBreakEven | None = None  # s* from real run lengths (lengths.length_points)
 
     def verdict(self, key: str) -> Verdict | None:
         return next((v for v in self.verdicts if v.key == key), None)
@@ -373,12 +373,17 @@ def equal_time_curves(pairs: list[Pair], base_name: str, margin: float) -> Verdi
 
 
 def time_to_target(pairs: list[Pair], batches: dict[str, Batch], base_name: str, design: str,
-                   margins_fixed: tuple[float, float]) -> list[Verdict]:
+                   margins_fixed: tuple[float, float], measured: dict[int, float] | None = None) -> list[Verdict]:
     """Time for the candidate to reach the baseline's final val_loss, over the baseline's time
     to reach it: below 1/s (the plan's literal version) and below 1 (break-even).
 
+    In the iteration design a seed with s* from run lengths (`measured`: a run scheduled for
+    N / s* iterations ends at the target) takes its time ratio s / s* from there; the others read
+    the N-run's curve, a schedule never run, which leans in the candidate's favour.
     Both margins fall as s grows, so a calibrated s's interval is carried into the decision:
     PASS is judged with s at its upper bound, FAIL with s at its lower bound."""
+    measured = measured or {}
+    from_lengths: list[int] = []  # seeds whose time ratio comes from run lengths
     rows: list[tuple[float, float, float, float]] = []  # (x_cand / x_base, s, s_lo, s_hi) per pair
     seeds: list[int] = []
     lines, bounded = [], []
@@ -401,6 +406,14 @@ def time_to_target(pairs: list[Pair], batches: dict[str, Batch], base_name: str,
         lo = r.lo if finite(r.lo) else r.s
         hi = r.hi if finite(r.hi) else r.s
         unit = "iterations" if axis == "iter" else "s"
+        if design == ITER_DESIGN and p.seed in measured:
+            from_lengths.append(p.seed)
+            s_star = measured[p.seed]
+            lines.append(f"{p.tag}: from run lengths, s* = {s_star:.3f} (a run of N / s* iterations ends at {base_name}'s final "
+                         f"val_loss): time ratio s / s* = {r.s / s_star:.3f} vs 1/s = {1 / r.s:.3f} (literal) and 1 (break-even)")
+            rows.append((1.0 / s_star, r.s, lo, hi))
+            seeds.append(p.seed)
+            continue
         if x_cand is None:
             bounded.append(p.tag)
             x_cand = float(xc[-1])  # it needs more than this
@@ -424,8 +437,10 @@ def time_to_target(pairs: list[Pair], batches: dict[str, Batch], base_name: str,
             out.append((1.0 / s if version == "2-literal" else 1.0) - ratio)
         return out
 
-    src = ("iso-iteration curves, time = iterations x s (read from the N-runs' curves, schedules never run: "
-           "an optimistic reading for the candidate)" if design == ITER_DESIGN else "time-budget curves")
+    n_lengths = len(set(from_lengths))
+    src = ("time = iterations x s; " + (f"{n_lengths} seed(s) from run lengths (s / s*), " if n_lengths else "")
+           + f"{len(set(seeds)) - n_lengths} from the N-runs' curves (schedules never run: a reading that favours the candidate)"
+           if design == ITER_DESIGN else "time-budget curves")
     verdicts = []
     for version, fixed, head in (("2-literal", margins_fixed[0], "1/s - time ratio"), ("2-break-even", margins_fixed[1], "1 - time ratio")):
         v = _verdict_from(version, margins(version, 0), lines if version == "2-literal" else [], f"margin {head} ({src})", fixed, src, bounded, 3, seeds)
@@ -518,6 +533,8 @@ def design_of(groups: dict[str, ConfigGroup]) -> str:
 def compare(candidate: ConfigGroup, baseline: ConfigGroup, groups: dict[str, ConfigGroup], batches: dict[str, Batch],
             purpose: str) -> Comparison:
     """Judge one candidate config against a baseline on every criterion."""
+    from rabench.analysis.lengths import length_points  # lengths.py builds on this module's pairing
+
     design = design_of(groups)
     base_name = baseline.label
     notes: list[str] = []
@@ -532,7 +549,9 @@ def compare(candidate: ConfigGroup, baseline: ConfigGroup, groups: dict[str, Con
             verdicts.append(Verdict("1", NO_VERDICT, f"no iso-time runs of {candidate.label} (round(N/s) iterations) in this folder"))
         else:
             verdicts.append(equal_time_final(t_pairs, batches, base_name, m["1"]))
-        verdicts += time_to_target(n_pairs, batches, base_name, design, (m["2-literal"], m["2-break-even"]))
+        lengths = length_points(candidate.label, base_name, groups)
+        verdicts += time_to_target(n_pairs, batches, base_name, design, (m["2-literal"], m["2-break-even"]),
+                                   lengths.s_star_by_seed() if lengths else {})
         all_pairs = n_pairs + t_pairs
     else:
         n_pairs, notes = pair_runs(runs_of(candidate, (TIME,)), runs_of(baseline, (TIME,)))
@@ -562,7 +581,8 @@ def compare(candidate: ConfigGroup, baseline: ConfigGroup, groups: dict[str, Con
     if n_pairs and len({p.seed for p in n_pairs}) == 1 and len(n_pairs) == 1:
         notes.append(f"one seed: {ONE_SEED_NOTE}")
     return Comparison(candidate.label, base_name, purpose, design, verdicts,
-                      break_even(n_pairs, batches, design, all_pairs), units, notes)
+                      break_even(n_pairs, batches, design, all_pairs), units, notes,
+                      lengths if design == ITER_DESIGN else None)
 
 
 @dataclass

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from rabench.analysis.criteria import CURVE_UPPER_BOUND, N_ROLES, Comparison, pair_runs, runs_of
+from rabench.analysis.criteria import CURVE_UPPER_BOUND, N_ROLES, pair_runs, runs_of
 from rabench.analysis.runs import ISO_TIME, LADDER, ConfigGroup, iso_time_label, side_label
 from rabench.analysis.document import Doc
 from rabench.stats import PairedStats, paired_stats
@@ -76,6 +76,10 @@ class LengthBreakEven:
         values = [s.crossing()[1] for s in self.measured if s.crossing()[0] == "at"]
         return paired_stats(values) if values else None
 
+    def s_star_by_seed(self) -> dict[int, float]:
+        """s* of each seed whose lengths bracket it (criterion 2 reads these before any curve)."""
+        return {s.seed: s.crossing()[1] for s in self.measured if s.crossing()[0] == "at"}
+
     def censored(self) -> list[str]:
         out = []
         for s in self.measured:
@@ -120,14 +124,13 @@ class LengthBreakEven:
                 f"runs scheduled for N / r iterations): " + "; ".join(parts))
 
 
-def length_points(comparison: Comparison, groups: dict[str, ConfigGroup]) -> LengthBreakEven | None:
-    """Per seed, the paired final gap at every length the candidate ran (N, iso-time, ladder),
-    each paired with the baseline's N-run of its own batch and machine. None outside the
-    iteration design or without a baseline group."""
-    base = groups.get(comparison.baseline)
-    if base is None or comparison.design != "iteration":
+def length_points(label: str, baseline: str, groups: dict[str, ConfigGroup]) -> LengthBreakEven | None:
+    """Per seed, the paired final gap at every length the candidate `label` ran (N, iso-time,
+    ladder), each paired with the baseline's N-run of its own batch and machine (iteration
+    design). None without a baseline group or a pair."""
+    base = groups.get(baseline)
+    if base is None:
         return None
-    label = comparison.candidate
     cands = (runs_of(groups.get(label), N_ROLES) + runs_of(groups.get(iso_time_label(label)), (ISO_TIME,))
              + runs_of(groups.get(side_label(label, LADDER)), (LADDER,)))
     pairs, _ = pair_runs(cands, runs_of(base, N_ROLES))
@@ -139,7 +142,7 @@ def length_points(comparison: Comparison, groups: dict[str, ConfigGroup]) -> Len
         gap = p.base.final_val_loss - p.cand.final_val_loss
         by_seed.setdefault(p.seed, []).append((n_base / n_cand, gap, p.cand.where))
     seeds = [SeedLengths(seed, _merge_lengths(points), [w for _, _, w in points]) for seed, points in sorted(by_seed.items())]
-    return LengthBreakEven(label, comparison.baseline, seeds) if seeds else None
+    return LengthBreakEven(label, baseline, seeds) if seeds else None
 
 
 def _merge_lengths(points: list[tuple[float, float, str]]) -> list[tuple[float, float]]:

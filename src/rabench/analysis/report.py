@@ -32,7 +32,7 @@ from rabench.analysis.curves import eval_curve, value_at
 from rabench.analysis.document import Doc
 from rabench.analysis.lrsweep import LR_SWEEP_PLOT, lr_sweep_section
 from rabench.analysis.regime import regime_text
-from rabench.analysis.lengths import CURVE_UPPER_BOUND, length_points, lengths_section
+from rabench.analysis.lengths import CURVE_UPPER_BOUND, lengths_section
 from rabench.analysis.runs import (BASELINE, LADDER, LR_SWEEP, TIME, Batch, ConfigGroup, Run, group_by_config, is_variant,
                                    iso_time_label, load_batches, split_by_horizon, split_suite_batches)
 from rabench.stats import FAIL, FEW_PAIRS_NOTE, ONE_SEED_NOTE, PASS, PairedStats, equivalence_text
@@ -376,7 +376,8 @@ def break_even_section(doc: Doc, comparisons: list[Comparison], out_dir: Path) -
         f"**From the N-run's curve: {CURVE_UPPER_BOUND}.** s* = N / n*, n* the first iteration at which the candidate's "
         "(interpolated) val_loss curve reaches the baseline's final val_loss at N. A run scheduled for n* iterations "
         "is not that curve: in the campaign's runs every equal-time run ended above its N-run's curve at the same "
-        "iteration, so this reading leans high. Criterion 2 reads the same curves."
+        "iteration, so this reading leans high. Criterion 2 reads these curves only for seeds without an s* from run "
+        "lengths, and says how many."
     )
     items = []
     for c in comparisons:
@@ -548,7 +549,9 @@ def method_notes() -> list[str]:
         "No criterion is read at t = 0 or on a range shorter than 50% of the shorter run of a pair.",
         "Criterion 2 twice: the plan's literal version (candidate's time to the baseline's final val_loss below 1/s of the baseline's time: at s > 1 "
         "this asks for fewer than 1/s^2 of the baseline's iterations) and the break-even version (below the baseline's own time). "
-        "In the iteration design the candidate's time is its iterations x s; a candidate that never reached the target gives an upper bound on its margin, which can support FAIL but never PASS.",
+        "In the iteration design the candidate's time is its iterations x s: s / s* for a seed whose s* comes from run lengths "
+        "(a run scheduled for N / s* iterations ends at the target), else read from its N-run's curve (a schedule never run); "
+        "a candidate that never reached the target gives an upper bound on its margin, which can support FAIL but never PASS.",
         "Margins fixed before the runs come from the suite's plan (suite.json \"margin\"): a number applies to the "
         "loss criteria 1 and 3 (criterion 2's margins are time ratios), a table keyed \"1\", \"2\", \"3\" sets each; none means 0.",
         "Curves are compared by linear interpolation between evaluations, never extrapolated.",
@@ -586,8 +589,6 @@ def judge_batches(batches: list[Batch], aside: list[Batch]) -> Analysis:
     groups = group_by_config([r for b in batches for r in b.runs])
     comparisons = judge_all(groups, {b.name: b for b in batches})
     holm_family(comparisons)
-    for c in comparisons:
-        c.lengths = length_points(c, groups)
     return batches, aside, groups, comparisons
 
 
