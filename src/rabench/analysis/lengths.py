@@ -14,13 +14,15 @@ named an upper bound (see criteria.break_even).
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 
 from rabench.analysis.criteria import CURVE_UPPER_BOUND, N_ROLES, pair_runs, runs_of
-from rabench.analysis.runs import ISO_TIME, LADDER, ConfigGroup, iso_time_label, side_label
 from rabench.analysis.document import Doc
+from rabench.analysis.runs import ISO_TIME, LADDER, ConfigGroup, iso_time_label, side_label
 from rabench.stats import PairedStats, paired_stats
 
 SAME_RATIO = 1e-3  # two runs whose r differ by less than this are one length (their gaps averaged)
@@ -158,7 +160,8 @@ def _merge_lengths(points: list[tuple[float, float, str]]) -> list[tuple[float, 
 
 
 
-def lengths_section(doc: Doc, found: list[LengthBreakEven], plot) -> None:
+def lengths_section(doc: Doc, found: list[LengthBreakEven],
+                    plot: Callable[[list[LengthBreakEven]], Path | None]) -> None:
     """The break-even section's part that real run lengths carry: s* per candidate and the
     equal-time gap at every length ratio that ran (a table), with a plot of the gaps."""
     doc.para("**From real run lengths.** " + LENGTHS_RULE)

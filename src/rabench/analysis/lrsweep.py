@@ -10,7 +10,9 @@ in a verdict: choosing a rate and judging with the same seeds would reuse their 
 from __future__ import annotations
 
 import statistics
+from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from rabench.analysis.document import Doc
@@ -66,7 +68,8 @@ def best_by_config(points: list[SweepPoint]) -> dict[str, float]:
     return {config: p.lr for config, p in best.items()}
 
 
-def lr_sweep_section(doc: Doc, groups: dict[str, ConfigGroup], batches: list[Batch], plot) -> None:
+def lr_sweep_section(doc: Doc, groups: dict[str, ConfigGroup], batches: list[Batch],
+                     plot: Callable[[list[SweepPoint]], Path | None]) -> None:
     """The sweep's table, plot, rule and chosen rates; nothing when no sweep ran."""
     points, plans = sweep_points(groups), sweep_plans(batches)
     if not points and not plans:

@@ -10,12 +10,17 @@ import math
 import statistics
 import warnings
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 from matplotlib.figure import Figure
 
 from rabench.analysis.curves import AXIS_TITLES, seed_band
 from rabench.analysis.runs import BASELINE, CONTROL, ConfigGroup, Run
+
+if TYPE_CHECKING:
+    from rabench.analysis.lengths import LengthBreakEven
+    from rabench.analysis.lrsweep import SweepPoint
 
 GATE_NAMES = ("w_std", "w_rec", "w_disc")
 DPI = 110
@@ -260,7 +265,7 @@ def plot_stability(run: Run, partners: list[Run], path: Path) -> Path | None:
     return _save(fig, path)
 
 
-def plot_length_gaps(found: list, path: Path) -> Path | None:
+def plot_length_gaps(found: list[LengthBreakEven], path: Path) -> Path | None:
     """Per candidate, each seed's paired final gap against the length ratio r = N / iterations
     of the runs that ran (lengths.LengthBreakEven): s* is where a line crosses 0."""
     found = [lb for lb in found if any(len(s.points) > 1 for s in lb.seeds)]
@@ -280,7 +285,7 @@ def plot_length_gaps(found: list, path: Path) -> Path | None:
     return _save(fig, path)
 
 
-def plot_lr_sweep(points: list, path: Path) -> Path | None:
+def plot_lr_sweep(points: list[SweepPoint], path: Path) -> Path | None:
     """Final val_loss against lr (log axis) per config: each selection seed a point, the mean a line
     (lrsweep.SweepPoint)."""
     if not points:

@@ -30,9 +30,9 @@ from rabench.analysis.criteria import (
 )
 from rabench.analysis.curves import eval_curve, value_at
 from rabench.analysis.document import Doc
+from rabench.analysis.lengths import CURVE_UPPER_BOUND, lengths_section
 from rabench.analysis.lrsweep import LR_SWEEP_PLOT, lr_sweep_section
 from rabench.analysis.regime import regime_text
-from rabench.analysis.lengths import CURVE_UPPER_BOUND, lengths_section
 from rabench.analysis.runs import (BASELINE, LADDER, LR_SWEEP, TIME, Batch, ConfigGroup, Run, group_by_config, is_variant,
                                    iso_time_label, load_batches, split_by_horizon, split_suite_batches)
 from rabench.stats import FAIL, FEW_PAIRS_NOTE, ONE_SEED_NOTE, PASS, PairedStats, equivalence_text
