@@ -53,3 +53,7 @@ def test_lr_sweep_runs_get_their_own_section_and_are_never_paired(tmp_path):
     assert "| sdpa | 0.0012 | 100,101 | 4.0050 ± 0.0071 (sd) | yes |" in section
     assert "| ra-triton | 0.0003 | 100,101 | 4.2550 ± 0.0071 (sd) |  |" in section
     assert (tmp_path / "lr_sweep.png").is_file()
+    # a hand-edited plan with odd values is printed as written, never a traceback
+    (tmp_path / "suite.json").write_text(json.dumps({"lr_sweep": {"lrs": "3e-4", "chosen": {"sdpa": "high"}}}))
+    md = write_report(tmp_path)[0].read_text()
+    assert "rates not recorded" in md and "chosen: sdpa high" in md

@@ -68,6 +68,11 @@ def best_by_config(points: list[SweepPoint]) -> dict[str, float]:
     return {config: p.lr for config, p in best.items()}
 
 
+def _rate(value: Any) -> str:
+    """A rate as the plan gave it (6e-4 -> 0.0006); anything else as written, never an error."""
+    return f"{value:g}" if finite(value) else str(value)
+
+
 def lr_sweep_section(doc: Doc, groups: dict[str, ConfigGroup], batches: list[Batch],
                      plot: Callable[[list[SweepPoint]], Path | None]) -> None:
     """The sweep's table, plot, rule and chosen rates; nothing when no sweep ran."""
@@ -76,12 +81,13 @@ def lr_sweep_section(doc: Doc, groups: dict[str, ConfigGroup], batches: list[Bat
         return
     doc.heading(2, "Learning-rate sweep (selection runs)")
     for name, plan in plans:
-        chosen = plan.get("chosen") or {}
+        chosen = plan.get("chosen") if isinstance(plan.get("chosen"), dict) else {}
+        lrs, seeds = (plan.get(k) if isinstance(plan.get(k), list) else [] for k in ("lrs", "selection_seeds"))
         doc.bullets([
-            f"`{name}`: rates {', '.join(f'{float(x):g}' for x in plan.get('lrs') or []) or 'not recorded'}; selection seeds "
-            f"{', '.join(map(str, plan.get('selection_seeds') or [])) or 'not recorded'}",
+            f"`{name}`: rates {', '.join(map(_rate, lrs)) or 'not recorded'}; selection seeds "
+            f"{', '.join(map(str, seeds)) or 'not recorded'}",
             f"rule (written in the plan before any run): {plan.get('rule') or 'not recorded'}",
-            "chosen: " + ("; ".join(f"{attn} {float(lr):g}" for attn, lr in chosen.items()) if chosen else "none recorded"),
+            "chosen: " + ("; ".join(f"{attn} {_rate(lr)}" for attn, lr in chosen.items()) if chosen else "none recorded"),
         ])
     if not points:
         doc.para("No finished selection run in this folder.")
