@@ -337,7 +337,7 @@ def verdict_overview(doc: Doc, comparisons: list[Comparison], thin: list[str], s
         "when its upper bound is below it and p < 0.05, INCONCLUSIVE otherwise; TOO FEW PAIRS from 2-5 seeds (p cannot "
         "go below 0.05: the direction only), NO VERDICT from a single seed or where the folder holds no runs to pair (no "
         "iso-time runs of that config, say). Pairs are formed by seed within one batch and one card (and one machine "
-        "where the runs record it); a seed paired in two batches counts once, its pairs averaged, and `pairs` counts "
+        "where the runs record it); a seed paired in two batches counts once, its pairs averaged, and `seeds` counts "
         f"distinct seeds. Each cell gives the raw p and Holm's adjusted p over the family this table declares: "
         f"{family_size(comparisons)} tests, every cell with a p."
     )
@@ -345,7 +345,7 @@ def verdict_overview(doc: Doc, comparisons: list[Comparison], thin: list[str], s
         doc.para("Nothing to judge: the folder needs sdpa runs and at least one other config with the same seeds.")
         return
     doc.table(
-        ["candidate", "baseline", "pairs", "1 equal time", "2 plan's literal (< 1/s)", "2 break-even (< 1)", "3 final quality", "3 measured on"],
+        ["candidate", "baseline", "seeds", "1 equal time", "2 plan's literal (< 1/s)", "2 break-even (< 1)", "3 final quality", "3 measured on"],
         [
             [c.candidate, c.baseline, str(max((v.stats.n for v in c.verdicts if v.stats), default=0))]
             + [_cell(c.verdict(k), short) for k in ("1", "2-literal", "2-break-even", "3")]
