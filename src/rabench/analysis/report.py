@@ -337,8 +337,8 @@ def verdict_overview(doc: Doc, comparisons: list[Comparison], thin: list[str], s
         "when its upper bound is below it and p < 0.05, INCONCLUSIVE otherwise; TOO FEW PAIRS from 2-5 seeds (p cannot "
         "go below 0.05: the direction only), NO VERDICT from a single seed or where the folder holds no runs to pair (no "
         "iso-time runs of that config, say). Pairs are formed by seed within one batch and one card (and one machine "
-        "where the runs record it); a seed paired in two batches counts once, its pairs averaged, and `seeds` counts "
-        f"distinct seeds. Each cell gives the raw p and Holm's adjusted p over the family this table declares: "
+        "where the runs record it); a seed paired in two batches counts once, its pairs averaged, in the `seeds` column "
+        f"and in every interval. Each cell gives the raw p and Holm's adjusted p over the family this table declares: "
         f"{family_size(comparisons)} tests, every cell with a p."
     )
     if not comparisons:
