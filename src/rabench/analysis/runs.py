@@ -28,8 +28,6 @@ ISOTIME_TAG = "-isotime-"
 MAX_DEPTH = 3  # campaign / batch / run
 # roles set by the suite in config.json labels (interfaces.md); inferred for older runs
 BASE_ROLE, ISO_ITER, ISO_TIME, TIME, PLATEAU = "baseline", "iso-iter", "iso-time", "time", "plateau"
-LADDER, LR_SWEEP = "ladder", "lr-sweep"  # a candidate run of round(N / r) iterations; a selection run at a swept lr
-SIDE_ROLES = (ISO_TIME, LADDER, LR_SWEEP)  # runs grouped apart from a config's main runs, under "<label> [<role>]"
 
 
 def is_ra(attn: str) -> bool:
@@ -450,6 +448,8 @@ def config_label(run: Run, multi_option_attns: set[str]) -> str:
     return f"{run.attn}({options_text(run)})" if run.attn in multi_option_attns else run.attn
 
 
+LADDER, LR_SWEEP = "ladder", "lr-sweep"  # a candidate run of round(N / r) iterations; a selection run at a swept lr
+SIDE_ROLES = (ISO_TIME, LADDER, LR_SWEEP)  # runs grouped apart from a config's main runs, under "<label> [<role>]"
 ISO_TIME_SUFFIX = f" [{ISO_TIME}]"
 
 
