@@ -21,6 +21,7 @@ from rabench.stats import (
     NO_VERDICT,
     ONE_SEED_NOTE,
     PASS,
+    TOO_FEW,
     decide,
     paired_stats,
     sign_flip_p,
@@ -32,6 +33,7 @@ from rabench.errors import RabenchError
 Curve = Callable[[float], float]
 H100 = ("NVIDIA H100 80GB HBM3", "host-a")
 H200 = ("NVIDIA H200", "host-b")
+SIX = (0, 1, 2, 3, 4, 5)  # the fewest seeds whose exact sign-flip p can support a verdict
 
 
 def write_run(
@@ -161,10 +163,12 @@ def test_interval_and_decision_rule():
     st = paired_stats([0.10, 0.12, 0.14])
     half = 4.3027 * 0.02 / math.sqrt(3)
     assert (st.lo, st.hi) == (pytest.approx(0.12 - half, abs=1e-4), pytest.approx(0.12 + half, abs=1e-4))
-    assert decide(st) == PASS
-    assert decide(st, margin=0.2) == FAIL  # the whole interval lies below a margin fixed before the runs
-    assert decide(paired_stats([-0.1, -0.12, -0.14])) == FAIL
-    assert decide(paired_stats([0.1, -0.05, 0.02])) == INCONCLUSIVE
+    assert decide(st) == TOO_FEW  # the interval excludes 0, but 3 seeds agree in sign by chance 1 time in 4
+    six = paired_stats([0.10, 0.12, 0.14, 0.11, 0.13, 0.12])
+    assert decide(six) == PASS  # p = 2/64
+    assert decide(six, margin=0.2) == FAIL  # the whole interval lies below a margin fixed before the runs
+    assert decide(paired_stats([-x for x in six.values])) == FAIL
+    assert decide(paired_stats([0.1, -0.05, 0.02, 0.03, -0.04, 0.01])) == INCONCLUSIVE
     assert decide(paired_stats([0.5])) == NO_VERDICT  # one seed: never a verdict, however large
     assert decide(None) == NO_VERDICT
 
@@ -174,34 +178,34 @@ def test_interval_and_decision_rule():
 
 def test_clear_win_passes_and_break_even_is_known(tmp_path):
     # sdpa reaches 4.0 at N = 1000; RA falls at 1/500, 1/480, 1/520 per iteration: reaches 4.0 at 500, 480, 520
-    rates = {0: 1 / 500, 1: 1 / 480, 2: 1 / 520}
-    iteration_suite(tmp_path, (0, 1, 2), rates.__getitem__, s=1.25)
+    rates = {0: 1 / 500, 1: 1 / 480, 2: 1 / 520, 3: 1 / 500, 4: 1 / 490, 5: 1 / 510}
+    iteration_suite(tmp_path, SIX, rates.__getitem__, s=1.25)
     comp = comparison(tmp_path)
     v = {x.key: x for x in comp.verdicts}
-    assert v["1"].verdict == PASS and v["1"].stats.n == 3  # iso-time runs (800 iters) end below 4.0
+    assert v["1"].verdict == PASS and v["1"].stats.n == 6  # iso-time runs (800 iters) end below 4.0
     assert v["2-break-even"].verdict == PASS  # time ratio 1.25 * 500/1000 etc. < 1
     be = comp.breakeven
-    expected = [1000 / 500, 1000 / 480, 1000 / 520]
+    expected = [1000 / 500, 1000 / 480, 1000 / 520, 1000 / 500, 1000 / 490, 1000 / 510]
     assert sorted(be.values) == pytest.approx(sorted(expected))
-    assert be.stats.mean == pytest.approx(sum(expected) / 3)
+    assert be.stats.mean == pytest.approx(sum(expected) / 6)
     headline = be.headline("ra-triton")
-    assert f"would need to be <= {sum(expected) / 3:.2f}" in headline and "it is" in headline and "1.25x (calibrated, CI [1.23, 1.27])" in headline
+    assert f"would need to be <= {sum(expected) / 6:.2f}" in headline and "it is" in headline and "1.25x (calibrated, CI [1.23, 1.27])" in headline
 
 
 def test_clear_loss_fails(tmp_path):
     # RA slower per iteration (never reaches 4.0 within N) and 1.5x slower per step
-    iteration_suite(tmp_path, (0, 1, 2), lambda seed: 0.8 / 1000 - seed * 1e-6, s=1.5)
+    iteration_suite(tmp_path, SIX, lambda seed: 0.8 / 1000 - seed * 1e-6, s=1.5)
     v = verdicts(tmp_path)
     assert v["1"] == FAIL and v["3"] == FAIL
     assert v["2-break-even"] == FAIL  # margins are upper bounds here, enough for FAIL
     be = comparison(tmp_path).breakeven
-    assert be.values == [] and len(be.never) == 3
+    assert be.values == [] and len(be.never) == 6
     assert "s* < 1.00" in be.headline("ra-triton") and "no slowdown breaks even" in be.headline("ra-triton")
 
 
 def test_literal_and_break_even_versions_of_criterion_2_differ(tmp_path):
     # RA reaches sdpa's final loss at 500 of 1000 iterations, s = 1.5: time ratio 0.75 < 1 but > 1/s = 0.667
-    iteration_suite(tmp_path, (0, 1, 2), lambda seed: 1 / (500 + 10 * seed), s=1.5)
+    iteration_suite(tmp_path, SIX, lambda seed: 1 / (500 + 10 * seed), s=1.5)
     v = verdicts(tmp_path)
     assert v["2-break-even"] == PASS
     assert v["2-literal"] == FAIL
@@ -209,7 +213,7 @@ def test_literal_and_break_even_versions_of_criterion_2_differ(tmp_path):
 
 def test_overlapping_seeds_are_inconclusive(tmp_path):
     # seed-to-seed spread larger than the mean gap: RA lower in one seed, higher in the others
-    iteration_suite(tmp_path, (0, 1, 2), lambda seed: (1.3, 0.9, 0.95)[seed] / 1000, s=1.0)
+    iteration_suite(tmp_path, SIX, lambda seed: (1.3, 0.9, 0.95, 1.2, 0.92, 1.1)[seed] / 1000, s=1.0)
     v = verdicts(tmp_path)
     assert v["1"] == INCONCLUSIVE and v["3"] == INCONCLUSIVE
 
@@ -223,7 +227,7 @@ def test_one_seed_gives_no_verdict_and_says_why(tmp_path):
 
 
 def test_margin_fixed_in_the_plan_turns_a_small_win_into_fail(tmp_path):
-    iteration_suite(tmp_path, (0, 1, 2), lambda seed: (1.05 + 0.002 * seed) / 1000, s=1.0)
+    iteration_suite(tmp_path, SIX, lambda seed: (1.05 + 0.002 * seed) / 1000, s=1.0)
     assert verdicts(tmp_path)["3"] == PASS  # ~0.05 lower at N
     (tmp_path / "suite.json").write_text(json.dumps({"margin": 0.2}))
     assert verdicts(tmp_path)["3"] == FAIL  # ... but well short of the 0.2 the plan asked for
@@ -254,12 +258,12 @@ def test_a_variant_with_iso_time_runs_alone_is_judged_at_equal_time(tmp_path):
     # isoiter_attns = []: ra-local has no N-iteration runs, only round(N/s) ones (question 5's batch)
     n, s = 1000, 1.25
     write_calibration(tmp_path, {"ra-local": s})
-    for seed in (0, 1, 2):
+    for seed in SIX:
         write_run(tmp_path, "sdpa", seed, linear(5.0, 1 / n), n, 10.0, "baseline")
         m = round(n / s)  # 800 iterations ending at 4.2 > sdpa's 4.0: worse at equal time
         write_run(tmp_path, "ra-local", seed, linear(5.0, 1 / n), m, 10.0 * s, "iso-time", eval_every=m // 5)
     comp = comparison(tmp_path, candidate="ra-local")
-    assert comp.verdict("1").verdict == FAIL and comp.verdict("1").stats.n == 3
+    assert comp.verdict("1").verdict == FAIL and comp.verdict("1").stats.n == 6
     assert comp.verdict("3").verdict == NO_VERDICT  # nothing at N iterations to pair
     assert [round(r.s, 2) for r in comp.breakeven.ratios.values()] == [1.25]  # s from the iso-time pairs
     md = write_report(tmp_path)[0].read_text()
@@ -285,7 +289,7 @@ def test_controls_are_compared_with_ra_and_with_each_other(tmp_path):
 def test_pairs_form_within_one_batch_and_card_and_pool_across_batches(tmp_path):
     camp = tmp_path / "campaign"
     iteration_suite(camp / "batch-a", (0, 1, 2), lambda seed: 2 / 1000, s=1.2, card=H100)
-    iteration_suite(camp / "batch-b", (0, 1, 2), lambda seed: 2.2 / 1000, s=1.4, card=H200)
+    iteration_suite(camp / "batch-b", (3, 4, 5), lambda seed: 2.2 / 1000, s=1.4, card=H200)
     # a stray candidate on another card inside batch-a: its seed has an sdpa run there, but not on its card
     write_run(camp / "batch-a", "ra-triton", 7, linear(5.0, 1.0), 1000, 10.0, "iso-iter", card=H200)
     write_run(camp / "batch-a", "sdpa", 7, linear(5.0, 1e-3), 1000, 10.0, "baseline", card=H100)
@@ -296,6 +300,7 @@ def test_pairs_form_within_one_batch_and_card_and_pool_across_batches(tmp_path):
     assert c1.verdict == PASS
     assert any("pooled across 2 batch/card units" in n for n in comp.notes)
     assert any("ra-triton-s7: no finished baseline run with seed 7 in the same batch on the same card" in n for n in comp.notes)
+    assert any("pairs cross machines or cannot be shown to share one" in n for n in comp.notes)  # no machine_id recorded
     ratios = comp.breakeven.ratios
     assert len(ratios) == 2  # s per card, never mixed
     assert {round(r.s, 2) for r in ratios.values()} == {1.2, 1.4}
@@ -396,7 +401,7 @@ def test_s_star_uses_interpolation_between_evals(tmp_path):
 
 
 def test_time_budget_suite_still_reports(tmp_path):
-    for seed in (0, 1, 2):
+    for seed in SIX:
         write_run(tmp_path, "sdpa", seed, linear(6.0, 1e-3), 1000, 10.0, "time", time_budget_s=10.0)
         write_run(tmp_path, "ra-triton", seed, linear(6.0, (1.4 + 0.01 * seed) / 1000), 500, 20.0, "time", time_budget_s=10.0)
     comp = comparison(tmp_path)
@@ -472,14 +477,14 @@ def test_broken_calibration_is_a_one_line_error(tmp_path):
 
 def test_plateau_runs_judge_criterion_3_on_converged_losses(tmp_path):
     iteration_suite(tmp_path, (0, 1, 2), lambda seed: 1.2 / 1000, s=1.3)
-    for seed, off in ((0, 0.0), (1, 0.01), (2, -0.01)):
+    for seed, off in ((0, 0.0), (1, 0.01), (2, -0.01), (3, 0.005), (4, -0.005), (5, 0.002)):
         for attn, floor in (("sdpa", 3.5), ("ra-triton", 3.3)):
             run = write_run(tmp_path, attn, seed, lambda it, f=floor + off: f + 2 * math.exp(-it / 300), 2000, 10.0,
                             "plateau", name=f"{attn}-plateau-s{seed}")
             summary = json.loads((run / "summary.json").read_text())
             (run / "summary.json").write_text(json.dumps(summary | {"stop_reason": "plateau"}))
     c3 = comparison(tmp_path).verdict("3")
-    assert c3.scope.startswith("converged") and c3.stats.n == 3
+    assert c3.scope.startswith("converged") and c3.stats.n == 6
     assert c3.stats.mean == pytest.approx(0.2, abs=1e-3) and c3.verdict == PASS
 
 
@@ -506,7 +511,7 @@ def test_sparse_curves_are_called_rough(tmp_path):
 
 def test_an_uncertain_step_ratio_keeps_criterion_2_inconclusive(tmp_path):
     # RA reaches sdpa's final loss at ~500 of 1000 iterations: at s = 1.5 the time ratio is 0.75 (break-even PASS)
-    iteration_suite(tmp_path, (0, 1, 2), lambda seed: 1 / (500 + 10 * seed), s=1.5)
+    iteration_suite(tmp_path, SIX, lambda seed: 1 / (500 + 10 * seed), s=1.5)
     assert verdicts(tmp_path)["2-break-even"] == PASS
     write_calibration(tmp_path, {"ra-triton": 1.5}, half_width=0.6)  # s somewhere in [0.9, 2.1]
     v = comparison(tmp_path).verdict("2-break-even")
@@ -516,7 +521,7 @@ def test_an_uncertain_step_ratio_keeps_criterion_2_inconclusive(tmp_path):
 def test_a_step_ratio_bounded_below_by_zero_cannot_fail_criterion_2(tmp_path):
     # a calibration too noisy to bound s (a tiny model's launch-bound steps on a GPU): its
     # log-scale interval underflows to [0, inf); the literal margin 1/s then has no upper bound
-    iteration_suite(tmp_path, (0, 1, 2), lambda seed: 1 / (2000 + 10 * seed), s=1.5)  # RA far behind
+    iteration_suite(tmp_path, SIX, lambda seed: 1 / (2000 + 10 * seed), s=1.5)  # RA far behind
     assert verdicts(tmp_path)["2-literal"] == FAIL
     write_calibration(tmp_path, {"ra-triton": 1.5}, half_width=1.5)  # s in [0, 3.0]
     v = comparison(tmp_path).verdict("2-literal")
@@ -531,7 +536,7 @@ def test_summarize_gives_the_verdicts_in_a_few_lines(tmp_path):
 
 
 def test_without_sdpa_ra_is_still_judged_against_the_control(tmp_path):
-    for seed in (0, 1, 2):
+    for seed in SIX:
         write_run(tmp_path, "std-gated", seed, linear(6.0, 1e-3), 1000, 10.0, "time", time_budget_s=10.0)
         write_run(tmp_path, "ra-triton", seed, linear(6.0, (1.4 + 0.01 * seed) / 1000), 500, 20.0, "time", time_budget_s=10.0)
     assert verdicts(tmp_path, baseline="std-gated")["1"] == FAIL

@@ -3,13 +3,21 @@
 scipy is not a dependency, so the t distribution is computed here from the regularised
 incomplete beta function, and its quantile by bisection on that CDF.
 
-Decision rule (issue 12), the same for every criterion: per seed pair one margin whose
-sign says whether the candidate met the criterion; over the pairs the mean margin with a
-95% t-interval.
-    PASS          the interval's lower bound is above the margin fixed before the runs (default 0)
-    FAIL          the interval's upper bound is below that margin
-    INCONCLUSIVE  the interval contains it
-    NO VERDICT    fewer than 2 pairs: one seed carries no noise estimate
+Decision rule, the same for every criterion: per seed one margin whose sign says whether
+the candidate met the criterion (a seed trained in several batches counts once, its pairs
+averaged); over the seeds the mean margin with a 95% t-interval and the exact sign-flip p.
+    PASS           the interval's lower bound is above the margin fixed before the runs (default 0)
+                   and the exact sign-flip p (against that margin) is below 0.05
+    FAIL           the interval's upper bound is below that margin, with the same p
+    INCONCLUSIVE   otherwise, with enough seeds for the exact test to reach 0.05
+    TOO FEW PAIRS  2-5 seeds: the sign-flip p cannot go below 2/2^5 = 0.0625, so the report gives
+                   the direction only
+    NO VERDICT     fewer than 2 seeds: one seed carries no noise estimate
+The t-interval alone would let 3 seeds that agree in sign FAIL a config; the exact test says
+3 such seeds happen by chance one time in four.
+
+Beside the verdicts: Holm-adjusted p over a family the report declares (its headline table),
+and TOST equivalence at a margin declared in the plan (two one-sided t-tests).
 """
 
 from __future__ import annotations
@@ -22,10 +30,15 @@ from dataclasses import dataclass
 import numpy as np
 
 PASS, FAIL, INCONCLUSIVE, NO_VERDICT = "PASS", "FAIL", "INCONCLUSIVE", "NO VERDICT"
+TOO_FEW = "TOO FEW PAIRS"
 CONFIDENCE = 0.95
+ALPHA = 0.05
+MIN_VERDICT_PAIRS = 6  # the fewest pairs whose exact sign-flip p can go below ALPHA (2/2^6 = 0.031)
+EQUIVALENCE_MARGIN = 0.01  # nats, when the plan declares none (suite.json "equivalence_margin")
 EXACT_SIGN_FLIP_MAX_N = 16
 ONE_SEED_NOTE = "needs >= 2 seeds; sign-flip p cannot go below 0.05 with fewer than 6 pairs"
 FEW_PAIRS_NOTE = "sign-flip p cannot go below 0.05 with fewer than 6 pairs"
+TOO_FEW_NOTE = "too few pairs for a verdict (the exact sign-flip p cannot go below 0.05 with fewer than 6)"
 
 
 def _beta_continued_fraction(a: float, b: float, x: float) -> float:
@@ -113,9 +126,26 @@ def mean_ci95(values: Sequence[float]) -> tuple[float, float, float]:
     return mean, mean - half, mean + half
 
 
+def t_one_sided_p(t: float, df: int) -> float:
+    """P(T >= t) for Student's t with df degrees of freedom."""
+    tail = 0.5 * t_two_sided_p(t, df)
+    return tail if t >= 0 else 1.0 - tail
+
+
+def seed_means(seeds: Sequence[int], values: Sequence[float]) -> tuple[list[int], list[float]]:
+    """(distinct seeds, one value each): a seed that appears in several pairs (trained in two
+    batches) counts once, as the mean of its pairs; pairs of one seed share its initial weights
+    and data order, so counting them twice would count one draw of the noise twice."""
+    by_seed: dict[int, list[float]] = {}
+    for seed, value in zip(seeds, values):
+        by_seed.setdefault(seed, []).append(value)
+    ordered = sorted(by_seed)
+    return ordered, [statistics.fmean(by_seed[s]) for s in ordered]
+
+
 @dataclass
 class PairedStats:
-    """Mean paired margin with its 95% t-interval and the exact sign-flip p."""
+    """Mean paired margin over seeds with its 95% t-interval and the exact sign-flip p."""
 
     n: int
     mean: float
@@ -123,35 +153,98 @@ class PairedStats:
     lo: float
     hi: float
     p_sign_flip: float | None
+    values: tuple[float, ...] = ()
 
     def text(self, digits: int = 4, unit: str = "") -> str:
         if self.n == 1:
             return f"{self.mean:+.{digits}f}{unit} (1 seed, no interval)"
         return (
             f"{self.mean:+.{digits}f}{unit}, 95% CI [{self.lo:+.{digits}f}, {self.hi:+.{digits}f}] "
-            f"over {self.n} pairs, sign-flip p = {self.p_sign_flip:.3g}"
+            f"over {self.n} seeds, sign-flip p = {self.p_sign_flip:.3g}"
         )
 
+    def p_against(self, margin: float) -> float | None:
+        """The exact sign-flip p of the margins' differences from `margin` (0: `p_sign_flip`)."""
+        if self.n < 2:
+            return None
+        if margin == 0.0 or not self.values:
+            return self.p_sign_flip
+        return sign_flip_p([v - margin for v in self.values])[0]
 
-def paired_stats(margins: list[float]) -> PairedStats:
-    """Interval and p over per-seed margins (n = 1 gives a point with an infinite interval)."""
+
+def paired_stats(margins: list[float], seeds: Sequence[int] | None = None) -> PairedStats:
+    """Interval and p over per-seed margins (n = 1 gives a point with an infinite interval).
+    With `seeds`, margins of one seed are averaged first, so n counts distinct seeds."""
+    if seeds is not None:
+        margins = seed_means(seeds, margins)[1]
     n = len(margins)
     if n == 0:
         raise ValueError("paired_stats needs at least one margin")
     mean = statistics.fmean(margins)
     if n == 1:
-        return PairedStats(1, mean, math.nan, -math.inf, math.inf, None)
+        return PairedStats(1, mean, math.nan, -math.inf, math.inf, None, tuple(margins))
     _, lo, hi = mean_ci95(margins)
-    return PairedStats(n, mean, statistics.stdev(margins), lo, hi, sign_flip_p(margins)[0])
+    return PairedStats(n, mean, statistics.stdev(margins), lo, hi, sign_flip_p(margins)[0], tuple(margins))
 
 
 def decide(stats: PairedStats | None, margin: float = 0.0) -> str:
-    """PASS / FAIL / INCONCLUSIVE by where the interval lies against `margin`; no verdict from one pair."""
+    """PASS / FAIL when the interval excludes `margin` and the exact sign-flip p against it is
+    below ALPHA; TOO FEW PAIRS below MIN_VERDICT_PAIRS seeds; no verdict from one seed."""
     if stats is None or stats.n < 2:
         return NO_VERDICT
-    if stats.lo > margin:
+    if stats.n < MIN_VERDICT_PAIRS:
+        return TOO_FEW
+    p = stats.p_against(margin)
+    exact = p is not None and p < ALPHA
+    if stats.lo > margin and exact:
         return PASS
-    if stats.hi < margin:
+    if stats.hi < margin and exact:
         return FAIL
     return INCONCLUSIVE
 
+
+def direction(stats: PairedStats | None, margin: float = 0.0) -> str:
+    """Which way the seeds lean against the margin, for a verdict the pairs cannot support."""
+    if stats is None:
+        return "no pairs"
+    above = sum(v > margin for v in stats.values)
+    side = "above" if stats.mean > margin else "below"
+    return f"mean {side} the margin {margin:g}, {above} of {stats.n} seeds above"
+
+
+def holm(p_values: Sequence[float]) -> list[float]:
+    """Holm's step-down adjusted p-values, in the input order: the k-th smallest p times the
+    number of hypotheses not yet rejected (m - k + 1), made monotone, capped at 1. It controls
+    the chance of any false finding across the family without assuming the tests independent."""
+    m = len(p_values)
+    order = sorted(range(m), key=lambda i: p_values[i])
+    adjusted = [0.0] * m
+    running = 0.0
+    for rank, i in enumerate(order):
+        running = max(running, min(1.0, (m - rank) * p_values[i]))
+        adjusted[i] = running
+    return adjusted
+
+
+def tost_p(stats: PairedStats, margin: float) -> float:
+    """Paired TOST: the larger p of the one-sided t-tests of mean <= -margin and mean >= +margin.
+    Below ALPHA the mean lies within +-margin (equivalently the 90% t-interval does); nan from one seed."""
+    if stats.n < 2 or not math.isfinite(stats.sd):
+        return math.nan
+    se = stats.sd / math.sqrt(stats.n)
+    if se == 0.0:
+        return 0.0 if abs(stats.mean) < margin else 1.0
+    df = stats.n - 1
+    p_lower = t_one_sided_p((stats.mean + margin) / se, df)  # H0: mean <= -margin
+    p_upper = t_one_sided_p((margin - stats.mean) / se, df)  # H0: mean >= +margin
+    return max(p_lower, p_upper)
+
+
+def equivalence_text(stats: PairedStats | None, margin: float) -> str:
+    """'equivalent within +-m (TOST p = ...)' or 'equivalence not shown (...)'."""
+    if stats is None or stats.n < 2:
+        return f"equivalence within ±{margin:g} not testable (needs >= 2 seeds)"
+    p = tost_p(stats, margin)
+    if p < ALPHA:
+        return f"equivalent within ±{margin:g} nats (TOST p = {p:.2g})"
+    return f"equivalence within ±{margin:g} nats not shown (TOST p = {p:.2g})"

@@ -1,9 +1,11 @@
 """The plan's three success criteria and the break-even slowdown, judged with intervals.
 
-Runs are paired by seed only within one batch (suite folder) and one card (gpu + host);
-the pairs are pooled across batches. Per pair one margin whose sign says whether the
-candidate met the criterion; over pairs the rule in `stats.decide` (95% t-interval against
-the margin fixed in the plan, default 0; no verdict from one pair).
+Runs are paired by seed only within one batch (suite folder) and one card (gpu + host),
+and within one machine where the runs record one (`machine_id`); the pairs are pooled across
+batches, and a seed paired in several batches counts once (its pairs averaged). Per seed one
+margin whose sign says whether the candidate met the criterion; over seeds the rule in
+`stats.decide` (95% t-interval against the margin fixed in the plan, default 0, and the exact
+sign-flip p; a direction only from fewer than 6 seeds).
 
 Two designs:
   iteration design (issue 12's default): the baseline and each candidate for N iterations
@@ -19,6 +21,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from rabench.analysis.curves import eval_curve, time_to_reach, value_at
 from rabench.analysis.runs import (
@@ -30,6 +33,7 @@ from rabench.analysis.runs import (
     ISO_TIME_SUFFIX,
     NOREC,
     PLATEAU,
+    SIDE_ROLES,
     TIME,
     Batch,
     ConfigGroup,
@@ -38,20 +42,31 @@ from rabench.analysis.runs import (
     iso_time_label,
 )
 from rabench.stats import (
+    EQUIVALENCE_MARGIN,
     FAIL,
-    FEW_PAIRS_NOTE,
     INCONCLUSIVE,
+    MIN_VERDICT_PAIRS,
     NO_VERDICT,
     ONE_SEED_NOTE,
     PASS,
+    TOO_FEW,
+    TOO_FEW_NOTE,
     PairedStats,
     decide,
+    direction,
+    equivalence_text,
+    holm,
     paired_stats,
+    seed_means,
 )
+
+if TYPE_CHECKING:
+    from rabench.analysis.lengths import LengthBreakEven
 
 MIN_COVERAGE = 0.5  # a criterion is read on at least this fraction of the shorter run, never at t = 0
 N_ROLES = (BASE_ROLE, ISO_ITER)
 ITER_DESIGN, TIME_DESIGN = "iteration", "time"
+CURVE_UPPER_BOUND = "an upper bound (read from the N-run's curve, a schedule never run)"
 TITLES = {
     "1": "val_loss below the baseline's at equal training time",
     "2-literal": "time to the baseline's final val_loss below 1/s of the baseline's (plan's literal version)",
@@ -73,6 +88,11 @@ class Pair:
     @property
     def tag(self) -> str:
         return f"seed {self.seed} ({self.batch})" if self.batch not in (".", "") else f"seed {self.seed}"
+
+    @property
+    def same_machine(self) -> bool:
+        """Both runs known to share one machine: their machine identities agree (see Run.machine)."""
+        return self.cand.machine is not None and self.cand.machine == self.base.machine
 
 
 @dataclass
@@ -109,10 +129,24 @@ class Verdict:
     per_seed: list[str] = field(default_factory=list)
     stats: PairedStats | None = None
     scope: str = ""
+    margin: float = 0.0  # the margin fixed in the plan that the verdict is judged against
+    p_holm: float | None = None  # Holm-adjusted over the report's headline table (set by holm_family)
 
     @property
     def title(self) -> str:
         return TITLES[self.key]
+
+    @property
+    def p(self) -> float | None:
+        """The exact sign-flip p against the verdict's margin; None from fewer than 2 seeds."""
+        return self.stats.p_against(self.margin) if self.stats is not None else None
+
+    def p_text(self) -> str:
+        """'p = 0.031, Holm 0.28' (the raw exact p, and Holm's over the report's family)."""
+        if self.p is None:
+            return ""
+        holm_text = f", Holm {self.p_holm:.2g}" if self.p_holm is not None else ""
+        return f"p = {self.p:.2g}{holm_text}"
 
 
 @dataclass
@@ -180,6 +214,7 @@ class Comparison:
     breakeven: BreakEven | None
     units: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    lengths: LengthBreakEven | None = None  # s* from real run lengths (lengths.length_points)
 
     def verdict(self, key: str) -> Verdict | None:
         return next((v for v in self.verdicts if v.key == key), None)
@@ -189,27 +224,50 @@ class Comparison:
 
 
 def pair_runs(cands: list[Run], bases: list[Run]) -> tuple[list[Pair], list[str]]:
-    """Pairs by seed within one (batch, card); notes for every run left out and why."""
+    """Pairs by seed within one (batch, card) and, where both runs record a machine_id, within
+    one machine; notes for every run left out and why."""
     notes: list[str] = []
-    index: dict[tuple[str, str, int], Run] = {}
+    index: dict[tuple[str, str, int], list[Run]] = {}
     for r in bases:
         if r.judgeable:
-            index.setdefault((r.batch, r.card, r.seed), r)
-    pairs, used = [], set()
+            index.setdefault((r.batch, r.card, r.seed), []).append(r)
+    pairs = []
     for c in cands:
         if not c.judgeable:
             continue
-        key = (c.batch, c.card, c.seed)
-        if key in index:
-            pairs.append(Pair(c.seed, c.batch, c.card, c, index[key]))
-            used.add(key)
+        base = _partner(c, index.get((c.batch, c.card, c.seed), []))
+        if base is not None:
+            pairs.append(Pair(c.seed, c.batch, c.card, c, base))
         else:
-            notes.append(f"{c.where}: no finished baseline run with seed {c.seed} in the same batch on the same card; left out")
+            notes.append(f"{c.where}: no finished baseline run with seed {c.seed} in the same batch on the same card "
+                         "and machine; left out")
     for r in cands + bases:
         if not r.judgeable:
             notes.append(f"{r.where}: not judged, {r.why_not_judged}")
     pairs.sort(key=lambda p: (p.batch, p.card, p.seed))
     return pairs, notes
+
+
+def _partner(cand: Run, bases: list[Run]) -> Run | None:
+    """The baseline run to pair with: one on the candidate's machine where that is recorded;
+    a run recording another machine never pairs; runs that record none pair as before."""
+    if cand.machine_id is None:
+        return bases[0] if bases else None
+    same = [b for b in bases if b.machine_id == cand.machine_id]
+    unknown = [b for b in bases if b.machine_id is None]
+    return (same or unknown or [None])[0]
+
+
+def machine_note(pairs: list[Pair]) -> str | None:
+    """How many seed pairs cross machines or cannot be shown to share one (old folders record no
+    machine identity; their proxy, batch + GPU UUID, names a card, not a node)."""
+    crossing = [p for p in pairs if not p.same_machine]
+    if not crossing:
+        return None
+    unknown = sum(p.cand.machine is None or p.base.machine is None for p in crossing)
+    return (f"{len(crossing)} of {len(pairs)} pairs cross machines or cannot be shown to share one "
+            f"({unknown} with a run that records no machine identity or GPU UUID; the others on different "
+            "machines or cards): their gaps hold the card-to-card variation too")
 
 
 def runs_of(group: ConfigGroup | None, roles: tuple[str, ...]) -> list[Run]:
@@ -241,12 +299,23 @@ def plan_margin(batches: dict[str, Batch], key: str) -> float:
     return 0.0
 
 
+def equivalence_margin(batches: dict[str, Batch]) -> float:
+    """The equivalence margin declared in the plan (suite.json "equivalence_margin", nats), else
+    stats.EQUIVALENCE_MARGIN: per-iteration gaps are tested for equivalence within it (TOST)."""
+    for batch in batches.values():
+        value = batch.plan.get("equivalence_margin")
+        if finite(value) and value > 0:
+            return float(value)
+    return EQUIVALENCE_MARGIN
+
+
 def _verdict_from(key: str, margins: list[float], lines: list[str], head: str, margin: float, scope: str = "",
-                  bounded: list[str] | None = None, digits: int = 4) -> Verdict:
-    """Apply the decision rule; margins that are only upper bounds allow FAIL but never PASS."""
+                  bounded: list[str] | None = None, digits: int = 4, seeds: list[int] | None = None) -> Verdict:
+    """Apply the decision rule over seeds (a seed's pairs averaged); margins that are only upper
+    bounds allow FAIL but never PASS."""
     if not margins:
-        return Verdict(key, NO_VERDICT, f"{head}; no usable pair", lines, None, scope)
-    stats = paired_stats(margins)
+        return Verdict(key, NO_VERDICT, f"{head}; no usable pair", lines, None, scope, margin)
+    stats = paired_stats(margins, seeds)
     verdict = decide(stats, margin)
     numbers = f"{head}; mean margin {stats.text(digits)}"
     if margin:
@@ -255,9 +324,9 @@ def _verdict_from(key: str, margins: list[float], lines: list[str], head: str, m
         numbers += f"; in {', '.join(bounded)} the candidate never reached the target, so that margin is an upper bound"
         if verdict == PASS:
             verdict = INCONCLUSIVE
-    if 2 <= stats.n < 6:
-        numbers += f" ({FEW_PAIRS_NOTE})"
-    return Verdict(key, verdict, numbers, lines, stats, scope)
+    if verdict == TOO_FEW:
+        numbers += f" ({TOO_FEW_NOTE}; {direction(stats, margin)})"
+    return Verdict(key, verdict, numbers, lines, stats, scope, margin)
 
 
 # ---------------------------------------------------------------- criterion 1
@@ -278,12 +347,12 @@ def equal_time_final(pairs: list[Pair], batches: dict[str, Batch], base_name: st
             line += f"; sized with s = {used:.3f} but the batch's calibration now says {calibrated.s:.3f}: not quite equal time"
         lines.append(line)
     head = f"{base_name} final val_loss at N minus the candidate's at round(N/s) (iso-time runs; positive = candidate lower)"
-    return _verdict_from("1", margins, lines, head, margin, "iso-time runs")
+    return _verdict_from("1", margins, lines, head, margin, "iso-time runs", seeds=[p.seed for p in pairs])
 
 
 def equal_time_curves(pairs: list[Pair], base_name: str, margin: float) -> Verdict:
     """Time design: both val curves at the last training time both reached."""
-    margins, lines = [], []
+    margins, lines, seeds = [], [], []
     for p in pairs:
         a, b = eval_curve(p.cand, "time"), eval_curve(p.base, "time")
         t_eq = min(a[0][-1], b[0][-1])
@@ -293,22 +362,29 @@ def equal_time_curves(pairs: list[Pair], base_name: str, margin: float) -> Verdi
             continue
         la, lb = float(value_at(*a, t_eq)), float(value_at(*b, t_eq))
         margins.append(lb - la)
+        seeds.append(p.seed)
         lines.append(f"{p.tag}: at t = {t_eq:.1f} s {base_name} {lb:.4f} vs candidate {la:.4f} (gap {lb - la:+.4f})")
     head = f"{base_name} minus candidate val_loss at the last training time both reached (positive = candidate lower)"
-    return _verdict_from("1", margins, lines, head, margin, "time-budget runs")
+    return _verdict_from("1", margins, lines, head, margin, "time-budget runs", seeds=seeds)
 
 
 # ---------------------------------------------------------------- criterion 2
 
 
 def time_to_target(pairs: list[Pair], batches: dict[str, Batch], base_name: str, design: str,
-                   margins_fixed: tuple[float, float]) -> list[Verdict]:
+                   margins_fixed: tuple[float, float], measured: dict[int, float] | None = None) -> list[Verdict]:
     """Time for the candidate to reach the baseline's final val_loss, over the baseline's time
     to reach it: below 1/s (the plan's literal version) and below 1 (break-even).
 
+    In the iteration design a seed with s* from run lengths (`measured`: a run scheduled for
+    N / s* iterations ends at the target) takes its time ratio s / s* from there; the others read
+    the N-run's curve, a schedule never run, which leans in the candidate's favour.
     Both margins fall as s grows, so a calibrated s's interval is carried into the decision:
     PASS is judged with s at its upper bound, FAIL with s at its lower bound."""
+    measured = measured or {}
+    from_lengths: list[int] = []  # seeds whose time ratio comes from run lengths
     rows: list[tuple[float, float, float, float]] = []  # (x_cand / x_base, s, s_lo, s_hi) per pair
+    seeds: list[int] = []
     lines, bounded = [], []
     axis = "iter" if design == ITER_DESIGN else "time"
     for p in pairs:
@@ -329,6 +405,14 @@ def time_to_target(pairs: list[Pair], batches: dict[str, Batch], base_name: str,
         lo = r.lo if finite(r.lo) else r.s
         hi = r.hi if finite(r.hi) else r.s
         unit = "iterations" if axis == "iter" else "s"
+        if design == ITER_DESIGN and p.seed in measured:
+            from_lengths.append(p.seed)
+            s_star = measured[p.seed]
+            lines.append(f"{p.tag}: from run lengths, s* = {s_star:.3f} (a run of N / s* iterations ends at {base_name}'s final "
+                         f"val_loss): time ratio s / s* = {r.s / s_star:.3f} vs 1/s = {1 / r.s:.3f} (literal) and 1 (break-even)")
+            rows.append((1.0 / s_star, r.s, lo, hi))
+            seeds.append(p.seed)
+            continue
         if x_cand is None:
             bounded.append(p.tag)
             x_cand = float(xc[-1])  # it needs more than this
@@ -338,6 +422,7 @@ def time_to_target(pairs: list[Pair], batches: dict[str, Batch], base_name: str,
             lines.append(f"{p.tag}: target {target:.4f}: {base_name} {x_base:,.1f} {unit}, candidate {x_cand:,.1f} {unit}; "
                          f"time ratio {ratio:.3f} vs 1/s = {1 / r.s:.3f} (literal) and 1 (break-even), s = {r.s:.2f}")
         rows.append((x_cand / x_base, r.s, lo, hi))
+        seeds.append(p.seed)
 
     def margins(version: str, which: int) -> list[float] | None:
         """None when 1/s is unbounded: a calibration too noisy to bound s away from 0 (its
@@ -351,14 +436,17 @@ def time_to_target(pairs: list[Pair], batches: dict[str, Batch], base_name: str,
             out.append((1.0 / s if version == "2-literal" else 1.0) - ratio)
         return out
 
-    src = "iso-iteration curves, time = iterations x s" if design == ITER_DESIGN else "time-budget curves"
+    n_lengths = len(set(from_lengths))
+    src = ("time = iterations x s; " + (f"{n_lengths} seed(s) from run lengths (s / s*), " if n_lengths else "")
+           + f"{len(set(seeds)) - n_lengths} from the N-runs' curves (schedules never run: a reading that favours the candidate)"
+           if design == ITER_DESIGN else "time-budget curves")
     verdicts = []
     for version, fixed, head in (("2-literal", margins_fixed[0], "1/s - time ratio"), ("2-break-even", margins_fixed[1], "1 - time ratio")):
-        v = _verdict_from(version, margins(version, 0), lines if version == "2-literal" else [], f"margin {head} ({src})", fixed, src, bounded, 3)
-        if v.stats is not None and v.stats.n >= 2 and any(row[2] != row[3] for row in rows):
+        v = _verdict_from(version, margins(version, 0), lines if version == "2-literal" else [], f"margin {head} ({src})", fixed, src, bounded, 3, seeds)
+        if v.stats is not None and v.stats.n >= MIN_VERDICT_PAIRS and any(row[2] != row[3] for row in rows):
             low_s = margins(version, 1)
-            pessimistic = paired_stats(margins(version, 2))
-            optimistic = paired_stats(low_s) if low_s is not None else None
+            pessimistic = paired_stats(margins(version, 2), seeds)
+            optimistic = paired_stats(low_s, seeds) if low_s is not None else None
             if decide(pessimistic, fixed) == PASS and not bounded:
                 v.verdict = PASS
             elif optimistic is not None and decide(optimistic, fixed) == FAIL:  # upper bounds on margins still support FAIL
@@ -387,7 +475,8 @@ def final_quality(pairs: list[Pair], base_name: str, scope: str, margin: float) 
             f"{p.tag}: final {base_name} {p.base.final_val_loss:.4f} vs candidate {p.cand.final_val_loss:.4f} "
             f"(gap {gap:+.4f}; stop: {(p.base.summary or {}).get('stop_reason')} / {(p.cand.summary or {}).get('stop_reason')})"
         )
-    return _verdict_from("3", margins, lines, f"{base_name} minus candidate final val_loss [{scope}]", margin, scope)
+    return _verdict_from("3", margins, lines, f"{base_name} minus candidate final val_loss [{scope}]", margin, scope,
+                         seeds=[p.seed for p in pairs])
 
 
 # ---------------------------------------------------------------- break-even slowdown
@@ -398,7 +487,7 @@ def break_even(pairs: list[Pair], batches: dict[str, Batch], design: str,
     """s* = N / n*, n* the first (interpolated) iteration at which the candidate's val curve
     reaches the baseline's final val_loss at N: at any step-time ratio below s* the candidate
     runs more than n* iterations in the baseline's time and so matches it."""
-    values, never, bounds, lines = [], [], [], []
+    values, never, bounds, lines, seeds = [], [], [], [], []
     for p in pairs:
         n_base = p.base.final_iter
         xc, yc = eval_curve(p.cand, "iter")
@@ -411,9 +500,11 @@ def break_even(pairs: list[Pair], batches: dict[str, Batch], design: str,
             lines.append(f"{p.tag}: skipped, the candidate's first evaluation is already below the target")
         else:
             values.append(n_base / n_star)
+            seeds.append(p.seed)
             lines.append(f"{p.tag}: reaches {p.base.final_val_loss:.4f} at iteration {n_star:,.0f} of the baseline's {n_base:,.0f}: s* = {n_base / n_star:.3f}")
-    source = "iso-iteration runs" if design == ITER_DESIGN else "time-budget runs (approximate: their schedules are keyed to time, not iterations)"
+    source = f"the iso-iteration runs' curves: {CURVE_UPPER_BOUND}" if design == ITER_DESIGN else "time-budget runs (approximate: their schedules are keyed to time, not iterations)"
     ratios = unit_ratios(pairs or ratio_pairs or [], batches)  # s: from the iso-time pairs when there are no others
+    values = seed_means(seeds, values)[1]  # a seed paired in two batches counts once
     return BreakEven(values, never, bounds, lines, paired_stats(values) if values else None, ratios, source)
 
 
@@ -441,6 +532,8 @@ def design_of(groups: dict[str, ConfigGroup]) -> str:
 def compare(candidate: ConfigGroup, baseline: ConfigGroup, groups: dict[str, ConfigGroup], batches: dict[str, Batch],
             purpose: str) -> Comparison:
     """Judge one candidate config against a baseline on every criterion."""
+    from rabench.analysis.lengths import length_points  # lengths.py builds on this module's pairing
+
     design = design_of(groups)
     base_name = baseline.label
     notes: list[str] = []
@@ -455,7 +548,9 @@ def compare(candidate: ConfigGroup, baseline: ConfigGroup, groups: dict[str, Con
             verdicts.append(Verdict("1", NO_VERDICT, f"no iso-time runs of {candidate.label} (round(N/s) iterations) in this folder"))
         else:
             verdicts.append(equal_time_final(t_pairs, batches, base_name, m["1"]))
-        verdicts += time_to_target(n_pairs, batches, base_name, design, (m["2-literal"], m["2-break-even"]))
+        lengths = length_points(candidate.label, base_name, groups)
+        verdicts += time_to_target(n_pairs, batches, base_name, design, (m["2-literal"], m["2-break-even"]),
+                                   lengths.s_star_by_seed() if lengths else {})
         all_pairs = n_pairs + t_pairs
     else:
         n_pairs, notes = pair_runs(runs_of(candidate, (TIME,)), runs_of(baseline, (TIME,)))
@@ -469,15 +564,24 @@ def compare(candidate: ConfigGroup, baseline: ConfigGroup, groups: dict[str, Con
         verdicts.append(final_quality(p_pairs, base_name, "converged: runs stopped at a val_loss plateau", m["3"]))
     elif design == ITER_DESIGN:
         verdicts.append(final_quality(n_pairs, base_name, "proxy: final val_loss at N iterations, not at a plateau", m["3"]))
+        if verdicts[-1].stats is not None:  # equal iterations: can the runs say the configs are equal?
+            verdicts[-1].numbers += "; " + equivalence_text(verdicts[-1].stats, equivalence_margin(batches))
     else:
         verdicts.append(final_quality(n_pairs, base_name, "proxy: final val_loss at the time budget, not at a plateau", m["3"]))
     units = sorted({f"{p.batch} on {p.card}" for p in all_pairs})
     if len(units) > 1:
         notes.append(f"pairs pooled across {len(units)} batch/card units: {'; '.join(units)} (each pair from one batch on one card)")
+    crossing = machine_note(all_pairs)
+    if crossing:
+        notes.append(crossing)
+    repeated = sorted({p.seed for p in all_pairs if sum(q.seed == p.seed and q.cand.role == p.cand.role for q in all_pairs) > 1})
+    if repeated:
+        notes.append(f"seed(s) {', '.join(map(str, repeated))} paired in more than one batch: each counts once, its pairs averaged")
     if n_pairs and len({p.seed for p in n_pairs}) == 1 and len(n_pairs) == 1:
         notes.append(f"one seed: {ONE_SEED_NOTE}")
     return Comparison(candidate.label, base_name, purpose, design, verdicts,
-                      break_even(n_pairs, batches, design, all_pairs), units, notes)
+                      break_even(n_pairs, batches, design, all_pairs), units, notes,
+                      lengths if design == ITER_DESIGN else None)
 
 
 @dataclass
@@ -494,7 +598,7 @@ def iteration_gaps(candidate: ConfigGroup, baseline: ConfigGroup, design: str, f
     at each fraction of the common iteration range, never below MIN_COVERAGE of it."""
     roles = N_ROLES if design == ITER_DESIGN else (TIME,)
     pairs, _ = pair_runs(runs_of(candidate, roles), runs_of(baseline, roles))
-    per_fraction: list[list[float]] = [[] for _ in fractions]
+    per_fraction: list[list[tuple[int, float]]] = [[] for _ in fractions]
     ends = []
     for p in pairs:
         a, b = eval_curve(p.cand, "iter"), eval_curve(p.base, "iter")
@@ -506,8 +610,8 @@ def iteration_gaps(candidate: ConfigGroup, baseline: ConfigGroup, design: str, f
             x = f * end
             gap = float(value_at(*b, x)) - float(value_at(*a, x))
             if math.isfinite(gap):
-                per_fraction[k].append(gap)
-    stats = [paired_stats(v) if v else None for v in per_fraction]
+                per_fraction[k].append((p.seed, gap))
+    stats = [paired_stats([g for _, g in v], [seed for seed, _ in v]) if v else None for v in per_fraction]
     return IterGap(list(fractions), stats, min(ends) if ends else math.nan)
 
 
@@ -516,20 +620,20 @@ def source_gaps(candidate: ConfigGroup, baseline: ConfigGroup, design: str) -> d
     of the runs of equal length (iso-iteration, or time-budget in the time design)."""
     roles = N_ROLES if design == ITER_DESIGN else (TIME,)
     pairs, _ = pair_runs(runs_of(candidate, roles), runs_of(baseline, roles))
-    gaps: dict[str, list[float]] = {}
+    gaps: dict[str, list[tuple[int, float]]] = {}
     for p in pairs:
         cand, base = p.cand.val_by_source(), p.base.val_by_source()
         for source in sorted(set(cand) & set(base)):
-            gaps.setdefault(source, []).append(base[source] - cand[source])
-    return {source: paired_stats(values) for source, values in gaps.items()}
+            gaps.setdefault(source, []).append((p.seed, base[source] - cand[source]))
+    return {source: paired_stats([g for _, g in v], [seed for seed, _ in v]) for source, v in gaps.items()}
 
 
 def first_group(groups: dict[str, ConfigGroup], attn: str) -> ConfigGroup | None:
-    return next((g for g in groups.values() if g.attn == attn and g.role != ISO_TIME), None)
+    return next((g for g in groups.values() if g.attn == attn and g.role not in SIDE_ROLES), None)
 
 
 def main_groups(groups: dict[str, ConfigGroup]) -> list[ConfigGroup]:
-    return [g for g in groups.values() if g.role != ISO_TIME]
+    return [g for g in groups.values() if g.role not in SIDE_ROLES]
 
 
 def candidate_groups(groups: dict[str, ConfigGroup]) -> list[ConfigGroup]:
@@ -542,6 +646,15 @@ def candidate_groups(groups: dict[str, ConfigGroup]) -> list[ConfigGroup]:
         if g.role == ISO_TIME and base not in groups:
             out.append(ConfigGroup(base, g.attn, ISO_ITER, []))
     return out
+
+
+def holm_family(comparisons: list[Comparison]) -> int:
+    """Holm-adjust the p of every verdict in the report's headline table (every comparison's
+    criteria with a p, the family the report declares); returns the family's size."""
+    family = [v for c in comparisons for v in c.verdicts if v.p is not None]
+    for v, adjusted in zip(family, holm([v.p for v in family])):
+        v.p_holm = adjusted
+    return len(family)
 
 
 def judge_all(groups: dict[str, ConfigGroup], batches: dict[str, Batch]) -> list[Comparison]:

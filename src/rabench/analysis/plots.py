@@ -10,12 +10,17 @@ import math
 import statistics
 import warnings
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 from matplotlib.figure import Figure
 
 from rabench.analysis.curves import AXIS_TITLES, seed_band
 from rabench.analysis.runs import BASELINE, CONTROL, ConfigGroup, Run
+
+if TYPE_CHECKING:
+    from rabench.analysis.lengths import LengthBreakEven
+    from rabench.analysis.lrsweep import SweepPoint
 
 GATE_NAMES = ("w_std", "w_rec", "w_disc")
 DPI = 110
@@ -257,4 +262,45 @@ def plot_stability(run: Run, partners: list[Run], path: Path) -> Path | None:
         ax.grid(alpha=0.3)
     axes[0].legend(fontsize=8)
     fig.suptitle(f"{run.where} became unstable: beside the runs of its seed in its batch")
+    return _save(fig, path)
+
+
+def plot_length_gaps(found: list[LengthBreakEven], path: Path) -> Path | None:
+    """Per candidate, each seed's paired final gap against the length ratio r = N / iterations
+    of the runs that ran (lengths.LengthBreakEven): s* is where a line crosses 0."""
+    found = [lb for lb in found if any(len(s.points) > 1 for s in lb.seeds)]
+    if not found:
+        return None
+    colors = config_colors([lb.candidate for lb in found])
+    fig = Figure(figsize=(7, 4.5))
+    ax = fig.subplots()
+    ax.axhline(0.0, color="black", lw=0.8)
+    for lb in found:
+        for k, s in enumerate(lb.seeds):
+            xs, ys = zip(*s.points)
+            ax.plot(xs, ys, "o-", color=colors[lb.candidate], alpha=0.6, label=lb.candidate if k == 0 else None)
+    ax.set_xlabel("r = N / the run's scheduled iterations (equal time at r = s)")
+    ax.set_ylabel("baseline final val_loss - candidate's (nats)")
+    ax.legend(fontsize=8)
+    return _save(fig, path)
+
+
+def plot_lr_sweep(points: list[SweepPoint], path: Path) -> Path | None:
+    """Final val_loss against lr (log axis) per config: each selection seed a point, the mean a line
+    (lrsweep.SweepPoint)."""
+    if not points:
+        return None
+    configs = list(dict.fromkeys(p.config for p in points))
+    colors = config_colors(configs)
+    fig = Figure(figsize=(7, 4.5))
+    ax = fig.subplots()
+    for config in configs:
+        mine = [p for p in points if p.config == config]
+        ax.plot([p.lr for p in mine], [p.mean for p in mine], "-", color=colors[config], label=config)
+        for p in mine:
+            ax.plot([p.lr] * len(p.finals), list(p.finals.values()), "o", color=colors[config], alpha=0.5)
+    ax.set_xscale("log")
+    ax.set_xlabel("peak learning rate")
+    ax.set_ylabel("final val_loss at N")
+    ax.legend(fontsize=8)
     return _save(fig, path)

@@ -16,10 +16,13 @@ from rabench.analysis.criteria import (
     ITER_DESIGN,
     Comparison,
     IterGap,
+    Verdict,
     candidate_groups,
     control_gaps,
     design_of,
+    equivalence_margin,
     first_group,
+    holm_family,
     iteration_gaps,
     judge_all,
     main_groups,
@@ -27,9 +30,12 @@ from rabench.analysis.criteria import (
 )
 from rabench.analysis.curves import eval_curve, value_at
 from rabench.analysis.document import Doc
-from rabench.analysis.runs import (BASELINE, TIME, Batch, ConfigGroup, Run, group_by_config, is_variant,
+from rabench.analysis.lengths import CURVE_UPPER_BOUND, lengths_section
+from rabench.analysis.lrsweep import LR_SWEEP_PLOT, lr_sweep_section
+from rabench.analysis.regime import regime_text
+from rabench.analysis.runs import (BASELINE, LADDER, LR_SWEEP, TIME, Batch, ConfigGroup, Run, group_by_config, is_variant,
                                    iso_time_label, load_batches, split_by_horizon, split_suite_batches)
-from rabench.stats import FAIL, FEW_PAIRS_NOTE, ONE_SEED_NOTE, PASS, PairedStats
+from rabench.stats import FAIL, FEW_PAIRS_NOTE, ONE_SEED_NOTE, PASS, PairedStats, equivalence_text
 
 GATES_BARELY_MOVED = 0.05  # max |w - w_init| below this: RA has not yet learned what to do with its gates
 STILL_FALLING = 0.02  # val_loss drop over the last quarter of a run above this: far from convergence
@@ -43,9 +49,10 @@ LOSS_PLOT = "val_loss_vs_{}.png"  # an axis: time, iter, tokens
 MS_PLOT = "ms_per_iter.png"
 GATES_PLOT = "gates_{}.png"  # a config label, made safe for a file name
 W_REC_PLOT = "final_w_rec_by_layer.png"
+LENGTHS_PLOT = "break_even_lengths.png"
 STABILITY_PLOT = "stability_{}.png"  # <batch>_<run> of a run that became unstable
 REPORT_PLOT_PATTERNS = (*(LOSS_PLOT.format(axis) for axis in ("time", "iter", "tokens")), MS_PLOT,
-                        GATES_PLOT.format("*"), W_REC_PLOT, STABILITY_PLOT.format("*"))
+                        GATES_PLOT.format("*"), W_REC_PLOT, STABILITY_PLOT.format("*"), LENGTHS_PLOT, LR_SWEEP_PLOT)
 
 
 # ---------------------------------------------------------------- small helpers
@@ -80,9 +87,13 @@ def evidence(stats: PairedStats | None, null: float = 0.0) -> str:
     if stats.n == 1:
         return f"evidence: thin (1 seed; {ONE_SEED_NOTE})"
     if stats.lo <= null <= stats.hi:
-        return f"evidence: weak (the 95% CI includes {null:g} over {stats.n} pairs)"
-    note = f"; {FEW_PAIRS_NOTE}" if stats.n < 6 else ""
-    return f"evidence: clear (the 95% CI excludes {null:g} over {stats.n} pairs{note})"
+        return f"evidence: weak (the 95% CI includes {null:g} over {stats.n} seeds)"
+    p = stats.p_against(null)
+    if stats.n >= 6 and p is not None and p >= 0.05:
+        return f"evidence: mixed (the 95% CI excludes {null:g} over {stats.n} seeds, but the exact sign-flip p = {p:.2g})"
+    if stats.n < 6:
+        return f"evidence: a direction (the 95% CI excludes {null:g} over {stats.n} seeds, but {FEW_PAIRS_NOTE})"
+    return f"evidence: clear (the 95% CI excludes {null:g} over {stats.n} seeds)"
 
 
 def gap_text(stats: PairedStats | None) -> str:
@@ -117,6 +128,7 @@ def header_lines(batches: list[Batch], runs: list[Run], design: str) -> list[str
         else "time design: every run trained for the same training time; s is the runs' measured ms/iter ratio"
     )
     lines = [
+        regime_text(runs),
         f"design: {design_text}",
         f"batches (suite folders): {len(batches)}: " + ", ".join(f"`{b.name}` ({len(b.runs)} runs)" for b in batches),
         f"cards (gpu @ host): {'; '.join(cards)}"
@@ -125,6 +137,10 @@ def header_lines(batches: list[Batch], runs: list[Run], design: str) -> list[str
         f"seeds: {', '.join(map(str, sorted({r.seed for r in runs})))}",
         "time axis: training time (`train_time_s`), device-synchronised, excluding evaluation and compilation",
     ]
+    machines = sorted({r.machine_id for r in runs if r.machine_id})
+    unknown = sum(r.machine_id is None for r in runs)
+    lines.append(f"machines (machine_id: GPU UUIDs + boot id): {len(machines)} recorded"
+                 + (f"; {unknown} run(s) record none (older folders: pairs cannot be shown to share a machine)" if unknown else ""))
     if any(b.source_hashes for b in batches):
         lines.append("code (hash of rabench's Python sources): " + "; ".join(
             f"`{b.name}` {', '.join(b.source_hashes) or 'not recorded'}" for b in batches))
@@ -136,6 +152,25 @@ def mixed_code_notes(batches: list[Batch]) -> list[str]:
     iso-time budget sized with one version and trained with another is not exactly equal time."""
     return [f"`{b.name}` was made by {len(b.source_hashes)} versions of the code ({', '.join(b.source_hashes)}): "
             "its pairs and its iso-time budgets may mix them" for b in batches if len(b.source_hashes) > 1]
+
+
+def calibration_notes(batches: list[Batch]) -> list[str]:
+    """Batches whose iso-time runs were sized with step ratios measured elsewhere: a calibration the
+    suite kept under --reuse-calibration (suite.json "calibration_reuse"), or one whose recorded
+    machine differs from its runs'. Equal time holds only where s was measured on the runs' machine."""
+    out = []
+    for b in batches:
+        for entry in b.plan.get("calibration_reuse") or []:
+            if isinstance(entry, dict):
+                out.append(f"`{b.name}`: its calibration (measured {entry.get('calibration_measured_at') or 'at a time not recorded'}) "
+                           f"was kept with `{entry.get('flag', '--reuse-calibration')}` on {entry.get('at') or 'a date not recorded'} "
+                           f"across {'; '.join(map(str, entry.get('differences') or [])) or 'differences not recorded'}: "
+                           "its iso-time runs were sized with step ratios measured elsewhere")
+        measured_on = b.calibration.get("machine_id")
+        trained_on = sorted({r.machine_id for r in b.runs if r.machine_id})
+        if measured_on and trained_on and any(m != measured_on for m in trained_on):
+            out.append(f"`{b.name}`: calibration measured on machine {measured_on}, runs trained on {', '.join(trained_on)}")
+    return out
 
 
 def unjudged_lines(runs: list[Run]) -> list[str]:
@@ -285,26 +320,35 @@ def runs_are_short(groups: dict[str, ConfigGroup]) -> bool:
     return bool(moved and max(moved) < GATES_BARELY_MOVED) or bool(drops and _mean(drops) > STILL_FALLING)
 
 
-def _cell(word: str, short: bool) -> str:
-    return _bold(word) + (" †" if short and word in (PASS, FAIL) else "")
+def _cell(verdict: Verdict | None, short: bool) -> str:
+    """The verdict, its dagger where the runs are short, and its raw and Holm-adjusted p."""
+    if verdict is None:
+        return ""
+    word = verdict.verdict
+    p = f" ({verdict.p_text()})" if verdict.p is not None else ""
+    return _bold(word) + (" †" if short and word in (PASS, FAIL) else "") + p
 
 
 def verdict_overview(doc: Doc, comparisons: list[Comparison], thin: list[str], short: bool = False) -> None:
     doc.heading(2, "Verdicts")
     doc.para(
-        "Rule (issue 12): per criterion, the paired mean margin over seeds with a 95% t-interval; PASS only when the "
-        "interval's lower bound is above the margin fixed in the plan (default 0), FAIL only when its upper bound is below "
-        "it, INCONCLUSIVE otherwise, and NO VERDICT from a single seed or where the folder holds no runs to pair (no "
-        "iso-time runs of that config, say). Pairs are formed by seed within one batch and one card."
+        "Rule: per criterion, the paired mean margin over seeds with a 95% t-interval and the exact sign-flip p; PASS "
+        "only when the interval's lower bound is above the margin fixed in the plan (default 0) and p < 0.05, FAIL only "
+        "when its upper bound is below it and p < 0.05, INCONCLUSIVE otherwise; TOO FEW PAIRS from 2-5 seeds (p cannot "
+        "go below 0.05: the direction only), NO VERDICT from a single seed or where the folder holds no runs to pair (no "
+        "iso-time runs of that config, say). Pairs are formed by seed within one batch and one card (and one machine "
+        "where the runs record it); a seed paired in two batches counts once, its pairs averaged, in the `seeds` column "
+        f"and in every interval. Each cell gives the raw p and Holm's adjusted p over the family this table declares: "
+        f"{family_size(comparisons)} tests, every cell with a p."
     )
     if not comparisons:
         doc.para("Nothing to judge: the folder needs sdpa runs and at least one other config with the same seeds.")
         return
     doc.table(
-        ["candidate", "baseline", "pairs", "1 equal time", "2 plan's literal (< 1/s)", "2 break-even (< 1)", "3 final quality", "3 measured on"],
+        ["candidate", "baseline", "seeds", "1 equal time", "2 plan's literal (< 1/s)", "2 break-even (< 1)", "3 final quality", "3 measured on"],
         [
             [c.candidate, c.baseline, str(max((v.stats.n for v in c.verdicts if v.stats), default=0))]
-            + [_cell(c.verdict(k).verdict, short) if c.verdict(k) else "" for k in ("1", "2-literal", "2-break-even", "3")]
+            + [_cell(c.verdict(k), short) for k in ("1", "2-literal", "2-break-even", "3")]
             + [c.verdict("3").scope if c.verdict("3") else ""]
             for c in comparisons
         ],
@@ -321,12 +365,19 @@ def verdict_overview(doc: Doc, comparisons: list[Comparison], thin: list[str], s
         doc.bullets(thin)
 
 
-def break_even_section(doc: Doc, comparisons: list[Comparison]) -> None:
+def break_even_section(doc: Doc, comparisons: list[Comparison], out_dir: Path) -> None:
     doc.heading(2, "Break-even slowdown s*")
+    doc.para("s*: the largest step-time ratio at which the candidate would still match the baseline's final val_loss "
+             "at equal time. Compare it with the measured step-time ratio s on each card.")
+    found = [c.lengths for c in comparisons if c.lengths is not None]
+    if found:
+        lengths_section(doc, found, lambda items: plots.plot_length_gaps(items, out_dir / LENGTHS_PLOT))
     doc.para(
-        "s* = N / n*, n* the first iteration at which the candidate's (interpolated) val_loss curve reaches the baseline's "
-        "final val_loss at N: at any step-time ratio below s* the candidate would match the baseline at equal time. "
-        "Compare it with the measured step-time ratio s on each card."
+        f"**From the N-run's curve: {CURVE_UPPER_BOUND}.** s* = N / n*, n* the first iteration at which the candidate's "
+        "(interpolated) val_loss curve reaches the baseline's final val_loss at N. A run scheduled for n* iterations "
+        "is not that curve: in the campaign's runs every equal-time run ended above its N-run's curve at the same "
+        "iteration, so this reading leans high. Criterion 2 reads these curves only for seeds without an s* from run "
+        "lengths, and says how many."
     )
     items = []
     for c in comparisons:
@@ -350,15 +401,22 @@ def criteria_details(doc: Doc, comparisons: list[Comparison]) -> None:
         doc.bullets([f"criterion {v.key}, {line}" for v in comp.verdicts for line in v.per_seed] + comp.notes)
 
 
-def _iter_gap_sentence(cand: str, base: str, gaps: IterGap) -> str:
+def family_size(comparisons: list[Comparison]) -> int:
+    return sum(v.p is not None for c in comparisons for v in c.verdicts)
+
+
+def _iter_gap_sentence(cand: str, base: str, gaps: IterGap, eq_margin: float) -> str:
+    """The per-iteration gaps at each fraction, each with its equivalence test at eq_margin."""
     parts = []
     for f, st in zip(gaps.fractions, gaps.stats):
-        parts.append(f"at {f:.0%} of the common iterations ({f * gaps.n_iters:,.0f}): {base} - {cand} {gap_text(st)}")
+        parts.append(f"at {f:.0%} of the common iterations ({f * gaps.n_iters:,.0f}): {base} - {cand} {gap_text(st)}"
+                     + (f" ({equivalence_text(st, eq_margin)})" if st is not None else ""))
     last = gaps.stats[-1]
     return f"{cand} vs {base}: " + "; ".join(parts) + f". {evidence(last)}"
 
 
-def answer_questions(doc: Doc, groups: dict[str, ConfigGroup], comparisons: list[Comparison], design: str) -> None:
+def answer_questions(doc: Doc, groups: dict[str, ConfigGroup], comparisons: list[Comparison], design: str,
+                     eq_margin: float) -> None:
     doc.heading(2, "The plan's five questions")
     sdpa = first_group(groups, BASELINE)
     ra = [g for g in main_groups(groups) if g.is_ra]
@@ -369,7 +427,7 @@ def answer_questions(doc: Doc, groups: dict[str, ConfigGroup], comparisons: list
     )
     doc.heading(3, "1. Does RA improve convergence speed (val_loss at equal iterations)?")
     if sdpa and ra:
-        doc.bullets([_iter_gap_sentence(g.label, sdpa.label, iteration_gaps(g, sdpa, design)) for g in ra])
+        doc.bullets([_iter_gap_sentence(g.label, sdpa.label, iteration_gaps(g, sdpa, design), eq_margin) for g in ra])
         doc.para("Positive gaps: RA lower per iteration." + confound + " Per iteration is not per second: criterion 1 is judged at equal time.")
     else:
         doc.para("Not answerable here: needs sdpa and an RA config with the same seeds.")
@@ -410,7 +468,7 @@ def answer_questions(doc: Doc, groups: dict[str, ConfigGroup], comparisons: list
     doc.bullets(layer_items)
     if sdpa and ra:
         doc.para("By training phase: paired gap sdpa - RA at a third, two thirds and the end of the common iterations" + confound + ":")
-        doc.bullets([_iter_gap_sentence(g.label, sdpa.label, iteration_gaps(g, sdpa, design, (1 / 3, 2 / 3, 1.0))) for g in ra])
+        doc.bullets([_iter_gap_sentence(g.label, sdpa.label, iteration_gaps(g, sdpa, design, (1 / 3, 2 / 3, 1.0)), eq_margin) for g in ra])
     if sdpa:
         by_source = [(g.label, source_gaps(g, sdpa, design)) for g in ra]
         items = [f"{label}, {source}: sdpa - {label} {st.text()}. {evidence(st)}" for label, gaps in by_source for source, st in gaps.items()]
@@ -421,7 +479,7 @@ def answer_questions(doc: Doc, groups: dict[str, ConfigGroup], comparisons: list
     if controls:
         doc.para("RA against its controls at equal iterations (std-gated: learned temperature only; ra-norec: same gates and "
                  "bias with w_rec = 0; ra-norec against std-gated isolates the discoverability bias):")
-        doc.bullets([_iter_gap_sentence(c, b, gaps) for c, b, gaps in controls])
+        doc.bullets([_iter_gap_sentence(c, b, gaps, eq_margin) for c, b, gaps in controls])
 
     doc.heading(3, "5. What is the minimum effective reciprocity?")
     variants = [g for g in candidate_groups(groups) if is_variant(g.attn)]  # iso-time-only ones too
@@ -442,6 +500,8 @@ def answer_questions(doc: Doc, groups: dict[str, ConfigGroup], comparisons: list
                 s_star += f" over {be.stats.n} seeds; {len(be.never)} never reached it; median {be.median_text() or 'n/a'}"
         elif be and be.never:
             s_star = f"< {max(be.bounds):.2f} (never within its run)"
+        if c is not None and c.lengths is not None and c.lengths.measured:
+            s_star += "; from run lengths: " + "; ".join(c.lengths.censored() or [c.lengths.headline()])
         runs = g.runs or groups[iso_time_label(g.label)].runs  # an iso-time-only variant's stand-in has none
         rows.append([g.label, str(runs[0].config.get("attn_options") or {}), ratio, s_star, _bold(v1.verdict) if v1 else "n/a", evidence(v1.stats) if v1 else ""])
     doc.table(["variant", "options", "s (step-time ratio)", "s* (break-even) [95% CI]", "criterion 1 vs sdpa", "evidence (criterion 1)"], rows)
@@ -476,11 +536,22 @@ def method_notes() -> list[str]:
     return [
         "Only runs whose folder says finished, with an evaluation after iteration 0, are judged; partial and failed runs are listed above and never judged as if complete.",
         "Statistics: 95% t-interval of the mean paired margin (t quantile from the regularised incomplete beta function; scipy is not a dependency) "
-        "and the exact two-sided sign-flip p over all 2^n sign patterns (n <= 16). With n pairs that agree in sign p = 2/2^n: 0.5 with 2, 0.0625 with 5, 0.03125 with 6.",
+        "and the exact two-sided sign-flip p over all 2^n sign patterns (n <= 16). With n pairs that agree in sign p = 2/2^n: 0.5 with 2, 0.0625 with 5, 0.03125 with 6. "
+        "A verdict needs both: the interval beyond the margin and p < 0.05, so fewer than 6 seeds give a direction only (TOO FEW PAIRS).",
+        "n counts distinct seeds: a seed paired in several batches (trained twice) counts once, its pairs' margins averaged.",
+        "Holm: the verdict table is the family; each p there is also given Holm-adjusted over every cell with a p. A verdict whose "
+        "Holm p is 0.05 or more does not survive correction for the other tests of the table.",
+        "Equivalence: paired TOST (two one-sided t-tests) at the plan's equivalence_margin (default 0.01 nats): 'equivalent within "
+        "±m' when both one-sided p are below 0.05 (the 90% t-interval lies within ±m).",
+        "Machines: pairs form within one batch and card and, where runs record machine_id, one machine. Older runs record no machine "
+        "identity; their proxy is the batch folder plus the GPU UUID, which names a card, so their pairs are reported as crossing "
+        "machines or not shown to share one.",
         "No criterion is read at t = 0 or on a range shorter than 50% of the shorter run of a pair.",
         "Criterion 2 twice: the plan's literal version (candidate's time to the baseline's final val_loss below 1/s of the baseline's time: at s > 1 "
         "this asks for fewer than 1/s^2 of the baseline's iterations) and the break-even version (below the baseline's own time). "
-        "In the iteration design the candidate's time is its iterations x s; a candidate that never reached the target gives an upper bound on its margin, which can support FAIL but never PASS.",
+        "In the iteration design the candidate's time is its iterations x s: s / s* for a seed whose s* comes from run lengths "
+        "(a run scheduled for N / s* iterations ends at the target), else read from its N-run's curve (a schedule never run); "
+        "a candidate that never reached the target gives an upper bound on its margin, which can support FAIL but never PASS.",
         "Margins fixed before the runs come from the suite's plan (suite.json \"margin\"): a number applies to the "
         "loss criteria 1 and 3 (criterion 2's margins are time ratios), a table keyed \"1\", \"2\", \"3\" sets each; none means 0.",
         "Curves are compared by linear interpolation between evaluations, never extrapolated.",
@@ -516,7 +587,9 @@ def analyse_by_length(folder: str | Path) -> dict[str | None, Analysis]:
 
 def judge_batches(batches: list[Batch], aside: list[Batch]) -> Analysis:
     groups = group_by_config([r for b in batches for r in b.runs])
-    return batches, aside, groups, judge_all(groups, {b.name: b for b in batches})
+    comparisons = judge_all(groups, {b.name: b for b in batches})
+    holm_family(comparisons)
+    return batches, aside, groups, comparisons
 
 
 def set_aside_lines(aside: list[Batch]) -> list[str]:
@@ -542,9 +615,11 @@ def build_report(folder: Path, out_dir: Path, analysis: Analysis, horizon: str |
         doc.bullets(unjudged)
     if first_group(groups, BASELINE) is None:
         doc.para("**No sdpa run in this folder**: nothing is judged against the baseline.")
-    verdict_overview(doc, comparisons, cautions(groups, comparisons) + mixed_code_notes(batches), runs_are_short(groups))
-    break_even_section(doc, comparisons)
+    verdict_overview(doc, comparisons, cautions(groups, comparisons) + mixed_code_notes(batches) + calibration_notes(batches),
+                     runs_are_short(groups))
+    break_even_section(doc, comparisons, out_dir)
     step_ratio_section(doc, batches)
+    lr_sweep_section(doc, groups, batches, lambda points: plots.plot_lr_sweep(points, out_dir / LR_SWEEP_PLOT))
     doc.heading(2, "Runs by config")
     doc.table(*config_table(groups))
     sources = source_table(groups)
@@ -558,7 +633,8 @@ def build_report(folder: Path, out_dir: Path, analysis: Analysis, horizon: str |
     stability_section(doc, [r for g in groups.values() for r in g.judged], out_dir)
     doc.heading(2, "Plots")
     doc.para("Plots show judged runs only (finished, with an evaluation after iteration 0); the rest are listed above.")
-    shown = {lb: ConfigGroup(lb, g.attn, g.role, g.judged) for lb, g in groups.items() if g.judged}
+    shown = {lb: ConfigGroup(lb, g.attn, g.role, g.judged) for lb, g in groups.items()
+             if g.judged and g.role not in (LADDER, LR_SWEEP)}  # runs of other lengths or rates: their own sections
     doc.image(plots.plot_loss(shown, "time", out_dir / LOSS_PLOT.format("time")), "val_loss vs training time (seed mean, min-max band)")
     doc.image(plots.plot_loss(shown, "iter", out_dir / LOSS_PLOT.format("iter")), "val_loss vs iterations")
     doc.image(plots.plot_loss(shown, "tokens", out_dir / LOSS_PLOT.format("tokens")), "val_loss vs tokens")
@@ -570,7 +646,7 @@ def build_report(folder: Path, out_dir: Path, analysis: Analysis, horizon: str |
             doc.image(plots.plot_gates(run, out_dir / GATES_PLOT.format(safe)), f"RA gates per layer over time, {run.name}")
     doc.image(plots.plot_final_w_rec(shown, out_dir / W_REC_PLOT), "final w_rec by layer")
     criteria_details(doc, comparisons)
-    answer_questions(doc, groups, comparisons, design)
+    answer_questions(doc, groups, comparisons, design, equivalence_margin({b.name: b for b in batches}))
     doc.heading(2, "Notes on method")
     doc.bullets(method_notes())
     return doc
@@ -581,15 +657,18 @@ def summarize(folder: str | Path) -> str:
     lines = []
     for horizon, (batches, _, groups, comparisons) in analyse_by_length(folder).items():
         prefix = f"[{horizon}] " if horizon else ""
+        lines.append(prefix + regime_text([r for b in batches for r in b.runs]))
         if not comparisons:
             lines.append(prefix + "Nothing to judge: the folder needs sdpa runs and another config with the same seeds.")
             continue
         for c in comparisons:
             words = ", ".join(f"criterion {v.key}: {v.verdict}" for v in c.verdicts)
             lines.append(f"{prefix}{c.candidate} vs {c.baseline}: {words}.")
+            if c.lengths is not None and c.lengths.measured:
+                lines.append("  " + c.lengths.headline())
             if c.breakeven is not None:
-                lines.append("  " + c.breakeven.headline(c.candidate))
-        lines += [f"Caution: {text}." for text in cautions(groups, comparisons) + mixed_code_notes(batches)]
+                lines.append("  " + c.breakeven.headline(c.candidate) + f" [from {c.breakeven.source}]")
+        lines += [f"Caution: {text}." for text in cautions(groups, comparisons) + mixed_code_notes(batches) + calibration_notes(batches)]
     return "\n".join(lines)
 
 
@@ -612,7 +691,8 @@ def write_report(folder: str | Path, out_dir: str | Path | None = None) -> tuple
         sub = out / f"report-{slug(horizon)}"
         sub.mkdir(exist_ok=True)
         write_doc(build_report(folder, sub, analysis, horizon), sub, f"rabench report: {folder.resolve().name} ({horizon})")
-        by_length.append((horizon, sub.name, analysis[3], unstable_names(analysis[2])))
+        regime = regime_text([r for b in analysis[0] for r in b.runs])
+        by_length.append((horizon, sub.name, analysis[3], unstable_names(analysis[2]), regime))
     return write_doc(horizons_overview(folder, by_length), out, f"rabench report: {folder.resolve().name}")
 
 
@@ -625,31 +705,34 @@ def remove_single_length_plots(out: Path) -> None:
             path.unlink()
 
 
-def horizons_overview(folder: Path, by_length: list[tuple[str, str, list[Comparison], list[str]]]) -> Doc:
+def horizons_overview(folder: Path, by_length: list[tuple[str, str, list[Comparison], list[str], str]]) -> Doc:
     """The top page of a folder whose batches trained for different lengths."""
     doc = Doc()
     doc.heading(1, f"rabench report: {folder.resolve().name}")
     doc.para("The batches here trained for different lengths. Pairs from different lengths measure different "
              "things and are never pooled: each length has its own report.")
-    doc.bullets([f"{horizon}: [{name}/report.md]({name}/report.md) ([html]({name}/report.html))"
-                 for horizon, name, _, _ in by_length])
+    doc.bullets([f"{horizon}: [{name}/report.md]({name}/report.md) ([html]({name}/report.html)); {regime}"
+                 for horizon, name, _, _, regime in by_length])
     doc.heading(2, "Headline gaps by training length")
     doc.para("Criterion 1: the baseline's final val_loss minus the candidate's at equal training time (positive: the "
              "candidate lower). Criterion 3: the same at the end of equal-length runs (its proxy unless the runs "
-             "went to a plateau).")
+             "went to a plateau). Each cell: the verdict by the exact-test rule, the interval over distinct seeds, the "
+             "raw sign-flip p and Holm's adjusted p over that length's verdict table (its own report's family). "
+             "Each length's regime is in the list above.")
     rows = []
-    for horizon, _, comparisons, _ in by_length:
+    for horizon, _, comparisons, _, _ in by_length:
         for c in comparisons:
             cells = []
             for key in ("1", "3"):
                 v = c.verdict(key)
-                cells.append(f"{_bold(v.verdict)}: {v.stats.text()}" if v is not None and v.stats else
+                cells.append(f"{_bold(v.verdict)}: {v.stats.text()}" + (f", Holm {v.p_holm:.2g}" if v.p_holm is not None else "")
+                             if v is not None and v.stats else
                              (_bold(v.verdict) if v is not None else "n/a"))
             rows.append([horizon, c.candidate, c.baseline, *cells])
     doc.table(["length", "candidate", "baseline", "criterion 1 (equal time)", "criterion 3 (final quality)"], rows)
     shaky = [f"{horizon}: {len(names)} run(s) became unstable ({', '.join(f'`{n}`' for n in names)}); they stay in "
              f"their pairs, and [{name}/report.md]({name}/report.md) says where (Training stability)"
-             for horizon, name, _, names in by_length if names]
+             for horizon, name, _, names, _ in by_length if names]
     if shaky:
         doc.para("**Runs that became unstable** (a mean over few pairs can be dominated by one):")
         doc.bullets(shaky)

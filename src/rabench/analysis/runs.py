@@ -111,11 +111,34 @@ class Run:
         return float(value) if finite(value) else None
 
     @property
+    def scheduled_iters(self) -> int | None:
+        """The iterations the run's schedule was sized for (config max_iters); None for a time budget."""
+        value = self.config.get("max_iters")
+        return int(value) if finite(value) and value > 0 else None
+
+    @property
     def card(self) -> str:
         """gpu name + host: step times, and so pairs, are only comparable on one card."""
         gpu = self.config.get("gpu_name") or self.config.get("device") or "unknown device"
         host = self.config.get("host") or "host not recorded"
         return f"{gpu} @ {host}"
+
+    @property
+    def machine_id(self) -> str | None:
+        """The physical machine session the run trained on (GPU UUIDs of the node + boot id), as
+        the trainer records it; None for older runs."""
+        value = self.config.get("machine_id")
+        return str(value) if value else None
+
+    @property
+    def machine(self) -> str | None:
+        """machine_id, else a proxy for older runs: the batch folder plus the run's GPU UUID (one
+        card of one session, so two runs with equal proxies shared a machine); None when neither
+        is recorded."""
+        if self.machine_id is not None:
+            return self.machine_id
+        uuid = self.config.get("gpu_uuid")
+        return f"{self.batch}/{uuid}" if uuid else None
 
     @property
     def source_hash(self) -> str | None:
@@ -425,12 +448,19 @@ def config_label(run: Run, multi_option_attns: set[str]) -> str:
     return f"{run.attn}({options_text(run)})" if run.attn in multi_option_attns else run.attn
 
 
+LADDER, LR_SWEEP = "ladder", "lr-sweep"  # a candidate run of round(N / r) iterations; a selection run at a swept lr
+SIDE_ROLES = (ISO_TIME, LADDER, LR_SWEEP)  # runs grouped apart from a config's main runs, under "<label> [<role>]"
 ISO_TIME_SUFFIX = f" [{ISO_TIME}]"
 
 
 def iso_time_label(label: str) -> str:
     """The group label of a config's iso-time runs ('ra-triton' -> 'ra-triton [iso-time]')."""
     return label + ISO_TIME_SUFFIX
+
+
+def side_label(label: str, role: str) -> str:
+    """The group label of a config's runs in a side role ('ra-norec' -> 'ra-norec [ladder]')."""
+    return f"{label} [{role}]"
 
 
 def group_by_config(runs: list[Run]) -> dict[str, ConfigGroup]:
@@ -443,10 +473,10 @@ def group_by_config(runs: list[Run]) -> dict[str, ConfigGroup]:
     groups: dict[str, ConfigGroup] = {}
     for run in runs:
         base = config_label(run, multi)
-        label = iso_time_label(base) if run.role == ISO_TIME else base
-        role = ISO_TIME if run.role == ISO_TIME else run.role
+        label = side_label(base, run.role) if run.role in SIDE_ROLES else base
+        role = run.role
         groups.setdefault(label, ConfigGroup(label, run.attn, role, [])).runs.append(run)
     for group in groups.values():
         group.runs.sort(key=lambda r: (r.batch, r.seed, r.name))
-    order = sorted(groups, key=lambda lb: (groups[lb].attn != BASELINE, groups[lb].is_ra, groups[lb].role == ISO_TIME, lb))
+    order = sorted(groups, key=lambda lb: (groups[lb].attn != BASELINE, groups[lb].is_ra, groups[lb].role in SIDE_ROLES, lb))
     return {label: groups[label] for label in order}

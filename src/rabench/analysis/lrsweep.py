@@ -1,0 +1,102 @@
+"""Learning-rate sweeps in a report: final val_loss against lr per config, the rule the plan
+wrote down before any run, and the rate it chose.
+
+A sweep's "selection" runs (role "lr-sweep", folder `<attn>-lr<lr>-s<seed>`) train every config
+at each listed rate on selection seeds; the verdict runs then train each config at its chosen
+rate on fresh seeds, under the usual roles. The selection runs are shown here and never paired
+in a verdict: choosing a rate and judging with the same seeds would reuse their noise.
+"""
+
+from __future__ import annotations
+
+import statistics
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from rabench.analysis.document import Doc
+from rabench.analysis.runs import LR_SWEEP, Batch, ConfigGroup, finite
+
+LR_SWEEP_PLOT = "lr_sweep.png"
+
+
+@dataclass
+class SweepPoint:
+    """One config at one lr over its selection seeds."""
+
+    config: str
+    lr: float
+    finals: dict[int, float]  # seed -> final val_loss
+
+    @property
+    def mean(self) -> float:
+        return statistics.fmean(self.finals.values())
+
+    def text(self) -> str:
+        values = list(self.finals.values())
+        spread = f" ± {statistics.stdev(values):.4f} (sd)" if len(values) > 1 else ""
+        return f"{self.mean:.4f}{spread}"
+
+
+def sweep_points(groups: dict[str, ConfigGroup]) -> list[SweepPoint]:
+    """Every (config, lr) of the lr-sweep runs that finished, by config then lr."""
+    points: dict[tuple[str, float], SweepPoint] = {}
+    for label, g in groups.items():
+        if g.role != LR_SWEEP:
+            continue
+        config = label.removesuffix(f" [{LR_SWEEP}]")
+        for r in g.judged:
+            lr = r.config.get("lr")
+            if finite(lr):
+                points.setdefault((config, float(lr)), SweepPoint(config, float(lr), {})).finals[r.seed] = r.final_val_loss
+    return [points[k] for k in sorted(points)]
+
+
+def sweep_plans(batches: list[Batch]) -> list[tuple[str, dict[str, Any]]]:
+    """(batch, suite.json "lr_sweep") for every batch whose plan declares a sweep."""
+    return [(b.name, b.plan["lr_sweep"]) for b in batches if isinstance(b.plan.get("lr_sweep"), dict)]
+
+
+def best_by_config(points: list[SweepPoint]) -> dict[str, float]:
+    """Each config's lr with the lowest mean final val_loss over its selection seeds (the
+    default rule), to set beside the rate the plan's rule chose."""
+    best: dict[str, SweepPoint] = {}
+    for p in points:
+        if p.config not in best or p.mean < best[p.config].mean:
+            best[p.config] = p
+    return {config: p.lr for config, p in best.items()}
+
+
+def _rate(value: Any) -> str:
+    """A rate as the plan gave it (6e-4 -> 0.0006); anything else as written, never an error."""
+    return f"{value:g}" if finite(value) else str(value)
+
+
+def lr_sweep_section(doc: Doc, groups: dict[str, ConfigGroup], batches: list[Batch],
+                     plot: Callable[[list[SweepPoint]], Path | None]) -> None:
+    """The sweep's table, plot, rule and chosen rates; nothing when no sweep ran."""
+    points, plans = sweep_points(groups), sweep_plans(batches)
+    if not points and not plans:
+        return
+    doc.heading(2, "Learning-rate sweep (selection runs)")
+    for name, plan in plans:
+        chosen = plan.get("chosen") if isinstance(plan.get("chosen"), dict) else {}
+        lrs, seeds = (plan.get(k) if isinstance(plan.get(k), list) else [] for k in ("lrs", "selection_seeds"))
+        doc.bullets([
+            f"`{name}`: rates {', '.join(map(_rate, lrs)) or 'not recorded'}; selection seeds "
+            f"{', '.join(map(str, seeds)) or 'not recorded'}",
+            f"rule (written in the plan before any run): {plan.get('rule') or 'not recorded'}",
+            "chosen: " + ("; ".join(f"{attn} {_rate(lr)}" for attn, lr in chosen.items()) if chosen else "none recorded"),
+        ])
+    if not points:
+        doc.para("No finished selection run in this folder.")
+        return
+    best = best_by_config(points)
+    doc.table(["config", "lr", "selection seeds", "final val_loss (mean over seeds)", "lowest mean"],
+              [[p.config, f"{p.lr:g}", ",".join(map(str, sorted(p.finals))), p.text(), "yes" if best[p.config] == p.lr else ""]
+               for p in points])
+    doc.para("The verdicts elsewhere in this report use each config's chosen rate on fresh seeds; the selection runs "
+             "are never paired in them.")
+    doc.image(plot(points), "final val_loss against lr per config (selection seeds: points; mean: line)")
+

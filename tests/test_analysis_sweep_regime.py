@@ -1,0 +1,59 @@
+"""The report's learning-rate sweep section and the regime line every headline carries."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+from test_analysis import SIX, comparison, iteration_suite, linear, write_run
+
+from rabench.analysis import write_report
+
+
+def _update_config(run: Path, **fields) -> None:
+    config = json.loads((run / "config.json").read_text())
+    (run / "config.json").write_text(json.dumps(config | fields))
+
+
+def test_the_regime_names_data_tokens_epochs_and_settings_or_says_not_recorded(tmp_path):
+    iteration_suite(tmp_path, (0, 1), lambda seed: 1.1 / 1000, s=1.2)
+    md = write_report(tmp_path)[0].read_text()
+    assert "regime: data not recorded; train split not recorded (epochs and repeated-token share not recorded)" in md
+    for run in tmp_path.iterdir():
+        if run.is_dir():
+            _update_config(run, data_regime={"sources": ["english-mix"], "train_tokens": 100_000, "val_tokens": 5_000})
+    md = write_report(tmp_path)[0].read_text()
+    x = 1000 * 128 / 100_000  # sdpa's 1,000 iterations of 128 tokens over a 100,000-token split: 1.28 epochs
+    share = 1 - (1 - math.exp(-x)) / x
+    assert (f"regime: data english-mix; train split 100,000 tokens; 0.1M tokens read per run at N: 1.28 epochs, "
+            f"{share:.0%} of the tokens read had been read before") in md
+    assert "model tiny; batch 2 x 64 tokens; lr 0.0006 (every config); N = 1,000 iterations; 2 seeds (0-1)" in md
+
+
+def test_lr_sweep_runs_get_their_own_section_and_are_never_paired(tmp_path):
+    iteration_suite(tmp_path, SIX, lambda seed: 1.1 / 1000, s=1.2)
+    rule = "lowest mean final val_loss at N over the selection seeds"
+    (tmp_path / "suite.json").write_text(json.dumps({"max_iters": 1000, "lr_sweep": {
+        "lrs": [3e-4, 6e-4, 1.2e-3], "selection_seeds": [100, 101], "rule": rule, "chosen": {"sdpa": 1.2e-3, "ra-triton": 6e-4}}}))
+    finals = {3e-4: 4.3, 6e-4: 4.1, 1.2e-3: 4.0}
+    for attn, shift in (("sdpa", 0.0), ("ra-triton", -0.05)):
+        for lr, end in finals.items():
+            for seed in (100, 101):
+                target = end + shift + 0.01 * (seed - 100)
+                run = write_run(tmp_path, attn, seed, linear(5.0, (5.0 - target) / 1000), 1000, 10.0, "baseline",
+                                name=f"{attn}-lr{lr:g}-s{seed}")
+                labels = json.loads((run / "config.json").read_text())["labels"] | {"role": "lr-sweep", "lr_stage": "selection"}
+                _update_config(run, lr=lr, labels=labels)
+    assert comparison(tmp_path).verdict("3").stats.n == 6  # the 12 selection runs never join a pair
+    md = write_report(tmp_path)[0].read_text()
+    section = md.split("## Learning-rate sweep (selection runs)")[1].split("\n## ")[0]
+    assert f"rule (written in the plan before any run): {rule}" in section
+    assert "chosen: sdpa 0.0012; ra-triton 0.0006" in section
+    assert "| sdpa | 0.0012 | 100,101 | 4.0050 ± 0.0071 (sd) | yes |" in section
+    assert "| ra-triton | 0.0003 | 100,101 | 4.2550 ± 0.0071 (sd) |  |" in section
+    assert (tmp_path / "lr_sweep.png").is_file()
+    # a hand-edited plan with odd values is printed as written, never a traceback
+    (tmp_path / "suite.json").write_text(json.dumps({"lr_sweep": {"lrs": "3e-4", "chosen": {"sdpa": "high"}}}))
+    md = write_report(tmp_path)[0].read_text()
+    assert "rates not recorded" in md and "chosen: sdpa high" in md
