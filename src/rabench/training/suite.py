@@ -197,6 +197,10 @@ def resolve_plan(plan: SuitePlan) -> SuitePlan:
             raise RabenchError(f"suite plan: {dup_key} lists a value twice: {values}")
     for name in plan.attns:
         attention.resolve_options(name, plan.options.get(name))
+    folders = [attention.folder_name(a) for a in plan.attns]
+    if len(set(folders)) != len(folders):
+        raise RabenchError(f"suite plan: attentions {plan.attns} share a folder name ({', '.join(folders)}); "
+                           "give the plug-in classes distinct names")
     stray = set(plan.options) - set(plan.attns)
     if stray:
         raise RabenchError(f"suite plan: options given for {sorted(stray)}, which the suite does not run")
@@ -262,7 +266,9 @@ def drop_gpu_only(plan: SuitePlan, device_type: str, explicit_attns: bool, say=p
 
 # ---- runs ---------------------------------------------------------------------------------
 def run_name(attn: str, seed: int, role: str = "") -> str:
-    return f"{attn}-isotime-s{seed}" if role == "iso-time" else f"{attn}-s{seed}"
+    """Folder name; a plug-in reference (x/diff.py:DiffAttention) is named by its class (diff-attention)."""
+    name = attention.folder_name(attn)
+    return f"{name}-isotime-s{seed}" if role == "iso-time" else f"{name}-s{seed}"
 
 
 def gets_run(listed: list[str] | None, attn: str) -> bool:
