@@ -49,7 +49,8 @@ class CheckContext:
     device: torch.device
 
     def model(self, seed: int = SEED, attn: str | None = None) -> GPT:
-        return GPT(preset(PRESET), attn or self.ref, self.options, seed=seed).to(self.device)
+        options = self.options if attn is None else None  # the options belong to the attention under test
+        return GPT(preset(PRESET), attn or self.ref, options, seed=seed).to(self.device)
 
     def tokens(self, seed: int = 0, batch: int = BATCH) -> Tensor:
         g = torch.Generator().manual_seed(seed)
