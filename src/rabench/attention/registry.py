@@ -206,8 +206,11 @@ def _load_class(target: str, ref: str) -> type[nn.Module]:
     cls = getattr(module, cls_name, None)
     if cls is None:
         raise RabenchError(f"attention {ref!r}: {where} defines no {cls_name!r}")
-    if not (isinstance(cls, type) and issubclass(cls, nn.Module)):
-        raise RabenchError(f"attention {ref!r}: {cls_name} is not a torch.nn.Module class")
+    from rabench.attention.base import AttentionCore  # base imports this module: resolved late
+
+    if not (isinstance(cls, type) and issubclass(cls, AttentionCore)):
+        raise RabenchError(f"attention {ref!r}: {cls_name} is not a subclass of rabench.attention.AttentionCore "
+                           "(the contract: `rabench attentions --help`)")
     return cls
 
 
