@@ -17,8 +17,8 @@ def contract_text() -> str:
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.formatter_class = argparse.RawDescriptionHelpFormatter
-    p.description = ("Lists the built-in attentions and those installed packages declare in the "
-                     "`rabench.attentions` entry-point group. Any command that takes an attention also takes "
+    p.description = ("Lists the built-in attentions and those installed packages declare in the\n"
+                     "`rabench.attentions` entry-point group. Any command that takes an attention also takes\n"
                      "package.module:ClassName or path/to/file.py:ClassName; `rabench check REF` tests one.")
     p.epilog = "The contract an attention implements:\n\n" + contract_text()
     p.add_argument("refs", nargs="*", metavar="ATTN",
@@ -27,9 +27,16 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(a: argparse.Namespace) -> None:
     from rabench import attention
+    from rabench.errors import RabenchError
 
     for ref in a.refs or attention.names():
-        e = attention.entry(ref)
+        try:
+            e = attention.entry(ref)
+        except RabenchError as exc:
+            if a.refs:
+                raise
+            print(f"{ref:<14} [plug-in that does not load] {exc}")  # one broken package does not hide the rest
+            continue
         opts = ", ".join(f"{k}={v}" for k, v in e.defaults.items())
         gpu = " (needs a CUDA GPU)" if e.needs_gpu else ""
         kind = f"{e.family}, variant" if e.variant and not e.plugin else e.attn_role if e.plugin else e.family
