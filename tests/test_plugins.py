@@ -196,3 +196,38 @@ def test_the_reference_check_catches_a_core_that_departs_from_its_math(tmp_path:
     monkeypatch.setattr(cls, "reference", lambda self, q, k, v, x: cls.forward(self, q, k, v * 1.01, x))
     result = {r.name: r for r in run_checks(SIGMOID, None, torch.device("cpu"))}["float64 reference"]
     assert result.status == "FAIL" and "differs from the float64 reference" in result.detail
+
+
+def test_a_core_that_carries_position_drops_the_absolute_position_embedding(tmp_path: Path) -> None:
+    source = NAIVE.replace('default_options = {"boost": 1.0}', 'default_options = {"boost": 1.0}\n'
+                           '    uses_position_embedding = False')
+    ref = f"{write_plugin(tmp_path, source, 'nopos.py')}:NaiveAttention"
+    model = build_model("tiny", ref, None, seed=0)
+    assert not model.use_wpe and not model.wpe.weight.requires_grad
+    sdpa = shared_params(build_model("tiny", "sdpa", None, seed=0))
+    assert all(torch.equal(p, sdpa[n]) for n, p in shared_params(model).items())  # still drawn: paired
+    idx = torch.randint(0, 100, (1, 8))
+    before = model(idx)[0]
+    with torch.no_grad():
+        model.wpe.weight.add_(1.0)
+    assert torch.equal(before, model(idx)[0])
+
+
+def test_a_stored_calibration_of_other_code_is_refused(tmp_path: Path) -> None:
+    from rabench.fileio import json_form
+    from rabench.training.calibrate import card_name
+    from rabench.training.suite import SuitePlan, calibration_request, resolve_plan, stored_calibration
+
+    path = write_plugin(tmp_path, NAIVE)
+    ref = f"{path}:NaiveAttention"
+    plan = resolve_plan(SuitePlan(attns=["sdpa", ref], preset="tiny", max_iters=10))
+    req = calibration_request(plan, plan.attns, str(tmp_path))
+    configs = {a: {"ratio": 1.0, "attn_options": json_form(req.options[a]), "attn_code_hash": attention.entry(a).code_hash}
+               for a in plan.attns}
+    record = {"card": card_name(torch.device("cpu")), "settings": json_form(req.settings()), "configs": configs}
+    (tmp_path / "calibration.json").write_text(json.dumps(record))
+    stored, missing = stored_calibration(plan, tmp_path, str(tmp_path), torch.device("cpu"), False, say=lambda *_: None)
+    assert stored is not None and missing == []
+    path.write_text(path.read_text() + "\n# edited\n")
+    with pytest.raises(RabenchError, match=r"attn_code_hash\["):
+        stored_calibration(plan, tmp_path, str(tmp_path), torch.device("cpu"), False, say=lambda *_: None)

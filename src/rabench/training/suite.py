@@ -28,7 +28,7 @@ Files in the suite folder (read by the report):
   calibration.json  {"card", "host", "device", "compiled", "baseline": "sdpa", "steps_per_window",
                     "windows", "settings" (what a reuse must match), "measured_at",
                     "configs": {attn: {"ms_per_iter", "ms_ci95", "ratio", "ratio_ci95",
-                                       "windows_ms", "attn_options"}}}
+                                       "windows_ms", "attn_options", "attn_code_hash"}}}
   calibration.log   the calibration worker's output (when it ran beside the runs)
   <attn>-s<seed>/, <attn>-isotime-s<seed>/   run folders; config.json's labels say the role
                     (an iso-iteration run started before the calibration has no step_ratio label)
@@ -404,6 +404,9 @@ def stored_calibration(plan: SuitePlan, out: Path, data: str, device, recalibrat
         changed |= {f"attn_options[{a}]": (stored["configs"][a].get("attn_options"), options[a])
                     for a in plan.attns if a in stored.get("configs", {})
                     and stored["configs"][a].get("attn_options", options[a]) != options[a]}
+        changed |= {f"attn_code_hash[{a}]": (stored["configs"][a]["attn_code_hash"], attention.entry(a).code_hash)
+                    for a in plan.attns if "attn_code_hash" in stored.get("configs", {}).get(a, {})
+                    and stored["configs"][a]["attn_code_hash"] != attention.entry(a).code_hash}
         if changed:
             what = "; ".join(f"{k}: {old!r} -> {new!r}" for k, (old, new) in changed.items())
             raise RabenchError(f"{out / CALIBRATION_FILE} was measured with other settings ({what}); "
@@ -438,6 +441,7 @@ def merge_calibration(plan: SuitePlan, data: str, stored: dict[str, Any] | None,
     attns = list(fresh["configs"])
     for a in attns:
         fresh["configs"][a]["attn_options"] = options[a]
+        fresh["configs"][a]["attn_code_hash"] = attention.entry(a).code_hash  # a changed module is a changed step
     if stored is None:
         stored = fresh
     else:
