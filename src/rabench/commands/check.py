@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 
 HELP = "check that an attention (built-in or plug-in) is fit for a fair comparison"
 
@@ -32,6 +33,8 @@ def run(a: argparse.Namespace) -> int:
             raise RabenchError(f"--device {a.device!r} is not one of auto, cpu, cuda, cuda:N") from None
         if device.type == "cuda" and not torch.cuda.is_available():
             raise RabenchError("--device cuda asked for, but PyTorch sees no CUDA GPU")
+    if attention.entry(a.attn).needs_gpu and device.type != "cuda" and os.environ.get("TRITON_INTERPRET") != "1":
+        raise RabenchError(f"{a.attn} needs a CUDA GPU (or TRITON_INTERPRET=1 set before starting, slow)")
     options = attention.parse_option_strings(a.attn_opt)
     results = run_checks(a.attn, options, device)
     for result in results:

@@ -73,7 +73,7 @@ SUITE_FILE = "suite.json"
 CALIBRATION_FILE = "calibration.json"
 # TrainConfig fields the suite sets per run; a plan's [train] table may not set them.
 PER_RUN_FIELDS = {"attn", "attn_options", "data", "out", "seed", "max_iters", "time_budget_s", "until_plateau",
-                  "resume", "labels", "progress_bar"}
+                  "resume", "labels", "progress_bar", "attn_ref", "attn_code_hash"}
 
 
 @dataclass
