@@ -181,7 +181,8 @@ def test_default_design_end_to_end(data_dir: str, tmp_path: Path, capsys, monkey
         config = folder.config()
         assert config["max_iters"] == iters and folder.summary()["iters"] == iters
         assert config["labels"] == {"role": role, "step_ratio": 1.0 if role == "baseline" else s,
-                                    "baseline": "sdpa", "suite": "suite"}
+                                    "baseline": "sdpa", "suite": "suite",
+                                    "attn_role": "baseline" if role == "baseline" else "ra"}
     suite = json.loads((out / "suite.json").read_text())
     assert suite["design"] == "iso" and suite["max_iters"] == 20
     assert {r["name"] for r in suite["runs"]} == set(expected)

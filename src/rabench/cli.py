@@ -33,7 +33,7 @@ def main(argv: list[str] | None = None) -> int:
 
     args = build_parser().parse_args(argv)
     try:
-        COMMANDS[args.command].run(args)
+        status = COMMANDS[args.command].run(args)  # None, or an exit status (check: 1 when a check failed)
     except RunInterrupted as exc:
         print(f"rabench: {exc}", file=sys.stderr)
         return exc.exit_code
@@ -47,7 +47,7 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("rabench: interrupted", file=sys.stderr)
         return 130
-    return 0
+    return status or 0
 
 
 if __name__ == "__main__":

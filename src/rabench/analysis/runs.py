@@ -30,18 +30,27 @@ MAX_DEPTH = 3  # campaign / batch / run
 BASE_ROLE, ISO_ITER, ISO_TIME, TIME, PLATEAU = "baseline", "iso-iter", "iso-time", "time", "plateau"
 
 
+RA_ROLES = ("ra", "ra-variant")  # labels.attn_role values on RA's side of the comparison
+
+
+def registry_role(attn: str) -> str:
+    """The role of a config whose folder records none (written before labels.attn_role existed):
+    a built-in's registry role, else the `ra-` naming convention. Never imports a plug-in, so
+    the report does not depend on what its own process can import."""
+    if attn in attention.registry.builtin_names():
+        return attention.entry(attn).attn_role
+    return "ra" if attn.startswith(RA_PREFIX) else "candidate"
+
+
 def is_ra(attn: str) -> bool:
-    """Whether a config is on RA's side of the comparison, as its registry entry's family says
-    (ra-norec, RA without the reciprocal term, is a control). Run folders may name an attention
-    this version no longer registers; those fall back to the `ra-` naming convention."""
-    if attn in attention.names():
-        return attention.entry(attn).family == "ra"
-    return attn.startswith(RA_PREFIX)
+    """Whether a config with no recorded role is on RA's side (ra-norec, RA without the
+    reciprocal term, is a control)."""
+    return registry_role(attn) in RA_ROLES
 
 
 def is_variant(attn: str) -> bool:
-    """One of the plan's optimisation directions (question 5), as its registry entry says."""
-    return attn in attention.names() and attention.entry(attn).variant
+    """One of the plan's optimisation directions (question 5), for a config with no recorded role."""
+    return registry_role(attn) == "ra-variant"
 
 
 def finite(value: Any) -> bool:
@@ -103,6 +112,12 @@ class Run:
         if self.config.get("time_budget_s") and not self.config.get("max_iters"):
             return TIME
         return BASE_ROLE if self.attn == BASELINE else ISO_ITER
+
+    @property
+    def attn_role(self) -> str:
+        """baseline, ra, ra-variant, control or candidate, as the run folder records it (labels.attn_role)."""
+        role = self.labels.get("attn_role")
+        return str(role) if role else registry_role(self.attn)
 
     @property
     def step_ratio(self) -> float | None:
@@ -430,8 +445,13 @@ class ConfigGroup:
         return sorted({r.seed for r in self.runs})
 
     @property
+    def attn_role(self) -> str:
+        """The role its run folders record (the first run's; one config has one role)."""
+        return self.runs[0].attn_role if self.runs else registry_role(self.attn)
+
+    @property
     def is_ra(self) -> bool:
-        return is_ra(self.attn)
+        return self.attn_role in RA_ROLES
 
     @property
     def judged(self) -> list[Run]:

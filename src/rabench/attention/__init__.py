@@ -1,6 +1,8 @@
-"""Attention variants, all behind one registry (`rabench.attention.registry`).
+"""Attention variants, all behind one resolver (`rabench.attention.registry`).
 
-Importing this package registers every variant; each lives in its own module.
+Importing this package registers every built-in variant; each lives in its own module.
+Plug-ins (an entry point, `pkg.mod:Class` or `path/file.py:Class`) resolve through the same
+`entry()`; `rabench.attention.base` documents the contract they implement.
 """
 
 from rabench.attention import (  # noqa: F401  (importing a module registers its variant)
@@ -22,6 +24,9 @@ from rabench.attention import (  # noqa: F401  (importing a module registers its
     std_gated,
 )
 from rabench.attention.base import AttentionCore
-from rabench.attention.registry import AttentionSpec, build, entry, names, parse_option_strings, resolve_options
+from rabench.attention.common import causal_mask, init_linear, masked_softmax_apply, score_scale, upcast
+from rabench.attention.registry import (AttentionSpec, build, entry, folder_name, names, parse_option_strings,
+                                        resolve_options)
 
-__all__ = ["AttentionCore", "AttentionSpec", "build", "entry", "names", "parse_option_strings", "resolve_options"]
+__all__ = ["AttentionCore", "AttentionSpec", "build", "causal_mask", "entry", "folder_name", "init_linear",
+           "masked_softmax_apply", "names", "parse_option_strings", "resolve_options", "score_scale", "upcast"]

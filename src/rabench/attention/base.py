@@ -1,17 +1,50 @@
-"""The interface every attention module implements.
+"""The contract every attention core implements, built-in or plug-in.
 
-An attention core maps per-head q, k, v of shape (B, H, T, D) to outputs of the same
-shape, causally. It receives the block input x (B, T, C) too, for variants whose gates
-read the hidden states. It owns whatever parameters it learns (gates, scorers).
+What a core receives: q, k, v of shape (B, H, T, D) (the layer's c_attn output split into
+heads, in the training dtype) and x (B, T, C), the block's normalised input, for variants
+whose gates read the hidden states. `spec` (an AttentionSpec) says where it sits: n_head,
+head_dim, n_embd, layer_idx, n_layer and its resolved options.
 
-Paired starts: the model draws every parameter the attentions share (embeddings, MLPs,
-projections) from the run's seed, and each core's own parameters from a separate
-generator derived from (seed, layer) through `reset_parameters(generator)`. So whatever a
-core learns never shifts the shared stream, and two attentions with the same seed start
-from the same shared weights.
+What it returns: a (B, H, T, D) tensor, causal: the output at position t may depend on
+tokens 0..t only (`rabench check` tests this). The model projects it with c_proj.
+
+Its own parameters, and paired starts: the model builds core i inside an RNG context seeded
+from (seed, i), so parameters drawn in `__init__` the usual way (`nn.Parameter(torch.randn(...))`,
+nn.Linear's default init) are a function of the run's seed alone, and the global RNG is left
+as it was. A core may also override `reset_parameters(generator)` to redraw them from the
+(seed, layer) generator explicitly (the built-ins do). Everything outside the cores
+(embeddings, c_attn, c_proj, MLPs, LayerNorms) is drawn from the seed's shared stream and
+equals sdpa's for the same seed, whatever the core owns.
+
+What a plug-in declares (class attributes; built-ins declare the same through `@register`):
+  summary          one line for `rabench attentions` (default: the docstring's first line)
+  default_options  {name: default}: the options `--attn-opt k=v` may set; each value is
+                   coerced to its default's type (bool, int, float, tuple of ints, str)
+  role             "candidate" (default: judged against sdpa on every criterion), "ra" or
+                   "ra-variant" (on RA's side of the plan's questions) or "control"
+  needs_gpu        True when it only runs on a CUDA GPU
+  uses_position_embedding
+                   False for a variant that carries position itself (ALiBi, a forget gate):
+                   the model then adds no absolute position embedding (the table still
+                   exists and is drawn, so paired starts hold; it gets no gradient)
+Optional:
+  reference(q, k, v, x)  the core's math written plainly; `rabench check` runs it in float64
+                   on the same parameters and compares the forward and every gradient
+  reference_tolerance    the largest error accepted against it, relative to the reference's
+                   largest magnitude (default 1e-4: the core runs in float32)
+A norm on q and k (QK-norm) needs no hook: the core receives q and k and may normalise them
+itself, with its own parameters. Hooks that change the rest of the block (LayerScale on the
+residual branch, a different MLP) are not supported: the comparison holds everything outside
+the core fixed.
+
+Helpers the built-ins use, part of the contract: `causal_mask`, `masked_softmax_apply`,
+`upcast` (half precision to float32, float64 untouched, for float64 checks), `score_scale`,
+`init_linear` (nn.Linear's init from a given generator), all in `rabench.attention`.
 """
 
 from __future__ import annotations
+
+from typing import Any, ClassVar
 
 import torch
 from torch import Tensor, nn
@@ -20,6 +53,13 @@ from rabench.attention.registry import AttentionSpec
 
 
 class AttentionCore(nn.Module):
+    summary: ClassVar[str] = ""
+    default_options: ClassVar[dict[str, Any]] = {}
+    role: ClassVar[str] = "candidate"
+    needs_gpu: ClassVar[bool] = False
+    uses_position_embedding: ClassVar[bool] = True
+    reference_tolerance: ClassVar[float] = 1e-4
+
     def __init__(self, spec: AttentionSpec) -> None:
         super().__init__()
         self.spec = spec
@@ -31,9 +71,10 @@ class AttentionCore(nn.Module):
     def reset_parameters(self, generator: torch.Generator | None = None) -> None:
         """(Re)draw this core's own parameters from `generator` (None: the global generator).
 
-        The default initialises RA's gates (`self.gates`, when there are any); a variant
-        with more parameters overrides this, calls super(), then draws its own, always from
-        `generator` and in a fixed order.
+        The default initialises RA's gates (`self.gates`, when there are any) and leaves any
+        other parameter as `__init__` drew it (already a function of (seed, layer)); a variant
+        that wants explicit draws overrides this, calls super(), then draws its own, always
+        from `generator` and in a fixed order.
         """
         gates = getattr(self, "gates", None)
         if gates is not None:

@@ -4,9 +4,9 @@ The CLI (`rabench.cli`) only assembles them; the work itself lives in training, 
 bench and data, which never import from here.
 """
 
-from rabench.commands import attentions, bench, demo, prepare, report, suite, train
+from rabench.commands import attentions, bench, check, demo, prepare, report, suite, train
 
 COMMANDS = {"prepare": prepare, "train": train, "suite": suite, "report": report, "bench": bench, "demo": demo,
-            "attentions": attentions}
+            "attentions": attentions, "check": check}
 
 __all__ = ["COMMANDS"]

@@ -22,7 +22,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("plan", nargs="?", help="plan TOML (default plan: sdpa, open, ra-open, ra-triton, std-gated, ra-norec; "
                    "gpt2-124m; design iso)")
     p.add_argument("--out", required=True, help="suite folder (a re-run resumes it; changed settings are refused)")
-    p.add_argument("--attn", help="comma-separated attention names (overrides the plan; iso needs sdpa among them)")
+    p.add_argument("--attn", help="comma-separated attention names or module:Class / file.py:Class references "
+                   "(overrides the plan; iso needs sdpa among them)")
     p.add_argument("--seeds", help="comma-separated seeds, e.g. 0,1,2 (default: the plan's, 0)")
     p.add_argument("--data", help="prepared data folder (default: the bundled Austen corpus, prepared into the suite)")
     p.add_argument("--design", choices=["iso", "time"],

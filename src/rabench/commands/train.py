@@ -10,7 +10,8 @@ HELP = "train one config for a time or iteration budget"
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--attn", required=True, help="attention name (see `rabench attentions`)")
+    p.add_argument("--attn", required=True, help="attention: a name (see `rabench attentions`), package.module:ClassName "
+                                                 "or path/to/file.py:ClassName")
     p.add_argument("--attn-opt", action="append", metavar="KEY=VALUE", help="attention option, repeatable (default: none)")
     p.add_argument("--data", required=True, help="folder made by `rabench prepare`")
     p.add_argument("--out", required=True, help="run folder")

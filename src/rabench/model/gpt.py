@@ -37,6 +37,19 @@ def init_generator(seed: int, *stream: int) -> torch.Generator:
     return torch.Generator().manual_seed(int(state))
 
 
+def build_core(attn: str, spec: AttentionSpec, seed: int) -> nn.Module:
+    """Core `spec.layer_idx`, built inside an RNG context seeded from (seed, layer).
+
+    So parameters a core draws in __init__ from the global RNG (nn.Parameter(torch.randn(...)),
+    nn.Linear's default init) are a function of the seed alone, whoever wrote the core; the
+    global RNG state is restored afterwards. reset_parameters(generator) may redraw them.
+    """
+    core_seed = init_generator(seed, CORE_STREAM, spec.layer_idx).initial_seed()
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(core_seed)
+        return attention.build(attn, spec)
+
+
 class CausalSelfAttention(nn.Module):
     def __init__(self, cfg: ModelConfig, core: nn.Module) -> None:
         super().__init__()
@@ -82,10 +95,10 @@ class GPT(nn.Module):
         self.cfg = cfg
         self.attn_name = attn
         self.seed = seed
-        cores = [
-            attention.build(attn, AttentionSpec(cfg.n_head, cfg.head_dim, cfg.n_embd, i, cfg.n_layer, dict(attn_options or {})))
-            for i in range(cfg.n_layer)
-        ]
+        cores = [build_core(attn, AttentionSpec(cfg.n_head, cfg.head_dim, cfg.n_embd, i, cfg.n_layer,
+                                                dict(attn_options or {})), seed) for i in range(cfg.n_layer)]
+        # a core that carries position itself (ALiBi, a forget gate) asks for no absolute position embedding
+        self.use_wpe = all(getattr(core, "uses_position_embedding", True) for core in cores)
         self.wte = nn.Embedding(cfg.vocab_size, cfg.n_embd)
         self.wpe = nn.Embedding(cfg.block_size, cfg.n_embd)
         self.blocks = nn.ModuleList(Block(cfg, core) for core in cores)
@@ -93,6 +106,7 @@ class GPT(nn.Module):
         self.lm_head = nn.Linear(cfg.n_embd, cfg.vocab_size, bias=False)
         self.lm_head.weight = self.wte.weight  # tied embeddings
         self.reset_parameters(seed)
+        self.wpe.weight.requires_grad_(self.use_wpe)  # drawn either way (paired starts); unused: frozen, so DDP ignores it
 
     def reset_parameters(self, seed: int) -> None:
         """Paired starts: shared weights from seed's shared stream, core i from stream (seed, i)."""
@@ -128,7 +142,7 @@ class GPT(nn.Module):
     def forward(self, idx: Tensor, targets: Tensor | None = None) -> tuple[Tensor, Tensor | None]:
         t = idx.shape[1]
         pos = torch.arange(t, device=idx.device)
-        x = self.wte(idx) + self.wpe(pos)
+        x = self.wte(idx) + self.wpe(pos) if self.use_wpe else self.wte(idx)
         for block in self.blocks:
             x = block(x)
         logits = self.lm_head(self.ln_f(x))

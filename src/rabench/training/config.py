@@ -72,6 +72,10 @@ class TrainConfig:
     progress_bar: bool = True
     labels: dict[str, Any] = field(default_factory=dict)  # set by whoever launches the run; never compared
     verify_data: bool = False  # check meta.json's SHA-256 of every data file before training
+    # the attention's identity, filled in by resolved(): the reference as given (== attn; a plug-in's
+    # module:Class or file.py:Class) and the sha256 of its module's source (a changed file changes the curve)
+    attn_ref: str | None = None
+    attn_code_hash: str | None = None
 
     def __post_init__(self) -> None:
         self.validate()
@@ -121,10 +125,13 @@ class TrainConfig:
         self.check_budget()
         block = preset(self.preset).block_size
         batch, seq = DEFAULT_BATCH[self.preset]
+        core = attention.entry(self.attn)
         out = replace(self, batch_size=self.batch_size or batch, seq_len=self.seq_len or seq,
                       lr=self.lr if self.lr is not None else PRESET_LR[self.preset],
                       eval_tokens=self.eval_tokens or default_eval_tokens(self.preset),
-                      attn_options=dict(attention.resolve_options(self.attn, self.attn_options)))
+                      attn_options=dict(attention.resolve_options(self.attn, self.attn_options)),
+                      attn_ref=self.attn, attn_code_hash=core.code_hash,
+                      labels={"attn_role": core.attn_role} | self.labels)
         if out.seq_len > block:
             raise RabenchError(f"seq_len {out.seq_len} exceeds preset {self.preset}'s context of {block}")
         return out

@@ -38,7 +38,7 @@ Files in the suite folder (read by the report):
   calibration.json  {"card", "host", "machine_id", "source_hash", "device", "compiled", "baseline": "sdpa",
                     "steps_per_window", "windows", "settings" (what a reuse must match), "measured_at",
                     "configs": {attn: {"ms_per_iter", "ms_ci95", "ratio", "ratio_ci95",
-                                       "windows_ms", "attn_options"}}}
+                                       "windows_ms", "attn_options", "attn_code_hash"}}}
   calibration.log   the calibration worker's output (when it ran beside the runs)
   <attn>-s<seed>/, <attn>-isotime-s<seed>/, <attn>-ladder<r>-s<seed>/   run folders; config.json's
                     labels say the role (a ladder run's labels.ladder_ratio is its r)
@@ -85,7 +85,7 @@ SUITE_FILE = "suite.json"
 CALIBRATION_FILE = "calibration.json"
 # TrainConfig fields the suite sets per run; a plan's [train] table may not set them.
 PER_RUN_FIELDS = {"attn", "attn_options", "data", "out", "seed", "max_iters", "time_budget_s", "until_plateau",
-                  "resume", "labels", "progress_bar"}
+                  "resume", "labels", "progress_bar", "attn_ref", "attn_code_hash"}
 
 
 @dataclass
@@ -243,6 +243,10 @@ def resolve_plan(plan: SuitePlan) -> SuitePlan:
             raise RabenchError(f"suite plan: {dup_key} lists a value twice: {values}")
     for name in plan.attns:
         check_plan_options(name, plan.options.get(name) or {})
+    folders = [attention.folder_name(a) for a in plan.attns]
+    if len(set(folders)) != len(folders):
+        raise RabenchError(f"suite plan: attentions {plan.attns} share a folder name ({', '.join(folders)}); "
+                           "give the plug-in classes distinct names")
     stray = set(plan.options) - set(plan.attns)
     if stray:
         raise RabenchError(f"suite plan: options given for {sorted(stray)}, which the suite does not run")
@@ -368,11 +372,13 @@ def drop_gpu_only(plan: SuitePlan, device_type: str, explicit_attns: bool, say=p
 
 # ---- runs ---------------------------------------------------------------------------------
 def run_name(attn: str, seed: int, role: str = "", ladder_ratio: float | None = None, lr: float | None = None) -> str:
+    """Folder name; a plug-in reference (x/diff.py:DiffAttention) is named by its class (diff-attention)."""
+    name = attention.folder_name(attn)
     if role == "ladder":
-        return f"{attn}-ladder{ladder_ratio:g}-s{seed}"
+        return f"{name}-ladder{ladder_ratio:g}-s{seed}"
     if role == "lr-sweep":
-        return f"{attn}-lr{lr:g}-s{seed}"
-    return f"{attn}-isotime-s{seed}" if role == "iso-time" else f"{attn}-s{seed}"
+        return f"{name}-lr{lr:g}-s{seed}"
+    return f"{name}-isotime-s{seed}" if role == "iso-time" else f"{name}-s{seed}"
 
 
 def gets_run(listed: list[str] | None, attn: str) -> bool:
@@ -537,6 +543,9 @@ def stored_calibration(plan: SuitePlan, out: Path, data: str, device, recalibrat
         changed |= {f"attn_options[{a}]": (stored["configs"][a].get("attn_options"), options[a])
                     for a in plan.attns if a in stored.get("configs", {})
                     and stored["configs"][a].get("attn_options", options[a]) != options[a]}
+        changed |= {f"attn_code_hash[{a}]": (stored["configs"][a]["attn_code_hash"], attention.entry(a).code_hash)
+                    for a in plan.attns if "attn_code_hash" in stored.get("configs", {}).get(a, {})
+                    and stored["configs"][a]["attn_code_hash"] != attention.entry(a).code_hash}
         if changed:
             what = "; ".join(f"{k}: {old!r} -> {new!r}" for k, (old, new) in changed.items())
             raise RabenchError(f"{out / CALIBRATION_FILE} was measured with other settings ({what}); "
@@ -590,6 +599,7 @@ def merge_calibration(plan: SuitePlan, data: str, stored: dict[str, Any] | None,
     attns = list(fresh["configs"])
     for a in attns:
         fresh["configs"][a]["attn_options"] = options[a]
+        fresh["configs"][a]["attn_code_hash"] = attention.entry(a).code_hash  # a changed module is a changed step
     if stored is None:
         stored = fresh
     else:

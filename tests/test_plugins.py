@@ -1,0 +1,233 @@
+"""Plug-in attentions: one resolver for names, entry points, module:Class and file.py:Class;
+paired starts for naive cores; the identity a run folder records; `rabench check`; the examples."""
+
+from __future__ import annotations
+
+import json
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+import torch
+
+from rabench import attention
+from rabench.analysis.runs import Run
+from rabench.attention import registry
+from rabench.cli import main
+from rabench.errors import RabenchError
+from rabench.model import build_model
+from rabench.training.config import TrainConfig, curve_changing_differences
+from rabench.training.suite import run_name
+
+ROOT = Path(__file__).resolve().parent.parent
+DIFF = f"{ROOT}/examples/differential/diff_attention.py:DiffAttention"
+SIGMOID = f"{ROOT}/examples/sigmoid/sigmoid_attention.py:SigmoidAttention"
+
+NAIVE = '''
+import torch
+from torch import nn
+import torch.nn.functional as F
+
+from rabench.attention import AttentionCore
+
+
+class NaiveAttention(AttentionCore):
+    """SDPA on queries scaled by a per-head parameter drawn the way any PyTorch user would"""
+
+    default_options = {"boost": 1.0}
+
+    def __init__(self, spec):
+        super().__init__(spec)
+        self.gain = nn.Parameter(torch.randn(spec.n_head, 1, 1) * spec.options["boost"])
+
+    def forward(self, q, k, v, x):
+        return F.scaled_dot_product_attention(q * self.gain, k, v, is_causal=True)
+'''
+
+PEEKING = '''
+from rabench.attention import AttentionCore
+
+
+class PeekingAttention(AttentionCore):
+    """Every position sees the mean of all values, future ones included"""
+
+    def forward(self, q, k, v, x):
+        return v + v.mean(dim=-2, keepdim=True)
+'''
+
+
+def write_plugin(folder: Path, source: str, name: str = "plugin.py") -> Path:
+    path = folder / name
+    path.write_text(textwrap.dedent(source))
+    return path
+
+
+def core_params(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    return {n: p.detach() for n, p in model.named_parameters() if ".core." in n}
+
+
+def shared_params(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    return {n: p.detach() for n, p in model.named_parameters() if ".core." not in n}
+
+
+def test_a_naive_plugin_gets_paired_starts(tmp_path: Path) -> None:
+    """nn.Parameter(torch.randn(...)) in __init__: a function of the seed, never of the global RNG."""
+    ref = f"{write_plugin(tmp_path, NAIVE)}:NaiveAttention"
+    torch.manual_seed(1)
+    a = build_model("tiny", ref, None, seed=4)
+    torch.manual_seed(2)
+    torch.rand(5)
+    b = build_model("tiny", ref, None, seed=4)
+    for (name, p), q in zip(a.state_dict().items(), b.state_dict().values()):
+        assert torch.equal(p, q), name
+    cores = core_params(a)
+    assert len(cores) == 2 and not torch.equal(*cores.values())  # layers draw from their own streams
+    other = core_params(build_model("tiny", ref, None, seed=5))
+    assert all(not torch.equal(p, other[n]) for n, p in cores.items())
+    sdpa = shared_params(build_model("tiny", "sdpa", None, seed=4))
+    assert all(torch.equal(p, sdpa[n]) for n, p in shared_params(a).items())
+
+
+def test_building_a_core_leaves_the_global_rng_as_it_was(tmp_path: Path) -> None:
+    from rabench.model.gpt import build_core
+
+    ref = f"{write_plugin(tmp_path, NAIVE)}:NaiveAttention"
+    torch.manual_seed(3)
+    before = torch.random.get_rng_state()
+    build_core(ref, attention.AttentionSpec(2, 32, 64, 0, 2), seed=0)
+    assert torch.equal(before, torch.random.get_rng_state())
+
+
+def test_module_and_entry_point_references_resolve_to_the_same_class(tmp_path: Path, monkeypatch) -> None:
+    write_plugin(tmp_path, NAIVE, "naive_plugin_mod.py")
+    dist = tmp_path / "naive_plugin-1.0.dist-info"
+    dist.mkdir()
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: naive-plugin\nVersion: 1.0\n")
+    (dist / "entry_points.txt").write_text("[rabench.attentions]\nnaive = naive_plugin_mod:NaiveAttention\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    assert "naive" in attention.names() and "naive" not in registry.builtin_names()
+    by_module, by_entry_point = attention.entry("naive_plugin_mod:NaiveAttention"), attention.entry("naive")
+    assert by_module.cls is by_entry_point.cls and by_entry_point.plugin
+    assert by_entry_point.attn_role == "candidate" and by_entry_point.defaults == {"boost": 1.0}
+    assert attention.resolve_options("naive", {"boost": "0.5"}) == {"boost": 0.5}
+    assert run_name("naive", 0) == "naive-s0"
+
+
+def test_builtins_declare_what_plugins_declare() -> None:
+    e = attention.entry("ra-norec")
+    assert (e.attn_role, e.cls.role, e.cls.default_options) == ("control", "control", {"backend": "auto"})
+    assert attention.entry("sdpa").attn_role == "baseline" and attention.entry("ra-triton").attn_role == "ra"
+    assert attention.entry("ra-local").attn_role == "ra-variant" and attention.entry("ra-triton").cls.needs_gpu
+
+
+@pytest.mark.parametrize("ref, message", [
+    ("no-such-attention", "unknown attention"),
+    ("missing/file.py:Foo", "no file missing/file.py"),
+    ("no_such_module_xyz:Foo", "no module named 'no_such_module_xyz'"),
+    ("{plugin}:Missing", "defines no 'Missing'"),
+    ("{plugin}:torch", "is not a subclass of rabench.attention.AttentionCore"),
+    ("{broken}:Foo", "ZeroDivisionError"),
+])
+def test_bad_references_fail_in_one_line(ref: str, message: str, tmp_path: Path, capsys) -> None:
+    ref = ref.format(plugin=write_plugin(tmp_path, NAIVE), broken=write_plugin(tmp_path, "1 / 0\n", "broken.py"))
+    with pytest.raises(RabenchError, match=message.replace("(", r"\(")):
+        attention.entry(ref)
+    assert main(["attentions", ref]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "Traceback" not in err and err.startswith("rabench: error: ") and len(err.splitlines()) == 1
+
+
+def test_folder_names_come_from_the_reference_alone() -> None:
+    assert attention.folder_name("sdpa") == "sdpa"
+    assert attention.folder_name("x/y/diff_attention.py:DiffAttention") == "diff-attention"
+    assert attention.folder_name("pkg.mod:QKNormSigmoid") == "qk-norm-sigmoid"
+    assert run_name("x/diff.py:DiffAttention", 2, "iso-time") == "diff-attention-isotime-s2"
+
+
+def test_config_records_the_attention_identity_and_a_changed_file_changes_the_curve(tmp_path: Path) -> None:
+    path = write_plugin(tmp_path, NAIVE)
+    ref = f"{path}:NaiveAttention"
+    cfg = TrainConfig(attn=ref, data=str(tmp_path), out=str(tmp_path / "run"), preset="tiny", max_iters=5,
+                      labels={"role": "iso-iter"})
+    stored = json.loads(json.dumps(cfg.resolved().to_dict()))
+    assert stored["attn_ref"] == ref and len(stored["attn_code_hash"]) == 12
+    assert stored["labels"] == {"attn_role": "candidate", "role": "iso-iter"}
+    stored["device"] = "cpu"
+    assert curve_changing_differences(stored, cfg) == []
+    path.write_text(path.read_text().replace("* spec.options", "* 0.5 * spec.options"))
+    diffs = curve_changing_differences(stored, cfg)
+    assert len(diffs) == 1 and diffs[0].startswith("attn_code_hash:")
+    del stored["attn_code_hash"]  # a folder written before the hash was recorded is not refused for lacking it
+    assert curve_changing_differences(stored, cfg) == []
+
+
+def test_the_report_reads_roles_from_the_run_folder() -> None:
+    def run(attn: str, labels: dict) -> Run:
+        return Run(Path(f"/x/{attn}-s0"), {"attn": attn, "labels": labels}, [], None, "finished")
+
+    assert run("ra-looks-like-ra", {"attn_role": "candidate"}).attn_role == "candidate"
+    assert run("ra-retired", {}).attn_role == "ra"  # older folders: the naming convention
+    assert run("ra-norec", {}).attn_role == "control"  # older folders: the registry's role
+    assert run("x/d.py:Diff", {}).attn_role == "candidate"  # never imported by the report
+
+
+def test_check_passes_a_conforming_plugin_and_fails_a_peeking_one(tmp_path: Path, capsys) -> None:
+    assert main(["check", f"{write_plugin(tmp_path, NAIVE)}:NaiveAttention", "--device", "cpu"]) == 0
+    out = capsys.readouterr().out
+    assert "PASS  paired starts" in out and "SKIP  CUDA graph" in out and "FAIL" not in out
+    assert main(["check", f"{write_plugin(tmp_path, PEEKING, 'peek.py')}:PeekingAttention", "--device", "cpu"]) == 1
+    lines = capsys.readouterr().out.splitlines()
+    assert any(line.startswith("FAIL  causality") and "moved by" in line for line in lines)
+    assert lines[-1].endswith("1 check(s) failed (causality)")
+
+
+@pytest.mark.parametrize("ref", [DIFF, SIGMOID])
+def test_examples_pass_check_with_their_float64_reference(ref: str, capsys) -> None:
+    assert main(["check", ref, "--device", "cpu"]) == 0
+    out = capsys.readouterr().out
+    assert "PASS  float64 reference" in out and "PASS  torch.compile" in out
+
+
+def test_the_reference_check_catches_a_core_that_departs_from_its_math(tmp_path: Path, monkeypatch) -> None:
+    from rabench.attention.conformance import run_checks
+
+    cls = attention.entry(SIGMOID).cls
+    monkeypatch.setattr(cls, "reference", lambda self, q, k, v, x: cls.forward(self, q, k, v * 1.01, x))
+    result = {r.name: r for r in run_checks(SIGMOID, None, torch.device("cpu"))}["float64 reference"]
+    assert result.status == "FAIL" and "differs from the float64 reference" in result.detail
+
+
+def test_a_core_that_carries_position_drops_the_absolute_position_embedding(tmp_path: Path) -> None:
+    source = NAIVE.replace('default_options = {"boost": 1.0}', 'default_options = {"boost": 1.0}\n'
+                           '    uses_position_embedding = False')
+    ref = f"{write_plugin(tmp_path, source, 'nopos.py')}:NaiveAttention"
+    model = build_model("tiny", ref, None, seed=0)
+    assert not model.use_wpe and not model.wpe.weight.requires_grad
+    sdpa = shared_params(build_model("tiny", "sdpa", None, seed=0))
+    assert all(torch.equal(p, sdpa[n]) for n, p in shared_params(model).items())  # still drawn: paired
+    idx = torch.randint(0, 100, (1, 8))
+    before = model(idx)[0]
+    with torch.no_grad():
+        model.wpe.weight.add_(1.0)
+    assert torch.equal(before, model(idx)[0])
+
+
+def test_a_stored_calibration_of_other_code_is_refused(tmp_path: Path) -> None:
+    from rabench.fileio import json_form
+    from rabench.training.calibrate import card_name
+    from rabench.training.suite import SuitePlan, calibration_request, resolve_plan, stored_calibration
+
+    path = write_plugin(tmp_path, NAIVE)
+    ref = f"{path}:NaiveAttention"
+    plan = resolve_plan(SuitePlan(attns=["sdpa", ref], preset="tiny", max_iters=10))
+    req = calibration_request(plan, plan.attns, str(tmp_path))
+    configs = {a: {"ratio": 1.0, "attn_options": json_form(req.options[a]), "attn_code_hash": attention.entry(a).code_hash}
+               for a in plan.attns}
+    record = {"card": card_name(torch.device("cpu")), "settings": json_form(req.settings()), "configs": configs}
+    (tmp_path / "calibration.json").write_text(json.dumps(record))
+    stored, missing = stored_calibration(plan, tmp_path, str(tmp_path), torch.device("cpu"), False, say=lambda *_: None)
+    assert stored is not None and missing == []
+    path.write_text(path.read_text() + "\n# edited\n")
+    with pytest.raises(RabenchError, match=r"attn_code_hash\["):
+        stored_calibration(plan, tmp_path, str(tmp_path), torch.device("cpu"), False, say=lambda *_: None)
