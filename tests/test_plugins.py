@@ -224,7 +224,11 @@ def test_a_stored_calibration_of_other_code_is_refused(tmp_path: Path) -> None:
     req = calibration_request(plan, plan.attns, str(tmp_path))
     configs = {a: {"ratio": 1.0, "attn_options": json_form(req.options[a]), "attn_code_hash": attention.entry(a).code_hash}
                for a in plan.attns}
-    record = {"card": card_name(torch.device("cpu")), "settings": json_form(req.settings()), "configs": configs}
+    from rabench import source_hash
+    from rabench.machine import machine_id
+
+    record = {"card": card_name(torch.device("cpu")), "machine_id": machine_id(), "source_hash": source_hash(),
+              "settings": json_form(req.settings()), "configs": configs}
     (tmp_path / "calibration.json").write_text(json.dumps(record))
     stored, missing = stored_calibration(plan, tmp_path, str(tmp_path), torch.device("cpu"), False, say=lambda *_: None)
     assert stored is not None and missing == []

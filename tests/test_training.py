@@ -42,7 +42,7 @@ def test_iteration_budget_writes_config_metrics_summary(data_dir: str, tmp_path:
     cfg = folder.config()
     assert cfg["attn"] == "ra-open" and cfg["n_layer"] == 2 and cfg["tokens_per_iter"] == 4 * 32
     assert cfg["labels"] == {"role": "baseline", "attn_role": "ra"} and cfg["device"] == "cpu" and cfg["gpu_name"] is None
-    assert cfg["attn_ref"] == "ra-open" and len(cfg["attn_code_hash"]) == 12
+    assert cfg["attn_ref"] == "ra-open" and cfg["attn_code_hash"] is None  # built-ins: the package's source_hash
     assert cfg["gpu_uuid"] is None
     assert cfg["host"] and cfg["lr"] == 3e-3 and cfg["eval_tokens"] == 32_768  # preset defaults resolved
     assert "excludes evaluation" in cfg["time_axis"]

@@ -130,7 +130,7 @@ class TrainConfig:
                       lr=self.lr if self.lr is not None else PRESET_LR[self.preset],
                       eval_tokens=self.eval_tokens or default_eval_tokens(self.preset),
                       attn_options=dict(attention.resolve_options(self.attn, self.attn_options)),
-                      attn_ref=self.attn, attn_code_hash=core.code_hash,
+                      attn_ref=self.attn, attn_code_hash=core.code_hash if core.plugin else None,
                       labels={"attn_role": core.attn_role} | self.labels)
         if out.seq_len > block:
             raise RabenchError(f"seq_len {out.seq_len} exceeds preset {self.preset}'s context of {block}")

@@ -599,7 +599,8 @@ def merge_calibration(plan: SuitePlan, data: str, stored: dict[str, Any] | None,
     attns = list(fresh["configs"])
     for a in attns:
         fresh["configs"][a]["attn_options"] = options[a]
-        fresh["configs"][a]["attn_code_hash"] = attention.entry(a).code_hash  # a changed module is a changed step
+        if attention.entry(a).plugin:  # a changed plug-in file is a changed step (built-ins: source_hash)
+            fresh["configs"][a]["attn_code_hash"] = attention.entry(a).code_hash
     if stored is None:
         stored = fresh
     else:
