@@ -91,8 +91,24 @@ def test_two_trainers_never_share_a_folder(tmp_path: Path) -> None:
     b.release()
 
 
-def test_start_over_removes_every_run_file(tmp_path: Path) -> None:
-    for name in ("config.json", "metrics.jsonl", "summary.json", "ckpt.pt", "ckpt.pt.tmp"):
-        (tmp_path / name).write_text("{}")
-    RunFolder(tmp_path).start_over()
-    assert sorted(os.listdir(tmp_path)) == []
+@pytest.mark.parametrize("files,config,match", [
+    (("ckpt.pt",), None, "holds ckpt.pt but no config.json"),
+    (("metrics.jsonl", "summary.json"), None, "holds metrics.jsonl, summary.json but no config.json"),
+    (("ckpt.pt",), "{torn", "config.json cannot be read"),
+    (("ckpt.pt",), '{"attn": "sdpa"}', "has no run_id"),
+])
+def test_run_files_that_config_json_cannot_vouch_for_are_refused(tmp_path: Path, files, config, match) -> None:
+    for name in files:
+        (tmp_path / name).write_bytes(b"work")
+    if config is not None:
+        (tmp_path / "config.json").write_text(config)
+    with pytest.raises(RabenchError, match=match):
+        RunFolder(tmp_path).check_identity()
+    assert all((tmp_path / name).read_bytes() == b"work" for name in files)
+
+
+def test_an_identified_or_empty_folder_passes(tmp_path: Path) -> None:
+    RunFolder(tmp_path / "absent").check_identity()
+    (tmp_path / "config.json").write_text('{"run_id": "a"}')
+    (tmp_path / "ckpt.pt").write_bytes(b"w")
+    RunFolder(tmp_path).check_identity()

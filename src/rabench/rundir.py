@@ -12,11 +12,14 @@ A folder moves through states that are read from its files, never from a separat
     failed        summary.json says "failed"
 
 What the trainer does with each (rabench.training.trainer.Trainer.open_folder):
-  absent                              start the run
+  absent                              start the run (refused when run files lie there without a readable
+                                      config.json: nothing identifies them, see check_identity)
   created / started / failed, no ckpt start it over from iteration 0, saying so in one line, with or
                                       without --resume: nothing in it is worth keeping, so the same
                                       command works again after a failure at start-up, and a suite's
-                                      resume of a run killed before its first checkpoint just works
+                                      resume of a run killed before its first checkpoint just works.
+                                      Nothing is deleted up front: each old file is replaced, atomically,
+                                      when the new attempt writes its own
   checkpointed (or failed with ckpt)  --resume continues it (refused, naming the fields, when a setting
                                       that changes the curve differs); without --resume: refused
   finished                            --resume with the same settings returns its summary untouched;
@@ -46,10 +49,12 @@ FINISHED, FAILED, INTERRUPTED = "finished", "failed", "interrupted"
 
 
 def read_json(path: Path) -> dict[str, Any] | None:
+    """A JSON object file's contents; None when it is absent, unreadable or not an object."""
     try:
-        return json.loads(path.read_text())
-    except (FileNotFoundError, NotADirectoryError, IsADirectoryError, json.JSONDecodeError, UnicodeDecodeError):
+        value = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError, UnicodeDecodeError):
         return None
+    return value if isinstance(value, dict) else None
 
 
 def read_jsonl(path: Path) -> list[dict[str, Any]]:
@@ -66,6 +71,23 @@ def read_jsonl(path: Path) -> list[dict[str, Any]]:
         except json.JSONDecodeError:
             break
     return records
+
+
+def in_chain(exc: BaseException, kind: type[BaseException]) -> BaseException | None:
+    """The first exception of `kind` among exc and its causes and contexts."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        if isinstance(current, kind):
+            return current
+        seen.add(id(current))
+        current = current.__cause__ or current.__context__
+    return None
+
+
+def first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0][:200] if text else type(exc).__name__
 
 
 class RunFolder:
@@ -139,11 +161,28 @@ class RunFolder:
             self._lock_file.close()
             self._lock_file = None
 
-    def start_over(self) -> None:
-        """Remove what an earlier attempt left (it never reached a checkpoint, or the user said so)."""
-        for name in (CONFIG_NAME, METRICS_NAME, SUMMARY_NAME, CHECKPOINT_NAME, CHECKPOINT_NAME + ".tmp"):
-            with contextlib.suppress(FileNotFoundError):
-                (self.path / name).unlink()
+    def check_identity(self) -> None:
+        """Refuse a folder whose run files config.json cannot vouch for: it is missing, unreadable or
+        has no run_id, or a run file is not a plain file. Resuming there would guess, and starting
+        over would replace files that may be someone's work; nothing is changed."""
+        for name in (CONFIG_NAME, METRICS_NAME, SUMMARY_NAME, CHECKPOINT_NAME):
+            path = self.path / name
+            if path.exists() and not path.is_file():
+                raise RabenchError(f"{path} is not a file; move it away or choose another --out (nothing was changed)")
+        present = [n for n in (CHECKPOINT_NAME, METRICS_NAME, SUMMARY_NAME) if (self.path / n).exists()]
+        if not (self.path / CONFIG_NAME).exists():
+            if present:
+                raise RabenchError(f"{self.path} holds {', '.join(present)} but no {CONFIG_NAME}, so nothing says "
+                                   f"which run they belong to; restore {CONFIG_NAME} or choose another --out "
+                                   "(nothing was changed)")
+            return
+        config = self.config()
+        if config is None:
+            raise RabenchError(f"{self.path / CONFIG_NAME} cannot be read (not a JSON object); restore it or choose "
+                               "another --out (nothing was changed)")
+        if not config.get("run_id") and present:
+            raise RabenchError(f"{self.path / CONFIG_NAME} has no run_id, so nothing ties {', '.join(present)} to "
+                               "it; choose another --out (nothing was changed)")
 
     def write_config(self, config: dict[str, Any]) -> None:
         write_json_atomic(self.path / CONFIG_NAME, config, "config", default=str)
@@ -184,8 +223,10 @@ class RunFolder:
 
     # ---- checkpoints -----------------------------------------------------------------
     def save_checkpoint(self, state: dict[str, Any], run_id: str, during_write: Callable[[], None] | None = None) -> None:
-        """Atomic: ckpt.pt.tmp, fsync, rename. A stale .tmp from a killed save is removed first;
-        a failed write (full disk) removes its .tmp and keeps the last good ckpt.pt."""
+        """Atomic: ckpt.pt.tmp, fsync, rename. A stale .tmp from a killed save is removed first.
+        A save that fails (a full disk, a file-size limit) or is cut short (a second Ctrl-C: it
+        raises KeyboardInterrupt) removes its .tmp and keeps the last good ckpt.pt. torch.save
+        wraps what the file's write raised in a RuntimeError, so the cause is read from its chain."""
         import torch
 
         path = self.path / CHECKPOINT_NAME
@@ -200,11 +241,18 @@ class RunFolder:
                     during_write()
                 os.fsync(f.fileno())
             os.replace(tmp, path)
-        except OSError as exc:
+        except BaseException as exc:
             with contextlib.suppress(OSError):
                 tmp.unlink()
+            if in_chain(exc, KeyboardInterrupt) is not None:
+                raise KeyboardInterrupt from None
             keeps = "; the last good checkpoint is kept" if path.exists() else ""
-            raise disk_error("checkpoint", path, exc, keeps) from None
+            cause = in_chain(exc, OSError)
+            if cause is not None:
+                raise disk_error("checkpoint", path, cause, keeps) from None
+            if isinstance(exc, RuntimeError):
+                raise RabenchError(f"cannot write checkpoint {path}: {first_line(exc)}{keeps}") from None
+            raise
 
     def load_checkpoint(self, run_id: str, map_location: Any = "cpu") -> dict[str, Any] | None:
         """The checkpoint, or None when there is none; one written by another run is refused."""

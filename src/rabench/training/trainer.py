@@ -56,14 +56,13 @@ SIGNAL_NAMES = {signal.SIGINT: "SIGINT", signal.SIGTERM: "SIGTERM"}
 
 def fault(point: str, it: int) -> None:
     """Test hook for the fault tests: RABENCH_FAULT="eval@10" (or "ckpt@6", "step@7", with ":TERM" / ":INT" for a
-    catchable signal instead of SIGKILL) makes this process signal itself at that moment. Unset: nothing happens."""
-    spec = os.environ.get("RABENCH_FAULT")
-    if not spec:
-        return
-    where, _, sig = spec.partition(":")
-    name, _, at = where.partition("@")
-    if name == point and at.isdigit() and int(at) == it:
-        os.kill(os.getpid(), {"TERM": signal.SIGTERM, "INT": signal.SIGINT}.get(sig, signal.SIGKILL))
+    catchable signal instead of SIGKILL; several comma-separated, e.g. "step@2:INT,ckpt@2:INT" for a second
+    Ctrl-C inside the save the first one asked for) makes this process signal itself at that moment."""
+    for spec in filter(None, os.environ.get("RABENCH_FAULT", "").split(",")):
+        where, _, sig = spec.partition(":")
+        name, _, at = where.partition("@")
+        if name == point and at.isdigit() and int(at) == it:
+            os.kill(os.getpid(), {"TERM": signal.SIGTERM, "INT": signal.SIGINT}.get(sig, signal.SIGKILL))
 
 
 class _EvalInterrupted(BaseException):
@@ -173,6 +172,7 @@ class Trainer:
         """('fresh' | 'resume' | 'finished', run_id); refuses what cannot be continued honestly."""
         c, folder = self.cfg, self.folder
         folder.lock()
+        folder.check_identity()
         state, old = folder.state(), folder.config() or {}
         where = c.out
         if state == "finished" or (state != "absent" and folder.has_checkpoint()):
@@ -186,9 +186,8 @@ class Trainer:
                                    f"({'; '.join(diffs)}); resume with the stored settings (see {where}/config.json), "
                                    f"or start over with another --out (or delete {where})")
             return ("finished" if state == "finished" else "resume"), str(old.get("run_id"))
-        if state != "absent":
+        if state != "absent":  # its files are replaced as the new attempt writes its own (never deleted up front)
             print(f"rabench: {where} stopped before its first checkpoint ({state}); starting it over", file=sys.stderr)
-        folder.start_over()
         return "fresh", uuid.uuid4().hex
 
     def write_config(self) -> None:

@@ -1,0 +1,106 @@
+"""Hostile and mistaken inputs, table-driven: each is refused in ONE line and changes nothing on disk.
+
+Every case names a class of input a user (or a damaged folder) can hand rabench, the command
+line, and a piece of the single `rabench: error:` line it must give (exit 2, no traceback).
+Before and after, the whole scratch tree (prepared data, run folders, plan files) is
+fingerprinted: a refused command must leave every byte where it was. Grow the table when a new
+kind of bad input turns up. Commands run in-process (rabench.cli.main) to stay fast.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from rabench.cli import main
+
+TRAIN = ["train", "--attn", "sdpa", "--preset", "tiny", "--batch-size", "4", "--seq-len", "32", "--eval-batches", "1",
+         "--warmup-iters", "1", "--no-progress", "--device", "cpu", "--data", "{data}"]
+LOCK = ".lock"  # the empty lock file a trainer opens before it may look at a folder: not data
+
+
+@dataclass(frozen=True)
+class Case:
+    """One hostile input: `argv` with {data} (a prepared folder), {run} (a run folder) and {tmp}
+    (the scratch root) filled in; `setup` prepares the scratch tree; `error` is part of the line."""
+
+    name: str
+    argv: list[str]
+    error: str
+    setup: Callable[[Path], None] | None = None
+    code: int = 2
+
+
+def run_files(*names: str, config: str | None = None) -> Callable[[Path], None]:
+    """A run folder {tmp}/run holding `names` (stand-in bytes) and, if given, a config.json of that text."""
+    def make(root: Path) -> None:
+        run = root / "run"
+        run.mkdir()
+        for name in names:
+            (run / name).write_bytes(b"not yours to delete")
+        if config is not None:
+            (run / "config.json").write_text(config)
+    return make
+
+
+def empty_source(root: Path) -> None:
+    (root / "empty.txt").write_text("")
+
+
+def ckpt_directory(root: Path) -> None:
+    run_files(config='{"run_id": "abc"}')(root)
+    (root / "run" / "ckpt.pt").mkdir()
+
+
+CASES = [
+    # ---- data loss: a failing overwrite, an unidentifiable run folder ----------------------------
+    Case("prepare-overwrite-with-empty-source", ["prepare", "{tmp}/empty.txt", "--out", "{data}", "--overwrite",
+                                                 "--workers", "1"], "is empty", setup=empty_source),
+    Case("resume-ckpt-without-config", [*TRAIN, "--out", "{run}", "--iters", "2", "--resume"],
+         "holds ckpt.pt but no config.json", setup=run_files("ckpt.pt")),
+    Case("fresh-ckpt-without-config", [*TRAIN, "--out", "{run}", "--iters", "2"],
+         "holds ckpt.pt, metrics.jsonl but no config.json", setup=run_files("ckpt.pt", "metrics.jsonl")),
+    Case("resume-garbage-config", [*TRAIN, "--out", "{run}", "--iters", "2", "--resume"],
+         "config.json cannot be read", setup=run_files("ckpt.pt", config="{not json")),
+    Case("resume-config-not-an-object", [*TRAIN, "--out", "{run}", "--iters", "2", "--resume"],
+         "config.json cannot be read", setup=run_files("ckpt.pt", config="[1, 2]")),
+    Case("ckpt-is-a-directory", [*TRAIN, "--out", "{run}", "--iters", "2", "--resume"],
+         "ckpt.pt is not a file", setup=ckpt_directory),
+]
+
+
+def fingerprint(root: Path) -> dict[str, str]:
+    """Every path under root -> 'dir' or its content's SHA-256 (the lock file aside)."""
+    return {str(p.relative_to(root)): "dir" if p.is_dir() else hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(root.rglob("*")) if p.name != LOCK}
+
+
+@pytest.fixture(scope="module")
+def prepared(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from rabench.data import prepare
+
+    out = tmp_path_factory.mktemp("hostile") / "data"
+    prepare(["austen"], out, max_tokens=20_000, workers=1, progress=False)
+    return out
+
+
+@pytest.mark.parametrize("case", CASES, ids=lambda c: c.name)
+def test_refused_in_one_line_and_nothing_changes(case: Case, prepared: Path, tmp_path: Path,
+                                                 capsys: pytest.CaptureFixture) -> None:
+    data = tmp_path / "data"
+    shutil.copytree(prepared, data)
+    if case.setup is not None:
+        case.setup(tmp_path)
+    before = fingerprint(tmp_path)
+    argv = [a.format(data=data, run=tmp_path / "run", tmp=tmp_path) for a in case.argv]
+    assert main(argv) == case.code
+    err = capsys.readouterr().err.strip()
+    said = [line for line in err.splitlines() if line.startswith("rabench:")]  # progress bars aside
+    assert "Traceback" not in err
+    assert len(said) == 1 and said[0].startswith("rabench: error: ") and case.error in said[0], err
+    assert fingerprint(tmp_path) == before
