@@ -43,24 +43,58 @@ def test_torn_last_line_is_dropped_and_resume_truncates_past_the_checkpoint(tmp_
     assert [r["iter"] for r in f.metrics()] == [0, 5, 6]
 
 
-def test_stale_tmp_is_removed_and_a_full_disk_keeps_the_last_good_checkpoint(tmp_path: Path,
+def _fails_like_torch_save(error: BaseException):
+    """torch.save into a file whose write raised `error`: what it does is raise a RuntimeError
+    from inline_container.cc, the write's exception left as its context."""
+    def save(obj, fh, *a, **k):
+        fh.write(b"partial")
+        try:
+            raise error
+        except BaseException:  # noqa: B904 - torch keeps the write's exception as the implicit context
+            raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 704 vs 598")
+    return save
+
+
+@pytest.mark.parametrize("wrapped", [False, True], ids=["oserror", "runtimeerror-from-torch"])
+def test_stale_tmp_is_removed_and_a_full_disk_keeps_the_last_good_checkpoint(tmp_path: Path, wrapped: bool,
                                                                              monkeypatch: pytest.MonkeyPatch) -> None:
     f = RunFolder(tmp_path)
     (tmp_path / (CHECKPOINT_NAME + ".tmp")).write_bytes(b"x" * 1000)  # left by a kill during a save
     f.save_checkpoint({"w": torch.ones(3)}, "run1")
     assert not (tmp_path / (CHECKPOINT_NAME + ".tmp")).exists()
-    real_save = torch.save
+    full = OSError(errno.ENOSPC, "No space left on device")
 
     def disk_full(obj, fh, *a, **k):
         fh.write(b"partial")
-        raise OSError(errno.ENOSPC, "No space left on device")
+        raise full
 
-    monkeypatch.setattr(torch, "save", disk_full)
+    monkeypatch.setattr(torch, "save", _fails_like_torch_save(full) if wrapped else disk_full)
     with pytest.raises(RabenchError, match="No space left on device.*disk is full.*last good checkpoint is kept"):
         f.save_checkpoint({"w": torch.zeros(3)}, "run1")
-    monkeypatch.setattr(torch, "save", real_save)
+    monkeypatch.undo()
     assert not (tmp_path / (CHECKPOINT_NAME + ".tmp")).exists()  # the retry will not trip over it
     assert torch.equal(f.load_checkpoint("run1")["w"], torch.ones(3))
+
+
+def test_a_save_cut_short_by_ctrl_c_raises_keyboardinterrupt_and_keeps_the_last_checkpoint(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    f = RunFolder(tmp_path)
+    f.save_checkpoint({"w": torch.ones(3)}, "run1")
+    monkeypatch.setattr(torch, "save", _fails_like_torch_save(KeyboardInterrupt()))
+    with pytest.raises(KeyboardInterrupt):
+        f.save_checkpoint({"w": torch.zeros(3)}, "run1")
+    monkeypatch.undo()
+    assert not (tmp_path / (CHECKPOINT_NAME + ".tmp")).exists()
+    assert torch.equal(f.load_checkpoint("run1")["w"], torch.ones(3))
+
+
+def test_an_unexplained_save_failure_is_one_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    def broken(obj, fh, *a, **k):
+        raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 1 vs 2\nmore\nlines")
+
+    monkeypatch.setattr(torch, "save", broken)
+    with pytest.raises(RabenchError, match=r"cannot write checkpoint .*unexpected pos 1 vs 2$"):
+        RunFolder(tmp_path).save_checkpoint({"w": torch.ones(1)}, "run1")
 
 
 def test_checkpoint_from_another_run_is_refused(tmp_path: Path) -> None:
