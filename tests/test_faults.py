@@ -19,7 +19,8 @@ import pytest
 from rabench.rundir import CHECKPOINT_NAME, RunFolder
 
 pytestmark = pytest.mark.slow
-TIMING = {"train_time_s", "wall_time_s", "ms_per_iter", "tokens_per_s", "peak_mem_gb"}
+TIMING = {"train_time_s", "wall_time_s", "ms_per_iter", "tokens_per_s", "peak_mem_gb",
+          "run_id"}  # and the run's identity: two runs differ in it
 ARGS = ["train", "--attn", "sdpa", "--preset", "tiny", "--batch-size", "4", "--seq-len", "32", "--eval-every", "4",
         "--log-every", "2", "--eval-batches", "2", "--warmup-iters", "2", "--iters", "10", "--ckpt-every", "2it",
         "--no-progress", "--device", "cpu"]
@@ -125,3 +126,35 @@ def test_a_full_disk_at_a_checkpoint_is_one_line_and_keeps_the_last_one(setup, t
     resumed = rabench([*args, "--resume"])
     assert resumed.returncode == 0, resumed.stderr
     assert untimed(run) == untimed(full)
+
+
+def test_a_second_trainer_on_the_folder_is_refused_and_the_first_finishes(setup, tmp_path: Path, capsys) -> None:
+    """The second `rabench train` on one --out is refused in one line, before it does any work, and
+    the first goes on to finish its run, every record and the checkpoint its own."""
+    import time
+
+    from rabench.cli import main
+
+    data, _ = setup
+    run = tmp_path / "run"
+    args = [*ARGS, "--iters", "40", "--data", str(data), "--out", str(run)]  # the last --iters counts
+    env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "RABENCH_FAULT")}
+    env |= {"OMP_NUM_THREADS": "1", "PYTHONPATH": str(Path(__file__).resolve().parents[1] / "src")}
+    first = subprocess.Popen([sys.executable, "-m", "rabench", *args], env=env, stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 90
+        while not (run / "metrics.jsonl").exists() and first.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert first.poll() is None, "the first run ended before the second could try"
+        assert main(args) == 2
+        err = capsys.readouterr().err.strip()
+        assert err.splitlines() == [f"rabench: error: another process is training in {run}; wait for it or choose "
+                                    "another --out"]
+        out, err = first.communicate(timeout=120)
+    finally:
+        first.kill()
+    assert first.returncode == 0, err
+    folder = RunFolder(run)
+    assert folder.state() == "finished" and folder.summary()["iters"] == 40
+    assert [r["iter"] for r in folder.metrics()][-1] == 40 and folder.metrics_with_skips()[1] == 0

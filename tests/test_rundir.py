@@ -146,3 +146,26 @@ def test_an_identified_or_empty_folder_passes(tmp_path: Path) -> None:
     (tmp_path / "config.json").write_text('{"run_id": "a"}')
     (tmp_path / "ckpt.pt").write_bytes(b"w")
     RunFolder(tmp_path).check_identity()
+
+
+def test_metrics_skip_unreadable_lines_and_other_runs_records_and_say_how_many(tmp_path: Path) -> None:
+    from rabench.analysis.runs import Run
+
+    f = RunFolder(tmp_path)
+    f.write_config({"attn": "sdpa", "run_id": "mine"})
+    (tmp_path / "metrics.jsonl").write_bytes(
+        b'{"iter": 0, "val_loss": 10.8}\n'  # written before records carried a run_id: kept
+        b'\xff\xfe garbage \x00\n'  # not UTF-8
+        b'{"iter": 2, "val_loss": 9.0, "run_id": "mine"}\n'
+        b'{"iter": 2, "val_loss": 1.0, "run_id": "someone-else"}\n'  # a file copied in, a merged resume
+        b'[1, 2]\n{"iter": 3, \n'  # not an object; not JSON
+        b'{"iter": 4, "val_loss": 8.5, "run_id": "mine"}\n'
+        b'{"iter": 5, "val_')  # torn by a kill: expected, not counted
+    records, skipped = f.metrics_with_skips()
+    assert [(r["iter"], r["val_loss"]) for r in records] == [(0, 10.8), (2, 9.0), (4, 8.5)]
+    assert skipped == 4
+    assert Run.read(tmp_path, "").skipped_records == 4
+    f.open_metrics(keep_through_iter=2)  # a resume: no UnicodeDecodeError, only this run's records stay
+    f.append_metrics({"iter": 3, "run_id": "mine"})
+    f.close_metrics()
+    assert [r["iter"] for r in f.metrics()] == [0, 2, 3] and f.metrics_with_skips()[1] == 0

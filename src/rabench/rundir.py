@@ -57,20 +57,28 @@ def read_json(path: Path) -> dict[str, Any] | None:
     return value if isinstance(value, dict) else None
 
 
-def read_jsonl(path: Path) -> list[dict[str, Any]]:
-    """Records of a JSON-lines file; a torn last line (a kill mid-write) is dropped, with everything after it."""
-    if not path.is_file():
-        return []
-    records = []
-    for line in path.read_text().splitlines():
-        line = line.strip()
-        if not line:
+def read_records(path: Path) -> tuple[list[dict[str, Any]], int]:
+    """The JSON-object lines of a file, and how many complete lines were skipped (not UTF-8, not
+    JSON, not an object). A torn last line (no newline: a kill mid-write) is dropped uncounted."""
+    try:
+        data = path.read_bytes()
+    except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
+        return [], 0
+    lines = data.split(b"\n")[:-1]  # the part after the last newline is torn (or empty)
+    records: list[dict[str, Any]] = []
+    skipped = 0
+    for raw in lines:
+        if not raw.strip():
             continue
         try:
-            records.append(json.loads(line))
-        except json.JSONDecodeError:
-            break
-    return records
+            value = json.loads(raw.decode("utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError):
+            value = None
+        if isinstance(value, dict):
+            records.append(value)
+        else:
+            skipped += 1
+    return records, skipped
 
 
 def in_chain(exc: BaseException, kind: type[BaseException]) -> BaseException | None:
@@ -103,7 +111,15 @@ class RunFolder:
         return read_json(self.path / CONFIG_NAME)
 
     def metrics(self) -> list[dict[str, Any]]:
-        return read_jsonl(self.path / METRICS_NAME)
+        return self.metrics_with_skips()[0]
+
+    def metrics_with_skips(self) -> tuple[list[dict[str, Any]], int]:
+        """This run's records, and how many lines were skipped: unreadable ones and records of another
+        run (a run_id other than config.json's; records without one predate run ids and are kept)."""
+        records, skipped = read_records(self.path / METRICS_NAME)
+        run_id = (self.config() or {}).get("run_id")
+        mine = [r for r in records if r.get("run_id", run_id) == run_id]
+        return mine, skipped + len(records) - len(mine)
 
     def last_record(self) -> dict[str, Any]:
         """The latest metrics record ({} before the first): where a run has got to."""
@@ -142,7 +158,9 @@ class RunFolder:
             raise RabenchError(f"run folder {self.path} is not writable; choose another --out")
 
     def lock(self) -> None:
-        """Hold an exclusive lock for the life of this process, so two trainers never share a folder."""
+        """Hold an exclusive lock until release(), so two trainers never share a folder (held: no-op)."""
+        if self._lock_file is not None:
+            return
         self.ensure_dir()
         try:
             self._lock_file = open(self.path / LOCK_NAME, "a")  # noqa: SIM115 - held until release()
@@ -189,12 +207,13 @@ class RunFolder:
 
     # ---- metrics ---------------------------------------------------------------------
     def open_metrics(self, keep_through_iter: int | None) -> None:
-        """Start appending; on resume, first drop records past the checkpoint (they are redone)."""
+        """Start appending; on resume, first drop records past the checkpoint (they are redone), and
+        unreadable lines and other runs' records with them."""
         path = self.path / METRICS_NAME
         kept = [] if keep_through_iter is None else [r for r in self.metrics() if r.get("iter", 0) <= keep_through_iter]
         write_atomic(path, "".join(json.dumps(r) + "\n" for r in kept).encode(), "metrics")
         try:
-            self._metrics_file = open(path, "a")  # noqa: SIM115 - closed by close_metrics()
+            self._metrics_file = open(path, "a", encoding="utf-8")  # noqa: SIM115 - closed by close_metrics()
         except OSError as exc:
             raise disk_error("metrics", path, exc) from None
 

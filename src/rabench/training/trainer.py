@@ -133,6 +133,17 @@ class Trainer:
         if self.dist.enabled and self.device.type == "cuda":
             self.device = torch.device("cuda", self.dist.local_rank)
         self.folder = RunFolder(c.out)
+        # before any work: a second trainer on this folder is refused at once, the first one started wins
+        dd.on_main(self.folder.lock, self.dist)
+        try:
+            self.set_up()
+        except BaseException:
+            self.folder.release()
+            raise
+
+    def set_up(self) -> None:
+        """Data, model, optimizer and schedule, then what the run folder holds (open_folder)."""
+        c = self.cfg
         self.train_split = TokenSplit(c.data, "train")
         self.val_split = TokenSplit(c.data, "val")
         check_split_fits(self.train_split, c.batch_size, c.seq_len)
@@ -336,6 +347,7 @@ class Trainer:
             "ms_per_iter": round(ms, 3) if ms else None,
             "tokens_per_s": round(self.tokens_per_iter / (ms / 1000)) if ms else None,
             "peak_mem_gb": round(peak_memory_gb(self.device), 3),
+            "run_id": self.run_id,  # readers skip records of another run (a file copied in, a merged resume)
         }
         if result is not None:
             rec["val_loss"] = result.loss
