@@ -40,18 +40,23 @@ def test_version(capsys: pytest.CaptureFixture) -> None:
 
 
 @pytest.mark.parametrize("flags,match", [
-    (["--iters", "5", "--lr", "-1"], "lr must be a positive finite number"),
+    (["--iters", "5", "--lr", "-1"], "--lr must be a positive finite number"),
     (["--iters", "5", "--lr", "nan"], "lr must be a positive finite number"),
     (["--time", "nan"], "must be a positive, finite"),
     (["--time", "inf"], "must be a positive, finite"),
     (["--time", "0"], "must be a positive, finite"),
     (["--iters", "0"], "--iters must be at least 1"),
-    (["--iters", "5", "--batch-size", "0"], "batch_size must be an integer of at least 1"),
+    (["--iters", "5", "--batch-size", "0"], "--batch-size must be an integer of at least 1"),
     (["--iters", "5", "--device", "tpu"], "device 'tpu'"),
-    (["--iters", "5", "--ckpt-every", "0it"], "ckpt_every '0it'"),
-    (["--iters", "5", "--warmup-frac", "1"], "warmup_frac must lie in"),
-    (["--iters", "5", "--preset", "huge"], "preset 'huge' is unknown"),
+    (["--iters", "5", "--ckpt-every", "0it"], "--ckpt-every '0it'"),
+    (["--iters", "5", "--warmup-frac", "1"], "--warmup-frac must lie in"),
+    (["--iters", "5", "--preset", "huge"], "--preset 'huge' is unknown"),
     ([], "give a budget"),
+    (["--iters", "5", "--lr", "-1e-3"], "--lr must be a positive finite number, got -0.001"),  # not "expected one argument"
+    (["--time", "-5m"], "--time: cannot read duration '-5m'"),
+    (["--iters", "-3"], "--iters must be at least 1"),
+    (["--iters", "5", "--seed", str(2**63)], "--seed must be at most 2**63 - 1"),
+    (["--iters", "5", "--seq-len", "4096", "--preset", "tiny"], "--seq-len 4096 exceeds preset tiny's context"),
 ])
 def test_train_rejects_bad_settings_in_one_line(capsys, data_dir: Path, tmp_path: Path, flags: list[str], match: str):
     one_line_error(capsys, ["train", *SMALL, "--data", str(data_dir), "--out", str(tmp_path / "r"), *flags], match)
