@@ -10,6 +10,7 @@ kind of bad input turns up. Commands run in-process (rabench.cli.main) to stay f
 from __future__ import annotations
 
 import hashlib
+import json
 import re
 import shutil
 from collections.abc import Callable
@@ -54,6 +55,12 @@ def empty_source(root: Path) -> None:
     (root / "empty.txt").write_text("")
 
 
+def edit_meta(root: Path, **fields: object) -> None:
+    """The scratch copy of the prepared data with meta.json's top-level `fields` replaced."""
+    path = root / "data" / "meta.json"
+    path.write_text(json.dumps(json.loads(path.read_text()) | fields))
+
+
 def ckpt_directory(root: Path) -> None:
     run_files(config='{"run_id": "abc"}')(root)
     (root / "run" / "ckpt.pt").mkdir()
@@ -82,6 +89,19 @@ CASES = [
     Case("train-negative-duration", [*TRAIN, "--out", "{run}", "--time", "-5m"], "--time: cannot read duration"),
     Case("train-field-named-as-flag", [*TRAIN, "--out", "{run}", "--iters", "2", "--warmup-frac", "2"],
          "--warmup-frac must lie in"),
+    Case("train-grad-accum-beyond-memory", [*TRAIN, "--out", "{run}", "--iters", "2", "--grad-accum", "1000000000"],
+         "--grad-accum 1000000000: one step would hold"),
+    # ---- prepared data and prepare's own flags ----------------------------------------------------
+    Case("meta-splits-of-the-wrong-type", [*TRAIN, "--out", "{run}", "--iters", "2"],
+         "meta.json is malformed (splits is int", setup=lambda root: edit_meta(root, splits=5)),
+    Case("meta-shard-entry-of-the-wrong-type", [*TRAIN, "--out", "{run}", "--iters", "2"],
+         "meta.json is malformed (splits.train.shards holds", setup=lambda root: edit_meta(root, splits={
+             "train": {"shards": ["train_000000.bin"]}, "val": {"shards": []}})),
+    Case("meta-file-outside-the-folder", [*TRAIN, "--out", "{run}", "--iters", "2"],
+         "names a file outside the folder", setup=lambda root: edit_meta(root, splits={
+             "train": {"shards": [{"file": "../../etc/passwd", "tokens": 1, "sha256": "x"}]}})),
+    Case("prepare-workers-beyond-the-cores", ["prepare", "austen", "--out", "{tmp}/new", "--workers", "100000"],
+         "workers must be at most"),
     Case("ckpt-is-a-directory", [*TRAIN, "--out", "{run}", "--iters", "2", "--resume"],
          "ckpt.pt is not a file", setup=ckpt_directory),
 ]
@@ -106,7 +126,7 @@ def prepared(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_refused_in_one_line_and_nothing_changes(case: Case, prepared: Path, tmp_path: Path,
                                                  capsys: pytest.CaptureFixture) -> None:
     data = tmp_path / "data"
-    shutil.copytree(prepared, data)
+    shutil.copytree(prepared, data)  # set-ups may damage the copy
     if case.setup is not None:
         case.setup(tmp_path)
     before = fingerprint(tmp_path)

@@ -105,6 +105,7 @@ class RunFolder:
         self.path = Path(path)
         self._metrics_file = None
         self._lock_file = None
+        self._made_dir = False  # lock() created the folder (release(tidy=True) may remove it)
 
     # ---- reading (the pinned API) ----------------------------------------------------
     def config(self) -> dict[str, Any] | None:
@@ -161,6 +162,7 @@ class RunFolder:
         """Hold an exclusive lock until release(), so two trainers never share a folder (held: no-op)."""
         if self._lock_file is not None:
             return
+        self._made_dir = not self.path.exists()
         self.ensure_dir()
         try:
             self._lock_file = open(self.path / LOCK_NAME, "a")  # noqa: SIM115 - held until release()
@@ -173,11 +175,18 @@ class RunFolder:
             self._lock_file = None
             raise RabenchError(f"another process is training in {self.path}; wait for it or choose another --out") from None
 
-    def release(self) -> None:
+    def release(self, tidy: bool = False) -> None:
+        """Close the metrics file and drop the lock. tidy: a trainer that stopped before writing
+        anything removes the folder lock() created, if it holds nothing but the lock file."""
         self.close_metrics()
-        if self._lock_file is not None:
-            self._lock_file.close()
-            self._lock_file = None
+        if self._lock_file is None:
+            return
+        if tidy and self._made_dir and [p.name for p in self.path.iterdir()] == [LOCK_NAME]:
+            with contextlib.suppress(OSError):
+                (self.path / LOCK_NAME).unlink()
+                self.path.rmdir()
+        self._lock_file.close()
+        self._lock_file = None
 
     def check_identity(self) -> None:
         """Refuse a folder whose run files config.json cannot vouch for: it is missing, unreadable or

@@ -40,10 +40,9 @@ def run(a: argparse.Namespace) -> None:
     try:
         cfg = TrainConfig(attn=a.attn, data=a.data, out=a.out, preset=preset, resume=a.resume,
                           until_plateau=a.until_plateau, attn_options=options, **kw)
-        cfg.resolved()  # the preset-dependent checks too, while the flags are at hand
-    except SettingError as exc:
+        summary = train(cfg)
+    except SettingError as exc:  # said with the flag the user typed
         raise in_flag_terms(exc) from None
-    summary = train(cfg)
     if summary:
         ms = summary["ms_per_iter"]
         final = summary["final_val_loss"]

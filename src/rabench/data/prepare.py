@@ -183,6 +183,9 @@ def _check_arguments(
         raise RabenchError(f"val_fraction must lie strictly between 0 and 1, got {val_fraction}")
     if workers < 1:
         raise RabenchError(f"workers must be at least 1, got {workers}")
+    if workers > available_cores():  # more tokenizer processes than cores only slows the machine down
+        raise RabenchError(f"workers must be at most {available_cores()}, the cores this process may use; "
+                           f"got {workers}")
     if not 1 <= shard_tokens < 2**31:
         raise RabenchError(f"shard_tokens must lie in [1, 2**31), got {shard_tokens}")
 

@@ -37,6 +37,7 @@ from torch.nn.parallel import DistributedDataParallel
 
 import rabench
 from rabench.data import TokenSplit, check_split_fits, check_token_range, train_batch, verify_checksums
+from rabench.data.loader import check_step_fits_memory
 from rabench.errors import RabenchError, RunInterrupted
 from rabench.model import build_model
 from rabench.rundir import FAILED, FINISHED, INTERRUPTED, RunFolder
@@ -138,7 +139,7 @@ class Trainer:
         try:
             self.set_up()
         except BaseException:
-            self.folder.release()
+            self.folder.release(tidy=True)  # a refused run leaves no folder behind
             raise
 
     def set_up(self) -> None:
@@ -148,6 +149,7 @@ class Trainer:
         self.val_split = TokenSplit(c.data, "val")
         check_split_fits(self.train_split, c.batch_size, c.seq_len)
         check_split_fits(self.val_split, c.batch_size, c.seq_len)
+        check_step_fits_memory(c.batch_size, c.seq_len, c.grad_accum, self.dist.world_size)
         self.model = build_model(c.preset, c.attn, c.attn_options, c.seed).to(self.device)
         if c.verify_data:
             verify_checksums(c.data)  # meta.json's SHA-256 of every file: a full read, so only when asked
