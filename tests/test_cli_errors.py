@@ -168,3 +168,27 @@ def test_an_os_error_anywhere_is_one_line(capsys, tmp_path: Path, monkeypatch: p
 
     monkeypatch.setattr(attentions, "run", disk_full)
     one_line_error(capsys, ["attentions"], "No space left on device")
+
+
+def test_bench_flags_show_their_defaults() -> None:
+    bench = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction)).choices["bench"]
+    lacking = [a.option_strings[0] for a in bench._actions if a.option_strings and a.dest != "help"
+               and "default" not in (a.help or "")]
+    assert lacking == []
+
+
+def test_a_bench_whose_every_row_fails_exits_2_and_a_cpu_says_it_is_cpu_sized(capsys, tmp_path: Path,
+                                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    import rabench.bench as bench
+
+    def unsupported(*args, **kwargs):
+        raise RuntimeError("no kernel image is available for execution on the device")
+
+    monkeypatch.setattr(bench, "attention_row", unsupported)
+    monkeypatch.setattr(bench, "step_row", unsupported)
+    out = tmp_path / "bench.json"
+    assert main(["bench", "--attn", "sdpa", "--device", "cpu", "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[0].startswith("rabench: no GPU: a CPU-sized bench (--shape 2,4,128,32, --preset tiny, --compile no)")
+    assert err[-1].startswith("rabench: error: every row failed (the first: RuntimeError: no kernel image")
+    assert out.exists()  # the table of errors is still written, to be read row by row

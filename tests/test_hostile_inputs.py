@@ -24,6 +24,7 @@ from rabench.cli import main
 TRAIN = ["train", "--attn", "sdpa", "--preset", "tiny", "--batch-size", "4", "--seq-len", "32", "--eval-batches", "1",
          "--warmup-iters", "1", "--no-progress", "--device", "cpu", "--data", "{data}"]
 ERROR_LINE = re.compile(r"^rabench( [a-z]+)?: error: ")  # `rabench train: error:` when argparse refuses a flag
+BENCH = ["bench", "--device", "cpu", "--out", "{tmp}/bench.json"]
 LOCK = ".lock"  # the empty lock file a trainer opens before it may look at a folder: not data
 
 
@@ -102,6 +103,13 @@ CASES = [
              "train": {"shards": [{"file": "../../etc/passwd", "tokens": 1, "sha256": "x"}]}})),
     Case("prepare-workers-beyond-the-cores", ["prepare", "austen", "--out", "{tmp}/new", "--workers", "100000"],
          "workers must be at most"),
+    # ---- bench: every argument checked before a row runs or a table is written ----------------------
+    Case("bench-unknown-preset", [*BENCH, "--preset", "bogus"], "--preset 'bogus' is unknown"),
+    Case("bench-empty-seq-lens", [*BENCH, "--seq-lens", ""], "--seq-lens '': give at least one length"),
+    Case("bench-nothing-to-measure", [*BENCH, "--no-steps", "--no-attention"], "leaves nothing to measure"),
+    Case("bench-shape-beyond-memory", [*BENCH, "--shape", "100000,100000,100000,100000"],
+         "--shape 100000,100000,100000,100000: an attention row at T=100000 needs about"),
+    Case("bench-empty-attention-name", [*BENCH, "--attn", "sdpa,"], "give comma-separated attention names"),
     Case("ckpt-is-a-directory", [*TRAIN, "--out", "{run}", "--iters", "2", "--resume"],
          "ckpt.pt is not a file", setup=ckpt_directory),
 ]

@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import json
 import platform
+import sys
 import time
 from pathlib import Path
 from typing import Any, Callable
@@ -105,17 +106,60 @@ def save_tables(result: dict[str, Any], out: Path, done: int, planned: int) -> N
         write_atomic(path, text.encode(), "bench table")
 
 
+def attention_call_bytes(shape: tuple[int, int, int, int]) -> int:
+    """A rough upper bound on one attention row's memory: q, k, v, the output and their gradients,
+    and a few (B, H, T, T) score matrices for the attentions that materialise them (float32)."""
+    b, h, t, d = shape
+    return 4 * (8 * b * h * t * d + 3 * b * h * t * t)
+
+
+def device_memory_bytes(device: torch.device) -> int:
+    if device.type == "cuda":
+        return torch.cuda.get_device_properties(device).total_memory
+    from rabench.data.loader import machine_memory_bytes
+
+    return machine_memory_bytes()
+
+
+def check_fits(shapes: list[tuple[int, int, int, int]], device: torch.device, text: str) -> None:
+    """Refuse a shape whose rows could not fit the device at all, rather than measure 45 allocator failures."""
+    memory = device_memory_bytes(device)
+    worst = max(shapes, key=attention_call_bytes)
+    need = attention_call_bytes(worst)
+    if need > memory:
+        raise RabenchError(f"--shape {text}: an attention row at T={worst[2]} needs about {need / 2**30:,.0f} GiB, "
+                           f"more than this {device.type}'s {memory / 2**30:,.0f} GiB; use smaller sizes")
+
+
+def check_rows_ran(result: dict[str, Any], out: Path) -> None:
+    """Exit non-zero when every row failed: the tables then hold only errors."""
+    rows = result["attention"] + result["steps"]
+    if rows and all("error" in row for row in rows):
+        raise RabenchError(f"every row failed (the first: {rows[0]['error']}); see {out.with_suffix('.txt')}")
+
+
 def run_bench(a: argparse.Namespace) -> dict[str, Any]:
+    from rabench.model import PRESETS
     from rabench.training.trainer import pick_device
 
     device = pick_device(a.device)
-    names = [n.strip() for n in a.attn.split(",")] if a.attn else default_attns()
+    if a.no_steps and getattr(a, "no_attention", False):
+        raise RabenchError("--no-steps with --no-attention leaves nothing to measure; drop one of them")
+    if a.preset not in PRESETS:
+        raise RabenchError(f"--preset {a.preset!r} is unknown; choose from: {', '.join(PRESETS)}")
+    names = [n.strip() for n in a.attn.split(",")] if a.attn is not None else default_attns()
+    if not all(names):
+        raise RabenchError(f"--attn {a.attn!r}: give comma-separated attention names (see `rabench attentions`)")
     for n in names:
         attention.entry(n)
     b, h, t0, d = parse_shape(a.shape)
-    seq_lens = parse_ints(a.seq_lens, "--seq-lens") if a.seq_lens else [t0]
-    step_seq_lens = parse_ints(a.step_seq_lens, "--step-seq-lens") if a.step_seq_lens else seq_lens
+    seq_lens = parse_ints(a.seq_lens, "--seq-lens") if a.seq_lens is not None else [t0]
+    step_seq_lens = parse_ints(a.step_seq_lens, "--step-seq-lens") if a.step_seq_lens is not None else seq_lens
     tokens = b * t0
+    if not getattr(a, "no_attention", False):
+        check_fits([(max(1, tokens // t), h, t, d) for t in seq_lens], device, a.shape)
+    if getattr(a, "notice", None):
+        print(a.notice, file=sys.stderr)
     modes = {"no": ["none"], "yes": [a.compile_mode], "both": ["none", a.compile_mode]}[a.compile]
     if device.type != "cuda":
         backends: tuple[str, ...] = ()
@@ -163,4 +207,5 @@ def run_bench(a: argparse.Namespace) -> dict[str, Any]:
     save_tables(result, out, progress.done, progress.total)
     print(format_text(result))
     print(f"wrote {out}, {out.with_suffix('.txt')} and {out.with_suffix('.md')}")
+    check_rows_ran(result, out)
     return result
