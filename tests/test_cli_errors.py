@@ -192,3 +192,18 @@ def test_a_bench_whose_every_row_fails_exits_2_and_a_cpu_says_it_is_cpu_sized(ca
     assert err[0].startswith("rabench: no GPU: a CPU-sized bench (--shape 2,4,128,32, --preset tiny, --compile no)")
     assert err[-1].startswith("rabench: error: every row failed (the first: RuntimeError: no kernel image")
     assert out.exists()  # the table of errors is still written, to be read row by row
+
+
+def test_a_deadline_spent_before_the_runs_start_exits_124_not_130() -> None:
+    """An iso calibration longer than --deadline: no run starts, and the suite says so with exit 124
+    (the deadline's timer used to fire at once and interrupt whatever ran: 'interrupted', exit 130)."""
+    from types import SimpleNamespace
+
+    from rabench.errors import DeadlineReached
+    from rabench.training.deadline import Deadline
+    from rabench.training.suite import run_sequential
+
+    jobs = [SimpleNamespace(action="train", run=SimpleNamespace(name=n), cfg=None) for n in ("sdpa-s0", "ra-open-s0")]
+    with pytest.raises(DeadlineReached) as exc:
+        run_sequential(jobs, lambda *_: None, Deadline.after(-1.0))
+    assert exc.value.exit_code == 124 and "sdpa-s0, ra-open-s0" in str(exc.value)

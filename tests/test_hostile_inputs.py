@@ -92,6 +92,10 @@ CASES = [
          "--warmup-frac must lie in"),
     Case("train-grad-accum-beyond-memory", [*TRAIN, "--out", "{run}", "--iters", "2", "--grad-accum", "1000000000"],
          "--grad-accum 1000000000: one step would hold"),
+    Case("attention-option-nan", [*TRAIN, "--out", "{run}", "--iters", "2", "--attn", "ra-sparse", "--attn-opt", "p=nan"],
+         "option p='nan': must be a finite number"),
+    Case("attention-option-beyond-memory", [*TRAIN, "--out", "{run}", "--iters", "2", "--attn", "ra-gated",
+                                            "--attn-opt", "hidden=100000000000"], "parameters: with gradients and AdamW"),
     # ---- prepared data and prepare's own flags ----------------------------------------------------
     Case("meta-splits-of-the-wrong-type", [*TRAIN, "--out", "{run}", "--iters", "2"],
          "meta.json is malformed (splits is int", setup=lambda root: edit_meta(root, splits=5)),

@@ -113,16 +113,10 @@ def attention_call_bytes(shape: tuple[int, int, int, int]) -> int:
     return 4 * (8 * b * h * t * d + 3 * b * h * t * t)
 
 
-def device_memory_bytes(device: torch.device) -> int:
-    if device.type == "cuda":
-        return torch.cuda.get_device_properties(device).total_memory
-    from rabench.data.loader import machine_memory_bytes
-
-    return machine_memory_bytes()
-
-
 def check_fits(shapes: list[tuple[int, int, int, int]], device: torch.device, text: str) -> None:
     """Refuse a shape whose rows could not fit the device at all, rather than measure 45 allocator failures."""
+    from rabench.training.trainer import device_memory_bytes
+
     memory = device_memory_bytes(device)
     worst = max(shapes, key=attention_call_bytes)
     need = attention_call_bytes(worst)

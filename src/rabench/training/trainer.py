@@ -37,7 +37,7 @@ from torch.nn.parallel import DistributedDataParallel
 
 import rabench
 from rabench.data import TokenSplit, check_split_fits, check_token_range, train_batch, verify_checksums
-from rabench.data.loader import check_step_fits_memory
+from rabench.data.loader import check_step_fits_memory, machine_memory_bytes
 from rabench.errors import RabenchError, RunInterrupted
 from rabench.model import build_model
 from rabench.rundir import FAILED, FINISHED, INTERRUPTED, RunFolder
@@ -125,6 +125,29 @@ def peak_memory_gb(device: torch.device) -> float:
 
 
 
+def device_memory_bytes(device: torch.device) -> int:
+    """The memory a run on `device` can have: the GPU's, or the machine's for the CPU."""
+    if device.type == "cuda":
+        return torch.cuda.get_device_properties(device).total_memory
+    return machine_memory_bytes()
+
+
+def check_model_fits(c: TrainConfig, device: torch.device) -> None:
+    """Refuse a model whose weights, gradients and two AdamW moments alone exceed the device's memory
+    (an attention option asking for hundreds of GB), counted on the meta device: nothing is allocated."""
+    try:
+        with torch.device("meta"):
+            n_params = build_model(c.preset, c.attn, c.attn_options, c.seed).num_params()
+    except Exception:  # noqa: BLE001 - a module that cannot be built on meta: the real build will say what is wrong
+        return
+    need, memory = 16 * n_params, device_memory_bytes(device)
+    if need > memory:
+        options = ", ".join(f"{k}={v}" for k, v in c.attn_options.items())
+        raise RabenchError(f"{c.attn} ({c.preset}{'; ' + options if options else ''}) has {n_params:,} parameters: "
+                           f"with gradients and AdamW moments {need / 2**30:,.0f} GiB, more than this {device.type}'s "
+                           f"{memory / 2**30:,.0f} GiB; choose smaller attention options or preset")
+
+
 class Trainer:
     def __init__(self, cfg: TrainConfig) -> None:
         self.cfg = cfg.resolved()
@@ -150,6 +173,7 @@ class Trainer:
         check_split_fits(self.train_split, c.batch_size, c.seq_len)
         check_split_fits(self.val_split, c.batch_size, c.seq_len)
         check_step_fits_memory(c.batch_size, c.seq_len, c.grad_accum, self.dist.world_size)
+        check_model_fits(c, self.device)
         self.model = build_model(c.preset, c.attn, c.attn_options, c.seed).to(self.device)
         if c.verify_data:
             verify_checksums(c.data)  # meta.json's SHA-256 of every file: a full read, so only when asked
