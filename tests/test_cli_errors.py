@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import shutil
 from pathlib import Path
 
@@ -207,3 +208,33 @@ def test_a_deadline_spent_before_the_runs_start_exits_124_not_130() -> None:
     with pytest.raises(DeadlineReached) as exc:
         run_sequential(jobs, lambda *_: None, Deadline.after(-1.0))
     assert exc.value.exit_code == 124 and "sdpa-s0, ra-open-s0" in str(exc.value)
+
+
+def test_a_bench_cut_off_never_replaces_an_earlier_benchs_tables(capsys, tmp_path: Path,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    import rabench.bench as bench
+
+    out = tmp_path / "bench.json"
+    for path in (out, out.with_suffix(".txt"), out.with_suffix(".md")):
+        path.write_text("an earlier, complete bench\n")
+
+    def row(name, *args, **kwargs):
+        return {"attn": name, "T": 16, "fwd_gpu_ms": 1.0, "fwd_host_ms": 1.0, "fwd_bwd_gpu_ms": 2.0,
+                "fwd_bwd_host_ms": 2.0}
+
+    def stopped(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(bench, "attention_row", row)
+    monkeypatch.setattr(bench, "step_row", stopped)
+    argv = ["bench", "--attn", "sdpa,ra-local", "--shape", "2,2,16,16", "--preset", "tiny", "--compile", "no",
+            "--device", "cpu", "--out", str(out)]
+    assert main(argv) == 130
+    assert all(p.read_text() == "an earlier, complete bench\n" for p in (out, out.with_suffix(".txt"), out.with_suffix(".md")))
+    assert json.loads((tmp_path / "bench-partial.json").read_text())["rows"] == {"measured": 2, "planned": 4}
+    assert "bench-partial.json" in capsys.readouterr().err
+    monkeypatch.setattr(bench, "step_row", lambda name, *a, **k: {"attn": name, "T": 16, "compiled": "none",
+                                                                   "ms_per_iter": 1.0, "tokens_per_s": 10})
+    assert main(argv) == 0  # complete: it replaces the earlier tables, and nothing partial is left
+    assert json.loads(out.read_text())["rows"] == {"measured": 4, "planned": 4}
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bench.json", "bench.md", "bench.txt"]

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import sys
 import time
@@ -95,6 +96,21 @@ class Progress:
         print("    " + ", ".join(f"{k}={row[k]}" for k in keys if k in row), flush=True)
 
 
+def table_paths(out: Path) -> list[Path]:
+    return [out, out.with_suffix(".txt"), out.with_suffix(".md")]
+
+
+def growing_tables(out: Path) -> Path:
+    """Where the tables grow row by row: at `out` itself, or, when an earlier bench's tables are
+    there, beside them (<name>-partial.*) until complete, so a bench cut off never replaces them."""
+    if not any(path.exists() for path in table_paths(out)):
+        return out
+    partial = out.with_name(f"{out.stem}-partial{out.suffix}")
+    print(f"rabench: {out} exists: this bench writes {partial} (and .txt, .md) as rows come, and replaces "
+          f"{out.name} once complete", file=sys.stderr)
+    return partial
+
+
 def save_tables(result: dict[str, Any], out: Path, done: int, planned: int) -> None:
     """bench.json, .txt and .md with the rows measured so far (ratios recomputed), each written
     atomically; `rows` says how many of the planned rows they hold."""
@@ -174,12 +190,13 @@ def run_bench(a: argparse.Namespace) -> dict[str, Any]:
         "attention": [], "steps": []}
     out = Path(a.out)
     out.parent.mkdir(parents=True, exist_ok=True)
+    writing = growing_tables(out)
 
     def measured(row: dict[str, Any], rows: list[dict[str, Any]]) -> None:
         """Keep the row and rewrite the tables: a bench cut off (a call's time limit, Ctrl-C) keeps its rows."""
         progress.finish(row)
         rows.append(row)
-        save_tables(result, out, progress.done, progress.total)
+        save_tables(result, writing, progress.done, progress.total)
 
     for t in att_lens:
         shape = (max(1, tokens // t), h, t, d)
@@ -198,7 +215,9 @@ def run_bench(a: argparse.Namespace) -> dict[str, Any]:
                     measured(safely(lambda: step_row(n, a.preset, t, tokens, mode, device,
                                                      compile_optimizer=a.compile_optimizer),
                                     {"attn": n, "T": t, "compiled": mode}), result["steps"])
-    save_tables(result, out, progress.done, progress.total)
+    save_tables(result, writing, progress.done, progress.total)
+    for suffix in (out.suffix, ".txt", ".md"):  # complete: now it may replace an earlier bench's tables
+        os.replace(writing.with_suffix(suffix), out.with_suffix(suffix))
     print(format_text(result))
     print(f"wrote {out}, {out.with_suffix('.txt')} and {out.with_suffix('.md')}")
     check_rows_ran(result, out)
