@@ -135,8 +135,10 @@ def test_refuses_existing_dataset_unless_overwrite(tmp_path: Path) -> None:
     with pytest.raises(RabenchError, match="already holds a prepared dataset") as info:
         prepare(sources, out, workers=1, progress=False)
     assert str(out) in str(info.value)
+    (out / "notes.txt").write_text("mine")
     meta = prepare(sources[::-1], out, workers=1, progress=False, overwrite=True, val_fraction=0.5)
     assert meta["sources"] == sources[::-1] and (out / "val_000000.bin").exists()
+    assert (out / "notes.txt").read_text() == "mine" and not list(out.glob(".prepare-*"))  # swapped in, nothing else
 
 
 def test_refuses_an_empty_val_split(tmp_path: Path) -> None:

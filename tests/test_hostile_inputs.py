@@ -105,6 +105,7 @@ CASES = [
     Case("meta-file-outside-the-folder", [*TRAIN, "--out", "{run}", "--iters", "2"],
          "names a file outside the folder", setup=lambda root: edit_meta(root, splits={
              "train": {"shards": [{"file": "../../etc/passwd", "tokens": 1, "sha256": "x"}]}})),
+    Case("prepare-out-empty", ["prepare", "austen", "--out", ""], "argument --out: an empty path"),
     Case("prepare-workers-beyond-the-cores", ["prepare", "austen", "--out", "{tmp}/new", "--workers", "100000"],
          "workers must be at most"),
     # ---- bench: every argument checked before a row runs or a table is written ----------------------

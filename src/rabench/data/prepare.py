@@ -10,8 +10,8 @@ the split, source id) per document, the ids naming meta.json's "source_names" (s
 `rabench.data.sources` for the labels), so evaluation can report loss per source.
 What was written is read back and checked against the recorded SHA-256 before
 meta.json is written; a val split without a token is refused. The dataset is built in a
-folder beside the output and swapped in only once complete and verified, so a prepare that
-fails or is killed (an --overwrite included) leaves the old dataset as it was.
+hidden folder inside the output and swapped in only once complete and verified, so a prepare
+that fails or is killed (an --overwrite included) leaves the old dataset as it was.
 """
 
 from __future__ import annotations
@@ -71,8 +71,9 @@ def prepare(
     workers = available_cores() if workers is None else workers
     _check_arguments(sources, max_tokens, val_fraction, workers, shard_tokens)
     check_sources(sources)
-    out_dir = Path(out_dir).resolve()  # a symlinked folder is swapped where it really lies
+    out_dir = Path(out_dir)
     _check_out_dir(out_dir, overwrite)
+    created = not out_dir.exists()
     staging = _staging_dir(out_dir)
     writers = {split: ShardWriter(staging, split, shard_tokens) for split in SPLITS}
     try:
@@ -82,6 +83,9 @@ def prepare(
         write_json_atomic(staging / META_FILE, meta, META_FILE)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)  # the old dataset, if any, was never touched
+        if created:
+            with contextlib.suppress(OSError):
+                out_dir.rmdir()
         raise
     _swap_in(staging, out_dir)
     return meta
@@ -206,29 +210,31 @@ def _check_out_dir(out_dir: Path, overwrite: bool) -> None:
 
 
 def _staging_dir(out_dir: Path) -> Path:
-    """A fresh folder beside out_dir (same file system, so the swap is a rename) for the new dataset."""
-    staging = out_dir.with_name(f".{out_dir.name}.prepare-{os.getpid()}")
-    shutil.rmtree(staging, ignore_errors=True)  # left by an earlier process of this pid that was killed
+    """A fresh hidden folder in out_dir (created if need be) where the new dataset is built."""
+    staging = out_dir / f".prepare-{os.getpid()}"
     try:
-        staging.mkdir(parents=True)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        shutil.rmtree(staging, ignore_errors=True)  # left by an earlier process of this pid that was killed
+        staging.mkdir()
     except OSError as exc:
-        raise RabenchError(f"cannot create {staging} beside {out_dir}: {exc.strerror or exc}") from None
+        raise RabenchError(f"cannot create {staging}: {exc.strerror or exc}") from None
     return staging
 
 
 def _swap_in(staging: Path, out_dir: Path) -> None:
-    """Replace out_dir by the complete, verified staging folder: two renames, so a kill leaves
-    the old dataset or the new one (at worst under the hidden names beside it), never neither.
-    Files in out_dir that prepare did not write move into the new folder first."""
-    if not out_dir.exists():
-        os.replace(staging, out_dir)
-        return
-    for entry in out_dir.iterdir():
-        if not is_dataset_file(entry.name):
-            os.replace(entry, staging / entry.name)
+    """Move the complete, verified dataset from staging into out_dir. The old dataset's files first
+    move to a hidden folder (meta.json first: the folder stops claiming a dataset), the new ones come
+    in (meta.json last: it never names a file not yet there), and only then is the old one deleted.
+    All renames in one folder: a kill leaves the old dataset or the new one, at worst under the
+    hidden names, never neither; other files in out_dir are not touched."""
     old = staging.with_name(staging.name + ".old")
-    os.replace(out_dir, old)
-    os.replace(staging, out_dir)
+    old.mkdir()
+    for entry in sorted(out_dir.iterdir(), key=lambda p: p.name != META_FILE):
+        if is_dataset_file(entry.name):
+            os.replace(entry, old / entry.name)
+    for entry in sorted(staging.iterdir(), key=lambda p: p.name == META_FILE):
+        os.replace(entry, out_dir / entry.name)
+    staging.rmdir()
     shutil.rmtree(old)
 
 
