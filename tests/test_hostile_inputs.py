@@ -90,6 +90,8 @@ CASES = [
     Case("train-negative-duration", [*TRAIN, "--out", "{run}", "--time", "-5m"], "--time: cannot read duration"),
     Case("train-field-named-as-flag", [*TRAIN, "--out", "{run}", "--iters", "2", "--warmup-frac", "2"],
          "--warmup-frac must lie in"),
+    Case("train-eval-batches-not-an-integer", [*TRAIN, "--out", "{run}", "--iters", "2", "--eval-batches", "1e9"],
+         "argument --eval-batches: invalid int value: '1e9'"),
     Case("train-grad-accum-beyond-memory", [*TRAIN, "--out", "{run}", "--iters", "2", "--grad-accum", "1000000000"],
          "--grad-accum 1000000000: one step would hold"),
     Case("attention-option-nan", [*TRAIN, "--out", "{run}", "--iters", "2", "--attn", "ra-sparse", "--attn-opt", "p=nan"],
