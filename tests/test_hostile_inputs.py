@@ -79,6 +79,8 @@ CASES = [
          "config.json cannot be read", setup=run_files("ckpt.pt", config="{not json")),
     Case("resume-config-not-an-object", [*TRAIN, "--out", "{run}", "--iters", "2", "--resume"],
          "config.json cannot be read", setup=run_files("ckpt.pt", config="[1, 2]")),
+    Case("ckpt-is-a-directory", [*TRAIN, "--out", "{run}", "--iters", "2", "--resume"],
+         "ckpt.pt is not a file", setup=ckpt_directory),
     # ---- train flags: the flag the user typed, bounds the code can honour --------------------------
     Case("train-out-empty", [*TRAIN, "--out", "", "--iters", "2"], "argument --out: an empty path"),
     Case("train-data-empty", ["train", "--attn", "sdpa", "--data", "", "--out", "{run}", "--iters", "2"],
@@ -117,8 +119,6 @@ CASES = [
     Case("bench-shape-beyond-memory", [*BENCH, "--shape", "100000,100000,100000,100000"],
          "--shape 100000,100000,100000,100000: an attention row at T=100000 needs about"),
     Case("bench-empty-attention-name", [*BENCH, "--attn", "sdpa,"], "give comma-separated attention names"),
-    Case("ckpt-is-a-directory", [*TRAIN, "--out", "{run}", "--iters", "2", "--resume"],
-         "ckpt.pt is not a file", setup=ckpt_directory),
 ]
 
 
