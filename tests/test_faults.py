@@ -158,3 +158,34 @@ def test_a_second_trainer_on_the_folder_is_refused_and_the_first_finishes(setup,
     folder = RunFolder(run)
     assert folder.state() == "finished" and folder.summary()["iters"] == 40
     assert [r["iter"] for r in folder.metrics()][-1] == 40 and folder.metrics_with_skips()[1] == 0
+
+
+def test_kill_9_during_an_overwrite_keeps_the_old_dataset(setup, tmp_path: Path) -> None:
+    """prepare --overwrite killed while it tokenizes: every byte of the old dataset is where it was,
+    the half-built one waits in a hidden folder that the next prepare names (and leaves alone)."""
+    import shutil
+    import time
+
+    data, _ = setup
+    old = tmp_path / "data"
+    shutil.copytree(data, old)
+    before = {p.name: p.read_bytes() for p in old.iterdir()}
+    env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "RABENCH_FAULT")}
+    env["PYTHONPATH"] = str(Path(__file__).resolve().parents[1] / "src")
+    proc = subprocess.Popen([sys.executable, "-m", "rabench", "prepare", "austen", "--out", str(old), "--overwrite",
+                             "--workers", "1"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 60
+        while not list(old.glob(".prepare-*")) and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert proc.poll() is None, "prepare ended before it could be killed"
+        proc.kill()
+        proc.wait(timeout=30)
+    finally:
+        proc.kill()
+    assert {p.name: p.read_bytes() for p in old.iterdir() if not p.name.startswith(".")} == before
+    left = list(old.glob(".prepare-*"))
+    assert len(left) == 1
+    again = rabench(["prepare", "austen", "--out", str(old), "--overwrite", "--max-tokens", "20000", "--workers", "1"])
+    assert again.returncode == 0, again.stderr
+    assert f"{left[0]} was left by a prepare that was stopped" in again.stderr and left[0].exists()

@@ -23,6 +23,7 @@ import io
 import multiprocessing
 import os
 import shutil
+import sys
 from array import array
 from collections.abc import Callable, Iterator
 from multiprocessing.pool import Pool
@@ -207,6 +208,9 @@ def _check_out_dir(out_dir: Path, overwrite: bool) -> None:
     holds_data = out_dir.is_dir() and any(is_dataset_file(entry.name) for entry in out_dir.iterdir())
     if holds_data and not overwrite:
         raise RabenchError(f"{out_dir} already holds a prepared dataset; pass --overwrite or choose another folder")
+    for left in sorted(out_dir.glob(".prepare-*")) if out_dir.is_dir() else []:  # never deleted: it may be the only copy
+        print(f"rabench: note: {left} was left by a prepare that was stopped; it may hold a dataset's files "
+              "(delete it once you have checked)", file=sys.stderr)
 
 
 def _staging_dir(out_dir: Path) -> Path:
