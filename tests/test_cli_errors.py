@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import shutil
 from pathlib import Path
 
@@ -40,18 +41,23 @@ def test_version(capsys: pytest.CaptureFixture) -> None:
 
 
 @pytest.mark.parametrize("flags,match", [
-    (["--iters", "5", "--lr", "-1"], "lr must be a positive finite number"),
+    (["--iters", "5", "--lr", "-1"], "--lr must be a positive finite number"),
     (["--iters", "5", "--lr", "nan"], "lr must be a positive finite number"),
     (["--time", "nan"], "must be a positive, finite"),
     (["--time", "inf"], "must be a positive, finite"),
     (["--time", "0"], "must be a positive, finite"),
     (["--iters", "0"], "--iters must be at least 1"),
-    (["--iters", "5", "--batch-size", "0"], "batch_size must be an integer of at least 1"),
+    (["--iters", "5", "--batch-size", "0"], "--batch-size must be an integer of at least 1"),
     (["--iters", "5", "--device", "tpu"], "device 'tpu'"),
-    (["--iters", "5", "--ckpt-every", "0it"], "ckpt_every '0it'"),
-    (["--iters", "5", "--warmup-frac", "1"], "warmup_frac must lie in"),
-    (["--iters", "5", "--preset", "huge"], "preset 'huge' is unknown"),
+    (["--iters", "5", "--ckpt-every", "0it"], "--ckpt-every '0it'"),
+    (["--iters", "5", "--warmup-frac", "1"], "--warmup-frac must lie in"),
+    (["--iters", "5", "--preset", "huge"], "--preset 'huge' is unknown"),
     ([], "give a budget"),
+    (["--iters", "5", "--lr", "-1e-3"], "--lr must be a positive finite number, got -0.001"),  # not "expected one argument"
+    (["--time", "-5m"], "--time: cannot read duration '-5m'"),
+    (["--iters", "-3"], "--iters must be at least 1"),
+    (["--iters", "5", "--seed", str(2**63)], "--seed must be at most 2**63 - 1"),
+    (["--iters", "5", "--seq-len", "4096", "--preset", "tiny"], "--seq-len 4096 exceeds preset tiny's context"),
 ])
 def test_train_rejects_bad_settings_in_one_line(capsys, data_dir: Path, tmp_path: Path, flags: list[str], match: str):
     one_line_error(capsys, ["train", *SMALL, "--data", str(data_dir), "--out", str(tmp_path / "r"), *flags], match)
@@ -163,3 +169,72 @@ def test_an_os_error_anywhere_is_one_line(capsys, tmp_path: Path, monkeypatch: p
 
     monkeypatch.setattr(attentions, "run", disk_full)
     one_line_error(capsys, ["attentions"], "No space left on device")
+
+
+def test_bench_flags_show_their_defaults() -> None:
+    bench = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction)).choices["bench"]
+    lacking = [a.option_strings[0] for a in bench._actions if a.option_strings and a.dest != "help"
+               and "default" not in (a.help or "")]
+    assert lacking == []
+
+
+def test_a_bench_whose_every_row_fails_exits_2_and_a_cpu_says_it_is_cpu_sized(capsys, tmp_path: Path,
+                                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    import rabench.bench as bench
+
+    def unsupported(*args, **kwargs):
+        raise RuntimeError("no kernel image is available for execution on the device")
+
+    monkeypatch.setattr(bench, "attention_row", unsupported)
+    monkeypatch.setattr(bench, "step_row", unsupported)
+    out = tmp_path / "bench.json"
+    assert main(["bench", "--attn", "sdpa", "--device", "cpu", "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[0].startswith("rabench: no GPU: a CPU-sized bench (--shape 2,4,128,32, --preset tiny, --compile no)")
+    assert err[-1].startswith("rabench: error: every row failed (the first: RuntimeError: no kernel image")
+    assert out.exists()  # the table of errors is still written, to be read row by row
+
+
+def test_a_deadline_spent_before_the_runs_start_exits_124_not_130() -> None:
+    """An iso calibration longer than --deadline: no run starts, and the suite says so with exit 124
+    (the deadline's timer used to fire at once and interrupt whatever ran: 'interrupted', exit 130)."""
+    from types import SimpleNamespace
+
+    from rabench.errors import DeadlineReached
+    from rabench.training.deadline import Deadline
+    from rabench.training.suite import run_sequential
+
+    jobs = [SimpleNamespace(action="train", run=SimpleNamespace(name=n), cfg=None) for n in ("sdpa-s0", "ra-open-s0")]
+    with pytest.raises(DeadlineReached) as exc:
+        run_sequential(jobs, lambda *_: None, Deadline.after(-1.0))
+    assert exc.value.exit_code == 124 and "sdpa-s0, ra-open-s0" in str(exc.value)
+
+
+def test_a_bench_cut_off_never_replaces_an_earlier_benchs_tables(capsys, tmp_path: Path,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    import rabench.bench as bench
+
+    out = tmp_path / "bench.json"
+    for path in (out, out.with_suffix(".txt"), out.with_suffix(".md")):
+        path.write_text("an earlier, complete bench\n")
+
+    def row(name, *args, **kwargs):
+        return {"attn": name, "T": 16, "fwd_gpu_ms": 1.0, "fwd_host_ms": 1.0, "fwd_bwd_gpu_ms": 2.0,
+                "fwd_bwd_host_ms": 2.0}
+
+    def stopped(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(bench, "attention_row", row)
+    monkeypatch.setattr(bench, "step_row", stopped)
+    argv = ["bench", "--attn", "sdpa,ra-local", "--shape", "2,2,16,16", "--preset", "tiny", "--compile", "no",
+            "--device", "cpu", "--out", str(out)]
+    assert main(argv) == 130
+    assert all(p.read_text() == "an earlier, complete bench\n" for p in (out, out.with_suffix(".txt"), out.with_suffix(".md")))
+    assert json.loads((tmp_path / "bench-partial.json").read_text())["rows"] == {"measured": 2, "planned": 4}
+    assert "bench-partial.json" in capsys.readouterr().err
+    monkeypatch.setattr(bench, "step_row", lambda name, *a, **k: {"attn": name, "T": 16, "compiled": "none",
+                                                                   "ms_per_iter": 1.0, "tokens_per_s": 10})
+    assert main(argv) == 0  # complete: it replaces the earlier tables, and nothing partial is left
+    assert json.loads(out.read_text())["rows"] == {"measured": 4, "planned": 4}
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bench.json", "bench.md", "bench.txt"]

@@ -135,8 +135,10 @@ def test_refuses_existing_dataset_unless_overwrite(tmp_path: Path) -> None:
     with pytest.raises(RabenchError, match="already holds a prepared dataset") as info:
         prepare(sources, out, workers=1, progress=False)
     assert str(out) in str(info.value)
+    (out / "notes.txt").write_text("mine")
     meta = prepare(sources[::-1], out, workers=1, progress=False, overwrite=True, val_fraction=0.5)
     assert meta["sources"] == sources[::-1] and (out / "val_000000.bin").exists()
+    assert (out / "notes.txt").read_text() == "mine" and not list(out.glob(".prepare-*"))  # swapped in, nothing else
 
 
 def test_refuses_an_empty_val_split(tmp_path: Path) -> None:
@@ -145,7 +147,7 @@ def test_refuses_an_empty_val_split(tmp_path: Path) -> None:
     with pytest.raises(RabenchError, match="val split would hold no tokens") as info:
         prepare([str(tmp_path / "a.txt")], out, workers=1, progress=False)
     assert "\n" not in str(info.value)
-    assert list(out.iterdir()) == []  # nothing half-written is left
+    assert sorted(tmp_path.iterdir()) == [tmp_path / "a.txt"]  # nothing half-written is left, beside out either
 
 
 def test_records_each_documents_source(tmp_path: Path) -> None:
@@ -178,7 +180,7 @@ def test_failed_prepare_leaves_no_shards(tmp_path: Path) -> None:
     out = tmp_path / "out"
     with pytest.raises(RabenchError, match=f"{bad}:2"):
         prepare([str(good), str(bad)], out, workers=1, shard_tokens=2, progress=False)
-    assert list(out.iterdir()) == []
+    assert sorted(tmp_path.iterdir()) == [bad, good]  # no out, no staging folder beside it
 
 
 @pytest.mark.parametrize(
@@ -256,7 +258,7 @@ def test_prepare_verifies_what_it_wrote(tmp_path: Path, monkeypatch: pytest.Monk
     out = tmp_path / "out"
     with pytest.raises(RabenchError, match="checksum mismatch"):
         prepare([str(tmp_path / "a.txt"), str(tmp_path / "b.txt")], out, workers=1, progress=False)
-    assert list(out.iterdir()) == []
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.txt", "b.txt"]  # no out, no staging folder beside it
 
 
 def test_repeated_token_share_matches_poisson_coverage_and_a_simulation():

@@ -16,7 +16,8 @@ from rabench.machine import machine_id
 from rabench.rundir import RunFolder
 from rabench.training import TrainConfig, parse_duration, train
 
-TIMING = {"train_time_s", "wall_time_s", "ms_per_iter", "tokens_per_s", "peak_mem_gb"}
+TIMING = {"train_time_s", "wall_time_s", "ms_per_iter", "tokens_per_s", "peak_mem_gb",
+          "run_id"}  # and the run's identity: two runs differ in it
 
 
 @pytest.fixture(scope="module")

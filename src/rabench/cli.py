@@ -3,14 +3,24 @@
 from __future__ import annotations
 
 import argparse
+import re
 import sys
+from typing import Any
 
 from rabench import __version__
 from rabench.errors import RabenchError, RunInterrupted
 
 
 class OneLineParser(argparse.ArgumentParser):
-    """argparse that reports bad input in one line instead of usage plus error."""
+    """argparse that reports bad input in one line instead of usage plus error.
+
+    A value that starts with a minus and a digit (-1e-3, -5m, -.5) is a value, not an option:
+    argparse only knows plain negative numbers, so `--lr -1e-3` got "expected one argument"
+    where the value's own check says what is wrong with it (no rabench option starts with a digit)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._negative_number_matcher = re.compile(r"^-\.?\d")
 
     def error(self, message: str) -> None:  # type: ignore[override]
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")

@@ -9,6 +9,15 @@ class RabenchError(Exception):
     """A problem with the user's input or environment, stated in one line."""
 
 
+class SettingError(RabenchError):
+    """A bad value of one run setting, its message starting with the field's name (batch_size); the
+    command line says it with the flag the user typed instead (--batch-size), a plan keeps the name."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(message)
+        self.field = field
+
+
 class RunInterrupted(RabenchError):
     """SIGINT or SIGTERM stopped a run after it checkpointed; the CLI exits 128 + the signal number."""
 

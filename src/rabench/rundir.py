@@ -12,11 +12,14 @@ A folder moves through states that are read from its files, never from a separat
     failed        summary.json says "failed"
 
 What the trainer does with each (rabench.training.trainer.Trainer.open_folder):
-  absent                              start the run
+  absent                              start the run (refused when run files lie there without a readable
+                                      config.json: nothing identifies them, see check_identity)
   created / started / failed, no ckpt start it over from iteration 0, saying so in one line, with or
                                       without --resume: nothing in it is worth keeping, so the same
                                       command works again after a failure at start-up, and a suite's
-                                      resume of a run killed before its first checkpoint just works
+                                      resume of a run killed before its first checkpoint just works.
+                                      Nothing is deleted up front: each old file is replaced, atomically,
+                                      when the new attempt writes its own
   checkpointed (or failed with ckpt)  --resume continues it (refused, naming the fields, when a setting
                                       that changes the curve differs); without --resume: refused
   finished                            --resume with the same settings returns its summary untouched;
@@ -46,26 +49,53 @@ FINISHED, FAILED, INTERRUPTED = "finished", "failed", "interrupted"
 
 
 def read_json(path: Path) -> dict[str, Any] | None:
+    """A JSON object file's contents; None when it is absent, unreadable or not an object."""
     try:
-        return json.loads(path.read_text())
-    except (FileNotFoundError, NotADirectoryError, IsADirectoryError, json.JSONDecodeError, UnicodeDecodeError):
+        value = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError, UnicodeDecodeError):
         return None
+    return value if isinstance(value, dict) else None
 
 
-def read_jsonl(path: Path) -> list[dict[str, Any]]:
-    """Records of a JSON-lines file; a torn last line (a kill mid-write) is dropped, with everything after it."""
-    if not path.is_file():
-        return []
-    records = []
-    for line in path.read_text().splitlines():
-        line = line.strip()
-        if not line:
+def read_records(path: Path) -> tuple[list[dict[str, Any]], int]:
+    """The JSON-object lines of a file, and how many complete lines were skipped (not UTF-8, not
+    JSON, not an object). A torn last line (no newline: a kill mid-write) is dropped uncounted."""
+    try:
+        data = path.read_bytes()
+    except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
+        return [], 0
+    lines = data.split(b"\n")[:-1]  # the part after the last newline is torn (or empty)
+    records: list[dict[str, Any]] = []
+    skipped = 0
+    for raw in lines:
+        if not raw.strip():
             continue
         try:
-            records.append(json.loads(line))
-        except json.JSONDecodeError:
-            break
-    return records
+            value = json.loads(raw.decode("utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError):
+            value = None
+        if isinstance(value, dict):
+            records.append(value)
+        else:
+            skipped += 1
+    return records, skipped
+
+
+def in_chain(exc: BaseException, kind: type[BaseException]) -> BaseException | None:
+    """The first exception of `kind` among exc and its causes and contexts."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        if isinstance(current, kind):
+            return current
+        seen.add(id(current))
+        current = current.__cause__ or current.__context__
+    return None
+
+
+def first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0][:200] if text else type(exc).__name__
 
 
 class RunFolder:
@@ -75,13 +105,22 @@ class RunFolder:
         self.path = Path(path)
         self._metrics_file = None
         self._lock_file = None
+        self._made_dir = False  # lock() created the folder (release(tidy=True) may remove it)
 
     # ---- reading (the pinned API) ----------------------------------------------------
     def config(self) -> dict[str, Any] | None:
         return read_json(self.path / CONFIG_NAME)
 
     def metrics(self) -> list[dict[str, Any]]:
-        return read_jsonl(self.path / METRICS_NAME)
+        return self.metrics_with_skips()[0]
+
+    def metrics_with_skips(self) -> tuple[list[dict[str, Any]], int]:
+        """This run's records, and how many lines were skipped: unreadable ones and records of another
+        run (a run_id other than config.json's; records without one predate run ids and are kept)."""
+        records, skipped = read_records(self.path / METRICS_NAME)
+        run_id = (self.config() or {}).get("run_id")
+        mine = [r for r in records if r.get("run_id", run_id) == run_id]
+        return mine, skipped + len(records) - len(mine)
 
     def last_record(self) -> dict[str, Any]:
         """The latest metrics record ({} before the first): where a run has got to."""
@@ -120,7 +159,10 @@ class RunFolder:
             raise RabenchError(f"run folder {self.path} is not writable; choose another --out")
 
     def lock(self) -> None:
-        """Hold an exclusive lock for the life of this process, so two trainers never share a folder."""
+        """Hold an exclusive lock until release(), so two trainers never share a folder (held: no-op)."""
+        if self._lock_file is not None:
+            return
+        self._made_dir = not self.path.exists()
         self.ensure_dir()
         try:
             self._lock_file = open(self.path / LOCK_NAME, "a")  # noqa: SIM115 - held until release()
@@ -133,29 +175,54 @@ class RunFolder:
             self._lock_file = None
             raise RabenchError(f"another process is training in {self.path}; wait for it or choose another --out") from None
 
-    def release(self) -> None:
+    def release(self, tidy: bool = False) -> None:
+        """Close the metrics file and drop the lock. tidy: a trainer that stopped before writing
+        anything removes the folder lock() created, if it holds nothing but the lock file."""
         self.close_metrics()
-        if self._lock_file is not None:
-            self._lock_file.close()
-            self._lock_file = None
+        if self._lock_file is None:
+            return
+        if tidy and self._made_dir and [p.name for p in self.path.iterdir()] == [LOCK_NAME]:
+            with contextlib.suppress(OSError):
+                (self.path / LOCK_NAME).unlink()
+                self.path.rmdir()
+        self._lock_file.close()
+        self._lock_file = None
 
-    def start_over(self) -> None:
-        """Remove what an earlier attempt left (it never reached a checkpoint, or the user said so)."""
-        for name in (CONFIG_NAME, METRICS_NAME, SUMMARY_NAME, CHECKPOINT_NAME, CHECKPOINT_NAME + ".tmp"):
-            with contextlib.suppress(FileNotFoundError):
-                (self.path / name).unlink()
+    def check_identity(self) -> None:
+        """Refuse a folder whose run files config.json cannot vouch for: it is missing, unreadable or
+        has no run_id, or a run file is not a plain file. Resuming there would guess, and starting
+        over would replace files that may be someone's work; nothing is changed."""
+        for name in (CONFIG_NAME, METRICS_NAME, SUMMARY_NAME, CHECKPOINT_NAME):
+            path = self.path / name
+            if path.exists() and not path.is_file():
+                raise RabenchError(f"{path} is not a file; move it away or choose another --out (nothing was changed)")
+        present = [n for n in (CHECKPOINT_NAME, METRICS_NAME, SUMMARY_NAME) if (self.path / n).exists()]
+        if not (self.path / CONFIG_NAME).exists():
+            if present:
+                raise RabenchError(f"{self.path} holds {', '.join(present)} but no {CONFIG_NAME}, so nothing says "
+                                   f"which run they belong to; restore {CONFIG_NAME} or choose another --out "
+                                   "(nothing was changed)")
+            return
+        config = self.config()
+        if config is None:
+            raise RabenchError(f"{self.path / CONFIG_NAME} cannot be read (not a JSON object); restore it or choose "
+                               "another --out (nothing was changed)")
+        if not config.get("run_id") and present:
+            raise RabenchError(f"{self.path / CONFIG_NAME} has no run_id, so nothing ties {', '.join(present)} to "
+                               "it; choose another --out (nothing was changed)")
 
     def write_config(self, config: dict[str, Any]) -> None:
         write_json_atomic(self.path / CONFIG_NAME, config, "config", default=str)
 
     # ---- metrics ---------------------------------------------------------------------
     def open_metrics(self, keep_through_iter: int | None) -> None:
-        """Start appending; on resume, first drop records past the checkpoint (they are redone)."""
+        """Start appending; on resume, first drop records past the checkpoint (they are redone), and
+        unreadable lines and other runs' records with them."""
         path = self.path / METRICS_NAME
         kept = [] if keep_through_iter is None else [r for r in self.metrics() if r.get("iter", 0) <= keep_through_iter]
         write_atomic(path, "".join(json.dumps(r) + "\n" for r in kept).encode(), "metrics")
         try:
-            self._metrics_file = open(path, "a")  # noqa: SIM115 - closed by close_metrics()
+            self._metrics_file = open(path, "a", encoding="utf-8")  # noqa: SIM115 - closed by close_metrics()
         except OSError as exc:
             raise disk_error("metrics", path, exc) from None
 
@@ -184,8 +251,10 @@ class RunFolder:
 
     # ---- checkpoints -----------------------------------------------------------------
     def save_checkpoint(self, state: dict[str, Any], run_id: str, during_write: Callable[[], None] | None = None) -> None:
-        """Atomic: ckpt.pt.tmp, fsync, rename. A stale .tmp from a killed save is removed first;
-        a failed write (full disk) removes its .tmp and keeps the last good ckpt.pt."""
+        """Atomic: ckpt.pt.tmp, fsync, rename. A stale .tmp from a killed save is removed first.
+        A save that fails (a full disk, a file-size limit) or is cut short (a second Ctrl-C: it
+        raises KeyboardInterrupt) removes its .tmp and keeps the last good ckpt.pt. torch.save
+        wraps what the file's write raised in a RuntimeError, so the cause is read from its chain."""
         import torch
 
         path = self.path / CHECKPOINT_NAME
@@ -200,11 +269,18 @@ class RunFolder:
                     during_write()
                 os.fsync(f.fileno())
             os.replace(tmp, path)
-        except OSError as exc:
+        except BaseException as exc:
             with contextlib.suppress(OSError):
                 tmp.unlink()
+            if in_chain(exc, KeyboardInterrupt) is not None:
+                raise KeyboardInterrupt from None
             keeps = "; the last good checkpoint is kept" if path.exists() else ""
-            raise disk_error("checkpoint", path, exc, keeps) from None
+            cause = in_chain(exc, OSError)
+            if cause is not None:
+                raise disk_error("checkpoint", path, cause, keeps) from None
+            if isinstance(exc, RuntimeError):
+                raise RabenchError(f"cannot write checkpoint {path}: {first_line(exc)}{keeps}") from None
+            raise
 
     def load_checkpoint(self, run_id: str, map_location: Any = "cpu") -> dict[str, Any] | None:
         """The checkpoint, or None when there is none; one written by another run is refused."""

@@ -302,6 +302,10 @@ def cautions(groups: dict[str, ConfigGroup], comparisons: list[Comparison]) -> l
     drops = _finite([last_quarter_drop(r) for r in (sdpa.judged if sdpa else [])])
     if drops and _mean(drops) > STILL_FALLING:
         out.append(f"the baseline's val_loss still fell by {_mean(drops):.3f} over the last quarter of its run: far from convergence, so final losses are not converged losses")
+    skipped = sorted(f"{r.name} ({r.skipped_records})" for g in groups.values() for r in g.runs if r.skipped_records)
+    if skipped:
+        out.append(f"metrics.jsonl lines skipped as unreadable or another run's, in {', '.join(skipped)}: "
+                   "those runs' curves are read without them")
     shaky = unstable_names(groups)
     if shaky:
         out.append(f"{len(shaky)} judged run(s) became unstable ({', '.join(shaky)}): they stay in their pairs, and one such run "

@@ -67,6 +67,7 @@ class Run:
     summary: dict[str, Any] | None
     state: str
     batch: str = ""  # the suite folder it belongs to, relative to the report's folder
+    skipped_records: int = 0  # metrics.jsonl lines left out: unreadable, or another run's (see RunFolder)
     cache: dict[Any, Any] = field(default_factory=dict, repr=False)  # derived arrays, see curves.py
 
     @classmethod
@@ -75,7 +76,8 @@ class Run:
         config = folder.config()
         if config is None:
             raise RabenchError(f"{path}/config.json is missing or not valid JSON")
-        return cls(path, config, folder.metrics(), folder.summary(), folder.state(), batch)
+        metrics, skipped = folder.metrics_with_skips()
+        return cls(path, config, metrics, folder.summary(), folder.state(), batch, skipped_records=skipped)
 
     @property
     def name(self) -> str:

@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
+import sys
 import time
 from pathlib import Path
 from typing import Any, Callable
@@ -94,6 +96,21 @@ class Progress:
         print("    " + ", ".join(f"{k}={row[k]}" for k in keys if k in row), flush=True)
 
 
+def table_paths(out: Path) -> list[Path]:
+    return [out, out.with_suffix(".txt"), out.with_suffix(".md")]
+
+
+def growing_tables(out: Path) -> Path:
+    """Where the tables grow row by row: at `out` itself, or, when an earlier bench's tables are
+    there, beside them (<name>-partial.*) until complete, so a bench cut off never replaces them."""
+    if not any(path.exists() for path in table_paths(out)):
+        return out
+    partial = out.with_name(f"{out.stem}-partial{out.suffix}")
+    print(f"rabench: {out} exists: this bench writes {partial} (and .txt, .md) as rows come, and replaces "
+          f"{out.name} once complete", file=sys.stderr)
+    return partial
+
+
 def save_tables(result: dict[str, Any], out: Path, done: int, planned: int) -> None:
     """bench.json, .txt and .md with the rows measured so far (ratios recomputed), each written
     atomically; `rows` says how many of the planned rows they hold."""
@@ -105,17 +122,54 @@ def save_tables(result: dict[str, Any], out: Path, done: int, planned: int) -> N
         write_atomic(path, text.encode(), "bench table")
 
 
+def attention_call_bytes(shape: tuple[int, int, int, int]) -> int:
+    """A rough upper bound on one attention row's memory: q, k, v, the output and their gradients,
+    and a few (B, H, T, T) score matrices for the attentions that materialise them (float32)."""
+    b, h, t, d = shape
+    return 4 * (8 * b * h * t * d + 3 * b * h * t * t)
+
+
+def check_fits(shapes: list[tuple[int, int, int, int]], device: torch.device, text: str) -> None:
+    """Refuse a shape whose rows could not fit the device at all, rather than measure 45 allocator failures."""
+    from rabench.training.trainer import device_memory_bytes
+
+    memory = device_memory_bytes(device)
+    worst = max(shapes, key=attention_call_bytes)
+    need = attention_call_bytes(worst)
+    if need > memory:
+        raise RabenchError(f"--shape {text}: an attention row at T={worst[2]} needs about {need / 2**30:,.0f} GiB, "
+                           f"more than this {device.type}'s {memory / 2**30:,.0f} GiB; use smaller sizes")
+
+
+def check_rows_ran(result: dict[str, Any], out: Path) -> None:
+    """Exit non-zero when every row failed: the tables then hold only errors."""
+    rows = result["attention"] + result["steps"]
+    if rows and all("error" in row for row in rows):
+        raise RabenchError(f"every row failed (the first: {rows[0]['error']}); see {out.with_suffix('.txt')}")
+
+
 def run_bench(a: argparse.Namespace) -> dict[str, Any]:
+    from rabench.model import PRESETS
     from rabench.training.trainer import pick_device
 
     device = pick_device(a.device)
-    names = [n.strip() for n in a.attn.split(",")] if a.attn else default_attns()
+    if a.no_steps and getattr(a, "no_attention", False):
+        raise RabenchError("--no-steps with --no-attention leaves nothing to measure; drop one of them")
+    if a.preset not in PRESETS:
+        raise RabenchError(f"--preset {a.preset!r} is unknown; choose from: {', '.join(PRESETS)}")
+    names = [n.strip() for n in a.attn.split(",")] if a.attn is not None else default_attns()
+    if not all(names):
+        raise RabenchError(f"--attn {a.attn!r}: give comma-separated attention names (see `rabench attentions`)")
     for n in names:
         attention.entry(n)
     b, h, t0, d = parse_shape(a.shape)
-    seq_lens = parse_ints(a.seq_lens, "--seq-lens") if a.seq_lens else [t0]
-    step_seq_lens = parse_ints(a.step_seq_lens, "--step-seq-lens") if a.step_seq_lens else seq_lens
+    seq_lens = parse_ints(a.seq_lens, "--seq-lens") if a.seq_lens is not None else [t0]
+    step_seq_lens = parse_ints(a.step_seq_lens, "--step-seq-lens") if a.step_seq_lens is not None else seq_lens
     tokens = b * t0
+    if not getattr(a, "no_attention", False):
+        check_fits([(max(1, tokens // t), h, t, d) for t in seq_lens], device, a.shape)
+    if getattr(a, "notice", None):
+        print(a.notice, file=sys.stderr)
     modes = {"no": ["none"], "yes": [a.compile_mode], "both": ["none", a.compile_mode]}[a.compile]
     if device.type != "cuda":
         backends: tuple[str, ...] = ()
@@ -136,12 +190,13 @@ def run_bench(a: argparse.Namespace) -> dict[str, Any]:
         "attention": [], "steps": []}
     out = Path(a.out)
     out.parent.mkdir(parents=True, exist_ok=True)
+    writing = growing_tables(out)
 
     def measured(row: dict[str, Any], rows: list[dict[str, Any]]) -> None:
         """Keep the row and rewrite the tables: a bench cut off (a call's time limit, Ctrl-C) keeps its rows."""
         progress.finish(row)
         rows.append(row)
-        save_tables(result, out, progress.done, progress.total)
+        save_tables(result, writing, progress.done, progress.total)
 
     for t in att_lens:
         shape = (max(1, tokens // t), h, t, d)
@@ -160,7 +215,10 @@ def run_bench(a: argparse.Namespace) -> dict[str, Any]:
                     measured(safely(lambda: step_row(n, a.preset, t, tokens, mode, device,
                                                      compile_optimizer=a.compile_optimizer),
                                     {"attn": n, "T": t, "compiled": mode}), result["steps"])
-    save_tables(result, out, progress.done, progress.total)
+    save_tables(result, writing, progress.done, progress.total)
+    for suffix in (out.suffix, ".txt", ".md"):  # complete: now it may replace an earlier bench's tables
+        os.replace(writing.with_suffix(suffix), out.with_suffix(suffix))
     print(format_text(result))
     print(f"wrote {out}, {out.with_suffix('.txt')} and {out.with_suffix('.md')}")
+    check_rows_ran(result, out)
     return result

@@ -10,7 +10,7 @@ import argparse
 import sys
 from typing import Any
 
-from rabench.errors import RabenchError
+from rabench.errors import RabenchError, SettingError
 from rabench.training.config import EVAL_TOKENS_GPT2, EVAL_TOKENS_SMALL, PRESET_LR, default_of
 
 # flag -> TrainConfig field, for the plain ones (type, help); defaults come from TrainConfig
@@ -32,6 +32,27 @@ HYPER_FLAGS: dict[str, tuple[str, type, str]] = {
     "--ckpt-every": ("ckpt_every", str, "checkpoint interval: a duration (5m, 1h) or iterations (500it)"),
     "--device": ("device", str, "auto (cuda if present), cuda, cuda:N or cpu"),
 }
+
+
+# TrainConfig field -> the flag that sets it, for errors said in the user's terms
+FIELD_FLAGS = {field: flag for flag, (field, _, _) in HYPER_FLAGS.items()} | {
+    "preset": "--preset", "seed": "--seed", "max_iters": "--iters", "time_budget_s": "--time", "out": "--out",
+    "data": "--data", "attn_options": "--attn-opt", "compile_mode": "--compile-mode"}
+
+
+def in_flag_terms(exc: SettingError) -> RabenchError:
+    """The error with the flag the user typed (--batch-size) where TrainConfig names its field (batch_size)."""
+    text, flag = str(exc), FIELD_FLAGS.get(exc.field)
+    if flag is None or not text.startswith(exc.field):
+        return exc
+    return RabenchError(flag + text[len(exc.field):])
+
+
+def path_arg(text: str) -> str:
+    """argparse type of a folder flag: an empty path would silently mean the current folder."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError("an empty path; name a folder")
+    return text
 
 
 def add_budget_args(p: argparse.ArgumentParser, default_note: str) -> None:
@@ -102,7 +123,10 @@ def train_config_kwargs(a: argparse.Namespace) -> dict[str, Any]:
     if a.verify:
         kw["verify_data"] = True
     if a.time is not None:
-        kw["time_budget_s"] = parse_duration(a.time)
+        try:
+            kw["time_budget_s"] = parse_duration(a.time)
+        except RabenchError as exc:
+            raise RabenchError(f"--time: {exc}") from None
     if a.iters is not None:
         if a.iters < 1:
             raise RabenchError(f"--iters must be at least 1, got {a.iters}")

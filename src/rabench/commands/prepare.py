@@ -4,16 +4,18 @@ from __future__ import annotations
 
 import argparse
 
+from rabench.commands.common import path_arg
+
 HELP = "tokenize text into GPT-2 token shards"
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("sources", nargs="+", metavar="SOURCE",
                    help="austen | FILE.jsonl[.xz|.gz] | FILE.txt or glob | hf:fineweb-edu | hf:tinystories | hf:openwebtext | hf:NAME[:CONFIG]")
-    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--out", required=True, type=path_arg, help="output folder")
     p.add_argument("--max-tokens", type=int, help="stop after this many tokens (needed for hf: streams; default: all)")
     p.add_argument("--val-fraction", type=float, default=0.05, help="share of documents in the val split (default: 0.05)")
-    p.add_argument("--workers", type=int, help="tokenizer processes (default: all cores)")
+    p.add_argument("--workers", type=int, help="tokenizer processes, at most the cores (default: all cores)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing prepared folder (default: refuse)")
 
 

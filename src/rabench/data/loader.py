@@ -9,6 +9,7 @@ stopped.
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -18,18 +19,51 @@ import torch
 
 from rabench.data.prepare import META_FILE
 from rabench.data.shards import open_shard
-from rabench.errors import RabenchError
+from rabench.errors import RabenchError, SettingError
 
 
 def load_meta(data_dir: str | Path) -> dict[str, Any]:
-    """meta.json of a prepared data folder."""
+    """meta.json of a prepared data folder, its shape checked (readers index into it freely)."""
     path = Path(data_dir) / META_FILE
     if not path.is_file():
         raise RabenchError(f"{data_dir} is not a prepared data folder (no {META_FILE}); run `rabench prepare`")
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
+        meta = json.loads(path.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise RabenchError(f"{path} is corrupt ({e}); re-run `rabench prepare` (with --overwrite)") from None
+    problem = meta_shape_problem(meta)
+    if problem:
+        raise RabenchError(f"{path} is malformed ({problem}); re-run `rabench prepare` (with --overwrite)")
+    return meta
+
+
+def meta_shape_problem(meta: Any) -> str | None:
+    """What is wrong with the structure of a meta.json's contents, or None: the fields readers use
+    (splits -> shards -> file, tokens, sha256; documents_index; source_names) with their types."""
+    if not isinstance(meta, dict):
+        return "not a JSON object"
+    splits = meta.get("splits")
+    if not isinstance(splits, dict):
+        return f"splits is {type(splits).__name__}, not a table of splits"
+    for name, info in splits.items():
+        shards = info.get("shards") if isinstance(info, dict) else None
+        if not isinstance(shards, list):
+            return f"splits.{name}.shards is not a list"
+        for entry in shards:
+            if not (isinstance(entry, dict) and isinstance(entry.get("file"), str) and isinstance(entry.get("sha256"), str)
+                    and isinstance(entry.get("tokens"), int) and not isinstance(entry["tokens"], bool)
+                    and entry["tokens"] >= 0):
+                return f"splits.{name}.shards holds {entry!r:.60}, not a file entry"
+            if Path(entry["file"]).name != entry["file"]:
+                return f"splits.{name} names a file outside the folder: {entry['file']!r}"
+        index = info.get("documents_index")
+        if index is not None and not (isinstance(index, dict) and isinstance(index.get("file"), str)
+                                      and Path(index["file"]).name == index["file"]):
+            return f"splits.{name}.documents_index is not a file entry"
+    names = meta.get("source_names")
+    if names is not None and not (isinstance(names, list) and all(isinstance(n, str) for n in names)):
+        return "source_names is not a list of names"
+    return None
 
 
 @dataclass(frozen=True)
@@ -118,6 +152,29 @@ def check_split_fits(split: TokenSplit, batch_size: int, seq_len: int) -> None:
             f"the {split.split} split of {split.data_dir} has {len(split)} tokens but one batch needs {needed} "
             f"(batch_size {batch_size} x seq_len {seq_len} + 1); use a smaller --batch-size/--seq-len or more data"
         )
+
+
+def step_batch_bytes(batch_size: int, seq_len: int, accum: int, world_size: int = 1) -> int:
+    """Host bytes of one optimizer step's batches: the trainer builds every micro-batch's inputs and
+    targets (int64) at once, from window starts drawn for all ranks and micro-batches."""
+    return batch_size * accum * (2 * 8 * seq_len + 8 * world_size)
+
+
+def machine_memory_bytes() -> int:
+    """This machine's physical memory."""
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+
+
+def check_step_fits_memory(batch_size: int, seq_len: int, accum: int, world_size: int = 1,
+                           memory_bytes: int | None = None) -> None:
+    """Refuse a step whose batches alone would take over half the machine's memory (a huge grad_accum),
+    rather than die in an allocation deep in the sampler."""
+    memory = machine_memory_bytes() if memory_bytes is None else memory_bytes
+    need = step_batch_bytes(batch_size, seq_len, accum, world_size)
+    if need > memory // 2:
+        raise SettingError("grad_accum", f"grad_accum {accum}: one step would hold {need / 2**30:.1f} GiB of batches "
+                           f"(batch_size {batch_size} x seq_len {seq_len} x {accum} micro-batches), more than half of "
+                           f"this machine's {memory / 2**30:.1f} GiB; use a smaller grad_accum or batch_size")
 
 
 def train_batch(

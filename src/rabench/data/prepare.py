@@ -9,7 +9,9 @@ Each split also gets a document index, {split}_docs.npy: one int64 row (start of
 the split, source id) per document, the ids naming meta.json's "source_names" (see
 `rabench.data.sources` for the labels), so evaluation can report loss per source.
 What was written is read back and checked against the recorded SHA-256 before
-meta.json is written; a val split without a token is refused.
+meta.json is written; a val split without a token is refused. The dataset is built in a
+hidden folder inside the output and swapped in only once complete and verified, so a prepare
+that fails or is killed (an --overwrite included) leaves the old dataset as it was.
 """
 
 from __future__ import annotations
@@ -20,6 +22,8 @@ import hashlib
 import io
 import multiprocessing
 import os
+import shutil
+import sys
 from array import array
 from collections.abc import Callable, Iterator
 from multiprocessing.pool import Pool
@@ -69,17 +73,22 @@ def prepare(
     _check_arguments(sources, max_tokens, val_fraction, workers, shard_tokens)
     check_sources(sources)
     out_dir = Path(out_dir)
-    _claim_out_dir(out_dir, overwrite)
-    writers = {split: ShardWriter(out_dir, split, shard_tokens) for split in SPLITS}
+    _check_out_dir(out_dir, overwrite)
+    created = not out_dir.exists()
+    staging = _staging_dir(out_dir)
+    writers = {split: ShardWriter(staging, split, shard_tokens) for split in SPLITS}
     try:
         run = _write_splits(sources, writers, max_tokens, val_fraction, workers, progress)
         meta = _build_meta(sources, writers, max_tokens, val_fraction, shard_tokens, **run)
-        verify_files(out_dir, meta)  # read back what was written: lengths, headers, SHA-256
+        verify_files(staging, meta)  # read back what was written: lengths, headers, SHA-256
+        write_json_atomic(staging / META_FILE, meta, META_FILE)
     except BaseException:
-        for writer in writers.values():
-            writer.delete_written()
+        shutil.rmtree(staging, ignore_errors=True)  # the old dataset, if any, was never touched
+        if created:
+            with contextlib.suppress(OSError):
+                out_dir.rmdir()
         raise
-    write_json_atomic(out_dir / META_FILE, meta, META_FILE)
+    _swap_in(staging, out_dir)
     return meta
 
 
@@ -152,11 +161,6 @@ class ShardWriter:
         return {"documents": self.documents, "tokens": self.tokens, "shards": self.shards,
                 "documents_index": self.index}
 
-    def delete_written(self) -> None:
-        """Remove this run's files so a failed prepare leaves no half dataset behind."""
-        for entry in self.shards + ([self.index] if self.index else []):
-            (self.out_dir / entry["file"]).unlink(missing_ok=True)
-
     def _write_index(self) -> None:
         """{split}_docs.npy: (documents, 2) int64 rows of (start offset, source id)."""
         rows = np.stack([np.frombuffer(self._starts, dtype=np.int64), np.frombuffer(self._sources, dtype=np.int64)],
@@ -184,23 +188,58 @@ def _check_arguments(
         raise RabenchError(f"val_fraction must lie strictly between 0 and 1, got {val_fraction}")
     if workers < 1:
         raise RabenchError(f"workers must be at least 1, got {workers}")
+    if workers > available_cores():  # more tokenizer processes than cores only slows the machine down
+        raise RabenchError(f"workers must be at most {available_cores()}, the cores this process may use; "
+                           f"got {workers}")
     if not 1 <= shard_tokens < 2**31:
         raise RabenchError(f"shard_tokens must lie in [1, 2**31), got {shard_tokens}")
 
 
-def _claim_out_dir(out_dir: Path, overwrite: bool) -> None:
-    """Refuse to mix a new dataset into an old one; with overwrite, delete the old one first."""
+def is_dataset_file(name: str) -> bool:
+    """Whether a file name is one `prepare` writes (meta.json, shards, document indexes)."""
+    return name == META_FILE or any(
+        (name.startswith(f"{split}_") and name.endswith(".bin")) or name == f"{split}{DOCS_SUFFIX}" for split in SPLITS)
+
+
+def _check_out_dir(out_dir: Path, overwrite: bool) -> None:
+    """Refuse a file, and an existing dataset unless overwrite; nothing is deleted here (see _swap_in)."""
     if out_dir.exists() and not out_dir.is_dir():
         raise RabenchError(f"{out_dir} is a file; choose a folder for the prepared data")
-    meta = out_dir / META_FILE
-    shards = sorted(out_dir.glob("train_*.bin")) + sorted(out_dir.glob("val_*.bin"))
-    shards += [out_dir / f"{split}{DOCS_SUFFIX}" for split in SPLITS if (out_dir / f"{split}{DOCS_SUFFIX}").exists()]
-    if (meta.exists() or shards) and not overwrite:
+    holds_data = out_dir.is_dir() and any(is_dataset_file(entry.name) for entry in out_dir.iterdir())
+    if holds_data and not overwrite:
         raise RabenchError(f"{out_dir} already holds a prepared dataset; pass --overwrite or choose another folder")
-    meta.unlink(missing_ok=True)  # first, so an interrupted overwrite never leaves a stale meta.json
-    for shard in shards:
-        shard.unlink()
-    out_dir.mkdir(parents=True, exist_ok=True)
+    for left in sorted(out_dir.glob(".prepare-*")) if out_dir.is_dir() else []:  # never deleted: it may be the only copy
+        print(f"rabench: note: {left} was left by a prepare that was stopped; it may hold a dataset's files "
+              "(delete it once you have checked)", file=sys.stderr)
+
+
+def _staging_dir(out_dir: Path) -> Path:
+    """A fresh hidden folder in out_dir (created if need be) where the new dataset is built."""
+    staging = out_dir / f".prepare-{os.getpid()}"
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        shutil.rmtree(staging, ignore_errors=True)  # left by an earlier process of this pid that was killed
+        staging.mkdir()
+    except OSError as exc:
+        raise RabenchError(f"cannot create {staging}: {exc.strerror or exc}") from None
+    return staging
+
+
+def _swap_in(staging: Path, out_dir: Path) -> None:
+    """Move the complete, verified dataset from staging into out_dir. The old dataset's files first
+    move to a hidden folder (meta.json first: the folder stops claiming a dataset), the new ones come
+    in (meta.json last: it never names a file not yet there), and only then is the old one deleted.
+    All renames in one folder: a kill leaves the old dataset or the new one, at worst under the
+    hidden names, never neither; other files in out_dir are not touched."""
+    old = staging.with_name(staging.name + ".old")
+    old.mkdir()
+    for entry in sorted(out_dir.iterdir(), key=lambda p: p.name != META_FILE):
+        if is_dataset_file(entry.name):
+            os.replace(entry, old / entry.name)
+    for entry in sorted(staging.iterdir(), key=lambda p: p.name == META_FILE):
+        os.replace(entry, out_dir / entry.name)
+    staging.rmdir()
+    shutil.rmtree(old)
 
 
 def _write_splits(

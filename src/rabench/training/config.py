@@ -15,7 +15,7 @@ from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
-from rabench.errors import RabenchError
+from rabench.errors import RabenchError, SettingError
 from rabench.fileio import json_form
 
 # Learning rates each preset trains with by default: GPT-2 small practice for the real
@@ -24,6 +24,7 @@ PRESET_LR = {"gpt2-124m": 6e-4, "gpt2-350m": 3e-4, "small": 1e-3, "tiny": 3e-3}
 # Val tokens per evaluation unless told otherwise (capped at the val split when the val set is built).
 EVAL_TOKENS_GPT2 = 2_097_152  # 2 Mi tokens: the real models
 EVAL_TOKENS_SMALL = 32_768  # 32 Ki tokens: the CPU-sized presets (a few seconds an evaluation on 2 cores)
+MAX_SEED = 2**63 - 1
 DEVICE_PATTERN = re.compile(r"^(auto|cpu|cuda(:\d+)?)$")
 
 # Fields that cannot change the learning curve: they may differ between a run and its resume.
@@ -89,9 +90,9 @@ class TrainConfig:
         from rabench.model import PRESETS
 
         if self.preset not in PRESETS:
-            raise RabenchError(f"preset {self.preset!r} is unknown; choose from: {', '.join(PRESETS)}")
+            raise SettingError("preset", f"preset {self.preset!r} is unknown; choose from: {', '.join(PRESETS)}")
         if not isinstance(self.device, str) or not DEVICE_PATTERN.match(self.device):
-            raise RabenchError(f"device {self.device!r} is not one of auto, cpu, cuda, cuda:N")
+            raise SettingError("device", f"device {self.device!r} is not one of auto, cpu, cuda, cuda:N")
         _positive_float(self, "time_budget_s", optional=True)
         _positive_float(self, "lr", optional=True)
         for name in ("max_iters", "batch_size", "seq_len", "eval_tokens", "eval_batches", "warmup_iters"):
@@ -99,6 +100,8 @@ class TrainConfig:
         for name in ("grad_accum", "eval_every", "log_every", "plateau_patience", "cooldown_iters"):
             _int_at_least(self, name, 1)
         _int_at_least(self, "seed", 0)
+        if self.seed > MAX_SEED:  # seeds are stored and compared as signed 64-bit integers
+            raise SettingError("seed", f"seed must be at most 2**63 - 1, got {self.seed}")
         _in_range(self, "min_lr_ratio", 0.0, 1.0)
         _in_range(self, "warmup_frac", 0.0, 1.0, hi_open=True)
         _in_range(self, "beta1", 0.0, 1.0, hi_open=True)
@@ -133,7 +136,7 @@ class TrainConfig:
                       attn_ref=self.attn, attn_code_hash=core.code_hash if core.plugin else None,
                       labels={"attn_role": core.attn_role} | self.labels)
         if out.seq_len > block:
-            raise RabenchError(f"seq_len {out.seq_len} exceeds preset {self.preset}'s context of {block}")
+            raise SettingError("seq_len", f"seq_len {out.seq_len} exceeds preset {self.preset}'s context of {block}")
         return out
 
     def ckpt_interval(self) -> tuple[str, float]:
@@ -167,12 +170,14 @@ def parse_ckpt_every(text: str) -> tuple[str, float]:
         except ValueError:
             n = 0
         if n < 1:
-            raise RabenchError(f"ckpt_every {text!r}: write an iteration count like 500it or a duration like 5m")
+            raise SettingError("ckpt_every", f"ckpt_every {text!r}: write an iteration count like 500it or a "
+                               "duration like 5m")
         return "it", float(n)
     try:
         return "s", parse_duration(s)
     except RabenchError:
-        raise RabenchError(f"ckpt_every {text!r}: write an iteration count like 500it or a duration like 5m") from None
+        raise SettingError("ckpt_every", f"ckpt_every {text!r}: write an iteration count like 500it or a duration "
+                           "like 5m") from None
 
 
 def default_eval_tokens(preset_name: str) -> int:
@@ -231,7 +236,7 @@ def _number(cfg: TrainConfig, name: str) -> float | None:
     if value is None:
         return None
     if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise RabenchError(f"{name} must be a number, got {value!r}")
+        raise SettingError(name, f"{name} must be a number, got {value!r}")
     return float(value)
 
 
@@ -239,10 +244,10 @@ def _positive_float(cfg: TrainConfig, name: str, optional: bool = False) -> None
     v = _number(cfg, name)
     if v is None:
         if not optional:
-            raise RabenchError(f"{name} must be given")
+            raise SettingError(name, f"{name} must be given")
         return
     if not math.isfinite(v) or v <= 0:
-        raise RabenchError(f"{name} must be a positive finite number, got {getattr(cfg, name)!r}")
+        raise SettingError(name, f"{name} must be a positive finite number, got {getattr(cfg, name)!r}")
 
 
 def _int_at_least(cfg: TrainConfig, name: str, low: int, optional: bool = False) -> None:
@@ -250,14 +255,14 @@ def _int_at_least(cfg: TrainConfig, name: str, low: int, optional: bool = False)
     if v is None and optional:
         return
     if isinstance(v, bool) or not isinstance(v, int) or v < low:
-        raise RabenchError(f"{name} must be an integer of at least {low}, got {v!r}")
+        raise SettingError(name, f"{name} must be an integer of at least {low}, got {v!r}")
 
 
 def _in_range(cfg: TrainConfig, name: str, lo: float, hi: float, hi_open: bool = False) -> None:
     v = _number(cfg, name)
     if v is None or not (lo <= v <= hi) or (hi_open and v >= hi) or math.isnan(v):
         bracket = ")" if hi_open else "]"
-        raise RabenchError(f"{name} must lie in [{lo}, {hi}{bracket}, got {getattr(cfg, name)!r}")
+        raise SettingError(name, f"{name} must lie in [{lo}, {hi}{bracket}, got {getattr(cfg, name)!r}")
 
 
 def default_of(name: str) -> Any:

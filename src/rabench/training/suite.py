@@ -820,6 +820,8 @@ def run_sequential(jobs: list[RunJob], say=print, deadline: Deadline | None = No
         if job.action == "skip":
             say(f"[suite] {job.run.name}: done, skipped")
     not_started: list[str] = []
+    if deadline is not None and deadline.passed():  # a calibration used it up: a timer at 0 s would interrupt anywhere
+        raise deadline_message([job.run.name for job in todo], [])
     with stop_at(deadline):
         for i, job in enumerate(todo):
             name = job.run.name

@@ -37,6 +37,7 @@ from torch.nn.parallel import DistributedDataParallel
 
 import rabench
 from rabench.data import TokenSplit, check_split_fits, check_token_range, load_meta, train_batch, verify_checksums
+from rabench.data.loader import check_step_fits_memory, machine_memory_bytes
 from rabench.data.regime import data_regime
 from rabench.errors import RabenchError, RunInterrupted
 from rabench.machine import machine_id
@@ -58,14 +59,13 @@ SIGNAL_NAMES = {signal.SIGINT: "SIGINT", signal.SIGTERM: "SIGTERM"}
 
 def fault(point: str, it: int) -> None:
     """Test hook for the fault tests: RABENCH_FAULT="eval@10" (or "ckpt@6", "step@7", with ":TERM" / ":INT" for a
-    catchable signal instead of SIGKILL) makes this process signal itself at that moment. Unset: nothing happens."""
-    spec = os.environ.get("RABENCH_FAULT")
-    if not spec:
-        return
-    where, _, sig = spec.partition(":")
-    name, _, at = where.partition("@")
-    if name == point and at.isdigit() and int(at) == it:
-        os.kill(os.getpid(), {"TERM": signal.SIGTERM, "INT": signal.SIGINT}.get(sig, signal.SIGKILL))
+    catchable signal instead of SIGKILL; several comma-separated, e.g. "step@2:INT,ckpt@2:INT" for a second
+    Ctrl-C inside the save the first one asked for) makes this process signal itself at that moment."""
+    for spec in filter(None, os.environ.get("RABENCH_FAULT", "").split(",")):
+        where, _, sig = spec.partition(":")
+        name, _, at = where.partition("@")
+        if name == point and at.isdigit() and int(at) == it:
+            os.kill(os.getpid(), {"TERM": signal.SIGTERM, "INT": signal.SIGINT}.get(sig, signal.SIGKILL))
 
 
 class _EvalInterrupted(BaseException):
@@ -128,6 +128,29 @@ def peak_memory_gb(device: torch.device) -> float:
 
 
 
+def device_memory_bytes(device: torch.device) -> int:
+    """The memory a run on `device` can have: the GPU's, or the machine's for the CPU."""
+    if device.type == "cuda":
+        return torch.cuda.get_device_properties(device).total_memory
+    return machine_memory_bytes()
+
+
+def check_model_fits(c: TrainConfig, device: torch.device) -> None:
+    """Refuse a model whose weights, gradients and two AdamW moments alone exceed the device's memory
+    (an attention option asking for hundreds of GB), counted on the meta device: nothing is allocated."""
+    try:
+        with torch.device("meta"):
+            n_params = build_model(c.preset, c.attn, c.attn_options, c.seed).num_params()
+    except Exception:  # noqa: BLE001 - a module that cannot be built on meta: the real build will say what is wrong
+        return
+    need, memory = 16 * n_params, device_memory_bytes(device)
+    if need > memory:
+        options = ", ".join(f"{k}={v}" for k, v in c.attn_options.items())
+        raise RabenchError(f"{c.attn} ({c.preset}{'; ' + options if options else ''}) has {n_params:,} parameters: "
+                           f"with gradients and AdamW moments {need / 2**30:,.0f} GiB, more than this {device.type}'s "
+                           f"{memory / 2**30:,.0f} GiB; choose smaller attention options or preset")
+
+
 class Trainer:
     def __init__(self, cfg: TrainConfig) -> None:
         self.cfg = cfg.resolved()
@@ -137,10 +160,23 @@ class Trainer:
         if self.dist.enabled and self.device.type == "cuda":
             self.device = torch.device("cuda", self.dist.local_rank)
         self.folder = RunFolder(c.out)
+        # before any work: a second trainer on this folder is refused at once, the first one started wins
+        dd.on_main(self.folder.lock, self.dist)
+        try:
+            self.set_up()
+        except BaseException:
+            self.folder.release(tidy=True)  # a refused run leaves no folder behind
+            raise
+
+    def set_up(self) -> None:
+        """Data, model, optimizer and schedule, then what the run folder holds (open_folder)."""
+        c = self.cfg
         self.train_split = TokenSplit(c.data, "train")
         self.val_split = TokenSplit(c.data, "val")
         check_split_fits(self.train_split, c.batch_size, c.seq_len)
         check_split_fits(self.val_split, c.batch_size, c.seq_len)
+        check_step_fits_memory(c.batch_size, c.seq_len, c.grad_accum, self.dist.world_size)
+        check_model_fits(c, self.device)
         self.model = build_model(c.preset, c.attn, c.attn_options, c.seed).to(self.device)
         if c.verify_data:
             verify_checksums(c.data)  # meta.json's SHA-256 of every file: a full read, so only when asked
@@ -177,6 +213,7 @@ class Trainer:
         """('fresh' | 'resume' | 'finished', run_id); refuses what cannot be continued honestly."""
         c, folder = self.cfg, self.folder
         folder.lock()
+        folder.check_identity()
         state, old = folder.state(), folder.config() or {}
         where = c.out
         if state == "finished" or (state != "absent" and folder.has_checkpoint()):
@@ -190,9 +227,8 @@ class Trainer:
                                    f"({'; '.join(diffs)}); resume with the stored settings (see {where}/config.json), "
                                    f"or start over with another --out (or delete {where})")
             return ("finished" if state == "finished" else "resume"), str(old.get("run_id"))
-        if state != "absent":
+        if state != "absent":  # its files are replaced as the new attempt writes its own (never deleted up front)
             print(f"rabench: {where} stopped before its first checkpoint ({state}); starting it over", file=sys.stderr)
-        folder.start_over()
         return "fresh", uuid.uuid4().hex
 
     def write_config(self) -> None:
@@ -342,6 +378,7 @@ class Trainer:
             "ms_per_iter": round(ms, 3) if ms else None,
             "tokens_per_s": round(self.tokens_per_iter / (ms / 1000)) if ms else None,
             "peak_mem_gb": round(peak_memory_gb(self.device), 3),
+            "run_id": self.run_id,  # readers skip records of another run (a file copied in, a merged resume)
         }
         if result is not None:
             rec["val_loss"] = result.loss
