@@ -7,7 +7,9 @@ the same rows each step, so losses must agree to float32 rounding, and val_loss,
 batches are split over the ranks (3 batches: 2 on rank 0, 1 on rank 1), must agree
 with the single process's mean over the same batches.
 
-Four short runs shared by the tests (module fixture); about 30 s on 2 cores.
+Four short runs shared by the tests (module fixture); about 30 s on 2 cores. Further down: how the
+trainer builds its DDP model (in-process, a one-process gloo group), and two "nodes" on localhost
+joined by torchrun's c10d rendezvous (marked slow: about 45 s).
 """
 
 from __future__ import annotations
@@ -240,3 +242,61 @@ def test_only_the_bf16_hook_changes_the_curve_and_only_with_several_processes():
     for bad in ({"ddp_comm_hook": "fp8"}, {"ddp_bucket_cap_mb": 0}, {"ddp_static_graph": "yes"}):
         with pytest.raises(RabenchError):
             cfg(**bad)
+
+
+# ---- two nodes ----------------------------------------------------------------------------------
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def two_nodes(nodes: list[Path], args: list[str], fault: str | None = None) -> list[subprocess.CompletedProcess]:
+    """The same command on two "nodes" of one process each, joined by torchrun's c10d rendezvous.
+
+    Each node runs in its own folder with relative --data/--out, as on machines without a shared
+    filesystem. torchrun numbers c10d nodes by their address (sorted), not by --node-rank: node 0's
+    --local-addr 127.0.0.1 sorts before node 1's localhost, so node 0 holds rank 0 in every launch."""
+    port = _free_port()
+    procs = []
+    for node_rank, (cwd, addr) in enumerate(zip(nodes, ["127.0.0.1", "localhost"])):
+        cmd = [sys.executable, "-m", "torch.distributed.run", "--nnodes", "2", "--nproc_per_node", "1",
+               "--node-rank", str(node_rank), "--rdzv-backend", "c10d", "--rdzv-endpoint", f"127.0.0.1:{port}",
+               "--rdzv-id", "rabench-test", "--local-addr", addr, "-m", "rabench", *args]
+        env = _env() | ({"RABENCH_FAULT": fault} if fault else {})
+        procs.append(subprocess.Popen(cmd, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                      text=True))
+    done = []
+    for proc in procs:
+        out, err = proc.communicate(timeout=TIMEOUT_S)
+        done.append(subprocess.CompletedProcess(proc.args, proc.returncode, out, err))
+    return done
+
+
+@pytest.mark.slow
+def test_two_nodes_write_one_log_one_checkpoint_and_resume(runs):
+    import shutil
+
+    nodes = [runs["root"] / "node0", runs["root"] / "node1"]
+    for node in nodes:
+        shutil.copytree(runs["data"], node / "data")  # every node prepares (here: copies) the same data
+    args = [*COMMON, "--data", "data", "--out", "run", "--iters", str(RESUME_ITERS)]
+    # SIGTERM on both nodes at iteration 7: they agree to checkpoint at the next log point (10) and stop
+    for proc in two_nodes(nodes, args, fault="step@7:TERM"):
+        interrupted(proc)
+    main, other = nodes[0] / "run", nodes[1] / "run"
+    assert [r["iter"] for r in metrics(main)] == [0, 5, 10]  # one log, each record once
+    assert json.loads((main / "config.json").read_text())["world_size"] == 2
+    assert (main / "ckpt.pt").exists()
+    assert not other.exists()  # rank 1 writes nothing on its node
+    resumed = two_nodes(nodes, [*args, "--resume"])
+    for proc in resumed:
+        ok(proc)
+    # node 1 has no checkpoint of its own: rank 0 sent it; both continued from iteration 10
+    assert [r["iter"] for r in metrics(main)] == [0, 5, 10, 15, 16]
+    assert sum(" iters in " in proc.stdout for proc in resumed) == 1  # one result line, from rank 0
+    assert not other.exists()
+    # the same rows and steps as one process with --grad-accum 2, interrupted and resumed the same way
+    assert _close(metrics(main)[-1]["val_loss"], metrics(runs["single"])[-1]["val_loss"], REL)
