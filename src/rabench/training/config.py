@@ -20,7 +20,7 @@ from rabench.fileio import json_form
 
 # Learning rates each preset trains with by default: GPT-2 small practice for the real
 # models, higher for the toy ones. The same for every attention, never tuned per config.
-PRESET_LR = {"gpt2-124m": 6e-4, "gpt2-350m": 3e-4, "small": 1e-3, "tiny": 3e-3}
+PRESET_LR = {"gpt2-124m": 6e-4, "gpt2-350m": 3e-4, "small": 1e-3, "tiny": 3e-3, "toy": 3e-3}
 # Val tokens per evaluation unless told otherwise (capped at the val split when the val set is built).
 EVAL_TOKENS_GPT2 = 2_097_152  # 2 Mi tokens: the real models
 EVAL_TOKENS_SMALL = 32_768  # 32 Ki tokens: the CPU-sized presets (a few seconds an evaluation on 2 cores)

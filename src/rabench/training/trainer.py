@@ -36,6 +36,7 @@ import torch
 
 import rabench
 from rabench.data import TokenSplit, check_split_fits, check_token_range, train_batch, verify_checksums
+from rabench.data.toy import check_vocabulary
 from rabench.errors import RabenchError, RunInterrupted
 from rabench.model import build_model
 from rabench.rundir import FAILED, FINISHED, INTERRUPTED, RunFolder
@@ -142,6 +143,7 @@ class Trainer:
             verify_checksums(c.data)  # meta.json's SHA-256 of every file: a full read, so only when asked
         for split in (self.train_split, self.val_split):
             check_token_range(split)  # cheap: a max over each memory map
+        check_vocabulary(c.data, self.model.cfg.vocab_size, c.preset)  # GPT-2 ids into a toy vocabulary: refused
         eval_tokens = c.eval_batches * c.batch_size * c.seq_len if c.eval_batches else c.eval_tokens
         self.val = evaluation.build_val_set(self.val_split, c.batch_size, c.seq_len, eval_tokens)
         self.optimizer = make_optimizer(self.model, c.lr, c.weight_decay, (c.beta1, c.beta2), self.device)
