@@ -28,7 +28,6 @@ HELP = "the plan's comparison at toy scale on the bundled Austen corpus (a few m
 DEMO_ATTNS = ["sdpa", "ra-open", "ra-norec"]
 DEMO_SEEDS = [0, 1, 2]
 DEFAULT_ITERS = 300
-TOY_VOCAB = 512  # the `toy` preset's vocabulary (rabench.model.PRESETS)
 # every 25 iterations on 16 val batches (8k tokens): a curve of a dozen points, a few seconds of evaluation
 DEMO_TRAIN = {"eval_every": 25, "log_every": 25, "eval_batches": 16, "device": "cpu"}
 REAL_COMMANDS = (
@@ -60,13 +59,15 @@ def run_demo(out: str | Path, iters: int = DEFAULT_ITERS, seeds: list[int] | Non
     paired gaps and the GPU answer; returns the runs' folder. Runs already finished are kept."""
     from rabench.data import prepare_bundled_austen
     from rabench.data.toy import toy_vocabulary
+    from rabench.model import PRESETS
     from rabench.training import TrainConfig, train
     from rabench.training.suite import run_name
 
     out = Path(out)
     seeds = list(DEMO_SEEDS if seeds is None else seeds)
-    data = toy_vocabulary(prepare_bundled_austen(out), out / f"data-austen-toy{TOY_VOCAB}", TOY_VOCAB)
-    print(setup_text(iters, seeds), flush=True)
+    vocab = PRESETS["toy"].vocab_size  # the toy vocabulary the `toy` preset is built for
+    data = toy_vocabulary(prepare_bundled_austen(out), out / f"data-austen-toy{vocab}", vocab)
+    print(setup_text(iters, seeds, vocab), flush=True)
     runs = out / "runs"
     run_dirs = []
     with one_thread():
@@ -103,10 +104,10 @@ def one_thread() -> Iterator[None]:
         torch.set_num_threads(before)
 
 
-def setup_text(iters: int, seeds: list[int]) -> str:
+def setup_text(iters: int, seeds: list[int], vocab: int) -> str:
     return (f"rabench demo: {', '.join(DEMO_ATTNS)} on the bundled Austen corpus, {iters} iterations each, "
             f"seeds {', '.join(map(str, seeds))}.\nToy scale, so that it trains on 2 CPU cores in minutes: a "
-            f"2-layer, 64-wide model (preset toy) on a toy vocabulary ({TOY_VOCAB - 1} most frequent GPT-2 tokens, "
+            f"2-layer, 64-wide model (preset toy) on a toy vocabulary ({vocab - 1} most frequent GPT-2 tokens, "
             "every rarer one as one id), batches of 8 x 64 tokens, one CPU thread. Equal iterations, not equal time: CPU step times "
             "say nothing about a GPU, so no speed is measured here.")
 
