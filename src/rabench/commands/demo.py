@@ -75,8 +75,7 @@ def run_demo(out: str | Path, iters: int = DEFAULT_ITERS, seeds: list[int] | Non
             for attn in DEMO_ATTNS:
                 run_dirs.append(runs / run_name(attn, seed))
                 cfg = TrainConfig(attn=attn, data=data, out=str(run_dirs[-1]), preset="toy", seed=seed,
-                                  max_iters=iters, resume=True, progress_bar=progress_bar, labels={"role": "demo"},
-                                  **DEMO_TRAIN)
+                                  max_iters=iters, resume=True, progress_bar=progress_bar, **DEMO_TRAIN)
                 train(cfg)
     curves = read_curves(run_dirs)
     print()
