@@ -33,10 +33,10 @@ def toy_vocabulary(src: str | Path, out: str | Path, size: int) -> str:
     if not 2 <= size <= meta["vocab_size"]:
         raise RabenchError(f"a toy vocabulary needs 2 to {meta['vocab_size']} ids, got {size}")
     out.mkdir(parents=True, exist_ok=True)
-    table = rank_table(TokenSplit(src, "train"), meta["vocab_size"], size)
+    counts = token_counts(TokenSplit(src, "train"), meta["vocab_size"])
+    table = rank_table(counts, size)
     splits = {split: _renumber_split(src, out, split, meta["splits"][split], table) for split in SPLITS}
-    train = np.concatenate([np.asarray(s) for s in TokenSplit(src, "train").shards])
-    shared = float(np.mean(table[train] == size - 1)) if len(train) else 0.0
+    shared = float(counts[table == size - 1].sum() / max(1, counts.sum()))
     toy = {"size": size, "from": str(src), "source_tokenizer": meta["tokenizer"],
            "rule": f"the {size - 1} most frequent train tokens get ids 0..{size - 2} by frequency rank (ties: lower "
                    f"source id first); every other token gets id {size - 1}",
@@ -48,13 +48,17 @@ def toy_vocabulary(src: str | Path, out: str | Path, size: int) -> str:
     return str(out)
 
 
-def rank_table(train: TokenSplit, source_vocab: int, size: int) -> np.ndarray:
-    """source id -> toy id: frequency rank for the size-1 most frequent train tokens, size-1 for the rest."""
-    counts = np.zeros(source_vocab, dtype=np.int64)
-    for shard in train.shards:
-        counts += np.bincount(np.asarray(shard), minlength=source_vocab)[:source_vocab]
+def token_counts(split: TokenSplit, vocab: int) -> np.ndarray:
+    counts = np.zeros(vocab, dtype=np.int64)
+    for shard in split.shards:
+        counts += np.bincount(np.asarray(shard), minlength=vocab)[:vocab]
+    return counts
+
+
+def rank_table(counts: np.ndarray, size: int) -> np.ndarray:
+    """source id -> toy id: frequency rank for the size-1 most frequent tokens, size-1 for the rest."""
     order = np.argsort(-counts, kind="stable")  # stable: ties keep the lower source id first
-    table = np.full(source_vocab, size - 1, dtype=np.uint16)
+    table = np.full(len(counts), size - 1, dtype=np.uint16)
     table[order[: size - 1]] = np.arange(size - 1, dtype=np.uint16)
     return table
 
