@@ -40,8 +40,8 @@ def add_budget_args(p: argparse.ArgumentParser, default_note: str) -> None:
 
 def add_hyper_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--preset", default=None,
-                   help="model preset: gpt2-124m, gpt2-350m, small, tiny, toy (tiny with a 512-id toy vocabulary: the data "
-                        "`rabench demo` makes) (default: gpt2-124m with a GPU, tiny without)")
+                   help="model preset: gpt2-124m, gpt2-350m, small, tiny, toy (tiny with a 512-id toy vocabulary: "
+                        "the data `rabench demo` makes) (default: gpt2-124m with a GPU, tiny without)")
     for flag, (field, typ, text) in HYPER_FLAGS.items():
         value = default_of(field)
         default = "" if "default:" in text else f" (default: {'unset' if value is None else value})"

@@ -67,7 +67,7 @@ def run_demo(out: str | Path, iters: int = DEFAULT_ITERS, seeds: list[int] | Non
     seeds = list(DEMO_SEEDS if seeds is None else seeds)
     vocab = PRESETS["toy"].vocab_size  # the toy vocabulary the `toy` preset is built for
     data = toy_vocabulary(prepare_bundled_austen(out), out / f"data-austen-toy{vocab}", vocab)
-    print(setup_text(iters, seeds, vocab), flush=True)
+    print(setup_text(iters, seeds), flush=True)
     runs = out / "runs"
     run_dirs = []
     with one_thread():
@@ -103,12 +103,17 @@ def one_thread() -> Iterator[None]:
         torch.set_num_threads(before)
 
 
-def setup_text(iters: int, seeds: list[int], vocab: int) -> str:
-    return (f"rabench demo: {', '.join(DEMO_ATTNS)} on the bundled Austen corpus, {iters} iterations each, "
-            f"seeds {', '.join(map(str, seeds))}.\nToy scale, so that it trains on 2 CPU cores in minutes: a "
-            f"2-layer, 64-wide model (preset toy) on a toy vocabulary ({vocab - 1} most frequent GPT-2 tokens, "
-            "every rarer one as one id), batches of 8 x 64 tokens, one CPU thread. Equal iterations, not equal time: CPU step times "
-            "say nothing about a GPU, so no speed is measured here.")
+def setup_text(iters: int, seeds: list[int]) -> str:
+    """What runs, and the choices a CPU forces, from the toy preset's own settings."""
+    from rabench.model import DEFAULT_BATCH, PRESETS
+
+    model, (batch, seq) = PRESETS["toy"], DEFAULT_BATCH["toy"]
+    return (f"rabench demo: {', '.join(DEMO_ATTNS)} on the bundled Austen corpus, {iters} iterations each, seeds "
+            f"{', '.join(map(str, seeds))}.\nToy scale, so that it trains on 2 CPU cores in minutes: a "
+            f"{model.n_layer}-layer, {model.n_embd}-wide model (preset toy) on a toy vocabulary "
+            f"({model.vocab_size - 1} most frequent GPT-2 tokens, every rarer one as one id), batches of {batch} x "
+            f"{seq} tokens, one CPU thread. Equal iterations, not equal time: CPU step times say nothing about a "
+            "GPU, so no speed is measured here.")
 
 
 def read_curves(run_dirs: list[Path]) -> dict[str, dict[int, dict[int, float]]]:

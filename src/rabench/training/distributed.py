@@ -82,8 +82,8 @@ def wrap_ddp(model: torch.nn.Module, device: torch.device, info: DistInfo, cfg: 
     can start while the rest of the backward runs."""
     check_ddp_settings(cfg)
     mode = resolve_compile_mode(cfg.compile, cfg.compile_mode)
-    ddp = DistributedDataParallel(compiled(model, mode), device_ids=[info.local_rank] if device.type == "cuda" else None,
-                                  bucket_cap_mb=cfg.ddp_bucket_cap_mb,
+    ids = [info.local_rank] if device.type == "cuda" else None
+    ddp = DistributedDataParallel(compiled(model, mode), device_ids=ids, bucket_cap_mb=cfg.ddp_bucket_cap_mb,
                                   gradient_as_bucket_view=cfg.ddp_grad_as_bucket_view,
                                   static_graph=cfg.ddp_static_graph)
     if cfg.ddp_comm_hook == "bf16":
