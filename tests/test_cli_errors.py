@@ -110,8 +110,8 @@ def test_cpu_default_preset_notice_resume_rules_and_foreign_checkpoint(capsys, d
                             "tiny", "--resume"], "belongs to another run")
 
 
-def test_demo_rejects_a_non_positive_time(capsys, tmp_path: Path) -> None:
-    one_line_error(capsys, ["demo", "--seconds", "0", "--out", str(tmp_path / "d")], "--seconds")
+def test_demo_rejects_a_non_positive_length(capsys, tmp_path: Path) -> None:
+    one_line_error(capsys, ["demo", "--iters", "0", "--out", str(tmp_path / "d")], "--iters")
     (tmp_path / "f").write_text("x")
     one_line_error(capsys, ["demo", "--out", str(tmp_path / "f")], "is a file")
 

@@ -7,7 +7,9 @@ the same rows each step, so losses must agree to float32 rounding, and val_loss,
 batches are split over the ranks (3 batches: 2 on rank 0, 1 on rank 1), must agree
 with the single process's mean over the same batches.
 
-Four short runs shared by the tests (module fixture); about 30 s on 2 cores.
+Four short runs shared by the tests (module fixture); about 30 s on 2 cores. Further down: how the
+trainer builds its DDP model (in-process, a one-process gloo group), and two "nodes" on localhost
+joined by torchrun's c10d rendezvous (marked slow: about 45 s).
 """
 
 from __future__ import annotations
@@ -148,3 +150,153 @@ def test_error_on_rank0_stops_every_rank(runs):
     assert proc.returncode != 0
     assert "already holds a finished run" in proc.stderr
     assert "(rank 1) " in proc.stderr  # rank 1 got the error too, rather than being killed while waiting
+
+
+# ---- how the trainer builds its DDP model (in-process, no torchrun) ------------------------------
+@pytest.fixture
+def ddp_trainer(tmp_path: Path, austen_data, monkeypatch: pytest.MonkeyPatch):
+    """`ddp_trainer(**fields)`: a Trainer built on its DDP branch, with torch.compile recorded instead of run.
+
+    A one-process gloo group backs it, and DistInfo claims two ranks (the branch's condition); only the
+    constructor runs, whose collectives (broadcasts) a one-process group serves."""
+    import torch
+
+    from rabench.training import TrainConfig
+    from rabench.training import distributed as dd
+    from rabench.training.trainer import Trainer
+
+    dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'store'}", rank=0, world_size=1)
+    monkeypatch.setattr(dd, "init_distributed", lambda device_type: dd.DistInfo(rank=0, local_rank=0, world_size=2))
+    compiles: list[dict] = []
+
+    def record_compile(model, **kwargs):
+        compiles.append(kwargs)
+        return model
+
+    monkeypatch.setattr(torch, "compile", record_compile)
+    built: list[Trainer] = []
+
+    def build(**fields) -> tuple[Trainer, list[dict]]:
+        cfg = TrainConfig(attn="sdpa", data=austen_data(20_000), out=str(tmp_path / f"run{len(built)}"), preset="tiny",
+                          device="cpu", max_iters=2, batch_size=4, seq_len=32, eval_batches=1, progress_bar=False,
+                          **fields)
+        built.append(Trainer(cfg))
+        return built[-1], compiles
+
+    yield build
+    for trainer in built:
+        trainer.folder.release()
+    dist.destroy_process_group()
+
+
+def test_compile_mode_is_honoured_under_ddp(ddp_trainer):
+    """Under torchrun the model used to be compiled in the default mode whatever --compile-mode said."""
+    from torch.nn.parallel import DistributedDataParallel
+
+    trainer, compiles = ddp_trainer(compile=True, compile_mode="reduce-overhead")
+    assert isinstance(trainer.step_fn.forward_model, DistributedDataParallel)
+    assert compiles == [{"mode": "reduce-overhead"}]  # compiled once, in the asked mode (not again by TrainStep)
+    assert trainer.step_fn.cuda_graphs is False  # a CPU: no CUDA graphs, whatever the mode
+
+
+def test_ddp_settings_reach_ddp(ddp_trainer):
+    trainer, compiles = ddp_trainer(ddp_bucket_cap_mb=1.5, ddp_grad_as_bucket_view=True, ddp_static_graph=True)
+    ddp = trainer.step_fn.forward_model
+    assert compiles == []  # not compiled unless asked
+    assert ddp.bucket_bytes_cap == int(1.5 * 1024 * 1024)
+    assert ddp.gradient_as_bucket_view is True and ddp.static_graph is True
+    default, _ = ddp_trainer()
+    assert default.step_fn.forward_model.bucket_bytes_cap == 25 * 1024 * 1024  # PyTorch's default kept
+    assert default.step_fn.forward_model.static_graph is False
+
+
+@pytest.mark.parametrize("fields,match", [({"ddp_comm_hook": "bf16"}, "needs the NCCL backend"),
+                                          ({"ddp_static_graph": True, "grad_accum": 2}, "--grad-accum 1 only")])
+def test_ddp_settings_pytorch_cannot_run_are_refused_in_one_line(ddp_trainer, fields, match):
+    from rabench.errors import RabenchError
+
+    with pytest.raises(RabenchError, match=match):
+        ddp_trainer(**fields)
+
+
+def test_only_the_bf16_hook_changes_the_curve_and_only_with_several_processes():
+    from rabench.errors import RabenchError
+    from rabench.fileio import json_form
+    from rabench.training import TrainConfig
+    from rabench.training.config import curve_changing_differences
+
+    def cfg(**fields) -> TrainConfig:
+        return TrainConfig(attn="sdpa", data="d", out="o", preset="tiny", device="cpu", max_iters=2, **fields)
+
+    def stored(world_size: int, **fields) -> dict:
+        return json_form(cfg(**fields).resolved().to_dict()) | {"world_size": world_size, "device": "cpu"}
+
+    layout = {"ddp_bucket_cap_mb": 100.0, "ddp_grad_as_bucket_view": True, "ddp_static_graph": True}
+    assert curve_changing_differences(stored(2), cfg(**layout), world_size=2) == []
+    hook = curve_changing_differences(stored(2), cfg(ddp_comm_hook="bf16"), world_size=2)
+    assert len(hook) == 1 and "none -> bf16" in hook[0]
+    # one process has no all-reduce: a bf16 hook it was given never acted
+    assert curve_changing_differences(stored(1, ddp_comm_hook="bf16"), cfg(grad_accum=1), world_size=1) == []
+    old = {k: v for k, v in stored(2).items() if not k.startswith("ddp_")}  # a run folder from before these fields
+    assert curve_changing_differences(old, cfg(), world_size=2) == []
+    for bad in ({"ddp_comm_hook": "fp8"}, {"ddp_bucket_cap_mb": 0}, {"ddp_static_graph": "yes"}):
+        with pytest.raises(RabenchError):
+            cfg(**bad)
+
+
+# ---- two nodes ----------------------------------------------------------------------------------
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def two_nodes(nodes: list[Path], args: list[str], fault: str | None = None) -> list[subprocess.CompletedProcess]:
+    """The same command on two "nodes" of one process each, joined by torchrun's c10d rendezvous.
+
+    Each node runs in its own folder with relative --data/--out, as on machines without a shared
+    filesystem. torchrun numbers c10d nodes by their address (sorted), not by --node-rank: node 0's
+    --local-addr 127.0.0.1 sorts before node 1's localhost, so node 0 holds rank 0 in every launch."""
+    port = _free_port()
+    procs = []
+    for node_rank, (cwd, addr) in enumerate(zip(nodes, ["127.0.0.1", "localhost"])):
+        cmd = [sys.executable, "-m", "torch.distributed.run", "--nnodes", "2", "--nproc_per_node", "1",
+               "--node-rank", str(node_rank), "--rdzv-backend", "c10d", "--rdzv-endpoint", f"127.0.0.1:{port}",
+               "--rdzv-id", "rabench-test", "--local-addr", addr, "-m", "rabench", *args]
+        env = _env() | ({"RABENCH_FAULT": fault} if fault else {})
+        procs.append(subprocess.Popen(cmd, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                      text=True))
+    done = []
+    for proc in procs:
+        out, err = proc.communicate(timeout=TIMEOUT_S)
+        done.append(subprocess.CompletedProcess(proc.args, proc.returncode, out, err))
+    return done
+
+
+@pytest.mark.slow
+def test_two_nodes_write_one_log_one_checkpoint_and_resume(runs):
+    import shutil
+
+    nodes = [runs["root"] / "node0", runs["root"] / "node1"]
+    for node in nodes:
+        shutil.copytree(runs["data"], node / "data")  # every node prepares (here: copies) the same data
+    args = [*COMMON, "--data", "data", "--out", "run", "--iters", str(RESUME_ITERS)]
+    # SIGTERM on both nodes at iteration 7: they agree to checkpoint at the next log point (10) and stop
+    for proc in two_nodes(nodes, args, fault="step@7:TERM"):
+        interrupted(proc)
+    main, other = nodes[0] / "run", nodes[1] / "run"
+    assert [r["iter"] for r in metrics(main)] == [0, 5, 10]  # one log, each record once
+    assert json.loads((main / "config.json").read_text())["world_size"] == 2
+    assert (main / "ckpt.pt").exists()
+    assert not other.exists()  # rank 1 writes nothing on its node
+    resumed = two_nodes(nodes, [*args, "--resume"])
+    for proc in resumed:
+        ok(proc)
+    # node 1 has no checkpoint of its own: rank 0 sent it; both continued from iteration 10
+    assert [r["iter"] for r in metrics(main)] == [0, 5, 10, 15, 16]
+    assert sum(" iters in " in proc.stdout for proc in resumed) == 1  # one result line, from rank 0
+    assert not other.exists()
+    # the same rows and steps as one process with --grad-accum 2, interrupted and resumed the same way
+    assert _close(metrics(main)[-1]["val_loss"], metrics(runs["single"])[-1]["val_loss"], REL)

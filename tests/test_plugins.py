@@ -4,7 +4,6 @@ paired starts for naive cores; the identity a run folder records; `rabench check
 from __future__ import annotations
 
 import json
-import sys
 import textwrap
 from pathlib import Path
 

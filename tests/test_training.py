@@ -218,29 +218,6 @@ def test_bad_durations(text: str) -> None:
         parse_duration(text)
 
 
-@pytest.mark.slow
-def test_demo_draws_curves_and_ends_with_a_verdict(data_dir: str, tmp_path: Path, capsys,
-                                                   monkeypatch: pytest.MonkeyPatch) -> None:
-    import shutil
-
-    from rabench.commands import demo
-
-    shutil.copytree(data_dir, tmp_path / "demo" / "data-austen")  # the demo prepares Austen once; reuse the fixture's
-    monkeypatch.setattr(demo, "demo_attns", lambda: ["sdpa", "ra-open"])  # with a GPU it would add ra-triton
-    suite = demo.run_demo(tmp_path / "demo", seconds=1.5, progress_bar=False)
-    out = capsys.readouterr().out
-    paragraph = out.strip().splitlines()[-1]
-    assert paragraph.startswith("Verdict: none from this demo. It compared sdpa, ra-open for 1.5 s")
-    assert "one seed" in paragraph and "rabench suite" in paragraph and str(suite / "report.html") in paragraph
-    assert "x sdpa: time per training step relative to sdpa" in out
-    for name in ("sdpa", "ra-open"):
-        run = next(p for p in suite.iterdir() if p.name.startswith(name + "-"))
-        evals = [r["iter"] for r in RunFolder(run).metrics() if "val_loss" in r]
-        # iteration 0, then at most 5 iterations apart, up to the run's last iteration
-        assert evals[0] == 0 and evals[-1] == RunFolder(run).summary()["iters"] > 0
-        assert all(b - a <= 5 for a, b in zip(evals, evals[1:]))
-
-
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 def test_a_gpu_run_records_its_physical_card(data_dir: str, tmp_path: Path) -> None:
     summary = train(config(data_dir, tmp_path / "run", device="cuda", max_iters=4))

@@ -20,7 +20,6 @@ import torch
 from torch import Tensor, nn
 
 from rabench import attention
-from rabench.attention import AttentionSpec
 from rabench.errors import RabenchError
 from rabench.model import GPT, preset
 

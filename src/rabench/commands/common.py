@@ -11,7 +11,7 @@ import sys
 from typing import Any
 
 from rabench.errors import RabenchError, SettingError
-from rabench.training.config import EVAL_TOKENS_GPT2, EVAL_TOKENS_SMALL, PRESET_LR, default_of
+from rabench.training.config import DDP_COMM_HOOKS, EVAL_TOKENS_GPT2, EVAL_TOKENS_SMALL, PRESET_LR, default_of
 
 # flag -> TrainConfig field, for the plain ones (type, help); defaults come from TrainConfig
 HYPER_FLAGS: dict[str, tuple[str, type, str]] = {
@@ -64,7 +64,8 @@ def add_budget_args(p: argparse.ArgumentParser, default_note: str) -> None:
 def add_hyper_args(p: argparse.ArgumentParser, skip: tuple[str, ...] = ()) -> None:
     """The TrainConfig flags; `skip`: flags the command defines itself (the suite's --lr takes a list)."""
     p.add_argument("--preset", default=None,
-                   help="model preset: gpt2-124m, gpt2-350m, small, tiny (default: gpt2-124m with a GPU, tiny without)")
+                   help="model preset: gpt2-124m, gpt2-350m, small, tiny, toy (tiny with a 512-id toy vocabulary: "
+                        "the data `rabench demo` makes) (default: gpt2-124m with a GPU, tiny without)")
     for flag, (field, typ, text) in HYPER_FLAGS.items():
         if flag in skip:
             continue
@@ -80,6 +81,21 @@ def add_hyper_args(p: argparse.ArgumentParser, skip: tuple[str, ...] = ()) -> No
                    help="check the data's SHA-256 checksums against meta.json before training (default: off; the "
                         "token range is always checked)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar (default: a bar with ETA)")
+    add_ddp_args(p)
+
+
+def add_ddp_args(p: argparse.ArgumentParser) -> None:
+    """Data-parallel settings; they act under torchrun only (notes/distributed.md)."""
+    g = p.add_argument_group("data parallelism (under torchrun; one process ignores these)")
+    g.add_argument("--ddp-bucket-cap-mb", type=float, default=None,
+                   help=f"gradient all-reduce bucket size in MB (default: {default_of('ddp_bucket_cap_mb'):g})")
+    g.add_argument("--ddp-grad-as-bucket-view", action="store_true", default=None,
+                   help="gradients as views into DDP's buckets: no copy, less memory (default: off)")
+    g.add_argument("--ddp-static-graph", action="store_true", default=None,
+                   help="declare that every step uses the same parameters, so DDP plans once (default: off)")
+    g.add_argument("--ddp-comm-hook", choices=DDP_COMM_HOOKS, default=None,
+                   help="bf16: all-reduce gradients in bfloat16 (half the bytes; rounding changes the curve) "
+                        "(default: none)")
 
 
 def trains_on_cpu(device: str | None) -> bool:
@@ -122,6 +138,9 @@ def train_config_kwargs(a: argparse.Namespace) -> dict[str, Any]:
         kw["compile"], kw["compile_mode"] = True, a.compile_mode
     if a.verify:
         kw["verify_data"] = True
+    for field in ("ddp_bucket_cap_mb", "ddp_grad_as_bucket_view", "ddp_static_graph", "ddp_comm_hook"):
+        if getattr(a, field, None) is not None:
+            kw[field] = getattr(a, field)
     if a.time is not None:
         try:
             kw["time_budget_s"] = parse_duration(a.time)

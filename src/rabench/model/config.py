@@ -29,10 +29,14 @@ PRESETS: dict[str, ModelConfig] = {
     "gpt2-350m": ModelConfig(n_layer=24, n_head=16, n_embd=1024, block_size=1024),
     "small": ModelConfig(n_layer=6, n_head=6, n_embd=384, block_size=256),
     "tiny": ModelConfig(n_layer=2, n_head=2, n_embd=64, block_size=64),
+    # tiny with a toy vocabulary (rabench.data.toy): on a CPU the 50,304-id output layer was most of
+    # tiny's step; at 512 ids a step is about 20x cheaper, so `rabench demo` trains hundreds of steps
+    "toy": ModelConfig(n_layer=2, n_head=2, n_embd=64, block_size=64, vocab_size=512),
 }
 
 # Batch size and sequence length each preset trains with unless told otherwise.
-DEFAULT_BATCH = {"gpt2-124m": (8, 1024), "gpt2-350m": (8, 1024), "small": (8, 256), "tiny": (8, 64)}
+DEFAULT_BATCH = {"gpt2-124m": (8, 1024), "gpt2-350m": (8, 1024), "small": (8, 256), "tiny": (8, 64),
+                 "toy": (8, 64)}
 
 
 def preset(name: str) -> ModelConfig:

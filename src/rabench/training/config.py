@@ -20,7 +20,7 @@ from rabench.fileio import json_form
 
 # Learning rates each preset trains with by default: GPT-2 small practice for the real
 # models, higher for the toy ones. The same for every attention, never tuned per config.
-PRESET_LR = {"gpt2-124m": 6e-4, "gpt2-350m": 3e-4, "small": 1e-3, "tiny": 3e-3}
+PRESET_LR = {"gpt2-124m": 6e-4, "gpt2-350m": 3e-4, "small": 1e-3, "tiny": 3e-3, "toy": 3e-3}
 # Val tokens per evaluation unless told otherwise (capped at the val split when the val set is built).
 EVAL_TOKENS_GPT2 = 2_097_152  # 2 Mi tokens: the real models
 EVAL_TOKENS_SMALL = 32_768  # 32 Ki tokens: the CPU-sized presets (a few seconds an evaluation on 2 cores)
@@ -29,10 +29,13 @@ DEVICE_PATTERN = re.compile(r"^(auto|cpu|cuda(:\d+)?)$")
 
 # Fields that cannot change the learning curve: they may differ between a run and its resume.
 # (grad_accum may differ too when grad_accum x processes stays the same; see below.)
-CURVE_NEUTRAL = {"out", "resume", "progress_bar", "log_every", "labels", "ckpt_every", "verify_data"}
+CURVE_NEUTRAL = {"out", "resume", "progress_bar", "log_every", "labels", "ckpt_every", "verify_data",
+                 "ddp_bucket_cap_mb", "ddp_grad_as_bucket_view", "ddp_static_graph"}
 # Curve-changing fields added after runs were made: what a config.json without one trained with,
 # so that a resume or a suite compares them too (an older run trained its gates at the weights' rate).
 ADDED_FIELD_DEFAULTS = {"gate_lr_mult": 1.0}
+# DDP gradient-communication hooks: "bf16" all-reduces bfloat16 gradients (rounded: it changes the curve)
+DDP_COMM_HOOKS = ("none", "bf16")
 
 
 @dataclass
@@ -68,6 +71,11 @@ class TrainConfig:
     ckpt_every: str = "10m"  # a duration ("5m") or an iteration count ("500it")
     compile: bool = False
     compile_mode: str | None = None  # torch.compile mode for training.step.TrainStep (None: its default)
+    # data parallelism under torchrun (a single process ignores these); see notes/distributed.md
+    ddp_bucket_cap_mb: float = 25.0  # gradient all-reduce bucket size (PyTorch's default)
+    ddp_grad_as_bucket_view: bool = False  # gradients live in the buckets: no copy, less memory
+    ddp_static_graph: bool = False  # the same parameters get gradients every step (lets DDP plan once)
+    ddp_comm_hook: str = "none"  # DDP_COMM_HOOKS; "bf16" changes the curve, the other ddp_* fields do not
     device: str = "auto"
     resume: bool = False
     progress_bar: bool = True
@@ -109,6 +117,12 @@ class TrainConfig:
         _in_range(self, "weight_decay", 0.0, math.inf)
         _in_range(self, "plateau_min_delta", 0.0, math.inf)
         _positive_float(self, "grad_clip")
+        _positive_float(self, "ddp_bucket_cap_mb")
+        for name in ("ddp_grad_as_bucket_view", "ddp_static_graph"):
+            if not isinstance(getattr(self, name), bool):
+                raise RabenchError(f"{name} must be true or false, got {getattr(self, name)!r}")
+        if self.ddp_comm_hook not in DDP_COMM_HOOKS:
+            raise RabenchError(f"ddp_comm_hook {self.ddp_comm_hook!r}: choose from {', '.join(DDP_COMM_HOOKS)}")
         parse_ckpt_every(self.ckpt_every)
         if not isinstance(self.attn_options, dict) or not isinstance(self.labels, dict):
             raise RabenchError("attn_options and labels must be tables (dicts)")
@@ -196,7 +210,7 @@ def curve_changing_differences(old_config: dict[str, Any], new: TrainConfig, wor
     """
     cur = json_form(new.resolved().to_dict())  # tuples -> lists, as stored
     cur["device"] = resolved_device_type(new.device)  # config.json records the device used, not "auto"
-    neutral = set(CURVE_NEUTRAL) | {"grad_accum"}
+    neutral = set(CURVE_NEUTRAL) | {"grad_accum", "ddp_comm_hook"}  # the hook: compared as applied, below
     if new.until_plateau and old_config.get("until_plateau"):
         neutral |= {"max_iters", "time_budget_s"}
     diffs = []
@@ -213,7 +227,16 @@ def curve_changing_differences(old_config: dict[str, Any], new: TrainConfig, wor
     if old_product != cur["grad_accum"] * world_size:
         diffs.append(f"grad_accum x processes: {old_config.get('grad_accum', 1)} x {old_config.get('world_size', 1)}"
                      f" -> {cur['grad_accum']} x {world_size}")
+    old_hook = applied_comm_hook(old_config.get("ddp_comm_hook", "none"), old_config.get("world_size", 1))
+    new_hook = applied_comm_hook(cur["ddp_comm_hook"], world_size)
+    if old_hook != new_hook:
+        diffs.append(f"gradient communication (ddp_comm_hook as applied): {old_hook} -> {new_hook}")
     return diffs
+
+
+def applied_comm_hook(hook: str, world_size: int) -> str:
+    """The hook a run's gradients actually went through: one process has no all-reduce, so none."""
+    return hook if world_size > 1 else "none"
 
 
 def resolved_device_type(device: str) -> str:

@@ -18,8 +18,11 @@ from typing import TypeVar
 
 import torch
 import torch.distributed as dist
+from torch.nn.parallel import DistributedDataParallel
 
 from rabench.errors import RabenchError
+from rabench.training.config import TrainConfig
+from rabench.training.step import compiled, resolve_compile_mode
 
 T = TypeVar("T")
 
@@ -68,6 +71,36 @@ def init_distributed(device_type: str) -> DistInfo:
     if not info.is_main:
         _silence_stdout()
     return info
+
+
+def wrap_ddp(model: torch.nn.Module, device: torch.device, info: DistInfo, cfg: TrainConfig) -> DistributedDataParallel:
+    """The model as every rank trains it: compiled in the run's --compile-mode, inside DDP with the
+    run's ddp_* settings (TrainConfig), the bf16 communication hook registered when asked.
+
+    DDP wraps the compiled module; TorchDynamo sees the active DDP module when it compiles and
+    splits the graph at DDP's bucket boundaries (its DDPOptimizer), so each bucket's all-reduce
+    can start while the rest of the backward runs."""
+    check_ddp_settings(cfg)
+    mode = resolve_compile_mode(cfg.compile, cfg.compile_mode)
+    ids = [info.local_rank] if device.type == "cuda" else None
+    ddp = DistributedDataParallel(compiled(model, mode), device_ids=ids, bucket_cap_mb=cfg.ddp_bucket_cap_mb,
+                                  gradient_as_bucket_view=cfg.ddp_grad_as_bucket_view,
+                                  static_graph=cfg.ddp_static_graph)
+    if cfg.ddp_comm_hook == "bf16":
+        from torch.distributed.algorithms.ddp_comm_hooks.default_hooks import bf16_compress_hook
+
+        ddp.register_comm_hook(None, bf16_compress_hook)  # None: the default process group
+    return ddp
+
+
+def check_ddp_settings(cfg: TrainConfig) -> None:
+    """Refuse, in one line, the ddp_* combinations PyTorch cannot run (it would fail inside the first step)."""
+    if cfg.ddp_comm_hook == "bf16" and dist.get_backend() != "nccl":
+        raise RabenchError(f"--ddp-comm-hook bf16 needs the NCCL backend (GPUs); this run uses {dist.get_backend()}")
+    if cfg.ddp_static_graph and cfg.grad_accum > 1:
+        # DDP's static graph records its plan in the first backward, which must not run under no_sync()
+        raise RabenchError("--ddp-static-graph works with --grad-accum 1 only (DDP fails when the first backward "
+                           "accumulates under no_sync)")
 
 
 def _silence_stdout() -> None:

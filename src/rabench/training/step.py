@@ -103,15 +103,29 @@ def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
             group["lr"] = group_lr
 
 
+def resolve_compile_mode(compile: bool, compile_mode: str | None) -> str:
+    """The one reading of (compile, compile_mode): an explicit mode wins, else "default" when compiling."""
+    mode = compile_mode if compile_mode is not None else ("default" if compile else "none")
+    if mode not in COMPILE_MODES:
+        raise RabenchError(f"compile mode {mode!r}: choose from {', '.join(COMPILE_MODES)}")
+    return mode
+
+
+def compiled(model: torch.nn.Module, mode: str) -> torch.nn.Module:
+    """`model` under torch.compile in `mode` (a COMPILE_MODES name; "none" returns the model itself).
+    TrainStep and the data-parallel wrapper both compile through here, so a mode means the same in both."""
+    if mode == "none":
+        return model
+    return torch.compile(model, mode=None if mode == "default" else mode)
+
+
 class TrainStep:
     """Forward+backward over a step's micro-batches, gradient clipping and the optimizer update."""
 
     def __init__(self, model: GPT, optimizer: torch.optim.Optimizer, device: torch.device, grad_clip: float,
                  compile: bool = False, ddp_model: torch.nn.Module | None = None,
                  compile_mode: str | None = None, compile_optimizer: bool = False) -> None:
-        mode = compile_mode if compile_mode is not None else ("default" if compile else "none")
-        if mode not in COMPILE_MODES:
-            raise RabenchError(f"compile mode {mode!r}: choose from {', '.join(COMPILE_MODES)}")
+        mode = resolve_compile_mode(compile, compile_mode)
         self.model = model
         self.optimizer = optimizer
         self.device = device
@@ -120,10 +134,8 @@ class TrainStep:
         self.cuda_graphs = mode == "reduce-overhead" and device.type == "cuda"
         if ddp_model is not None:
             self.forward_model: torch.nn.Module = ddp_model
-        elif mode == "none":
-            self.forward_model = model
         else:
-            self.forward_model = torch.compile(model, mode=None if mode == "default" else mode)
+            self.forward_model = compiled(model, mode)
         self.distributed = ddp_model is not None
         self.params = [p for p in model.parameters() if p.requires_grad]
         self.compiles_update = compile_optimizer

@@ -79,7 +79,7 @@ PLAN_ATTNS = ["sdpa", "open", "ra-open", "ra-triton", "std-gated", "ra-norec"]
 DESIGNS = ("iso", "time")
 # Baseline iterations N when the plan gives none: the campaign's N for GPT-2 (one device call
 # with compilation), a few CPU minutes for the toy presets.
-DEFAULT_ITERS = {"gpt2-124m": 8000, "gpt2-350m": 8000, "small": 1000, "tiny": 300}
+DEFAULT_ITERS = {"gpt2-124m": 8000, "gpt2-350m": 8000, "small": 1000, "tiny": 300, "toy": 300}
 DEFAULT_TIME_S = 3600.0  # the plan's short test, design "time"
 SUITE_FILE = "suite.json"
 CALIBRATION_FILE = "calibration.json"

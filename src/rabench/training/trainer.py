@@ -33,12 +33,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
-from torch.nn.parallel import DistributedDataParallel
 
 import rabench
 from rabench.data import TokenSplit, check_split_fits, check_token_range, load_meta, train_batch, verify_checksums
 from rabench.data.loader import check_step_fits_memory, machine_memory_bytes
 from rabench.data.regime import data_regime
+from rabench.data.toy import check_vocabulary
 from rabench.errors import RabenchError, RunInterrupted
 from rabench.machine import machine_id
 from rabench.model import build_model
@@ -182,14 +182,12 @@ class Trainer:
             verify_checksums(c.data)  # meta.json's SHA-256 of every file: a full read, so only when asked
         for split in (self.train_split, self.val_split):
             check_token_range(split)  # cheap: a max over each memory map
+        check_vocabulary(c.data, self.model.cfg.vocab_size, c.preset)  # GPT-2 ids into a toy vocabulary: refused
         eval_tokens = c.eval_batches * c.batch_size * c.seq_len if c.eval_batches else c.eval_tokens
         self.val = evaluation.build_val_set(self.val_split, c.batch_size, c.seq_len, eval_tokens)
         self.optimizer = make_optimizer(self.model, c.lr, c.weight_decay, (c.beta1, c.beta2), self.device,
                                         gate_lr_mult=c.gate_lr_mult)
-        ddp = None
-        if self.dist.enabled:
-            ids = [self.dist.local_rank] if self.device.type == "cuda" else None
-            ddp = DistributedDataParallel(torch.compile(self.model) if c.compile else self.model, device_ids=ids)
+        ddp = dd.wrap_ddp(self.model, self.device, self.dist, c) if self.dist.enabled else None
         mode = {"compile_mode": c.compile_mode} if c.compile_mode else {}
         self.step_fn = TrainStep(self.model, self.optimizer, self.device, c.grad_clip, compile=c.compile, ddp_model=ddp,
                                  **mode)
@@ -411,10 +409,9 @@ class Trainer:
         return time.perf_counter() - self.last_ckpt_time >= self.ckpt_every
 
     def restore(self) -> None:
-        """Every rank loads the checkpoint rank 0 wrote, so all replicas start equal."""
-        ckpt = self.folder.load_checkpoint(self.run_id, map_location=self.device)
-        if ckpt is None:
-            raise RabenchError(f"--resume: {self.cfg.out} has no checkpoint; delete it to start over")
+        """Every rank restores the checkpoint rank 0 wrote, so all replicas start equal. Rank 0 reads it
+        and sends it to the others: nodes need not share a filesystem (only rank 0's --out holds files)."""
+        ckpt = dd.broadcast_object(dd.on_main(self.read_checkpoint, self.dist), self.dist)
         self.model.load_state_dict(ckpt["model"])
         self.optimizer.load_state_dict(ckpt["optimizer"])
         saved = dict(ckpt["state"])
@@ -422,6 +419,13 @@ class Trainer:
         self.state = RunState(**saved)
         for value in self.state.val_history:
             self.plateau.update(value)
+
+    def read_checkpoint(self) -> dict[str, Any]:
+        # under torchrun to host memory: the other ranks unpickle it, and a CUDA tensor would land on rank 0's GPU
+        ckpt = self.folder.load_checkpoint(self.run_id, map_location="cpu" if self.dist.enabled else self.device)
+        if ckpt is None:
+            raise RabenchError(f"--resume: {self.cfg.out} has no checkpoint; delete it to start over")
+        return ckpt
 
     # ---- signals -------------------------------------------------------------------
     def on_signal(self, signum: int, frame: Any) -> None:
