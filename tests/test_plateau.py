@@ -49,3 +49,126 @@ def test_defaults_and_validation():
     assert "min_delta" in PlateauRule.__doc__ and "patience" in PlateauRule.__doc__
     with pytest.raises(ValueError):
         PlateauRule(patience=0)
+
+
+# ---- the rule on synthetic curves (evaluations every eval_every iterations) ------------------------------
+PATIENCE, MIN_DELTA = 5, 0.01
+
+
+def power_law(n: int) -> list[float]:
+    """A run that keeps falling, ever more slowly: 1.5 + 2.5 / sqrt(i + 1)."""
+    return [1.5 + 2.5 / math.sqrt(i + 1) for i in range(n)]
+
+
+def window_gain(curve: list[float], i: int, patience: int = PATIENCE) -> float:
+    """How much the window ending at evaluation i beat the best before it."""
+    return min(curve[:i - patience + 1]) - min(curve[i - patience + 1:i + 1])
+
+
+def test_a_curve_that_keeps_falling_does_not_plateau_before_its_cap():
+    # each 5-evaluation window gains more than 0.01 until evaluation ~73: a cap at 60 evaluations comes first
+    capped = power_law(60)
+    assert all(window_gain(capped, i) > MIN_DELTA for i in range(PATIENCE, 60))
+    assert plateau_index(capped, PATIENCE, MIN_DELTA) is None
+    # run on, it plateaus at the first window that gains less than min_delta, not before and not later
+    longer = power_law(300)
+    at = plateau_index(longer, PATIENCE, MIN_DELTA)
+    first_flat = next(i for i in range(PATIENCE, 300) if window_gain(longer, i) < MIN_DELTA)
+    assert at == first_flat and 60 < at < 100
+
+
+def test_a_curve_that_turns_up_plateaus_at_its_minimum():
+    """Over-fitting: val_loss falls, bottoms out at evaluation 32, then rises. The rule fires at most
+    `patience` evaluations after the minimum, and its best evaluation is within min_delta of the
+    curve's minimum: stopping there gives up less than min_delta."""
+    curve = [2.0 + math.exp(-i / 10) + 0.004 * i for i in range(120)]
+    lowest = curve.index(min(curve))
+    assert 30 <= lowest <= 34
+    at = plateau_index(curve, PATIENCE, MIN_DELTA)
+    assert at is not None and at <= lowest + PATIENCE
+    assert min(curve[:at + 1]) - min(curve) <= MIN_DELTA
+    assert min(curve[at + 1:]) >= min(curve[:at + 1]) - MIN_DELTA  # nothing better than min_delta came later
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_noise_within_min_delta_makes_no_false_plateau_and_a_flat_trend_plateaus(seed: int):
+    """A falling trend that flattens (2 + 0.6 exp(-i/12)), with noise of sd 0.002 on every evaluation
+    (the fixed val set's eval-to-eval jitter is of that order): no plateau while the trend still gains
+    more than 2 x min_delta per window, and one within a few windows of the trend's gain dropping
+    below min_delta / 2."""
+    import random
+
+    rng = random.Random(seed)
+    trend = [2.0 + 0.6 * math.exp(-i / 12) for i in range(200)]
+    noisy = [t + rng.gauss(0.0, 0.002) for t in trend]
+    at = plateau_index(noisy, PATIENCE, MIN_DELTA)
+    assert at is not None
+    still_falling = [i for i in range(PATIENCE, 200) if trend[i - PATIENCE] - trend[i] > 2 * MIN_DELTA]
+    assert at > max(still_falling)
+    flat_from = next(i for i in range(PATIENCE, 200) if trend[i - PATIENCE] - trend[i] < MIN_DELTA / 2)
+    assert at <= flat_from + 2 * PATIENCE
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_a_steady_fall_with_noise_never_plateaus(seed: int):
+    """0.004 per evaluation (0.02 per window) under uniform noise of +-0.004: the window's gain is at
+    least 0.02 - 0.008 > min_delta, so noise alone never stops the run."""
+    import random
+
+    rng = random.Random(seed)
+    curve = [4.0 - 0.004 * i + rng.uniform(-0.004, 0.004) for i in range(300)]
+    assert plateau_index(curve, PATIENCE, MIN_DELTA) is None
+
+
+def test_the_rule_is_a_function_of_the_curve_so_replay_agrees():
+    """The trainer replays its stored evaluations into a fresh rule on resume; the report replays
+    metrics.jsonl: both must find the same evaluation as the uninterrupted rule."""
+    curve = [2.0 + math.exp(-i / 10) + 0.004 * i for i in range(60)]
+    at = plateau_index(curve, PATIENCE, MIN_DELTA)
+    assert at is not None
+    for cut in range(1, 60):  # a run cut after `cut` evaluations and resumed
+        replayed = PlateauRule(PATIENCE, MIN_DELTA)
+        before_cut = [replayed.update(v) for v in curve[:cut]]
+        if cut > at:
+            assert before_cut.index(True) == at
+            continue
+        assert not any(before_cut)
+        fired = [i for i, v in enumerate(curve[cut:], start=cut) if replayed.update(v)]
+        assert fired[0] == at
+
+
+def test_cooldown_length_is_explicit_or_a_share_of_the_run():
+    from rabench.training.plateau import cooldown_length
+
+    assert cooldown_length(2000, None, 0.1) == 200
+    assert cooldown_length(3, None, 0.1) == 1  # never zero: the last cooldown step reaches min_lr
+    assert cooldown_length(2000, 50, 0.1) == 50
+
+
+def test_plateau_schedule_cools_down_over_a_share_of_the_iterations():
+    from rabench.training.schedule import make_schedule
+
+    s = make_schedule(1.0, 0.1, 10_000, None, 0.0, 2, until_plateau=True)
+    assert s.at(999, 1000) == 1.0  # no plateau yet: lr, whatever the cap
+    # plateau at iteration 1000: cooldown 100 iterations, linear to min_lr
+    assert s.at(1049, 1050, cooldown_start=1000) == pytest.approx(0.55)
+    assert s.at(1099, 1100, cooldown_start=1000) == pytest.approx(0.1)
+
+
+def test_a_plateau_runs_warm_up_does_not_depend_on_its_cap(tmp_path):
+    """The budget of a plateau run is only a cap (it may change on resume), so the warm-up is
+    warmup_frac of the default N, not of the cap; a cap change is then curve-neutral."""
+    from rabench.fileio import json_form
+    from rabench.training.config import TrainConfig, curve_changing_differences
+    from rabench.training.suite import DEFAULT_ITERS
+
+    def cfg(**kw):
+        return TrainConfig(attn="sdpa", data=str(tmp_path), out=str(tmp_path / "r"), preset="tiny",
+                           until_plateau=True, device="cpu", **kw)
+
+    short, long_ = cfg(max_iters=1000).resolved(), cfg(max_iters=100_000).resolved()
+    assert short.warmup_iters == long_.warmup_iters == round(0.05 * DEFAULT_ITERS["tiny"])
+    assert cfg(max_iters=1000, warmup_iters=7).resolved().warmup_iters == 7
+    old = json_form(short.to_dict()) | {"device": "cpu"}
+    assert curve_changing_differences(old, cfg(max_iters=100_000)) == []
+    assert TrainConfig(attn="sdpa", data=".", out="r", preset="tiny", max_iters=9).resolved().warmup_iters is None
