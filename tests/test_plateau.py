@@ -172,3 +172,109 @@ def test_a_plateau_runs_warm_up_does_not_depend_on_its_cap(tmp_path):
     old = json_form(short.to_dict()) | {"device": "cpu"}
     assert curve_changing_differences(old, cfg(max_iters=100_000)) == []
     assert TrainConfig(attn="sdpa", data=".", out="r", preset="tiny", max_iters=9).resolved().warmup_iters is None
+
+
+# ---- a plateau run cut anywhere resumes to the same curve ---------------------------------------------
+# Tiny preset on CPU. min_delta 100 makes the rule fire on the third evaluation (iteration 8, evaluations
+# every 4); the cooldown is 75% of those 8 iterations = 6, so the run stops at 14. Checkpoints every 3.
+TIMING = {"train_time_s", "wall_time_s", "ms_per_iter", "tokens_per_s", "peak_mem_gb"}
+PLATEAU_RUN = dict(attn="sdpa", preset="tiny", batch_size=4, seq_len=32, eval_every=4, eval_batches=2,
+                   warmup_iters=2, log_every=2, progress_bar=False, device="cpu", until_plateau=True,
+                   plateau_patience=2, plateau_min_delta=100.0, cooldown_frac=0.75, max_iters=1000,
+                   ckpt_every="3it")
+
+
+def plateau_config(data: str, out, **kw):
+    from rabench.training import TrainConfig
+
+    return TrainConfig(data=data, out=str(out), **(PLATEAU_RUN | kw))
+
+
+def untimed(run) -> list[dict]:
+    from rabench.rundir import RunFolder
+
+    return [{k: v for k, v in r.items() if k not in TIMING} for r in RunFolder(run).metrics()]
+
+
+def curve_summary(run) -> dict:
+    from rabench.rundir import RunFolder
+
+    summary = RunFolder(run).summary()
+    return {k: summary[k] for k in ("status", "stop_reason", "iters", "final_val_loss", "best_val_loss",
+                                    "plateau_iter", "cooldown_iters")}
+
+
+@pytest.fixture(scope="module")
+def plateau_data(austen_data) -> str:
+    return austen_data(120_000)
+
+
+@pytest.fixture(scope="module")
+def uncut(plateau_data: str, tmp_path_factory: pytest.TempPathFactory):
+    from rabench.training import train
+
+    run = tmp_path_factory.mktemp("uncut") / "run"
+    summary = train(plateau_config(plateau_data, run))
+    assert summary["stop_reason"] == "plateau" and summary["plateau_iter"] == 8 and summary["cooldown_iters"] == 6
+    assert summary["iters"] == 14
+    return run
+
+
+def cut_and_resume(data: str, run, faults: list[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    """Run with each fault in turn (each cut must checkpoint and stop), then resume to the end."""
+    from rabench.errors import RunInterrupted
+    from rabench.training import train
+
+    for i, fault in enumerate(faults):
+        monkeypatch.setenv("RABENCH_FAULT", fault)
+        with pytest.raises(RunInterrupted):
+            train(plateau_config(data, run, resume=i > 0))
+    monkeypatch.delenv("RABENCH_FAULT")
+    train(plateau_config(data, run, resume=True))
+
+
+@pytest.mark.parametrize("faults", [
+    ["step@5:TERM"],  # before the plateau
+    ["eval@8:INT"],  # inside the evaluation that finds the plateau: abandoned, redone on resume
+    ["step@11:TERM"],  # inside the cooldown
+    ["ckpt@12:TERM"],  # during a checkpoint write inside the cooldown
+    ["step@14:TERM"],  # the last step, before the final evaluation
+    ["step@5:TERM", "step@11:INT"],  # cut twice, as a long run is across device calls
+], ids=lambda f: "+".join(f))
+@pytest.mark.slow
+def test_a_plateau_run_cut_anywhere_resumes_to_the_same_curve(plateau_data: str, uncut, tmp_path,
+                                                              monkeypatch: pytest.MonkeyPatch, faults: list[str]):
+    run = tmp_path / "run"
+    cut_and_resume(plateau_data, run, faults, monkeypatch)
+    assert untimed(run) == untimed(uncut)
+    assert curve_summary(run) == curve_summary(uncut)
+
+
+@pytest.mark.slow
+def test_a_plateau_run_killed_inside_its_cooldown_resumes_to_the_same_curve(plateau_data: str, uncut, tmp_path):
+    """SIGKILL (no checkpoint at the cut): the run resumes from its last periodic checkpoint (iteration 9,
+    already in the cooldown) and still writes the same records."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    import torch
+
+    run = tmp_path / "run"
+    args = ["train", "--attn", "sdpa", "--preset", "tiny", "--batch-size", "4", "--seq-len", "32", "--eval-every", "4",
+            "--eval-batches", "2", "--warmup-iters", "2", "--log-every", "2", "--iters", "1000", "--ckpt-every", "3it",
+            "--until-plateau", "--plateau-patience", "2", "--plateau-min-delta", "100", "--cooldown-frac", "0.75",
+            "--no-progress", "--device", "cpu", "--data", plateau_data, "--out", str(run)]
+    env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "RABENCH_FAULT")}
+    env["PYTHONPATH"] = str(Path(__file__).resolve().parents[1] / "src") + os.pathsep + env.get("PYTHONPATH", "")
+    env["OMP_NUM_THREADS"] = str(torch.get_num_threads())  # the uncut run's threads: the same float sums
+    killed = subprocess.run([sys.executable, "-m", "rabench", *args], capture_output=True, text=True, timeout=120,
+                            env=env | {"RABENCH_FAULT": "step@11"})
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
+    resumed = subprocess.run([sys.executable, "-m", "rabench", *args, "--resume"], capture_output=True, text=True,
+                             timeout=120, env=env)
+    assert resumed.returncode == 0, resumed.stderr
+    assert untimed(run) == untimed(uncut)
+    assert curve_summary(run) == curve_summary(uncut)
