@@ -278,3 +278,109 @@ def test_a_plateau_run_killed_inside_its_cooldown_resumes_to_the_same_curve(plat
     assert resumed.returncode == 0, resumed.stderr
     assert untimed(run) == untimed(uncut)
     assert curve_summary(run) == curve_summary(uncut)
+
+
+# ---- the report's full-test section, on hand-made plateau run folders ------------------------------------
+def write_plateau_run(root, attn: str, seed: int, floor: float, *, plateau_at: int | None = 1200, cooldown: int = 120,
+                      ms: float = 10.0, machine: str | None = "m-a", train_tokens: int | None = 64_000,
+                      record_plateau: bool = True, cap: int = 3000):
+    """A finished plateau run: val_loss = floor + 2 exp(-it/100) (with a final cooldown drop of 0.05), train
+    loss 0.1 below it, evaluations every 100 iterations; 128 tokens per iteration."""
+    import json
+
+    run = root / f"{attn}-s{seed}"
+    run.mkdir(parents=True)
+    config = {"attn": attn, "attn_options": {}, "preset": "tiny", "seed": seed, "tokens_per_iter": 128,
+              "until_plateau": True, "plateau_patience": 5, "plateau_min_delta": 0.01, "cooldown_iters": None,
+              "cooldown_frac": 0.1, "eval_every": 100, "max_iters": cap, "time_budget_s": None, "gpu_name": "H100",
+              "host": "vm", "device": "cuda", "data": str(root / "no-such-data"),
+              "labels": {"role": "plateau", "step_ratio": None, "baseline": "sdpa", "suite": root.name}}
+    if machine is not None:
+        config["machine_id"] = machine
+    if train_tokens is not None:
+        config["data_regime"] = {"sources": ["austen"], "train_tokens": train_tokens, "val_tokens": 1000}
+    (run / "config.json").write_text(json.dumps(config))
+    end = plateau_at + cooldown if plateau_at is not None else cap
+    lines = []
+    for it in list(range(0, end, 100)) + [end]:
+        val = floor + 2 * math.exp(-it / 100) - (0.05 if plateau_at is not None and it == end else 0.0)
+        for step in (it - 50, it):  # two log records per evaluation interval
+            if step <= 0 or step > end:
+                continue
+            rec = {"iter": step, "tokens": step * 128, "train_time_s": step * ms / 1000, "train_loss": val - 0.1,
+                   "ms_per_iter": ms}
+            if step == it:
+                rec |= {"val_loss": val, "val_se": 0.02}
+            lines.append(json.dumps(rec))
+        if it == 0:
+            lines.append(json.dumps({"iter": 0, "tokens": 0, "train_time_s": 0.0, "train_loss": None, "val_loss": val,
+                                     "val_se": 0.02}))
+    (run / "metrics.jsonl").write_text("\n".join(lines) + "\n")
+    summary = {"status": "finished", "stop_reason": "plateau" if plateau_at is not None else "max iters",
+               "iters": end, "train_time_s": end * ms / 1000, "ms_per_iter": ms}
+    if record_plateau:
+        summary |= {"plateau_iter": plateau_at, "cooldown_iters": cooldown if plateau_at is not None else None}
+    (run / "summary.json").write_text(json.dumps(summary))
+    return run
+
+
+def test_a_plateau_point_reads_time_loss_gap_and_epochs(tmp_path):
+    from rabench.analysis.plateau import plateau_point
+    from rabench.analysis.runs import Run
+    from rabench.data.regime import repeated_token_share
+
+    p = plateau_point(Run.read(write_plateau_run(tmp_path, "sdpa", 0, 3.0, ms=20.0), "."))
+    assert p.reached and p.plateau_iter == 1200 and not p.recomputed
+    assert p.plateau_time_s == pytest.approx(1200 * 0.02)  # train time at the evaluation that found it
+    assert p.total_iters == 1320 and p.total_time_s == pytest.approx(1320 * 0.02)
+    final = 3.0 + 2 * math.exp(-1320 / 100) - 0.05
+    assert p.final_loss == pytest.approx(final) and p.final_se == 0.02  # the last evaluation, not the best
+    assert p.best_loss == pytest.approx(final) and p.best_iter == 1320
+    assert p.gap_at_plateau == pytest.approx(0.1)
+    assert p.epochs_at(1200) == pytest.approx(1200 * 128 / 64_000)
+    assert repeated_token_share(p.epochs_at(1200)) == pytest.approx(1 - (1 - math.exp(-2.4)) / 2.4)
+
+
+def test_a_run_without_plateau_iter_is_replayed_and_unknowns_say_so(tmp_path):
+    from rabench.analysis.plateau import plateau_point
+    from rabench.analysis.runs import Run
+
+    run = write_plateau_run(tmp_path, "sdpa", 0, 3.0, plateau_at=1200, record_plateau=False, machine=None,
+                            train_tokens=None)
+    p = plateau_point(Run.read(run, "."))
+    evals = [m for m in Run.read(run, ".").evals]
+    at = plateau_index([m["val_loss"] for m in evals], 5, 0.01)
+    assert at is not None and p.recomputed and p.plateau_iter == evals[at]["iter"] < 1200
+    assert p.machine == "unknown" and math.isnan(p.epochs_at(1200))
+    capped = plateau_point(Run.read(write_plateau_run(tmp_path / "b", "sdpa", 0, 3.0, plateau_at=None), "."))
+    assert not capped.reached and capped.plateau_iter is None
+
+
+def test_the_report_gives_the_full_test_table_and_judges_criterion_3_at_the_plateau(tmp_path):
+    """sdpa and ra-norec to a plateau, 3 seeds; ra-norec ends 0.2 lower in every seed and takes 1.1x the time.
+    Seed 2's ra-norec started on another machine: the report says so. A fourth ra-norec seed hit its cap."""
+    import json
+
+    from rabench.analysis import write_report
+
+    suite = tmp_path / "full"
+    suite.mkdir()
+    (suite / "suite.json").write_text(json.dumps({"until_plateau": True, "design": "iso", "max_iters": 3000}))
+    for seed, off in ((0, 0.0), (1, 0.01), (2, -0.01)):
+        write_plateau_run(suite, "sdpa", seed, 3.5 + off)
+        write_plateau_run(suite, "ra-norec", seed, 3.3 + off, ms=11.0, machine="m-b" if seed == 2 else "m-a")
+    write_plateau_run(suite, "ra-norec", 3, 3.3, plateau_at=None)
+    md, _ = write_report(suite)
+    text = md.read_text()
+    assert "## The full test: to a val_loss plateau, then a cooldown" in text
+    assert "plateau when 5 evaluations in a row (every 100 iterations) do not beat the best before them by 0.01" in text
+    assert "10% of the iterations at the plateau" in text
+    section = text.split("## The full test")[1].split("\n## ")[0]
+    assert "| ra-norec | 3 of 4 | 0, 1, 2 | 13.2 s ± 0.0 s | 14.5 s ± 0.0 s | 1,200 ± 0 | 3.2500 ± 0.0100 |" in section
+    assert "| sdpa | 3 of 3 | 0, 1, 2 | 12.0 s ± 0.0 s |" in section  # the capped seed is in no mean
+    assert "| ra-norec | 3 | m-a | stopped by max iters before a plateau | none | n/a |" in section
+    line = next(x for x in text.splitlines() if x.startswith("- ra-norec: sdpa - ra-norec final val_loss"))
+    assert "+0.2000" in line and "over 3 pairs" in line and "**PASS**" in line and "1.10x" in line
+    assert "seed 2: ra-norec-s2 on machine m-b, sdpa-s2 on m-a (one kind of card)" in text
+    assert "ra-norec-s3: stopped by max iters before a plateau; not paired" in text
+    assert "2.40" in text  # epochs at the plateau: 1200 x 128 / 64,000

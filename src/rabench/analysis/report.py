@@ -27,6 +27,7 @@ from rabench.analysis.criteria import (
 )
 from rabench.analysis.curves import eval_curve, value_at
 from rabench.analysis.document import Doc
+from rabench.analysis.plateau import plateau_section
 from rabench.analysis.runs import (BASELINE, TIME, Batch, ConfigGroup, Run, group_by_config, is_variant,
                                    iso_time_label, load_batches, split_by_horizon, split_suite_batches)
 from rabench.stats import FAIL, FEW_PAIRS_NOTE, ONE_SEED_NOTE, PASS, PairedStats
@@ -545,6 +546,7 @@ def build_report(folder: Path, out_dir: Path, analysis: Analysis, horizon: str |
     verdict_overview(doc, comparisons, cautions(groups, comparisons) + mixed_code_notes(batches), runs_are_short(groups))
     break_even_section(doc, comparisons)
     step_ratio_section(doc, batches)
+    plateau_section(doc, runs)
     doc.heading(2, "Runs by config")
     doc.table(*config_table(groups))
     sources = source_table(groups)
