@@ -384,3 +384,18 @@ def test_the_report_gives_the_full_test_table_and_judges_criterion_3_at_the_plat
     assert "seed 2: ra-norec-s2 on machine m-b, sdpa-s2 on m-a (one kind of card)" in text
     assert "ra-norec-s3: stopped by max iters before a plateau; not paired" in text
     assert "2.40" in text  # epochs at the plateau: 1200 x 128 / 64,000
+
+
+def test_a_run_that_says_plateau_but_recorded_no_point_is_still_paired_on_its_final_loss(tmp_path):
+    """An older run (no plateau_iter) whose curve this rule would not call flat: its stop reason stands,
+    the report says the point is unknown and gives no time to plateau."""
+    import json
+
+    from rabench.analysis.plateau import plateau_point, stop_text
+    from rabench.analysis.runs import Run
+
+    run = write_plateau_run(tmp_path, "sdpa", 0, 3.0, plateau_at=300, record_plateau=False)
+    p = plateau_point(Run.read(run, "."))
+    assert p.reached and p.plateau_iter is None and math.isnan(p.plateau_time_s)
+    assert stop_text(p) == "plateau (where: not recorded, and not found by this rule)"
+    assert json.loads((run / "summary.json").read_text())["stop_reason"] == "plateau"

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from rabench.analysis.document import Doc
-from rabench.analysis.runs import BASELINE, Run, finite
+from rabench.analysis.runs import BASELINE, PLATEAU, Run, finite
 from rabench.data.regime import data_regime, epochs, repeated_token_share
 from rabench.errors import RabenchError
 from rabench.stats import PairedStats, decide, paired_stats
@@ -48,7 +48,7 @@ class PlateauPoint:
     @property
     def reached(self) -> bool:
         """Stopped by the rule and its cooldown (not by a cap, a failure or an interruption)."""
-        return self.run.ran_to_plateau and self.plateau_iter is not None
+        return self.run.ran_to_plateau
 
     @property
     def machine(self) -> str:
@@ -68,7 +68,8 @@ def machine_of(run: Run) -> str:
 
 
 def is_plateau_run(run: Run) -> bool:
-    return bool(run.config.get("until_plateau"))
+    """Trained with --until-plateau (or labelled so by the suite)."""
+    return bool(run.config.get("until_plateau")) or run.role == PLATEAU
 
 
 def train_tokens_of(run: Run) -> int | None:
@@ -207,7 +208,8 @@ def _duration(seconds: float) -> str:
 
 def stop_text(p: PlateauPoint) -> str:
     if p.reached:
-        return "plateau"
+        # a run from before summaries recorded plateau_iter, under another rule than the one replayed here
+        return "plateau" if p.plateau_iter is not None else "plateau (where: not recorded, and not found by this rule)"
     reason = (p.run.summary or {}).get("stop_reason")
     if not p.run.finished:
         return f"not finished ({p.run.status_word})"
