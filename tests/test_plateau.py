@@ -283,7 +283,7 @@ def test_a_plateau_run_killed_inside_its_cooldown_resumes_to_the_same_curve(plat
 # ---- the report's full-test section, on hand-made plateau run folders ------------------------------------
 def write_plateau_run(root, attn: str, seed: int, floor: float, *, plateau_at: int | None = 1200, cooldown: int = 120,
                       ms: float = 10.0, machine: str | None = "m-a", train_tokens: int | None = 64_000,
-                      record_plateau: bool = True, cap: int = 3000):
+                      record_plateau: bool = True, cap: int = 3000, card: str = "H100"):
     """A finished plateau run: val_loss = floor + 2 exp(-it/100) (with a final cooldown drop of 0.05), train
     loss 0.1 below it, evaluations every 100 iterations; 128 tokens per iteration."""
     import json
@@ -292,7 +292,7 @@ def write_plateau_run(root, attn: str, seed: int, floor: float, *, plateau_at: i
     run.mkdir(parents=True)
     config = {"attn": attn, "attn_options": {}, "preset": "tiny", "seed": seed, "tokens_per_iter": 128,
               "until_plateau": True, "plateau_patience": 5, "plateau_min_delta": 0.01, "cooldown_iters": None,
-              "cooldown_frac": 0.1, "eval_every": 100, "max_iters": cap, "time_budget_s": None, "gpu_name": "H100",
+              "cooldown_frac": 0.1, "eval_every": 100, "max_iters": cap, "time_budget_s": None, "gpu_name": card,
               "host": "vm", "device": "cuda", "data": str(root / "no-such-data"),
               "labels": {"role": "plateau", "step_ratio": None, "baseline": "sdpa", "suite": root.name}}
     if machine is not None:
@@ -380,7 +380,8 @@ def test_the_report_gives_the_full_test_table_and_judges_criterion_3_at_the_plat
     assert "| sdpa | 3 of 3 | 0, 1, 2 | 12.0 s ± 0.0 s |" in section  # the capped seed is in no mean
     assert "| ra-norec | 3 | m-a | stopped by max iters before a plateau | none | n/a |" in section
     line = next(x for x in text.splitlines() if x.startswith("- ra-norec: sdpa - ra-norec final val_loss"))
-    assert "+0.2000" in line and "over 3 pairs" in line and "**PASS**" in line and "1.10x" in line
+    assert "+0.2000" in line and "over 3 pairs" in line and "**PASS**" in line
+    assert "1.10x sdpa's (mean over 3 pair(s) on one kind of card)" in line
     assert "seed 2: ra-norec-s2 on machine m-b, sdpa-s2 on m-a (one kind of card)" in text
     assert "ra-norec-s3: stopped by max iters before a plateau; not paired" in text
     assert "2.40" in text  # epochs at the plateau: 1200 x 128 / 64,000
@@ -399,3 +400,32 @@ def test_a_run_that_says_plateau_but_recorded_no_point_is_still_paired_on_its_fi
     assert p.reached and p.plateau_iter is None and math.isnan(p.plateau_time_s)
     assert stop_text(p) == "plateau (where: not recorded, and not found by this rule)"
     assert json.loads((run / "summary.json").read_text())["stop_reason"] == "plateau"
+
+
+def test_a_seed_trained_twice_counts_once_and_times_compare_only_on_one_kind_of_card(tmp_path):
+    """Two suite folders to a plateau; seed 0 is in both, its second pair on two kinds of card (sdpa on
+    an H100, ra-norec on an H200): criterion 3 has 3 seed margins, not 4, and the time ratio leaves
+    the cross-card pair out."""
+    import json
+
+    from rabench.analysis.plateau import pair_points, plateau_point, seed_margins
+    from rabench.analysis.runs import load_runs
+
+    for name, seeds in (("full-a", (0, 1, 2)), ("full-b", (0,))):
+        suite = tmp_path / name
+        suite.mkdir()
+        (suite / "suite.json").write_text(json.dumps({"until_plateau": True, "design": "iso", "max_iters": 3000}))
+        for seed in seeds:
+            write_plateau_run(suite, "sdpa", seed, 3.5)
+            write_plateau_run(suite, "ra-norec", seed, 3.3 if name == "full-a" else 3.4, ms=11.0,
+                              card="H100" if name == "full-a" else "H200", machine=f"m-{name}")
+    points = [plateau_point(r) for r in load_runs(tmp_path)]
+    pairs, notes = pair_points(points, "ra-norec")
+    assert len(pairs) == 4 and notes == []
+    assert seed_margins(pairs) == pytest.approx({0: 0.15, 1: 0.2, 2: 0.2})
+    from rabench.analysis import write_report
+
+    text = write_report(tmp_path)[0].read_text()
+    line = next(x for x in text.splitlines() if x.startswith("- ra-norec: sdpa - ra-norec final val_loss"))
+    assert "(4 pairs over 3 seeds, averaged per seed)" in line and "mean over 3 pair(s) on one kind of card" in line
+    assert "seed 0: ra-norec-s0 on machine m-full-b, sdpa-s0 on m-a (different cards (H100, H200)" in text

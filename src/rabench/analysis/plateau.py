@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 import statistics
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -150,6 +151,15 @@ class PlateauPair:
         return self.cand.machine != self.base.machine or UNKNOWN_MACHINE in (self.cand.machine, self.base.machine)
 
     @property
+    def crosses_cards(self) -> bool:
+        """Started on different kinds of card: their step times, so their times to plateau, do not compare."""
+        return len(self.cards) > 1
+
+    @property
+    def cards(self) -> set[str]:
+        return {str(r.config.get("gpu_name") or r.config.get("device")) for r in (self.cand.run, self.base.run)}
+
+    @property
     def loss_margin(self) -> float:
         """Baseline final loss - candidate final loss: positive when the candidate ends lower."""
         return self.base.final_loss - self.cand.final_loss
@@ -161,7 +171,9 @@ class PlateauPair:
 
 
 def pair_points(points: list[PlateauPoint], candidate: str) -> tuple[list[PlateauPair], list[str]]:
-    """Pairs by (suite folder, seed) of runs that both reached their plateau; notes for the rest."""
+    """Pairs by (suite folder, seed) of runs that both reached their plateau; notes for the rest.
+    A pair may span device calls and machines: the seed fixes the initial weights and the data order
+    wherever a run trains; pairing_notes names the pairs that cross machines."""
     base = {(p.run.batch, p.run.seed): p for p in points if p.run.attn == BASELINE and p.reached}
     pairs, notes = [], []
     for p in points:
@@ -187,8 +199,8 @@ def pairing_notes(pairs: list[PlateauPair]) -> list[str]:
         if not q.crosses_machines:
             continue
         a, b = q.cand, q.base
-        cards = {a.run.config.get("gpu_name") or a.run.config.get("device"), b.run.config.get("gpu_name") or b.run.config.get("device")}
-        kind = "one kind of card" if len(cards) == 1 else f"different cards ({', '.join(sorted(map(str, cards)))}): their times do not compare"
+        kind = ("one kind of card" if not q.crosses_cards
+                else f"different cards ({', '.join(sorted(q.cards))}): their times do not compare")
         out.append(f"seed {q.seed}: {a.run.name} on machine {a.machine}, {b.run.name} on {b.machine} ({kind})")
     return out
 
@@ -203,7 +215,9 @@ def _num(value: float, fmt: str = ".4f", missing: str = "n/a") -> str:
 def _duration(seconds: float) -> str:
     if not finite(seconds):
         return "n/a"
-    return f"{seconds / 3600:.2f} h" if seconds >= 3600 else f"{seconds / 60:.1f} min" if seconds >= 60 else f"{seconds:.1f} s"
+    if seconds >= 3600:
+        return f"{seconds / 3600:.2f} h"
+    return f"{seconds / 60:.1f} min" if seconds >= 60 else f"{seconds:.1f} s"
 
 
 def stop_text(p: PlateauPoint) -> str:
@@ -226,19 +240,20 @@ def run_rows(points: list[PlateauPoint]) -> list[list[str]]:
             p.run.attn, str(p.run.seed), p.machine, stop_text(p),
             f"{at:,}" + (" (replayed)" if p.recomputed else "") if at is not None else "none",
             _duration(p.plateau_time_s), f"{p.total_iters:,}", _duration(p.total_time_s),
-            f"{_num(p.final_loss)} ± {_num(p.final_se)}", f"{_num(p.best_loss)} @ {p.best_iter:,.0f}" if finite(p.best_iter) else "n/a",
+            f"{_num(p.final_loss)} ± {_num(p.final_se)}",
+            f"{_num(p.best_loss)} @ {p.best_iter:,.0f}" if finite(p.best_iter) else "n/a",
             _num(p.gap_at_plateau, "+.4f"), _num(p.gap_at_end, "+.4f"),
             _num(ep, ".2f", "unknown"), _num(repeated_token_share(ep), ".0%", "unknown"),
         ])
     return rows
 
 
-RUN_HEADERS = ["config", "seed", "machine", "stopped", "plateau at iter", "train time to plateau", "iterations (with cooldown)",
-               "train time (with cooldown)", "final val_loss ± SE", "best val_loss @ iter", "val - train at plateau",
-               "val - train at end", "epochs at plateau", "repeated tokens at plateau"]
+RUN_HEADERS = ["config", "seed", "machine", "stopped", "plateau at iter", "train time to plateau",
+               "iterations (with cooldown)", "train time (with cooldown)", "final val_loss ± SE", "best val_loss @ iter",
+               "val - train at plateau", "val - train at end", "epochs at plateau", "repeated tokens at plateau"]
 
 
-def _mean_sd(values: list[float], show) -> str:
+def _mean_sd(values: list[float], show: Callable[[float], str]) -> str:
     values = [v for v in values if finite(v)]
     if not values:
         return "n/a"
@@ -256,7 +271,8 @@ def config_rows(points: list[PlateauPoint]) -> list[list[str]]:
         rows.append([attn, f"{len(done)} of {sum(p.run.attn == attn for p in points)}", seeds,
                      _mean_sd([p.plateau_time_s for p in done], _duration),
                      _mean_sd([p.total_time_s for p in done], _duration),
-                     _mean_sd([float(p.plateau_iter) for p in done if p.plateau_iter is not None], lambda v: f"{v:,.0f}"),
+                     _mean_sd([float(p.plateau_iter) for p in done if p.plateau_iter is not None],
+                              lambda v: f"{v:,.0f}"),
                      _mean_sd([p.final_loss for p in done], lambda v: f"{v:.4f}")])
     return rows
 
@@ -265,14 +281,24 @@ CONFIG_HEADERS = ["config", "reached a plateau", "seeds", "train time to plateau
                   "plateau at iter", "final val_loss"]
 
 
+def seed_margins(pairs: list[PlateauPair]) -> dict[int, float]:
+    """One margin per seed: a seed trained in several folders counts once, its pairs averaged."""
+    by_seed: dict[int, list[float]] = {}
+    for q in pairs:
+        by_seed.setdefault(q.seed, []).append(q.loss_margin)
+    return {seed: statistics.fmean(values) for seed, values in sorted(by_seed.items())}
+
+
 def criterion_3_line(candidate: str, pairs: list[PlateauPair]) -> str:
     if not pairs:
         return f"{candidate}: no pair of runs that both reached their plateau."
-    stats: PairedStats = paired_stats([q.loss_margin for q in pairs])
-    ratios = [q.time_ratio for q in pairs if finite(q.time_ratio)]
-    time_text = (f"; train time to plateau {statistics.fmean(ratios):.2f}x {BASELINE}'s (pair mean)"
-                 if ratios else "")
-    return (f"{candidate}: {BASELINE} - {candidate} final val_loss {stats.text()}: **{decide(stats)}**"
+    margins = seed_margins(pairs)
+    stats: PairedStats = paired_stats(list(margins.values()))
+    repeated = "" if len(margins) == len(pairs) else f" ({len(pairs)} pairs over {len(margins)} seeds, averaged per seed)"
+    ratios = [q.time_ratio for q in pairs if finite(q.time_ratio) and not q.crosses_cards]
+    time_text = (f"; train time to plateau {statistics.fmean(ratios):.2f}x {BASELINE}'s (mean over {len(ratios)} "
+                 "pair(s) on one kind of card)" if ratios else "")
+    return (f"{candidate}: {BASELINE} - {candidate} final val_loss {stats.text()}{repeated}: **{decide(stats)}**"
             f"{time_text}.")
 
 
@@ -281,7 +307,8 @@ def rule_text(points: list[PlateauPoint]) -> str:
     settings = set()
     for p in points:
         c = p.run.config
-        cool = f"{c['cooldown_iters']} iterations" if c.get("cooldown_iters") else f"{c.get('cooldown_frac', 0.1):.0%} of the iterations at the plateau"
+        cool = (f"{c['cooldown_iters']} iterations" if c.get("cooldown_iters")
+                else f"{c.get('cooldown_frac', 0.1):.0%} of the iterations at the plateau")
         settings.add(f"plateau when {c.get('plateau_patience', 5)} evaluations in a row (every {c.get('eval_every')} "
                      f"iterations) do not beat the best before them by {c.get('plateau_min_delta', 0.01)} nats; "
                      f"then the learning rate falls linearly to min_lr over {cool}")

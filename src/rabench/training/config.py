@@ -87,7 +87,8 @@ class TrainConfig:
             raise RabenchError(f"device {self.device!r} is not one of auto, cpu, cuda, cuda:N")
         _positive_float(self, "time_budget_s", optional=True)
         _positive_float(self, "lr", optional=True)
-        for name in ("max_iters", "batch_size", "seq_len", "eval_tokens", "eval_batches", "warmup_iters", "cooldown_iters"):
+        for name in ("max_iters", "batch_size", "seq_len", "eval_tokens", "eval_batches", "warmup_iters",
+                     "cooldown_iters"):
             _int_at_least(self, name, 0 if name == "warmup_iters" else 1, optional=True)
         for name in ("grad_accum", "eval_every", "log_every", "plateau_patience"):
             _int_at_least(self, name, 1)
@@ -134,7 +135,7 @@ class TrainConfig:
         the same warm-up as that design's baseline run."""
         if self.warmup_iters is not None or not self.until_plateau:
             return self.warmup_iters
-        from rabench.training.suite import DEFAULT_ITERS  # the owner of the default N; imported late (suite imports us)
+        from rabench.training.suite import DEFAULT_ITERS  # the default N's owner (imported late: suite imports us)
 
         return round(self.warmup_frac * DEFAULT_ITERS[self.preset])
 
