@@ -429,3 +429,17 @@ def test_a_seed_trained_twice_counts_once_and_times_compare_only_on_one_kind_of_
     line = next(x for x in text.splitlines() if x.startswith("- ra-norec: sdpa - ra-norec final val_loss"))
     assert "(4 pairs over 3 seeds, averaged per seed)" in line and "mean over 3 pair(s) on one kind of card" in line
     assert "seed 0: ra-norec-s0 on machine m-full-b, sdpa-s0 on m-a (different cards (H100, H200)" in text
+
+
+def test_a_plateau_runs_progress_does_not_follow_its_cap():
+    """ra-anneal reads the share of the run done; a plateau run's budget is a cap that may change on
+    resume, so its progress stays 0 (an iteration or time run's progress is its share of the budget)."""
+    from types import SimpleNamespace
+
+    from rabench.training.trainer import RunState, Trainer
+
+    state = RunState(iter=500, train_time_s=30.0)
+    for cap in ({"time_budget_s": 60.0, "max_iters": None}, {"time_budget_s": None, "max_iters": 1000}):
+        plateau = SimpleNamespace(cfg=SimpleNamespace(until_plateau=True, **cap), state=state)
+        fixed = SimpleNamespace(cfg=SimpleNamespace(until_plateau=False, **cap), state=state)
+        assert Trainer.progress(plateau) == 0.0 and Trainer.progress(fixed) == 0.5

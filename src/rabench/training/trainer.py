@@ -205,11 +205,15 @@ class Trainer:
         return self.state.train_time_s + (self.state.window_steps + 1) * self.state.step_estimate_s
 
     def progress(self) -> float:
+        """Share of the run's own length done (ra-anneal reads it). A plateau run has no length: its
+        budget is only a cap, which may change on resume, so its progress stays 0."""
         c, s = self.cfg, self.state
+        if c.until_plateau:
+            return 0.0
         fracs = []
         if c.time_budget_s:
             fracs.append(s.train_time_s / c.time_budget_s)
-        if c.max_iters and not c.until_plateau:
+        if c.max_iters:
             fracs.append(s.iter / c.max_iters)
         return min(1.0, max(fracs)) if fracs else 0.0
 
