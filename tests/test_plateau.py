@@ -385,6 +385,26 @@ def test_the_report_gives_the_full_test_table_and_judges_criterion_3_at_the_plat
     assert "seed 2: ra-norec-s2 on machine m-b, sdpa-s2 on m-a (one kind of card)" in text
     assert "ra-norec-s3: stopped by max iters before a plateau; not paired" in text
     assert "2.40" in text  # epochs at the plateau: 1200 x 128 / 64,000
+    assert "read as over-fitting" not in text  # the gap narrows through the cooldown here (0.1 -> 0.075)
+
+
+def test_a_plateau_past_an_epoch_whose_gap_widens_reads_as_over_fitting(tmp_path):
+    import json
+
+    from rabench.analysis.plateau import overfitting_names, plateau_point
+    from rabench.analysis.runs import Run
+
+    run = write_plateau_run(tmp_path, "sdpa", 0, 3.0)
+    records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    for r in records:  # train loss falls 0.2 through the cooldown while val_loss holds
+        if r["iter"] > 1200:
+            r["train_loss"] -= 0.2
+    (run / "metrics.jsonl").write_text("\n".join(json.dumps(r) for r in records) + "\n")
+    p = plateau_point(Run.read(run, "."))
+    assert p.epochs_at(1200) > 1 and p.gap_at_end > p.gap_at_plateau
+    assert overfitting_names([p]) == ["sdpa-s0"]
+    short = plateau_point(Run.read(write_plateau_run(tmp_path / "b", "sdpa", 0, 3.0, train_tokens=10**7), "."))
+    assert overfitting_names([short]) == []  # 0.015 epochs: not over-fitting, whatever the gap does
 
 
 def test_a_run_that_says_plateau_but_recorded_no_point_is_still_paired_on_its_final_loss(tmp_path):

@@ -315,6 +315,12 @@ def rule_text(points: list[PlateauPoint]) -> str:
     return "; ".join(sorted(settings))
 
 
+def overfitting_names(points: list[PlateauPoint]) -> list[str]:
+    """Runs past one epoch at their plateau whose train-val gap still grew through the cooldown."""
+    return [p.run.where for p in points if p.reached and p.plateau_iter is not None
+            and p.epochs_at(p.plateau_iter) > 1 and p.gap_at_end > p.gap_at_plateau]
+
+
 def plateau_section(doc: Doc, runs: list[Run]) -> None:
     """The full test's section; nothing when no run went to a plateau."""
     points = [plateau_point(r) for r in runs if is_plateau_run(r)]
@@ -336,6 +342,10 @@ def plateau_section(doc: Doc, runs: list[Run]) -> None:
         lines.append(criterion_3_line(cand, pairs))
         notes += left
         crossings += pairing_notes(pairs)
+    overfit = overfitting_names(points)
+    if overfit:
+        doc.para(f"**Plateaus that read as over-fitting** (more than one epoch read at the plateau, and the val - train "
+                 f"gap wider at the end than at the plateau): {', '.join(overfit)}.")
     if lines:
         doc.para("**Criterion 3 at the plateau** (paired by seed; PASS only when the interval lies above zero):")
         doc.bullets(lines)
