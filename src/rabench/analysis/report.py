@@ -32,6 +32,7 @@ from rabench.analysis.curves import eval_curve, value_at
 from rabench.analysis.document import Doc
 from rabench.analysis.lengths import CURVE_UPPER_BOUND, lengths_section
 from rabench.analysis.lrsweep import LR_SWEEP_PLOT, lr_sweep_section
+from rabench.analysis.plateau import plateau_section
 from rabench.analysis.regime import regime_text
 from rabench.analysis.runs import (BASELINE, LADDER, LR_SWEEP, TIME, Batch, ConfigGroup, Run, group_by_config, is_variant,
                                    iso_time_label, load_batches, split_by_horizon, split_suite_batches)
@@ -624,6 +625,7 @@ def build_report(folder: Path, out_dir: Path, analysis: Analysis, horizon: str |
     break_even_section(doc, comparisons, out_dir)
     step_ratio_section(doc, batches)
     lr_sweep_section(doc, groups, batches, lambda points: plots.plot_lr_sweep(points, out_dir / LR_SWEEP_PLOT))
+    plateau_section(doc, runs)
     doc.heading(2, "Runs by config")
     doc.table(*config_table(groups))
     sources = source_table(groups)

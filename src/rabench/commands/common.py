@@ -30,6 +30,13 @@ HYPER_FLAGS: dict[str, tuple[str, type, str]] = {
     "--eval-batches": ("eval_batches", int, "val batches per evaluation, instead of --eval-tokens"),
     "--log-every": ("log_every", int, "iterations between train-loss records"),
     "--ckpt-every": ("ckpt_every", str, "checkpoint interval: a duration (5m, 1h) or iterations (500it)"),
+    "--plateau-patience": ("plateau_patience", int, "with --until-plateau: evaluations in the plateau window"),
+    "--plateau-min-delta": ("plateau_min_delta", float, "with --until-plateau: nats the window must beat the best "
+                            "evaluation before it by, or the run has plateaued"),
+    "--cooldown-frac": ("cooldown_frac", float, "with --until-plateau: cooldown after the plateau as a share of the "
+                        "iterations done"),
+    "--cooldown-iters": ("cooldown_iters", int, "with --until-plateau: cooldown length in iterations instead of "
+                         "--cooldown-frac"),
     "--device": ("device", str, "auto (cuda if present), cuda, cuda:N or cpu"),
 }
 

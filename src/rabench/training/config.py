@@ -48,10 +48,11 @@ class TrainConfig:
     seed: int = 0
     time_budget_s: float | None = None  # train-time budget (seconds); the cosine is keyed to it
     max_iters: int | None = None  # iteration budget; the cosine is keyed to it
-    until_plateau: bool = False
-    plateau_patience: int = 5
-    plateau_min_delta: float = 0.01
-    cooldown_iters: int = 200
+    until_plateau: bool = False  # the full test: run to a val_loss plateau, then cool down (training.plateau)
+    plateau_patience: int = 5  # evaluations in the plateau window
+    plateau_min_delta: float = 0.01  # nats the window must beat the best before it by
+    cooldown_iters: int | None = None  # an explicit cooldown length in iterations instead of cooldown_frac
+    cooldown_frac: float = 0.1  # cooldown as a share of the iterations done at the plateau
     batch_size: int | None = None  # None: the preset's default
     seq_len: int | None = None  # None: the preset's default
     grad_accum: int = 1
@@ -103,9 +104,10 @@ class TrainConfig:
             raise SettingError("device", f"device {self.device!r} is not one of auto, cpu, cuda, cuda:N")
         _positive_float(self, "time_budget_s", optional=True)
         _positive_float(self, "lr", optional=True)
-        for name in ("max_iters", "batch_size", "seq_len", "eval_tokens", "eval_batches", "warmup_iters"):
+        for name in ("max_iters", "batch_size", "seq_len", "eval_tokens", "eval_batches", "warmup_iters",
+                     "cooldown_iters"):
             _int_at_least(self, name, 0 if name == "warmup_iters" else 1, optional=True)
-        for name in ("grad_accum", "eval_every", "log_every", "plateau_patience", "cooldown_iters"):
+        for name in ("grad_accum", "eval_every", "log_every", "plateau_patience"):
             _int_at_least(self, name, 1)
         _int_at_least(self, "seed", 0)
         if self.seed > MAX_SEED:  # seeds are stored and compared as signed 64-bit integers
@@ -116,6 +118,7 @@ class TrainConfig:
         _in_range(self, "beta2", 0.0, 1.0, hi_open=True)
         _in_range(self, "weight_decay", 0.0, math.inf)
         _in_range(self, "plateau_min_delta", 0.0, math.inf)
+        _in_range(self, "cooldown_frac", 0.0, 1.0)
         _positive_float(self, "grad_clip")
         _positive_float(self, "ddp_bucket_cap_mb")
         for name in ("ddp_grad_as_bucket_view", "ddp_static_graph"):
@@ -148,10 +151,22 @@ class TrainConfig:
                       eval_tokens=self.eval_tokens or default_eval_tokens(self.preset),
                       attn_options=dict(attention.resolve_options(self.attn, self.attn_options)),
                       attn_ref=self.attn, attn_code_hash=core.code_hash if core.plugin else None,
-                      labels={"attn_role": core.attn_role} | self.labels)
+                      labels={"attn_role": core.attn_role} | self.labels,
+                      warmup_iters=self.plateau_warmup_iters())
         if out.seq_len > block:
             raise SettingError("seq_len", f"seq_len {out.seq_len} exceeds preset {self.preset}'s context of {block}")
         return out
+
+    def plateau_warmup_iters(self) -> int | None:
+        """warmup_iters as resolved. A run to a plateau has no length of its own (its budget is only
+        a cap, which may change on resume), so its warm-up cannot be a share of the budget: it is
+        warmup_frac of the iteration design's default N for the preset (400 iterations for GPT-2),
+        the same warm-up as that design's baseline run."""
+        if self.warmup_iters is not None or not self.until_plateau:
+            return self.warmup_iters
+        from rabench.training.suite import DEFAULT_ITERS  # the default N's owner (imported late: suite imports us)
+
+        return round(self.warmup_frac * DEFAULT_ITERS[self.preset])
 
     def ckpt_interval(self) -> tuple[str, float]:
         """('s', seconds) or ('it', iterations)."""

@@ -10,13 +10,16 @@ The position of a step is where it ENDS: iteration it + 1, or the train time bef
 plus one step's time. The trainer logs exactly the rate it applied.
 
 For the full test (`--until-plateau`) the rate stays at lr after warm-up until the
-plateau rule fires, then falls linearly to min_lr over `cooldown_iters`.
+plateau rule fires (training.plateau), then falls linearly to min_lr over the cooldown:
+`cooldown_iters`, else `cooldown_frac` of the iterations done at the plateau.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+
+from rabench.training.plateau import cooldown_length
 
 
 def cosine(p: float, lr: float, min_lr: float) -> float:
@@ -35,7 +38,8 @@ class Schedule:
     warmup: float  # warm-up length, in warmup_unit
     warmup_unit: str
     plateau: bool = False
-    cooldown_iters: int = 0
+    cooldown_iters: int | None = None  # None: cooldown_frac of the iterations at the plateau
+    cooldown_frac: float = 0.1
 
     def warmup_factor(self, it: int, pos: float) -> float:
         if self.warmup <= 0:
@@ -49,7 +53,8 @@ class Schedule:
         if self.plateau:
             if cooldown_start is None:
                 return self.lr * factor
-            frac = min(1.0, (it - cooldown_start + 1) / max(1, self.cooldown_iters))  # the last cooldown step: min_lr
+            n = cooldown_length(cooldown_start, self.cooldown_iters, self.cooldown_frac)
+            frac = min(1.0, (it - cooldown_start + 1) / n)  # the last cooldown step: min_lr
             return self.lr + (self.min_lr - self.lr) * frac
         if factor < 1.0:
             return self.lr * factor
@@ -61,7 +66,7 @@ class Schedule:
 
 def make_schedule(lr: float, min_lr_ratio: float, max_iters: int | None, time_budget_s: float | None,
                   warmup_frac: float, warmup_iters: int | None, until_plateau: bool = False,
-                  cooldown_iters: int = 0) -> Schedule:
+                  cooldown_iters: int | None = None, cooldown_frac: float = 0.1) -> Schedule:
     """A --time run is keyed to train time, an --iters run to iterations (time wins when both are given)."""
     unit, length = ("s", time_budget_s) if time_budget_s is not None else ("it", float(max_iters or 0))
     if warmup_iters is not None:
@@ -69,4 +74,5 @@ def make_schedule(lr: float, min_lr_ratio: float, max_iters: int | None, time_bu
     else:
         warmup, warmup_unit = warmup_frac * (length or 0.0), unit
     return Schedule(lr=lr, min_lr=lr * min_lr_ratio, length=length, unit=unit, warmup=warmup,
-                    warmup_unit=warmup_unit, plateau=until_plateau, cooldown_iters=cooldown_iters)
+                    warmup_unit=warmup_unit, plateau=until_plateau, cooldown_iters=cooldown_iters,
+                    cooldown_frac=cooldown_frac)

@@ -46,7 +46,7 @@ from rabench.rundir import FAILED, FINISHED, INTERRUPTED, RunFolder
 from rabench.training import distributed as dd
 from rabench.training import evaluation
 from rabench.training.config import TrainConfig, curve_changing_differences
-from rabench.training.plateau import PlateauRule
+from rabench.training.plateau import PlateauRule, cooldown_length
 from rabench.training.schedule import make_schedule
 from rabench.training.step import TrainStep, gpu_uuid, make_optimizer, sync
 from rabench.training.timeparse import format_duration
@@ -195,7 +195,7 @@ class Trainer:
         self.plateau = PlateauRule(c.plateau_patience, c.plateau_min_delta)
         self.tokens_per_iter = c.batch_size * c.seq_len * c.grad_accum * self.dist.world_size
         self.schedule = make_schedule(c.lr, c.min_lr_ratio, c.max_iters, c.time_budget_s, c.warmup_frac, c.warmup_iters,
-                                      c.until_plateau, c.cooldown_iters)
+                                      c.until_plateau, c.cooldown_iters, c.cooldown_frac)
         self.ckpt_unit, self.ckpt_every = c.ckpt_interval()
         self.signal: int | None = None
         self.in_eval = False
@@ -244,11 +244,15 @@ class Trainer:
         return self.state.train_time_s + (self.state.window_steps + 1) * self.state.step_estimate_s
 
     def progress(self) -> float:
+        """Share of the run's own length done (ra-anneal reads it). A plateau run has no length: its
+        budget is only a cap, which may change on resume, so its progress stays 0."""
         c, s = self.cfg, self.state
+        if c.until_plateau:
+            return 0.0
         fracs = []
         if c.time_budget_s:
             fracs.append(s.train_time_s / c.time_budget_s)
-        if c.max_iters and not c.until_plateau:
+        if c.max_iters:
             fracs.append(s.iter / c.max_iters)
         return min(1.0, max(fracs)) if fracs else 0.0
 
@@ -260,11 +264,16 @@ class Trainer:
                     self.close_window()  # the host clock says the budget is spent: measure exactly
             if s.train_time_s >= c.time_budget_s:
                 return "time budget"
-        if c.until_plateau and s.cooldown_start is not None and s.iter >= s.cooldown_start + c.cooldown_iters:
+        if c.until_plateau and s.cooldown_start is not None and s.iter >= s.cooldown_start + self.cooldown_iters():
             return "plateau"
         if c.max_iters is not None and s.iter >= c.max_iters:
             return "max iters"
         return None
+
+    def cooldown_iters(self) -> int:
+        """Length of the cooldown that started at state.cooldown_start (training.plateau)."""
+        c = self.cfg
+        return cooldown_length(self.state.cooldown_start or 0, c.cooldown_iters, c.cooldown_frac)
 
     # ---- steps and windows ---------------------------------------------------------
     def batches(self, step: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
@@ -573,6 +582,9 @@ class Trainer:
             "tokens_per_s": round(self.tokens_per_iter / (ms / 1000)) if ms else None,
             "peak_mem_gb": round(peak_memory_gb(self.device), 3),
         }
+        if self.cfg.until_plateau:  # the iteration at whose evaluation the plateau rule fired (None: never)
+            summary |= {"plateau_iter": s.cooldown_start,
+                        "cooldown_iters": self.cooldown_iters() if s.cooldown_start is not None else None}
         if self.dist.is_main:
             self.folder.write_summary(summary)
         return summary
