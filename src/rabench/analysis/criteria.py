@@ -8,7 +8,7 @@ margin whose sign says whether the candidate met the criterion; over seeds the r
 sign-flip p; a direction only from fewer than 6 seeds).
 
 Two designs:
-  iteration design (issue 12's default): the baseline and each candidate for N iterations
+  iteration design (the suite's default): the baseline and each candidate for N iterations
     (iso-iteration), each candidate also for round(N/s) iterations (iso-time), s calibrated
     on the card. Criterion 1 compares the iso-time run's final val_loss with the baseline's
     at N; criterion 2 and the break-even s* read the iso-iteration curves.
