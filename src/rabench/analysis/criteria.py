@@ -41,6 +41,7 @@ from rabench.analysis.runs import (
     finite,
     iso_time_label,
 )
+from rabench.experiment import OPEN_TWINS
 from rabench.stats import (
     EQUIVALENCE_MARGIN,
     FAIL,
@@ -674,10 +675,10 @@ def judge_all(groups: dict[str, ConfigGroup], batches: dict[str, Batch]) -> list
             for g in ra:
                 if control is not None and g.attn != control_name:
                     out.append(compare(g, control, groups, batches, purpose))
-        open_ = first_group(groups, "open")
         for g in ra:
-            if open_ is not None and g.attn == "ra-open":
-                out.append(compare(g, open_, groups, batches, "open-coded RA against open-coded standard attention"))
+            twin = first_group(groups, OPEN_TWINS[g.attn]) if g.attn in OPEN_TWINS else None
+            if twin is not None:
+                out.append(compare(g, twin, groups, batches, "open-coded RA against open-coded standard attention"))
     return out
 
 

@@ -62,6 +62,7 @@ from typing import Any
 
 from rabench import attention, source_hash
 from rabench.errors import RabenchError, RunInterrupted
+from rabench.experiment import BASELINE, PLAN_ATTNS
 from rabench.fileio import json_form, write_json_atomic
 from rabench.machine import machine_id
 from rabench.rundir import RunFolder, read_json
@@ -72,10 +73,6 @@ from rabench.training import distributed as dd
 from rabench.training.distributed import is_main_process, launched_by_torchrun
 from rabench.training.timeparse import parse_duration
 
-BASELINE = "sdpa"
-# The plan's four tests (sdpa, open, ra-open, ra-triton) and the two controls: std-gated
-# (learned temperature only) and ra-norec (RA with w_rec held at 0: isolates reciprocity).
-PLAN_ATTNS = ["sdpa", "open", "ra-open", "ra-triton", "std-gated", "ra-norec"]
 DESIGNS = ("iso", "time")
 # Baseline iterations N when the plan gives none: for GPT-2, a few minutes a compiled run on one
 # current GPU; a few CPU minutes for the toy presets.
