@@ -43,22 +43,3 @@ def poison_kernel_outputs(monkeypatch: pytest.MonkeyPatch) -> None:
 
     monkeypatch.setattr(kop, "_empty", nan_empty)
 
-
-def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """RABENCH_TEST_SHARD=k/n keeps every n-th collected test starting at k, so n pytest processes
-    side by side share the suite test by test (benchmarks/gpu_bench.sh, PART=t). Dealing out tests
-    rather than files spreads each file's slow tests over the shards; whole files made one shard
-    run past the device call's limit. A dozen lines here instead of the pytest-shard plugin,
-    which the GPU machines (no network) do not have."""
-    spec = os.environ.get("RABENCH_TEST_SHARD")
-    if not spec:
-        return
-    try:
-        k, n = (int(part) for part in spec.split("/"))
-    except ValueError:
-        raise pytest.UsageError(f"RABENCH_TEST_SHARD={spec!r}: expected k/n, e.g. 0/8") from None
-    if not 0 <= k < n:
-        raise pytest.UsageError(f"RABENCH_TEST_SHARD={spec!r}: needs 0 <= k < n")
-    kept = [item for i, item in enumerate(items) if i % n == k]
-    config.hook.pytest_deselected(items=[item for i, item in enumerate(items) if i % n != k])
-    items[:] = kept

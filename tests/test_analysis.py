@@ -411,6 +411,17 @@ def test_time_budget_suite_still_reports(tmp_path):
     assert be.values == [] and "s* < 2.00" in be.headline("ra-triton")  # never within its 500 iterations
 
 
+def test_time_design_judges_ra_against_the_controls_and_open_coded_ra_against_its_twin(tmp_path):
+    for seed in (0, 1):
+        for attn in ("sdpa", "open", "ra-open", "std-gated", "ra-norec", "ra-triton"):
+            write_run(tmp_path, attn, seed, linear(6.0, 1e-3), 1000, 10.0, "time", time_budget_s=10.0)
+    batches = load_batches(tmp_path)
+    comps = judge_all(group_by_config([r for b in batches for r in b.runs]), {b.name: b for b in batches})
+    pairs = {(c.candidate, c.baseline) for c in comps}
+    assert ("ra-open", "open") in pairs and ("ra-triton", "open") not in pairs
+    assert {("ra-triton", "std-gated"), ("ra-triton", "ra-norec"), ("ra-open", "sdpa")} <= pairs
+
+
 def test_time_design_never_judges_a_short_overlap(tmp_path):
     for seed in (0, 1):
         write_run(tmp_path, "sdpa", seed, linear(6.0, 1e-3), 1000, 10.0, "time", time_budget_s=10.0)

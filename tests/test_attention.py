@@ -7,7 +7,7 @@ import torch
 
 from rabench import attention
 from rabench.attention import AttentionSpec
-from rabench.attention.fused import open_coded_ra, ra_operands
+from rabench.attention.kernel_route import open_coded_ra, ra_operands
 from reference import assert_matches, ra_norec_reference, ra_reference, rel_err, standard_reference
 
 SHAPES = [(2, 3, 1, 8), (1, 2, 7, 16), (2, 2, 33, 8), (1, 1, 50, 32)]  # (B, H, T, D): T not a power of two

@@ -1,4 +1,4 @@
-"""Shards and the reading side: validation, windows, the deterministic sampler, val batches."""
+"""Shards and the reading side: validation, windows, the deterministic sampler."""
 
 from __future__ import annotations
 
@@ -16,7 +16,6 @@ from rabench.data import (
     prepare,
     read_shard_header,
     train_batch,
-    val_batches,
     write_shard,
 )
 from rabench.data.loader import step_offsets
@@ -170,27 +169,3 @@ def test_ranks_and_accumulation_share_rows(train: TokenSplit) -> None:
     assert len({tuple(row.tolist()) for row in torch.cat(four)}) == 12  # distinct rows, not repeats
     with pytest.raises(ValueError):
         train_batch(train, **common, micro=2, accum=2)
-
-
-# --- validation batches -------------------------------------------------------------------
-
-
-def test_val_batches_are_contiguous_and_capped(data_dir: Path) -> None:
-    val = TokenSplit(data_dir, "val")
-    batches = val_batches(val, batch_size=2, seq_len=64, max_tokens=1_000)
-    assert len(batches) == 1_000 // (2 * 64)
-    xs = torch.cat([x for x, _ in batches]).flatten()
-    assert xs.tolist() == val.window(0, len(xs)).tolist()
-    for x, y in batches:
-        assert x.shape == (2, 64) and torch.equal(x[:, 1:], y[:, :-1])
-        assert torch.equal(y[:, -1][:-1], x[1:, 0])  # each row's last target starts the next row
-    again = val_batches(val, batch_size=2, seq_len=64, max_tokens=1_000)
-    assert all(torch.equal(a[0], b[0]) and torch.equal(a[1], b[1]) for a, b in zip(batches, again))
-
-
-def test_val_batches_at_least_one_and_at_most_the_split(data_dir: Path) -> None:
-    val = TokenSplit(data_dir, "val")
-    assert len(val_batches(val, batch_size=2, seq_len=64, max_tokens=10)) == 1
-    everything = val_batches(val, batch_size=2, seq_len=64, max_tokens=None)
-    assert len(everything) == (len(val) - 1) // 128
-    assert len(val_batches(val, batch_size=2, seq_len=64, max_tokens=10**9)) == len(everything)

@@ -1,7 +1,7 @@
 """Which physical machine session made a run or a calibration: `machine_id`.
 
-Hostnames do not identify a machine: every rented campaign host was called `vm`, and two
-leases of "the same" kind are different cards. A run therefore records a short hash of the
+Hostnames do not identify a machine: rented hosts often share one (`vm`), and two leases of
+"the same" kind are different cards. A run therefore records a short hash of the
 node's GPU UUIDs (all of them, sorted, whatever CUDA_VISIBLE_DEVICES a worker sees, so that
 the workers of one suite on one node agree) and the kernel's boot id (a new boot is a new
 session, even on the same cards). On a CPU machine the boot id alone. Two runs with the same

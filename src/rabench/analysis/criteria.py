@@ -8,7 +8,7 @@ margin whose sign says whether the candidate met the criterion; over seeds the r
 sign-flip p; a direction only from fewer than 6 seeds).
 
 Two designs:
-  iteration design (issue 12's default): the baseline and each candidate for N iterations
+  iteration design (the suite's default): the baseline and each candidate for N iterations
     (iso-iteration), each candidate also for round(N/s) iterations (iso-time), s calibrated
     on the card. Criterion 1 compares the iso-time run's final val_loss with the baseline's
     at N; criterion 2 and the break-even s* read the iso-iteration curves.
@@ -27,11 +27,9 @@ from rabench.analysis.curves import eval_curve, time_to_reach, value_at
 from rabench.analysis.runs import (
     BASE_ROLE,
     BASELINE,
-    CONTROL,
     ISO_ITER,
     ISO_TIME,
     ISO_TIME_SUFFIX,
-    NOREC,
     PLATEAU,
     SIDE_ROLES,
     TIME,
@@ -41,6 +39,8 @@ from rabench.analysis.runs import (
     finite,
     iso_time_label,
 )
+from rabench.experiment import CONTROL, NOREC
+from rabench.experiment import OPEN_TWINS
 from rabench.stats import (
     EQUIVALENCE_MARGIN,
     FAIL,
@@ -674,10 +674,10 @@ def judge_all(groups: dict[str, ConfigGroup], batches: dict[str, Batch]) -> list
             for g in ra:
                 if control is not None and g.attn != control_name:
                     out.append(compare(g, control, groups, batches, purpose))
-        open_ = first_group(groups, "open")
         for g in ra:
-            if open_ is not None and g.attn == "ra-open":
-                out.append(compare(g, open_, groups, batches, "open-coded RA against open-coded standard attention"))
+            twin = first_group(groups, OPEN_TWINS[g.attn]) if g.attn in OPEN_TWINS else None
+            if twin is not None:
+                out.append(compare(g, twin, groups, batches, "open-coded RA against open-coded standard attention"))
     return out
 
 

@@ -16,7 +16,8 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from rabench.analysis.curves import AXIS_TITLES, seed_band
-from rabench.analysis.runs import BASELINE, CONTROL, ConfigGroup, Run
+from rabench.analysis.runs import BASELINE, ConfigGroup, Run
+from rabench.experiment import CONTROL
 
 if TYPE_CHECKING:
     from rabench.analysis.lengths import LengthBreakEven

@@ -18,11 +18,9 @@ from typing import Any
 
 from rabench import attention
 from rabench.errors import RabenchError
+from rabench.experiment import BASELINE
 from rabench.rundir import RunFolder, read_json
 
-BASELINE = "sdpa"
-CONTROL = "std-gated"
-NOREC = "ra-norec"
 RA_PREFIX = "ra-"
 ISOTIME_TAG = "-isotime-"
 MAX_DEPTH = 3  # campaign / batch / run

@@ -38,7 +38,7 @@ residual branch, a different MLP) are not supported: the comparison holds everyt
 the core fixed.
 
 Helpers the built-ins use, part of the contract: `causal_mask`, `masked_softmax_apply`,
-`upcast` (half precision to float32, float64 untouched, for float64 checks), `score_scale`,
+`upcast` (half precision to float32, float64 untouched, for float64 checks),
 `init_linear` (nn.Linear's init from a given generator), all in `rabench.attention`.
 """
 

@@ -21,11 +21,6 @@ def masked_softmax_apply(logits: Tensor, v: Tensor) -> Tensor:
     return probs.to(v.dtype) @ v
 
 
-def score_scale(head_dim: int) -> float:
-    """c = 1/sqrt(D)."""
-    return 1.0 / math.sqrt(head_dim)
-
-
 def upcast(t: Tensor) -> Tensor:
     """Half-precision tensors to float32; float32 and float64 stay as they are."""
     return t.float() if t.dtype in (torch.float16, torch.bfloat16) else t

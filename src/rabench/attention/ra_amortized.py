@@ -50,7 +50,7 @@ from torch import Tensor
 
 from rabench.attention.base import AttentionCore
 from rabench.attention.common import causal_mask, upcast
-from rabench.attention.fused import run_canonical_ra
+from rabench.attention.kernel_route import run_canonical_ra
 from rabench.attention.gates import RAGates, per_head
 from rabench.attention.registry import AttentionSpec, register
 from rabench.errors import RabenchError

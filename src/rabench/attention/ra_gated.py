@@ -20,7 +20,7 @@ from torch import Tensor, nn
 
 from rabench.attention.base import AttentionCore
 from rabench.attention.common import init_linear, upcast
-from rabench.attention.fused import ra_operands, run_ra
+from rabench.attention.kernel_route import ra_operands, run_ra
 from rabench.attention.gates import RAGates
 from rabench.attention.registry import AttentionSpec, register
 from rabench.errors import RabenchError

@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from rabench.attention.base import AttentionCore
-from rabench.attention.fused import run_canonical_ra
+from rabench.attention.kernel_route import run_canonical_ra
 from rabench.attention.gates import RAGates
 from rabench.attention.registry import AttentionSpec, register
 from rabench.errors import RabenchError

@@ -17,7 +17,7 @@ import torch
 from torch import Tensor, nn
 
 from rabench.attention.base import AttentionCore
-from rabench.attention.fused import run_ra
+from rabench.attention.kernel_route import run_ra
 from rabench.attention.gates import RAGates, per_head
 from rabench.attention.registry import AttentionSpec, register
 from rabench.errors import RabenchError

@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from rabench.attention.base import AttentionCore
-from rabench.attention.fused import BACKENDS as KERNEL_BACKENDS, run_canonical_ra
+from rabench.attention.kernel_route import BACKENDS as KERNEL_BACKENDS, run_canonical_ra
 from rabench.attention.gates import RAGates
 from rabench.attention.ra_folded import fold_ra
 from rabench.attention.registry import AttentionSpec, register

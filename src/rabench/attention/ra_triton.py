@@ -5,7 +5,7 @@ from __future__ import annotations
 from torch import Tensor
 
 from rabench.attention.base import AttentionCore
-from rabench.attention.fused import run_canonical_ra
+from rabench.attention.kernel_route import run_canonical_ra
 from rabench.attention.gates import RAGates
 from rabench.attention.registry import AttentionSpec, register
 

@@ -26,14 +26,13 @@ from rabench.bench.attention_rows import SDPA_BACKENDS, add_attention_ratios, at
 from rabench.bench.step_rows import add_step_ratios, step_row
 from rabench.bench.table import format_markdown, format_text
 from rabench.errors import RabenchError
+from rabench.experiment import BENCH_ATTNS
 from rabench.fileio import write_atomic
-
-DEFAULT_ATTNS = ["sdpa", "open", "std-gated", "ra-open", "ra-folded", "ra-triton"]
 
 
 def default_attns() -> list[str]:
-    variants = [n for n in attention.names() if attention.entry(n).variant and n not in DEFAULT_ATTNS]
-    return DEFAULT_ATTNS + variants
+    variants = [n for n in attention.names() if attention.entry(n).variant and n not in BENCH_ATTNS]
+    return BENCH_ATTNS + variants
 
 
 def machine_info(device: torch.device) -> dict[str, Any]:

@@ -1,8 +1,9 @@
 """Data layer: sources -> GPT-2 tokens -> llm.c shards -> deterministic batches."""
 
 from rabench.data.checks import check_token_range, verify_checksums
-from rabench.data.loader import DocumentIndex, TokenSplit, check_split_fits, load_meta, train_batch, val_batches
-from rabench.data.prepare import META_FILE, prepare, prepare_bundled_austen
+from rabench.data.loader import DocumentIndex, TokenSplit, check_split_fits, train_batch
+from rabench.data.meta import META_FILE, load_meta
+from rabench.data.prepare import prepare, prepare_bundled_austen
 from rabench.data.shards import open_shard, read_shard_header, write_shard
 from rabench.data.sources import HF_ALIASES, check_sources, iter_documents, iter_source, parse_hf_spec
 from rabench.data.tokenizer import EOT, VOCAB_SIZE, gpt2_encoding
@@ -27,7 +28,6 @@ __all__ = [
     "prepare_bundled_austen",
     "read_shard_header",
     "train_batch",
-    "val_batches",
     "verify_checksums",
     "write_shard",
 ]

@@ -11,6 +11,7 @@ import hashlib
 from pathlib import Path
 from typing import Any
 
+from rabench.data.meta import load_meta
 from rabench.data.shards import open_shard
 from rabench.data.tokenizer import VOCAB_SIZE
 from rabench.errors import RabenchError
@@ -68,6 +69,4 @@ def verify_files(data_dir: str | Path, meta: dict[str, Any]) -> int:
 
 def verify_checksums(data_dir: str | Path) -> int:
     """meta.json's SHA-256 of every shard and index file of a prepared folder (for `--verify`); returns the count."""
-    from rabench.data.loader import load_meta  # loader imports prepare, which imports this module
-
     return verify_files(data_dir, load_meta(data_dir))

@@ -8,7 +8,6 @@ stopped.
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,53 +16,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from rabench.data.prepare import META_FILE
+from rabench.data.meta import META_FILE, load_meta
 from rabench.data.shards import open_shard
 from rabench.errors import RabenchError, SettingError
-
-
-def load_meta(data_dir: str | Path) -> dict[str, Any]:
-    """meta.json of a prepared data folder, its shape checked (readers index into it freely)."""
-    path = Path(data_dir) / META_FILE
-    if not path.is_file():
-        raise RabenchError(f"{data_dir} is not a prepared data folder (no {META_FILE}); run `rabench prepare`")
-    try:
-        meta = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise RabenchError(f"{path} is corrupt ({e}); re-run `rabench prepare` (with --overwrite)") from None
-    problem = meta_shape_problem(meta)
-    if problem:
-        raise RabenchError(f"{path} is malformed ({problem}); re-run `rabench prepare` (with --overwrite)")
-    return meta
-
-
-def meta_shape_problem(meta: Any) -> str | None:
-    """What is wrong with the structure of a meta.json's contents, or None: the fields readers use
-    (splits -> shards -> file, tokens, sha256; documents_index; source_names) with their types."""
-    if not isinstance(meta, dict):
-        return "not a JSON object"
-    splits = meta.get("splits")
-    if not isinstance(splits, dict):
-        return f"splits is {type(splits).__name__}, not a table of splits"
-    for name, info in splits.items():
-        shards = info.get("shards") if isinstance(info, dict) else None
-        if not isinstance(shards, list):
-            return f"splits.{name}.shards is not a list"
-        for entry in shards:
-            if not (isinstance(entry, dict) and isinstance(entry.get("file"), str) and isinstance(entry.get("sha256"), str)
-                    and isinstance(entry.get("tokens"), int) and not isinstance(entry["tokens"], bool)
-                    and entry["tokens"] >= 0):
-                return f"splits.{name}.shards holds {entry!r:.60}, not a file entry"
-            if Path(entry["file"]).name != entry["file"]:
-                return f"splits.{name} names a file outside the folder: {entry['file']!r}"
-        index = info.get("documents_index")
-        if index is not None and not (isinstance(index, dict) and isinstance(index.get("file"), str)
-                                      and Path(index["file"]).name == index["file"]):
-            return f"splits.{name}.documents_index is not a file entry"
-    names = meta.get("source_names")
-    if names is not None and not (isinstance(names, list) and all(isinstance(n, str) for n in names)):
-        return "source_names is not a list of names"
-    return None
 
 
 @dataclass(frozen=True)
@@ -211,24 +166,6 @@ def step_offsets(n_tokens: int, seed: int, step: int, count: int, seq_len: int) 
     """The window starts of one step, uniform in [0, n_tokens - seq_len - 1], fixed by (seed, step)."""
     rng = np.random.default_rng([seed, step])
     return rng.integers(0, n_tokens - seq_len - 1, size=count, endpoint=True)
-
-
-def val_batches(
-    split: TokenSplit, batch_size: int, seq_len: int, max_tokens: int | None
-) -> list[tuple[torch.Tensor, torch.Tensor]]:
-    """Fixed evaluation batches: contiguous, non-overlapping sequences from the start of the split.
-
-    As many full batches as fit in max_tokens input tokens (None: the whole
-    split), but at least one.
-    """
-    check_split_fits(split, batch_size, seq_len)
-    batch_tokens = batch_size * seq_len
-    n_batches = (len(split) - 1) // batch_tokens
-    if max_tokens is not None:
-        n_batches = max(1, min(n_batches, max_tokens // batch_tokens))
-    tokens = split.window(0, n_batches * batch_tokens + 1).astype(np.int64)
-    rows = np.lib.stride_tricks.sliding_window_view(tokens, seq_len + 1)[::seq_len]  # n_batches * batch_size
-    return [_inputs_and_targets(rows[b * batch_size : (b + 1) * batch_size]) for b in range(n_batches)]
 
 
 def _inputs_and_targets(rows: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:

@@ -35,13 +35,13 @@ from tqdm import tqdm
 
 import rabench
 from rabench.data.checks import file_sha256, verify_files
+from rabench.data.meta import META_FILE
 from rabench.data.shards import MAGIC, VERSION, write_shard
 from rabench.data.sources import check_sources, iter_labelled_documents, spec_label
 from rabench.data.tokenizer import EOT, TOKENIZER_NAME, VOCAB_SIZE, gpt2_encoding
 from rabench.errors import RabenchError
 from rabench.fileio import write_atomic, write_json_atomic
 
-META_FILE = "meta.json"
 DOCS_SUFFIX = "_docs.npy"  # per split: the document index
 SPLITS = ("train", "val")
 VAL_RULE = (

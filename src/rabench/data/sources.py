@@ -149,12 +149,6 @@ def iter_file(path: Path) -> Iterator[tuple[str | None, str]]:
         raise RabenchError(f"{path}: cannot read ({type(e).__name__}: {e}); check the file is intact") from e
 
 
-def iter_jsonl(path: Path) -> Iterator[str]:
-    """The non-empty "text" fields of a JSON Lines file."""
-    for _, text in iter_jsonl_records(path):
-        yield text
-
-
 def iter_jsonl_records(path: Path) -> Iterator[tuple[str | None, str]]:
     """(the "source" field if it is a string, else None; the non-empty "text") of each line."""
     count = 0

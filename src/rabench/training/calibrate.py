@@ -1,7 +1,7 @@
 """Step-time calibration: how much slower is each config's training step than the baseline's,
 on the card the suite runs on?
 
-The iso-time design (issue 12) trains a candidate for round(N / s) iterations where the
+The iso-time design trains a candidate for round(N / s) iterations where the
 baseline trains N, so s must be measured well: every config's model and optimizer are built
 once (compiled if the suite is), warmed up, and then timed in windows of steps INTERLEAVED
 across configs (sdpa window, ra window, ..., repeated), each window device-synchronised at both

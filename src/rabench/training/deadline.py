@@ -13,8 +13,9 @@ The estimate of a run's duration (wall-clock, from its start):
 The calibrated step time comes from the suite's calibration (iso design); a time-budget run
 uses its budget instead. `overhead` (start-up, compilation, evaluations beyond EVAL_SHARE)
 starts at a guess (FIRST_OVERHEAD_S) and, once a run has finished, is the largest overhead seen
-in the suite's finished runs, those of earlier calls included (on 4 x H200, with four runs compiling
-at once: 25-31 s for sdpa, 40-78 s for the RA configs). It decides only whether to start a run; the deadline itself is exact.
+in the suite's finished runs, those of earlier calls included (runs compiling side by side spend
+tens of seconds beyond training, RA's more than sdpa's: results/campaign/README.md gives this
+repository's figures). It decides only whether to start a run; the deadline itself is exact.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Independent runs in parallel on one host: one worker process per device (issue 14).
+"""Independent runs in parallel on one host: one worker process per device.
 
 `rabench suite --devices 0,1,2,3` keeps one training process per GPU busy until every run
 is done: each run is a fresh `python -m rabench.training.parallel CONFIG` process that sees

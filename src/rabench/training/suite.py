@@ -2,7 +2,7 @@
 
 Two designs (plan key `design`):
 
-  iso (default)  Equal wall-clock without timing noise (issue 12). First calibrate each config's
+  iso (default)  Equal wall-clock without timing noise. First calibrate each config's
                  step time on this card (calibrate.py), giving its ratio s to the baseline. Then
                  train the baseline for N iterations and each candidate twice: for N iterations
                  (iso-iteration, folder `<attn>-s<seed>`) and for round(N/s) iterations (iso-time,
@@ -62,6 +62,7 @@ from typing import Any
 
 from rabench import attention, source_hash
 from rabench.errors import RabenchError, RunInterrupted
+from rabench.experiment import BASELINE, PLAN_ATTNS
 from rabench.fileio import json_form, write_json_atomic
 from rabench.machine import machine_id
 from rabench.rundir import RunFolder, read_json
@@ -72,13 +73,9 @@ from rabench.training import distributed as dd
 from rabench.training.distributed import is_main_process, launched_by_torchrun
 from rabench.training.timeparse import parse_duration
 
-BASELINE = "sdpa"
-# The plan's four tests (sdpa, open, ra-open, ra-triton) and the two controls: std-gated
-# (learned temperature only) and ra-norec (RA with w_rec held at 0: isolates reciprocity).
-PLAN_ATTNS = ["sdpa", "open", "ra-open", "ra-triton", "std-gated", "ra-norec"]
 DESIGNS = ("iso", "time")
-# Baseline iterations N when the plan gives none: the campaign's N for GPT-2 (one device call
-# with compilation), a few CPU minutes for the toy presets.
+# Baseline iterations N when the plan gives none: for GPT-2, a few minutes a compiled run on one
+# current GPU; a few CPU minutes for the toy presets.
 DEFAULT_ITERS = {"gpt2-124m": 8000, "gpt2-350m": 8000, "small": 1000, "tiny": 300, "toy": 300}
 DEFAULT_TIME_S = 3600.0  # the plan's short test, design "time"
 SUITE_FILE = "suite.json"

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The bench tables on one GPU, split so that each part fits one 10-minute device call.
-# Usage on the GPU machine, from the repo root:  OUT=/some/dir PART=a|b|c|d|e|p|n|t bash benchmarks/gpu_bench.sh
+# Usage on the GPU machine, from the repo root:  OUT=/some/dir PART=a|b|c|d|e|p|n|t bash lab/gpu_bench.sh
 # (p: the step profile; n: ra-norec's SDPA route calibrated; t: the test suite on the GPU)
 # Every part has sdpa in it, so each table's ratios come from its own run.
 set -u
@@ -27,14 +27,14 @@ case "${PART:-a}" in
      python3 benchmarks/step_profile.py --attn sdpa,ra-norec,ra-triton --modes reduce-overhead \
        --profile sdpa:reduce-overhead,ra-norec:reduce-overhead,ra-triton:reduce-overhead --out "$OUT/steps.json" ;;
   n) # ra-norec through SDPA at D+1 (backend=folded) against sdpa and ra-triton: the suite's calibration (~3 min)
-     python3 -m rabench suite benchmarks/norec-folded.toml --out "$OUT/norec-folded" --calibrate-only --no-progress ;;
+     python3 -m rabench suite lab/norec-folded.toml --out "$OUT/norec-folded" --calibrate-only --no-progress ;;
   t) # the whole test suite on this GPU, SHARDS pytest processes at once (default 8: the slow tests are
-     # CPU-bound subprocess runs; 16 cores here). RABENCH_TEST_SHARD=k/n (tests/conftest.py) deals the
+     # CPU-bound subprocess runs; 16 cores here). RABENCH_TEST_SHARD=k/n (lab/pytest_shard.py) deals the
      # collected tests out one by one, so each file's slow tests spread over the shards: dealt out by
      # whole files, one shard (deadline, parallel, variants) ran past 540 s on an H100.
      n=${SHARDS:-8}
      for k in $(seq 0 $((n - 1))); do
-       (RABENCH_TEST_SHARD=$k/$n timeout 540 python3 -m pytest -q -rfE -p no:cacheprovider tests \
+       (RABENCH_TEST_SHARD=$k/$n PYTHONPATH=src:lab timeout 540 python3 -m pytest -p pytest_shard -q -rfE -p no:cacheprovider tests \
           > "$OUT/pytest-shard-$k.log" 2>&1; echo "exit $?" >> "$OUT/pytest-shard-$k.log") &
      done
      wait

@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
 # Commit-ready copy of a campaign batch from the campaign-<batch>.tgz that
-# benchmarks/campaign_call.sh leaves in $OUT: the batch's calibration, card list, suite log and
+# lab/campaign_call.sh leaves in $OUT: the batch's calibration, card list, suite log and
 # plan, and each run folder's config, metrics, summary and log (no checkpoints, no per-batch
 # report: `rabench report results/campaign` makes one over every batch).
 #
-#   bash benchmarks/campaign_unpack.sh path/to/campaign-horizon-2.tgz [results/campaign]
+#   bash lab/campaign_unpack.sh path/to/campaign-horizon-2.tgz [results/campaign]
 set -eu
 TGZ=$1
 DEST=${2:-results/campaign}

@@ -6,7 +6,7 @@
 # the checkpointed runs; on a fresh machine (the last one went back) unpack the tgz into $ROOT
 # first (UNPACK=path/to/campaign-<batch>.tgz) and it re-runs only the runs that did not finish.
 #
-#   OUT=/some/dir BATCH=batch-1 bash benchmarks/campaign_call.sh
+#   OUT=/some/dir BATCH=batch-1 bash lab/campaign_call.sh
 #
 # Stages, in order (a stage starts only when the one before it has finished every run):
 #   1. the main comparison: sdpa and ra-triton (N and N/s iterations), SEEDS, N = ITERS;

@@ -1,19 +1,23 @@
-"""RABENCH_TEST_SHARD (tests/conftest.py): the shards the GPU suite runs side by side partition the
-collected tests, so no test is lost or run twice."""
+"""RABENCH_TEST_SHARD (lab/pytest_shard.py, loaded with `-p pytest_shard`): the shards the GPU
+suite runs side by side partition the collected tests, so no test is lost or run twice."""
 import os
 import subprocess
 import sys
 from pathlib import Path
 
-TESTS = Path(__file__).parent
+LAB = Path(__file__).parent
+TESTS = LAB.parent / "tests"
 
 
 def collect(shard: str | None, *files: str) -> subprocess.CompletedProcess:
-    """`pytest --collect-only` over `files` (in tests/) with RABENCH_TEST_SHARD=shard (None: unset)."""
+    """`pytest -p pytest_shard --collect-only` over `files` (in tests/) with RABENCH_TEST_SHARD=shard
+    (None: unset)."""
     env = {k: v for k, v in os.environ.items() if k != "RABENCH_TEST_SHARD"}
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(LAB), env.get("PYTHONPATH")]))
     if shard is not None:
         env["RABENCH_TEST_SHARD"] = shard
     return subprocess.run([sys.executable, "-m", "pytest", "--collect-only", "-q", "-p", "no:cacheprovider",
+                           "-p", "pytest_shard",
                            *(str(TESTS / f) for f in files)], capture_output=True, text=True, env=env, cwd=TESTS.parent)
 
 

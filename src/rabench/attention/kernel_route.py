@@ -1,4 +1,5 @@
-"""The route from RA's parameters to the fused kernel's inputs.
+"""The route from RA's parameters to the RA kernel: its inputs, then the fused Triton kernel on a
+GPU or the same definition open-coded in torch (`open_coded_ra`) on a CPU.
 
 The kernel computes  L_ij = q1_i.k1_j + m_ij (q2_i.k2_j) + bias_j  (causal) and knows
 nothing of gates or scales. Canonical RA folds into it as (ra-math.md, folded identity):

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The plan's short test, scaled to the device time a session has (issue 8), then compiled step timings.
 # Needs .device-data/{english-mix,kernel-c}.jsonl.xz (copies of ../shared/corpus, carried with the call).
-# Usage on the GPU machine:  OUT=/some/dir BUDGET=35s bash benchmarks/gpu_short_test.sh
+# Usage on the GPU machine:  OUT=/some/dir BUDGET=35s bash lab/gpu_short_test.sh
 set -u
 export PYTHONUNBUFFERED=1 PYTHONPATH=src
 OUT=${OUT:-results/short-test/raw}; BUDGET=${BUDGET:-35s}; SUITE=/tmp/short-test

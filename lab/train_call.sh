@@ -2,11 +2,11 @@
 # One device call's share of a single `rabench train` run that may outlive the call: the
 # campaign's data (prepared once, shared with campaign_call.sh), the run under a timeout that
 # leaves time for its SIGTERM checkpoint, `--resume` when the folder already holds one, and the
-# run folder without checkpoints copied to $OUT as <GROUP>.tgz (benchmarks/campaign_unpack.sh
+# run folder without checkpoints copied to $OUT as <GROUP>.tgz (lab/campaign_unpack.sh
 # reads it). Re-run the same command on the warm machine to continue.
 #
 #   OUT=/some/dir NAME=ra-triton-isotime-s0 GROUP=reruns \
-#       ARGS="--attn ra-triton --seed 0 --iters 18139" bash benchmarks/train_call.sh
+#       ARGS="--attn ra-triton --seed 0 --iters 18139" bash lab/train_call.sh
 #
 # It runs beside campaign_call.sh on a spare GPU (CUDA_VISIBLE_DEVICES=3): both prepare the data
 # through call_env.sh's lock, so the corpus is tokenized once.
