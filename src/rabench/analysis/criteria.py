@@ -39,8 +39,7 @@ from rabench.analysis.runs import (
     finite,
     iso_time_label,
 )
-from rabench.experiment import CONTROL, NOREC
-from rabench.experiment import OPEN_TWINS
+from rabench.experiment import CONTROL, NOREC, OPEN_TWINS
 from rabench.stats import (
     EQUIVALENCE_MARGIN,
     FAIL,
