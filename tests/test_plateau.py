@@ -463,3 +463,16 @@ def test_a_plateau_runs_progress_does_not_follow_its_cap():
         plateau = SimpleNamespace(cfg=SimpleNamespace(until_plateau=True, **cap), state=state)
         fixed = SimpleNamespace(cfg=SimpleNamespace(until_plateau=False, **cap), state=state)
         assert Trainer.progress(plateau) == 0.0 and Trainer.progress(fixed) == 0.5
+
+
+def test_pairs_of_runs_without_a_machine_id_say_so(tmp_path):
+    from rabench.analysis.plateau import PlateauPair, pairing_notes, plateau_point
+    from rabench.analysis.runs import Run
+
+    root = tmp_path
+    base = plateau_point(Run.read(write_plateau_run(root, "sdpa", 0, 3.5, machine=None), "."))
+    cand = plateau_point(Run.read(write_plateau_run(root, "ra-norec", 0, 3.3, machine="m-a"), "."))
+    same = plateau_point(Run.read(write_plateau_run(root / "b", "ra-norec", 0, 3.3, machine=None), "."))
+    assert pairing_notes([PlateauPair(0, cand, base)]) == [
+        "seed 0: machine not recorded for sdpa-s0 (run folders from before machine_id) (one kind of card)"]
+    assert "ra-norec-s0 and sdpa-s0" in pairing_notes([PlateauPair(0, same, base)])[0]

@@ -201,7 +201,10 @@ def pairing_notes(pairs: list[PlateauPair]) -> list[str]:
         a, b = q.cand, q.base
         kind = ("one kind of card" if not q.crosses_cards
                 else f"different cards ({', '.join(sorted(q.cards))}): their times do not compare")
-        out.append(f"seed {q.seed}: {a.run.name} on machine {a.machine}, {b.run.name} on {b.machine} ({kind})")
+        unknown = [p.run.name for p in (a, b) if p.machine == UNKNOWN_MACHINE]
+        where = (f"machine not recorded for {' and '.join(unknown)} (run folders from before machine_id)" if unknown
+                 else f"{a.run.name} on machine {a.machine}, {b.run.name} on {b.machine}")
+        out.append(f"seed {q.seed}: {where} ({kind})")
     return out
 
 
@@ -350,8 +353,9 @@ def plateau_section(doc: Doc, runs: list[Run]) -> None:
         doc.para("**Criterion 3 at the plateau** (paired by seed; PASS only when the interval lies above zero):")
         doc.bullets(lines)
     if crossings:
-        doc.para("**Pairs whose runs started on different machines** (same seed, same data order and the same "
-                 "initial weights, so their losses compare; their times only on one kind of card):")
+        doc.para("**Pairs whose runs started on different machines, or on machines not recorded** (same seed, same "
+                 "data order and the same initial weights, so their losses compare; their times only on one kind of "
+                 "card):")
         doc.bullets(crossings)
     if notes:
         doc.para("**Not paired:**")
