@@ -89,5 +89,5 @@ def test_demo_trains_equal_iterations_and_reports_paired_gaps(gpt2_data: str, tm
             assert evals == [0, 25, 30]
     table = text[text.index("val_loss at equal iterations"):]
     assert all(f"\n{attn}" in table for attn in demo.DEMO_ATTNS)
-    assert "ra-open" in text and "over 2 pairs" in text
+    assert "ra-open" in text and "over 2 seeds" in text
     assert text.rstrip().endswith(demo.REAL_COMMANDS[-1])

@@ -381,7 +381,7 @@ def test_ladder_runs_train_resume_and_are_labelled(data_dir: str, tmp_path: Path
         folder = RunFolder(out / name)
         assert folder.state() == "finished" and folder.summary()["iters"] == iters
         assert folder.config()["labels"] == {"role": "ladder", "step_ratio": s, "baseline": "sdpa", "suite": "suite",
-                                             "ladder_ratio": r}
+                                             "ladder_ratio": r, "attn_role": "control"}
         assert folder.config()["data_regime"]["sources"] == ["austen"]  # the regime the report names
     runs = {r["name"]: r for r in json.loads((out / "suite.json").read_text())["runs"]}
     assert runs["std-gated-ladder3-s0"]["role"] == "ladder" and runs["std-gated-ladder3-s0"]["ladder_ratio"] == 3
