@@ -32,6 +32,13 @@ Optional:
                    on the same parameters and compares the forward and every gradient
   reference_tolerance    the largest error accepted against it, relative to the reference's
                    largest magnitude (default 1e-4: the core runs in float32)
+  attention_flops(spec, seq_len)  classmethod: this core's FLOPs per token in the layer `spec`
+                   describes, forward + backward, as a flash-style kernel would do its math
+                   (causal pairs only; the backward recomputes the scores). The report's cost
+                   floor and the bench's MFU read it. Default: standard causal attention's,
+                   7 * n_head * head_dim * (seq_len + 1) (see `rabench.flops`); a core whose
+                   math costs more or less declares its own, e.g. with
+                   `rabench.flops.causal_pair_flops(products_per_pair, seq_len, head_dim, n_head)`.
 A norm on q and k (QK-norm) needs no hook: the core receives q and k and may normalise them
 itself, with its own parameters. Hooks that change the rest of the block (LayerScale on the
 residual branch, a different MLP) are not supported: the comparison holds everything outside
@@ -50,6 +57,7 @@ import torch
 from torch import Tensor, nn
 
 from rabench.attention.registry import AttentionSpec
+from rabench.flops import standard_attention_flops
 
 
 class AttentionCore(nn.Module):
@@ -64,6 +72,14 @@ class AttentionCore(nn.Module):
         super().__init__()
         self.spec = spec
         self.scale = spec.head_dim**-0.5
+
+    @classmethod
+    def attention_flops(cls, spec: AttentionSpec, seq_len: int) -> float:
+        """FLOPs per token of this core in layer `spec`, forward + backward (the cost floor's input).
+
+        Default: standard causal attention's, 7 tile products per causal pair (rabench.flops).
+        """
+        return standard_attention_flops(seq_len, spec.head_dim, spec.n_head)
 
     def forward(self, q: Tensor, k: Tensor, v: Tensor, x: Tensor) -> Tensor:  # pragma: no cover - interface
         raise NotImplementedError

@@ -53,12 +53,21 @@ from rabench.attention.common import causal_mask, upcast
 from rabench.attention.kernel_route import run_canonical_ra
 from rabench.attention.gates import RAGates, per_head
 from rabench.attention.registry import AttentionSpec, register
+from rabench.flops import ra_attention_flops, standard_attention_flops
 from rabench.errors import RabenchError
 
 
 @register("ra-amortized", "RA recomputed every N training steps; between, a cached batch-mean reciprocal pattern",
           family="ra", variant=True, every=10, backend="auto")
 class RAAmortizedAttention(AttentionCore):
+    @classmethod
+    def attention_flops(cls, spec: AttentionSpec, seq_len: int) -> float:
+        """Averaged over `every` steps: one refresh at RA's 11 products per causal pair, the others at
+        standard attention's 7 (the cached pattern is an additive mask, no product)."""
+        every = max(1, spec.options["every"])
+        t, d, h = seq_len, spec.head_dim, spec.n_head
+        return (ra_attention_flops(t, d, h) + (every - 1) * standard_attention_flops(t, d, h)) / every
+
     def __init__(self, spec: AttentionSpec) -> None:
         super().__init__(spec)
         options = spec.options

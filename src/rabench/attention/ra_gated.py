@@ -23,6 +23,7 @@ from rabench.attention.common import init_linear, upcast
 from rabench.attention.kernel_route import ra_operands, run_ra
 from rabench.attention.gates import RAGates
 from rabench.attention.registry import AttentionSpec, register
+from rabench.flops import ra_attention_flops
 from rabench.errors import RabenchError
 
 GATE_BIAS_INIT = 2.0
@@ -41,6 +42,11 @@ def query_stats(q: Tensor) -> Tensor:
 @register("ra-gated", "RA with a per-token row gate sigmoid(MLP(query mean, std, rms)) on the reciprocal term",
           family="ra", variant=True, hidden=16, backend="auto")
 class RAGatedAttention(AttentionCore):
+    @classmethod
+    def attention_flops(cls, spec: AttentionSpec, seq_len: int) -> float:
+        """Full RA's count: the soft row gate skips nothing (its small MLP is left out)."""
+        return ra_attention_flops(seq_len, spec.head_dim, spec.n_head)
+
     def __init__(self, spec: AttentionSpec) -> None:
         super().__init__(spec)
         options = spec.options

@@ -23,6 +23,7 @@ from rabench.attention.base import AttentionCore
 from rabench.attention.kernel_route import run_canonical_ra
 from rabench.attention.gates import RAGates
 from rabench.attention.registry import AttentionSpec, register
+from rabench.flops import ra_attention_flops, standard_attention_flops
 from rabench.errors import RabenchError
 
 
@@ -45,6 +46,13 @@ def ra_layers(layers: tuple[int, ...], n_layer: int) -> tuple[int, ...]:
 @register("ra-layers", "RA in the chosen layers (default: the middle 5/12), plain SDPA in the rest",
           family="ra", variant=True, layers=(), backend="auto")
 class RALayersAttention(AttentionCore):
+    @classmethod
+    def attention_flops(cls, spec: AttentionSpec, seq_len: int) -> float:
+        """RA's 11 products per causal pair in the chosen layers, standard attention's 7 in the rest."""
+        ra = spec.layer_idx in ra_layers(spec.options["layers"], spec.n_layer)
+        count = ra_attention_flops if ra else standard_attention_flops
+        return count(seq_len, spec.head_dim, spec.n_head)
+
     def __init__(self, spec: AttentionSpec) -> None:
         super().__init__(spec)
         options = spec.options

@@ -17,12 +17,18 @@ from rabench.attention.base import AttentionCore
 from rabench.attention.kernel_route import run_canonical_ra
 from rabench.attention.gates import RAGates
 from rabench.attention.registry import AttentionSpec, register
+from rabench.flops import banded_reciprocal_flops
 from rabench.errors import RabenchError
 
 
 @register("ra-local", "RA whose reciprocal term only spans the last `window` keys (kernel band)",
           family="ra", variant=True, window=128, backend="auto")
 class RALocalAttention(AttentionCore):
+    @classmethod
+    def attention_flops(cls, spec: AttentionSpec, seq_len: int) -> float:
+        """Standard attention's 7 products per causal pair, plus the reciprocal term's 4 inside the band."""
+        return banded_reciprocal_flops(seq_len, spec.head_dim, spec.n_head, spec.options["window"])
+
     def __init__(self, spec: AttentionSpec) -> None:
         super().__init__(spec)
         options = spec.options

@@ -20,6 +20,7 @@ from rabench.attention.base import AttentionCore
 from rabench.attention.kernel_route import run_ra
 from rabench.attention.gates import RAGates, per_head
 from rabench.attention.registry import AttentionSpec, register
+from rabench.flops import low_rank_reciprocal_flops
 from rabench.errors import RabenchError
 
 
@@ -34,6 +35,11 @@ def orthogonal_columns(n_head: int, dim: int, rank: int, generator: torch.Genera
 @register("ra-lowrank", "RA with a rank-r reciprocal term c (k W2).(q W1), through the kernel at D2 = r",
           family="ra", variant=True, rank=16, backend="auto")
 class RALowRankAttention(AttentionCore):
+    @classmethod
+    def attention_flops(cls, spec: AttentionSpec, seq_len: int) -> float:
+        """Standard attention's 7 products per causal pair, the reciprocal term's 4 at length r, and W1, W2."""
+        return low_rank_reciprocal_flops(seq_len, spec.head_dim, spec.n_head, spec.options["rank"])
+
     def __init__(self, spec: AttentionSpec) -> None:
         super().__init__(spec)
         options = spec.options
