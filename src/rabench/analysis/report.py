@@ -12,6 +12,7 @@ import statistics
 from pathlib import Path
 
 from rabench.analysis import plots
+from rabench.analysis.cost_floor import cost_floor_section
 from rabench.analysis.criteria import (
     ITER_DESIGN,
     Comparison,
@@ -623,6 +624,7 @@ def build_report(folder: Path, out_dir: Path, analysis: Analysis, horizon: str |
     verdict_overview(doc, comparisons, cautions(groups, comparisons) + mixed_code_notes(batches) + calibration_notes(batches),
                      runs_are_short(groups))
     break_even_section(doc, comparisons, out_dir)
+    cost_floor_section(doc, comparisons, groups)
     step_ratio_section(doc, batches)
     lr_sweep_section(doc, groups, batches, lambda points: plots.plot_lr_sweep(points, out_dir / LR_SWEEP_PLOT))
     plateau_section(doc, runs)

@@ -27,6 +27,7 @@ from rabench.bench.step_rows import add_step_ratios, step_row
 from rabench.bench.table import format_markdown, format_text
 from rabench.errors import RabenchError
 from rabench.experiment import BENCH_ATTNS
+from rabench.flops import card_peak
 from rabench.fileio import write_atomic
 
 
@@ -44,6 +45,8 @@ def machine_info(device: torch.device) -> dict[str, Any]:
 
         info |= {"gpu": torch.cuda.get_device_name(device), "triton": triton.__version__,
                  "cuda": torch.version.cuda}
+    peak = card_peak(info["gpu"]) if device.type == "cuda" else None
+    info["mfu_peak"] = peak[0] if peak else ("none: a CPU" if device.type != "cuda" else "unknown card: MFU n/a")
     return info
 
 
@@ -185,7 +188,9 @@ def run_bench(a: argparse.Namespace) -> dict[str, Any]:
                    "CUDA profiler over 10 calls (device time only, no launch gaps), host = 30 calls back "
                    "to back, one sync (host-inclusive); "
                    "steps: TrainStep, window of 20 steps with one sync after warm-up (compilation "
-                   "excluded, reported as warmup_s); synced_ms = median of 5 steps synced each"),
+                   "excluded, reported as warmup_s); synced_ms = median of 5 steps synced each; GFLOP/token = "
+                   "model FLOPs per token, forward + backward (rabench.flops: each attention's declared count, "
+                   "causal, plus 6 per matmul weight); MFU = that x tokens/s over machine.mfu_peak"),
         "attention": [], "steps": []}
     out = Path(a.out)
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -22,6 +22,7 @@ from typing import Any
 import torch
 
 from rabench.bench.attention_rows import ANNEAL_PROGRESS
+from rabench.flops import card_peak, step_flops_per_token
 from rabench.training.step import TrainStep, make_optimizer, sync
 
 LR = 6e-4
@@ -92,7 +93,19 @@ def step_row(name: str, preset_name: str, t: int, tokens: int, compile_mode: str
     if device.type == "cuda":
         row["peak_mem_gb"] = round(torch.cuda.max_memory_allocated() / 1e9, 3)
         row["peak_reserved_gb"] = round(torch.cuda.max_memory_reserved() / 1e9, 3)  # with the allocator's pools
-    return row
+    return row | flops_columns(name, cfg, t, row["tokens_per_s"], device)
+
+
+def flops_columns(name: str, cfg: Any, t: int, tokens_per_s: float, device: torch.device) -> dict[str, Any]:
+    """Model FLOPs per token (rabench.flops: declared attention FLOPs + 6 per matmul weight) and MFU
+    against the card's dense bf16 peak; "n/a" with the reason on a CPU or an unknown card."""
+    per_token = step_flops_per_token(name, cfg, t)
+    peak = card_peak(torch.cuda.get_device_name(device)) if device.type == "cuda" else None
+    if peak is not None:
+        mfu: Any = round(100 * per_token * tokens_per_s / peak[1], 1)
+    else:
+        mfu = "n/a (CPU)" if device.type != "cuda" else "n/a (peak unknown)"
+    return {"model_gflop_per_token": round(per_token / 1e9, 4), "mfu_pct": mfu}
 
 
 def add_step_ratios(rows: list[dict[str, Any]]) -> None:

@@ -12,7 +12,7 @@ ATT_COLS = [("fwd_gpu_ms", "fwd gpu"), ("fwd_host_ms", "fwd host"), ("fwd_bwd_gp
             ("x_best_sdpa_fwd_bwd_host_ms", "x best sdpa"), ("x_sdpa_fwd_bwd_host_ms", "x sdpa")]
 STEP_COLS = [("ms_per_iter", "ms/iter"), ("x_sdpa_ms_per_iter", "x sdpa"), ("synced_ms", "synced ms"),
              ("tokens_per_s", "tokens/s"), ("peak_mem_gb", "peak GB"), ("peak_reserved_gb", "reserved GB"),
-             ("warmup_s", "warm-up s")]
+             ("warmup_s", "warm-up s"), ("model_gflop_per_token", "GFLOP/token"), ("mfu_pct", "MFU %")]
 
 
 def _fmt(v: Any) -> str:
