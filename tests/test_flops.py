@@ -10,6 +10,7 @@ from rabench.analysis import write_report
 from rabench.attention import AttentionSpec
 from rabench.attention.base import AttentionCore
 from rabench.bench.step_rows import flops_columns, step_row
+from rabench.errors import RabenchError
 from rabench.flops import (
     attention_flops_per_token,
     banded_reciprocal_flops,
@@ -63,6 +64,14 @@ def test_built_ins_declare_and_a_silent_core_gets_standard_attention():
 
     spec = AttentionSpec(12, 64, 768, 0, 12)
     assert Silent.attention_flops(spec, 1024) == standard_attention_flops(1024, 64, 12)
+
+
+def test_a_nonsense_declaration_is_a_one_line_error(monkeypatch):
+    from rabench.attention.sdpa import SDPAAttention
+
+    monkeypatch.setattr(SDPAAttention, "attention_flops", classmethod(lambda cls, spec, t: float("nan")))
+    with pytest.raises(RabenchError, match="attention_flops returned nan"):
+        attention_flops_per_token("sdpa", preset("tiny"), 64)
 
 
 def test_dense_part_is_six_flops_per_matmul_weight():

@@ -30,7 +30,10 @@ This module imports nothing heavy at load time: base.py uses its formula.
 
 from __future__ import annotations
 
+import math
 from typing import TYPE_CHECKING, Any
+
+from rabench.errors import RabenchError
 
 if TYPE_CHECKING:
     from rabench.model.config import ModelConfig
@@ -104,7 +107,11 @@ def attention_flops_per_token(attn: str, cfg: ModelConfig, seq_len: int,
     total = 0.0
     for i in range(cfg.n_layer):
         spec = AttentionSpec(cfg.n_head, cfg.head_dim, cfg.n_embd, i, cfg.n_layer, resolved)
-        total += declare(spec, seq_len) if declare else standard_attention_flops(seq_len, cfg.head_dim, cfg.n_head)
+        flops = declare(spec, seq_len) if declare else standard_attention_flops(seq_len, cfg.head_dim, cfg.n_head)
+        if not isinstance(flops, (int, float)) or not math.isfinite(flops) or flops < 0:
+            raise RabenchError(f"attention {attn!r}: attention_flops returned {flops!r} for layer {i}; "
+                               "it must be a finite number of FLOPs >= 0")
+        total += flops
     return total
 
 
