@@ -128,3 +128,11 @@ def test_mfu_uses_the_named_cards_peak(monkeypatch):
     assert cols["mfu_pct"] == round(100 * step_flops_per_token("ra-triton", cfg, 1024) * 500_000 / 989e12, 1)
     monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: "Some New Card")
     assert flops_columns("sdpa", cfg, 1024, 500_000, cuda)["mfu_pct"] == "n/a (peak unknown)"
+
+
+def test_report_never_imports_a_plug_in_for_its_floor(tmp_path):
+    # the candidate's file does not exist: the report still runs, and says why it has no floor
+    iteration_suite(tmp_path, SIX, lambda seed: 0.8 / 1000 - seed * 1e-6, s=1.5, cand="gone.py:GoneAttention")
+    md = write_report(tmp_path)[0].read_text()
+    assert "n/a (plug-in gone.py:GoneAttention: the report does not import it" in md
+    assert NO_KERNEL_SENTENCE not in md

@@ -16,6 +16,7 @@ from typing import Any
 from rabench.analysis.criteria import Comparison
 from rabench.analysis.document import Doc
 from rabench.analysis.runs import ConfigGroup, iso_time_label
+from rabench.attention.registry import builtin_names
 from rabench.errors import RabenchError
 
 
@@ -75,6 +76,10 @@ def comparison_floor(c: Comparison, groups: dict[str, ConfigGroup]) -> Floor:
     configs = [run_config(c.candidate, groups), run_config(c.baseline, groups)]
     if any(cfg is None or "seq_len" not in cfg or "preset" not in cfg for cfg in configs):
         return Floor(c.candidate, c.baseline, None, s_max, source, "runs that record no preset or seq_len")
+    plugins = [str(cfg.get("attn")) for cfg in configs if cfg.get("attn") not in builtin_names()]
+    if plugins:  # the report never imports a plug-in: its verdict must not depend on what is importable here
+        return Floor(c.candidate, c.baseline, None, s_max, source,
+                     f"plug-in {plugins[0]}: the report does not import it to read its declared FLOPs")
     try:
         cand, base = (config_step_flops(cfg) for cfg in configs)
         return Floor(c.candidate, c.baseline, cand / base, s_max, source)
