@@ -96,7 +96,7 @@ def test_report_says_no_kernel_can_pay_when_s_star_is_below_the_floor(tmp_path):
     md = write_report(tmp_path)[0].read_text()
     assert "## Cost floor" in md
     floor = floor_ratio("ra-triton", preset("tiny"), 64)
-    assert f"| ra-triton | sdpa | 1.500 |" in md and f"{floor:.3f}" in md
+    assert "| ra-triton | sdpa | 1.500 |" in md and f"{floor:.3f}" in md
     assert NO_KERNEL_SENTENCE in md and f"would cost {floor:.3f}x sdpa's" in md
 
 
