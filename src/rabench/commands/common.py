@@ -107,9 +107,9 @@ def add_ddp_args(p: argparse.ArgumentParser) -> None:
 
 def trains_on_cpu(device: str | None) -> bool:
     """Whether --device (None or auto: whatever is there) means the CPU."""
-    import torch
+    from rabench.training.config import resolved_device_type
 
-    return device == "cpu" or (device in (None, "auto") and not torch.cuda.is_available())
+    return resolved_device_type(device or "auto") == "cpu"
 
 
 def default_preset(device: str | None) -> str:

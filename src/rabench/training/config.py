@@ -255,12 +255,25 @@ def applied_comm_hook(hook: str, world_size: int) -> str:
 
 
 def resolved_device_type(device: str) -> str:
-    """'cuda' or 'cpu': what 'auto' means on this machine."""
+    """'cuda' or 'cpu': what 'auto' means on this machine (no check that a named GPU is there)."""
     if device == "auto":
         import torch
 
         return "cuda" if torch.cuda.is_available() else "cpu"
     return device.split(":")[0]
+
+
+def resolve_device(name: str):
+    """The torch.device a --device value (auto, cpu, cuda, cuda:N) means here: the one resolver of
+    the trainer, the suite, the calibration and the tools, so 'auto' and a missing GPU read alike."""
+    import torch
+
+    if not isinstance(name, str) or not DEVICE_PATTERN.match(name):
+        raise RabenchError(f"--device {name!r} is not one of auto, cpu, cuda, cuda:N")
+    kind = resolved_device_type(name)
+    if kind == "cuda" and not torch.cuda.is_available():
+        raise RabenchError("--device cuda asked for, but PyTorch sees no CUDA GPU")
+    return torch.device(kind if name == "auto" else name)
 
 
 def _differs(a: Any, b: Any) -> bool:

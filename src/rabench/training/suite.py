@@ -66,7 +66,7 @@ from rabench.experiment import BASELINE, PLAN_ATTNS
 from rabench.fileio import json_form, write_json_atomic
 from rabench.machine import machine_id
 from rabench.rundir import RunFolder, read_json
-from rabench.training.config import TrainConfig, curve_changing_differences
+from rabench.training.config import TrainConfig, curve_changing_differences, resolve_device
 from rabench.training.deadline import Deadline, deadline_message
 from rabench.training.parallel import SlotTask, run_parallel, sigterm_as_interrupt, spawn
 from rabench.training import distributed as dd
@@ -622,12 +622,7 @@ def suite_device(plan: SuitePlan, devices: list[str] | None):
         if plan.train.get("device", "auto") not in ("auto", "cpu" if devices[0] == "cpu" else "cuda"):
             raise RabenchError(f"--device {plan.train['device']} contradicts --devices {','.join(devices)}; give one")
         return torch.device("cpu") if devices[0] == "cpu" else torch.device("cuda", int(devices[0]))
-    name = plan.train.get("device", "auto")
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise RabenchError("--device cuda asked for, but PyTorch sees no CUDA GPU")
-    return torch.device(name)
+    return resolve_device(plan.train.get("device", "auto"))
 
 
 def run_suite(plan: SuitePlan, out: str | Path, data: str, progress_bar: bool = True, devices: list[str] | None = None,

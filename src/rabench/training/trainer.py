@@ -46,6 +46,7 @@ from rabench.rundir import FAILED, FINISHED, INTERRUPTED, RunFolder
 from rabench.training import distributed as dd
 from rabench.training import evaluation
 from rabench.training.config import TrainConfig, curve_changing_differences
+from rabench.training.config import resolve_device as pick_device  # the name bench/ and the tools import
 from rabench.training.plateau import PlateauRule, cooldown_length
 from rabench.training.schedule import make_schedule
 from rabench.training.step import TrainStep, gpu_uuid, make_optimizer, sync
@@ -93,14 +94,6 @@ class RunState:
     step_estimate_s: float = 0.0  # mean step time of the last window (positions a --time run's schedule)
     last_lr: float | None = None
     last_ckpt_iter: int = 0
-
-
-def pick_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise RabenchError("--device cuda asked for, but PyTorch sees no CUDA GPU")
-    return torch.device(name)
 
 
 def environment_info(device: torch.device, info: dd.DistInfo) -> dict[str, Any]:
