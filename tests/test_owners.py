@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import json
+import signal
+from pathlib import Path
+
 import pytest
 import torch
 
 from rabench.cli import main
-from rabench.errors import RabenchError
+from rabench.errors import DeadlineReached, RabenchError, RunInterrupted, exit_status
+from rabench.training.parallel import worker_main
 from rabench.training.config import resolve_device
 
 NO_GPU = not torch.cuda.is_available()
@@ -34,3 +39,27 @@ def test_check_command_reads_device_through_the_resolver(capsys) -> None:
     assert main(["check", "sdpa", "--device", "cuda:x"]) == 2
     err = capsys.readouterr().err
     assert "is not one of auto, cpu, cuda, cuda:N" in err and len(err.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("exc, code, line", [
+    (RabenchError("bad"), 2, "rabench: error: bad"),
+    (FileNotFoundError(2, "No such file or directory", "/x"), 2, "rabench: error: cannot use /x: No such file"),
+    (KeyboardInterrupt(), 130, "rabench: interrupted"),
+    (RunInterrupted("stopped at iter 3", signal.SIGTERM), 128 + signal.SIGTERM, "rabench: stopped at iter 3"),
+    (DeadlineReached("deadline"), 124, "rabench: deadline"),
+])
+def test_exit_status_maps_each_stop_to_its_documented_code(exc, code, line, capsys) -> None:
+    assert exit_status(exc) == code
+    assert capsys.readouterr().err.startswith(line)
+
+
+def test_exit_status_leaves_a_bug_alone() -> None:
+    with pytest.raises(TypeError):
+        exit_status(ValueError("a bug"))
+
+
+def test_suite_worker_says_bad_input_as_the_cli_does(tmp_path: Path, capsys) -> None:
+    cfg = {"attn": "sdpa", "preset": "tiny", "data": str(tmp_path / "nodata"), "out": str(tmp_path / "run"), "device": "gpu"}
+    assert worker_main([json.dumps(cfg)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("rabench: error: ") and "device" in err[0]
