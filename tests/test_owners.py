@@ -17,6 +17,11 @@ from rabench.training.config import resolve_device
 NO_GPU = not torch.cuda.is_available()
 
 
+@pytest.fixture(scope="module")
+def data_dir(austen_data) -> str:
+    return austen_data(120_000)
+
+
 def test_resolve_device_reads_auto_and_names() -> None:
     assert resolve_device("cpu") == torch.device("cpu")
     assert resolve_device("auto").type == ("cpu" if NO_GPU else "cuda")
@@ -63,3 +68,22 @@ def test_suite_worker_says_bad_input_as_the_cli_does(tmp_path: Path, capsys) -> 
     assert worker_main([json.dumps(cfg)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("rabench: error: ") and "device" in err[0]
+
+
+def test_step_batches_is_the_step_of_train_batch_and_the_calibrations(data_dir: str) -> None:
+    """One step's micro-batches, as train_batch draws them; the calibration times steps on exactly these."""
+    from types import SimpleNamespace
+
+    from rabench.data import TokenSplit, step_batches, train_batch
+    from rabench.training.calibrate import data_batches
+
+    split, cpu = TokenSplit(data_dir, "train"), torch.device("cpu")
+    req = SimpleNamespace(data=data_dir, seed=3, batch_size=2, seq_len=16, grad_accum=2)
+    for step in (0, 5):
+        ours = step_batches(split, 3, step, 2, 16, 2, cpu, rank=1, world_size=2)
+        drawn = [train_batch(split, 3, step, 2, 16, micro=m, accum=2, rank=1, world_size=2) for m in range(2)]
+        calibrated = data_batches(req, cpu)(step)
+        assert len(ours) == len(calibrated) == 2
+        assert all(torch.equal(a, b) for pair in zip(ours, drawn) for a, b in zip(*pair))
+        single = step_batches(split, 3, step, 2, 16, 2, cpu)
+        assert all(torch.equal(a, b) for pair in zip(single, calibrated) for a, b in zip(*pair))

@@ -35,7 +35,7 @@ from typing import Any
 import torch
 
 import rabench
-from rabench.data import TokenSplit, check_split_fits, check_token_range, load_meta, train_batch, verify_checksums
+from rabench.data import TokenSplit, check_split_fits, check_token_range, load_meta, step_batches, verify_checksums
 from rabench.data.loader import check_step_fits_memory, machine_memory_bytes
 from rabench.data.regime import data_regime
 from rabench.data.toy import check_vocabulary
@@ -271,12 +271,8 @@ class Trainer:
     # ---- steps and windows ---------------------------------------------------------
     def batches(self, step: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
         c = self.cfg
-        out = []
-        for micro in range(c.grad_accum):
-            x, y = train_batch(self.train_split, c.seed, step, c.batch_size, c.seq_len, micro=micro, accum=c.grad_accum,
-                               rank=self.dist.rank, world_size=self.dist.world_size)
-            out.append((x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)))
-        return out
+        return step_batches(self.train_split, c.seed, step, c.batch_size, c.seq_len, c.grad_accum, self.device,
+                            rank=self.dist.rank, world_size=self.dist.world_size)
 
     def step(self) -> None:
         """One optimizer step, queued without a host sync; its loss is added to the window on the device."""
