@@ -87,3 +87,25 @@ def test_step_batches_is_the_step_of_train_batch_and_the_calibrations(data_dir: 
         assert all(torch.equal(a, b) for pair in zip(ours, drawn) for a, b in zip(*pair))
         single = step_batches(split, 3, step, 2, 16, 2, cpu)
         assert all(torch.equal(a, b) for pair in zip(single, calibrated) for a, b in zip(*pair))
+
+
+def test_a_run_takes_its_defaults_from_the_preset_record(tmp_path: Path) -> None:
+    from rabench.presets import PRESET_RECORDS
+    from rabench.training.config import TrainConfig, default_eval_tokens
+
+    for name, record in PRESET_RECORDS.items():
+        cfg = TrainConfig(attn="sdpa", data="d", out=str(tmp_path / name), preset=name, max_iters=10).resolved()
+        assert (cfg.batch_size, cfg.seq_len, cfg.lr, cfg.eval_tokens) == (
+            record.batch_size, record.seq_len, record.lr, record.eval_tokens)
+        assert default_eval_tokens(name) == record.eval_tokens
+        plateau = TrainConfig(attn="sdpa", data="d", out="o", preset=name, until_plateau=True, max_iters=10)
+        assert plateau.plateau_warmup_iters() == round(plateau.warmup_frac * record.default_iters)
+
+
+def test_the_command_line_reads_presets_without_torch() -> None:
+    """`rabench --help` stays quick: building the parser (help texts quote preset defaults) loads no torch."""
+    import subprocess
+    import sys
+
+    code = "import sys, rabench.cli; rabench.cli.build_parser(); print('torch' in sys.modules)"
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip() == "False"

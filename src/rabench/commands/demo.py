@@ -105,9 +105,10 @@ def one_thread() -> Iterator[None]:
 
 def setup_text(iters: int, seeds: list[int]) -> str:
     """What runs, and the choices a CPU forces, from the toy preset's own settings."""
-    from rabench.model import DEFAULT_BATCH, PRESETS
+    from rabench.presets import preset_record
 
-    model, (batch, seq) = PRESETS["toy"], DEFAULT_BATCH["toy"]
+    toy = preset_record("toy")
+    model, batch, seq = toy.model, toy.batch_size, toy.seq_len
     return (f"rabench demo: {', '.join(DEMO_ATTNS)} on the bundled Austen corpus, {iters} iterations each, seeds "
             f"{', '.join(map(str, seeds))}.\nToy scale, so that it trains on 2 CPU cores in minutes: a "
             f"{model.n_layer}-layer, {model.n_embd}-wide model (preset toy) on a toy vocabulary "

@@ -65,6 +65,7 @@ from rabench.errors import RabenchError, RunInterrupted
 from rabench.experiment import BASELINE, PLAN_ATTNS
 from rabench.fileio import json_form, write_json_atomic
 from rabench.machine import machine_id
+from rabench.presets import PRESET_RECORDS
 from rabench.rundir import RunFolder, read_json
 from rabench.training.config import TrainConfig, curve_changing_differences, resolve_device
 from rabench.training.deadline import Deadline, deadline_message
@@ -74,9 +75,8 @@ from rabench.training.distributed import is_main_process, launched_by_torchrun
 from rabench.training.timeparse import parse_duration
 
 DESIGNS = ("iso", "time")
-# Baseline iterations N when the plan gives none: for GPT-2, a few minutes a compiled run on one
-# current GPU; a few CPU minutes for the toy presets.
-DEFAULT_ITERS = {"gpt2-124m": 8000, "gpt2-350m": 8000, "small": 1000, "tiny": 300, "toy": 300}
+# Baseline iterations N when the plan gives none (the preset records own them)
+DEFAULT_ITERS = {name: p.default_iters for name, p in PRESET_RECORDS.items()}
 DEFAULT_TIME_S = 3600.0  # the plan's short test, design "time"
 SUITE_FILE = "suite.json"
 CALIBRATION_FILE = "calibration.json"
