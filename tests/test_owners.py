@@ -109,3 +109,21 @@ def test_the_command_line_reads_presets_without_torch() -> None:
 
     code = "import sys, rabench.cli; rabench.cli.build_parser(); print('torch' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip() == "False"
+
+
+def test_a_suite_under_torchrun_resumes_its_stored_multi_process_runs(tmp_path: Path, monkeypatch) -> None:
+    """A run trained by 2 processes is the same run when the suite is started again under 2 processes."""
+    from rabench.training.suite import SuitePlan, decide_jobs, plan_runs, resolve_plan, train_config
+
+    plan = resolve_plan(SuitePlan(attns=["sdpa"], seeds=[0], preset="tiny", max_iters=10))
+    runs = plan_runs(plan, {"sdpa": 1.0})
+    cfgs = [train_config(plan, r, tmp_path, "data", "suite", False) for r in runs]
+    stored = json.loads(json.dumps(cfgs[0].resolved().to_dict())) | {"device": "cpu", "world_size": 2}
+    (tmp_path / runs[0].name).mkdir()
+    (tmp_path / runs[0].name / "config.json").write_text(json.dumps(stored))
+    (tmp_path / runs[0].name / "ckpt.pt").write_bytes(b"x")
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    assert [j.action for j in decide_jobs(runs, cfgs, tmp_path)] == ["resume"]
+    monkeypatch.setenv("WORLD_SIZE", "1")  # one process would train other rows per step: refused
+    with pytest.raises(RabenchError, match=r"grad_accum x processes: 1 x 2 -> 1 x 1"):
+        decide_jobs(runs, cfgs, tmp_path)

@@ -469,7 +469,8 @@ def decide_jobs(runs: list[PlannedRun], cfgs: list[TrainConfig], out: Path) -> l
             jobs.append(RunJob(run, cfg, "start"))
             continue
         # finished, or a checkpoint to continue from (checkpointed, or failed after a checkpoint)
-        diffs = curve_changing_differences(folder.config() or {}, cfg)
+        # the runs train in this process group: a stored run of 2 processes x grad_accum 1 is 2 x 1 again
+        diffs = curve_changing_differences(folder.config() or {}, cfg, world_size=dd.launched_world_size())
         if diffs:
             conflicts.append((run.name, diffs))
         jobs.append(RunJob(run, cfg, "skip" if state == "finished" else "resume"))
