@@ -127,3 +127,18 @@ def test_a_suite_under_torchrun_resumes_its_stored_multi_process_runs(tmp_path: 
     monkeypatch.setenv("WORLD_SIZE", "1")  # one process would train other rows per step: refused
     with pytest.raises(RabenchError, match=r"grad_accum x processes: 1 x 2 -> 1 x 1"):
         decide_jobs(runs, cfgs, tmp_path)
+
+
+@pytest.mark.parametrize("preset, cap", [("gpt2-124m", 80_000), ("tiny", 3_000)])
+def test_plateau_runs_get_their_own_default_cap(preset: str, cap: int) -> None:
+    """N (8,000 for GPT-2) stops a plateau run before any plateau: without --iters the cap is 10x N."""
+    from rabench.presets import PRESET_RECORDS
+    from rabench.training.suite import SuitePlan, plan_runs, resolve_plan
+
+    plateau = resolve_plan(SuitePlan(attns=["sdpa", "std-gated"], seeds=[0], preset=preset, until_plateau=True))
+    assert plateau.max_iters == cap == 10 * PRESET_RECORDS[preset].default_iters
+    assert {r.max_iters for r in plan_runs(plateau, {"sdpa": 1.0, "std-gated": 1.2})} == {cap}
+    iso = resolve_plan(SuitePlan(attns=["sdpa", "std-gated"], seeds=[0], preset=preset))
+    assert iso.max_iters == PRESET_RECORDS[preset].default_iters
+    given = resolve_plan(SuitePlan(attns=["sdpa", "std-gated"], seeds=[0], preset=preset, until_plateau=True, max_iters=50))
+    assert given.max_iters == 50

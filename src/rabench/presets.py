@@ -45,7 +45,14 @@ class Preset:
     # compiled run on one current GPU; a few CPU minutes for the toy presets
     default_iters: int
 
+    @property
+    def plateau_cap_iters(self) -> int:
+        """A run to a plateau stops there, not at N: its default cap lies far beyond (N stopped GPT-2
+        runs before any plateau), and stops only a curve that never flattens."""
+        return PLATEAU_CAP_FACTOR * self.default_iters
 
+
+PLATEAU_CAP_FACTOR = 10
 EVAL_TOKENS_GPT2 = 2_097_152
 EVAL_TOKENS_SMALL = 32_768
 

@@ -215,6 +215,14 @@ def is_seed(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool) and 0 <= value < 2**63
 
 
+def default_iters(plan: SuitePlan) -> int:
+    """The iso design's N when the plan gives none; a run to a plateau gets its preset's plateau cap."""
+    if plan.preset not in PRESET_RECORDS:
+        return 1000  # an unknown preset: TrainConfig refuses it by name later
+    record = PRESET_RECORDS[plan.preset]
+    return record.plateau_cap_iters if plan.until_plateau else record.default_iters
+
+
 def design_of(plan: SuitePlan) -> str:
     if plan.design is not None:
         return plan.design
@@ -264,7 +272,8 @@ def resolve_plan(plan: SuitePlan) -> SuitePlan:
         if BASELINE not in plan.attns:
             raise RabenchError(f"the iso design measures every candidate against the baseline {BASELINE!r}: "
                                f"add it to the attentions (e.g. --attn {BASELINE},{plan.attns[0]})")
-        plan.max_iters = plan.max_iters if plan.max_iters is not None else DEFAULT_ITERS.get(plan.preset, 1000)
+        if plan.max_iters is None:
+            plan.max_iters = default_iters(plan)
         if plan.calib_steps < 1 or plan.calib_windows < 2:
             raise RabenchError("calibration needs --calib-steps >= 1 and calib_windows >= 2 (an interval needs two windows)")
     elif plan.time_budget_s is None:
