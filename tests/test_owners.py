@@ -142,3 +142,39 @@ def test_plateau_runs_get_their_own_default_cap(preset: str, cap: int) -> None:
     assert iso.max_iters == PRESET_RECORDS[preset].default_iters
     given = resolve_plan(SuitePlan(attns=["sdpa", "std-gated"], seeds=[0], preset=preset, until_plateau=True, max_iters=50))
     assert given.max_iters == 50
+
+
+def test_a_run_resumed_on_another_machine_records_both(data_dir: str, tmp_path: Path, monkeypatch) -> None:
+    """config.json keeps the first machine (pairing reads it); summary.json lists every segment's."""
+    from rabench.machine import machine_id
+    from rabench.rundir import RunFolder
+    from rabench.training.config import TrainConfig
+    from rabench.training.trainer import train
+
+    def config(**kw) -> TrainConfig:
+        return TrainConfig(attn="sdpa", data=data_dir, out=str(tmp_path / "run"), preset="tiny", batch_size=4,
+                           seq_len=32, eval_every=4, eval_batches=1, warmup_iters=2, log_every=2, progress_bar=False,
+                           device="cpu", max_iters=8, ckpt_every="3it", **kw)
+
+    monkeypatch.setenv("RABENCH_FAULT", "step@5:TERM")
+    with pytest.raises(RunInterrupted):
+        train(config())
+    folder = RunFolder(tmp_path / "run")
+    first = [{"machine_id": machine_id(), "gpu_uuid": None, "from_iter": 0}]
+    assert folder.summary()["machines"] == folder.machines() == first
+    monkeypatch.delenv("RABENCH_FAULT")
+    monkeypatch.setattr("rabench.training.trainer.machine_id", lambda: "elsewhere")
+    summary = train(config(resume=True))
+    assert summary["iters"] == 8 and folder.config()["machine_id"] == machine_id()
+    resumed_at = summary["machines"][1]["from_iter"]
+    assert 0 < resumed_at <= 5
+    assert folder.machines() == first + [{"machine_id": "elsewhere", "gpu_uuid": None, "from_iter": resumed_at}]
+
+
+def test_a_folder_from_before_segments_names_its_one_machine(tmp_path: Path) -> None:
+    from rabench.rundir import RunFolder
+
+    (tmp_path / "config.json").write_text(json.dumps({"run_id": "r", "machine_id": "m1", "gpu_uuid": "GPU-1"}))
+    (tmp_path / "summary.json").write_text(json.dumps({"status": "finished"}))
+    assert RunFolder(tmp_path).machines() == [{"machine_id": "m1", "gpu_uuid": "GPU-1", "from_iter": 0}]
+    assert RunFolder(tmp_path / "absent").machines() == []

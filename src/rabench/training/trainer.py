@@ -42,7 +42,7 @@ from rabench.data.toy import check_vocabulary
 from rabench.errors import RabenchError, RunInterrupted
 from rabench.machine import machine_id
 from rabench.model import build_model
-from rabench.rundir import FAILED, FINISHED, INTERRUPTED, RunFolder
+from rabench.rundir import FAILED, FINISHED, INTERRUPTED, RunFolder, machine_segment
 from rabench.training import distributed as dd
 from rabench.training import evaluation
 from rabench.training.config import TrainConfig, curve_changing_differences
@@ -94,6 +94,7 @@ class RunState:
     step_estimate_s: float = 0.0  # mean step time of the last window (positions a --time run's schedule)
     last_lr: float | None = None
     last_ckpt_iter: int = 0
+    machines: list = field(default_factory=list)  # each segment's machine (rundir.machine_segment), for summary.json
 
 
 def environment_info(device: torch.device, info: dd.DistInfo) -> dict[str, Any]:
@@ -221,6 +222,13 @@ class Trainer:
         if state != "absent":  # its files are replaced as the new attempt writes its own (never deleted up front)
             print(f"rabench: {where} stopped before its first checkpoint ({state}); starting it over", file=sys.stderr)
         return "fresh", uuid.uuid4().hex
+
+    def machines_so_far(self) -> list[dict[str, Any]]:
+        """The run's machine segments with this one appended: config.json keeps only the first machine."""
+        earlier = list(self.state.machines) if self.mode == "resume" else []
+        if self.mode == "resume" and not earlier:  # a checkpoint from before segments were recorded
+            earlier = self.folder.machines()
+        return earlier + [machine_segment(machine_id(), gpu_uuid(self.device), self.state.iter)]
 
     def write_config(self) -> None:
         record = self.cfg.to_dict() | self.model.cfg.to_dict() | environment_info(self.device, self.dist)
@@ -484,6 +492,7 @@ class Trainer:
         elif self.dist.is_main:
             self.write_config()
         s = self.state
+        s.machines = dd.broadcast_object(dd.on_main(self.machines_so_far, self.dist), self.dist)
         if self.dist.is_main:
             self.folder.clear_summary()
             self.folder.open_metrics(keep_through_iter=s.logged_through if self.mode == "resume" else None)
@@ -570,6 +579,7 @@ class Trainer:
             "ms_per_iter": round(ms, 3) if ms else None,
             "tokens_per_s": round(self.tokens_per_iter / (ms / 1000)) if ms else None,
             "peak_mem_gb": round(peak_memory_gb(self.device), 3),
+            "machines": s.machines,
         }
         if self.cfg.until_plateau:  # the iteration at whose evaluation the plateau rule fired (None: never)
             summary |= {"plateau_iter": s.cooldown_start,
