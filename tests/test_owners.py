@@ -178,3 +178,16 @@ def test_a_folder_from_before_segments_names_its_one_machine(tmp_path: Path) -> 
     (tmp_path / "summary.json").write_text(json.dumps({"status": "finished"}))
     assert RunFolder(tmp_path).machines() == [{"machine_id": "m1", "gpu_uuid": "GPU-1", "from_iter": 0}]
     assert RunFolder(tmp_path / "absent").machines() == []
+
+
+def test_the_demo_reads_its_attentions_and_baseline_from_the_experiment(monkeypatch) -> None:
+    """The demo's gaps are to the experiment's baseline, whatever it is named."""
+    from rabench import experiment
+    from rabench.commands import demo
+
+    assert demo.DEMO_ATTNS is experiment.DEMO_ATTNS and demo.DEMO_ATTNS[0] == experiment.BASELINE
+    monkeypatch.setattr(demo, "BASELINE", "base")
+    curves = {"base": {0: {10: 3.0, 20: 2.0}, 1: {10: 3.1, 20: 2.1}},
+              "cand": {0: {10: 3.0, 20: 1.9}, 1: {10: 3.1, 20: 2.0}}}
+    text = demo.gaps_text(curves)
+    assert "Gap to base at iteration 20" in text and "cand" in text and "sdpa" not in text

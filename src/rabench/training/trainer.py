@@ -101,7 +101,7 @@ def environment_info(device: torch.device, info: dd.DistInfo) -> dict[str, Any]:
     return {
         "device": device.type,
         "gpu_name": torch.cuda.get_device_name(device) if device.type == "cuda" else None,
-        # the physical card (hostnames repeat across rented machines: every campaign host was "vm")
+        # the physical card: a hostname does not identify one (rented machines often share a hostname)
         "gpu_uuid": gpu_uuid(device),
         "host": socket.gethostname(),
         "machine_id": machine_id(),  # the node's GPU UUIDs and boot id: which machine session, for pairing
@@ -539,7 +539,7 @@ class Trainer:
         self.state.step_estimate_s = seconds  # a resumed run's checkpoint brings its own
         # No reset of the peak-memory counter here: under CUDA graphs the step's activations live in
         # a pool allocated while capturing (during warm-up), so a peak taken after warm-up would
-        # miss them (batch 1 and 2 of the campaign logged the same 5.65 GB for every attention).
+        # miss them and report the same peak whatever the attention's activations cost.
 
     def stop_on_nonfinite(self, total: float) -> None:
         s = self.state
