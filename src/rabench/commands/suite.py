@@ -8,7 +8,7 @@ from pathlib import Path
 
 from rabench.commands.common import GPT2, TINY, add_hyper_args, train_config_kwargs
 from rabench.errors import DeadlineReached, RabenchError
-from rabench.presets import PLATEAU_CAP_FACTOR
+from rabench.presets import PLATEAU_CAP_FACTOR, PRESET_RECORDS
 
 HELP = "calibrate step times, train the plan's configs (resumable, optionally one per GPU) and write the report"
 
@@ -30,8 +30,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="iso (default): iteration budgets from a step-time calibration; time: equal training time")
     budget = p.add_mutually_exclusive_group()
     budget.add_argument("--iters", type=int, metavar="N",
-                        help="iso design: the baseline's iterations N (default: 8000 for gpt2-*, 1000 small, 300 tiny); "
-                             f"with --until-plateau a cap (default: {PLATEAU_CAP_FACTOR}x those, 80000 for gpt2-*)")
+                        help=f"iso design: the baseline's iterations N (default: {GPT2.default_iters} for gpt2-*, "
+                             f"{PRESET_RECORDS['small'].default_iters} small, {TINY.default_iters} tiny); with "
+                             f"--until-plateau a cap (default: {PLATEAU_CAP_FACTOR}x those, {GPT2.plateau_cap_iters} "
+                             "for gpt2-*)")
     budget.add_argument("--time", help="design time: training time per run, e.g. 90s, 10m, 1h (default 1h)")
     p.add_argument("--isotime-attn", help="comma-separated candidates that get an iso-time run, or none "
                    "(default: every candidate)")

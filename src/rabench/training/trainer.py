@@ -45,8 +45,7 @@ from rabench.model import build_model
 from rabench.rundir import FAILED, FINISHED, INTERRUPTED, RunFolder, machine_segment
 from rabench.training import distributed as dd
 from rabench.training import evaluation
-from rabench.training.config import TrainConfig, curve_changing_differences
-from rabench.training.config import resolve_device as pick_device  # the name bench/ and the tools import
+from rabench.training.config import TrainConfig, curve_changing_differences, resolve_device
 from rabench.training.plateau import PlateauRule, cooldown_length
 from rabench.training.schedule import make_schedule
 from rabench.training.step import TrainStep, gpu_uuid, make_optimizer, sync
@@ -67,6 +66,9 @@ def fault(point: str, it: int) -> None:
         name, _, at = where.partition("@")
         if name == point and at.isdigit() and int(at) == it:
             os.kill(os.getpid(), {"TERM": signal.SIGTERM, "INT": signal.SIGINT}.get(sig, signal.SIGKILL))
+
+
+pick_device = resolve_device  # the name rabench.bench imports
 
 
 class _EvalInterrupted(BaseException):
@@ -149,7 +151,7 @@ class Trainer:
     def __init__(self, cfg: TrainConfig) -> None:
         self.cfg = cfg.resolved()
         c = self.cfg
-        self.device = pick_device(c.device)
+        self.device = resolve_device(c.device)
         self.dist = dd.init_distributed(self.device.type)
         if self.dist.enabled and self.device.type == "cuda":
             self.device = torch.device("cuda", self.dist.local_rank)
