@@ -53,21 +53,22 @@ class Preset:
 
 
 PLATEAU_CAP_FACTOR = 10
-EVAL_TOKENS_GPT2 = 2_097_152
-EVAL_TOKENS_SMALL = 32_768
+EVAL_TOKENS_GPT2 = 2_097_152  # 2 Mi tokens: the real models
+EVAL_TOKENS_SMALL = 32_768  # 32 Ki tokens: the CPU-sized presets
 
 PRESET_RECORDS: dict[str, Preset] = {
-    "gpt2-124m": Preset(ModelConfig(n_layer=12, n_head=12, n_embd=768, block_size=1024), 8, 1024, 6e-4,
-                        EVAL_TOKENS_GPT2, 8000),
-    "gpt2-350m": Preset(ModelConfig(n_layer=24, n_head=16, n_embd=1024, block_size=1024), 8, 1024, 3e-4,
-                        EVAL_TOKENS_GPT2, 8000),
-    "small": Preset(ModelConfig(n_layer=6, n_head=6, n_embd=384, block_size=256), 8, 256, 1e-3,
-                    EVAL_TOKENS_SMALL, 1000),
-    "tiny": Preset(ModelConfig(n_layer=2, n_head=2, n_embd=64, block_size=64), 8, 64, 3e-3, EVAL_TOKENS_SMALL, 300),
+    "gpt2-124m": Preset(ModelConfig(n_layer=12, n_head=12, n_embd=768, block_size=1024), batch_size=8, seq_len=1024,
+                        lr=6e-4, eval_tokens=EVAL_TOKENS_GPT2, default_iters=8000),
+    "gpt2-350m": Preset(ModelConfig(n_layer=24, n_head=16, n_embd=1024, block_size=1024), batch_size=8, seq_len=1024,
+                        lr=3e-4, eval_tokens=EVAL_TOKENS_GPT2, default_iters=8000),
+    "small": Preset(ModelConfig(n_layer=6, n_head=6, n_embd=384, block_size=256), batch_size=8, seq_len=256,
+                    lr=1e-3, eval_tokens=EVAL_TOKENS_SMALL, default_iters=1000),
+    "tiny": Preset(ModelConfig(n_layer=2, n_head=2, n_embd=64, block_size=64), batch_size=8, seq_len=64,
+                   lr=3e-3, eval_tokens=EVAL_TOKENS_SMALL, default_iters=300),
     # tiny with a toy vocabulary (rabench.data.toy): on a CPU the 50,304-id output layer was most of
     # tiny's step; at 512 ids a step is about 20x cheaper, so `rabench demo` trains hundreds of steps
-    "toy": Preset(ModelConfig(n_layer=2, n_head=2, n_embd=64, block_size=64, vocab_size=512), 8, 64, 3e-3,
-                  EVAL_TOKENS_SMALL, 300),
+    "toy": Preset(ModelConfig(n_layer=2, n_head=2, n_embd=64, block_size=64, vocab_size=512), batch_size=8,
+                  seq_len=64, lr=3e-3, eval_tokens=EVAL_TOKENS_SMALL, default_iters=300),
 }
 # each preset's model alone (what the attention tools and `rabench bench` read)
 PRESETS: dict[str, ModelConfig] = {name: p.model for name, p in PRESET_RECORDS.items()}

@@ -17,6 +17,7 @@ from typing import Any
 
 from rabench.errors import RabenchError, SettingError
 from rabench.fileio import json_form
+from rabench.presets import PRESET_RECORDS, preset_record
 
 MAX_SEED = 2**63 - 1
 DEVICE_PATTERN = re.compile(r"^(auto|cpu|cuda(:\d+)?)$")
@@ -90,8 +91,6 @@ class TrainConfig:
     # ---- validation: the one place that says what a valid run is ----------------------
     def validate(self) -> None:
         """One-line RabenchError naming the first bad field."""
-        from rabench.presets import PRESET_RECORDS
-
         if self.preset not in PRESET_RECORDS:
             raise SettingError("preset", f"preset {self.preset!r} is unknown; choose from: {', '.join(PRESET_RECORDS)}")
         if not isinstance(self.device, str) or not DEVICE_PATTERN.match(self.device):
@@ -133,7 +132,6 @@ class TrainConfig:
     def resolved(self) -> TrainConfig:
         """A copy with the preset defaults and the attention's options filled in and checked."""
         from rabench import attention
-        from rabench.presets import preset_record
 
         self.validate()
         self.check_budget()
@@ -158,8 +156,6 @@ class TrainConfig:
         the same warm-up as that design's baseline run."""
         if self.warmup_iters is not None or not self.until_plateau:
             return self.warmup_iters
-        from rabench.presets import preset_record
-
         return round(self.warmup_frac * preset_record(self.preset).default_iters)
 
     def ckpt_interval(self) -> tuple[str, float]:
@@ -205,8 +201,6 @@ def parse_ckpt_every(text: str) -> tuple[str, float]:
 
 def default_eval_tokens(preset_name: str) -> int:
     """The val-set size a preset evaluates on unless told otherwise."""
-    from rabench.presets import preset_record
-
     return preset_record(preset_name).eval_tokens
 
 
