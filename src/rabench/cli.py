@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import argparse
 import re
-import sys
 from typing import Any
 
 from rabench import __version__
-from rabench.errors import RabenchError, RunInterrupted
+from rabench.errors import HANDLED, exit_status
 
 
 class OneLineParser(argparse.ArgumentParser):
@@ -44,19 +43,8 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         status = COMMANDS[args.command].run(args)  # None, or an exit status (check: 1 when a check failed)
-    except RunInterrupted as exc:
-        print(f"rabench: {exc}", file=sys.stderr)
-        return exc.exit_code
-    except RabenchError as exc:
-        print(f"rabench: error: {exc}", file=sys.stderr)
-        return 2
-    except OSError as exc:  # an unwritable folder, a full disk, a path that is a file: one line, not a traceback
-        where = f" {exc.filename}" if exc.filename else ""
-        print(f"rabench: error: cannot use{where}: {exc.strerror or exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("rabench: interrupted", file=sys.stderr)
-        return 130
+    except HANDLED as exc:  # one line and the documented exit code (errors.exit_status); a bug keeps its traceback
+        return exit_status(exc)
     return status or 0
 
 

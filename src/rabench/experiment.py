@@ -20,5 +20,8 @@ OPEN_TWINS = {"ra-open": "open"}
 # The suite's default plan: the plan's four tests (sdpa, open, ra-open, ra-triton) and the two
 # controls.
 PLAN_ATTNS = [BASELINE, "open", "ra-open", "ra-triton", CONTROL, NOREC]
+# `rabench demo`'s attentions: the baseline, RA as defined (open-coded: the one RA a CPU runs) and
+# RA without its reciprocal term.
+DEMO_ATTNS = [BASELINE, "ra-open", NOREC]
 # `rabench bench`'s default rows (the registered RA variants are added after them).
 BENCH_ATTNS = [BASELINE, "open", CONTROL, "ra-open", "ra-folded", "ra-triton"]

@@ -25,6 +25,10 @@ What the trainer does with each (rabench.training.trainer.Trainer.open_folder):
   finished                            --resume with the same settings returns its summary untouched;
                                       without --resume: refused
 A process holds an flock on `.lock` while it trains, so two trainers never share a folder.
+
+config.json is written once, when a run starts, so its machine_id and gpu_uuid are the first
+machine's; summary.json's `machines` lists every segment's machine (`machine_segment`), so a run
+resumed on another machine says which iterations each one trained.
 """
 
 from __future__ import annotations
@@ -98,6 +102,11 @@ def first_line(exc: BaseException) -> str:
     return text.splitlines()[0][:200] if text else type(exc).__name__
 
 
+def machine_segment(machine_id: str | None, gpu_uuid: str | None, from_iter: int) -> dict[str, Any]:
+    """One stretch of a run on one machine, from iteration `from_iter` to the next segment's."""
+    return {"machine_id": machine_id, "gpu_uuid": gpu_uuid, "from_iter": from_iter}
+
+
 class RunFolder:
     """One run folder: read by anyone, written only by the trainer through the methods below."""
 
@@ -129,6 +138,15 @@ class RunFolder:
 
     def summary(self) -> dict[str, Any] | None:
         return read_json(self.path / SUMMARY_NAME)
+
+    def machines(self) -> list[dict[str, Any]]:
+        """Each segment's machine, first to last (machine_segment); for a folder written before
+        segments were recorded, the one machine config.json names ([] without a config)."""
+        recorded = (self.summary() or {}).get("machines")
+        if isinstance(recorded, list) and recorded:
+            return recorded
+        config = self.config()
+        return [machine_segment(config.get("machine_id"), config.get("gpu_uuid"), 0)] if config else []
 
     def state(self) -> str:
         """'absent' (no run), 'created', 'started', 'checkpointed', 'finished' or 'failed'."""

@@ -55,8 +55,8 @@ def fill_defaults(a: argparse.Namespace, on_gpu: bool) -> None:
 
 def run(a: argparse.Namespace) -> None:
     from rabench.bench import run_bench
-    from rabench.training.trainer import pick_device
+    from rabench.training.config import resolve_device
 
-    fill_defaults(a, pick_device(a.device).type == "cuda")
+    fill_defaults(a, resolve_device(a.device).type == "cuda")
     a.argv = sys.argv[1:]
     run_bench(a)

@@ -18,21 +18,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(a: argparse.Namespace) -> int:
-    import torch
-
     from rabench import attention
     from rabench.attention.conformance import run_checks
     from rabench.errors import RabenchError
+    from rabench.training.config import resolve_device
 
-    if a.device == "auto":
-        device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    else:
-        try:
-            device = torch.device(a.device)
-        except RuntimeError:
-            raise RabenchError(f"--device {a.device!r} is not one of auto, cpu, cuda, cuda:N") from None
-        if device.type == "cuda" and not torch.cuda.is_available():
-            raise RabenchError("--device cuda asked for, but PyTorch sees no CUDA GPU")
+    device = resolve_device(a.device)
     if attention.entry(a.attn).needs_gpu and device.type != "cuda" and os.environ.get("TRITON_INTERPRET") != "1":
         raise RabenchError(f"{a.attn} needs a CUDA GPU (or TRITON_INTERPRET=1 set before starting, slow)")
     options = attention.parse_option_strings(a.attn_opt)

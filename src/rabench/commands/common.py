@@ -11,22 +11,25 @@ import sys
 from typing import Any
 
 from rabench.errors import RabenchError, SettingError
-from rabench.training.config import DDP_COMM_HOOKS, EVAL_TOKENS_GPT2, EVAL_TOKENS_SMALL, PRESET_LR, default_of
+from rabench.presets import PRESET_RECORDS
+from rabench.training.config import DDP_COMM_HOOKS, default_of
+
+GPT2, TINY = PRESET_RECORDS["gpt2-124m"], PRESET_RECORDS["tiny"]  # the defaults the help quotes
 
 # flag -> TrainConfig field, for the plain ones (type, help); defaults come from TrainConfig
 HYPER_FLAGS: dict[str, tuple[str, type, str]] = {
     "--batch-size": ("batch_size", int, "sequences per micro-batch (default: the preset's, 8)"),
     "--seq-len": ("seq_len", int, "tokens per sequence (default: the preset's context, 1024 for GPT-2)"),
     "--grad-accum": ("grad_accum", int, "micro-batches per optimizer step"),
-    "--lr": ("lr", float, f"peak learning rate (default: the preset's; {PRESET_LR['gpt2-124m']:g} for gpt2-124m, "
-                          f"{PRESET_LR['tiny']:g} for tiny)"),
+    "--lr": ("lr", float, f"peak learning rate (default: the preset's; {GPT2.lr:g} for gpt2-124m, {TINY.lr:g} for "
+                          "tiny)"),
     "--gate-lr-mult": ("gate_lr_mult", float, "learning-rate multiplier for the attention gates (RA's gate logits "
                                               "and discoverability vector, std-gated's gate)"),
     "--warmup-frac": ("warmup_frac", float, "warm-up as a share of the run's own budget (iterations or train time)"),
     "--warmup-iters": ("warmup_iters", int, "warm-up length in iterations instead of --warmup-frac"),
     "--eval-every": ("eval_every", int, "iterations between val_loss evaluations"),
-    "--eval-tokens": ("eval_tokens", int, f"val tokens per evaluation (default: {EVAL_TOKENS_GPT2:,} for gpt2-*, "
-                      f"{EVAL_TOKENS_SMALL:,} for small/tiny; capped at the val split)"),
+    "--eval-tokens": ("eval_tokens", int, f"val tokens per evaluation (default: {GPT2.eval_tokens:,} for gpt2-*, "
+                      f"{TINY.eval_tokens:,} for small/tiny; capped at the val split)"),
     "--eval-batches": ("eval_batches", int, "val batches per evaluation, instead of --eval-tokens"),
     "--log-every": ("log_every", int, "iterations between train-loss records"),
     "--ckpt-every": ("ckpt_every", str, "checkpoint interval: a duration (5m, 1h) or iterations (500it)"),
@@ -107,9 +110,9 @@ def add_ddp_args(p: argparse.ArgumentParser) -> None:
 
 def trains_on_cpu(device: str | None) -> bool:
     """Whether --device (None or auto: whatever is there) means the CPU."""
-    import torch
+    from rabench.training.config import resolved_device_type
 
-    return device == "cpu" or (device in (None, "auto") and not torch.cuda.is_available())
+    return resolved_device_type(device or "auto") == "cpu"
 
 
 def default_preset(device: str | None) -> str:

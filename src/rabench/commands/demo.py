@@ -21,18 +21,18 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from rabench.errors import RabenchError
+from rabench.experiment import BASELINE, DEMO_ATTNS
 from rabench.rundir import RunFolder
 
 HELP = "the plan's comparison at toy scale on the bundled Austen corpus (a few minutes on a 2-core CPU)"
 
-DEMO_ATTNS = ["sdpa", "ra-open", "ra-norec"]
 DEMO_SEEDS = [0, 1, 2]
 DEFAULT_ITERS = 300
 # every 25 iterations on 16 val batches (8k tokens): a curve of a dozen points, a few seconds of evaluation
 DEMO_TRAIN = {"eval_every": 25, "log_every": 25, "eval_batches": 16, "device": "cpu"}
 REAL_COMMANDS = (
     "rabench prepare hf:fineweb-edu --out data/fineweb --max-tokens 1000000000   # needs `pip install datasets`",
-    "rabench suite --out runs/main --data data/fineweb --preset gpt2-124m --attn sdpa,ra-triton "
+    f"rabench suite --out runs/main --data data/fineweb --preset gpt2-124m --attn {BASELINE},ra-triton "
     "--isotime-attn ra-triton --iters 8000 --seeds 0,1,2,3,4,5 --compile --compile-mode reduce-overhead",
 )
 README = Path(__file__).resolve().parents[3] / "README.md"  # src/rabench/commands/demo.py -> the checkout's root
@@ -105,9 +105,10 @@ def one_thread() -> Iterator[None]:
 
 def setup_text(iters: int, seeds: list[int]) -> str:
     """What runs, and the choices a CPU forces, from the toy preset's own settings."""
-    from rabench.model import DEFAULT_BATCH, PRESETS
+    from rabench.presets import preset_record
 
-    model, (batch, seq) = PRESETS["toy"], DEFAULT_BATCH["toy"]
+    toy = preset_record("toy")
+    model, batch, seq = toy.model, toy.batch_size, toy.seq_len
     return (f"rabench demo: {', '.join(DEMO_ATTNS)} on the bundled Austen corpus, {iters} iterations each, seeds "
             f"{', '.join(map(str, seeds))}.\nToy scale, so that it trains on 2 CPU cores in minutes: a "
             f"{model.n_layer}-layer, {model.n_embd}-wide model (preset toy) on a toy vocabulary "
@@ -154,24 +155,25 @@ def curve_table(curves: dict[str, dict[int, dict[int, float]]], columns: int = 6
 
 
 def gaps_text(curves: dict[str, dict[int, dict[int, float]]]) -> str:
-    """How far the curves fell against the seeds' spread, and each attention's paired gap to sdpa at the end."""
+    """How far the curves fell against the seeds' spread, and each attention's paired gap to the baseline at
+    the end."""
     from rabench.stats import paired_stats
 
     shared = common_iters(curves)
-    base = curves.get("sdpa")
+    base = curves.get(BASELINE)
     if not shared or not base:
-        return "no finished sdpa run: no gap to report"
+        return f"no finished {BASELINE} run: no gap to report"
     first, last = shared[0], shared[-1]
     drop = [points[first] - points[last] for points in base.values()]
     finals = [points[last] for points in base.values()]
     spread = max(finals) - min(finals)
-    lines = [f"From iteration {first} to {last} sdpa's val_loss fell by {min(drop):.2f} to {max(drop):.2f} "
+    lines = [f"From iteration {first} to {last} {BASELINE}'s val_loss fell by {min(drop):.2f} to {max(drop):.2f} "
              f"(seeds); its final values differ by {spread:.3f} between seeds: the training signal is far above "
              "the noise."]
-    lines.append(f"Gap to sdpa at iteration {last} (candidate - sdpa, paired by seed: the same initial weights "
+    lines.append(f"Gap to {BASELINE} at iteration {last} (candidate - {BASELINE}, paired by seed: the same initial weights "
                  "and batches):")
     for attn, runs in curves.items():
-        if attn == "sdpa":
+        if attn == BASELINE:
             continue
         margins = [runs[s][last] - base[s][last] for s in sorted(runs) if s in base]
         if not margins:
@@ -187,10 +189,10 @@ def gap_words(stats) -> str:
     if stats.n < 2:
         return "one seed: no interval"
     if stats.hi < 0:
-        return "ahead of sdpa beyond the noise"
+        return f"ahead of {BASELINE} beyond the noise"
     if stats.lo > 0:
-        return "behind sdpa beyond the noise"
-    return "not separated from sdpa"
+        return f"behind {BASELINE} beyond the noise"
+    return f"not separated from {BASELINE}"
 
 
 def answer_lines(readme: str) -> list[str] | None:

@@ -6,9 +6,9 @@ import argparse
 from dataclasses import MISSING, fields
 from pathlib import Path
 
-from rabench.commands.common import add_hyper_args, train_config_kwargs
+from rabench.commands.common import GPT2, TINY, add_hyper_args, train_config_kwargs
 from rabench.errors import DeadlineReached, RabenchError
-from rabench.training.config import PRESET_LR
+from rabench.presets import PLATEAU_CAP_FACTOR, PRESET_RECORDS
 
 HELP = "calibrate step times, train the plan's configs (resumable, optionally one per GPU) and write the report"
 
@@ -30,8 +30,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="iso (default): iteration budgets from a step-time calibration; time: equal training time")
     budget = p.add_mutually_exclusive_group()
     budget.add_argument("--iters", type=int, metavar="N",
-                        help="iso design: the baseline's iterations N (default: 8000 for gpt2-*, 1000 small, 300 tiny); "
-                             "with --until-plateau a cap")
+                        help=f"iso design: the baseline's iterations N (default: {GPT2.default_iters} for gpt2-*, "
+                             f"{PRESET_RECORDS['small'].default_iters} small, {TINY.default_iters} tiny); with "
+                             f"--until-plateau a cap (default: {PLATEAU_CAP_FACTOR}x those, {GPT2.plateau_cap_iters} "
+                             "for gpt2-*)")
     budget.add_argument("--time", help="design time: training time per run, e.g. 90s, 10m, 1h (default 1h)")
     p.add_argument("--isotime-attn", help="comma-separated candidates that get an iso-time run, or none "
                    "(default: every candidate)")
@@ -41,8 +43,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="length ladder: each candidate with an iso-time run also trains round(N/r) iterations per "
                         "seed for each step ratio r, e.g. 1.03,1.06,1.10,1.15, or none (default: the plan's, none)")
     p.add_argument("--lr", metavar="LR[,LR...]",
-                   help=f"peak learning rate (default: the preset's; {PRESET_LR['gpt2-124m']:g} for gpt2-124m, "
-                        f"{PRESET_LR['tiny']:g} for tiny); two or "
+                   help=f"peak learning rate (default: the preset's; {GPT2.lr:g} for gpt2-124m, {TINY.lr:g} for "
+                        "tiny); two or "
                         "more, e.g. 3e-4,6e-4,1.2e-3, make an lr sweep: each config's rate is chosen on "
                         "--selection-seeds, then the verdict runs at it on --seeds")
     p.add_argument("--selection-seeds", help="an lr sweep's selection seeds, apart from --seeds, e.g. 100,101 "

@@ -1,7 +1,7 @@
 """Data layer: sources -> GPT-2 tokens -> llm.c shards -> deterministic batches."""
 
 from rabench.data.checks import check_token_range, verify_checksums
-from rabench.data.loader import DocumentIndex, TokenSplit, check_split_fits, train_batch
+from rabench.data.loader import DocumentIndex, TokenSplit, check_split_fits, step_batches, train_batch
 from rabench.data.meta import META_FILE, load_meta
 from rabench.data.prepare import prepare, prepare_bundled_austen
 from rabench.data.shards import open_shard, read_shard_header, write_shard
@@ -27,6 +27,7 @@ __all__ = [
     "prepare",
     "prepare_bundled_austen",
     "read_shard_header",
+    "step_batches",
     "train_batch",
     "verify_checksums",
     "write_shard",

@@ -162,6 +162,18 @@ def train_batch(
     return _inputs_and_targets(rows)
 
 
+def step_batches(split: TokenSplit, seed: int, step: int, batch_size: int, seq_len: int, accum: int,
+                 device: torch.device, rank: int = 0, world_size: int = 1) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """One optimizer step's micro-batches on `device`: the trainer and the step-time calibration
+    both load through here, so a calibrated step reads its data as a training step does."""
+    out = []
+    for micro in range(accum):
+        x, y = train_batch(split, seed, step, batch_size, seq_len, micro=micro, accum=accum, rank=rank,
+                           world_size=world_size)
+        out.append((x.to(device, non_blocking=True), y.to(device, non_blocking=True)))
+    return out
+
+
 def step_offsets(n_tokens: int, seed: int, step: int, count: int, seq_len: int) -> np.ndarray:
     """The window starts of one step, uniform in [0, n_tokens - seq_len - 1], fixed by (seed, step)."""
     rng = np.random.default_rng([seed, step])

@@ -1,9 +1,9 @@
 """GPT-2 with a pluggable attention core, and its presets."""
 
-from rabench.model.config import DEFAULT_BATCH, PRESETS, ModelConfig, preset
+from rabench.model.config import PRESETS, ModelConfig, preset
 from rabench.model.gpt import GPT
 
-__all__ = ["DEFAULT_BATCH", "GPT", "ModelConfig", "PRESETS", "build_model", "preset"]
+__all__ = ["GPT", "ModelConfig", "PRESETS", "build_model", "preset"]
 
 
 def build_model(preset_name: str, attn: str, attn_options: dict | None, seed: int) -> GPT:

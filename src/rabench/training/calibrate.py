@@ -159,18 +159,10 @@ def build_steppers(req: CalibrationRequest, device: torch.device) -> list[Steppe
 
 def data_batches(req: CalibrationRequest, device: torch.device) -> BatchFn:
     """Step i's micro-batches from the training data (loading is part of a timed step, as in training)."""
-    from rabench.data import TokenSplit, train_batch
+    from rabench.data import TokenSplit, step_batches
 
     split = TokenSplit(req.data, "train")
-
-    def batches(step: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
-        out = []
-        for micro in range(req.grad_accum):
-            x, y = train_batch(split, req.seed, step, req.batch_size, req.seq_len, micro=micro, accum=req.grad_accum)
-            out.append((x.to(device, non_blocking=True), y.to(device, non_blocking=True)))
-        return out
-
-    return batches
+    return lambda step: step_batches(split, req.seed, step, req.batch_size, req.seq_len, req.grad_accum, device)
 
 
 def card_name(device: torch.device) -> str:

@@ -17,13 +17,8 @@ from typing import Any
 
 from rabench.errors import RabenchError, SettingError
 from rabench.fileio import json_form
+from rabench.presets import PRESET_RECORDS, preset_record
 
-# Learning rates each preset trains with by default: GPT-2 small practice for the real
-# models, higher for the toy ones. The same for every attention, never tuned per config.
-PRESET_LR = {"gpt2-124m": 6e-4, "gpt2-350m": 3e-4, "small": 1e-3, "tiny": 3e-3, "toy": 3e-3}
-# Val tokens per evaluation unless told otherwise (capped at the val split when the val set is built).
-EVAL_TOKENS_GPT2 = 2_097_152  # 2 Mi tokens: the real models
-EVAL_TOKENS_SMALL = 32_768  # 32 Ki tokens: the CPU-sized presets (a few seconds an evaluation on 2 cores)
 MAX_SEED = 2**63 - 1
 DEVICE_PATTERN = re.compile(r"^(auto|cpu|cuda(:\d+)?)$")
 
@@ -56,7 +51,7 @@ class TrainConfig:
     batch_size: int | None = None  # None: the preset's default
     seq_len: int | None = None  # None: the preset's default
     grad_accum: int = 1
-    lr: float | None = None  # None: PRESET_LR
+    lr: float | None = None  # None: the preset's (rabench.presets)
     gate_lr_mult: float = 1.0  # the attention gates' learning rate over lr (AttentionCore.gate_parameters)
     min_lr_ratio: float = 0.1
     warmup_frac: float = 0.05  # share of the run's own budget (iterations or train time) spent warming up
@@ -96,10 +91,8 @@ class TrainConfig:
     # ---- validation: the one place that says what a valid run is ----------------------
     def validate(self) -> None:
         """One-line RabenchError naming the first bad field."""
-        from rabench.model import PRESETS
-
-        if self.preset not in PRESETS:
-            raise SettingError("preset", f"preset {self.preset!r} is unknown; choose from: {', '.join(PRESETS)}")
+        if self.preset not in PRESET_RECORDS:
+            raise SettingError("preset", f"preset {self.preset!r} is unknown; choose from: {', '.join(PRESET_RECORDS)}")
         if not isinstance(self.device, str) or not DEVICE_PATTERN.match(self.device):
             raise SettingError("device", f"device {self.device!r} is not one of auto, cpu, cuda, cuda:N")
         _positive_float(self, "time_budget_s", optional=True)
@@ -139,16 +132,15 @@ class TrainConfig:
     def resolved(self) -> TrainConfig:
         """A copy with the preset defaults and the attention's options filled in and checked."""
         from rabench import attention
-        from rabench.model import DEFAULT_BATCH, preset
 
         self.validate()
         self.check_budget()
-        block = preset(self.preset).block_size
-        batch, seq = DEFAULT_BATCH[self.preset]
+        defaults = preset_record(self.preset)
+        block = defaults.model.block_size
         core = attention.entry(self.attn)
-        out = replace(self, batch_size=self.batch_size or batch, seq_len=self.seq_len or seq,
-                      lr=self.lr if self.lr is not None else PRESET_LR[self.preset],
-                      eval_tokens=self.eval_tokens or default_eval_tokens(self.preset),
+        out = replace(self, batch_size=self.batch_size or defaults.batch_size, seq_len=self.seq_len or defaults.seq_len,
+                      lr=self.lr if self.lr is not None else defaults.lr,
+                      eval_tokens=self.eval_tokens or defaults.eval_tokens,
                       attn_options=dict(attention.resolve_options(self.attn, self.attn_options)),
                       attn_ref=self.attn, attn_code_hash=core.code_hash if core.plugin else None,
                       labels={"attn_role": core.attn_role} | self.labels,
@@ -164,9 +156,7 @@ class TrainConfig:
         the same warm-up as that design's baseline run."""
         if self.warmup_iters is not None or not self.until_plateau:
             return self.warmup_iters
-        from rabench.training.suite import DEFAULT_ITERS  # the default N's owner (imported late: suite imports us)
-
-        return round(self.warmup_frac * DEFAULT_ITERS[self.preset])
+        return round(self.warmup_frac * preset_record(self.preset).default_iters)
 
     def ckpt_interval(self) -> tuple[str, float]:
         """('s', seconds) or ('it', iterations)."""
@@ -211,7 +201,7 @@ def parse_ckpt_every(text: str) -> tuple[str, float]:
 
 def default_eval_tokens(preset_name: str) -> int:
     """The val-set size a preset evaluates on unless told otherwise."""
-    return EVAL_TOKENS_GPT2 if preset_name.startswith("gpt2") else EVAL_TOKENS_SMALL
+    return preset_record(preset_name).eval_tokens
 
 
 def curve_changing_differences(old_config: dict[str, Any], new: TrainConfig, world_size: int = 1) -> list[str]:
@@ -255,12 +245,25 @@ def applied_comm_hook(hook: str, world_size: int) -> str:
 
 
 def resolved_device_type(device: str) -> str:
-    """'cuda' or 'cpu': what 'auto' means on this machine."""
+    """'cuda' or 'cpu': what 'auto' means on this machine (no check that a named GPU is there)."""
     if device == "auto":
         import torch
 
         return "cuda" if torch.cuda.is_available() else "cpu"
     return device.split(":")[0]
+
+
+def resolve_device(name: str):
+    """The torch.device a --device value (auto, cpu, cuda, cuda:N) means here: the one resolver of
+    the trainer, the suite, the calibration and the tools, so 'auto' and a missing GPU read alike."""
+    import torch
+
+    if not isinstance(name, str) or not DEVICE_PATTERN.match(name):
+        raise RabenchError(f"--device {name!r} is not one of auto, cpu, cuda, cuda:N")
+    kind = resolved_device_type(name)
+    if kind == "cuda" and not torch.cuda.is_available():
+        raise RabenchError("--device cuda asked for, but PyTorch sees no CUDA GPU")
+    return torch.device(kind if name == "auto" else name)
 
 
 def _differs(a: Any, b: Any) -> bool:

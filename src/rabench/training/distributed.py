@@ -47,8 +47,13 @@ def is_main_process() -> bool:
     return int(os.environ.get("RANK", "0")) == 0
 
 
+def launched_world_size() -> int:
+    """How many processes torchrun started (1 without it), read before the group exists."""
+    return int(os.environ.get("WORLD_SIZE", "1"))
+
+
 def launched_by_torchrun() -> bool:
-    return int(os.environ.get("WORLD_SIZE", "1")) > 1
+    return launched_world_size() > 1
 
 
 def init_distributed(device_type: str) -> DistInfo:
@@ -57,8 +62,7 @@ def init_distributed(device_type: str) -> DistInfo:
     The group is created once per process and kept until the process exits, so a
     suite can train several runs one after another in the same group.
     """
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world <= 1:
+    if not launched_by_torchrun():
         return DistInfo()
     if not dist.is_available():
         raise RabenchError("WORLD_SIZE > 1 (torchrun) but this PyTorch build has no torch.distributed")

@@ -26,7 +26,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-from rabench.errors import RabenchError, RunInterrupted
+from rabench.errors import HANDLED, RabenchError, exit_status
 from rabench.training.deadline import Deadline, deadline_message
 
 LOG_NAME = "train.log"
@@ -332,15 +332,8 @@ def worker_main(argv: list[str] | None = None) -> int:
     try:
         cfg = TrainConfig(**json.loads(argv[0]))
         summary = train(cfg)
-    except RunInterrupted as exc:  # stopped and checkpointed: not an error (the CLI says it the same way)
-        print(f"rabench: {exc}", file=sys.stderr, flush=True)
-        return exc.exit_code
-    except RabenchError as exc:
-        print(f"rabench: error: {exc}", file=sys.stderr, flush=True)
-        return 2
-    except KeyboardInterrupt:
-        print("rabench: interrupted", file=sys.stderr, flush=True)
-        return 130
+    except HANDLED as exc:  # the CLI's lines and exit codes: a checkpointed stop is not an error
+        return exit_status(exc)
     print(f"{cfg.out}: {summary['iters']} iters, {summary.get('ms_per_iter')} ms/iter, "
           f"final val_loss {summary.get('final_val_loss')} [{summary.get('stop_reason')}]", flush=True)
     return 0

@@ -65,8 +65,9 @@ from rabench.errors import RabenchError, RunInterrupted
 from rabench.experiment import BASELINE, PLAN_ATTNS
 from rabench.fileio import json_form, write_json_atomic
 from rabench.machine import machine_id
+from rabench.presets import PRESET_RECORDS
 from rabench.rundir import RunFolder, read_json
-from rabench.training.config import TrainConfig, curve_changing_differences
+from rabench.training.config import TrainConfig, curve_changing_differences, resolve_device
 from rabench.training.deadline import Deadline, deadline_message
 from rabench.training.parallel import SlotTask, run_parallel, sigterm_as_interrupt, spawn
 from rabench.training import distributed as dd
@@ -74,9 +75,8 @@ from rabench.training.distributed import is_main_process, launched_by_torchrun
 from rabench.training.timeparse import parse_duration
 
 DESIGNS = ("iso", "time")
-# Baseline iterations N when the plan gives none: for GPT-2, a few minutes a compiled run on one
-# current GPU; a few CPU minutes for the toy presets.
-DEFAULT_ITERS = {"gpt2-124m": 8000, "gpt2-350m": 8000, "small": 1000, "tiny": 300, "toy": 300}
+# Baseline iterations N when the plan gives none (the preset records own them)
+DEFAULT_ITERS = {name: p.default_iters for name, p in PRESET_RECORDS.items()}
 DEFAULT_TIME_S = 3600.0  # the plan's short test, design "time"
 SUITE_FILE = "suite.json"
 CALIBRATION_FILE = "calibration.json"
@@ -215,6 +215,14 @@ def is_seed(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool) and 0 <= value < 2**63
 
 
+def default_iters(plan: SuitePlan) -> int:
+    """The iso design's N when the plan gives none; a run to a plateau gets its preset's plateau cap."""
+    if plan.preset not in PRESET_RECORDS:
+        return 1000  # an unknown preset: TrainConfig refuses it by name later
+    record = PRESET_RECORDS[plan.preset]
+    return record.plateau_cap_iters if plan.until_plateau else record.default_iters
+
+
 def design_of(plan: SuitePlan) -> str:
     if plan.design is not None:
         return plan.design
@@ -264,7 +272,8 @@ def resolve_plan(plan: SuitePlan) -> SuitePlan:
         if BASELINE not in plan.attns:
             raise RabenchError(f"the iso design measures every candidate against the baseline {BASELINE!r}: "
                                f"add it to the attentions (e.g. --attn {BASELINE},{plan.attns[0]})")
-        plan.max_iters = plan.max_iters if plan.max_iters is not None else DEFAULT_ITERS.get(plan.preset, 1000)
+        if plan.max_iters is None:
+            plan.max_iters = default_iters(plan)
         if plan.calib_steps < 1 or plan.calib_windows < 2:
             raise RabenchError("calibration needs --calib-steps >= 1 and calib_windows >= 2 (an interval needs two windows)")
     elif plan.time_budget_s is None:
@@ -469,7 +478,8 @@ def decide_jobs(runs: list[PlannedRun], cfgs: list[TrainConfig], out: Path) -> l
             jobs.append(RunJob(run, cfg, "start"))
             continue
         # finished, or a checkpoint to continue from (checkpointed, or failed after a checkpoint)
-        diffs = curve_changing_differences(folder.config() or {}, cfg)
+        # the runs train in this process group: a stored run of 2 processes x grad_accum 1 is 2 x 1 again
+        diffs = curve_changing_differences(folder.config() or {}, cfg, world_size=dd.launched_world_size())
         if diffs:
             conflicts.append((run.name, diffs))
         jobs.append(RunJob(run, cfg, "skip" if state == "finished" else "resume"))
@@ -622,12 +632,7 @@ def suite_device(plan: SuitePlan, devices: list[str] | None):
         if plan.train.get("device", "auto") not in ("auto", "cpu" if devices[0] == "cpu" else "cuda"):
             raise RabenchError(f"--device {plan.train['device']} contradicts --devices {','.join(devices)}; give one")
         return torch.device("cpu") if devices[0] == "cpu" else torch.device("cuda", int(devices[0]))
-    name = plan.train.get("device", "auto")
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise RabenchError("--device cuda asked for, but PyTorch sees no CUDA GPU")
-    return torch.device(name)
+    return resolve_device(plan.train.get("device", "auto"))
 
 
 def run_suite(plan: SuitePlan, out: str | Path, data: str, progress_bar: bool = True, devices: list[str] | None = None,

@@ -35,17 +35,17 @@ from typing import Any
 import torch
 
 import rabench
-from rabench.data import TokenSplit, check_split_fits, check_token_range, load_meta, train_batch, verify_checksums
+from rabench.data import TokenSplit, check_split_fits, check_token_range, load_meta, step_batches, verify_checksums
 from rabench.data.loader import check_step_fits_memory, machine_memory_bytes
 from rabench.data.regime import data_regime
 from rabench.data.toy import check_vocabulary
 from rabench.errors import RabenchError, RunInterrupted
 from rabench.machine import machine_id
 from rabench.model import build_model
-from rabench.rundir import FAILED, FINISHED, INTERRUPTED, RunFolder
+from rabench.rundir import FAILED, FINISHED, INTERRUPTED, RunFolder, machine_segment
 from rabench.training import distributed as dd
 from rabench.training import evaluation
-from rabench.training.config import TrainConfig, curve_changing_differences
+from rabench.training.config import TrainConfig, curve_changing_differences, resolve_device
 from rabench.training.plateau import PlateauRule, cooldown_length
 from rabench.training.schedule import make_schedule
 from rabench.training.step import TrainStep, gpu_uuid, make_optimizer, sync
@@ -66,6 +66,9 @@ def fault(point: str, it: int) -> None:
         name, _, at = where.partition("@")
         if name == point and at.isdigit() and int(at) == it:
             os.kill(os.getpid(), {"TERM": signal.SIGTERM, "INT": signal.SIGINT}.get(sig, signal.SIGKILL))
+
+
+pick_device = resolve_device  # the name rabench.bench imports
 
 
 class _EvalInterrupted(BaseException):
@@ -93,21 +96,14 @@ class RunState:
     step_estimate_s: float = 0.0  # mean step time of the last window (positions a --time run's schedule)
     last_lr: float | None = None
     last_ckpt_iter: int = 0
-
-
-def pick_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise RabenchError("--device cuda asked for, but PyTorch sees no CUDA GPU")
-    return torch.device(name)
+    machines: list = field(default_factory=list)  # each segment's machine (rundir.machine_segment), for summary.json
 
 
 def environment_info(device: torch.device, info: dd.DistInfo) -> dict[str, Any]:
     return {
         "device": device.type,
         "gpu_name": torch.cuda.get_device_name(device) if device.type == "cuda" else None,
-        # the physical card (hostnames repeat across rented machines: every campaign host was "vm")
+        # the physical card: a hostname does not identify one (rented machines often share a hostname)
         "gpu_uuid": gpu_uuid(device),
         "host": socket.gethostname(),
         "machine_id": machine_id(),  # the node's GPU UUIDs and boot id: which machine session, for pairing
@@ -155,7 +151,7 @@ class Trainer:
     def __init__(self, cfg: TrainConfig) -> None:
         self.cfg = cfg.resolved()
         c = self.cfg
-        self.device = pick_device(c.device)
+        self.device = resolve_device(c.device)
         self.dist = dd.init_distributed(self.device.type)
         if self.dist.enabled and self.device.type == "cuda":
             self.device = torch.device("cuda", self.dist.local_rank)
@@ -229,6 +225,13 @@ class Trainer:
             print(f"rabench: {where} stopped before its first checkpoint ({state}); starting it over", file=sys.stderr)
         return "fresh", uuid.uuid4().hex
 
+    def machines_so_far(self) -> list[dict[str, Any]]:
+        """The run's machine segments with this one appended: config.json keeps only the first machine."""
+        earlier = list(self.state.machines) if self.mode == "resume" else []
+        if self.mode == "resume" and not earlier:  # a checkpoint from before segments were recorded
+            earlier = self.folder.machines()
+        return earlier + [machine_segment(machine_id(), gpu_uuid(self.device), self.state.iter)]
+
     def write_config(self) -> None:
         record = self.cfg.to_dict() | self.model.cfg.to_dict() | environment_info(self.device, self.dist)
         record |= {"n_params": self.model.num_params(), "eval_tokens_used": self.val.n_tokens,
@@ -278,12 +281,8 @@ class Trainer:
     # ---- steps and windows ---------------------------------------------------------
     def batches(self, step: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
         c = self.cfg
-        out = []
-        for micro in range(c.grad_accum):
-            x, y = train_batch(self.train_split, c.seed, step, c.batch_size, c.seq_len, micro=micro, accum=c.grad_accum,
-                               rank=self.dist.rank, world_size=self.dist.world_size)
-            out.append((x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)))
-        return out
+        return step_batches(self.train_split, c.seed, step, c.batch_size, c.seq_len, c.grad_accum, self.device,
+                            rank=self.dist.rank, world_size=self.dist.world_size)
 
     def step(self) -> None:
         """One optimizer step, queued without a host sync; its loss is added to the window on the device."""
@@ -495,6 +494,7 @@ class Trainer:
         elif self.dist.is_main:
             self.write_config()
         s = self.state
+        s.machines = dd.broadcast_object(dd.on_main(self.machines_so_far, self.dist), self.dist)
         if self.dist.is_main:
             self.folder.clear_summary()
             self.folder.open_metrics(keep_through_iter=s.logged_through if self.mode == "resume" else None)
@@ -541,7 +541,7 @@ class Trainer:
         self.state.step_estimate_s = seconds  # a resumed run's checkpoint brings its own
         # No reset of the peak-memory counter here: under CUDA graphs the step's activations live in
         # a pool allocated while capturing (during warm-up), so a peak taken after warm-up would
-        # miss them (batch 1 and 2 of the campaign logged the same 5.65 GB for every attention).
+        # miss them and report the same peak whatever the attention's activations cost.
 
     def stop_on_nonfinite(self, total: float) -> None:
         s = self.state
@@ -581,6 +581,7 @@ class Trainer:
             "ms_per_iter": round(ms, 3) if ms else None,
             "tokens_per_s": round(self.tokens_per_iter / (ms / 1000)) if ms else None,
             "peak_mem_gb": round(peak_memory_gb(self.device), 3),
+            "machines": s.machines,
         }
         if self.cfg.until_plateau:  # the iteration at whose evaluation the plateau rule fired (None: never)
             summary |= {"plateau_iter": s.cooldown_start,
