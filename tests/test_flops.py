@@ -134,5 +134,30 @@ def test_report_never_imports_a_plug_in_for_its_floor(tmp_path):
     # the candidate's file does not exist: the report still runs, and says why it has no floor
     iteration_suite(tmp_path, SIX, lambda seed: 0.8 / 1000 - seed * 1e-6, s=1.5, cand="gone.py:GoneAttention")
     md = write_report(tmp_path)[0].read_text()
-    assert "n/a (plug-in gone.py:GoneAttention: the report does not import it" in md
+    assert "n/a (plug-in gone.py:GoneAttention: its runs record no step_flops_per_token, and the report does not import it" in md
     assert NO_KERNEL_SENTENCE not in md
+
+
+def test_a_plug_in_floor_comes_from_the_flops_its_runs_recorded(tmp_path):
+    import json
+
+    iteration_suite(tmp_path, SIX, lambda seed: 0.8 / 1000 - seed * 1e-6, s=1.5, cand="gone.py:GoneAttention")
+    for path in tmp_path.glob("*/config.json"):  # what the trainer records: the attention's own declaration
+        config = json.loads(path.read_text())
+        config["step_flops_per_token"] = 2.0e9 if config["attn"] == "gone.py:GoneAttention" else 1.0e9
+        path.write_text(json.dumps(config))
+    md = write_report(tmp_path)[0].read_text()
+    assert "does not import it" not in md
+    assert NO_KERNEL_SENTENCE in md  # floor 2.0 (recorded) is above every seed's s*
+
+
+def test_the_trainer_records_the_step_flops_the_report_reads(tmp_path, austen_data):
+    from rabench.model import preset as model_preset
+    from rabench.rundir import RunFolder
+    from rabench.training import TrainConfig, train
+
+    out = tmp_path / "run"
+    train(TrainConfig(attn="ra-open", data=austen_data(20_000), out=str(out), preset="tiny", max_iters=2,
+                      batch_size=2, seq_len=32, eval_every=2, eval_tokens=64, device="cpu", progress_bar=False))
+    config = RunFolder(out).config()
+    assert config["step_flops_per_token"] == step_flops_per_token("ra-open", model_preset("tiny"), 32, {})

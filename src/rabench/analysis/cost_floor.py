@@ -36,6 +36,9 @@ class Floor:
         return self.floor is not None and self.s_star_max is not None and self.s_star_max < self.floor
 
 
+STEP_FLOPS_FIELD = "step_flops_per_token"  # config.json: recorded by the trainer
+
+
 def run_config(label: str, groups: dict[str, ConfigGroup]) -> dict[str, Any] | None:
     """config.json of one run of `label` (or of its iso-time runs, when it has only those)."""
     for key in (label, iso_time_label(label)):
@@ -46,7 +49,10 @@ def run_config(label: str, groups: dict[str, ConfigGroup]) -> dict[str, Any] | N
 
 
 def config_step_flops(config: dict[str, Any]) -> float:
-    """FLOPs per token of one run's training step: its attention and options, preset and seq_len."""
+    """FLOPs per token of one run's training step: as the trainer recorded it (the attention's own
+    declaration, plug-ins included), else counted from its attention, options, preset and seq_len."""
+    if config.get(STEP_FLOPS_FIELD) is not None:
+        return float(config[STEP_FLOPS_FIELD])
     from rabench.flops import step_flops_per_token
     from rabench.model import preset
 
@@ -76,10 +82,11 @@ def comparison_floor(c: Comparison, groups: dict[str, ConfigGroup]) -> Floor:
     configs = [run_config(c.candidate, groups), run_config(c.baseline, groups)]
     if any(cfg is None or "seq_len" not in cfg or "preset" not in cfg for cfg in configs):
         return Floor(c.candidate, c.baseline, None, s_max, source, "runs that record no preset or seq_len")
-    plugins = [str(cfg.get("attn")) for cfg in configs if cfg.get("attn") not in builtin_names()]
+    plugins = [str(cfg.get("attn")) for cfg in configs
+               if cfg.get("attn") not in builtin_names() and cfg.get(STEP_FLOPS_FIELD) is None]
     if plugins:  # the report never imports a plug-in: its verdict must not depend on what is importable here
         return Floor(c.candidate, c.baseline, None, s_max, source,
-                     f"plug-in {plugins[0]}: the report does not import it to read its declared FLOPs")
+                     f"plug-in {plugins[0]}: its runs record no {STEP_FLOPS_FIELD}, and the report does not import it")
     try:
         cand, base = (config_step_flops(cfg) for cfg in configs)
         return Floor(c.candidate, c.baseline, cand / base, s_max, source)

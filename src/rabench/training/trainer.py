@@ -40,6 +40,7 @@ from rabench.data.loader import check_step_fits_memory, machine_memory_bytes
 from rabench.data.regime import data_regime
 from rabench.data.toy import check_vocabulary
 from rabench.errors import RabenchError, RunInterrupted
+from rabench.flops import step_flops_per_token
 from rabench.machine import machine_id
 from rabench.model import build_model
 from rabench.rundir import FAILED, FINISHED, INTERRUPTED, RunFolder, machine_segment
@@ -236,7 +237,10 @@ class Trainer:
         record = self.cfg.to_dict() | self.model.cfg.to_dict() | environment_info(self.device, self.dist)
         record |= {"n_params": self.model.num_params(), "eval_tokens_used": self.val.n_tokens,
                    "tokens_per_iter": self.tokens_per_iter, "run_id": self.run_id,
-                   "data_regime": data_regime(load_meta(self.cfg.data))}
+                   "data_regime": data_regime(load_meta(self.cfg.data)),
+                   # the attention's declared FLOPs, so a report can give a plug-in's cost floor without importing it
+                   "step_flops_per_token": step_flops_per_token(self.cfg.attn, self.model.cfg, self.cfg.seq_len,
+                                                                self.cfg.attn_options)}
         self.folder.write_config(record)
 
     # ---- schedule and budget -------------------------------------------------------
