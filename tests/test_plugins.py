@@ -148,7 +148,7 @@ def test_config_records_the_attention_identity_and_a_changed_file_changes_the_cu
     path = write_plugin(tmp_path, NAIVE)
     ref = f"{path}:NaiveAttention"
     cfg = TrainConfig(attn=ref, data=str(tmp_path), out=str(tmp_path / "run"), preset="tiny", max_iters=5,
-                      labels={"role": "iso-iter"})
+                      labels={"role": "iso-iter"}, device="cpu")  # "auto" would be cuda on a GPU machine
     stored = json.loads(json.dumps(cfg.resolved().to_dict()))
     assert stored["attn_ref"] == ref and len(stored["attn_code_hash"]) == 12
     assert stored["labels"] == {"attn_role": "candidate", "role": "iso-iter"}
