@@ -91,3 +91,12 @@ def test_demo_trains_equal_iterations_and_reports_paired_gaps(gpt2_data: str, tm
     assert all(f"\n{attn}" in table for attn in demo.DEMO_ATTNS)
     assert "ra-open" in text and "over 2 seeds" in text
     assert text.rstrip().endswith(demo.REAL_COMMANDS[-1])
+
+
+def test_gap_words_follow_the_suites_exact_test_rule():
+    from rabench.stats import paired_stats
+
+    assert demo.gap_words(paired_stats([0.01, -0.02, 0.005])) == "not separated from sdpa"
+    three = demo.gap_words(paired_stats([-0.05, -0.06, -0.055]))  # the interval excludes 0, but p = 0.25
+    assert three.startswith("leans ahead of sdpa") and "too few for a verdict" in three
+    assert demo.gap_words(paired_stats([0.05, 0.06, 0.055, 0.05, 0.06, 0.052])) == "behind sdpa beyond the noise"

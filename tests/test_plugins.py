@@ -234,3 +234,12 @@ def test_a_stored_calibration_of_other_code_is_refused(tmp_path: Path) -> None:
     path.write_text(path.read_text() + "\n# edited\n")
     with pytest.raises(RabenchError, match=r"attn_code_hash\["):
         stored_calibration(plan, tmp_path, str(tmp_path), torch.device("cpu"), False, say=lambda *_: None)
+
+
+def test_the_cpu_determinism_check_skips_a_gpu_only_core_on_a_gpu_machine(monkeypatch: pytest.MonkeyPatch) -> None:
+    # without the interpreter a needs_gpu core cannot run on the CPU: SKIP, not a FAIL that fails `check`
+    from rabench.attention.conformance import CheckContext, check_determinism
+
+    monkeypatch.delenv("TRITON_INTERPRET", raising=False)
+    status, why = check_determinism(CheckContext("ra-triton", {}, torch.device("cpu")))
+    assert status == "SKIP" and "CUDA GPU" in why

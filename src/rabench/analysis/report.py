@@ -37,7 +37,8 @@ from rabench.analysis.plateau import plateau_section
 from rabench.analysis.regime import regime_text
 from rabench.analysis.runs import (BASELINE, LADDER, LR_SWEEP, TIME, Batch, ConfigGroup, Run, group_by_config, is_variant,
                                    iso_time_label, load_batches, split_by_horizon, split_suite_batches)
-from rabench.stats import FAIL, FEW_PAIRS_NOTE, ONE_SEED_NOTE, PASS, PairedStats, equivalence_text
+from rabench.stats import (ALPHA, FAIL, FEW_PAIRS_NOTE, MIN_VERDICT_PAIRS, ONE_SEED_NOTE, PASS, PairedStats,
+                           equivalence_text)
 
 GATES_BARELY_MOVED = 0.05  # max |w - w_init| below this: RA has not yet learned what to do with its gates
 STILL_FALLING = 0.02  # val_loss drop over the last quarter of a run above this: far from convergence
@@ -91,9 +92,9 @@ def evidence(stats: PairedStats | None, null: float = 0.0) -> str:
     if stats.lo <= null <= stats.hi:
         return f"evidence: weak (the 95% CI includes {null:g} over {stats.n} seeds)"
     p = stats.p_against(null)
-    if stats.n >= 6 and p is not None and p >= 0.05:
+    if stats.n >= MIN_VERDICT_PAIRS and p is not None and p >= ALPHA:
         return f"evidence: mixed (the 95% CI excludes {null:g} over {stats.n} seeds, but the exact sign-flip p = {p:.2g})"
-    if stats.n < 6:
+    if stats.n < MIN_VERDICT_PAIRS:
         return f"evidence: a direction (the 95% CI excludes {null:g} over {stats.n} seeds, but {FEW_PAIRS_NOTE})"
     return f"evidence: clear (the 95% CI excludes {null:g} over {stats.n} seeds)"
 
