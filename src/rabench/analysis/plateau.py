@@ -350,7 +350,9 @@ def plateau_section(doc: Doc, runs: list[Run]) -> None:
         doc.para(f"**Plateaus that read as over-fitting** (more than one epoch read at the plateau, and the val - train "
                  f"gap wider at the end than at the plateau): {', '.join(overfit)}.")
     if lines:
-        doc.para("**Criterion 3 at the plateau** (paired by seed; PASS only when the interval lies above zero):")
+        doc.para("**Criterion 3 at the plateau** (paired by seed within one folder, margin 0, by the exact-test rule: "
+                 "PASS only when the interval lies above zero and the sign-flip p is below 0.05; the verdict table "
+                 "above pairs within one card and machine and uses the plan's margin):")
         doc.bullets(lines)
     if crossings:
         doc.para("**Pairs whose runs started on different machines, or on machines not recorded** (same seed, same "
