@@ -187,6 +187,12 @@ def paired_stats(margins: list[float], seeds: Sequence[int] | None = None) -> Pa
     return PairedStats(n, mean, statistics.stdev(margins), lo, hi, sign_flip_p(margins)[0], tuple(margins))
 
 
+def finite(value: object) -> bool:
+    """A finite int or float, not a bool: what every reader of config, metrics and plan values asks
+    before using one (TOML's true is no number; nan and inf are no loss, margin or rate)."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
 def decide(stats: PairedStats | None, margin: float = 0.0) -> str:
     """PASS / FAIL when the interval excludes `margin` and the exact sign-flip p against it is
     below ALPHA; TOO FEW PAIRS below MIN_VERDICT_PAIRS seeds; no verdict from one seed."""

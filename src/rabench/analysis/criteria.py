@@ -36,7 +36,6 @@ from rabench.analysis.runs import (
     Batch,
     ConfigGroup,
     Run,
-    finite,
     iso_time_label,
 )
 from rabench.experiment import CONTROL, NOREC, OPEN_TWINS
@@ -54,6 +53,7 @@ from rabench.stats import (
     decide,
     direction,
     equivalence_text,
+    finite,
     holm,
     paired_stats,
     seed_means,

@@ -16,7 +16,8 @@ from pathlib import Path
 from typing import Any
 
 from rabench.analysis.document import Doc
-from rabench.analysis.runs import LR_SWEEP, Batch, ConfigGroup, finite
+from rabench.analysis.runs import LR_SWEEP, Batch, ConfigGroup
+from rabench.stats import finite
 
 LR_SWEEP_PLOT = "lr_sweep.png"
 

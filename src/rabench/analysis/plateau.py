@@ -18,10 +18,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from rabench.analysis.document import Doc
-from rabench.analysis.runs import BASELINE, PLATEAU, Run, finite
+from rabench.analysis.runs import BASELINE, PLATEAU, Run
 from rabench.data.regime import data_regime, epochs, repeated_token_share
 from rabench.errors import RabenchError
-from rabench.stats import PairedStats, decide, paired_stats
+from rabench.stats import PairedStats, decide, finite, paired_stats
 from rabench.training.plateau import plateau_index
 
 UNKNOWN_MACHINE = "unknown"

@@ -8,7 +8,8 @@ that lacks a field gets "not recorded" rather than a guess.
 
 from __future__ import annotations
 
-from rabench.analysis.runs import BASE_ROLE, BASELINE, Run, finite
+from rabench.analysis.runs import BASE_ROLE, BASELINE, Run
+from rabench.stats import finite
 from rabench.data.regime import epochs, repeated_token_share
 
 NOT_RECORDED = "not recorded"

@@ -20,6 +20,7 @@ from rabench import attention
 from rabench.errors import RabenchError
 from rabench.experiment import BASELINE
 from rabench.rundir import RunFolder, read_json
+from rabench.stats import finite
 
 RA_PREFIX = "ra-"
 ISOTIME_TAG = "-isotime-"
@@ -49,10 +50,6 @@ def is_ra(attn: str) -> bool:
 def is_variant(attn: str) -> bool:
     """One of the plan's optimisation directions (question 5), for a config with no recorded role."""
     return registry_role(attn) == "ra-variant"
-
-
-def finite(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 @dataclass

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import math
 import re
 from collections.abc import Iterator
 from pathlib import Path
@@ -23,6 +22,7 @@ from pathlib import Path
 from rabench.errors import RabenchError
 from rabench.experiment import BASELINE, DEMO_ATTNS
 from rabench.rundir import RunFolder
+from rabench.stats import finite
 
 HELP = "the plan's comparison at toy scale on the bundled Austen corpus (a few minutes on a 2-core CPU)"
 
@@ -125,13 +125,9 @@ def read_curves(run_dirs: list[Path]) -> dict[str, dict[int, dict[int, float]]]:
         summary, config = folder.summary() or {}, folder.config() or {}
         if summary.get("status") != "finished":
             continue
-        points = {r["iter"]: r["val_loss"] for r in folder.metrics() if _finite(r.get("val_loss"))}
+        points = {r["iter"]: r["val_loss"] for r in folder.metrics() if finite(r.get("val_loss"))}
         curves.setdefault(config["attn"], {})[config["seed"]] = points
     return curves
-
-
-def _finite(x: object) -> bool:
-    return isinstance(x, (int, float)) and math.isfinite(x)
 
 
 def common_iters(curves: dict[str, dict[int, dict[int, float]]]) -> list[int]:

@@ -67,6 +67,7 @@ from rabench.fileio import json_form, write_json_atomic
 from rabench.machine import machine_id
 from rabench.presets import PRESET_RECORDS
 from rabench.rundir import RunFolder, read_json
+from rabench.stats import finite
 from rabench.training.config import TrainConfig, curve_changing_differences, resolve_device
 from rabench.training.deadline import Deadline, deadline_message
 from rabench.training.parallel import SlotTask, run_parallel, sigterm_as_interrupt, spawn
@@ -190,24 +191,19 @@ def check_plan_type(key: str, value: Any, where: str) -> None:
         raise RabenchError(f"{where}: {key} must be a list of attention names, got {value!r}")
     if key in ("seeds", "selection_seeds") and not all(is_seed(v) for v in value):
         raise RabenchError(f"{where}: {key} must be a list of integers from 0 to 2**63 - 1, got {value!r}")
-    if key == "margin" and not (is_finite(value) or isinstance(value, dict) and set(value) <= {"1", "2", "3"}
-                                and all(is_finite(v) for v in value.values())):
+    if key == "margin" and not (finite(value) or isinstance(value, dict) and set(value) <= {"1", "2", "3"}
+                                and all(finite(v) for v in value.values())):
         raise RabenchError(f"{where}: margin must be a finite number or a table of them keyed \"1\", \"2\", \"3\" "
                            f"(the criteria), got {value!r}")
-    if key == "equivalence_margin" and not (is_finite(value) and value > 0):
+    if key == "equivalence_margin" and not (finite(value) and value > 0):
         raise RabenchError(f"{where}: equivalence_margin must be a finite number > 0 (nats), got {value!r}")
-    if key == "ladder" and not all(is_finite(r) and r > 0 and r != 1 for r in value):
+    if key == "ladder" and not all(finite(r) and r > 0 and r != 1 for r in value):
         raise RabenchError(f"{where}: ladder must list step ratios r > 0 other than 1 (each run trains round(N / r) "
                            f"iterations), got {value!r} (e.g. {PLAN_EXAMPLES['ladder']})")
-    if key == "lr" and not all(is_finite(v) and v > 0 for v in value):
+    if key == "lr" and not all(finite(v) and v > 0 for v in value):
         raise RabenchError(f"{where}: lr must list positive learning rates, got {value!r} (e.g. {PLAN_EXAMPLES['lr']})")
     if key == "options" and not all(isinstance(v, dict) for v in value.values()):
         raise RabenchError(f"{where}: options must hold one table per attention, e.g. {PLAN_EXAMPLES['options']}")
-
-
-def is_finite(value: Any) -> bool:
-    """A finite int or float, not a bool (TOML's true is no number; nan and inf are no margin or rate)."""
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def is_seed(value: Any) -> bool:
