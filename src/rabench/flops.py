@@ -103,11 +103,10 @@ def attention_flops_per_token(attn: str, cfg: ModelConfig, seq_len: int,
 
     cls = entry(attn).cls
     resolved = resolve_options(attn, options)
-    declare = getattr(cls, "attention_flops", None)
     total = 0.0
     for i in range(cfg.n_layer):
         spec = AttentionSpec(cfg.n_head, cfg.head_dim, cfg.n_embd, i, cfg.n_layer, resolved)
-        flops = declare(spec, seq_len) if declare else standard_attention_flops(seq_len, cfg.head_dim, cfg.n_head)
+        flops = cls.attention_flops(spec, seq_len)  # every core is an AttentionCore: its default is standard's
         if not isinstance(flops, (int, float)) or not math.isfinite(flops) or flops < 0:
             raise RabenchError(f"attention {attn!r}: attention_flops returned {flops!r} for layer {i}; "
                                "it must be a finite number of FLOPs >= 0")

@@ -38,7 +38,9 @@ Optional:
                    floor and the bench's MFU read it. Default: standard causal attention's,
                    7 * n_head * head_dim * (seq_len + 1) (see `rabench.flops`); a core whose
                    math costs more or less declares its own, e.g. with
-                   `rabench.flops.causal_pair_flops(products_per_pair, seq_len, head_dim, n_head)`.
+                   `rabench.flops.causal_pair_flops(products_per_pair, seq_len, head_dim, n_head)`;
+                   a core that only does more or fewer tile products per causal pair sets the
+                   class attribute `pair_products` instead (RA's routes: 11).
 A norm on q and k (QK-norm) needs no hook: the core receives q and k and may normalise them
 itself, with its own parameters. Hooks that change the rest of the block (LayerScale on the
 residual branch, a different MLP) are not supported: the comparison holds everything outside
@@ -57,7 +59,7 @@ import torch
 from torch import Tensor, nn
 
 from rabench.attention.registry import AttentionSpec
-from rabench.flops import standard_attention_flops
+from rabench.flops import STANDARD_PRODUCTS, causal_pair_flops
 
 
 class AttentionCore(nn.Module):
@@ -67,6 +69,7 @@ class AttentionCore(nn.Module):
     needs_gpu: ClassVar[bool] = False
     uses_position_embedding: ClassVar[bool] = True
     reference_tolerance: ClassVar[float] = 1e-4
+    pair_products: ClassVar[int] = STANDARD_PRODUCTS  # tile products per causal pair (the default count)
 
     def __init__(self, spec: AttentionSpec) -> None:
         super().__init__()
@@ -77,9 +80,10 @@ class AttentionCore(nn.Module):
     def attention_flops(cls, spec: AttentionSpec, seq_len: int) -> float:
         """FLOPs per token of this core in layer `spec`, forward + backward (the cost floor's input).
 
-        Default: standard causal attention's, 7 tile products per causal pair (rabench.flops).
+        Default: `pair_products` tile products per causal pair (rabench.flops): standard causal
+        attention's 7 unless the class sets it (RA's routes: 11).
         """
-        return standard_attention_flops(seq_len, spec.head_dim, spec.n_head)
+        return causal_pair_flops(cls.pair_products, seq_len, spec.head_dim, spec.n_head)
 
     def forward(self, q: Tensor, k: Tensor, v: Tensor, x: Tensor) -> Tensor:  # pragma: no cover - interface
         raise NotImplementedError

@@ -19,16 +19,14 @@ from rabench.attention.common import init_linear, upcast
 from rabench.attention.kernel_route import ra_operands, run_ra
 from rabench.attention.gates import RAGates
 from rabench.attention.registry import AttentionSpec, register
-from rabench.flops import ra_attention_flops
+from rabench.flops import RA_PRODUCTS
 
 
 @register("ra-adaptive", "RA with a per-token row gate sigmoid(Linear(x) -> H) on the reciprocal term",
           family="ra", variant=True, init_bias=2.0, backend="auto")
 class RAAdaptiveAttention(AttentionCore):
-    @classmethod
-    def attention_flops(cls, spec: AttentionSpec, seq_len: int) -> float:
-        """Full RA's count: the soft row gate skips nothing (its Linear(C, H) is left out)."""
-        return ra_attention_flops(seq_len, spec.head_dim, spec.n_head)
+    # Full RA's count: the soft row gate skips nothing (its Linear(C, H) is left out).
+    pair_products = RA_PRODUCTS
 
     def __init__(self, spec: AttentionSpec) -> None:
         super().__init__(spec)

@@ -27,17 +27,16 @@ from rabench.attention.base import AttentionCore
 from rabench.attention.kernel_route import run_canonical_ra
 from rabench.attention.gates import RAGates
 from rabench.attention.registry import AttentionSpec, register
-from rabench.flops import ra_attention_flops
+from rabench.flops import RA_PRODUCTS
 from rabench.errors import RabenchError
 
 
 @register("ra-anneal", "RA with w_rec x max(floor, 1 - progress); standard fast path once it is 0",
           family="ra", variant=True, floor=0.0, backend="auto")
 class RAAnnealAttention(AttentionCore):
-    @classmethod
-    def attention_flops(cls, spec: AttentionSpec, seq_len: int) -> float:
-        """Full RA's count: the fast path (standard attention's 7) comes only once the multiplier reaches 0, at the very end of the budget with floor=0 and never with floor > 0."""
-        return ra_attention_flops(seq_len, spec.head_dim, spec.n_head)
+    # Full RA's count: the fast path (standard attention's 7) comes only once the multiplier reaches 0,
+    # at the very end of the budget with floor=0 and never with floor > 0.
+    pair_products = RA_PRODUCTS
 
     def __init__(self, spec: AttentionSpec) -> None:
         super().__init__(spec)

@@ -26,7 +26,7 @@ from rabench.attention.common import init_linear, upcast
 from rabench.attention.kernel_route import ra_operands, run_ra
 from rabench.attention.gates import RAGates
 from rabench.attention.registry import AttentionSpec, register
-from rabench.flops import ra_attention_flops
+from rabench.flops import RA_PRODUCTS
 from rabench.errors import RabenchError
 
 
@@ -44,10 +44,7 @@ def budget_gate(scores: Tensor, k: float) -> Tensor:
 @register("ra-budget", "RA whose reciprocal term reaches only the top-k fraction of tokens picked by a learned scorer",
           family="ra", variant=True, k=0.10, backend="auto")
 class RABudgetAttention(AttentionCore):
-    @classmethod
-    def attention_flops(cls, spec: AttentionSpec, seq_len: int) -> float:
-        """Full RA's count: the kernel still visits every row, budgeted or not."""
-        return ra_attention_flops(seq_len, spec.head_dim, spec.n_head)
+    pair_products = RA_PRODUCTS  # Full RA's count: the kernel still visits every row, budgeted or not.
 
     def __init__(self, spec: AttentionSpec) -> None:
         super().__init__(spec)

@@ -16,7 +16,7 @@ from torch import Tensor
 from rabench.attention.base import AttentionCore
 from rabench.attention.gates import RAGates, per_head
 from rabench.attention.registry import AttentionSpec, register
-from rabench.flops import ra_attention_flops
+from rabench.flops import RA_PRODUCTS
 
 
 def fold_ra(q: Tensor, k: Tensor, gates: RAGates, scale: float, reciprocal: bool = True) -> tuple[Tensor, Tensor]:
@@ -37,10 +37,9 @@ def fold_ra(q: Tensor, k: Tensor, gates: RAGates, scale: float, reciprocal: bool
 
 @register("ra-folded", "RA through SDPA with query/key head dim 2D+1 (folded identity), exact", family="ra")
 class RAFoldedAttention(AttentionCore):
-    @classmethod
-    def attention_flops(cls, spec: AttentionSpec, seq_len: int) -> float:
-        """Canonical RA's count, 11 products per causal pair (rabench.flops): the floor of the math, not of SDPA at 2D+1."""
-        return ra_attention_flops(seq_len, spec.head_dim, spec.n_head)
+    # Canonical RA's count, 11 products per causal pair (rabench.flops): the floor of the math, not of
+    # SDPA at 2D+1.
+    pair_products = RA_PRODUCTS
 
     def __init__(self, spec: AttentionSpec) -> None:
         super().__init__(spec)

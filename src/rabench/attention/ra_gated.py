@@ -23,7 +23,7 @@ from rabench.attention.common import init_linear, upcast
 from rabench.attention.kernel_route import ra_operands, run_ra
 from rabench.attention.gates import RAGates
 from rabench.attention.registry import AttentionSpec, register
-from rabench.flops import ra_attention_flops
+from rabench.flops import RA_PRODUCTS
 from rabench.errors import RabenchError
 
 GATE_BIAS_INIT = 2.0
@@ -42,10 +42,8 @@ def query_stats(q: Tensor) -> Tensor:
 @register("ra-gated", "RA with a per-token row gate sigmoid(MLP(query mean, std, rms)) on the reciprocal term",
           family="ra", variant=True, hidden=16, backend="auto")
 class RAGatedAttention(AttentionCore):
-    @classmethod
-    def attention_flops(cls, spec: AttentionSpec, seq_len: int) -> float:
-        """Full RA's count: the soft row gate skips nothing (its small MLP is left out)."""
-        return ra_attention_flops(seq_len, spec.head_dim, spec.n_head)
+    # Full RA's count: the soft row gate skips nothing (its small MLP is left out).
+    pair_products = RA_PRODUCTS
 
     def __init__(self, spec: AttentionSpec) -> None:
         super().__init__(spec)

@@ -11,7 +11,7 @@ from rabench.attention.base import AttentionCore
 from rabench.attention.common import masked_softmax_apply, upcast
 from rabench.attention.gates import RAGates, per_head
 from rabench.attention.registry import AttentionSpec, register
-from rabench.flops import ra_attention_flops
+from rabench.flops import RA_PRODUCTS
 
 
 def ra_logits(q: Tensor, k: Tensor, gates: RAGates, scale: float) -> Tensor:
@@ -29,10 +29,9 @@ def ra_logits(q: Tensor, k: Tensor, gates: RAGates, scale: float) -> Tensor:
 
 @register("ra-open", "RA open-coded: w_std*S + w_rec*S^T + w_disc*d, causal (Test 3)", family="ra")
 class RAOpenAttention(AttentionCore):
-    @classmethod
-    def attention_flops(cls, spec: AttentionSpec, seq_len: int) -> float:
-        """Canonical RA's count, 11 products per causal pair (rabench.flops); open-coding is slower, not more math."""
-        return ra_attention_flops(seq_len, spec.head_dim, spec.n_head)
+    # Canonical RA's count, 11 products per causal pair (rabench.flops); open-coding is slower, not more
+    # math.
+    pair_products = RA_PRODUCTS
 
     def __init__(self, spec: AttentionSpec) -> None:
         super().__init__(spec)

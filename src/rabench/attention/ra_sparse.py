@@ -27,7 +27,7 @@ from rabench.attention.base import AttentionCore
 from rabench.attention.common import causal_mask, masked_softmax_apply, upcast
 from rabench.attention.gates import RAGates, per_head
 from rabench.attention.registry import AttentionSpec, register
-from rabench.flops import ra_attention_flops
+from rabench.flops import RA_PRODUCTS
 from rabench.errors import RabenchError
 
 
@@ -47,10 +47,8 @@ def top_fraction_mask(scores: Tensor, p: float) -> Tensor:
 @register("ra-sparse", "RA whose reciprocal term is kept only at each row's top-p first-pass weights (open-coded)",
           family="ra", variant=True, p=0.10, backend="auto")
 class RASparseAttention(AttentionCore):
-    @classmethod
-    def attention_flops(cls, spec: AttentionSpec, seq_len: int) -> float:
-        """Full RA's count: the selection needs every reciprocal score (open-coded, nothing skipped)."""
-        return ra_attention_flops(seq_len, spec.head_dim, spec.n_head)
+    # Full RA's count: the selection needs every reciprocal score (open-coded, nothing skipped).
+    pair_products = RA_PRODUCTS
 
     def __init__(self, spec: AttentionSpec) -> None:
         super().__init__(spec)

@@ -8,16 +8,13 @@ from rabench.attention.base import AttentionCore
 from rabench.attention.kernel_route import run_canonical_ra
 from rabench.attention.gates import RAGates
 from rabench.attention.registry import AttentionSpec, register
-from rabench.flops import ra_attention_flops
+from rabench.flops import RA_PRODUCTS
 
 
 @register("ra-triton", "RA through rabench's fused Triton kernel, forward and backward (Test 4)", family="ra",
           needs_gpu=True)
 class RATritonAttention(AttentionCore):
-    @classmethod
-    def attention_flops(cls, spec: AttentionSpec, seq_len: int) -> float:
-        """Canonical RA's count, 11 products per causal pair (rabench.flops)."""
-        return ra_attention_flops(seq_len, spec.head_dim, spec.n_head)
+    pair_products = RA_PRODUCTS  # Canonical RA's count, 11 products per causal pair (rabench.flops).
 
     def __init__(self, spec: AttentionSpec) -> None:
         super().__init__(spec)
