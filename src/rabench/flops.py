@@ -34,6 +34,7 @@ import math
 from typing import TYPE_CHECKING, Any
 
 from rabench.errors import RabenchError
+from rabench.experiment import BASELINE
 
 if TYPE_CHECKING:
     from rabench.model.config import ModelConfig
@@ -120,7 +121,7 @@ def step_flops_per_token(attn: str, cfg: ModelConfig, seq_len: int, options: dic
 
 
 def floor_ratio(attn: str, cfg: ModelConfig, seq_len: int, options: dict[str, Any] | None = None,
-                baseline: str = "sdpa") -> float:
+                baseline: str = BASELINE) -> float:
     """Step FLOPs of `attn` over the baseline's: the step-time ratio at the baseline's efficiency."""
     return step_flops_per_token(attn, cfg, seq_len, options) / step_flops_per_token(baseline, cfg, seq_len)
 

@@ -31,9 +31,9 @@ from typing import Any, Callable
 from torch import nn
 
 from rabench.errors import RabenchError
+from rabench.experiment import BASELINE
 
 ENTRY_POINT_GROUP = "rabench.attentions"
-BASELINE_NAME = "sdpa"
 # What a config is in the comparison, recorded in config.json as labels.attn_role.
 ROLES = ("baseline", "ra", "control", "ra-variant", "candidate")
 SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
@@ -68,7 +68,7 @@ class AttentionEntry:
         """baseline, ra, ra-variant, control (the built-ins) or what a plug-in declares (default candidate)."""
         if self.role:
             return self.role
-        if self.name == BASELINE_NAME:
+        if self.name == BASELINE:
             return "baseline"
         if self.family == "ra":
             return "ra-variant" if self.variant else "ra"

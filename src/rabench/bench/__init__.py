@@ -152,9 +152,9 @@ def check_rows_ran(result: dict[str, Any], out: Path) -> None:
 
 def run_bench(a: argparse.Namespace) -> dict[str, Any]:
     from rabench.model import PRESETS
-    from rabench.training.trainer import pick_device
+    from rabench.training.config import resolve_device
 
-    device = pick_device(a.device)
+    device = resolve_device(a.device)
     if a.no_steps and getattr(a, "no_attention", False):
         raise RabenchError("--no-steps with --no-attention leaves nothing to measure; drop one of them")
     if a.preset not in PRESETS:

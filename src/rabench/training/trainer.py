@@ -69,7 +69,6 @@ def fault(point: str, it: int) -> None:
             os.kill(os.getpid(), {"TERM": signal.SIGTERM, "INT": signal.SIGINT}.get(sig, signal.SIGKILL))
 
 
-pick_device = resolve_device  # the name rabench.bench imports
 
 
 class _EvalInterrupted(BaseException):
