@@ -279,3 +279,19 @@ def test_repeated_token_share_matches_poisson_coverage_and_a_simulation():
     assert abs(simulated - repeated_token_share(x)) < 0.01
     regime = data_regime({"sources": ["austen"], "splits": {"train": {"tokens": 900}, "val": {"tokens": 100}}})
     assert regime == {"sources": ["austen"], "train_tokens": 900, "val_tokens": 100}
+
+
+def test_token_range_is_checked_against_a_smaller_models_vocabulary(tmp_path, austen_data):
+    import shutil
+
+    import pytest
+
+    from rabench.data import TokenSplit
+    from rabench.data.checks import check_token_range
+    from rabench.errors import RabenchError
+
+    out = tmp_path / "data"
+    shutil.copytree(austen_data(20_000), out)
+    check_token_range(TokenSplit(out, "train"))  # GPT-2 ids pass GPT-2's limit
+    with pytest.raises(RabenchError, match=r"outside the model's vocabulary of 512 \(ids < 512\)"):
+        check_token_range(TokenSplit(out, "train"), 512)  # and not a 512-id model's

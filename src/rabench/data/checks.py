@@ -19,15 +19,18 @@ from rabench.errors import RabenchError
 HASH_CHUNK = 1 << 24  # bytes read at a time when hashing
 
 
-def check_token_range(split: Any) -> None:
-    """Every token of a TokenSplit below the GPT-2 vocabulary (50257): a max over each memory map."""
+def check_token_range(split: Any, vocab_size: int = VOCAB_SIZE) -> None:
+    """Every token of a TokenSplit below `vocab_size` (GPT-2's 50257, or a smaller model's: a toy
+    vocabulary): a max over each memory map. An id past the embedding would be a device-side
+    assert on a GPU, not a message."""
+    vocab = "the GPT-2 vocabulary" if vocab_size == VOCAB_SIZE else f"the model's vocabulary of {vocab_size}"
     for path, tokens in zip(split.shard_files, split.shards):
         if len(tokens) == 0:
             continue
         top = int(tokens.max())
-        if top >= VOCAB_SIZE:
+        if top >= vocab_size:
             raise RabenchError(
-                f"shard {path} holds token id {top}, outside the GPT-2 vocabulary (ids < {VOCAB_SIZE}); "
+                f"shard {path} holds token id {top}, outside {vocab} (ids < {vocab_size}); "
                 "it is corrupt or was not written by `rabench prepare`; re-run `rabench prepare` (with --overwrite)"
             )
 

@@ -18,7 +18,8 @@ import numpy as np
 
 from rabench.data.checks import file_sha256
 from rabench.data.loader import TokenSplit, load_meta
-from rabench.data.prepare import META_FILE, SPLITS
+from rabench.data.meta import META_FILE
+from rabench.data.prepare import SPLITS
 from rabench.data.shards import write_shard
 from rabench.errors import RabenchError
 from rabench.fileio import write_json_atomic

@@ -38,6 +38,7 @@ import rabench
 from rabench.data import TokenSplit, check_split_fits, check_token_range, load_meta, step_batches, verify_checksums
 from rabench.data.loader import check_step_fits_memory, machine_memory_bytes
 from rabench.data.regime import data_regime
+from rabench.data.tokenizer import VOCAB_SIZE
 from rabench.data.toy import check_vocabulary
 from rabench.errors import RabenchError, RunInterrupted
 from rabench.flops import step_flops_per_token
@@ -176,9 +177,9 @@ class Trainer:
         self.model = build_model(c.preset, c.attn, c.attn_options, c.seed).to(self.device)
         if c.verify_data:
             verify_checksums(c.data)  # meta.json's SHA-256 of every file: a full read, so only when asked
-        for split in (self.train_split, self.val_split):
-            check_token_range(split)  # cheap: a max over each memory map
         check_vocabulary(c.data, self.model.cfg.vocab_size, c.preset)  # GPT-2 ids into a toy vocabulary: refused
+        for split in (self.train_split, self.val_split):  # then each shard against it: a max over each memory map
+            check_token_range(split, min(VOCAB_SIZE, self.model.cfg.vocab_size))
         eval_tokens = c.eval_batches * c.batch_size * c.seq_len if c.eval_batches else c.eval_tokens
         self.val = evaluation.build_val_set(self.val_split, c.batch_size, c.seq_len, eval_tokens)
         self.optimizer = make_optimizer(self.model, c.lr, c.weight_decay, (c.beta1, c.beta2), self.device,
