@@ -350,3 +350,23 @@ def test_scale_arguments_are_checked():
         ra_attention(q, q, None, None, q, None, scale1=torch.ones(2), tied=True)
     with pytest.raises(RabenchError, match="pass q2 = k2 = None"):
         ra_attention(q, q, q, q, q, None, tied=True)
+
+
+@pytest.mark.parametrize("tied", [False, True])
+def test_eager_path_equals_the_op_bit_for_bit(tied):
+    """Eager calls skip torch.library's dispatch (op._EagerRA); the op (what torch.compile
+    traces) and the eager path run the same launchers and formula, so they agree exactly."""
+    from rabench.kernels import op
+
+    q1, k1, q2, k2, v, b = make_inputs(2, 2, 23, 16, 16, 16, torch.float32)
+    s1, s2 = (torch.rand(2) + 0.5).requires_grad_(), (torch.rand(2) + 0.5).requires_grad_()
+    args = (q1, k1, None, None, v, b, s1, s2, 0, True) if tied else (q1, k1, q2, k2, v, b, s1, s2, 3, False)
+    leaves = [a for a in args if isinstance(a, torch.Tensor)]
+    results = []
+    for attend in (torch.ops.rabench.ra_fwd.default, op._EagerRA.apply):
+        o, _ = attend(*args)
+        results.append((o.detach(), torch.autograd.grad((o * o).sum(), leaves)))
+    (o_op, g_op), (o_eager, g_eager) = results
+    assert torch.equal(o_op, o_eager)
+    for a, c in zip(g_op, g_eager):
+        assert torch.equal(a, c)

@@ -142,12 +142,44 @@ def _launch(name: str, grid_rows: int, bh: int, args: tuple, meta: dict) -> None
             *args, **meta, BLOCK_M=m, BLOCK_N=n, INTERP=False, num_warps=w, num_stages=s)
         return
     size = "small" if max(meta["BD1"], meta["BD2"], meta["BDV"]) <= 64 else "large"
-    kern = _kernel(name, size)
-    if name == "dkdv":
-        grid = lambda META: (bh, triton.cdiv(grid_rows, META["BLOCK_N"]))  # noqa: E731
-    else:
-        grid = lambda META: (bh, triton.cdiv(grid_rows, META["BLOCK_M"]))  # noqa: E731
-    wrap_triton(kern)[grid](*args, **meta, INTERP=False)
+    if _is_eager(args):
+        _launch_eager(name, size, grid_rows, bh, args, meta)
+        return
+    wrap_triton(_kernel(name, size))[_grid(name, grid_rows, bh)](*args, **meta, INTERP=False)
+
+
+# The autotuner's winner per launch key, for eager launches (see _launch_eager).
+_EAGER_CFG: dict[tuple, triton.Config] = {}
+
+
+def _is_eager(args: tuple) -> bool:
+    """True for a launch on real tensors outside torch.compile's tracing (whose fake and
+    functional tensors are Tensor subclasses): the only launches the eager fast path serves."""
+    return type(args[0]) is torch.Tensor and not torch.compiler.is_compiling()
+
+
+def _launch_eager(name: str, size: str, grid_rows: int, bh: int, args: tuple, meta: dict) -> None:
+    """An eager launch without the autotuner's per-call work (Autotuner.run rebuilds dicts of
+    every argument and its key on each call, ~0.1 ms): the first launch of a key autotunes, later
+    ones launch the raw kernel with the config it chose.  The key holds what the autotuner's
+    does (T, the head dims and flags, every tensor argument's dtype)."""
+    key = (name, grid_rows, *meta.values(), *(a.dtype for a in args if isinstance(a, torch.Tensor)))
+    cfg = _EAGER_CFG.get(key)
+    if cfg is None:
+        kern = _kernel(name, size)
+        kern[_grid(name, grid_rows, bh)](*args, **meta, INTERP=False)
+        _EAGER_CFG[key] = kern.best_config
+        return
+    kw = cfg.kwargs
+    blk = kw["BLOCK_N"] if name == "dkdv" else kw["BLOCK_M"]
+    _RAW[name][(bh, triton.cdiv(grid_rows, blk))](
+        *args, **meta, **kw, INTERP=False, num_warps=cfg.num_warps, num_stages=cfg.num_stages)
+
+
+def _grid(name: str, grid_rows: int, bh: int):
+    """The launch grid as the autotuner needs it: a function of the config's block sizes."""
+    blk = "BLOCK_N" if name == "dkdv" else "BLOCK_M"
+    return lambda META: (bh, triton.cdiv(grid_rows, META[blk]))
 
 
 def _launch_delta(o: Tensor, do: Tensor, delta: Tensor, H: int, T: int, meta: dict) -> None:
@@ -351,22 +383,41 @@ def _setup_context(ctx, inputs, output):
     ctx.save_for_backward(q1, k1, q2, k2, v, bias, sc1, sc2, o, lse)
 
 
-def _backward(ctx, do, dlse):
-    # dlse is never used by callers (lse is an internal statistic); ra_attention returns o only.
-    # Every gradient comes back whole from the kernels (scales' chain rule, tied q/k sums), so
-    # under torch.compile nothing is left to assemble but the qkv concatenation sdpa has too.
-    q1, k1, q2, k2, v, bias, sc1, sc2, o, lse = ctx.saved_tensors
-    if do is None:  # o did not reach the loss
-        return (None,) * 10
-    dq1, dk1, dq2, dk2, dv, dbias, dscale = ra_bwd_op(do, q1, k1, q2, k2, v, bias, sc1, sc2,
-                                                      o, lse, ctx.band, ctx.tied)
-    dsc1 = dscale[:, 0] if ctx.has_scale else None
-    dsc2 = dscale[:, 1] if (ctx.has_scale and sc2 is not None) else None
-    return (dq1, dk1, dq2 if ctx.has_rec else None, dk2 if ctx.has_rec else None, dv,
-            dbias if ctx.has_bias else None, dsc1, dsc2, None, None)
+def _backward_through(bwd):
+    """The autograd formula, with the backward launcher it calls: the op (compiled code) or the
+    plain function (eager: see _EagerRA)."""
+    def backward(ctx, do, dlse):
+        # dlse is never used by callers (lse is an internal statistic); ra_attention returns o
+        # only. Every gradient comes back whole from the kernels (scales' chain rule, tied q/k
+        # sums), so under torch.compile nothing is left to assemble but the qkv concatenation
+        # sdpa has too.
+        q1, k1, q2, k2, v, bias, sc1, sc2, o, lse = ctx.saved_tensors
+        if do is None:  # o did not reach the loss
+            return (None,) * 10
+        dq1, dk1, dq2, dk2, dv, dbias, dscale = bwd(do, q1, k1, q2, k2, v, bias, sc1, sc2,
+                                                    o, lse, ctx.band, ctx.tied)
+        dsc1 = dscale[:, 0] if ctx.has_scale else None
+        dsc2 = dscale[:, 1] if (ctx.has_scale and sc2 is not None) else None
+        return (dq1, dk1, dq2 if ctx.has_rec else None, dk2 if ctx.has_rec else None, dv,
+                dbias if ctx.has_bias else None, dsc1, dsc2, None, None)
+    return backward
 
 
-ra_fwd_op.register_autograd(_backward, setup_context=_setup_context)
+ra_fwd_op.register_autograd(_backward_through(ra_bwd_op), setup_context=_setup_context)
+
+
+class _EagerRA(torch.autograd.Function):
+    """The ops' forward, autograd formula and launchers, called without torch.library's
+    dispatch: in eager mode that dispatch (the op's schema checks, its aliasing check, the
+    dynamo-disabled wrapper of a triton_op) cost more host time than the launches themselves.
+    torch.compile traces the ops instead (ra_attention picks)."""
+
+    @staticmethod
+    def forward(q1, k1, q2, k2, v, bias, sc1, sc2, band, tied):
+        return ra_forward(q1, k1, q2, k2, v, bias, sc1, sc2, band, tied)
+
+    setup_context = staticmethod(_setup_context)
+    backward = staticmethod(_backward_through(ra_backward))
 
 
 # ----------------------------------------------------------------------------------------
@@ -442,5 +493,7 @@ def ra_attention(q1: Tensor, k1: Tensor, q2: Optional[Tensor], k2: Optional[Tens
     scale2 = scale2.float() if (scale2 is not None and has_rec) else None
     # i - j <= T - 1 for every pair, so a band >= T masks nothing: same as no band
     band_i = 0 if (band is None or band >= T or not has_rec) else band
-    o, _ = ra_fwd_op(q1, k1, q2, k2, v, bias, scale1, scale2, band_i, bool(tied))
+    # eager calls skip the op's dispatch (same launchers and formula); compiled code sees the op
+    attend = ra_fwd_op if torch.compiler.is_compiling() else _EagerRA.apply
+    o, _ = attend(q1, k1, q2, k2, v, bias, scale1, scale2, band_i, bool(tied))
     return o
