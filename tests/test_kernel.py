@@ -2,6 +2,8 @@
 
 Checks output and every gradient against a float64 reference (rabench.kernels.reference)
 on fresh random inputs, with every kernel output poisoned (NaN) before the kernel writes it.
+Tests that take the `backward` fixture run once per backward: one-pass (row side by atomics)
+and two-pass (a dq kernel, no atomics).
 
 Importing this module changes nothing global: tests/conftest.py switches the interpreter on
 only on machines without a CUDA GPU.  There these tests run; on a GPU machine they are skipped
@@ -17,6 +19,7 @@ import torch
 
 from rabench.errors import RabenchError
 from rabench.kernels import ra_attention, ra_attention_available
+from rabench.kernels import op as kop
 from rabench.kernels import ra_flash
 from rabench.kernels.reference import ra_reference
 
@@ -26,6 +29,14 @@ pytestmark = [pytest.mark.skipif(not ra_flash.INTERPRET,
 
 FP32_TOL = 1e-5  # float32 arithmetic lands far under this (seen: ~1e-7)
 LOW_TOL = 1e-2   # bf16 / fp16 operands (METHOD.md: between 1e-3 and 1e-2)
+
+
+@pytest.fixture(params=kop.BACKWARD_MODES)
+def backward(request):
+    """The test runs once per backward mode; both must give the reference's gradients."""
+    kop.force_backward(request.param)
+    yield request.param
+    kop.force_backward(None)
 
 
 def rel_err(a: torch.Tensor, ref: torch.Tensor) -> float:
@@ -93,6 +104,7 @@ FP32_CASES = [
 
 
 @pytest.mark.parametrize("B,H,T,D1,D2,Dv,rec,bias,band", FP32_CASES)
+@pytest.mark.usefixtures("backward")
 def test_fp32_matches_float64_reference(B, H, T, D1, D2, Dv, rec, bias, band):
     check(B, H, T, D1, D2, Dv, torch.float32, rec, bias, band)
 
@@ -102,11 +114,13 @@ def test_fp32_matches_float64_reference(B, H, T, D1, D2, Dv, rec, bias, band):
     (torch.bfloat16, 100, 32, 16, 8),
     (torch.float16, 50, 32, 32, None),
 ])
+@pytest.mark.usefixtures("backward")
 def test_low_precision_within_bounds(dtype, T, D1, D2, band):
     check(1, 2, T, D1, D2, D1, dtype, True, True, band)
 
 
 @pytest.mark.parametrize("scale", [30.0, 100.0])
+@pytest.mark.usefixtures("backward")
 def test_saturated_softmax_matches_reference(scale):
     """Scores of order `scale` (a near one-hot softmax, as trained attention can grow): the online
     softmax's running maximum must keep every exp finite and the gradients exact in both terms.
@@ -147,6 +161,7 @@ def test_band_equals_reference_with_band():
     assert rel_err(o, ra_reference(*ins64, band=None)) > 1e-3
 
 
+@pytest.mark.usefixtures("backward")
 def test_noncontiguous_inputs():
     # (B, T, H, D) storage viewed as (B, H, T, D), as a model's qkv split gives
     B, H, T, D = 2, 3, 33, 16
@@ -224,6 +239,7 @@ def test_unavailable_without_gpu_or_interpreter():
 
 
 @pytest.mark.parametrize("tied", [False, True])
+@pytest.mark.usefixtures("backward")
 def test_custom_op_registration(tied):
     q1, k1, q2, k2, v, b = make_inputs(1, 2, 17, 16, 16, 16, torch.float32)
     if tied:  # canonical RA's form: scales, the reciprocal pair tied to the first
@@ -237,6 +253,7 @@ def test_custom_op_registration(tied):
 
 
 @pytest.mark.parametrize("rec", [True, False, "tied"])
+@pytest.mark.usefixtures("backward")
 def test_torch_compile_traces_without_graph_breaks(rec):
     torch._dynamo.reset()
     ins = make_inputs(1, 2, 20, 16, 16, 16, torch.float32, rec=rec is True)
@@ -263,6 +280,7 @@ def test_torch_compile_traces_without_graph_breaks(rec):
 
 @pytest.mark.parametrize("rec,band,tied", [(True, None, False), (True, None, True),
                                            (True, 5, False), (True, 5, True), (False, None, False)])
+@pytest.mark.usefixtures("backward")
 def test_in_kernel_scales_on_qkv_views_match_reference(rec, band, tied):
     """scale1/scale2 applied inside the kernel, on strided views of one (B, T, 3C) tensor (the
     model's qkv projection), equal the reference on scaled copies: output and every gradient,
@@ -301,6 +319,7 @@ def test_in_kernel_scales_on_qkv_views_match_reference(rec, band, tied):
 
 @pytest.mark.parametrize("tied,band,scaled", [(False, None, True), (True, None, True), (True, 5, True),
                                                (True, None, False)])
+@pytest.mark.usefixtures("backward")
 def test_bias_from_key_tiles_matches_reference(tied, band, scaled):
     """bias given as a per-head vector u (H, D): the kernels compute bias_j = k1_j . u from their
     raw key tiles, add the bias path's dbias_j u to dk1 themselves and return dL/du.  Output and
@@ -370,3 +389,53 @@ def test_eager_path_equals_the_op_bit_for_bit(tied):
     assert torch.equal(o_op, o_eager)
     for a, c in zip(g_op, g_eager):
         assert torch.equal(a, c)
+
+
+def test_backward_mode_follows_deterministic_flag_and_force(monkeypatch):
+    """One-pass (the dkdv kernel alone, with atomics) by default; two-pass (dkdv then dq, no
+    atomics) under torch.use_deterministic_algorithms(True); force_backward pins either."""
+    launched = []
+    launch = kop._launch
+    monkeypatch.setattr(kop, "_launch", lambda name, *a: (launched.append(name), launch(name, *a)))
+    ins = make_inputs(1, 1, 17, 16, 16, 16, torch.float32)
+
+    def backward_kernels():
+        launched.clear()
+        o = ra_attention(*ins)
+        torch.autograd.grad(o, [x for x in ins if x is not None], torch.ones_like(o))
+        return launched[1:]  # the forward's launch first
+
+    assert kop.backward_mode() == "one-pass" and backward_kernels() == ["onepass"]
+    was = torch.are_deterministic_algorithms_enabled()
+    torch.use_deterministic_algorithms(True)
+    try:
+        assert kop.backward_mode() == "two-pass" and backward_kernels() == ["dkdv", "dq"]
+        kop.force_backward("one-pass")
+        assert backward_kernels() == ["onepass"]
+    finally:
+        torch.use_deterministic_algorithms(was)
+        kop.force_backward(None)
+    kop.force_backward("two-pass")
+    try:
+        assert backward_kernels() == ["dkdv", "dq"]
+    finally:
+        kop.force_backward(None)
+    with pytest.raises(RabenchError, match="one-pass, two-pass or None"):
+        kop.force_backward("atomic")
+
+
+@pytest.mark.parametrize("tied", [False, True])
+def test_gradients_in_bthd_memory(backward, tied):
+    """Every gradient comes back as a (B, H, T, D) view of (B, T, H, D) memory in the inputs'
+    dtype (the one-pass casts of its float32 accumulators included), the layout the model's
+    qkv assembly expects."""
+    B, H, T, D = 2, 3, 20, 16
+    q1, k1, q2, k2, v, _ = make_inputs(B, H, T, D, D, D, torch.bfloat16, bias=False)
+    q2, k2 = (None, None) if tied else (q2, k2)
+    o, lse = kop.ra_forward(q1, k1, q2, k2, v, None, None, None, 0, tied)
+    grads = kop.ra_backward(torch.randn_like(o), q1, k1, q2, k2, v, None, None, None, o, lse, 0,
+                            tied)
+    present = (grads[0], grads[1], grads[4]) if tied else grads[:5]
+    for g in present:
+        assert g.shape == (B, H, T, D) and g.dtype == torch.bfloat16, backward
+        assert g.transpose(1, 2).is_contiguous(), (backward, g.stride())

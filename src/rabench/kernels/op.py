@@ -9,6 +9,24 @@ Ops (torch.library.triton_op on a GPU: torch.compile sees the Triton kernels ins
 passed as None): the backward then returns the whole gradients of q1 and k1 in dq1, dk1.
 The gradients are the true ones (the scales' chain rule runs in the kernels; dscale is (H, 2)).
 ra_fwd carries the autograd formula (register_autograd), used alike in eager and compiled code.
+
+Two backwards, one answer (backward_mode(), force_backward()):
+    one-pass  (default) the dkdv kernel alone: each program walks the query blocks below its key
+              block once and, besides its column-side sums (dk, dv, dbias), adds the row side of
+              the same dL tile (dq1, dq2; tied: into q's and k's whole gradients) into float32
+              accumulators with atomics, as FlashAttention-2 and -3 do for dQ.  Tile products
+              per causal pair, forward included: 11 for canonical RA (tied), 7 without the
+              reciprocal term - the counts notes/ra-math.md derives (cuDNN's SDPA does 7).
+    two-pass  dkdv kernel, then a dq kernel that owns each query block's rows: no atomics, each
+              output written by one program, bitwise the same from run to run; it recomputes
+              both score products and dP for the row side (14 products for RA, 9 without it).
+Float atomics add in whatever order the programs reach them, so one-pass gradients differ from
+run to run in the last bits (within the bf16/fp32 rounding the tests bound, never more).  Hence
+two-pass runs whenever torch.use_deterministic_algorithms(True) is on: that flag is how a torch
+user asks for bitwise repeatable results.  force_backward() pins either mode over both rules
+(benchmarks time the two in one process).  The mode is read when the backward runs, or when
+torch.compile traces it (the compiled graph keeps the mode it was traced with; dynamo's guard on
+the deterministic flag retraces when the flag changes).
 """
 
 from __future__ import annotations
@@ -66,6 +84,7 @@ def _check_device(t: Tensor) -> None:
 _INTERP_FWD = dict(BLOCK_M=32, BLOCK_N=16)
 _INTERP_DKDV = dict(BLOCK_M=16, BLOCK_N=32)
 _INTERP_DQ = dict(BLOCK_M=32, BLOCK_N=16)
+_INTERP = {"fwd": _INTERP_FWD, "dkdv": _INTERP_DKDV, "onepass": _INTERP_DKDV, "dq": _INTERP_DQ}
 
 
 def _cfgs(items):
@@ -74,7 +93,7 @@ def _cfgs(items):
 
 
 # (BLOCK_M, BLOCK_N, num_warps, num_stages); forward / dq: BLOCK_M % BLOCK_N == 0;
-# dkdv: BLOCK_N % BLOCK_M == 0.  Two classes by the largest head dim: the kernels keep the
+# dkdv and onepass (the dkdv kernel with the row-side atomics): BLOCK_N % BLOCK_M == 0.  Two classes by the largest head dim: the kernels keep the
 # loop-invariant operands and up to three fp32 accumulators in registers, so wide heads need
 # smaller tiles.  Candidates picked from ptxas resource reports (no or little spilling on
 # sm_90) and H100 timings: notes/kernel-versions.md.
@@ -84,11 +103,16 @@ CONFIGS = {
                 (128, 64, 8, 3), (128, 64, 8, 4), (64, 64, 4, 4)],  # last three: v7, Hopper
         "dkdv": [(32, 64, 4, 3), (16, 64, 4, 3), (64, 128, 8, 2), (16, 128, 8, 3)],
         "dq": [(64, 32, 4, 3), (128, 32, 8, 4), (64, 16, 4, 3), (128, 16, 8, 3)],
+        # unmeasured candidates (FA2-like tiles; the row-side products add two fp32 tile
+        # temporaries but no loop-carried accumulator): to be pruned on an H100
+        "onepass": [(64, 64, 4, 3), (64, 128, 8, 3), (32, 64, 4, 3), (64, 64, 8, 3),
+                    (32, 128, 8, 2), (32, 64, 8, 3)],
     },
     "large": {  # up to 128 (and beyond, slowly)
         "fwd": [(64, 32, 8, 3), (64, 32, 4, 3), (128, 32, 16, 3), (128, 64, 8, 3)],
         "dkdv": [(16, 32, 8, 3), (16, 64, 8, 3), (32, 64, 8, 3), (16, 32, 4, 3)],
         "dq": [(32, 16, 4, 3), (64, 16, 8, 3), (128, 32, 8, 3), (64, 32, 8, 3)],
+        "onepass": [(16, 32, 8, 3), (16, 64, 8, 3), (32, 64, 8, 3), (16, 32, 4, 3)],  # unmeasured
     },
 }
 _KEY = ["T", "D1", "D2", "DV", "HAS_REC", "HAS_BAND", "HAS_BIAS"]  # HAS_BIAS: 0, 1 or 2
@@ -97,10 +121,16 @@ _tuned: dict[tuple[str, str], object] = {}
 
 
 def _kernel(name: str, size: str):
-    """The autotuned kernel (GPU) for one head-dim class, built on first use."""
+    """The autotuned kernel (GPU) for one head-dim class, built on first use.  The one-pass
+    kernel adds into its accumulators, so the autotuner zeroes them before every trial (and
+    once more before the real launch) instead of letting the trials' sums pile up."""
     if (name, size) not in _tuned:
-        raw = {"fwd": K._ra_fwd_kernel, "dkdv": K._ra_dkdv_kernel, "dq": K._ra_dq_kernel}[name]
-        _tuned[name, size] = triton.autotune(configs=_cfgs(CONFIGS[size][name]), key=_KEY)(raw)
+        if name == "onepass":
+            tune = triton.autotune(configs=_cfgs(CONFIGS[size][name]), key=_KEY + ["TIED"],
+                                   reset_to_zero=["DQ1A", "DQ2A"])
+        else:
+            tune = triton.autotune(configs=_cfgs(CONFIGS[size][name]), key=_KEY)
+        _tuned[name, size] = tune(_RAW[name])
     return _tuned[name, size]
 
 
@@ -109,15 +139,40 @@ _FORCED: dict[str, tuple] = {}
 
 
 def force_config(name: str, cfg: Optional[tuple]) -> None:
-    """Pin one kernel ("fwd", "dkdv", "dq") to (BLOCK_M, BLOCK_N, num_warps, num_stages)."""
+    """Pin one kernel ("fwd", "dkdv", "dq", "onepass") to (BLOCK_M, BLOCK_N, num_warps,
+    num_stages)."""
     if cfg is None:
         _FORCED.pop(name, None)
     else:
         _FORCED[name] = tuple(cfg)
 
 
-_RAW = {"fwd": K._ra_fwd_kernel, "dkdv": K._ra_dkdv_kernel, "dq": K._ra_dq_kernel,
-        "delta": K._ra_delta_kernel}
+BACKWARD_MODES = ("one-pass", "two-pass")
+_FORCED_BACKWARD: Optional[str] = None
+
+
+def force_backward(mode: Optional[str]) -> None:
+    """Pin the backward to "one-pass" or "two-pass" whatever torch's deterministic flag says (so
+    a benchmark can time both in one process); None restores the default (backward_mode)."""
+    global _FORCED_BACKWARD
+    if mode is not None and mode not in BACKWARD_MODES:
+        raise RabenchError(f"force_backward: mode must be one of {', '.join(BACKWARD_MODES)} "
+                           f"or None, got {mode!r}")
+    _FORCED_BACKWARD = mode
+
+
+def backward_mode() -> str:
+    """The backward the next call runs: the forced one, else two-pass (no atomics, bitwise
+    repeatable) when torch.are_deterministic_algorithms_enabled(), else one-pass."""
+    if _FORCED_BACKWARD is not None:
+        return _FORCED_BACKWARD
+    return "two-pass" if torch.are_deterministic_algorithms_enabled() else "one-pass"
+
+
+# kernel name -> Triton function; "onepass" is the dkdv kernel launched with ROW_ATOMIC
+_RAW = {"fwd": K._ra_fwd_kernel, "dkdv": K._ra_dkdv_kernel, "onepass": K._ra_dkdv_kernel,
+        "dq": K._ra_dq_kernel, "delta": K._ra_delta_kernel}
+_KEY_BLOCKS = ("dkdv", "onepass")  # one program per key block: the grid counts BLOCK_N
 
 
 def _is_fake(args: tuple) -> bool:
@@ -131,13 +186,13 @@ def _launch(name: str, grid_rows: int, bh: int, args: tuple, meta: dict) -> None
     if K.INTERPRET:
         if _is_fake(args):  # the custom_op's fake implementation: shapes only, no launch
             return
-        fixed = {"fwd": _INTERP_FWD, "dkdv": _INTERP_DKDV, "dq": _INTERP_DQ}[name]
-        blk = fixed["BLOCK_N"] if name == "dkdv" else fixed["BLOCK_M"]
+        fixed = _INTERP[name]
+        blk = fixed["BLOCK_N"] if name in _KEY_BLOCKS else fixed["BLOCK_M"]
         _RAW[name][(bh, triton.cdiv(grid_rows, blk))](*args, **meta, **fixed, INTERP=True)
         return
     if name in _FORCED:
         m, n, w, s = _FORCED[name]
-        blk = n if name == "dkdv" else m
+        blk = n if name in _KEY_BLOCKS else m
         wrap_triton(_RAW[name])[(bh, triton.cdiv(grid_rows, blk))](
             *args, **meta, BLOCK_M=m, BLOCK_N=n, INTERP=False, num_warps=w, num_stages=s)
         return
@@ -171,14 +226,14 @@ def _launch_eager(name: str, size: str, grid_rows: int, bh: int, args: tuple, me
         _EAGER_CFG[key] = kern.best_config
         return
     kw = cfg.kwargs
-    blk = kw["BLOCK_N"] if name == "dkdv" else kw["BLOCK_M"]
+    blk = kw["BLOCK_N"] if name in _KEY_BLOCKS else kw["BLOCK_M"]
     _RAW[name][(bh, triton.cdiv(grid_rows, blk))](
         *args, **meta, **kw, INTERP=False, num_warps=cfg.num_warps, num_stages=cfg.num_stages)
 
 
 def _grid(name: str, grid_rows: int, bh: int):
     """The launch grid as the autotuner needs it: a function of the config's block sizes."""
-    blk = "BLOCK_N" if name == "dkdv" else "BLOCK_M"
+    blk = "BLOCK_N" if name in _KEY_BLOCKS else "BLOCK_M"
     return lambda META: (bh, triton.cdiv(grid_rows, META[blk]))
 
 
@@ -204,6 +259,17 @@ def _bthd(B: int, H: int, T: int, D: int, like: Tensor) -> Tensor:
     """A (B, H, T, D) tensor stored in (B, T, H, D) memory: the layout the kernels write O and
     the gradients in (the model's q/k/v are such views of its qkv projection)."""
     return _empty((B, T, H, D), device=like.device, dtype=like.dtype).transpose(1, 2)
+
+
+def _bthd_zeros(B: int, H: int, T: int, D: int, like: Tensor) -> Tensor:
+    """_bthd's layout as a zeroed float32 tensor: the one-pass backward's atomic accumulators."""
+    return torch.zeros((B, T, H, D), device=like.device, dtype=torch.float32).transpose(1, 2)
+
+
+def _none(like: Tensor, dtype: Optional[torch.dtype] = None) -> Tensor:
+    """An empty result for an absent gradient; a fresh one each time (a custom op's outputs
+    must not alias each other)."""
+    return like.new_empty(0, dtype=dtype)
 
 
 def _pow2(d: int) -> int:
@@ -271,66 +337,103 @@ def ra_backward(do, q1, k1, q2, k2, v, bias, sc1, sc2, o, lse, band: int, tied: 
     """Gradients (dq1, dk1, dq2, dk2, dv, dbias, dscale), all true gradients: with scales
     the kernels apply the chain rule, and dscale (H, 2) holds dL/dsc1, dL/dsc2 (empty
     without scales).  tied: dq1 and dk1 are the whole gradients of q1 and k1 (each also
-    played q2's or k2's part), assembled in the dq kernel; dq2, dk2 are empty."""
+    played q2's or k2's part), assembled in the kernels; dq2, dk2 are empty.
+    One-pass or two-pass backward as backward_mode() says (module docstring)."""
     q1, k1, q2, k2, v, o, do = (_unit_last(x) for x in (q1, k1, q2, k2, v, o, do))
     q2, k2 = _reciprocal_pair(q1, k1, q2, k2, tied)
     B, H, T, D1 = q1.shape
-    dq1 = _bthd(B, H, T, D1, q1)
-    dk1 = _bthd(B, H, T, D1, k1)
-    dv = _bthd(B, H, T, v.shape[-1], v)
-    if q2 is not None:
-        D2 = q2.shape[-1]
-        dq2 = _bthd(B, H, T, D2, q2) if not tied else q1.new_empty(0)
-        dk2 = _bthd(B, H, T, D2, k2)
-    else:
-        dq2 = q1.new_empty(0)
-        dk2 = q1.new_empty(0)
+    f32 = dict(device=q1.device, dtype=torch.float32)
     # dL/dbias_j per key row, for either bias form (form 2, bias_j = k1_j . u, reduces it to
-    # dL/du below; its dkdv kernel also writes the bias row, which the dq kernel reads as form 1)
+    # dL/du below; in the two-pass backward its dkdv kernel also writes the bias row, which the
+    # dq kernel reads as form 1)
     from_k = _bias_form(bias) == 2
-    dbias = (_empty((B, H, T), device=q1.device, dtype=torch.float32)
-             if bias is not None else q1.new_empty(0, dtype=torch.float32))
+    dbias = _empty((B, H, T), **f32) if bias is not None else _none(q1, torch.float32)
     # the scales' per-row partial sums (B, H, T, 2), summed below
-    dsc = (_empty((B, H, T, 2), device=q1.device, dtype=torch.float32)
-           if sc1 is not None else q1.new_empty(0, dtype=torch.float32))
-    if tied:  # the dq kernel writes q's and k's whole gradients; dkdv's dk1, dk2 are scratch
-        dq, dk = dq1, _bthd(B, H, T, D1, k1)
-        grads = (dq, dk, q1.new_empty(0), q1.new_empty(0), dv)
-    else:
-        grads = (dq1, dk1, dq2, dk2, dv)
+    dsc = _empty((B, H, T, 2), **f32) if sc1 is not None else _none(q1, torch.float32)
+    dv = _bthd(B, H, T, v.shape[-1], v)
     if T == 0 or B * H == 0:
+        grads = (_bthd(B, H, T, D1, q1), _bthd(B, H, T, D1, k1),
+                 _bthd(B, H, T, q2.shape[-1], q2) if q2 is not None and not tied else _none(q1),
+                 _bthd(B, H, T, k2.shape[-1], k2) if k2 is not None and not tied else _none(q1), dv)
         dbias_out = torch.zeros_like(bias, dtype=torch.float32) if from_k else dbias
         return (*grads, dbias_out, q1.new_zeros((H, 2), dtype=torch.float32) if sc1 is not None else dsc)
     meta = _meta(q1, q2, v, bias, band, sc1)
 
-    delta = _empty((B, H, T), device=q1.device, dtype=torch.float32)
+    delta = _empty((B, H, T), **f32)
     _launch_delta(o, do, delta, H, T, meta)
 
-    bias_c = bias.contiguous() if bias is not None else lse
+    # absent inputs: any read-only tensor stands in (the kernels never touch it); absent
+    # outputs get their own one-element stand-ins, never another output: under torch.compile
+    # each written kernel argument is functionalised separately, and two arguments sharing one
+    # written tensor could copy a stale clone over the real result
+    def scratch(dtype=q1.dtype) -> Tensor:
+        return _empty((1,), device=q1.device, dtype=dtype)
+
     q2_ = q2 if q2 is not None else q1
     k2_ = k2 if k2 is not None else k1
-    # absent outputs get their own one-element stand-ins, never another output: under
-    # torch.compile each written kernel argument is functionalised separately, and two
-    # arguments sharing one written tensor could copy a stale clone over the real result
-    dq2_ = dq2 if q2 is not None else _empty((1,), device=q1.device, dtype=q1.dtype)
-    dk2_ = dk2 if q2 is not None else _empty((1,), device=q1.device, dtype=q1.dtype)
-    dbias_ = dbias if bias is not None else _empty((1,), device=q1.device, dtype=torch.float32)
     sc1_ = sc1.contiguous() if sc1 is not None else lse
     sc2_ = sc2.contiguous() if (sc2 is not None and q2 is not None) else sc1_
-    dsc_ = dsc if sc1 is not None else _empty((1,), device=q1.device, dtype=torch.float32)
+    bias_c = bias.contiguous() if bias is not None else lse
+    ins = (q1, k1, q2_, k2_, v, bias_c, sc1_, sc2_, do, lse, delta)
     strides = (*_st(q1), *_st(k1), *_st(q2_), *_st(k2_), *_st(v), *_st(do), H, T, band)
-    brow = _empty((B, H, T) if from_k else (1,), device=q1.device, dtype=torch.float32)
-    _launch("dkdv", T, B * H,
-            (q1, k1, q2_, k2_, v, bias_c, sc1_, sc2_, do, lse, delta, dk1, dk2_, dv, dbias_, brow,
-             *strides), meta)
-    # tied: dq -> DQ1 and dk -> DQ2, reading dkdv's dk1, dk2 (read-only here)
-    dq_out = (dq, dk) if tied else (dq1, dq2_)
-    _launch("dq", T, B * H,
-            (q1, k1, q2_, k2_, v, brow if from_k else bias_c, sc1_, sc2_, do, lse, delta, *dq_out,
-             dk1, dk2_, dsc_, *strides), dict(meta, TIED=tied, HAS_BIAS=1 if from_k else meta["HAS_BIAS"]))
+    dbias_ = dbias if bias is not None else scratch(torch.float32)
+    dsc_ = dsc if sc1 is not None else scratch(torch.float32)
+    if backward_mode() == "one-pass":
+        grads = _one_pass(ins, strides, dv, dbias_, dsc_, q2, tied, meta, scratch)
+    else:
+        grads = _two_pass(ins, strides, dv, dbias_, dsc_, q2, tied, from_k, meta, scratch)
     if from_k:  # bias_j = k1_j . u: dL/du = sum over b, j of dbias_j k1_j
         dbias = (dbias.unsqueeze(-1) * k1.float()).sum((0, 2))
     return (*grads, dbias, dsc.sum((0, 2)) if sc1 is not None else dsc)
+
+
+def _one_pass(ins, strides, dv, dbias, dsc, q2, tied, meta, scratch):
+    """The dkdv kernel with ROW_ATOMIC: (dq1, dk1, dq2, dk2, dv).  The row sides go into
+    zeroed float32 accumulators in (B, T, H, D) memory, created here (under torch.compile the
+    op's own fresh tensors, which the kernel mutates), then cast to the inputs' dtype with the
+    strides kept (Tensor.to preserves the layout of a dense view)."""
+    q1, k1 = ins[0], ins[1]
+    B, H, T, D1 = q1.shape
+    acc1 = _bthd_zeros(B, H, T, D1, q1)  # tied: q's whole gradient
+    if tied:
+        acc2 = _bthd_zeros(B, H, T, D1, q1)  # k's whole gradient
+        dk1, dk2 = scratch(), scratch()  # column sides go into acc1, acc2 too
+    else:
+        acc2 = _bthd_zeros(B, H, T, q2.shape[-1], q1) if q2 is not None else scratch(torch.float32)
+        dk1 = _bthd(B, H, T, D1, k1)
+        dk2 = _bthd(B, H, T, q2.shape[-1], q2) if q2 is not None else scratch()
+    _launch("onepass", T, B * H,
+            (*ins, dk1, dk2, dv, dbias, scratch(torch.float32), acc1, acc2, dsc, *strides),
+            dict(meta, ROW_ATOMIC=True, TIED=tied))
+    if tied:
+        return acc1.to(q1.dtype), acc2.to(k1.dtype), _none(q1), _none(q1), dv
+    return (acc1.to(q1.dtype), dk1, acc2.to(q2.dtype) if q2 is not None else _none(q1),
+            dk2 if q2 is not None else _none(q1), dv)
+
+
+def _two_pass(ins, strides, dv, dbias, dsc, q2, tied, from_k, meta, scratch):
+    """The dkdv kernel (column sides), then the dq kernel (row sides, the scales' sums and, tied,
+    the whole dq and dk): no atomics.  (dq1, dk1, dq2, dk2, dv)."""
+    q1, k1, q2_, k2_, v, bias_c, sc1_, sc2_, do, lse, delta = ins
+    B, H, T, D1 = q1.shape
+    dq1 = _bthd(B, H, T, D1, q1)
+    dk1 = _bthd(B, H, T, D1, k1)
+    dq2 = _bthd(B, H, T, q2.shape[-1], q2) if q2 is not None and not tied else scratch()
+    dk2 = _bthd(B, H, T, q2.shape[-1], k2_) if q2 is not None else scratch()
+    brow = _empty((B, H, T), **dict(device=q1.device, dtype=torch.float32)) if from_k \
+        else scratch(torch.float32)
+    _launch("dkdv", T, B * H,
+            (*ins, dk1, dk2, dv, dbias, brow, scratch(torch.float32), scratch(torch.float32),
+             scratch(torch.float32), *strides), meta)
+    # tied: dq -> DQ1 and dk -> DQ2, reading dkdv's dk1, dk2 (read-only here, scratch after)
+    dq_out = (dq1, _bthd(B, H, T, D1, k1)) if tied else (dq1, dq2)
+    _launch("dq", T, B * H,
+            (q1, k1, q2_, k2_, v, brow if from_k else bias_c, sc1_, sc2_, do, lse, delta, *dq_out,
+             dk1, dk2, dsc, *strides),
+            dict(meta, TIED=tied, HAS_BIAS=1 if from_k else meta["HAS_BIAS"]))
+    if tied:
+        return dq_out[0], dq_out[1], _none(q1), _none(q1), dv
+    return dq1, dk1, dq2 if q2 is not None else _none(q1), dk2 if q2 is not None else _none(q1), dv
 
 
 # ----------------------------------------------------------------------------------------

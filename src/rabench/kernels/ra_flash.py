@@ -87,6 +87,18 @@ def _store_rows(base, x, offs_r, offs_d, stride_t, T, D: tl.constexpr, BLOCK_D: 
 
 
 @triton.jit
+def _atomic_add_rows(base, x, offs_r, offs_d, stride_t, T, D: tl.constexpr,
+                     BLOCK_D: tl.constexpr):
+    """Atomically add a (rows, BLOCK_D) float32 tile into float32 memory, skipping rows >= T
+    and padded columns >= D.  Relaxed ordering: the sums need atomicity, not ordering."""
+    ptrs = base + offs_r[:, None] * stride_t + offs_d[None, :]
+    mask = offs_r[:, None] < T
+    if BLOCK_D != D:
+        mask = mask & (offs_d[None, :] < D)
+    tl.atomic_add(ptrs, x, mask=mask, sem="relaxed")
+
+
+@triton.jit
 def _dot(a, b, acc, INTERP: tl.constexpr):
     """a @ b (+ acc) with fp32 accumulation.  Under the interpreter the operands are upcast
     first: its bf16 dot is wrong (Triton 3.6), and the upcast product of bf16 values is exact,
@@ -308,11 +320,12 @@ def _ra_delta_kernel(O, DO, DELTA, sob, soh, sot, sdob, sdoh, sdot, H, T,
 @triton.jit
 def _dkdv_tile(dk1, dk2, dv, dbias, k1, k2, v, bias_n, offs_n, m0,
                q1_base, q2_base, do_base, lse_base, delta_base, s_q1, s_q2, s_do, T, band,
+               dqa_base, dqb_base, s_dqa, s_dqb,
                BLOCK_M: tl.constexpr,
                D1: tl.constexpr, BD1: tl.constexpr, D2: tl.constexpr, BD2: tl.constexpr,
                DV: tl.constexpr, BDV: tl.constexpr,
                USE_REC: tl.constexpr, HAS_BAND: tl.constexpr, HAS_BIAS: tl.constexpr,
-               CAUSAL: tl.constexpr, INTERP: tl.constexpr):
+               CAUSAL: tl.constexpr, ROW_ATOMIC: tl.constexpr, INTERP: tl.constexpr):
     """Column-side sums of one key block against query block [m0, m0 + BLOCK_M).
 
     Works in the transposed orientation (rows = keys j, columns = queries i), so that
@@ -321,6 +334,10 @@ def _dkdv_tile(dk1, dk2, dv, dbias, k1, k2, v, bias_n, offs_n, m0,
         dk1_j  += sum_i dL_ij q1_i
         dk2_j  += sum_i m_ij dL_ij q2_i
         dbias_j += sum_i dL_ij
+    ROW_ATOMIC (one-pass backward): also the row side of the same dL tile, added with fp32
+    atomics into the query block's rows of the accumulators at dqa_base, dqb_base:
+        dq1_i  += sum_j dL_ij k1_j          dq2_i  += sum_j m_ij dL_ij k2_j
+    (k1, k2 carry the per-head scales, so these are the gradients of the raw q1, q2).
     Query rows >= T read lse = +inf, so their P is exactly 0 and they add nothing.
     """
     offs_d1 = tl.arange(0, BD1)
@@ -351,47 +368,59 @@ def _dkdv_tile(dk1, dk2, dv, dbias, k1, k2, v, bias_n, offs_n, m0,
     dpT = _dot(v, tl.trans(do), None, INTERP)                            # dP_ij = dO_i . v_j
     dsT = pT * (dpT - delta[None, :])                        # dL_ij = P_ij (dP_ij - delta_i)
     dk1 = _dot(dsT.to(q1.dtype), q1, dk1, INTERP)                  # dk1_j += sum_i dL_ij q1_i
+    if ROW_ATOMIC:
+        # dq1_i = sum_j dL_ij k1_j: this key block's share, added to the row's accumulator
+        _atomic_add_rows(dqa_base, _dot(tl.trans(dsT.to(k1.dtype)), k1, None, INTERP),
+                         offs_m, offs_d1, s_dqa, T, D1, BD1)
     if HAS_BIAS:
         dbias += tl.sum(dsT, 1)                              # dbias_j = sum_i dL_ij
     if USE_REC:
         if HAS_BAND:
             dsT = tl.where(in_band, dsT, 0.0)                # m_ij dL_ij
         dk2 = _dot(dsT.to(q2.dtype), q2, dk2, INTERP)              # dk2_j += sum_i m_ij dL_ij q2_i
+        if ROW_ATOMIC:
+            # dq2_i = sum_j m_ij dL_ij k2_j, likewise
+            _atomic_add_rows(dqb_base, _dot(tl.trans(dsT.to(k2.dtype)), k2, None, INTERP),
+                             offs_m, offs_d2, s_dqb, T, D2, BD2)
     return dk1, dk2, dv, dbias
 
 
 @triton.jit
 def _dkdv_stage(dk1, dk2, dv, dbias, k1, k2, v, bias_n, offs_n,
                 q1_base, q2_base, do_base, lse_base, delta_base, s_q1, s_q2, s_do,
-                lo, hi, T, band,
+                lo, hi, T, band, dqa_base, dqb_base, s_dqa, s_dqb,
                 BLOCK_M: tl.constexpr,
                 D1: tl.constexpr, BD1: tl.constexpr, D2: tl.constexpr, BD2: tl.constexpr,
                 DV: tl.constexpr, BDV: tl.constexpr,
                 USE_REC: tl.constexpr, HAS_BAND: tl.constexpr, HAS_BIAS: tl.constexpr,
-                CAUSAL: tl.constexpr, INTERP: tl.constexpr):
+                CAUSAL: tl.constexpr, ROW_ATOMIC: tl.constexpr, INTERP: tl.constexpr):
     """Query blocks [lo, hi) in steps of BLOCK_M for one key block."""
     if INTERP:
         m0 = lo
         while m0 < hi:
             dk1, dk2, dv, dbias = _dkdv_tile(dk1, dk2, dv, dbias, k1, k2, v, bias_n, offs_n, m0,
                                              q1_base, q2_base, do_base, lse_base, delta_base,
-                                             s_q1, s_q2, s_do, T, band, BLOCK_M,
+                                             s_q1, s_q2, s_do, T, band,
+                                             dqa_base, dqb_base, s_dqa, s_dqb, BLOCK_M,
                                              D1, BD1, D2, BD2, DV, BDV,
-                                             USE_REC, HAS_BAND, HAS_BIAS, CAUSAL, INTERP)
+                                             USE_REC, HAS_BAND, HAS_BIAS, CAUSAL, ROW_ATOMIC,
+                                             INTERP)
             m0 += BLOCK_M
     else:
         for m0 in range(lo, hi, BLOCK_M):
             dk1, dk2, dv, dbias = _dkdv_tile(dk1, dk2, dv, dbias, k1, k2, v, bias_n, offs_n, m0,
                                              q1_base, q2_base, do_base, lse_base, delta_base,
-                                             s_q1, s_q2, s_do, T, band, BLOCK_M,
+                                             s_q1, s_q2, s_do, T, band,
+                                             dqa_base, dqb_base, s_dqa, s_dqb, BLOCK_M,
                                              D1, BD1, D2, BD2, DV, BDV,
-                                             USE_REC, HAS_BAND, HAS_BIAS, CAUSAL, INTERP)
+                                             USE_REC, HAS_BAND, HAS_BIAS, CAUSAL, ROW_ATOMIC,
+                                             INTERP)
     return dk1, dk2, dv, dbias
 
 
 @triton.jit
 def _ra_dkdv_kernel(Q1, K1, Q2, K2, V, BIAS, SC1, SC2, DO, LSE, DELTA,
-                    DK1, DK2, DVo, DBIAS, BROW,
+                    DK1, DK2, DVo, DBIAS, BROW, DQ1A, DQ2A, DSC,
                     sq1b, sq1h, sq1t, sk1b, sk1h, sk1t,
                     sq2b, sq2h, sq2t, sk2b, sk2h, sk2t,
                     svb, svh, svt, sdob, sdoh, sdot,
@@ -401,8 +430,13 @@ def _ra_dkdv_kernel(Q1, K1, Q2, K2, V, BIAS, SC1, SC2, DO, LSE, DELTA,
                     HAS_REC: tl.constexpr, HAS_BAND: tl.constexpr, HAS_BIAS: tl.constexpr,
                     HAS_SCALE: tl.constexpr,
                     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+                    ROW_ATOMIC: tl.constexpr = False, TIED: tl.constexpr = False,
                     INTERP: tl.constexpr = False):
     # One program owns key block [n0, n0 + BLOCK_N) of one (b, h); BLOCK_N % BLOCK_M == 0.
+    # ROW_ATOMIC (the one-pass backward): the row side too, atomically added into the fp32
+    # accumulators DQ1A (dL/dq1) and DQ2A (dL/dq2), (B, T, H, D) memory, zeroed by the caller;
+    # the scales' gradients go to DSC per key row.  TIED (with ROW_ATOMIC): canonical RA's
+    # q2 = k1, k2 = q1, so DQ1A collects q's whole gradient and DQ2A k's (see the epilogue).
     # Grid (batch*heads, key blocks), axis 0 fastest: key block 0 (the most query blocks
     # under causality) of every head launches first.
     pid_bh = tl.program_id(0)
@@ -421,7 +455,7 @@ def _ra_dkdv_kernel(Q1, K1, Q2, K2, V, BIAS, SC1, SC2, DO, LSE, DELTA,
         # from the raw key tile (form 2), before the scale below
         bias_n = _key_bias(_bias_source(BIAS, bh, h, T, offs_d1, D1, HAS_BIAS), k1, offs_n, T,
                            HAS_BIAS, True)
-        if HAS_BIAS == 2:
+        if HAS_BIAS == 2 and not ROW_ATOMIC:
             # this program owns keys offs_n: their bias row, for the dq kernel to read (form 1
             # there: no per-tile products in the kernel with the least registers to spare)
             tl.store(BROW + bh * T + offs_n, bias_n, mask=offs_n < T)
@@ -447,15 +481,20 @@ def _ra_dkdv_kernel(Q1, K1, Q2, K2, V, BIAS, SC1, SC2, DO, LSE, DELTA,
     do_base = DO + b * sdob + h * sdoh
     lse_base = LSE + bh * T
     delta_base = DELTA + bh * T
+    # the row-side accumulators' rows of (b, h): (B, T, H, D) memory like every gradient
+    dqa_base = DQ1A + (b * T * H + h) * D1
+    dqb_base = DQ2A + (b * T * H + h) * D2
 
     # Diagonal query blocks [n0, n0 + BLOCK_N): causal mask (queries before n0 never see
     # these keys, so they are skipped outright).
     d_hi = tl.minimum(n0 + BLOCK_N, T)
     dk1, dk2, dv, dbias = _dkdv_stage(dk1, dk2, dv, dbias, k1, k2, v, bias_n, offs_n,
                                       q1_base, q2_base, do_base, lse_base, delta_base,
-                                      sq1t, sq2t, sdot, n0, d_hi, T, band, BLOCK_M,
+                                      sq1t, sq2t, sdot, n0, d_hi, T, band,
+                                      dqa_base, dqb_base, H * D1, H * D2, BLOCK_M,
                                       D1, BD1, D2, BD2, DV, BDV,
-                                      HAS_REC, HAS_BAND, HAS_BIAS, True, INTERP)
+                                      HAS_REC, HAS_BAND, HAS_BIAS, True, ROW_ATOMIC,
+                                      INTERP)
     # Query blocks below the diagonal: every i >= n0 + BLOCK_N > j, no causal mask.
     lo = n0 + BLOCK_N
     if HAS_REC:
@@ -469,23 +508,41 @@ def _ra_dkdv_kernel(Q1, K1, Q2, K2, V, BIAS, SC1, SC2, DO, LSE, DELTA,
             r_hi = T
         dk1, dk2, dv, dbias = _dkdv_stage(dk1, dk2, dv, dbias, k1, k2, v, bias_n, offs_n,
                                           q1_base, q2_base, do_base, lse_base, delta_base,
-                                          sq1t, sq2t, sdot, lo, r_hi, T, band, BLOCK_M,
+                                          sq1t, sq2t, sdot, lo, r_hi, T, band,
+                                          dqa_base, dqb_base, H * D1, H * D2, BLOCK_M,
                                           D1, BD1, D2, BD2, DV, BDV,
-                                          True, HAS_BAND, HAS_BIAS, False, INTERP)
+                                          True, HAS_BAND, HAS_BIAS, False, ROW_ATOMIC,
+                                          INTERP)
         if HAS_BAND:
             dk1, dk2, dv, dbias = _dkdv_stage(dk1, dk2, dv, dbias, k1, k2, v, bias_n, offs_n,
                                               q1_base, q2_base, do_base, lse_base, delta_base,
-                                              sq1t, sq2t, sdot, r_hi, T, T, band, BLOCK_M,
+                                              sq1t, sq2t, sdot, r_hi, T, T, band,
+                                              dqa_base, dqb_base, H * D1, H * D2, BLOCK_M,
                                               D1, BD1, D2, BD2, DV, BDV,
-                                              False, HAS_BAND, HAS_BIAS, False, INTERP)
+                                              False, HAS_BAND, HAS_BIAS, False, ROW_ATOMIC,
+                                              INTERP)
     else:
         dk1, dk2, dv, dbias = _dkdv_stage(dk1, dk2, dv, dbias, k1, k2, v, bias_n, offs_n,
                                           q1_base, q2_base, do_base, lse_base, delta_base,
-                                          sq1t, sq2t, sdot, lo, T, T, band, BLOCK_M,
+                                          sq1t, sq2t, sdot, lo, T, T, band,
+                                          dqa_base, dqb_base, H * D1, H * D2, BLOCK_M,
                                           D1, BD1, D2, BD2, DV, BDV,
-                                          False, False, HAS_BIAS, False, INTERP)
+                                          False, False, HAS_BIAS, False, ROW_ATOMIC,
+                                          INTERP)
 
     if HAS_SCALE:
+        if ROW_ATOMIC:
+            # The scales' gradients, with no dq kernel to form them from the rows:
+            #   dL/dsc1 = sum_ij dL_ij q1_i . k1_j = sum_j k1_j . dk1_j     (raw q1, k1, and dk1
+            # before its scale: the loop summed the raw q1 rows); likewise sc2 with k2, dk2.
+            # Per-key-row sums to DSC (B, H, T, 2), summed by the op: no atomics here.
+            dsc_ptr = DSC + (bh * T + offs_n) * 2
+            k1r = _load_rows(K1 + b * sk1b + h * sk1h, offs_n, offs_d1, sk1t, T, D1, BD1, True)
+            tl.store(dsc_ptr, tl.sum(k1r.to(tl.float32) * dk1, axis=1), mask=offs_n < T)
+            if HAS_REC:
+                k2r = _load_rows(K2 + b * sk2b + h * sk2h, offs_n, offs_d2, sk2t, T, D2, BD2,
+                                 True)
+                tl.store(dsc_ptr + 1, tl.sum(k2r.to(tl.float32) * dk2, axis=1), mask=offs_n < T)
         dk1 = dk1 * tl.load(SC1 + h)
         if HAS_REC:
             dk2 = dk2 * tl.load(SC2 + h)
@@ -495,11 +552,19 @@ def _ra_dkdv_kernel(Q1, K1, Q2, K2, V, BIAS, SC1, SC2, DO, LSE, DELTA,
     # Gradient outputs live in (B, T, H, D) memory (row (b, t, h) at (b*T*H + t*H + h)*D), the
     # order of the model's qkv projection, so assembling dqkv needs no transpose; dbias is
     # contiguous (B, H, T).
-    _store_rows(DK1 + (b * T * H + h) * D1, dk1.to(DK1.dtype.element_ty), offs_n, offs_d1,
-                H * D1, T, D1, BD1)
-    if HAS_REC:
-        _store_rows(DK2 + (b * T * H + h) * D2, dk2.to(DK2.dtype.element_ty), offs_n, offs_d2,
-                    H * D2, T, D2, BD2)
+    if ROW_ATOMIC and TIED:
+        # Canonical RA (q2 = k1 = k, k2 = q1 = q): dL/dq_j = dq1_j + dk2_j and
+        # dL/dk_j = dk1_j + dq2_j.  Other programs add the row sides dq1, dq2 of rows j to the
+        # same accumulators, so this program's column sides go in atomically too: dk2 into
+        # q's accumulator DQ1A, dk1 into k's DQ2A.
+        _atomic_add_rows(dqa_base, dk2, offs_n, offs_d1, H * D1, T, D1, BD1)
+        _atomic_add_rows(dqb_base, dk1, offs_n, offs_d1, H * D1, T, D1, BD1)
+    else:
+        _store_rows(DK1 + (b * T * H + h) * D1, dk1.to(DK1.dtype.element_ty), offs_n, offs_d1,
+                    H * D1, T, D1, BD1)
+        if HAS_REC:
+            _store_rows(DK2 + (b * T * H + h) * D2, dk2.to(DK2.dtype.element_ty), offs_n,
+                        offs_d2, H * D2, T, D2, BD2)
     _store_rows(DVo + (b * T * H + h) * DV, dv.to(DVo.dtype.element_ty), offs_n, offs_dv,
                 H * DV, T, DV, BDV)
     if HAS_BIAS:
