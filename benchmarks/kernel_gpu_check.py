@@ -8,7 +8,9 @@
 2. timings, triton.testing.do_bench medians (ms), same run, same card:
    SDPA causal D=64; folded RA through SDPA (q/k dim 136); ra_attention (kernel only, on
    prebuilt inputs) and the canonical route (gates folded in by torch ops, as a model does).
-3. --sweep: per-kernel block-size sweep (forward, dkdv, dq) at the GPT-2 shape.
+3. --sweep: per-kernel block-size sweep (forward, dkdv, dq, onepass) at the GPT-2 shape.
+The GPT-2 check runs both backwards (op.force_backward); everything else the default (one-pass).
+benchmarks/backward_modes.py times the two backwards against cuDNN at T = 1024-4096.
 Prints a table last; writes JSON to $OUT/kernel_gpu_check.json when $OUT is set.
 """
 
@@ -115,11 +117,16 @@ def correctness():
     kop.force_config("fwd", (128, 64, 4, 3))
     kop.force_config("dkdv", (32, 128, 8, 3))
     kop.force_config("dq", (128, 32, 8, 3))
+    kop.force_config("onepass", (64, 64, 8, 3))
     B, H, T, D = 8, 12, 1024, 64
     ins, _ = canonical(B, H, T, D, torch.bfloat16, seed=1)
-    ok = check_case("gpt2 bf16 B8 H12 T1024 D64 canonical", ins)
+    ok = True
+    for mode in kop.BACKWARD_MODES:  # the smaller cases below run the default (one-pass)
+        kop.force_backward(mode)
+        ok &= check_case(f"gpt2 bf16 B8 H12 T1024 D64 canonical {mode}", ins)
+    kop.force_backward(None)
     if QUICK:
-        for n in ("fwd", "dkdv", "dq"):
+        for n in ("fwd", "dkdv", "dq", "onepass"):
             kop.force_config(n, None)
         RESULTS["all_ok"] = bool(ok)
         return ok
@@ -142,7 +149,7 @@ def correctness():
     ok &= check_case("fp16 T1024 D64 no bias", rnd(2, 4, 1024, 64, 64, 64, torch.float16,
                                                      bias=False))
     ok &= check_case("fp32(tf32) T200 D32", rnd(1, 2, 200, 32, 32, 32, torch.float32))
-    for n in ("fwd", "dkdv", "dq"):
+    for n in ("fwd", "dkdv", "dq", "onepass"):
         kop.force_config(n, None)
     RESULTS["all_ok"] = bool(ok)
     save()
@@ -302,6 +309,10 @@ SWEEP = {
              (32, 128, 8, 3), (16, 128, 8, 3), (16, 64, 4, 3), (32, 64, 4, 3), (64, 128, 8, 2)],
     "dq": [(128, 32, 8, 3), (128, 32, 8, 2), (128, 32, 8, 4), (128, 16, 8, 3), (64, 32, 8, 3),
            (64, 32, 4, 3), (64, 16, 4, 3), (128, 64, 8, 2), (64, 64, 4, 2), (128, 32, 16, 3)],
+    # the one-pass backward (dkdv kernel with row-side atomics); sm_90 stack bytes offline,
+    # canonical RA tied / no reciprocal term: 272/56, 192/40, 104/0, 96/0, 16/0, 0/0, 1008/344
+    "onepass": [(64, 64, 8, 3), (64, 64, 8, 2), (32, 64, 8, 3), (32, 64, 8, 2), (16, 64, 8, 3),
+                (32, 32, 8, 3), (64, 128, 8, 3)],
 }
 
 
@@ -316,21 +327,25 @@ def resources(specs, bias_form: int = 2):
     from triton.backends.compiler import GPUTarget
     from rabench.kernels import ra_flash as K
     bindir = os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin")
+    dkdv_ptrs = "Q1 K1 Q2 K2 V BIAS SC1 SC2 DO LSE DELTA DK1 DK2 DVo DBIAS BROW DQ1A DQ2A DSC"
     kern = {"fwd": (K._ra_fwd_kernel, "Q1 K1 Q2 K2 V BIAS SC1 SC2 O LSE"),
-            "dkdv": (K._ra_dkdv_kernel, "Q1 K1 Q2 K2 V BIAS SC1 SC2 DO LSE DELTA DK1 DK2 DVo DBIAS BROW"),
+            "dkdv": (K._ra_dkdv_kernel, dkdv_ptrs),
+            "onepass": (K._ra_dkdv_kernel, dkdv_ptrs),  # with ROW_ATOMIC
             "dq": (K._ra_dq_kernel, "Q1 K1 Q2 K2 V BIAS SC1 SC2 DO LSE DELTA DQ1 DQ2 DK1 DK2 DSC")}
-    f32 = {"BIAS", "LSE", "DELTA", "DBIAS", "BROW", "SC1", "SC2", "DSC"}
+    f32 = {"BIAS", "LSE", "DELTA", "DBIAS", "BROW", "SC1", "SC2", "DSC", "DQ1A", "DQ2A"}
     rows = []
     for name, (bm, bn, w, st), D, D2, rec, band, *tied in specs:
-        tied = bool(tied and tied[0])  # dq only: canonical RA's tied epilogue (D2 = D)
+        tied = bool(tied and tied[0])  # dq, onepass: canonical RA's tied epilogue (D2 = D)
         fn, ptrs = kern[name]
         ptrs = ptrs.split()
         p2 = max(16, triton.next_power_of_2(D)), max(16, triton.next_power_of_2(D2))
         c = dict(D1=D, BD1=p2[0], D2=D2, BD2=p2[1], DV=D, BDV=p2[0], HAS_REC=rec,
                  HAS_BAND=band, HAS_BIAS=min(bias_form, 1) if name == "dq" else bias_form,
                  HAS_SCALE=True, INTERP=False, BLOCK_M=bm, BLOCK_N=bn)
-        if name == "dq":
+        if name in ("dq", "onepass"):
             c["TIED"] = tied
+        if name in ("dkdv", "onepass"):
+            c["ROW_ATOMIC"] = name == "onepass"
         sig = {a: "constexpr" if a in c else ("*fp32" if a in f32 else "*bf16") if a in ptrs
                else "i32" for a in fn.arg_names}
         try:
@@ -390,15 +405,19 @@ def sweep():
         return best
 
     run_sweep("fwd", fwd_cfgs, lambda: kop.ra_forward(*xs, None, None, 0))
-    # time the backward with the other pass pinned, so differences are the swept kernel's
+    # time the two-pass backward with the other pass pinned, so differences are the swept kernel's
+    kop.force_backward("two-pass")
     kop.force_config("dq", (128, 32, 8, 3))
     run_sweep("dkdv", dkdv_cfgs, lambda: kop.ra_backward(do, *xs, None, None, o, lse, 0))
     run_sweep("dq", dq_cfgs, lambda: kop.ra_backward(do, *xs, None, None, o, lse, 0))
+    kop.force_backward("one-pass")
+    run_sweep("onepass", SWEEP["onepass"], lambda: kop.ra_backward(do, *xs, None, None, o, lse, 0))
+    kop.force_backward(None)
     fb = lambda: ra_attention(*[x.requires_grad_() for x in xs]).backward(do)  # noqa: E731
     sw["best_fwdbwd"] = gbench(fb, xs)
     log(f"[sweep] best configs fwd+bwd {sw['best_fwdbwd']:.3f} ms: "
-        f"{ {n: sw[n]['best'] for n in ('fwd', 'dkdv', 'dq')} }")
-    for n in ("fwd", "dkdv", "dq"):
+        f"{ {n: sw[n]['best'] for n in ('fwd', 'dkdv', 'dq', 'onepass')} }")
+    for n in ("fwd", "dkdv", "dq", "onepass"):
         kop.force_config(n, None)
     save()
 
@@ -434,7 +453,7 @@ def main():
         for size, D, D2 in (("small", 64, 64), ("small", 64, 16), ("large", 128, 128)):
             for name, cfgs in kop.CONFIGS[size].items():
                 specs += [(name, c, D, D2, True, False) for c in cfgs]
-                if name == "dq" and D == D2:  # canonical RA's call: the tied epilogue
+                if name in ("dq", "onepass") and D == D2:  # canonical RA's call: the tied epilogue
                     specs += [(name, c, D, D2, True, False, True) for c in cfgs]
         for name, cfgs in SWEEP.items():
             specs += [(name, c, 64, 64, True, False) for c in cfgs]

@@ -38,7 +38,10 @@ Kernels:
                     (bias form 2: also the bias row d_j = k1_j . u of its keys, for the dq kernel)
   _ra_dq_kernel     one program per (query block, batch*head): row-side sums dq1, dq2, the
                     scales' chain rule and, for canonical RA (TIED), the whole dq and dk
-No atomics: each output element is owned by exactly one program.
+Two backwards (op.py chooses): two-pass, dkdv then dq, without atomics (each output element is
+owned by exactly one program); one-pass, dkdv alone with ROW_ATOMIC: the row-side sums of the
+dL tiles it already holds go into float32 accumulators by atomic adds (FlashAttention-2's dQ),
+which saves the dq kernel's recomputation of the scores and dP (3 tile products of RA's 14).
 
 Work skipping: key blocks above the diagonal are never visited (causal); with a band, tiles in
 which every (i, j) has i - j >= band run without the second score product (forward and

@@ -1,0 +1,170 @@
+"""The RA kernel's two backwards against cuDNN: forward+backward GPU time, and their agreement.
+
+    PYTHONPATH=src python3 benchmarks/backward_modes.py [--lengths 1024,2048,4096] [--tune-forward]
+    TRITON_INTERPRET=1 PYTHONPATH=src python3 benchmarks/backward_modes.py --dry-run   # CPU
+
+One process, one GPU.  For each T at B*T = 8192 tokens (B = 8, 4, 2 for T = 1024, 2048, 4096),
+H = 12, D = 64, bf16, with q, k, v views of one (B, T, 3C) projection (the model's layout), it
+times forward+backward (the gradients of every input, as torch.autograd.grad returns them) of
+    cudnn   torch SDPA forced to the cuDNN backend, is_causal
+    norec   the kernel as ra-norec calls it: per-head scale on q, bias vector u, no reciprocal term
+    ra      the kernel as ra-triton calls it: canonical RA, the pair tied, both scales, vector u
+each of ours with the backward forced to two-pass and to one-pass (op.force_backward), on
+rabench.bench.timing.gpu_ms (the CUDA profiler's kernel records summed over calls: device work
+only, no launch gaps; `rabench bench` times attention rows with the same clock).  It prints a
+markdown table of ms and ratios to cudnn, then the largest absolute difference between the two
+modes' gradients of every input, beside that gradient's largest magnitude (the one-pass sums in
+another order: bf16 rounding of the results, not more, may differ).  Exit status 1 when a
+difference exceeds 2% of the gradient's scale or a result is not finite.
+
+The forward is the same kernel in both modes; by default it is pinned to one config
+(FORWARD_CONFIG) so the run stays within about three minutes on one H100 (every autotune config
+is a compile); --tune-forward autotunes it as training does.  The backward kernels autotune
+over their lists in op.CONFIGS.  Writes $OUT/backward_modes.json when $OUT is set.
+--dry-run: a tiny float32 shape on the CPU through Triton's interpreter (set TRITON_INTERPRET=1),
+default SDPA backend, host clock: checks the script's plumbing, not the card.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+
+from rabench.bench.timing import gpu_ms
+from rabench.kernels import op as kop
+from rabench.kernels import ra_attention
+
+FORWARD_CONFIG = (128, 64, 4, 3)  # (BLOCK_M, BLOCK_N, warps, stages): op.CONFIGS' first, v2's pick
+TOKENS = 8192
+AGREE_TOL = 0.02  # max |one-pass - two-pass| over max |gradient|, per input
+MODES = ("two-pass", "one-pass")
+
+
+def log(*a) -> None:
+    print(*a, flush=True)
+
+
+class Case:
+    """One shape's inputs: a (B, T, 3C) projection whose views are q, k, v; the gates as the
+    per-head scales s1 = w_std c, s2 = w_rec c and the bias vector w_disc u (ra-math.md)."""
+
+    def __init__(self, B: int, T: int, H: int, D: int, dtype: torch.dtype, dev: torch.device, seed: int):
+        g = torch.Generator(device=dev).manual_seed(seed)
+        C = H * D
+        self.qkv = torch.randn(B, T, 3 * C, device=dev, generator=g).to(dtype).requires_grad_()
+        self.q, self.k, self.v = (z.view(B, T, H, D).transpose(1, 2) for z in self.qkv.split(C, dim=2))
+        w_std, w_rec, w_disc = torch.softmax(torch.tensor([2.2, 0.6, 0.1]), 0).tolist()
+        c = D ** -0.5
+        self.s1 = torch.full((H,), w_std * c, device=dev).requires_grad_()
+        self.s2 = torch.full((H,), w_rec * c, device=dev).requires_grad_()
+        self.u = (torch.randn(H, D, device=dev, generator=g) * (w_disc * D ** -0.5)).requires_grad_()
+        self.do = torch.randn(B, H, T, D, device=dev, generator=g).to(dtype)
+
+
+def routes(x: Case, cudnn: bool) -> dict[str, tuple[Callable[[], torch.Tensor], list[torch.Tensor]]]:
+    """name -> (forward, the leaves its backward differentiates)."""
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    def sdpa() -> torch.Tensor:
+        if not cudnn:  # the dry run: whatever backend the CPU has
+            return F.scaled_dot_product_attention(x.q, x.k, x.v, is_causal=True)
+        with sdpa_kernel(SDPBackend.CUDNN_ATTENTION):
+            return F.scaled_dot_product_attention(x.q, x.k, x.v, is_causal=True)
+
+    return {
+        "cudnn": (sdpa, [x.qkv]),
+        "norec": (lambda: ra_attention(x.q, x.k, None, None, x.v, x.u, scale1=x.s1), [x.qkv, x.u, x.s1]),
+        "ra": (lambda: ra_attention(x.q, x.k, None, None, x.v, x.u, scale1=x.s1, scale2=x.s2, tied=True),
+               [x.qkv, x.u, x.s1, x.s2]),
+    }
+
+
+def fwd_bwd(forward: Callable[[], torch.Tensor], leaves: list[torch.Tensor], do: torch.Tensor):
+    return torch.autograd.grad(forward(), leaves, do)
+
+
+def run_shape(T: int, H: int, D: int, dtype: torch.dtype, dev: torch.device, cudnn: bool, B: int) -> dict:
+    x = Case(B, T, H, D, dtype, dev, seed=T)
+    row: dict = {"T": T, "B": B, "ms": {}, "agreement": {}}
+    grads: dict[tuple[str, str], tuple] = {}
+    for name, (forward, leaves) in routes(x, cudnn).items():
+        for mode in (MODES if name != "cudnn" else (None,)):
+            kop.force_backward(mode)
+            label = name if mode is None else f"{name} {mode}"
+            t0 = time.time()
+            row["ms"][label] = gpu_ms(lambda: fwd_bwd(forward, leaves, x.do), dev)
+            if mode is not None:
+                grads[name, mode] = fwd_bwd(forward, leaves, x.do)
+            log(f"[time] T={T} {label:18s} {row['ms'][label]:.4f} ms   (incl. tuning {time.time() - t0:.0f} s)")
+    kop.force_backward(None)
+    for name in ("norec", "ra"):
+        names = ["qkv", "u", "s1", "s2"][:len(grads[name, MODES[0]])]
+        for n, a, b in zip(names, grads[name, "two-pass"], grads[name, "one-pass"]):
+            diff = (a.float() - b.float()).abs().max().item()
+            scale = b.float().abs().max().item()
+            finite = bool(torch.isfinite(a).all() and torch.isfinite(b).all())
+            ok = finite and diff <= AGREE_TOL * max(scale, 1e-12)
+            row["agreement"][f"{name} d{n}"] = dict(max_abs_diff=diff, max_abs=scale, ok=ok)
+    return row
+
+
+def table(rows: list[dict]) -> None:
+    labels = list(rows[0]["ms"])
+    log("\n| T (B) | " + " | ".join(f"{lb} ms" for lb in labels) + " | "
+        + " | ".join(f"{lb} / cudnn" for lb in labels if lb != "cudnn") + " |")
+    log("| --- " * (2 * len(labels)) + "|")
+    for r in rows:
+        ms = r["ms"]
+        log(f"| {r['T']} ({r['B']}) | " + " | ".join(f"{ms[lb]:.3f}" for lb in labels) + " | "
+            + " | ".join(f"{ms[lb] / ms['cudnn']:.2f}x" for lb in labels if lb != "cudnn") + " |")
+    log("\n| T | gradient | max abs(one-pass - two-pass) | max abs gradient | ok |")
+    log("| --- | --- | ---: | ---: | --- |")
+    for r in rows:
+        for k, a in r["agreement"].items():
+            log(f"| {r['T']} | {k} | {a['max_abs_diff']:.3e} | {a['max_abs']:.3e} | {'OK' if a['ok'] else 'FAIL'} |")
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--lengths", default="1024,2048,4096", help="sequence lengths T (B = 8192 / T)")
+    ap.add_argument("--tune-forward", action="store_true", help="autotune the forward too (more compiles)")
+    ap.add_argument("--dry-run", action="store_true", help="CPU, interpreter, tiny shape: the plumbing only")
+    args = ap.parse_args()
+    if args.dry_run:
+        ok, why = kop.ra_attention_available()
+        if not ok or torch.cuda.is_available():
+            sys.exit(f"--dry-run runs on a CPU under TRITON_INTERPRET=1 ({why or 'a GPU is present'})")
+        dev, dtype, H, D, lengths, tokens = torch.device("cpu"), torch.float32, 2, 16, [40], 80
+    else:
+        if not torch.cuda.is_available():
+            sys.exit("needs a CUDA GPU (or --dry-run under TRITON_INTERPRET=1)")
+        dev, dtype, H, D, tokens = torch.device("cuda"), torch.bfloat16, 12, 64, TOKENS
+        lengths = [int(t) for t in args.lengths.split(",")]
+        if not args.tune_forward:
+            kop.force_config("fwd", FORWARD_CONFIG)
+        p = torch.cuda.get_device_properties(0)
+        log(f"[device] {p.name}, torch {torch.__version__}, forward "
+            f"{'autotuned' if args.tune_forward else f'pinned to {FORWARD_CONFIG}'}")
+    t0 = time.time()
+    rows = [run_shape(T, H, D, dtype, dev, not args.dry_run, B=max(1, tokens // T)) for T in lengths]
+    kop.force_config("fwd", None)
+    tuned = {f"{n}/{size}": str(k.best_config) for (n, size), k in kop._tuned.items()
+             if getattr(k, "best_config", None) is not None}
+    table(rows)
+    log(f"\n[autotune] {tuned}\n[done] {time.time() - t0:.0f} s")
+    out = os.environ.get("OUT")
+    if out:
+        with open(os.path.join(out, "backward_modes.json"), "w") as f:
+            json.dump(dict(rows=rows, autotuned=tuned, dry_run=args.dry_run), f, indent=1)
+    return 0 if all(a["ok"] for r in rows for a in r["agreement"].values()) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
