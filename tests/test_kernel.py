@@ -391,9 +391,9 @@ def test_eager_path_equals_the_op_bit_for_bit(tied):
         assert torch.equal(a, c)
 
 
-def test_backward_mode_follows_deterministic_flag_and_force(monkeypatch):
-    """One-pass (the dkdv kernel alone, with atomics) by default; two-pass (dkdv then dq, no
-    atomics) under torch.use_deterministic_algorithms(True); force_backward pins either."""
+def test_backward_mode_is_two_pass_unless_forced(monkeypatch):
+    """Two-pass (dkdv then dq, no atomics) by default, deterministic flag or not;
+    force_backward("one-pass") selects the dkdv kernel alone with its atomics."""
     launched = []
     launch = kop._launch
     monkeypatch.setattr(kop, "_launch", lambda name, *a: (launched.append(name), launch(name, *a)))
@@ -405,15 +405,17 @@ def test_backward_mode_follows_deterministic_flag_and_force(monkeypatch):
         torch.autograd.grad(o, [x for x in ins if x is not None], torch.ones_like(o))
         return launched[1:]  # the forward's launch first
 
-    assert kop.backward_mode() == "one-pass" and backward_kernels() == ["onepass"]
+    assert kop.backward_mode() == "two-pass" and backward_kernels() == ["dkdv", "dq"]
     was = torch.are_deterministic_algorithms_enabled()
     torch.use_deterministic_algorithms(True)
     try:
         assert kop.backward_mode() == "two-pass" and backward_kernels() == ["dkdv", "dq"]
-        kop.force_backward("one-pass")
-        assert backward_kernels() == ["onepass"]
     finally:
         torch.use_deterministic_algorithms(was)
+    kop.force_backward("one-pass")
+    try:
+        assert backward_kernels() == ["onepass"]
+    finally:
         kop.force_backward(None)
     kop.force_backward("two-pass")
     try:

@@ -11,22 +11,24 @@ The gradients are the true ones (the scales' chain rule runs in the kernels; dsc
 ra_fwd carries the autograd formula (register_autograd), used alike in eager and compiled code.
 
 Two backwards, one answer (backward_mode(), force_backward()):
-    one-pass  (default) the dkdv kernel alone: each program walks the query blocks below its key
+    one-pass  the dkdv kernel alone: each program walks the query blocks below its key
               block once and, besides its column-side sums (dk, dv, dbias), adds the row side of
               the same dL tile (dq1, dq2; tied: into q's and k's whole gradients) into float32
               accumulators with atomics, as FlashAttention-2 and -3 do for dQ.  Tile products
               per causal pair, forward included: 11 for canonical RA (tied), 7 without the
               reciprocal term - the counts notes/ra-math.md derives (cuDNN's SDPA does 7).
-    two-pass  dkdv kernel, then a dq kernel that owns each query block's rows: no atomics, each
+    two-pass  (default) dkdv kernel, then a dq kernel that owns each query block's rows: no atomics, each
               output written by one program, bitwise the same from run to run; it recomputes
               both score products and dP for the row side (14 products for RA, 9 without it).
-Float atomics add in whatever order the programs reach them, so one-pass gradients differ from
-run to run in the last bits (within the bf16/fp32 rounding the tests bound, never more).  Hence
-two-pass runs whenever torch.use_deterministic_algorithms(True) is on: that flag is how a torch
-user asks for bitwise repeatable results.  force_backward() pins either mode over both rules
-(benchmarks time the two in one process).  The mode is read when the backward runs, or when
-torch.compile traces it (the compiled graph keeps the mode it was traced with; dynamo's guard on
-the deterministic flag retraces when the flag changes).
+Two-pass is the default because it measured faster, not only because it is exact: on an H100
+(benchmarks/backward_modes.py, results/bench/h100-2026-12-06) fwd+bwd at B*T = 8192, D = 64
+took 1.44-1.50x cuDNN's time without the reciprocal term and 1.91x with it two-pass, against
+1.94-2.02x and 2.63-2.93x one-pass: the fp32 tile atomics (one BLOCK_M x D tile per query block
+per key block, two for tied RA) cost more than the products they save.  Float atomics also add
+in whatever order the programs reach them, so one-pass gradients differ from run to run in the
+last bits; two-pass is bitwise repeatable.  force_backward("one-pass") selects the atomic
+backward (benchmarks time the two in one process).  The mode is read when the backward runs, or
+when torch.compile traces it (the compiled graph keeps the mode it was traced with).
 """
 
 from __future__ import annotations
@@ -153,8 +155,8 @@ _FORCED_BACKWARD: Optional[str] = None
 
 
 def force_backward(mode: Optional[str]) -> None:
-    """Pin the backward to "one-pass" or "two-pass" whatever torch's deterministic flag says (so
-    a benchmark can time both in one process); None restores the default (backward_mode)."""
+    """Pin the backward to "one-pass" or "two-pass" (so a benchmark can time both in one
+    process); None restores the default (backward_mode)."""
     global _FORCED_BACKWARD
     if mode is not None and mode not in BACKWARD_MODES:
         raise RabenchError(f"force_backward: mode must be one of {', '.join(BACKWARD_MODES)} "
@@ -163,11 +165,9 @@ def force_backward(mode: Optional[str]) -> None:
 
 
 def backward_mode() -> str:
-    """The backward the next call runs: the forced one, else two-pass (no atomics, bitwise
-    repeatable) when torch.are_deterministic_algorithms_enabled(), else one-pass."""
-    if _FORCED_BACKWARD is not None:
-        return _FORCED_BACKWARD
-    return "two-pass" if torch.are_deterministic_algorithms_enabled() else "one-pass"
+    """The backward the next call runs: the forced one, else two-pass (faster on an H100 and
+    bitwise repeatable: module docstring)."""
+    return _FORCED_BACKWARD or "two-pass"
 
 
 # kernel name -> Triton function; "onepass" is the dkdv kernel launched with ROW_ATOMIC
@@ -181,9 +181,9 @@ def _is_fake(args: tuple) -> bool:
 
 
 def _launch(name: str, grid_rows: int, bh: int, args: tuple, meta: dict) -> None:
-    """Launch one kernel over (batch*heads, row blocks).  On a GPU the launch goes through
-    torch.library.wrap_triton: a plain launch in eager mode, a traced kernel call (visible to
-    inductor) under torch.compile."""
+    """Launch one kernel over (batch*heads, row blocks).  On a GPU under torch.compile the
+    launch goes through torch.library.wrap_triton (a traced kernel call, visible to inductor);
+    eager launches call the kernel itself (_launch_eager, _traceable)."""
     if K.INTERPRET:
         if _is_fake(args):  # the custom_op's fake implementation: shapes only, no launch
             return
@@ -194,7 +194,7 @@ def _launch(name: str, grid_rows: int, bh: int, args: tuple, meta: dict) -> None
     if name in _FORCED:
         m, n, w, s = _FORCED[name]
         blk = n if name in _KEY_BLOCKS else m
-        wrap_triton(_RAW[name])[(bh, triton.cdiv(grid_rows, blk))](
+        _traceable(_RAW[name], args)[(bh, triton.cdiv(grid_rows, blk))](
             *args, **meta, BLOCK_M=m, BLOCK_N=n, INTERP=False, num_warps=w, num_stages=s)
         return
     size = "small" if max(meta["BD1"], meta["BD2"], meta["BDV"]) <= 64 else "large"
@@ -232,6 +232,12 @@ def _launch_eager(name: str, size: str, grid_rows: int, bh: int, args: tuple, me
         *args, **meta, **kw, INTERP=False, num_warps=cfg.num_warps, num_stages=cfg.num_stages)
 
 
+def _traceable(kernel, args: tuple):
+    """The kernel itself for an eager launch; under torch.compile its wrap_triton form, which
+    inductor traces (called eagerly, wrap_triton's higher-order-op dispatch costs ~0.1 ms)."""
+    return kernel if _is_eager(args) else wrap_triton(kernel)
+
+
 def _grid(name: str, grid_rows: int, bh: int):
     """The launch grid as the autotuner needs it: a function of the config's block sizes."""
     blk = "BLOCK_N" if name in _KEY_BLOCKS else "BLOCK_M"
@@ -248,7 +254,7 @@ def _launch_delta(o: Tensor, do: Tensor, delta: Tensor, H: int, T: int, meta: di
         if not _is_fake(args):
             K._ra_delta_kernel[(bh, triton.cdiv(T, blk))](*args, **kw)
         return
-    wrap_triton(K._ra_delta_kernel)[(bh, triton.cdiv(T, blk))](*args, **kw)
+    _traceable(K._ra_delta_kernel, args)[(bh, triton.cdiv(T, blk))](*args, **kw)
 
 
 def _empty(*args, **kwargs) -> Tensor:
