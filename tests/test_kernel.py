@@ -441,3 +441,31 @@ def test_gradients_in_bthd_memory(backward, tied):
     for g in present:
         assert g.shape == (B, H, T, D) and g.dtype == torch.bfloat16, backward
         assert g.transpose(1, 2).is_contiguous(), (backward, g.stride())
+
+
+@pytest.mark.usefixtures("backward")
+@pytest.mark.parametrize("tied", [False, True])
+def test_every_launch_names_every_constexpr(monkeypatch, tied):
+    """Inductor's launcher for a user-defined kernel fills in no defaults: a constexpr left to
+    its default runs eagerly and here, then fails under torch.compile on a GPU ("launcher()
+    missing 2 required positional arguments"). So each launch names every constexpr but the
+    config's block sizes and INTERP, which both launch paths add."""
+    import inspect
+
+    missing = {}
+    launch = kop._launch
+
+    def spy(name, grid_rows, bh, args, meta):
+        params = inspect.signature(kop._RAW[name].fn).parameters.values()
+        constexprs = {p.name for p in params if "constexpr" in str(p.annotation)}
+        missing[name] = constexprs - set(meta) - {"BLOCK_M", "BLOCK_N", "INTERP"}
+        return launch(name, grid_rows, bh, args, meta)
+
+    monkeypatch.setattr(kop, "_launch", spy)
+    q1, k1, q2, k2, v, _ = make_inputs(1, 2, 17, 16, 16, 16, torch.float32)
+    s1, s2 = (torch.rand(2) + 0.5).requires_grad_(), (torch.rand(2) + 0.5).requires_grad_()
+    u = torch.randn(2, 16, requires_grad=True)
+    o = ra_attention(q1, k1, None if tied else q2, None if tied else k2, v, u, scale1=s1, scale2=s2,
+                     tied=tied)
+    o.sum().backward()
+    assert len(missing) >= 2 and not any(missing.values()), missing

@@ -431,7 +431,7 @@ def _two_pass(ins, strides, dv, dbias, dsc, q2, tied, from_k, meta, scratch):
         else scratch(torch.float32)
     _launch("dkdv", T, B * H,
             (*ins, dk1, dk2, dv, dbias, brow, scratch(torch.float32), scratch(torch.float32),
-             scratch(torch.float32), *strides), meta)
+             scratch(torch.float32), *strides), dict(meta, ROW_ATOMIC=False, TIED=False))
     # tied: dq -> DQ1 and dk -> DQ2, reading dkdv's dk1, dk2 (read-only here, scratch after)
     dq_out = (dq1, _bthd(B, H, T, D1, k1)) if tied else (dq1, dq2)
     _launch("dq", T, B * H,
