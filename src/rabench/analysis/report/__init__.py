@@ -11,6 +11,7 @@ A map of this package:
     questions.py  the plan's three success criteria and its five questions, one function per question
     cautions.py   what the runs cannot carry (few seeds, short or unstable runs, mixed code)
     wording.py    numbers, verdict and evidence words, and sentences the sections share
+Why each rule is there: notes/report-rules.md.
 """
 
 from __future__ import annotations
