@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import pytest
 import torch
 
 from rabench import attention
 from rabench.attention import AttentionSpec
 from rabench.attention.kernel_route import open_coded_ra, ra_operands
+from rabench.kernels import reference as kernel_oracle
 from reference import assert_matches, ra_norec_reference, ra_reference, rel_err, standard_reference
 
 SHAPES = [(2, 3, 1, 8), (1, 2, 7, 16), (2, 2, 33, 8), (1, 1, 50, 32)]  # (B, H, T, D): T not a power of two
@@ -107,6 +111,29 @@ def test_kernel_operands_fold_ra_exactly(shape: tuple[int, ...]) -> None:
     out = open_coded_ra(q1, k1, q2, k2, v, bias, band=None)
     ref = ra_reference(q, k, v, g, u)
     assert_matches(out, ref, [q, k, v, g, u], TOL)
+
+
+@pytest.mark.parametrize("band", [None, 1, 5])
+def test_kernel_oracle_in_its_tied_scaled_form_is_canonical_ra(band: int | None) -> None:
+    """The package's torch oracle, given RA as the fused kernel gets it (q1 = q, k1 = k, per-head
+    scales w_std c and w_rec c, the reciprocal pair tied, the bias as the vector w_disc u), against
+    the tests' own reference: outputs and gradients."""
+    q, k, v = inputs(2, 3, 33, 8)
+    module = make("ra-open", 3, 8)
+    g, u = module.gates.logits, module.gates.u
+    w, c = torch.softmax(g, -1), 8**-0.5
+    out = kernel_oracle.ra_reference(q, k, None, None, v, u * w[:, 2:3], band, scale1=w[:, 0] * c,
+                                     scale2=w[:, 1] * c, tied=True)
+    assert_matches(out, ra_reference(q, k, v, g, u, band=band), [q, k, v, g, u], TOL)
+
+
+def test_kernel_oracle_imports_without_the_triton_kernels() -> None:
+    """The CPU route runs the oracle; Triton is a Linux-only dependency, so loading the oracle
+    (and the attention package) must not load the Triton ops."""
+    code = ("import sys, rabench.attention.kernel_route, rabench.kernels.reference\n"
+            "assert 'rabench.kernels.op' not in sys.modules, 'the Triton ops were loaded'\n")
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr[-2000:]
 
 
 def test_ra_open_without_reciprocity_equals_std_gated(monkeypatch: pytest.MonkeyPatch) -> None:

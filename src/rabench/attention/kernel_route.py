@@ -1,5 +1,5 @@
 """The route from RA's parameters to the RA kernel: its inputs, then the fused Triton kernel on a
-GPU or the same definition open-coded in torch (`open_coded_ra`) on a CPU.
+GPU or, on a CPU, the kernel's torch definition (`rabench.kernels.reference`, via `open_coded_ra`).
 
 The kernel computes  L_ij = q1_i.k1_j + m_ij (q2_i.k2_j) + bias_j  (causal) and knows
 nothing of gates or scales. Canonical RA folds into it as (ra-math.md, folded identity):
@@ -26,9 +26,9 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from rabench.attention.common import masked_softmax_apply, upcast
-from rabench.attention.gates import RAGates, key_dot, per_head
+from rabench.attention.gates import RAGates, per_head
 from rabench.errors import RabenchError
+from rabench.kernels.reference import ra_reference
 
 BACKENDS = ("auto", "triton", "torch")  # run_ra's routes: auto = triton on a GPU, torch on a CPU
 
@@ -82,13 +82,7 @@ def run_ra(
     if backend == "auto":
         backend = "triton" if v.is_cuda else "torch"
     if backend == "torch":
-        if tied:
-            q2, k2 = k1, q1
-        if scale1 is not None:
-            q1 = q1 * per_head(scale1).to(q1.dtype)
-        if scale2 is not None and q2 is not None:
-            q2 = q2 * per_head(scale2).to(q2.dtype)
-        return open_coded_ra(q1, k1, q2, k2, v, bias, band)
+        return open_coded_ra(q1, k1, q2, k2, v, bias, band, scale1=scale1, scale2=scale2, tied=tied)
     if backend != "triton":
         raise RabenchError(f"unknown RA backend {backend!r}; choose {', '.join(BACKENDS)}")
     from rabench.kernels import ra_attention
@@ -97,19 +91,12 @@ def run_ra(
 
 
 def open_coded_ra(
-    q1: Tensor, k1: Tensor, q2: Tensor | None, k2: Tensor | None, v: Tensor, bias: Tensor | None, band: int | None
+    q1: Tensor, k1: Tensor, q2: Tensor | None, k2: Tensor | None, v: Tensor, bias: Tensor | None, band: int | None,
+    scale1: Tensor | None = None, scale2: Tensor | None = None, tied: bool = False,
 ) -> Tensor:
-    """The kernel's definition written out in torch (T x T logits); used on CPUs without Triton.
+    """The kernel's definition in torch (T x T logits), for CPUs without Triton: the package's
+    oracle run in float32 or better (float64 stays float64), the result in v's dtype.
     bias: (B, H, T), or (H, D1) for bias_j = k1_j . bias[h] (k1 unscaled, as the kernel reads it)."""
-    if bias is not None and bias.dim() == 2:
-        bias = key_dot(k1, bias)
-    logits = upcast(q1 @ k1.transpose(-2, -1))
-    if q2 is not None:
-        rec = upcast(q2 @ k2.transpose(-2, -1))
-        if band is not None:
-            idx = torch.arange(rec.shape[-1], device=rec.device)
-            rec = rec * ((idx.view(-1, 1) - idx.view(1, -1)) < band).to(rec.dtype)  # m_ij: i - j < band
-        logits = logits + rec
-    if bias is not None:
-        logits = logits + bias.to(logits.dtype).unsqueeze(-2)
-    return masked_softmax_apply(logits, v)
+    compute = torch.promote_types(q1.dtype, torch.float32)  # half precision upcast, as the kernel accumulates
+    out = ra_reference(q1, k1, q2, k2, v, bias, band, compute, scale1=scale1, scale2=scale2, tied=tied)
+    return out.to(v.dtype)

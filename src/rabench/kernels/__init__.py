@@ -2,10 +2,27 @@
 
     ra_attention(q1, k1, q2, k2, v, bias, band=None) -> (B, H, T, Dv)
     ra_attention_available() -> (ok, reason)
+    reference.ra_reference(...)   the same semantics in torch (the oracle; no Triton needed)
 
-Set TRITON_INTERPRET=1 before importing this package to run the kernels on CPU tensors.
+Set TRITON_INTERPRET=1 before the kernels first load (the first use of ra_attention or
+ra_attention_available) to run them on CPU tensors.
 """
 
-from .op import ra_attention, ra_attention_available
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .op import ra_attention, ra_attention_available
 
 __all__ = ["ra_attention", "ra_attention_available"]
+
+
+def __getattr__(name: str) -> Any:
+    """Load the Triton ops on first use: the torch oracle (reference.py) is the CPU route's
+    definition and must import where Triton is absent (it is a Linux-only dependency)."""
+    if name in __all__:
+        from . import op
+
+        return getattr(op, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

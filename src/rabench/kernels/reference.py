@@ -1,7 +1,17 @@
-"""Float64 torch reference of the kernel semantics (tests and GPU checks use it).
+"""The torch definition of what the RA kernels compute: two bilinear scores, a band, a column bias.
 
-    L_ij = q1_i.k1_j + m_ij q2_i.k2_j + bias_j  for j <= i, -inf otherwise;  m_ij = [i-j < band]
+    L_ij = s1_h q1_i.k1_j + m_ij s2_h q2_i.k2_j + bias_j   for j <= i, -inf otherwise
+    m_ij = [band is None or i - j < band]
     O    = softmax(L) V
+
+bias is (B, H, T), or a per-head vector u (H, D1) meaning bias_j = k1_j . u (k1 as given, before
+any scale); s1, s2 are optional per-head scales (H,); tied means q2 = k1 and k2 = q1 (canonical
+RA's reciprocal term on the first pair itself).
+
+This is the package's one statement of those semantics: the CPU route runs it (in float32 or
+better) where the fused kernels cannot, and GPU checks compare the kernels against it in
+float64. Written densely (T x T logits) for clarity, not speed. The tests keep their own
+reference, written independently of this one, so a slip here cannot hide in both.
 """
 
 from __future__ import annotations
@@ -10,20 +20,54 @@ from typing import Optional
 
 import torch
 
+Tensor = torch.Tensor
 
-def ra_reference(q1, k1, q2, k2, v, bias: Optional[torch.Tensor] = None,
-                 band: Optional[int] = None, dtype=torch.float64) -> torch.Tensor:
-    """Dense O(T^2) reference, computed in `dtype` (float64 by default); differentiable."""
-    T = q1.shape[-2]
-    L = q1.to(dtype) @ k1.to(dtype).transpose(-1, -2)
-    i = torch.arange(T, device=q1.device)[:, None]
-    j = torch.arange(T, device=q1.device)[None, :]
+
+def ra_reference(q1: Tensor, k1: Tensor, q2: Optional[Tensor], k2: Optional[Tensor], v: Tensor,
+                 bias: Optional[Tensor] = None, band: Optional[int] = None, dtype: torch.dtype = torch.float64, *,
+                 scale1: Optional[Tensor] = None, scale2: Optional[Tensor] = None, tied: bool = False) -> Tensor:
+    """O = softmax(L) V with L as in the module docstring, every product computed in `dtype`
+    (float64 by default); differentiable in every input. Returns (B, H, T, Dv) in `dtype`."""
+    if tied:
+        q2, k2 = k1, q1
+    # scales, then the bias, then the products: this order fixes the order autograd sums k1's
+    # gradient in (k1 has three uses when tied); reordering moves float32 gradients by an ulp
+    q1 = scaled(q1, scale1, dtype)
+    q2 = scaled(q2, scale2, dtype) if q2 is not None else None
+    col = column_bias(bias, k1, dtype) if bias is not None else None
+    logits = bilinear(q1, k1, dtype)
     if q2 is not None:
-        rec = q2.to(dtype) @ k2.to(dtype).transpose(-1, -2)
-        if band is not None:
-            rec = rec * ((i - j) < band).to(dtype)
-        L = L + rec
-    if bias is not None:
-        L = L + bias.to(dtype)[..., None, :]
-    L = L.masked_fill(j > i, float("-inf"))
-    return torch.softmax(L, dim=-1) @ v.to(dtype)
+        logits = logits + within_band(bilinear(q2, k2, dtype), band)
+    if col is not None:
+        logits = logits + col.unsqueeze(-2)
+    t = logits.shape[-1]
+    future = torch.ones(t, t, dtype=torch.bool, device=logits.device).triu(1)  # key j after query i
+    return torch.softmax(logits.masked_fill(future, float("-inf")), dim=-1) @ v.to(dtype)
+
+
+def scaled(q: Tensor, scale: Optional[Tensor], dtype: torch.dtype) -> Tensor:
+    """s_h q, in `dtype` (the scale is per head, (H,))."""
+    q = q.to(dtype)
+    return q if scale is None else q * scale.to(dtype).view(1, -1, 1, 1)
+
+
+def bilinear(q: Tensor, k: Tensor, dtype: torch.dtype) -> Tensor:
+    """q_i.k_j, (B, H, T, T) in `dtype`. The trailing cast keeps the sums in `dtype` where
+    autocast runs the product itself in lower precision."""
+    return (q.to(dtype) @ k.to(dtype).transpose(-2, -1)).to(dtype)
+
+
+def within_band(scores: Tensor, band: Optional[int]) -> Tensor:
+    """Zero outside the band i - j < band (None: no band)."""
+    if band is None:
+        return scores
+    idx = torch.arange(scores.shape[-1], device=scores.device)
+    return scores * ((idx.view(-1, 1) - idx.view(1, -1)) < band).to(scores.dtype)
+
+
+def column_bias(bias: Tensor, k1: Tensor, dtype: torch.dtype) -> Tensor:
+    """bias_j per head, (B, H, T) in `dtype`: given as is, or k1_j . u from a per-head vector u (H, D1).
+    A broadcast product summed over d, as attention.gates.key_dot computes d_j for the model."""
+    if bias.dim() == 2:
+        return (k1.to(dtype) * bias.to(dtype).unsqueeze(1)).sum(-1)
+    return bias.to(dtype)
