@@ -10,6 +10,7 @@ only on machines without a CUDA GPU.  There these tests run; on a GPU machine th
 and tests/test_gpu.py runs the compiled kernels instead.
 """
 
+import json
 import os
 import subprocess
 import sys
@@ -419,3 +420,61 @@ def test_gradients_in_bthd_memory(backward, tied):
     for g in present:
         assert g.shape == (B, H, T, D) and g.dtype == torch.bfloat16, backward
         assert g.transpose(1, 2).is_contiguous(), (backward, g.stride())
+
+
+_WRITTEN_ARGS_CODE = """
+import json, torch, triton
+from triton.backends.compiler import GPUTarget
+try:
+    from torch._higher_order_ops.triton_kernel_wrap import identify_accessed_tensors
+except ImportError:
+    raise SystemExit(3)
+
+class Hopper:  # TTIR for sm_90 without a GPU: the analysis never launches anything
+    def get_current_target(self):
+        return GPUTarget("cuda", 90, 32)
+
+triton.runtime.driver.set_active(Hopper())
+from rabench.kernels import op as kop
+from rabench.kernels import ra_flash as K
+
+B, H, T, D = 1, 2, 64, 64
+F32 = {"BIAS", "SC1", "SC2", "LSE", "DELTA", "DBIAS", "BROW", "DQ1A", "DQ2A", "DSC"}
+SHAPES = {"BIAS": (H, D), "SC1": (H,), "SC2": (H,), "LSE": (B, H, T), "DELTA": (B, H, T),
+          "DBIAS": (B, H, T), "BROW": (1,), "DQ1A": (B, T, H, D), "DQ2A": (B, T, H, D),
+          "DSC": (B, H, T, 2)}
+out = {}
+for mode, tied, rec in (("onepass", True, True), ("onepass", False, True),
+                        ("onepass", False, False), ("dkdv", False, True)):
+    kw = dict(H=H, T=T, band=0, D1=D, BD1=D, D2=D, BD2=D, DV=D, BDV=D, HAS_REC=rec,
+              HAS_BAND=False, HAS_BIAS=2, HAS_SCALE=True, ROW_ATOMIC=mode == "onepass",
+              TIED=tied, INTERP=False)
+    for n in K._ra_dkdv_kernel.arg_names:
+        if n not in kw:
+            kw[n] = (64 if n.startswith("s") and not n.startswith("SC") else
+                     torch.zeros(SHAPES.get(n, (B, H, T, D)),
+                                 dtype=torch.float32 if n in F32 else torch.bfloat16))
+    acc = identify_accessed_tensors(kop._kernel(mode, "small"), kw, {})
+    out[f"{mode} tied={tied} rec={rec}"] = sorted(d.name for d in acc.read_writes.writes)
+print(json.dumps(out))
+"""
+
+
+def test_compile_sees_each_written_kernel_argument():
+    """torch.compile functionalises a Triton kernel call by the arguments its TTIR writes
+    (torch.library.wrap_triton's analysis): the one-pass kernel's atomics must mark its float32
+    accumulators as written, and the outputs a mode leaves alone (scratch stand-ins) as not.
+    Run on the sm_90 TTIR in a subprocess without the interpreter (no GPU needed)."""
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    res = subprocess.run([sys.executable, "-c", _WRITTEN_ARGS_CODE], env=env, capture_output=True,
+                         text=True)
+    if res.returncode == 3:
+        pytest.skip("this torch has no identify_accessed_tensors")
+    assert res.returncode == 0, res.stderr[-3000:]
+    written = json.loads(res.stdout.strip().splitlines()[-1])
+    assert written == {
+        "onepass tied=True rec=True": ["DBIAS", "DQ1A", "DQ2A", "DSC", "DVo"],
+        "onepass tied=False rec=True": ["DBIAS", "DK1", "DK2", "DQ1A", "DQ2A", "DSC", "DVo"],
+        "onepass tied=False rec=False": ["DBIAS", "DK1", "DQ1A", "DSC", "DVo"],
+        "dkdv tied=False rec=True": ["BROW", "DBIAS", "DK1", "DK2", "DVo"],
+    }, written
