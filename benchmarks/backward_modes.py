@@ -11,7 +11,8 @@ times forward+backward (the gradients of every input, as torch.autograd.grad ret
     ra      the kernel as ra-triton calls it: canonical RA, the pair tied, both scales, vector u
 each of ours with the backward forced to two-pass and to one-pass (op.force_backward), on
 rabench.bench.timing.gpu_ms (the CUDA profiler's kernel records summed over calls: device work
-only, no launch gaps; `rabench bench` times attention rows with the same clock).  It prints a
+only, no launch gaps; `rabench bench` times attention rows with the same clock).  At the first
+length it also prints each route's largest kernels (GPU ms per call).  It prints a
 markdown table of ms and ratios to cudnn, then the largest absolute difference between the two
 modes' gradients of every input, beside that gradient's largest magnitude (the one-pass sums in
 another order: bf16 rounding of the results, not more, may differ).  Exit status 1 when a
@@ -90,9 +91,25 @@ def fwd_bwd(forward: Callable[[], torch.Tensor], leaves: list[torch.Tensor], do:
     return torch.autograd.grad(forward(), leaves, do)
 
 
-def run_shape(T: int, H: int, D: int, dtype: torch.dtype, dev: torch.device, cudnn: bool, B: int) -> dict:
+def kernel_breakdown(fn: Callable[[], object], reps: int = 5) -> list[tuple[str, float]]:
+    """(kernel name, GPU ms per call) of one already-warm callable, largest first: where a
+    route's time goes (the one-pass kernel against dkdv + dq, the fills and casts around them)."""
+    from torch.autograd import DeviceType
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CUDA]) as prof:
+        for _ in range(reps):
+            fn()
+        torch.cuda.synchronize()
+    rows = [(e.key[:70], e.self_device_time_total / 1000 / reps) for e in prof.key_averages()
+            if e.device_type == DeviceType.CUDA and e.self_device_time_total > 0]
+    return sorted(rows, key=lambda r: -r[1])
+
+
+def run_shape(T: int, H: int, D: int, dtype: torch.dtype, dev: torch.device, cudnn: bool, B: int,
+              breakdown: bool) -> dict:
     x = Case(B, T, H, D, dtype, dev, seed=T)
-    row: dict = {"T": T, "B": B, "ms": {}, "agreement": {}}
+    row: dict = {"T": T, "B": B, "ms": {}, "agreement": {}, "kernels": {}}
     grads: dict[tuple[str, str], tuple] = {}
     for name, (forward, leaves) in routes(x, cudnn).items():
         for mode in (MODES if name != "cudnn" else (None,)):
@@ -103,6 +120,10 @@ def run_shape(T: int, H: int, D: int, dtype: torch.dtype, dev: torch.device, cud
             if mode is not None:
                 grads[name, mode] = fwd_bwd(forward, leaves, x.do)
             log(f"[time] T={T} {label:18s} {row['ms'][label]:.4f} ms   (incl. tuning {time.time() - t0:.0f} s)")
+            if breakdown:
+                rows = kernel_breakdown(lambda: fwd_bwd(forward, leaves, x.do))
+                row["kernels"][label] = rows
+                log("    " + "; ".join(f"{ms:.3f} {k}" for k, ms in rows[:6]))
     kop.force_backward(None)
     for name in ("norec", "ra"):
         names = ["qkv", "u", "s1", "s2"][:len(grads[name, MODES[0]])]
@@ -153,7 +174,9 @@ def main() -> int:
         log(f"[device] {p.name}, torch {torch.__version__}, forward "
             f"{'autotuned' if args.tune_forward else f'pinned to {FORWARD_CONFIG}'}")
     t0 = time.time()
-    rows = [run_shape(T, H, D, dtype, dev, not args.dry_run, B=max(1, tokens // T)) for T in lengths]
+    # per-kernel breakdown at the first length only (a profiler pass each; not on the CPU)
+    rows = [run_shape(T, H, D, dtype, dev, not args.dry_run, max(1, tokens // T), i == 0 and not args.dry_run)
+            for i, T in enumerate(lengths)]
     kop.force_config("fwd", None)
     tuned = {f"{n}/{size}": str(k.best_config) for (n, size), k in kop._tuned.items()
              if getattr(k, "best_config", None) is not None}
