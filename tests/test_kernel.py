@@ -478,3 +478,55 @@ def test_compile_sees_each_written_kernel_argument():
         "onepass tied=False rec=False": ["DBIAS", "DK1", "DQ1A", "DSC", "DVo"],
         "dkdv tied=False rec=True": ["BROW", "DBIAS", "DK1", "DK2", "DVo"],
     }, written
+
+
+@pytest.mark.parametrize("block_m,block_n", [(16, 16), (32, 32), (16, 64)])
+@pytest.mark.parametrize("tied", [False, True])
+def test_one_pass_tile_shapes(monkeypatch, block_m, block_n, tied):
+    """The one-pass kernel at other tile shapes than the interpreter's default (square tiles and
+    four query blocks per key block, as GPU configs have), with a band that ends inside a block,
+    scales and the bias vector: output and every gradient against float64."""
+    monkeypatch.setitem(kop._INTERP, "onepass", dict(BLOCK_M=block_m, BLOCK_N=block_n))
+    kop.force_backward("one-pass")
+    try:
+        torch.manual_seed(block_m * block_n + tied)
+        B, H, T, D = 1, 2, 45, 16
+        qkv = torch.randn(B, T, 3 * H * D, dtype=torch.float32).requires_grad_()
+        q, k, v = (z.view(B, T, H, D).transpose(1, 2) for z in qkv.split(H * D, dim=2))
+        u = (torch.randn(H, D) * 0.3).requires_grad_()
+        s1, s2 = (torch.rand(H) + 0.2).requires_grad_(), (torch.rand(H) * 0.5).requires_grad_()
+        if tied:
+            o = ra_attention(q, k, None, None, v, u, band=21, scale1=s1, scale2=s2, tied=True)
+        else:
+            o = ra_attention(q, k, k, q, v, u, band=21, scale1=s1, scale2=s2)
+        do = torch.randn_like(o)
+        leaves = [qkv, u, s1, s2]
+        g = torch.autograd.grad(o, leaves, do)
+    finally:
+        kop.force_backward(None)
+    l64 = [x.detach().double().requires_grad_() for x in leaves]
+    q_, k_, v_ = (z.view(B, T, H, D).transpose(1, 2) for z in l64[0].split(H * D, dim=2))
+    bias = torch.einsum("bhtd,hd->bht", k_, l64[1])
+    ref = ra_reference(q_ * l64[2].view(1, H, 1, 1), k_, k_ * l64[3].view(1, H, 1, 1), q_, v_, bias,
+                       band=21)
+    gr = torch.autograd.grad(ref, l64, do.double())
+    assert rel_err(o, ref) < FP32_TOL
+    for name, a, b in zip(("qkv", "u", "scale1", "scale2"), g, gr):
+        assert rel_err(a, b) < (5 * FP32_TOL if name != "qkv" else FP32_TOL), name
+
+
+def test_configs_fit_their_kernels_and_force_config_refuses_misfits():
+    """Every autotune candidate steps its kernel's causal schedule; a pinned tile pair that does
+    not (it would give wrong sums, not an error) is refused with a one-line error."""
+    for size, kernels in kop.CONFIGS.items():
+        for name, cfgs in kernels.items():
+            assert all(kop._tiles_fit(name, m, n) for m, n, _, _ in cfgs), (size, name)
+    with pytest.raises(RabenchError, match=r"BLOCK_N % BLOCK_M == 0, got \(32, 16, 4, 3\)"):
+        kop.force_config("onepass", (32, 16, 4, 3))
+    with pytest.raises(RabenchError, match=r"BLOCK_M % BLOCK_N == 0"):
+        kop.force_config("dq", (16, 32, 4, 3))
+    with pytest.raises(RabenchError, match="kernel must be one of"):
+        kop.force_config("delta", None)
+    kop.force_config("onepass", (16, 32, 4, 3))
+    kop.force_config("onepass", None)
+    assert "onepass" not in kop._FORCED

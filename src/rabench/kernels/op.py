@@ -143,11 +143,31 @@ _FORCED: dict[str, tuple] = {}
 
 def force_config(name: str, cfg: Optional[tuple]) -> None:
     """Pin one kernel ("fwd", "dkdv", "dq", "onepass") to (BLOCK_M, BLOCK_N, num_warps,
-    num_stages)."""
+    num_stages).  A tile pair the kernel cannot step is refused: it would not fail, it would
+    return wrong sums (the diagonal stage walks the smaller block inside the larger one)."""
+    if name not in _TUNED_KERNELS:
+        raise RabenchError(f"force_config: kernel must be one of {', '.join(_TUNED_KERNELS)}, "
+                           f"got {name!r}")
     if cfg is None:
         _FORCED.pop(name, None)
-    else:
-        _FORCED[name] = tuple(cfg)
+        return
+    cfg = tuple(cfg)
+    if len(cfg) != 4 or not _tiles_fit(name, cfg[0], cfg[1]):
+        raise RabenchError(f"force_config: {name} needs (BLOCK_M, BLOCK_N, num_warps, num_stages) "
+                           f"with {_TILE_RULE[name]}, got {cfg}")
+    _FORCED[name] = cfg
+
+
+_TUNED_KERNELS = ("fwd", "dkdv", "dq", "onepass")
+_TILE_RULE = {"fwd": "BLOCK_M % BLOCK_N == 0", "dq": "BLOCK_M % BLOCK_N == 0",
+              "dkdv": "BLOCK_N % BLOCK_M == 0", "onepass": "BLOCK_N % BLOCK_M == 0"}
+
+
+def _tiles_fit(name: str, block_m: int, block_n: int) -> bool:
+    """Whether the kernel's causal schedule can step these tiles (see CONFIGS)."""
+    if name in ("dkdv", "onepass"):
+        return block_n % block_m == 0
+    return block_m % block_n == 0
 
 
 BACKWARD_MODES = ("one-pass", "two-pass")
