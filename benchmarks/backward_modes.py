@@ -11,16 +11,19 @@ times forward+backward (the gradients of every input, as torch.autograd.grad ret
     ra      the kernel as ra-triton calls it: canonical RA, the pair tied, both scales, vector u
 each of ours with the backward forced to two-pass and to one-pass (op.force_backward), on
 rabench.bench.timing.gpu_ms (the CUDA profiler's kernel records summed over calls: device work
-only, no launch gaps; `rabench bench` times attention rows with the same clock).  It prints a
+only, no launch gaps; `rabench bench` times attention rows with the same clock).  At the first
+length it also prints each route's largest kernels (GPU ms per call).  It prints a
 markdown table of ms and ratios to cudnn, then the largest absolute difference between the two
 modes' gradients of every input, beside that gradient's largest magnitude (the one-pass sums in
 another order: bf16 rounding of the results, not more, may differ).  Exit status 1 when a
 difference exceeds 2% of the gradient's scale or a result is not finite.
 
 The forward is the same kernel in both modes; by default it is pinned to one config
-(FORWARD_CONFIG) so the run stays within about three minutes on one H100 (every autotune config
-is a compile); --tune-forward autotunes it as training does.  The backward kernels autotune
-over their lists in op.CONFIGS.  Writes $OUT/backward_modes.json when $OUT is set.
+(FORWARD_CONFIG); --tune-forward autotunes it as training does.  The backward kernels autotune
+over their lists in op.CONFIGS.  Every candidate is a compile of several seconds, one after
+another inside the autotuner, so worker processes first compile them all in parallel
+(prewarm); Triton's on-disk cache then hands the autotuner the binaries (--no-prewarm: off).
+Writes $OUT/backward_modes.json when $OUT is set.
 --dry-run: a tiny float32 shape on the CPU through Triton's interpreter (set TRITON_INTERPRET=1),
 default SDPA backend, host clock: checks the script's plumbing, not the card.
 """
@@ -90,9 +93,69 @@ def fwd_bwd(forward: Callable[[], torch.Tensor], leaves: list[torch.Tensor], do:
     return torch.autograd.grad(forward(), leaves, do)
 
 
-def run_shape(T: int, H: int, D: int, dtype: torch.dtype, dev: torch.device, cudnn: bool, B: int) -> dict:
+def kernel_breakdown(fn: Callable[[], object], reps: int = 5) -> list[tuple[str, float]]:
+    """(kernel name, GPU ms per call) of one already-warm callable, largest first: where a
+    route's time goes (the one-pass kernel against dkdv + dq, the fills and casts around them)."""
+    from torch.autograd import DeviceType
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CUDA]) as prof:
+        for _ in range(reps):
+            fn()
+        torch.cuda.synchronize()
+    rows = [(e.key[:70], e.self_device_time_total / 1000 / reps) for e in prof.key_averages()
+            if e.device_type == DeviceType.CUDA and e.self_device_time_total > 0]
+    return sorted(rows, key=lambda r: -r[1])
+
+
+def _compile_candidate(job: tuple[str, tuple, tuple, str]) -> str:
+    """Worker process: run both of our routes once, on a small shape, with kernel `name` pinned to
+    `cfg` and every other kernel to a fixed config, so exactly that binary lands in Triton's
+    on-disk cache (the same kernel, constexprs and options as the autotuner's launch)."""
+    name, cfg, fwd_cfg, device = job
+    dev = torch.device(device)
+    dtype = torch.bfloat16 if dev.type == "cuda" else torch.float32
+    small = kop.CONFIGS["small"]
+    for n in ("dkdv", "dq", "onepass"):
+        kop.force_config(n, small[n][0])
+    kop.force_config("fwd", fwd_cfg)
+    kop.force_config(name, cfg)
+    kop.force_backward("two-pass" if name in ("dkdv", "dq") else "one-pass")
+    H, D = (12, 64) if dev.type == "cuda" else (2, 16)
+    try:  # a failure here only costs the main process that compile; it reports it there
+        x = Case(1, 256 if dev.type == "cuda" else 32, H, D, dtype, dev, seed=0)
+        for route in ("norec", "ra"):
+            forward, leaves = routes(x, cudnn=False)[route]
+            fwd_bwd(forward, leaves, x.do)
+        if dev.type == "cuda":
+            torch.cuda.synchronize()
+    except Exception as e:  # noqa: BLE001
+        return f"{name} {cfg}: not compiled ({type(e).__name__}: {str(e).splitlines()[0][:150] if str(e) else ''})"
+    return f"{name} {cfg}"
+
+
+def prewarm(device: str, tune_forward: bool, workers: int, per_kernel: int = 0) -> None:
+    """Compile every autotune candidate of the small head-dim class (the first `per_kernel` of
+    each kernel's list when given: the dry run's check of the plumbing) in `workers` processes."""
+    import concurrent.futures
+    import multiprocessing
+
+    small = kop.CONFIGS["small"]
+    names = ("dkdv", "dq", "onepass") + (("fwd",) if tune_forward else ())
+    jobs = [(n, c, None if n == "fwd" else FORWARD_CONFIG if not tune_forward else small["fwd"][0], device)
+            for n in names for c in small[n][:per_kernel or None]]
+    t0 = time.time()
+    ctx = multiprocessing.get_context("spawn")  # CUDA does not survive fork
+    with concurrent.futures.ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
+        for done in pool.map(_compile_candidate, jobs):
+            log(f"[prewarm] {done}")
+    log(f"[prewarm] {len(jobs)} candidates in {time.time() - t0:.0f} s ({workers} processes)")
+
+
+def run_shape(T: int, H: int, D: int, dtype: torch.dtype, dev: torch.device, cudnn: bool, B: int,
+              breakdown: bool) -> dict:
     x = Case(B, T, H, D, dtype, dev, seed=T)
-    row: dict = {"T": T, "B": B, "ms": {}, "agreement": {}}
+    row: dict = {"T": T, "B": B, "ms": {}, "agreement": {}, "kernels": {}}
     grads: dict[tuple[str, str], tuple] = {}
     for name, (forward, leaves) in routes(x, cudnn).items():
         for mode in (MODES if name != "cudnn" else (None,)):
@@ -103,6 +166,10 @@ def run_shape(T: int, H: int, D: int, dtype: torch.dtype, dev: torch.device, cud
             if mode is not None:
                 grads[name, mode] = fwd_bwd(forward, leaves, x.do)
             log(f"[time] T={T} {label:18s} {row['ms'][label]:.4f} ms   (incl. tuning {time.time() - t0:.0f} s)")
+            if breakdown:
+                rows = kernel_breakdown(lambda: fwd_bwd(forward, leaves, x.do))
+                row["kernels"][label] = rows
+                log("    " + "; ".join(f"{ms:.3f} {k}" for k, ms in rows[:6]))
     kop.force_backward(None)
     for name in ("norec", "ra"):
         names = ["qkv", "u", "s1", "s2"][:len(grads[name, MODES[0]])]
@@ -136,6 +203,7 @@ def main() -> int:
     ap.add_argument("--lengths", default="1024,2048,4096", help="sequence lengths T (B = 8192 / T)")
     ap.add_argument("--tune-forward", action="store_true", help="autotune the forward too (more compiles)")
     ap.add_argument("--dry-run", action="store_true", help="CPU, interpreter, tiny shape: the plumbing only")
+    ap.add_argument("--no-prewarm", action="store_true", help="let the autotuner compile one config at a time")
     args = ap.parse_args()
     if args.dry_run:
         ok, why = kop.ra_attention_available()
@@ -153,7 +221,14 @@ def main() -> int:
         log(f"[device] {p.name}, torch {torch.__version__}, forward "
             f"{'autotuned' if args.tune_forward else f'pinned to {FORWARD_CONFIG}'}")
     t0 = time.time()
-    rows = [run_shape(T, H, D, dtype, dev, not args.dry_run, B=max(1, tokens // T)) for T in lengths]
+    if not args.no_prewarm:
+        if args.dry_run:
+            prewarm(dev.type, args.tune_forward, workers=2, per_kernel=1)
+        else:
+            prewarm(dev.type, args.tune_forward, workers=min(8, os.cpu_count() or 1))
+    # per-kernel breakdown at the first length only (a profiler pass each; not on the CPU)
+    rows = [run_shape(T, H, D, dtype, dev, not args.dry_run, max(1, tokens // T), i == 0 and not args.dry_run)
+            for i, T in enumerate(lengths)]
     kop.force_config("fwd", None)
     tuned = {f"{n}/{size}": str(k.best_config) for (n, size), k in kop._tuned.items()
              if getattr(k, "best_config", None) is not None}

@@ -10,6 +10,7 @@ only on machines without a CUDA GPU.  There these tests run; on a GPU machine th
 and tests/test_gpu.py runs the compiled kernels instead.
 """
 
+import json
 import os
 import subprocess
 import sys
@@ -469,3 +470,113 @@ def test_every_launch_names_every_constexpr(monkeypatch, tied):
                      tied=tied)
     o.sum().backward()
     assert len(missing) >= 2 and not any(missing.values()), missing
+
+
+_WRITTEN_ARGS_CODE = """
+import json, torch, triton
+from triton.backends.compiler import GPUTarget
+try:
+    from torch._higher_order_ops.triton_kernel_wrap import identify_accessed_tensors
+except ImportError:
+    raise SystemExit(3)
+
+class Hopper:  # TTIR for sm_90 without a GPU: the analysis never launches anything
+    def get_current_target(self):
+        return GPUTarget("cuda", 90, 32)
+
+triton.runtime.driver.set_active(Hopper())
+from rabench.kernels import op as kop
+from rabench.kernels import ra_flash as K
+
+B, H, T, D = 1, 2, 64, 64
+F32 = {"BIAS", "SC1", "SC2", "LSE", "DELTA", "DBIAS", "BROW", "DQ1A", "DQ2A", "DSC"}
+SHAPES = {"BIAS": (H, D), "SC1": (H,), "SC2": (H,), "LSE": (B, H, T), "DELTA": (B, H, T),
+          "DBIAS": (B, H, T), "BROW": (1,), "DQ1A": (B, T, H, D), "DQ2A": (B, T, H, D),
+          "DSC": (B, H, T, 2)}
+out = {}
+for mode, tied, rec in (("onepass", True, True), ("onepass", False, True),
+                        ("onepass", False, False), ("dkdv", False, True)):
+    kw = dict(H=H, T=T, band=0, D1=D, BD1=D, D2=D, BD2=D, DV=D, BDV=D, HAS_REC=rec,
+              HAS_BAND=False, HAS_BIAS=2, HAS_SCALE=True, ROW_ATOMIC=mode == "onepass",
+              TIED=tied, INTERP=False)
+    for n in K._ra_dkdv_kernel.arg_names:
+        if n not in kw:
+            kw[n] = (64 if n.startswith("s") and not n.startswith("SC") else
+                     torch.zeros(SHAPES.get(n, (B, H, T, D)),
+                                 dtype=torch.float32 if n in F32 else torch.bfloat16))
+    acc = identify_accessed_tensors(kop._kernel(mode, "small"), kw, {})
+    out[f"{mode} tied={tied} rec={rec}"] = sorted(d.name for d in acc.read_writes.writes)
+print(json.dumps(out))
+"""
+
+
+def test_compile_sees_each_written_kernel_argument():
+    """torch.compile functionalises a Triton kernel call by the arguments its TTIR writes
+    (torch.library.wrap_triton's analysis): the one-pass kernel's atomics must mark its float32
+    accumulators as written, and the outputs a mode leaves alone (scratch stand-ins) as not.
+    Run on the sm_90 TTIR in a subprocess without the interpreter (no GPU needed)."""
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    res = subprocess.run([sys.executable, "-c", _WRITTEN_ARGS_CODE], env=env, capture_output=True,
+                         text=True)
+    if res.returncode == 3:
+        pytest.skip("this torch has no identify_accessed_tensors")
+    assert res.returncode == 0, res.stderr[-3000:]
+    written = json.loads(res.stdout.strip().splitlines()[-1])
+    assert written == {
+        "onepass tied=True rec=True": ["DBIAS", "DQ1A", "DQ2A", "DSC", "DVo"],
+        "onepass tied=False rec=True": ["DBIAS", "DK1", "DK2", "DQ1A", "DQ2A", "DSC", "DVo"],
+        "onepass tied=False rec=False": ["DBIAS", "DK1", "DQ1A", "DSC", "DVo"],
+        "dkdv tied=False rec=True": ["BROW", "DBIAS", "DK1", "DK2", "DVo"],
+    }, written
+
+
+@pytest.mark.parametrize("block_m,block_n", [(16, 16), (32, 32), (16, 64)])
+@pytest.mark.parametrize("tied", [False, True])
+def test_one_pass_tile_shapes(monkeypatch, block_m, block_n, tied):
+    """The one-pass kernel at other tile shapes than the interpreter's default (square tiles and
+    four query blocks per key block, as GPU configs have), with a band that ends inside a block,
+    scales and the bias vector: output and every gradient against float64."""
+    monkeypatch.setitem(kop._INTERP, "onepass", dict(BLOCK_M=block_m, BLOCK_N=block_n))
+    kop.force_backward("one-pass")
+    try:
+        torch.manual_seed(block_m * block_n + tied)
+        B, H, T, D = 1, 2, 45, 16
+        qkv = torch.randn(B, T, 3 * H * D, dtype=torch.float32).requires_grad_()
+        q, k, v = (z.view(B, T, H, D).transpose(1, 2) for z in qkv.split(H * D, dim=2))
+        u = (torch.randn(H, D) * 0.3).requires_grad_()
+        s1, s2 = (torch.rand(H) + 0.2).requires_grad_(), (torch.rand(H) * 0.5).requires_grad_()
+        if tied:
+            o = ra_attention(q, k, None, None, v, u, band=21, scale1=s1, scale2=s2, tied=True)
+        else:
+            o = ra_attention(q, k, k, q, v, u, band=21, scale1=s1, scale2=s2)
+        do = torch.randn_like(o)
+        leaves = [qkv, u, s1, s2]
+        g = torch.autograd.grad(o, leaves, do)
+    finally:
+        kop.force_backward(None)
+    l64 = [x.detach().double().requires_grad_() for x in leaves]
+    q_, k_, v_ = (z.view(B, T, H, D).transpose(1, 2) for z in l64[0].split(H * D, dim=2))
+    bias = torch.einsum("bhtd,hd->bht", k_, l64[1])
+    ref = ra_reference(q_ * l64[2].view(1, H, 1, 1), k_, k_ * l64[3].view(1, H, 1, 1), q_, v_, bias,
+                       band=21)
+    gr = torch.autograd.grad(ref, l64, do.double())
+    assert rel_err(o, ref) < FP32_TOL
+    for name, a, b in zip(("qkv", "u", "scale1", "scale2"), g, gr):
+        assert rel_err(a, b) < (5 * FP32_TOL if name != "qkv" else FP32_TOL), name
+
+
+def test_configs_fit_their_kernels_and_force_config_refuses_misfits():
+    """Every autotune candidate steps its kernel's causal schedule; a pinned tile pair that does
+    not (it would give wrong sums, not an error) is refused with a one-line error."""
+    for size, kernels in kop.CONFIGS.items():
+        for name, cfgs in kernels.items():
+            assert all(kop._tiles_fit(name, m, n) for m, n, _, _ in cfgs), (size, name)
+    with pytest.raises(RabenchError, match=r"BLOCK_N % BLOCK_M == 0, got \(32, 16, 4, 3\)"):
+        kop.force_config("onepass", (32, 16, 4, 3))
+    with pytest.raises(RabenchError, match=r"BLOCK_M % BLOCK_N == 0"):
+        kop.force_config("dq", (16, 32, 4, 3))
+    with pytest.raises(RabenchError, match="kernel must be one of"):
+        kop.force_config("delta", None)
+    kop.force_config("onepass", (16, 32, 4, 3))
+    kop.force_config("onepass", None)
+    assert "onepass" not in kop._FORCED

@@ -17,9 +17,10 @@ Two backwards, one answer (backward_mode(), force_backward()):
               accumulators with atomics, as FlashAttention-2 and -3 do for dQ.  Tile products
               per causal pair, forward included: 11 for canonical RA (tied), 7 without the
               reciprocal term - the counts notes/ra-math.md derives (cuDNN's SDPA does 7).
-    two-pass  (default) dkdv kernel, then a dq kernel that owns each query block's rows: no atomics, each
-              output written by one program, bitwise the same from run to run; it recomputes
-              both score products and dP for the row side (14 products for RA, 9 without it).
+    two-pass  (default) the dkdv kernel, then a dq kernel that owns each query block's rows: no
+              atomics, each output written by one program, bitwise the same from run to run;
+              it recomputes both score products and dP for the row side (14 products for RA,
+              9 without it).
 Two-pass is the default because it measured faster, not only because it is exact: on an H100
 (benchmarks/backward_modes.py, results/bench/h100-2026-12-06) fwd+bwd at B*T = 8192, D = 64
 took 1.44-1.50x cuDNN's time without the reciprocal term and 1.91x with it two-pass, against
@@ -95,9 +96,9 @@ def _cfgs(items):
 
 
 # (BLOCK_M, BLOCK_N, num_warps, num_stages); forward / dq: BLOCK_M % BLOCK_N == 0;
-# dkdv and onepass (the dkdv kernel with the row-side atomics): BLOCK_N % BLOCK_M == 0.  Two classes by the largest head dim: the kernels keep the
-# loop-invariant operands and up to three fp32 accumulators in registers, so wide heads need
-# smaller tiles.  Candidates picked from ptxas resource reports (no or little spilling on
+# dkdv and onepass (the dkdv kernel with the row-side atomics): BLOCK_N % BLOCK_M == 0.  Two
+# classes by the largest head dim: the kernels keep the loop-invariant operands and up to three
+# fp32 accumulators in registers, so wide heads need smaller tiles.  Candidates picked from ptxas resource reports (no or little spilling on
 # sm_90) and H100 timings: notes/kernel-versions.md.
 CONFIGS = {
     "small": {  # max head dim <= 64
@@ -115,7 +116,9 @@ CONFIGS = {
         "fwd": [(64, 32, 8, 3), (64, 32, 4, 3), (128, 32, 16, 3), (128, 64, 8, 3)],
         "dkdv": [(16, 32, 8, 3), (16, 64, 8, 3), (32, 64, 8, 3), (16, 32, 4, 3)],
         "dq": [(32, 16, 4, 3), (64, 16, 8, 3), (128, 32, 8, 3), (64, 32, 8, 3)],
-        "onepass": [(16, 32, 8, 3), (16, 64, 8, 3), (32, 64, 8, 3), (16, 32, 4, 3)],  # unmeasured
+        # not yet timed; offline sm_90 stack bytes at D = 128, tied / no reciprocal term: 72/0,
+        # 80, 0, 336/32 ((16, 64, 8, 3) and (32, 64, 8, 3): 900-1200 B tied)
+        "onepass": [(16, 32, 8, 3), (16, 32, 8, 2), (16, 16, 8, 3), (32, 32, 8, 3)],
     },
 }
 _KEY = ["T", "D1", "D2", "DV", "HAS_REC", "HAS_BAND", "HAS_BIAS"]  # HAS_BIAS: 0, 1 or 2
@@ -143,11 +146,31 @@ _FORCED: dict[str, tuple] = {}
 
 def force_config(name: str, cfg: Optional[tuple]) -> None:
     """Pin one kernel ("fwd", "dkdv", "dq", "onepass") to (BLOCK_M, BLOCK_N, num_warps,
-    num_stages)."""
+    num_stages).  A tile pair the kernel cannot step is refused: it would not fail, it would
+    return wrong sums (the diagonal stage walks the smaller block inside the larger one)."""
+    if name not in _TUNED_KERNELS:
+        raise RabenchError(f"force_config: kernel must be one of {', '.join(_TUNED_KERNELS)}, "
+                           f"got {name!r}")
     if cfg is None:
         _FORCED.pop(name, None)
-    else:
-        _FORCED[name] = tuple(cfg)
+        return
+    cfg = tuple(cfg)
+    if len(cfg) != 4 or not _tiles_fit(name, cfg[0], cfg[1]):
+        raise RabenchError(f"force_config: {name} needs (BLOCK_M, BLOCK_N, num_warps, num_stages) "
+                           f"with {_TILE_RULE[name]}, got {cfg}")
+    _FORCED[name] = cfg
+
+
+_TUNED_KERNELS = ("fwd", "dkdv", "dq", "onepass")
+_TILE_RULE = {"fwd": "BLOCK_M % BLOCK_N == 0", "dq": "BLOCK_M % BLOCK_N == 0",
+              "dkdv": "BLOCK_N % BLOCK_M == 0", "onepass": "BLOCK_N % BLOCK_M == 0"}
+
+
+def _tiles_fit(name: str, block_m: int, block_n: int) -> bool:
+    """Whether the kernel's causal schedule can step these tiles (see CONFIGS)."""
+    if name in ("dkdv", "onepass"):
+        return block_n % block_m == 0
+    return block_m % block_n == 0
 
 
 BACKWARD_MODES = ("one-pass", "two-pass")
@@ -279,6 +302,13 @@ def _none(like: Tensor, dtype: Optional[torch.dtype] = None) -> Tensor:
     return like.new_empty(0, dtype=dtype)
 
 
+def _scratch(like: Tensor, dtype: Optional[torch.dtype] = None) -> Tensor:
+    """A one-element stand-in for a kernel output the launch does not write.  Each gets its own:
+    under torch.compile each written kernel argument is functionalised separately, and two
+    arguments sharing one written tensor could copy a stale clone over the real result."""
+    return _empty((1,), device=like.device, dtype=dtype or like.dtype)
+
+
 def _pow2(d: int) -> int:
     # plain Python: triton.next_power_of_2 is a jit-callable and costs ~10 us a call
     return max(16, 1 << (d - 1).bit_length())
@@ -370,12 +400,7 @@ def ra_backward(do, q1, k1, q2, k2, v, bias, sc1, sc2, o, lse, band: int, tied: 
     _launch_delta(o, do, delta, H, T, meta)
 
     # absent inputs: any read-only tensor stands in (the kernels never touch it); absent
-    # outputs get their own one-element stand-ins, never another output: under torch.compile
-    # each written kernel argument is functionalised separately, and two arguments sharing one
-    # written tensor could copy a stale clone over the real result
-    def scratch(dtype=q1.dtype) -> Tensor:
-        return _empty((1,), device=q1.device, dtype=dtype)
-
+    # outputs: _scratch
     q2_ = q2 if q2 is not None else q1
     k2_ = k2 if k2 is not None else k1
     sc1_ = sc1.contiguous() if sc1 is not None else lse
@@ -383,64 +408,76 @@ def ra_backward(do, q1, k1, q2, k2, v, bias, sc1, sc2, o, lse, band: int, tied: 
     bias_c = bias.contiguous() if bias is not None else lse
     ins = (q1, k1, q2_, k2_, v, bias_c, sc1_, sc2_, do, lse, delta)
     strides = (*_st(q1), *_st(k1), *_st(q2_), *_st(k2_), *_st(v), *_st(do), H, T, band)
-    dbias_ = dbias if bias is not None else scratch(torch.float32)
-    dsc_ = dsc if sc1 is not None else scratch(torch.float32)
+    outs = (dv, dbias if bias is not None else _scratch(q1, torch.float32),
+            dsc if sc1 is not None else _scratch(q1, torch.float32))
     if backward_mode() == "one-pass":
-        grads = _one_pass(ins, strides, dv, dbias_, dsc_, q2, tied, meta, scratch)
+        grads = _one_pass(ins, strides, outs, q2 is not None, tied, meta)
     else:
-        grads = _two_pass(ins, strides, dv, dbias_, dsc_, q2, tied, from_k, meta, scratch)
+        grads = _two_pass(ins, strides, outs, q2 is not None, tied, from_k, meta)
     if from_k:  # bias_j = k1_j . u: dL/du = sum over b, j of dbias_j k1_j
         dbias = (dbias.unsqueeze(-1) * k1.float()).sum((0, 2))
     return (*grads, dbias, dsc.sum((0, 2)) if sc1 is not None else dsc)
 
 
-def _one_pass(ins, strides, dv, dbias, dsc, q2, tied, meta, scratch):
-    """The dkdv kernel with ROW_ATOMIC: (dq1, dk1, dq2, dk2, dv).  The row sides go into
-    zeroed float32 accumulators in (B, T, H, D) memory, created here (under torch.compile the
-    op's own fresh tensors, which the kernel mutates), then cast to the inputs' dtype with the
-    strides kept (Tensor.to preserves the layout of a dense view)."""
-    q1, k1 = ins[0], ins[1]
+_Grads = tuple[Tensor, Tensor, Tensor, Tensor, Tensor]  # dq1, dk1, dq2, dk2, dv
+
+
+def _one_pass(ins: tuple, strides: tuple, outs: tuple[Tensor, Tensor, Tensor], has_rec: bool,
+              tied: bool, meta: dict) -> _Grads:
+    """The dkdv kernel with ROW_ATOMIC.  ins: the kernels' inputs (q1 .. delta); outs: dv, dbias,
+    dsc.  The row sides go into zeroed float32 accumulators in (B, T, H, D) memory, made here
+    (under torch.compile the op's own fresh tensors, which the kernel mutates), then cast to the
+    inputs' dtype with their strides (Tensor.to keeps the layout of a dense view)."""
+    q1, k1, q2 = ins[0], ins[1], ins[2]
     B, H, T, D1 = q1.shape
+    D2 = q2.shape[-1]
     acc1 = _bthd_zeros(B, H, T, D1, q1)  # tied: q's whole gradient
     if tied:
         acc2 = _bthd_zeros(B, H, T, D1, q1)  # k's whole gradient
-        dk1, dk2 = scratch(), scratch()  # column sides go into acc1, acc2 too
+        dk1, dk2 = _scratch(q1), _scratch(q1)  # the column sides go into acc1, acc2 too
     else:
-        acc2 = _bthd_zeros(B, H, T, q2.shape[-1], q1) if q2 is not None else scratch(torch.float32)
+        acc2 = _bthd_zeros(B, H, T, D2, q1) if has_rec else _scratch(q1, torch.float32)
         dk1 = _bthd(B, H, T, D1, k1)
-        dk2 = _bthd(B, H, T, q2.shape[-1], q2) if q2 is not None else scratch()
+        dk2 = _bthd(B, H, T, D2, q2) if has_rec else _scratch(q1)
+    dv, dbias, dsc = outs
     _launch("onepass", T, B * H,
-            (*ins, dk1, dk2, dv, dbias, scratch(torch.float32), acc1, acc2, dsc, *strides),
+            (*ins, dk1, dk2, dv, dbias, _scratch(q1, torch.float32), acc1, acc2, dsc, *strides),
             dict(meta, ROW_ATOMIC=True, TIED=tied))
     if tied:
         return acc1.to(q1.dtype), acc2.to(k1.dtype), _none(q1), _none(q1), dv
-    return (acc1.to(q1.dtype), dk1, acc2.to(q2.dtype) if q2 is not None else _none(q1),
-            dk2 if q2 is not None else _none(q1), dv)
+    if not has_rec:
+        return acc1.to(q1.dtype), dk1, _none(q1), _none(q1), dv
+    return acc1.to(q1.dtype), dk1, acc2.to(q2.dtype), dk2, dv
 
 
-def _two_pass(ins, strides, dv, dbias, dsc, q2, tied, from_k, meta, scratch):
+def _two_pass(ins: tuple, strides: tuple, outs: tuple[Tensor, Tensor, Tensor], has_rec: bool,
+              tied: bool, from_k: bool, meta: dict) -> _Grads:
     """The dkdv kernel (column sides), then the dq kernel (row sides, the scales' sums and, tied,
-    the whole dq and dk): no atomics.  (dq1, dk1, dq2, dk2, dv)."""
-    q1, k1, q2_, k2_, v, bias_c, sc1_, sc2_, do, lse, delta = ins
+    the whole dq and dk): no atomics.  ins, outs as in _one_pass."""
+    q1, k1, q2, k2, v, bias_c, sc1, sc2, do, lse, delta = ins
     B, H, T, D1 = q1.shape
+    D2 = q2.shape[-1]
     dq1 = _bthd(B, H, T, D1, q1)
     dk1 = _bthd(B, H, T, D1, k1)
-    dq2 = _bthd(B, H, T, q2.shape[-1], q2) if q2 is not None and not tied else scratch()
-    dk2 = _bthd(B, H, T, q2.shape[-1], k2_) if q2 is not None else scratch()
-    brow = _empty((B, H, T), **dict(device=q1.device, dtype=torch.float32)) if from_k \
-        else scratch(torch.float32)
+    dq2 = _bthd(B, H, T, D2, q2) if has_rec and not tied else _scratch(q1)
+    dk2 = _bthd(B, H, T, D2, k2) if has_rec else _scratch(q1)
+    brow = _empty((B, H, T), device=q1.device, dtype=torch.float32) if from_k \
+        else _scratch(q1, torch.float32)
+    dv, dbias, dsc = outs
     _launch("dkdv", T, B * H,
-            (*ins, dk1, dk2, dv, dbias, brow, scratch(torch.float32), scratch(torch.float32),
-             scratch(torch.float32), *strides), dict(meta, ROW_ATOMIC=False, TIED=False))
+            (*ins, dk1, dk2, dv, dbias, brow, _scratch(q1, torch.float32),
+             _scratch(q1, torch.float32), _scratch(q1, torch.float32), *strides), dict(meta, ROW_ATOMIC=False, TIED=False))
     # tied: dq -> DQ1 and dk -> DQ2, reading dkdv's dk1, dk2 (read-only here, scratch after)
     dq_out = (dq1, _bthd(B, H, T, D1, k1)) if tied else (dq1, dq2)
     _launch("dq", T, B * H,
-            (q1, k1, q2_, k2_, v, brow if from_k else bias_c, sc1_, sc2_, do, lse, delta, *dq_out,
+            (q1, k1, q2, k2, v, brow if from_k else bias_c, sc1, sc2, do, lse, delta, *dq_out,
              dk1, dk2, dsc, *strides),
             dict(meta, TIED=tied, HAS_BIAS=1 if from_k else meta["HAS_BIAS"]))
     if tied:
         return dq_out[0], dq_out[1], _none(q1), _none(q1), dv
-    return dq1, dk1, dq2 if q2 is not None else _none(q1), dk2 if q2 is not None else _none(q1), dv
+    if not has_rec:
+        return dq1, dk1, _none(q1), _none(q1), dv
+    return dq1, dk1, dq2, dk2, dv
 
 
 # ----------------------------------------------------------------------------------------

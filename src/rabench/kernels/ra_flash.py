@@ -370,20 +370,21 @@ def _dkdv_tile(dk1, dk2, dv, dbias, k1, k2, v, bias_n, offs_n, m0,
     delta = tl.load(delta_base + offs_m, mask=offs_m < T, other=0.0)
     dpT = _dot(v, tl.trans(do), None, INTERP)                            # dP_ij = dO_i . v_j
     dsT = pT * (dpT - delta[None, :])                        # dL_ij = P_ij (dP_ij - delta_i)
-    dk1 = _dot(dsT.to(q1.dtype), q1, dk1, INTERP)                  # dk1_j += sum_i dL_ij q1_i
+    ds = dsT.to(q1.dtype)                        # the products' operand (q and k share a dtype)
+    dk1 = _dot(ds, q1, dk1, INTERP)                                # dk1_j += sum_i dL_ij q1_i
     if ROW_ATOMIC:
         # dq1_i = sum_j dL_ij k1_j: this key block's share, added to the row's accumulator
-        _atomic_add_rows(dqa_base, _dot(tl.trans(dsT.to(k1.dtype)), k1, None, INTERP),
+        _atomic_add_rows(dqa_base, _dot(tl.trans(ds), k1, None, INTERP),
                          offs_m, offs_d1, s_dqa, T, D1, BD1)
     if HAS_BIAS:
         dbias += tl.sum(dsT, 1)                              # dbias_j = sum_i dL_ij
     if USE_REC:
         if HAS_BAND:
-            dsT = tl.where(in_band, dsT, 0.0)                # m_ij dL_ij
-        dk2 = _dot(dsT.to(q2.dtype), q2, dk2, INTERP)              # dk2_j += sum_i m_ij dL_ij q2_i
+            ds = tl.where(in_band, dsT, 0.0).to(q2.dtype)    # m_ij dL_ij
+        dk2 = _dot(ds, q2, dk2, INTERP)                            # dk2_j += sum_i m_ij dL_ij q2_i
         if ROW_ATOMIC:
             # dq2_i = sum_j m_ij dL_ij k2_j, likewise
-            _atomic_add_rows(dqb_base, _dot(tl.trans(dsT.to(k2.dtype)), k2, None, INTERP),
+            _atomic_add_rows(dqb_base, _dot(tl.trans(ds), k2, None, INTERP),
                              offs_m, offs_d2, s_dqb, T, D2, BD2)
     return dk1, dk2, dv, dbias
 
