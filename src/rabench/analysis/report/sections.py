@@ -114,9 +114,10 @@ def break_even_section(doc: Doc, comparisons: list[Comparison], out_dir: Path) -
     doc.para(
         f"**From the N-run's curve: {CURVE_UPPER_BOUND}.** s* = N / n*, n* the first iteration at which the candidate's "
         "(interpolated) val_loss curve reaches the baseline's final val_loss at N. A run scheduled for n* iterations "
-        "is not that curve: in the campaign's runs every equal-time run ended above its N-run's curve at the same "
-        "iteration, so this reading leans high. Criterion 2 reads these curves only for seeds without an s* from run "
-        "lengths, and says how many."
+        "is not that curve: its learning rate anneals on a shorter schedule, and in rabench's own measurements every "
+        "equal-time run ended above its N-run's curve at the same iteration (notes/report-rules.md), so this reading "
+        "is taken as an upper bound; the s* from real run lengths above is the one to quote. Criterion 2 reads these "
+        "curves only for seeds without an s* from run lengths, and says how many."
     )
     items = []
     for c in comparisons:
