@@ -10,7 +10,7 @@ import pytest
 from rabench.cli import main
 from rabench.training import TrainConfig, train
 from rabench.rundir import RunFolder
-from rabench.training.suite import PLAN_ATTNS, SuitePlan, load_plan, run_suite
+from rabench.suite import PLAN_ATTNS, SuitePlan, load_plan, run_suite
 
 
 @pytest.fixture(scope="module")

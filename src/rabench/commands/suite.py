@@ -108,8 +108,8 @@ def given_train_settings(a: argparse.Namespace) -> dict:
 
 def run(a: argparse.Namespace) -> None:
     from rabench.commands.common import default_preset, warn_if_slow
-    from rabench.training.parallel import RunsFailed, parse_devices
-    from rabench.training.suite import PLAN_ATTNS, load_plan, resolve_plan, run_suite
+    from rabench.suite.parallel import RunsFailed, parse_devices
+    from rabench.suite import PLAN_ATTNS, load_plan, resolve_plan, run_suite
     from rabench.training.timeparse import parse_duration
 
     plan = load_plan(a.plan)

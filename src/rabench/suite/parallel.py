@@ -1,7 +1,7 @@
 """Independent runs in parallel on one host: one worker process per device.
 
 `rabench suite --devices 0,1,2,3` keeps one training process per GPU busy until every run
-is done: each run is a fresh `python -m rabench.training.parallel CONFIG` process that sees
+is done: each run is a fresh `python -m rabench.suite.parallel CONFIG` process that sees
 only its own GPU (CUDA_VISIBLE_DEVICES), writes its output to `train.log` in its run folder,
 and resumes from its checkpoint like any run. A run that fails does not stop the others;
 the failures are listed at the end and the suite exits non-zero (re-running the same
@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from rabench.errors import HANDLED, RabenchError, exit_status
-from rabench.training.deadline import Deadline, deadline_message
+from rabench.suite.deadline import Deadline, deadline_message
 
 LOG_NAME = "train.log"
 POLL_S = 0.2
@@ -109,7 +109,7 @@ def last_line(path: Path) -> str:
 
 def launch(cfg_dict: dict[str, Any], device: str, n_workers: int, log_path: Path) -> subprocess.Popen:
     """A training worker for one run."""
-    return spawn(["rabench.training.parallel", json.dumps(cfg_dict)], device, n_workers, log_path)
+    return spawn(["rabench.suite.parallel", json.dumps(cfg_dict)], device, n_workers, log_path)
 
 
 def spawn(module_args: list[str], device: str, n_workers: int, log_path: Path) -> subprocess.Popen:

@@ -69,8 +69,8 @@ from rabench.presets import PRESET_RECORDS
 from rabench.rundir import RunFolder, read_json
 from rabench.stats import finite
 from rabench.training.config import TrainConfig, curve_changing_differences, resolve_device
-from rabench.training.deadline import Deadline, deadline_message
-from rabench.training.parallel import SlotTask, run_parallel, sigterm_as_interrupt, spawn
+from rabench.suite.deadline import Deadline, deadline_message
+from rabench.suite.parallel import SlotTask, run_parallel, sigterm_as_interrupt, spawn
 from rabench.training import distributed as dd
 from rabench.training.distributed import is_main_process, launched_by_torchrun
 from rabench.training.timeparse import parse_duration
@@ -490,7 +490,7 @@ def decide_jobs(runs: list[PlannedRun], cfgs: list[TrainConfig], out: Path) -> l
 
 # ---- calibration --------------------------------------------------------------------------
 def calibration_request(plan: SuitePlan, attns: list[str], data: str):
-    from rabench.training.calibrate import CalibrationRequest
+    from rabench.suite.calibrate import CalibrationRequest
 
     base = TrainConfig(attn=BASELINE, data=data, out="", preset=plan.preset, seed=plan.seeds[0],
                        max_iters=plan.max_iters, **plan.train).resolved()
@@ -522,7 +522,7 @@ def calibrated_ratios(plan: SuitePlan, out: Path, data: str, device, recalibrate
     interleaved session and merged in; the entries already there (and so every run's iteration
     count) stay.
     """
-    from rabench.training.calibrate import calibrate
+    from rabench.suite.calibrate import calibrate
 
     stored, attns = stored_calibration(plan, out, data, device, recalibrate, say, reuse)
     fresh = None
@@ -562,7 +562,7 @@ def calibration_origin_differences(stored: dict[str, Any], device) -> list[str]:
     """'field: stored -> here' for each of machine, card and code in which a stored calibration
     differs from this process's; a field the calibration lacks (older suites) counts as differing,
     since nothing shows that it matches."""
-    from rabench.training.calibrate import card_name
+    from rabench.suite.calibrate import card_name
 
     here = {"machine_id": machine_id(), "card": card_name(device), "source_hash": source_hash()}
     return [f"{k}: {stored.get(k, 'not recorded')} -> {v}" for k, v in here.items() if stored.get(k) != v]
@@ -583,7 +583,7 @@ def check_calibration_origin(stored: dict[str, Any], out: Path, device, reuse: b
 
 
 def announce_calibration(plan: SuitePlan, attns: list[str], device, say=print) -> None:
-    from rabench.training.calibrate import card_name
+    from rabench.suite.calibrate import card_name
 
     say(f"[suite] calibrating step time on {card_name(device)}: {', '.join(attns)} "
         f"({plan.calib_windows} interleaved windows of {plan.calib_steps} steps each)")
@@ -777,14 +777,14 @@ CALIBRATION_LOG = "calibration.log"
 
 def calibration_task(plan: SuitePlan, out: Path, data: str, attns: list[str], n_workers: int,
                      sized_jobs: Callable[[dict[str, Any]], list[RunJob]]) -> SlotTask:
-    """The calibration as a worker process (rabench.training.calibrate) for run_parallel's first slot."""
+    """The calibration as a worker process (rabench.suite.calibrate) for run_parallel's first slot."""
     request = json.dumps(asdict(calibration_request(plan, attns, data)))
     result = out / "calibration.measuring.json"
     log = out / CALIBRATION_LOG
 
     def launch(device: str):
         result.unlink(missing_ok=True)
-        return spawn(["rabench.training.calibrate", request, BASELINE, str(result)], device, n_workers, log)
+        return spawn(["rabench.suite.calibrate", request, BASELINE, str(result)], device, n_workers, log)
 
     def done(returncode: int) -> list[RunJob]:
         if returncode != 0 or not result.is_file():

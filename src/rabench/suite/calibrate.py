@@ -209,7 +209,7 @@ def request_from_json(text: str) -> CalibrationRequest:
 
 
 def worker_main(argv: list[str] | None = None) -> int:
-    """`python -m rabench.training.calibrate REQUEST_JSON BASELINE OUT_FILE`: calibrate on this
+    """`python -m rabench.suite.calibrate REQUEST_JSON BASELINE OUT_FILE`: calibrate on this
     process's device (its one visible GPU, else the CPU) and write the record to OUT_FILE."""
     from pathlib import Path
 
