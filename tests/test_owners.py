@@ -113,7 +113,8 @@ def test_the_command_line_reads_presets_without_torch() -> None:
 
 def test_a_suite_under_torchrun_resumes_its_stored_multi_process_runs(tmp_path: Path, monkeypatch) -> None:
     """A run trained by 2 processes is the same run when the suite is started again under 2 processes."""
-    from rabench.suite import SuitePlan, decide_jobs, plan_runs, resolve_plan, train_config
+    from rabench.suite.jobs import decide_jobs, plan_runs, train_config
+    from rabench.suite.plan import SuitePlan, resolve_plan
 
     plan = resolve_plan(SuitePlan(attns=["sdpa"], seeds=[0], preset="tiny", max_iters=10))
     runs = plan_runs(plan, {"sdpa": 1.0})
@@ -133,7 +134,8 @@ def test_a_suite_under_torchrun_resumes_its_stored_multi_process_runs(tmp_path: 
 def test_plateau_runs_get_their_own_default_cap(preset: str, cap: int) -> None:
     """N (8,000 for GPT-2) stops a plateau run before any plateau: without --iters the cap is 10x N."""
     from rabench.presets import PRESET_RECORDS
-    from rabench.suite import SuitePlan, plan_runs, resolve_plan
+    from rabench.suite.jobs import plan_runs
+    from rabench.suite.plan import SuitePlan, resolve_plan
 
     plateau = resolve_plan(SuitePlan(attns=["sdpa", "std-gated"], seeds=[0], preset=preset, until_plateau=True))
     assert plateau.max_iters == cap == 10 * PRESET_RECORDS[preset].default_iters

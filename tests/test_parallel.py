@@ -13,7 +13,7 @@ from rabench.errors import RabenchError
 from rabench.rundir import RunFolder
 from rabench.training.config import TrainConfig
 from rabench.suite.parallel import RunsFailed, parse_devices, run_parallel, worker_env
-from rabench.suite import PlannedRun, RunJob
+from rabench.suite.jobs import PlannedRun, RunJob
 
 SMALL = {"batch_size": 2, "seq_len": 16, "eval_every": 3, "eval_batches": 1, "log_every": 3, "device": "cpu"}
 

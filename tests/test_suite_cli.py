@@ -10,7 +10,9 @@ import pytest
 from rabench.cli import main
 from rabench.training import TrainConfig, train
 from rabench.rundir import RunFolder
-from rabench.suite import PLAN_ATTNS, SuitePlan, load_plan, run_suite
+from rabench.experiment import PLAN_ATTNS
+from rabench.suite import run_suite
+from rabench.suite.plan import SuitePlan, load_plan
 
 
 @pytest.fixture(scope="module")
