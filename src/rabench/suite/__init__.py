@@ -51,8 +51,8 @@ from rabench.experiment import BASELINE
 from rabench.suite.deadline import Deadline
 from rabench.suite.execute import run_jobs
 from rabench.suite.folder import CALIBRATION_FILE, write_calibration
-from rabench.suite.jobs import PlannedRun, RunJob, chosen_rates, check_runs_before_calibration, decide_jobs, plan_runs, \
-    record_suite, train_config
+from rabench.suite.jobs import (PlannedRun, RunJob, check_runs_before_calibration, chosen_rates, decide_jobs, plan_runs,
+                                record_suite, train_config)
 from rabench.suite.plan import SuiteCall, SuitePlan, drop_gpu_only, resolve_plan, suite_device
 from rabench.suite.ratios import StepRatios, calibration_task, merge_calibration, step_ratios
 from rabench.training.distributed import is_main_process, launched_by_torchrun
