@@ -51,8 +51,8 @@ from rabench.experiment import BASELINE
 from rabench.suite.deadline import Deadline
 from rabench.suite.execute import run_jobs
 from rabench.suite.folder import CALIBRATION_FILE, write_calibration
-from rabench.suite.jobs import (PlannedRun, RunJob, check_runs_before_calibration, chosen_rates, decide_jobs, plan_runs,
-                                record_suite, train_config)
+from rabench.suite.jobs import (PlannedRun, RunJob, check_runs_before_calibration, chosen_rates, decide, plan_runs,
+                                record_suite)
 from rabench.suite.plan import SuiteCall, SuitePlan, drop_gpu_only, resolve_plan, suite_device
 from rabench.suite.ratios import StepRatios, calibration_task, merge_calibration, step_ratios
 from rabench.training.distributed import is_main_process, launched_by_torchrun
@@ -73,9 +73,10 @@ def run_suite(plan: SuitePlan, out: str | Path, data: str, progress_bar: bool = 
     if reuse_calibration and recalibrate:
         raise RabenchError("--reuse-calibration keeps the stored step times and --recalibrate measures them again: "
                            "give one")
+    main = is_main_process()  # under torchrun every rank runs the suite; rank 0 alone writes and prints
     call = SuiteCall(Path(out), data, devices, progress_bar, recalibrate, reuse_calibration, calibrate_only,
                      explicit_attns, Deadline.after(deadline_s) if deadline_s is not None else None,
-                     print if is_main_process() else (lambda *_: None))
+                     print if main else (lambda *_: None), main)
     folders, selection_completed = run_phases(plan, call)
     if not selection_completed:
         return folders
@@ -88,10 +89,9 @@ def run_phases(plan: SuitePlan, call: SuiteCall) -> tuple[list[Path], bool]:
     and whether an lr sweep's selection has just completed (its verdict runs are then to plan)."""
     plan, device, chosen = resolve_for_call(plan, call)
     ratios = step_ratios(plan, call, device)
-    runs = plan_runs(plan, ratios.ratios, chosen)  # with a calibration alongside: the runs whose length needs no ratio
-    # new ratios that contradict trained runs are refused here, before they are written
-    jobs = decide_jobs(runs, [run_config(plan, call, r) for r in runs], call.out)
-    if is_main_process():  # under torchrun every rank runs the suite; rank 0 alone writes and prints
+    # new ratios that contradict runs on disk are refused here, before calibration.json is written
+    runs, jobs = decide(plan, call, ratios.ratios, chosen)
+    if call.main_process:
         write_records(plan, call, ratios, runs, chosen)
     if call.calibrate_only:
         return [], False
@@ -131,20 +131,9 @@ def resolve_for_call(plan: SuitePlan, call: SuiteCall) -> tuple[SuitePlan, Any, 
         call.say(f"[suite] learning rates chosen on selection seeds {plan.selection_seeds}: "
                  + ", ".join(f"{a} {lr:g}" for a, lr in chosen.items()))
     if plan.design == "iso":  # refuse changed settings before spending time on a calibration
-        check_runs_before_calibration(plan, call.out, call.data, suite_name(call), call.recalibrate, chosen)
+        check_runs_before_calibration(plan, call, chosen)
     call.out.mkdir(parents=True, exist_ok=True)
     return plan, device, chosen
-
-
-def suite_name(call: SuiteCall) -> str:
-    """The suite folder's name, each run's labels.suite."""
-    return call.out.resolve().name
-
-
-def run_config(plan: SuitePlan, call: SuiteCall, run: PlannedRun, progress_bar: bool | None = None):
-    """One run's TrainConfig in this call (a progress bar only for runs trained here, one at a time)."""
-    bar = call.progress_bar and not call.devices if progress_bar is None else progress_bar
-    return train_config(plan, run, call.out, call.data, suite_name(call), bar)
 
 
 def write_records(plan: SuitePlan, call: SuiteCall, ratios: StepRatios, runs: list[PlannedRun],
@@ -164,10 +153,8 @@ def size_later_runs(plan: SuitePlan, call: SuiteCall, chosen: dict[str, float] |
     """Once a calibration alongside the runs is in: write it, plan the runs its ratios size (added to
     `planned`) and return their jobs for the queue."""
     ratios, record = merge_calibration(plan, call.data, None, fresh, call.say)
-    early = {r.name for r in planned}
+    _, later_jobs = decide(plan, call, ratios, chosen, skip={r.name for r in planned})
     planned[:] = plan_runs(plan, ratios, chosen)
-    later = [r for r in planned if r.name not in early]
-    later_jobs = decide_jobs(later, [run_config(plan, call, r, progress_bar=False) for r in later], call.out)
     write_calibration(call.out, record)
     record_suite(plan, call.out, call.data, planned, None, chosen)
     return later_jobs

@@ -9,6 +9,7 @@ verdict runs are planned at it.
 from __future__ import annotations
 
 import math
+from collections.abc import Collection
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -18,7 +19,7 @@ from rabench.experiment import BASELINE
 from rabench.rundir import RunFolder
 from rabench.suite.folder import (BASE_ROLE, ISO_ITER, ISO_TIME, LADDER, LR_SWEEP, PLATEAU, TIME, read_calibration,
                                   read_suite_record, run_name, write_suite_record)
-from rabench.suite.plan import SuitePlan, gets_run
+from rabench.suite.plan import SuiteCall, SuitePlan, gets_run
 from rabench.training import distributed as dd
 from rabench.training.config import TrainConfig, curve_changing_differences
 
@@ -157,14 +158,32 @@ def decide_jobs(runs: list[PlannedRun], cfgs: list[TrainConfig], out: Path) -> l
     return jobs
 
 
-def check_runs_before_calibration(plan: SuitePlan, out: Path, data: str, suite_name: str, recalibrate: bool,
-                                  chosen: dict[str, float] | None = None) -> None:
+def decide(plan: SuitePlan, call: SuiteCall, ratios: dict[str, float] | None,
+           chosen: dict[str, float] | None, skip: Collection[str] = ()) -> tuple[list[PlannedRun], list[RunJob]]:
+    """The jobs phase: every planned run (but those named in `skip`) and what its folder needs.
+    In the iso design without ratios: the runs whose length needs none."""
+    runs = [r for r in plan_runs(plan, ratios, chosen) if r.name not in skip]
+    return runs, decide_jobs(runs, [run_config(plan, call, r) for r in runs], call.out)
+
+
+def run_config(plan: SuitePlan, call: SuiteCall, run: PlannedRun, progress_bar: bool | None = None) -> TrainConfig:
+    """One run's TrainConfig in this call (a progress bar only for runs trained here, one at a time)."""
+    bar = call.progress_bar and not call.devices if progress_bar is None else progress_bar
+    return train_config(plan, run, call.out, call.data, suite_name(call), bar)
+
+
+def suite_name(call: SuiteCall) -> str:
+    """The suite folder's name, each run's labels.suite."""
+    return call.out.resolve().name
+
+
+def check_runs_before_calibration(plan: SuitePlan, call: SuiteCall, chosen: dict[str, float] | None = None) -> None:
     """decide_jobs over every run whose budget is known without a new calibration."""
-    stored = None if recalibrate else read_calibration(out)
+    stored = None if call.recalibrate else read_calibration(call.out)
     known = {a: float(c["ratio"]) for a, c in (stored or {}).get("configs", {}).items()}
     runs = [r for r in plan_runs(plan, {a: known.get(a, 1.0) for a in plan.attns}, chosen)
             if r.role != ISO_TIME or r.attn in known]
-    decide_jobs(runs, [train_config(plan, r, out, data, suite_name, False) for r in runs], out)
+    decide_jobs(runs, [run_config(plan, call, r, progress_bar=False) for r in runs], call.out)
 
 
 def record_suite(plan: SuitePlan, out: Path, data: str, runs: list[PlannedRun],

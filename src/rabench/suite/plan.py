@@ -20,6 +20,7 @@ from rabench.errors import RabenchError
 from rabench.experiment import BASELINE, PLAN_ATTNS
 from rabench.presets import PRESET_RECORDS
 from rabench.stats import finite
+from rabench.suite.deadline import Deadline
 from rabench.training.config import TrainConfig, resolve_device
 from rabench.training.timeparse import parse_duration
 
@@ -371,5 +372,6 @@ class SuiteCall:
     reuse_calibration: bool = False  # keep step times measured on another machine, card or code
     calibrate_only: bool = False  # stop once calibration.json is written
     explicit_attns: bool = True  # the attentions were named (a GPU-only one on a CPU is then refused, not left out)
-    deadline: Any = None  # a deadline.Deadline, or None
+    deadline: Deadline | None = None  # no run is left going after it
     say: Callable[..., None] = print  # the suite's lines (under torchrun: rank 0's alone)
+    main_process: bool = True  # rank 0 under torchrun: the one that writes the suite's records

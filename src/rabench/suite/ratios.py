@@ -32,16 +32,47 @@ from rabench.training import distributed as dd
 from rabench.training.config import TrainConfig
 
 
+@dataclass
+class StepRatios:
+    """What the ratios phase found: each config's step-time ratio to the baseline (None: the design
+    needs none, or a worker measures them beside the runs: `alongside`, the attentions it measures),
+    calibration.json's new content (None: unchanged) and a --reuse-calibration to record."""
+
+    ratios: dict[str, float] | None = None
+    new_record: dict[str, Any] | None = None
+    reused: dict[str, Any] | None = None
+    alongside: list[str] | None = None
+
+
+def step_ratios(plan: SuitePlan, call: SuiteCall, device) -> StepRatios:
+    """The iso design's step ratios: stored, measured here, or left to a worker beside the runs."""
+    if calibrates_alongside(plan, call.out, call.devices, call.recalibrate, call.calibrate_only):
+        alongside = [BASELINE] + [a for a in plan.attns if a != BASELINE]  # everything, measured afresh
+        announce_calibration(plan, alongside, device, call.say)
+        return StepRatios(alongside=alongside)
+    if plan.design != "iso":
+        if call.calibrate_only:
+            raise RabenchError("--calibrate-only belongs to the iso design (the time design needs no calibration)")
+        return StepRatios()
+    # under torchrun rank 0 alone measures (on its GPU) and every rank plans from its numbers
+    info = dd.init_distributed(device.type)
+    ratios, record = dd.broadcast_object(
+        dd.on_main(lambda: calibrated_ratios(plan, call.out, call.data, device, call.recalibrate, call.say,
+                                             call.reuse_calibration), info), info)
+    reused = calibration_reuse_entry(call.out, device) if call.reuse_calibration and not call.recalibrate else None
+    return StepRatios(ratios, record, reused)
+
+
 def calibration_request(plan: SuitePlan, attns: list[str], data: str) -> calibrate.CalibrationRequest:
     """What the calibration times: the plan's first seed and every setting that changes a step's cost."""
     base = TrainConfig(attn=BASELINE, data=data, out="", preset=plan.preset, seed=plan.seeds[0],
                        max_iters=plan.max_iters, **plan.train).resolved()
     options = {a: attention.resolve_options(a, plan.options.get(a)) for a in attns}
-    return calibrate.CalibrationRequest(attns=attns, options=options, preset=plan.preset, batch_size=base.batch_size,
-                              seq_len=base.seq_len, grad_accum=base.grad_accum, lr=base.lr,
-                              weight_decay=base.weight_decay, betas=(base.beta1, base.beta2), grad_clip=base.grad_clip,
-                              compile=base.compile, compile_mode=base.compile_mode, data=data, seed=plan.seeds[0],
-                              steps=plan.calib_steps, windows=plan.calib_windows, gate_lr_mult=base.gate_lr_mult)
+    return calibrate.CalibrationRequest(
+        attns=attns, options=options, preset=plan.preset, batch_size=base.batch_size, seq_len=base.seq_len,
+        grad_accum=base.grad_accum, lr=base.lr, weight_decay=base.weight_decay, betas=(base.beta1, base.beta2),
+        grad_clip=base.grad_clip, compile=base.compile, compile_mode=base.compile_mode, data=data, seed=plan.seeds[0],
+        steps=plan.calib_steps, windows=plan.calib_windows, gate_lr_mult=base.gate_lr_mult)
 
 
 def calibrated_ratios(plan: SuitePlan, out: Path, data: str, device, recalibrate: bool,
@@ -183,34 +214,3 @@ def calibration_task(plan: SuitePlan, out: Path, data: str, attns: list[str], n_
         return sized_jobs(fresh)
 
     return SlotTask("calibration", launch, done)
-
-
-@dataclass
-class StepRatios:
-    """What the ratios phase found: each config's step-time ratio to the baseline (None: the design
-    needs none, or a worker measures them beside the runs: `alongside`, the attentions it measures),
-    calibration.json's new content (None: unchanged) and a --reuse-calibration to record."""
-
-    ratios: dict[str, float] | None = None
-    new_record: dict[str, Any] | None = None
-    reused: dict[str, Any] | None = None
-    alongside: list[str] | None = None
-
-
-def step_ratios(plan: SuitePlan, call: SuiteCall, device) -> StepRatios:
-    """The iso design's step ratios: stored, measured here, or left to a worker beside the runs."""
-    if calibrates_alongside(plan, call.out, call.devices, call.recalibrate, call.calibrate_only):
-        alongside = [BASELINE] + [a for a in plan.attns if a != BASELINE]  # everything, measured afresh
-        announce_calibration(plan, alongside, device, call.say)
-        return StepRatios(alongside=alongside)
-    if plan.design != "iso":
-        if call.calibrate_only:
-            raise RabenchError("--calibrate-only belongs to the iso design (the time design needs no calibration)")
-        return StepRatios()
-    # under torchrun rank 0 alone measures (on its GPU) and every rank plans from its numbers
-    info = dd.init_distributed(device.type)
-    ratios, record = dd.broadcast_object(
-        dd.on_main(lambda: calibrated_ratios(plan, call.out, call.data, device, call.recalibrate, call.say,
-                                             call.reuse_calibration), info), info)
-    reused = calibration_reuse_entry(call.out, device) if call.reuse_calibration and not call.recalibrate else None
-    return StepRatios(ratios, record, reused)
