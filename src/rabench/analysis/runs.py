@@ -21,12 +21,12 @@ from rabench.errors import RabenchError
 from rabench.experiment import BASELINE
 from rabench.rundir import RunFolder, read_json
 from rabench.stats import finite
+# the suite folder's file names and the roles the suite writes in config.json labels (inferred for older runs)
 from rabench.suite.folder import (BASE_ROLE, CALIBRATION_FILE, ISO_ITER, ISO_TIME, ISOTIME_TAG, LADDER, LR_SWEEP,
                                   PLATEAU, SUITE_FILE, TIME)
 
 RA_PREFIX = "ra-"
 MAX_DEPTH = 3  # campaign / batch / run
-# roles (BASE_ROLE ...) are set by the suite in config.json labels (suite/folder.py); inferred for older runs
 
 
 RA_ROLES = ("ra", "ra-variant")  # labels.attn_role values on RA's side of the comparison
