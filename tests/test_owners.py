@@ -130,6 +130,23 @@ def test_a_suite_under_torchrun_resumes_its_stored_multi_process_runs(tmp_path: 
         decide_jobs(runs, cfgs, tmp_path)
 
 
+def test_the_report_finds_the_suite_folder_by_the_names_the_suite_writes(tmp_path: Path) -> None:
+    """suite/folder.py names the suite's files and runs; the analysis reads the same names (an older
+    iso-time run without labels is known by its folder name alone)."""
+    from rabench.analysis.runs import load_batches
+    from rabench.suite.folder import CALIBRATION_FILE, ISO_TIME, SUITE_FILE, run_name
+
+    suite = tmp_path / "suite"
+    run = suite / run_name("ra-open", 3, ISO_TIME)
+    run.mkdir(parents=True)
+    (run / "config.json").write_text(json.dumps({"attn": "ra-open", "seed": 3, "max_iters": 10}))
+    (suite / SUITE_FILE).write_text('{"design": "iso"}')
+    (suite / CALIBRATION_FILE).write_text('{"configs": {"ra-open": {"ratio": 1.5}}}')
+    [batch] = load_batches(suite)
+    assert batch.plan == {"design": "iso"} and batch.calibration["configs"]["ra-open"]["ratio"] == 1.5
+    assert [r.role for r in batch.runs] == [ISO_TIME]
+
+
 @pytest.mark.parametrize("preset, cap", [("gpt2-124m", 80_000), ("tiny", 3_000)])
 def test_plateau_runs_get_their_own_default_cap(preset: str, cap: int) -> None:
     """N (8,000 for GPT-2) stops a plateau run before any plateau: without --iters the cap is 10x N."""

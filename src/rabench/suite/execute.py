@@ -27,7 +27,7 @@ from rabench.suite.plan import SuiteCall
 
 
 def run_jobs(jobs: list[RunJob], call: SuiteCall, calibration: dict[str, Any] | None = None,
-            first: SlotTask | None = None) -> None:
+             first: SlotTask | None = None) -> None:
     """Train the jobs: one worker per device (`first`, the calibration, holding the first one), else
     here. `calibration`: a record just measured (else calibration.json's) for the deadline's
     estimates; runs finished by an earlier call tell it how long start-up takes here."""
