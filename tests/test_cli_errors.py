@@ -201,8 +201,8 @@ def test_a_deadline_spent_before_the_runs_start_exits_124_not_130() -> None:
     from types import SimpleNamespace
 
     from rabench.errors import DeadlineReached
-    from rabench.training.deadline import Deadline
-    from rabench.training.suite import run_sequential
+    from rabench.suite.deadline import Deadline
+    from rabench.suite.execute import run_sequential
 
     jobs = [SimpleNamespace(action="train", run=SimpleNamespace(name=n), cfg=None) for n in ("sdpa-s0", "ra-open-s0")]
     with pytest.raises(DeadlineReached) as exc:

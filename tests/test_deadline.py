@@ -12,7 +12,7 @@ from types import SimpleNamespace
 import pytest
 
 from rabench.rundir import RunFolder
-from rabench.training.deadline import EVAL_SHARE, FIRST_OVERHEAD_S, Deadline
+from rabench.suite.deadline import EVAL_SHARE, FIRST_OVERHEAD_S, Deadline
 
 
 def cfg(tmp_path: Path, attn: str = "ra-triton", iters: int | None = 1000, time_s: float | None = None,

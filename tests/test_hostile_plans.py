@@ -143,11 +143,13 @@ def test_a_plan_path_that_is_a_folder_is_named_so(workspace: Path, capsys) -> No
 
 def test_until_plateau_with_a_time_budget_says_what_the_time_does(tmp_path: Path, monkeypatch, capsys) -> None:
     """Not refused: the time is each run's cap, and the suite says so before it trains."""
-    from rabench.training import suite
+    from rabench import suite
+    from rabench.suite import execute
+    from rabench.suite.plan import SuitePlan
 
     planned: list[list[str]] = []
-    monkeypatch.setattr(suite, "run_sequential", lambda jobs, say, deadline: planned.append([j.run.name for j in jobs]))
-    plan = suite.SuitePlan(attns=["sdpa"], preset="tiny", time_budget_s=300.0, until_plateau=True,
+    monkeypatch.setattr(execute, "run_sequential", lambda jobs, say, deadline: planned.append([j.run.name for j in jobs]))
+    plan = SuitePlan(attns=["sdpa"], preset="tiny", time_budget_s=300.0, until_plateau=True,
                            train={"device": "cpu"})
     suite.run_suite(plan, tmp_path / "s", "data", progress_bar=False)
     out = capsys.readouterr().out

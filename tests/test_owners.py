@@ -11,7 +11,7 @@ import torch
 
 from rabench.cli import main
 from rabench.errors import DeadlineReached, RabenchError, RunInterrupted, exit_status
-from rabench.training.parallel import worker_main
+from rabench.suite.parallel import worker_main
 from rabench.training.config import resolve_device
 
 NO_GPU = not torch.cuda.is_available()
@@ -75,7 +75,7 @@ def test_step_batches_is_the_step_of_train_batch_and_the_calibrations(data_dir: 
     from types import SimpleNamespace
 
     from rabench.data import TokenSplit, step_batches, train_batch
-    from rabench.training.calibrate import data_batches
+    from rabench.suite.calibrate import data_batches
 
     split, cpu = TokenSplit(data_dir, "train"), torch.device("cpu")
     req = SimpleNamespace(data=data_dir, seed=3, batch_size=2, seq_len=16, grad_accum=2)
@@ -113,7 +113,8 @@ def test_the_command_line_reads_presets_without_torch() -> None:
 
 def test_a_suite_under_torchrun_resumes_its_stored_multi_process_runs(tmp_path: Path, monkeypatch) -> None:
     """A run trained by 2 processes is the same run when the suite is started again under 2 processes."""
-    from rabench.training.suite import SuitePlan, decide_jobs, plan_runs, resolve_plan, train_config
+    from rabench.suite.jobs import decide_jobs, plan_runs, train_config
+    from rabench.suite.plan import SuitePlan, resolve_plan
 
     plan = resolve_plan(SuitePlan(attns=["sdpa"], seeds=[0], preset="tiny", max_iters=10))
     runs = plan_runs(plan, {"sdpa": 1.0})
@@ -129,11 +130,29 @@ def test_a_suite_under_torchrun_resumes_its_stored_multi_process_runs(tmp_path: 
         decide_jobs(runs, cfgs, tmp_path)
 
 
+def test_the_report_finds_the_suite_folder_by_the_names_the_suite_writes(tmp_path: Path) -> None:
+    """suite/folder.py names the suite's files and runs; the analysis reads the same names (an older
+    iso-time run without labels is known by its folder name alone)."""
+    from rabench.analysis.runs import load_batches
+    from rabench.suite.folder import CALIBRATION_FILE, ISO_TIME, SUITE_FILE, run_name
+
+    suite = tmp_path / "suite"
+    run = suite / run_name("ra-open", 3, ISO_TIME)
+    run.mkdir(parents=True)
+    (run / "config.json").write_text(json.dumps({"attn": "ra-open", "seed": 3, "max_iters": 10}))
+    (suite / SUITE_FILE).write_text('{"design": "iso"}')
+    (suite / CALIBRATION_FILE).write_text('{"configs": {"ra-open": {"ratio": 1.5}}}')
+    [batch] = load_batches(suite)
+    assert batch.plan == {"design": "iso"} and batch.calibration["configs"]["ra-open"]["ratio"] == 1.5
+    assert [r.role for r in batch.runs] == [ISO_TIME]
+
+
 @pytest.mark.parametrize("preset, cap", [("gpt2-124m", 80_000), ("tiny", 3_000)])
 def test_plateau_runs_get_their_own_default_cap(preset: str, cap: int) -> None:
     """N (8,000 for GPT-2) stops a plateau run before any plateau: without --iters the cap is 10x N."""
     from rabench.presets import PRESET_RECORDS
-    from rabench.training.suite import SuitePlan, plan_runs, resolve_plan
+    from rabench.suite.jobs import plan_runs
+    from rabench.suite.plan import SuitePlan, resolve_plan
 
     plateau = resolve_plan(SuitePlan(attns=["sdpa", "std-gated"], seeds=[0], preset=preset, until_plateau=True))
     assert plateau.max_iters == cap == 10 * PRESET_RECORDS[preset].default_iters

@@ -12,8 +12,8 @@ from rabench.cli import main
 from rabench.errors import RabenchError
 from rabench.rundir import RunFolder
 from rabench.training.config import TrainConfig
-from rabench.training.parallel import RunsFailed, parse_devices, run_parallel, worker_env
-from rabench.training.suite import PlannedRun, RunJob
+from rabench.suite.parallel import RunsFailed, parse_devices, run_parallel, worker_env
+from rabench.suite.jobs import PlannedRun, RunJob
 
 SMALL = {"batch_size": 2, "seq_len": 16, "eval_every": 3, "eval_batches": 1, "log_every": 3, "device": "cpu"}
 
@@ -153,7 +153,7 @@ def test_stopping_the_suite_checkpoints_every_worker(data_dir: str, tmp_path: Pa
 
 
 def test_worker_gpu_follows_the_parents_visible_devices() -> None:
-    from rabench.training.parallel import physical_gpu
+    from rabench.suite.parallel import physical_gpu
 
     assert physical_gpu("0", None) == "0"
     assert physical_gpu("1", "") == "1"
@@ -172,7 +172,7 @@ def sleeper(seconds: float, code: int = 0):
 
 @pytest.mark.slow
 def test_a_slot_task_holds_the_first_slot_and_queues_the_jobs_it_returns(data_dir: str, tmp_path: Path) -> None:
-    from rabench.training.parallel import SlotTask
+    from rabench.suite.parallel import SlotTask
 
     later = job("later", data_dir, tmp_path)
     seen: list[int] = []
@@ -186,7 +186,7 @@ def test_a_slot_task_holds_the_first_slot_and_queues_the_jobs_it_returns(data_di
 
 
 def test_a_failed_slot_task_is_one_error_and_nothing_it_sized_runs(tmp_path: Path) -> None:
-    from rabench.training.parallel import SlotTask
+    from rabench.suite.parallel import SlotTask
 
     def done(code: int) -> list:
         raise RabenchError(f"the step-time calibration failed (exit {code})")
@@ -197,8 +197,8 @@ def test_a_failed_slot_task_is_one_error_and_nothing_it_sized_runs(tmp_path: Pat
 
 def test_the_deadline_stops_a_slot_task_and_names_what_it_left(tmp_path: Path) -> None:
     from rabench.errors import DeadlineReached
-    from rabench.training.deadline import Deadline
-    from rabench.training.parallel import SlotTask
+    from rabench.suite.deadline import Deadline
+    from rabench.suite.parallel import SlotTask
 
     task = SlotTask("calibration", sleeper(60), lambda code: pytest.fail("a stopped task queues nothing"))
     with pytest.raises(DeadlineReached, match="calibration and the runs it sizes"):

@@ -160,7 +160,7 @@ def test_a_plateau_runs_warm_up_does_not_depend_on_its_cap(tmp_path):
     warmup_frac of the default N, not of the cap; a cap change is then curve-neutral."""
     from rabench.fileio import json_form
     from rabench.training.config import TrainConfig, curve_changing_differences
-    from rabench.training.suite import DEFAULT_ITERS
+    from rabench.suite.plan import DEFAULT_ITERS
 
     def cfg(**kw):
         return TrainConfig(attn="sdpa", data=str(tmp_path), out=str(tmp_path / "r"), preset="tiny",

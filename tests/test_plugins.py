@@ -17,7 +17,7 @@ from rabench.cli import main
 from rabench.errors import RabenchError
 from rabench.model import build_model
 from rabench.training.config import TrainConfig, curve_changing_differences
-from rabench.training.suite import run_name
+from rabench.suite.folder import run_name
 
 ROOT = Path(__file__).resolve().parent.parent
 DIFF = f"{ROOT}/examples/differential/diff_attention.py:DiffAttention"
@@ -214,8 +214,9 @@ def test_a_core_that_carries_position_drops_the_absolute_position_embedding(tmp_
 
 def test_a_stored_calibration_of_other_code_is_refused(tmp_path: Path) -> None:
     from rabench.fileio import json_form
-    from rabench.training.calibrate import card_name
-    from rabench.training.suite import SuitePlan, calibration_request, resolve_plan, stored_calibration
+    from rabench.suite.calibrate import card_name
+    from rabench.suite.plan import SuitePlan, resolve_plan
+    from rabench.suite.ratios import calibration_request, stored_calibration
 
     path = write_plugin(tmp_path, NAIVE)
     ref = f"{path}:NaiveAttention"

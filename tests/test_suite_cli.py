@@ -10,7 +10,9 @@ import pytest
 from rabench.cli import main
 from rabench.training import TrainConfig, train
 from rabench.rundir import RunFolder
-from rabench.training.suite import PLAN_ATTNS, SuitePlan, load_plan, run_suite
+from rabench.experiment import PLAN_ATTNS
+from rabench.suite import run_suite
+from rabench.suite.plan import PlanOverrides, SuitePlan, build_plan, load_plan
 
 
 @pytest.fixture(scope="module")
@@ -67,6 +69,21 @@ def test_until_plateau_stops_after_plateau_and_cooldown(data_dir: str, tmp_path:
     assert summary["iters"] == 8 + 4  # plateau declared at the eval of iter 8 (evals at 0, 4, 8), then 4 cooldown iters
     lrs = [r["lr"] for r in RunFolder(tmp_path / "run").metrics()]
     assert lrs[-1] == pytest.approx(3e-4, rel=1e-6)  # cooled down to min_lr
+
+
+def test_the_command_line_goes_over_the_plan_file_in_one_place(tmp_path: Path) -> None:
+    plan_file = tmp_path / "plan.toml"
+    plan_file.write_text('attns = ["sdpa", "ra-open"]\nseeds = [0, 1]\ntime = "10m"\npreset = "tiny"\n'
+                         '[train]\nbatch_size = 4\n')
+    given = PlanOverrides(seeds=[5], max_iters=7, lr=[1e-3], train={"seq_len": 32})
+    plan = build_plan(plan_file, given, None, lambda preset, device: preset or "gpt2-124m")
+    assert plan.attns == ["sdpa", "ra-open"] and plan.seeds == [5] and plan.preset == "tiny"
+    assert plan.max_iters == 7 and plan.time_budget_s is None and plan.design == "iso"  # --iters replaced the time
+    assert plan.train == {"batch_size": 4, "lr": 1e-3, "seq_len": 32} and plan.lr == []  # one rate: every run's
+    devices_seen: list[str | None] = []
+    plan = build_plan(None, PlanOverrides(attns=["sdpa"]), ["cpu", "cpu"],
+                      lambda preset, device: devices_seen.append(device) or "tiny")
+    assert devices_seen == ["cpu"] and plan.preset == "tiny"  # the default preset is chosen for the workers' device
 
 
 def test_plan_file_overrides_the_default_plan(tmp_path: Path) -> None:

@@ -14,12 +14,14 @@ import torch
 import rabench
 from rabench.cli import main
 from rabench.errors import RabenchError, RunInterrupted
+from rabench.experiment import PLAN_ATTNS
 from rabench.machine import machine_id
 from rabench.rundir import RunFolder
 from rabench.stats import mean_ci95
-from rabench.training.calibrate import Stepper, summarise, time_interleaved
-from rabench.training.suite import (PLAN_ATTNS, SuitePlan, drop_gpu_only, iso_time_iters, load_plan, plan_runs,
-                                    resolve_plan, run_suite)
+from rabench.suite import run_suite
+from rabench.suite.calibrate import Stepper, summarise, time_interleaved
+from rabench.suite.jobs import iso_time_iters, plan_runs
+from rabench.suite.plan import SuitePlan, drop_gpu_only, load_plan, resolve_plan
 
 SMALL = {"batch_size": 2, "seq_len": 16, "eval_every": 5, "eval_batches": 1, "log_every": 5, "device": "cpu"}
 
@@ -225,7 +227,7 @@ def test_default_design_end_to_end(data_dir: str, tmp_path: Path, capsys, monkey
         record["configs"]["ra-open"]["ratio"] = 10.0
         return record
 
-    monkeypatch.setattr("rabench.training.calibrate.calibrate", calibrate_slower)
+    monkeypatch.setattr("rabench.suite.calibrate.calibrate", calibrate_slower)
     iso_time_iters_before = expected["ra-open-isotime-s0"][1]
     with pytest.raises(RabenchError, match=f"max_iters: {iso_time_iters_before} -> 2"):
         run_suite(small_plan(), out, data_dir, progress_bar=False, recalibrate=True)
@@ -266,7 +268,7 @@ def test_calibrate_only_writes_calibration_and_trains_nothing(data_dir: str, tmp
 
 
 def test_folder_states_decide_skip_resume_or_start(tmp_path: Path) -> None:
-    from rabench.training.suite import decide_jobs, train_config
+    from rabench.suite.jobs import decide_jobs, train_config
 
     plan = resolve_plan(small_plan(attns=["sdpa"], seeds=[0, 1, 2, 3]))
     runs = plan_runs(plan, {"sdpa": 1.0})
@@ -295,7 +297,7 @@ def test_folder_states_decide_skip_resume_or_start(tmp_path: Path) -> None:
 
 def test_a_stored_calibration_with_tuple_options_is_reused(tmp_path: Path) -> None:
     # calibration.json gives tuples back as lists (ra-layers' layers = ()): that is no change of settings
-    from rabench.training.suite import calibrated_ratios, calibration_request
+    from rabench.suite.ratios import calibrated_ratios, calibration_request
 
     plan = resolve_plan(SuitePlan(attns=["sdpa", "ra-layers"], seeds=[0], preset="tiny", max_iters=10))
     req = calibration_request(plan, list(plan.attns), "data")
@@ -318,7 +320,7 @@ def test_a_stored_calibration_with_tuple_options_is_reused(tmp_path: Path) -> No
                                          ("source_hash", "000000000000"), ("machine_id", None)])
 def test_a_calibration_from_another_machine_card_or_code_is_refused_unless_reused(tmp_path: Path, field: str,
                                                                                   value) -> None:
-    from rabench.training.suite import calibrated_ratios, calibration_request
+    from rabench.suite.ratios import calibrated_ratios, calibration_request
 
     plan = resolve_plan(SuitePlan(attns=["sdpa", "ra-open"], seeds=[0], preset="tiny", max_iters=10))
     req = calibration_request(plan, list(plan.attns), "data")
@@ -411,7 +413,7 @@ def test_sweep_plans_selection_runs_then_the_verdict_at_the_chosen_rates() -> No
     assert [(r.name, r.role, r.lr) for r in verdict] == [
         ("sdpa-s0", "baseline", 6e-4), ("std-gated-s0", "iso-iter", 1.2e-3),
         ("std-gated-isotime-s0", "iso-time", 1.2e-3)]
-    from rabench.training.suite import train_config
+    from rabench.suite.jobs import train_config
 
     cfg = train_config(plan, selection[0], Path("out"), "data", "suite", False)
     assert cfg.lr == 1.2e-3 and cfg.labels["role"] == "lr-sweep" and cfg.labels["lr_stage"] == "selection"
@@ -419,7 +421,7 @@ def test_sweep_plans_selection_runs_then_the_verdict_at_the_chosen_rates() -> No
 
 
 def test_the_rule_picks_the_best_mean_ties_to_the_lower_rate_and_waits_for_every_run(tmp_path: Path) -> None:
-    from rabench.training.suite import chosen_rates
+    from rabench.suite.jobs import chosen_rates
 
     plan = resolve_plan(sweep_plan(selection_seeds=[100, 101], lr=[1e-3, 2e-3, 4e-3]))
     finals = {("sdpa", 1e-3): (3.0, 3.2), ("sdpa", 2e-3): (3.1, 2.9), ("sdpa", 4e-3): (2.8, 3.2),  # 3.1, 3.0, 3.0

@@ -21,12 +21,12 @@ from rabench.errors import RabenchError
 from rabench.experiment import BASELINE
 from rabench.rundir import RunFolder, read_json
 from rabench.stats import finite
+# the suite folder's file names and the roles the suite writes in config.json labels (inferred for older runs)
+from rabench.suite.folder import (BASE_ROLE, CALIBRATION_FILE, ISO_ITER, ISO_TIME, ISOTIME_TAG, LADDER, LR_SWEEP,
+                                  PLATEAU, SUITE_FILE, TIME)
 
 RA_PREFIX = "ra-"
-ISOTIME_TAG = "-isotime-"
 MAX_DEPTH = 3  # campaign / batch / run
-# roles set by the suite in config.json labels (interfaces.md); inferred for older runs
-BASE_ROLE, ISO_ITER, ISO_TIME, TIME, PLATEAU = "baseline", "iso-iter", "iso-time", "time", "plateau"
 
 
 RA_ROLES = ("ra", "ra-variant")  # labels.attn_role values on RA's side of the comparison
@@ -381,7 +381,7 @@ def load_batches(folder: str | Path) -> list[Batch]:
         parent = d.parent if d != folder else folder.parent
         if parent not in batches:
             name = "." if parent == folder else str(parent.relative_to(folder)) if parent.is_relative_to(folder) else parent.name
-            batches[parent] = Batch(name, parent, _read_suite_file(parent / "suite.json"), _read_suite_file(parent / "calibration.json"))
+            batches[parent] = Batch(name, parent, _read_suite_file(parent / SUITE_FILE), _read_suite_file(parent / CALIBRATION_FILE))
         batch = batches[parent]
         batch.runs.append(Run.read(d, batch.name))
     return list(batches.values())
@@ -465,7 +465,6 @@ def config_label(run: Run, multi_option_attns: set[str]) -> str:
     return f"{run.attn}({options_text(run)})" if run.attn in multi_option_attns else run.attn
 
 
-LADDER, LR_SWEEP = "ladder", "lr-sweep"  # a candidate run of round(N / r) iterations; a selection run at a swept lr
 SIDE_ROLES = (ISO_TIME, LADDER, LR_SWEEP)  # runs grouped apart from a config's main runs, under "<label> [<role>]"
 ISO_TIME_SUFFIX = f" [{ISO_TIME}]"
 

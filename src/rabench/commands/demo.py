@@ -61,7 +61,7 @@ def run_demo(out: str | Path, iters: int = DEFAULT_ITERS, seeds: list[int] | Non
     from rabench.data.toy import toy_vocabulary
     from rabench.model import PRESETS
     from rabench.training import TrainConfig, train
-    from rabench.training.suite import run_name
+    from rabench.suite.folder import run_name
 
     out = Path(out)
     seeds = list(DEMO_SEEDS if seeds is None else seeds)

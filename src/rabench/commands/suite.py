@@ -5,10 +5,14 @@ from __future__ import annotations
 import argparse
 from dataclasses import MISSING, fields
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from rabench.commands.common import GPT2, TINY, add_hyper_args, train_config_kwargs
 from rabench.errors import DeadlineReached, RabenchError
 from rabench.presets import PLATEAU_CAP_FACTOR, PRESET_RECORDS
+
+if TYPE_CHECKING:
+    from rabench.suite.plan import PlanOverrides, SuitePlan
 
 HELP = "calibrate step times, train the plan's configs (resumable, optionally one per GPU) and write the report"
 
@@ -101,70 +105,55 @@ def given_train_settings(a: argparse.Namespace) -> dict:
 
     defaults = {f.name: f.default for f in fields(TrainConfig) if f.default is not MISSING}
     kw = train_config_kwargs(a)
-    for key in ("preset", "progress_bar", "time_budget_s", "max_iters", "lr"):  # --lr: see run()
+    for key in ("preset", "progress_bar", "time_budget_s", "max_iters", "lr"):  # --lr: see plan_overrides()
         kw.pop(key, None)
     return {k: v for k, v in kw.items() if v is not None and not (k in defaults and defaults[k] == v)}
 
 
-def run(a: argparse.Namespace) -> None:
-    from rabench.commands.common import default_preset, warn_if_slow
-    from rabench.training.parallel import RunsFailed, parse_devices
-    from rabench.training.suite import PLAN_ATTNS, load_plan, resolve_plan, run_suite
+def plan_overrides(a: argparse.Namespace) -> PlanOverrides:
+    """The plan settings given on the command line, parsed (a bad value is refused in one line)."""
+    from rabench.suite.plan import PlanOverrides
     from rabench.training.timeparse import parse_duration
 
-    plan = load_plan(a.plan)
-    if a.preset:
-        plan.preset = a.preset
-    if a.attn is not None:
-        plan.attns = split_list(a.attn)
-    if a.isotime_attn is not None:
-        plan.isotime_attns = attn_list(a.isotime_attn)
-    if a.isoiter_attn is not None:
-        plan.isoiter_attns = attn_list(a.isoiter_attn)
-    if a.ladder is not None:
-        plan.ladder = number_list(a.ladder, "--ladder", "1.03,1.06,1.10")
-    if a.seeds:
-        plan.seeds = seed_list(a.seeds, "--seeds")
-    if a.selection_seeds:
-        plan.selection_seeds = seed_list(a.selection_seeds, "--selection-seeds")
-    if a.lr is not None:
-        rates = number_list(a.lr, "--lr", "3e-4,6e-4,1.2e-3")
-        if len(rates) == 1:  # one rate: every run trains at it
-            plan.train["lr"], plan.lr = rates[0], []
-        else:
-            plan.lr = rates
-    if a.iters is not None:
-        if a.iters < 1:
-            raise RabenchError("--iters must be at least 1")
-        plan.max_iters, plan.time_budget_s = a.iters, None
-    if a.time:
-        plan.time_budget_s, plan.max_iters = parse_duration(a.time), None
+    if a.iters is not None and a.iters < 1:
+        raise RabenchError("--iters must be at least 1")
+    return PlanOverrides(
+        preset=a.preset or None,
+        attns=split_list(a.attn) if a.attn is not None else None,
+        isotime_attns=attn_list(a.isotime_attn) if a.isotime_attn is not None else None,
+        isoiter_attns=attn_list(a.isoiter_attn) if a.isoiter_attn is not None else None,
+        ladder=number_list(a.ladder, "--ladder", "1.03,1.06,1.10") if a.ladder is not None else None,
+        seeds=seed_list(a.seeds, "--seeds") if a.seeds else None,
+        selection_seeds=seed_list(a.selection_seeds, "--selection-seeds") if a.selection_seeds else None,
+        lr=number_list(a.lr, "--lr", "3e-4,6e-4,1.2e-3") if a.lr is not None else None,
+        max_iters=a.iters, time_budget_s=parse_duration(a.time) if a.time else None, design=a.design,
+        calib_steps=a.calib_steps, calib_windows=a.calib_windows, until_plateau=a.until_plateau,
+        train=given_train_settings(a))
+
+
+def choose_preset(preset: str | None, device: str | None) -> str:
+    """The plan's preset, else the default for the device (tiny on a CPU, said in a notice)."""
+    from rabench.commands.common import default_preset, warn_if_slow
+
+    preset = preset if preset is not None else default_preset(device)
+    warn_if_slow(preset, device)
+    return preset
+
+
+def run(a: argparse.Namespace) -> None:
+    from rabench.experiment import PLAN_ATTNS
+    from rabench.suite import run_suite
+    from rabench.suite.parallel import RunsFailed, parse_devices
+    from rabench.suite.plan import build_plan
+    from rabench.training.distributed import is_main_process
+    from rabench.training.timeparse import parse_duration
+
+    given = plan_overrides(a)
     deadline_s = parse_duration(a.deadline) if a.deadline else None  # a bad duration fails before any work
-    if a.design:
-        plan.design = a.design
-    if a.calib_steps is not None:
-        plan.calib_steps = a.calib_steps
-    if a.calib_windows is not None:
-        plan.calib_windows = a.calib_windows
-    plan.until_plateau = plan.until_plateau or a.until_plateau
-    plan.train |= given_train_settings(a)
     devices = parse_devices(a.devices) if a.devices else None
-    device = "cpu" if devices and devices[0] == "cpu" else "cuda" if devices else plan.train.get("device")
-    if plan.preset is None:
-        plan.preset = default_preset(device)
-    warn_if_slow(plan.preset, device)
-    plan = resolve_plan(plan)  # a bad plan fails before any data is prepared
-    from rabench.training.distributed import is_main_process, launched_by_torchrun
-
-    data = a.data or plan.data
-    if data is None:
-        if launched_by_torchrun():
-            raise RabenchError("under torchrun, prepare the data first and pass --data DIR")
-        from rabench.data import prepare_bundled_austen
-
-        data = prepare_bundled_austen(Path(a.out))
+    plan = build_plan(a.plan, given, devices, choose_preset)  # a bad plan fails before any data is prepared
     try:
-        run_suite(plan, a.out, data, progress_bar=not a.no_progress, devices=devices, recalibrate=a.recalibrate,
+        run_suite(plan, a.out, suite_data(a, plan), progress_bar=not a.no_progress, devices=devices, recalibrate=a.recalibrate,
                   explicit_attns=plan.attns != PLAN_ATTNS, calibrate_only=a.calibrate_only, deadline_s=deadline_s,
                   reuse_calibration=a.reuse_calibration)
     except (RunsFailed, DeadlineReached):
@@ -175,6 +164,20 @@ def run(a: argparse.Namespace) -> None:
         raise
     if is_main_process() and not a.calibrate_only:
         write_report(a.out)
+
+
+def suite_data(a: argparse.Namespace, plan: SuitePlan) -> str:
+    """--data, else the plan's, else the bundled Austen corpus prepared into the suite folder."""
+    from rabench.training.distributed import launched_by_torchrun
+
+    data = a.data or plan.data
+    if data is not None:
+        return data
+    if launched_by_torchrun():
+        raise RabenchError("under torchrun, prepare the data first and pass --data DIR")
+    from rabench.data import prepare_bundled_austen
+
+    return prepare_bundled_austen(Path(a.out))
 
 
 def write_report(out: str) -> None:

@@ -135,7 +135,7 @@ class CalibrationRequest:
     gate_lr_mult: float = 1.0  # a third optimizer group when not 1 (as the trainer builds it)
 
     def settings(self) -> dict[str, Any]:
-        """The fields a reused calibration must match (see suite.py)."""
+        """The fields a reused calibration must match (see ratios.py)."""
         return {"preset": self.preset, "batch_size": self.batch_size, "seq_len": self.seq_len,
                 "grad_accum": self.grad_accum, "compile": self.compile, "compile_mode": self.compile_mode}
 
@@ -187,7 +187,7 @@ def calibrate(req: CalibrationRequest, device: torch.device, baseline: str) -> d
         "card": card_name(device),
         "gpu_uuid": gpu_uuid(device),
         "host": socket.gethostname(),
-        "machine_id": machine_id(),  # a reuse is refused on another machine session (see suite.py)
+        "machine_id": machine_id(),  # a reuse is refused on another machine session (see ratios.py)
         "source_hash": rabench.source_hash(),
         "device": str(device),
         "compiled": req.compile,
@@ -209,7 +209,7 @@ def request_from_json(text: str) -> CalibrationRequest:
 
 
 def worker_main(argv: list[str] | None = None) -> int:
-    """`python -m rabench.training.calibrate REQUEST_JSON BASELINE OUT_FILE`: calibrate on this
+    """`python -m rabench.suite.calibrate REQUEST_JSON BASELINE OUT_FILE`: calibrate on this
     process's device (its one visible GPU, else the CPU) and write the record to OUT_FILE."""
     from pathlib import Path
 

@@ -1,7 +1,7 @@
 """Independent runs in parallel on one host: one worker process per device.
 
 `rabench suite --devices 0,1,2,3` keeps one training process per GPU busy until every run
-is done: each run is a fresh `python -m rabench.training.parallel CONFIG` process that sees
+is done: each run is a fresh `python -m rabench.suite.parallel CONFIG` process that sees
 only its own GPU (CUDA_VISIBLE_DEVICES), writes its output to `train.log` in its run folder,
 and resumes from its checkpoint like any run. A run that fails does not stop the others;
 the failures are listed at the end and the suite exits non-zero (re-running the same
@@ -22,12 +22,12 @@ import sys
 import threading
 import time
 from collections import deque
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
 from rabench.errors import HANDLED, RabenchError, exit_status
-from rabench.training.deadline import Deadline, deadline_message
+from rabench.suite.deadline import Deadline, deadline_message
 
 LOG_NAME = "train.log"
 POLL_S = 0.2
@@ -109,7 +109,7 @@ def last_line(path: Path) -> str:
 
 def launch(cfg_dict: dict[str, Any], device: str, n_workers: int, log_path: Path) -> subprocess.Popen:
     """A training worker for one run."""
-    return spawn(["rabench.training.parallel", json.dumps(cfg_dict)], device, n_workers, log_path)
+    return spawn(["rabench.suite.parallel", json.dumps(cfg_dict)], device, n_workers, log_path)
 
 
 def spawn(module_args: list[str], device: str, n_workers: int, log_path: Path) -> subprocess.Popen:
@@ -139,7 +139,7 @@ class SlotTask:
 
 
 def queue(job, pending: deque, say: Callable[..., None]) -> None:
-    """Add a suite.RunJob to the queue, or say it is done."""
+    """Add a suite.jobs.RunJob to the queue, or say it is done."""
     if job.action == "skip":
         say(f"[suite] {job.run.name}: done, skipped")
         return
@@ -162,7 +162,7 @@ def progress_of(job) -> str:
 def run_parallel(jobs: list, devices: list[str], say: Callable[..., None] = print,
                  status_every_s: float = STATUS_EVERY_S, deadline: Deadline | None = None,
                  first: SlotTask | None = None) -> list[Outcome]:
-    """Run the jobs (suite.RunJob) on the device slots, at most one per slot; returns each run's outcome.
+    """Run the jobs (suite.jobs.RunJob) on the device slots, at most one per slot; returns each run's outcome.
 
     `first` (the calibration) holds slot 0 from the start; when it ends, the jobs it returns join
     the queue and its slot takes runs like the others. With a deadline, a run starts only if its
@@ -171,94 +171,154 @@ def run_parallel(jobs: list, devices: list[str], say: Callable[..., None] = prin
     RunsFailed after every job has ended if any failed, else DeadlineReached if the deadline
     left runs undone.
     """
-    pending = deque()
-    for job in jobs:
-        queue(job, pending, say)
-    free = list(range(len(devices)))
-    running: dict[int, tuple[Any, subprocess.Popen, float]] = {}
-    task: subprocess.Popen | None = None
-    left_out: list[str] = []  # a `first` stopped by the deadline
-    if first is not None:
-        task_slot = free.pop(0)
-        task = first.launch(devices[task_slot])
-        say(f"[suite] {first.name}: running on {device_label(devices[task_slot])}; "
-            f"the runs that do not need it start on the other devices")
-    outcomes: list[Outcome] = []
-    stopped: list[str] = []
-    expected_train_s: dict[str, float | None] = {}  # per run, estimated at its launch (for the deadline's overhead)
+    slots = Scheduler(devices, say, deadline, first)
+    slots.queue_all(jobs)
+    slots.start_first()
     previous = sigterm_as_interrupt()
-    last_status = time.time()
-
-    def in_flight() -> list[subprocess.Popen]:
-        return [proc for _, proc, _ in running.values()] + ([task] if task is not None else [])
-
     try:
-        while pending or running or task is not None:
-            while free and pending:
-                job = take_next(pending, deadline)
-                if job is None:
-                    break
-                slot = free.pop(0)
-                if deadline is not None:
-                    expected_train_s[job.run.name] = deadline.training_s(job.cfg)
-                log = Path(job.cfg.out) / LOG_NAME
-                proc = launch(asdict(job.cfg), devices[slot], len(devices), log)
-                running[slot] = (job, proc, time.time())
-                say(f"[suite] {job.run.name}: {'resuming' if job.cfg.resume else 'starting'} on "
-                    f"{device_label(devices[slot])} (log: {log})")
-            if not running and task is None:  # runs are left, but none can finish before the deadline
+        while slots.busy():
+            slots.start_runs()
+            if slots.idle():  # runs are left, but none can finish before the deadline
                 break
             time.sleep(POLL_S)
-            if task is not None and task.poll() is not None:
-                returncode, task = task.returncode, None
-                free.insert(0, task_slot)
-                try:
-                    for job in first.done(returncode):
-                        queue(job, pending, say)
-                except BaseException:
-                    stop_workers(in_flight())
-                    raise
-            for slot, (job, proc, started) in list(running.items()):
-                if proc.poll() is None:
-                    continue
-                del running[slot]
-                free.append(slot)
-                outcome = record_outcome(job, proc, devices[slot], started, say)
-                outcomes.append(outcome)
-                if deadline is not None and proc.returncode == 0:
-                    deadline.learn(job.cfg, outcome.ended - started, expected_train_s.get(job.run.name))
-            if deadline is not None and deadline.passed() and (running or task is not None):
-                names = [job.run.name for job, _, _ in running.values()] + ([first.name] if task is not None else [])
-                say(f"[suite] deadline reached: stopping {', '.join(names)} (each run saves a checkpoint)")
-                stop_workers(in_flight())
-                if task is not None:
-                    left_out.append(f"{first.name} and the runs it sizes")
-                    task = None
-                for slot, (job, proc, started) in running.items():
-                    if proc.returncode == 0:  # it finished as the deadline came
-                        outcomes.append(record_outcome(job, proc, devices[slot], started, say))
-                    else:
-                        stopped.append(job.run.name)
-                running.clear()
+            slots.collect_first()
+            slots.collect_runs()
+            if slots.stop_at_deadline():
                 break
-            if running and time.time() - last_status >= status_every_s:
-                last_status = time.time()
-                done = len(outcomes)
-                say(f"[suite] {done} of {done + len(running) + len(pending)} runs ended; running: "
-                    + ", ".join(progress_of(job) for job, _, _ in running.values()))
+            slots.report_status(status_every_s)
     except KeyboardInterrupt:
-        stop_workers(in_flight())
+        stop_workers(slots.in_flight())
         raise RabenchError("interrupted; the workers saved checkpoints: run the same command to resume") from None
     finally:
         signal.signal(signal.SIGTERM, previous)
-    failed = [o for o in outcomes if o.returncode != 0]
-    if failed:
-        names = ", ".join(o.name for o in failed)
-        raise RunsFailed(f"{len(failed)} of {len(outcomes)} runs failed: {names} (see {LOG_NAME} in each run folder; "
-                         f"re-running the suite retries them and skips the finished ones)", [o.name for o in failed])
-    if pending or stopped or left_out:
-        raise deadline_message([job.run.name for job in pending] + left_out, stopped)
-    return outcomes
+    return slots.result()
+
+
+@dataclass
+class Scheduler:
+    """run_parallel's state: the queue, the free device slots, the workers in flight and what ended.
+
+    Slots are indices into `devices`; a run's worker holds its slot until it exits."""
+
+    devices: list[str]
+    say: Callable[..., None]
+    deadline: Deadline | None = None
+    first: SlotTask | None = None
+    pending: deque = field(default_factory=deque)
+    free: list[int] = field(default_factory=list)
+    running: dict[int, tuple[Any, subprocess.Popen, float]] = field(default_factory=dict)  # slot -> job, worker, start
+    task: subprocess.Popen | None = None  # `first`'s process while it runs
+    task_slot: int = 0
+    outcomes: list[Outcome] = field(default_factory=list)
+    stopped: list[str] = field(default_factory=list)  # runs the deadline stopped (each checkpointed)
+    left_out: list[str] = field(default_factory=list)  # a `first` stopped by the deadline
+    expected_train_s: dict[str, float | None] = field(default_factory=dict)  # per run, estimated at its launch
+    last_status: float = field(default_factory=time.time)
+
+    def __post_init__(self) -> None:
+        self.free = list(range(len(self.devices)))
+
+    def queue_all(self, jobs: list) -> None:
+        for job in jobs:
+            queue(job, self.pending, self.say)
+
+    def start_first(self) -> None:
+        """`first` takes the first slot before any run does."""
+        if self.first is None:
+            return
+        self.task_slot = self.free.pop(0)
+        self.task = self.first.launch(self.devices[self.task_slot])
+        self.say(f"[suite] {self.first.name}: running on {device_label(self.devices[self.task_slot])}; "
+                 f"the runs that do not need it start on the other devices")
+
+    def busy(self) -> bool:
+        return bool(self.pending or self.running or self.task is not None)
+
+    def idle(self) -> bool:
+        return not self.running and self.task is None
+
+    def in_flight(self) -> list[subprocess.Popen]:
+        return [proc for _, proc, _ in self.running.values()] + ([self.task] if self.task is not None else [])
+
+    def start_runs(self) -> None:
+        """A worker on every free slot, for the first pending runs that can finish before the deadline."""
+        while self.free and self.pending:
+            job = take_next(self.pending, self.deadline)
+            if job is None:
+                return
+            self.launch(job, self.free.pop(0))
+
+    def launch(self, job, slot: int) -> None:
+        if self.deadline is not None:
+            self.expected_train_s[job.run.name] = self.deadline.training_s(job.cfg)
+        log = Path(job.cfg.out) / LOG_NAME
+        proc = launch(asdict(job.cfg), self.devices[slot], len(self.devices), log)
+        self.running[slot] = (job, proc, time.time())
+        self.say(f"[suite] {job.run.name}: {'resuming' if job.cfg.resume else 'starting'} on "
+                 f"{device_label(self.devices[slot])} (log: {log})")
+
+    def collect_first(self) -> None:
+        """When `first` has ended: its slot is free and the jobs it returns join the queue."""
+        if self.task is None or self.task.poll() is None:
+            return
+        returncode, self.task = self.task.returncode, None
+        self.free.insert(0, self.task_slot)
+        try:
+            self.queue_all(self.first.done(returncode))
+        except BaseException:
+            stop_workers(self.in_flight())
+            raise
+
+    def collect_runs(self) -> None:
+        """Each run whose worker has exited: its outcome, its slot freed, its duration taught to the deadline."""
+        for slot, (job, proc, started) in list(self.running.items()):
+            if proc.poll() is None:
+                continue
+            del self.running[slot]
+            self.free.append(slot)
+            outcome = record_outcome(job, proc, self.devices[slot], started, self.say)
+            self.outcomes.append(outcome)
+            if self.deadline is not None and proc.returncode == 0:
+                self.deadline.learn(job.cfg, outcome.ended - started, self.expected_train_s.get(job.run.name))
+
+    def stop_at_deadline(self) -> bool:
+        """At the deadline, stop what is in flight (each run checkpoints); True when it did."""
+        if self.deadline is None or not self.deadline.passed() or self.idle():
+            return False
+        names = [job.run.name for job, _, _ in self.running.values()] + ([self.first.name] if self.task else [])
+        self.say(f"[suite] deadline reached: stopping {', '.join(names)} (each run saves a checkpoint)")
+        stop_workers(self.in_flight())
+        if self.task is not None:
+            self.left_out.append(f"{self.first.name} and the runs it sizes")
+            self.task = None
+        for slot, (job, proc, started) in self.running.items():
+            if proc.returncode == 0:  # it finished as the deadline came
+                self.outcomes.append(record_outcome(job, proc, self.devices[slot], started, self.say))
+            else:
+                self.stopped.append(job.run.name)
+        self.running.clear()
+        return True
+
+    def report_status(self, every_s: float) -> None:
+        """Every `every_s` seconds, where each running worker is."""
+        if not self.running or time.time() - self.last_status < every_s:
+            return
+        self.last_status = time.time()
+        done = len(self.outcomes)
+        self.say(f"[suite] {done} of {done + len(self.running) + len(self.pending)} runs ended; running: "
+                 + ", ".join(progress_of(job) for job, _, _ in self.running.values()))
+
+    def result(self) -> list[Outcome]:
+        """The outcomes, once every run has ended; raises when a run failed or the deadline left runs undone."""
+        failed = [o for o in self.outcomes if o.returncode != 0]
+        if failed:
+            names = ", ".join(o.name for o in failed)
+            raise RunsFailed(f"{len(failed)} of {len(self.outcomes)} runs failed: {names} (see {LOG_NAME} in each "
+                             "run folder; re-running the suite retries them and skips the finished ones)",
+                             [o.name for o in failed])
+        if self.pending or self.stopped or self.left_out:
+            raise deadline_message([job.run.name for job in self.pending] + self.left_out, self.stopped)
+        return self.outcomes
 
 
 def take_next(pending: deque, deadline: Deadline | None):

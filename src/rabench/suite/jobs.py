@@ -1,0 +1,219 @@
+"""The suite's jobs: every run the plan asks for (its folder, role and length) and what to do with
+each folder (start, resume, or skip a finished run), refusing a folder trained under other settings.
+
+Runs go seed by seed, so the first seeds complete first. With a learning-rate sweep the selection
+runs come first; once they have all finished, each config's rate is chosen by SWEEP_RULE and the
+verdict runs are planned at it.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Collection
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+from rabench.errors import RabenchError
+from rabench.experiment import BASELINE
+from rabench.rundir import RunFolder
+from rabench.suite.folder import (BASE_ROLE, ISO_ITER, ISO_TIME, LADDER, LR_SWEEP, PLATEAU, TIME, read_calibration,
+                                  read_suite_record, run_name, write_suite_record)
+from rabench.suite.plan import SuiteCall, SuitePlan, gets_run
+from rabench.training import distributed as dd
+from rabench.training.config import TrainConfig, curve_changing_differences
+
+@dataclass(frozen=True)
+class PlannedRun:
+    """One training run of the suite: its folder name, attention, seed, budget and role."""
+
+    name: str
+    attn: str
+    seed: int
+    role: str  # one of folder.py's roles: baseline, iso-iter, iso-time, ladder, lr-sweep, time, plateau
+    max_iters: int | None
+    time_budget_s: float | None
+    step_ratio: float | None
+    ladder_ratio: float | None = None  # a ladder run's r: max_iters = round(N / r)
+    lr: float | None = None  # with an lr sweep: the rate this run trains at (else the plan's [train] lr)
+
+
+SWEEP_RULE = ("each config's learning rate is the one with the best (lowest) mean final val_loss at N over the "
+              "selection seeds; ties go to the lower rate; a run whose final val_loss is not finite counts as worst")
+
+
+def chosen_rates(plan: SuitePlan, out: Path) -> dict[str, float] | None:
+    """Each config's rate by SWEEP_RULE, once every selection run has finished (else None)."""
+    if not plan.lr:
+        return None
+    losses: dict[tuple[str, float], list[float]] = {}
+    for run in plan_runs(plan, None):
+        folder = RunFolder(out / run.name)
+        if folder.state() != "finished":
+            return None
+        final = (folder.summary() or {}).get("final_val_loss")
+        finite = isinstance(final, (int, float)) and math.isfinite(final)
+        losses.setdefault((run.attn, run.lr), []).append(final if finite else math.inf)
+    mean = {key: sum(v) / len(v) for key, v in losses.items()}
+    return {attn: min(plan.lr, key=lambda lr: (mean[attn, lr], lr)) for attn in plan.attns}
+
+
+def iso_time_iters(n: int, ratio: float) -> int:
+    """round(N / s), at least one iteration."""
+    return max(1, round(n / ratio))
+
+
+def plan_runs(plan: SuitePlan, ratios: dict[str, float] | None,
+              chosen: dict[str, float] | None = None) -> list[PlannedRun]:
+    """Every run of the suite, seed by seed (so the first seeds complete first). In the iso design
+    without ratios (a calibration still measuring): only the runs whose length needs none. With a
+    learning-rate sweep: its selection runs, then the verdict runs at each config's `chosen` rate
+    once the selection has chosen (None: not yet)."""
+    if not plan.lr:
+        return verdict_runs(plan, ratios)
+    selection = [PlannedRun(run_name(attn, seed, LR_SWEEP, lr=lr), attn, seed, LR_SWEEP, plan.max_iters, None,
+                            (ratios or {}).get(attn), lr=lr)
+                 for seed in plan.selection_seeds for attn in plan.attns for lr in plan.lr]
+    if chosen is None:
+        return selection
+    return selection + [replace(r, lr=chosen[r.attn]) for r in verdict_runs(plan, ratios)]
+
+
+def verdict_runs(plan: SuitePlan, ratios: dict[str, float] | None) -> list[PlannedRun]:
+    """The design's runs on the verdict seeds (every run of a suite without an lr sweep)."""
+    runs = []
+    for seed in plan.seeds:
+        for attn in plan.attns:
+            ratio = (ratios or {}).get(attn)
+            if plan.until_plateau:
+                runs.append(PlannedRun(run_name(attn, seed), attn, seed, PLATEAU, plan.max_iters, plan.time_budget_s, ratio))
+            elif plan.design == "time":
+                runs.append(PlannedRun(run_name(attn, seed), attn, seed, TIME, plan.max_iters, plan.time_budget_s, ratio))
+            elif attn == BASELINE:
+                runs.append(PlannedRun(run_name(attn, seed), attn, seed, BASE_ROLE, plan.max_iters, None, 1.0))
+            else:
+                assert plan.max_iters is not None
+                if gets_run(plan.isoiter_attns, attn):
+                    runs.append(PlannedRun(run_name(attn, seed), attn, seed, ISO_ITER, plan.max_iters, None, ratio))
+                if ratios is not None and gets_run(plan.isotime_attns, attn):
+                    runs.append(PlannedRun(run_name(attn, seed, ISO_TIME), attn, seed, ISO_TIME,
+                                           iso_time_iters(plan.max_iters, ratio), None, ratio))
+                if gets_run(plan.isotime_attns, attn):
+                    runs += ladder_runs(plan, attn, seed, ratio)
+    return runs
+
+
+def ladder_runs(plan: SuitePlan, attn: str, seed: int, ratio: float | None) -> list[PlannedRun]:
+    """The candidate's length ladder for one seed: round(N / r) iterations per r, no calibration needed."""
+    assert plan.max_iters is not None
+    return [PlannedRun(run_name(attn, seed, LADDER, r), attn, seed, LADDER, iso_time_iters(plan.max_iters, r),
+                       None, ratio, r) for r in plan.ladder]
+
+
+def train_config(plan: SuitePlan, run: PlannedRun, out: Path, data: str, suite_name: str,
+                 progress_bar: bool) -> TrainConfig:
+    """The TrainConfig of one planned run (labels say its role; they never change the curve)."""
+    labels = {"role": run.role, "step_ratio": run.step_ratio, "baseline": BASELINE, "suite": suite_name}
+    if run.ladder_ratio is not None:
+        labels["ladder_ratio"] = run.ladder_ratio
+    if run.role == LR_SWEEP:
+        labels["lr_stage"] = "selection"
+    settings = plan.train | ({"lr": run.lr} if run.lr is not None else {})  # a sweep's [train] has no lr
+    return TrainConfig(attn=run.attn, data=data, out=str(out / run.name), preset=plan.preset, seed=run.seed,
+                       attn_options=dict(plan.options.get(run.attn, {})), time_budget_s=run.time_budget_s,
+                       max_iters=run.max_iters, until_plateau=plan.until_plateau, progress_bar=progress_bar,
+                       labels=labels, **settings)
+
+
+@dataclass
+class RunJob:
+    """A planned run with its config and what the folder needs: 'skip', 'resume' or 'start'."""
+
+    run: PlannedRun
+    cfg: TrainConfig
+    action: str
+
+
+def decide_jobs(runs: list[PlannedRun], cfgs: list[TrainConfig], out: Path) -> list[RunJob]:
+    """What to do with each run folder; refuses (one line) when a stored run used other settings."""
+    jobs, conflicts = [], []
+    for run, cfg in zip(runs, cfgs):
+        folder = RunFolder(out / run.name)
+        state = folder.state()
+        if not (state == "finished" or folder.has_checkpoint()):  # nothing worth keeping: started from scratch
+            jobs.append(RunJob(run, cfg, "start"))
+            continue
+        # finished, or a checkpoint to continue from (checkpointed, or failed after a checkpoint)
+        # the runs train in this process group: a stored run of 2 processes x grad_accum 1 is 2 x 1 again
+        diffs = curve_changing_differences(folder.config() or {}, cfg, world_size=dd.launched_world_size())
+        if diffs:
+            conflicts.append((run.name, diffs))
+        jobs.append(RunJob(run, cfg, "skip" if state == "finished" else "resume"))
+    if conflicts:
+        name, diffs = conflicts[0]
+        more = f" (and {len(conflicts) - 1} more runs)" if len(conflicts) > 1 else ""
+        raise RabenchError(f"{out / name} was trained with other settings ({'; '.join(diffs)}){more}: "
+                           f"run the suite with its old settings, use another --out, or delete those run folders "
+                           f"to start them over")
+    return jobs
+
+
+def decide(plan: SuitePlan, call: SuiteCall, ratios: dict[str, float] | None,
+           chosen: dict[str, float] | None, skip: Collection[str] = ()) -> tuple[list[PlannedRun], list[RunJob]]:
+    """The jobs phase: every planned run (but those named in `skip`) and what its folder needs.
+    In the iso design without ratios: the runs whose length needs none."""
+    runs = [r for r in plan_runs(plan, ratios, chosen) if r.name not in skip]
+    return runs, decide_jobs(runs, [run_config(plan, call, r) for r in runs], call.out)
+
+
+def run_config(plan: SuitePlan, call: SuiteCall, run: PlannedRun, progress_bar: bool | None = None) -> TrainConfig:
+    """One run's TrainConfig in this call (a progress bar only for runs trained here, one at a time)."""
+    bar = call.progress_bar and not call.devices if progress_bar is None else progress_bar
+    return train_config(plan, run, call.out, call.data, suite_name(call), bar)
+
+
+def suite_name(call: SuiteCall) -> str:
+    """The suite folder's name, each run's labels.suite."""
+    return call.out.resolve().name
+
+
+def check_runs_before_calibration(plan: SuitePlan, call: SuiteCall, chosen: dict[str, float] | None = None) -> None:
+    """decide_jobs over every run whose budget is known without a new calibration."""
+    stored = None if call.recalibrate else read_calibration(call.out)
+    known = {a: float(c["ratio"]) for a, c in (stored or {}).get("configs", {}).items()}
+    runs = [r for r in plan_runs(plan, {a: known.get(a, 1.0) for a in plan.attns}, chosen)
+            if r.role != ISO_TIME or r.attn in known]
+    decide_jobs(runs, [run_config(plan, call, r, progress_bar=False) for r in runs], call.out)
+
+
+def record_suite(plan: SuitePlan, out: Path, data: str, runs: list[PlannedRun],
+                 reused: dict[str, Any] | None = None, chosen: dict[str, float] | None = None) -> None:
+    """suite.json; `reused`: this call kept a calibration from another machine, card or code, added to
+    the calls before it that did ("calibration_reuse": what the report names); `chosen`: an lr
+    sweep's rates once its selection is complete (the rule is written before any run)."""
+    earlier = read_suite_record(out).get("calibration_reuse") or []
+    if reused and any(e.get("calibration_measured_at") == reused["calibration_measured_at"]
+                      and e.get("differences") == reused["differences"] for e in earlier):
+        reused = None  # the same calibration kept across the same differences: noted once
+    sweep = {"lr_sweep": {"lrs": plan.lr, "selection_seeds": plan.selection_seeds, "rule": SWEEP_RULE,
+                          "chosen": chosen or {}}} if plan.lr else {}
+    record = plan.to_dict() | {"data": data, "baseline": BASELINE,
+                               "runs": [{"name": r.name, "attn": r.attn, "seed": r.seed, "role": r.role,
+                                         "max_iters": r.max_iters, "time_budget_s": r.time_budget_s,
+                                         "step_ratio": r.step_ratio}
+                                        | ({"ladder_ratio": r.ladder_ratio} if r.ladder_ratio is not None else {})
+                                        | ({"lr": r.lr} if r.lr is not None else {})
+                                        for r in runs],
+                               "calibration_reuse": earlier + ([reused] if reused else [])} | sweep
+    write_suite_record(out, record)
+
+
+def describe(run: PlannedRun) -> str:
+    """What the run is, for the line that starts it: role and length (and its rate in a sweep)."""
+    budget = f"{run.max_iters} iters" if run.max_iters is not None else f"{run.time_budget_s:g} s"
+    if run.role == ISO_TIME:
+        return f"{run.role}, {budget} = N / {run.step_ratio:.3f}"
+    rate = f", lr {run.lr:g}" if run.lr is not None else ""
+    if run.role == LADDER:
+        return f"{run.role}, {budget} = N / {run.ladder_ratio:g}{rate}"
+    return f"{run.role}, {budget}{rate}"
