@@ -9,19 +9,15 @@ from test_analysis import SIX, iteration_suite
 from rabench.analysis import write_report
 from rabench.attention import AttentionSpec
 from rabench.attention.base import AttentionCore
-from rabench.bench.step_rows import flops_columns, step_row
-from rabench.errors import RabenchError
-from rabench.flops import (
-    attention_flops_per_token,
+from rabench.attention.pair_flops import (
     banded_reciprocal_flops,
-    card_peak,
-    dense_flops_per_token,
-    floor_ratio,
     low_rank_reciprocal_flops,
     ra_attention_flops,
     standard_attention_flops,
-    step_flops_per_token,
 )
+from rabench.bench.step_rows import flops_columns, step_row
+from rabench.errors import RabenchError
+from rabench.flops import attention_flops_per_token, card_peak, dense_flops_per_token, floor_ratio, step_flops_per_token
 from rabench.model import preset
 
 NO_KERNEL_SENTENCE = "no implementation of this math can make it pay at this scale"

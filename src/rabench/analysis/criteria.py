@@ -21,9 +21,10 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
 
 from rabench.analysis.curves import eval_curve, time_to_reach, value_at
+from rabench.analysis.lengths import CURVE_UPPER_BOUND, LengthBreakEven, length_points
+from rabench.analysis.pairing import N_ROLES, Pair, machine_note, pair_runs, runs_of
 from rabench.analysis.runs import (
     BASE_ROLE,
     BASELINE,
@@ -35,7 +36,6 @@ from rabench.analysis.runs import (
     TIME,
     Batch,
     ConfigGroup,
-    Run,
     iso_time_label,
 )
 from rabench.experiment import CONTROL, NOREC, OPEN_TWINS
@@ -59,39 +59,14 @@ from rabench.stats import (
     seed_means,
 )
 
-if TYPE_CHECKING:
-    from rabench.analysis.lengths import LengthBreakEven
-
 MIN_COVERAGE = 0.5  # a criterion is read on at least this fraction of the shorter run, never at t = 0
-N_ROLES = (BASE_ROLE, ISO_ITER)
 ITER_DESIGN, TIME_DESIGN = "iteration", "time"
-CURVE_UPPER_BOUND = "an upper bound (read from the N-run's curve, a schedule never run)"
 TITLES = {
     "1": "val_loss below the baseline's at equal training time",
     "2-literal": "time to the baseline's final val_loss below 1/s of the baseline's (plan's literal version)",
     "2-break-even": "time to the baseline's final val_loss below the baseline's own (break-even version)",
     "3": "final val_loss better than the baseline's",
 }
-
-
-@dataclass
-class Pair:
-    """One seed of the candidate and of the baseline, from one batch on one card."""
-
-    seed: int
-    batch: str
-    card: str
-    cand: Run
-    base: Run
-
-    @property
-    def tag(self) -> str:
-        return f"seed {self.seed} ({self.batch})" if self.batch not in (".", "") else f"seed {self.seed}"
-
-    @property
-    def same_machine(self) -> bool:
-        """Both runs known to share one machine: their machine identities agree (see Run.machine)."""
-        return self.cand.machine is not None and self.cand.machine == self.base.machine
 
 
 @dataclass
@@ -219,58 +194,7 @@ class Comparison:
         return next((v for v in self.verdicts if v.key == key), None)
 
 
-# ---------------------------------------------------------------- pairing
-
-
-def pair_runs(cands: list[Run], bases: list[Run]) -> tuple[list[Pair], list[str]]:
-    """Pairs by seed within one (batch, card) and, where both runs record a machine_id, within
-    one machine; notes for every run left out and why."""
-    notes: list[str] = []
-    index: dict[tuple[str, str, int], list[Run]] = {}
-    for r in bases:
-        if r.judgeable:
-            index.setdefault((r.batch, r.card, r.seed), []).append(r)
-    pairs = []
-    for c in cands:
-        if not c.judgeable:
-            continue
-        base = _partner(c, index.get((c.batch, c.card, c.seed), []))
-        if base is not None:
-            pairs.append(Pair(c.seed, c.batch, c.card, c, base))
-        else:
-            notes.append(f"{c.where}: no finished baseline run with seed {c.seed} in the same batch on the same card "
-                         "and machine; left out")
-    for r in cands + bases:
-        if not r.judgeable:
-            notes.append(f"{r.where}: not judged, {r.why_not_judged}")
-    pairs.sort(key=lambda p: (p.batch, p.card, p.seed))
-    return pairs, notes
-
-
-def _partner(cand: Run, bases: list[Run]) -> Run | None:
-    """The baseline run to pair with: one on the candidate's machine where that is recorded;
-    a run recording another machine never pairs; runs that record none pair as before."""
-    if cand.machine_id is None:
-        return bases[0] if bases else None
-    same = [b for b in bases if b.machine_id == cand.machine_id]
-    unknown = [b for b in bases if b.machine_id is None]
-    return (same or unknown or [None])[0]
-
-
-def machine_note(pairs: list[Pair]) -> str | None:
-    """How many seed pairs cross machines or cannot be shown to share one (old folders record no
-    machine identity; their proxy, batch + GPU UUID, names a card, not a node)."""
-    crossing = [p for p in pairs if not p.same_machine]
-    if not crossing:
-        return None
-    unknown = sum(p.cand.machine is None or p.base.machine is None for p in crossing)
-    return (f"{len(crossing)} of {len(pairs)} pairs cross machines or cannot be shown to share one "
-            f"({unknown} with a run that records no machine identity or GPU UUID; the others on different "
-            "machines or cards): their gaps hold the card-to-card variation too")
-
-
-def runs_of(group: ConfigGroup | None, roles: tuple[str, ...]) -> list[Run]:
-    return [r for r in group.runs if r.role in roles] if group else []
+# ---------------------------------------------------------------- step ratios and margins
 
 
 def step_ratio(pair: Pair, batches: dict[str, Batch]) -> StepRatio:
@@ -531,8 +455,6 @@ def design_of(groups: dict[str, ConfigGroup]) -> str:
 def compare(candidate: ConfigGroup, baseline: ConfigGroup, groups: dict[str, ConfigGroup], batches: dict[str, Batch],
             purpose: str) -> Comparison:
     """Judge one candidate config against a baseline on every criterion."""
-    from rabench.analysis.lengths import length_points  # lengths.py builds on this module's pairing
-
     design = design_of(groups)
     base_name = baseline.label
     notes: list[str] = []

@@ -20,13 +20,14 @@ from pathlib import Path
 
 import numpy as np
 
-from rabench.analysis.criteria import CURVE_UPPER_BOUND, N_ROLES, pair_runs, runs_of
 from rabench.analysis.document import Doc
+from rabench.analysis.pairing import N_ROLES, pair_runs, runs_of
 from rabench.analysis.runs import ISO_TIME, LADDER, ConfigGroup, iso_time_label, side_label
 from rabench.stats import PairedStats, paired_stats
 
 SAME_RATIO = 1e-3  # two runs whose r differ by less than this are one length (their gaps averaged)
 GRID_STEP = 5e-3  # the gap table's rows: ratios that ran closer than this (one s on two hosts) share a row
+CURVE_UPPER_BOUND = "an upper bound (read from the N-run's curve, a schedule never run)"
 
 
 @dataclass

@@ -25,8 +25,8 @@ from rabench.attention import (  # noqa: F401  (importing a module registers its
 )
 from rabench.attention.base import AttentionCore
 from rabench.attention.common import causal_mask, init_linear, masked_softmax_apply, upcast
-from rabench.attention.registry import (AttentionSpec, build, entry, folder_name, names, parse_option_strings,
-                                        resolve_options)
+from rabench.attention.registry import build, entry, folder_name, names, parse_option_strings, resolve_options
+from rabench.attention.spec import AttentionSpec
 
 __all__ = ["AttentionCore", "AttentionSpec", "build", "causal_mask", "entry", "folder_name", "init_linear",
            "masked_softmax_apply", "names", "parse_option_strings", "resolve_options", "upcast"]

@@ -58,8 +58,8 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor, nn
 
-from rabench.attention.registry import AttentionSpec
-from rabench.flops import STANDARD_PRODUCTS, causal_pair_flops
+from rabench.attention.pair_flops import STANDARD_PRODUCTS, causal_pair_flops
+from rabench.attention.spec import AttentionSpec
 
 
 class AttentionCore(nn.Module):

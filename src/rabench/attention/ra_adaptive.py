@@ -18,8 +18,9 @@ from rabench.attention.base import AttentionCore
 from rabench.attention.common import init_linear, upcast
 from rabench.attention.kernel_route import ra_operands, run_ra
 from rabench.attention.gates import RAGates
-from rabench.attention.registry import AttentionSpec, register
-from rabench.flops import RA_PRODUCTS
+from rabench.attention.pair_flops import RA_PRODUCTS
+from rabench.attention.registry import register
+from rabench.attention.spec import AttentionSpec
 
 
 @register("ra-adaptive", "RA with a per-token row gate sigmoid(Linear(x) -> H) on the reciprocal term",

@@ -26,8 +26,9 @@ from torch import Tensor
 from rabench.attention.base import AttentionCore
 from rabench.attention.kernel_route import run_canonical_ra
 from rabench.attention.gates import RAGates
-from rabench.attention.registry import AttentionSpec, register
-from rabench.flops import RA_PRODUCTS
+from rabench.attention.pair_flops import RA_PRODUCTS
+from rabench.attention.registry import register
+from rabench.attention.spec import AttentionSpec
 from rabench.errors import RabenchError
 
 

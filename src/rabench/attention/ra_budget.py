@@ -25,8 +25,9 @@ from rabench.attention.base import AttentionCore
 from rabench.attention.common import init_linear, upcast
 from rabench.attention.kernel_route import ra_operands, run_ra
 from rabench.attention.gates import RAGates
-from rabench.attention.registry import AttentionSpec, register
-from rabench.flops import RA_PRODUCTS
+from rabench.attention.pair_flops import RA_PRODUCTS
+from rabench.attention.registry import register
+from rabench.attention.spec import AttentionSpec
 from rabench.errors import RabenchError
 
 

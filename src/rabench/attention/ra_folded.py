@@ -15,8 +15,9 @@ from torch import Tensor
 
 from rabench.attention.base import AttentionCore
 from rabench.attention.gates import RAGates, per_head
-from rabench.attention.registry import AttentionSpec, register
-from rabench.flops import RA_PRODUCTS
+from rabench.attention.pair_flops import RA_PRODUCTS
+from rabench.attention.registry import register
+from rabench.attention.spec import AttentionSpec
 
 
 def fold_ra(q: Tensor, k: Tensor, gates: RAGates, scale: float, reciprocal: bool = True) -> tuple[Tensor, Tensor]:

@@ -19,8 +19,9 @@ from torch import Tensor, nn
 from rabench.attention.base import AttentionCore
 from rabench.attention.kernel_route import run_ra
 from rabench.attention.gates import RAGates, per_head
-from rabench.attention.registry import AttentionSpec, register
-from rabench.flops import low_rank_reciprocal_flops
+from rabench.attention.pair_flops import low_rank_reciprocal_flops
+from rabench.attention.registry import register
+from rabench.attention.spec import AttentionSpec
 from rabench.errors import RabenchError
 
 

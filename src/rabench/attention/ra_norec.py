@@ -30,7 +30,8 @@ from rabench.attention.base import AttentionCore
 from rabench.attention.kernel_route import BACKENDS as KERNEL_BACKENDS, run_canonical_ra
 from rabench.attention.gates import RAGates
 from rabench.attention.ra_folded import fold_ra
-from rabench.attention.registry import AttentionSpec, register
+from rabench.attention.registry import register
+from rabench.attention.spec import AttentionSpec
 from rabench.errors import RabenchError
 
 BACKENDS = (*KERNEL_BACKENDS, "folded")  # run_ra's routes, or SDPA on the folded operands

@@ -26,8 +26,9 @@ from torch import Tensor
 from rabench.attention.base import AttentionCore
 from rabench.attention.common import causal_mask, masked_softmax_apply, upcast
 from rabench.attention.gates import RAGates, per_head
-from rabench.attention.registry import AttentionSpec, register
-from rabench.flops import RA_PRODUCTS
+from rabench.attention.pair_flops import RA_PRODUCTS
+from rabench.attention.registry import register
+from rabench.attention.spec import AttentionSpec
 from rabench.errors import RabenchError
 
 

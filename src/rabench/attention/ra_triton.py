@@ -7,8 +7,9 @@ from torch import Tensor
 from rabench.attention.base import AttentionCore
 from rabench.attention.kernel_route import run_canonical_ra
 from rabench.attention.gates import RAGates
-from rabench.attention.registry import AttentionSpec, register
-from rabench.flops import RA_PRODUCTS
+from rabench.attention.pair_flops import RA_PRODUCTS
+from rabench.attention.registry import register
+from rabench.attention.spec import AttentionSpec
 
 
 @register("ra-triton", "RA through rabench's fused Triton kernel, forward and backward (Test 4)", family="ra",

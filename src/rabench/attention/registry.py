@@ -23,13 +23,15 @@ import inspect
 import math
 import re
 import sys
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Any, Callable
 
 from torch import nn
 
+from rabench.attention.base import AttentionCore
+from rabench.attention.spec import AttentionSpec
 from rabench.errors import RabenchError
 from rabench.experiment import BASELINE
 
@@ -37,18 +39,6 @@ ENTRY_POINT_GROUP = "rabench.attentions"
 # What a config is in the comparison, recorded in config.json as labels.attn_role.
 ROLES = ("baseline", "ra", "control", "ra-variant", "candidate")
 SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
-
-
-@dataclass(frozen=True)
-class AttentionSpec:
-    """What an attention module needs to know about its place in the model."""
-
-    n_head: int
-    head_dim: int
-    n_embd: int
-    layer_idx: int
-    n_layer: int
-    options: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -207,8 +197,6 @@ def _load_class(target: str, ref: str) -> type[nn.Module]:
     cls = getattr(module, cls_name, None)
     if cls is None:
         raise RabenchError(f"attention {ref!r}: {where} defines no {cls_name!r}")
-    from rabench.attention.base import AttentionCore  # base imports this module: resolved late
-
     if not (isinstance(cls, type) and issubclass(cls, AttentionCore)):
         raise RabenchError(f"attention {ref!r}: {cls_name} is not a subclass of rabench.attention.AttentionCore "
                            "(the contract: `rabench attentions --help`)")

@@ -14,7 +14,8 @@ from torch import Tensor, nn
 from rabench.attention.base import AttentionCore
 from rabench.attention.common import upcast
 from rabench.attention.gates import GATE_INIT, per_head
-from rabench.attention.registry import AttentionSpec, register
+from rabench.attention.registry import register
+from rabench.attention.spec import AttentionSpec
 
 
 @register("std-gated", "standard attention x RA's learned w_std gate only (learned-temperature control)", family="standard")
