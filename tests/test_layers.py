@@ -193,6 +193,14 @@ def test_analysis_reads_only_the_suite_folder_layout() -> None:
     assert not bad, listed(bad)
 
 
+def test_attention_imports_no_layer_above_it() -> None:
+    """The model builds attention cores, so attention never imports the model (the conformance
+    checks, which train a tiny model, sit above both)."""
+    bad = arrows("rabench.attention", ("rabench.model", "rabench.training", "rabench.suite", "rabench.analysis",
+                                       "rabench.commands", "rabench.bench", "rabench.cli"))
+    assert not bad, listed(bad)
+
+
 def test_kernels_import_only_the_errors() -> None:
     bad = [e for e in direct_edges() if inside(e.source, "rabench.kernels")
            and not inside(e.target, "rabench.kernels") and e.target != "rabench.errors"]

@@ -189,7 +189,7 @@ def test_examples_pass_check_with_their_float64_reference(ref: str, capsys) -> N
 
 
 def test_the_reference_check_catches_a_core_that_departs_from_its_math(tmp_path: Path, monkeypatch) -> None:
-    from rabench.attention.conformance import run_checks
+    from rabench.conformance import run_checks
 
     cls = attention.entry(SIGMOID).cls
     monkeypatch.setattr(cls, "reference", lambda self, q, k, v, x: cls.forward(self, q, k, v * 1.01, x))
@@ -239,7 +239,7 @@ def test_a_stored_calibration_of_other_code_is_refused(tmp_path: Path) -> None:
 
 def test_the_cpu_determinism_check_skips_a_gpu_only_core_on_a_gpu_machine(monkeypatch: pytest.MonkeyPatch) -> None:
     # without the interpreter a needs_gpu core cannot run on the CPU: SKIP, not a FAIL that fails `check`
-    from rabench.attention.conformance import CheckContext, check_determinism
+    from rabench.conformance import CheckContext, check_determinism
 
     monkeypatch.delenv("TRITON_INTERPRET", raising=False)
     status, why = check_determinism(CheckContext("ra-triton", {}, torch.device("cpu")))

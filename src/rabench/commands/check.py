@@ -19,7 +19,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(a: argparse.Namespace) -> int:
     from rabench import attention
-    from rabench.attention.conformance import run_checks
+    from rabench.conformance import run_checks
     from rabench.errors import RabenchError
     from rabench.training.config import resolve_device
 
