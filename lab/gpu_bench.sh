@@ -29,12 +29,12 @@ case "${PART:-a}" in
   n) # ra-norec through SDPA at D+1 (backend=folded) against sdpa and ra-triton: the suite's calibration (~3 min)
      python3 -m rabench suite lab/norec-folded.toml --out "$OUT/norec-folded" --calibrate-only --no-progress ;;
   t) # the whole test suite on this GPU, SHARDS pytest processes at once (default 8: the slow tests are
-     # CPU-bound subprocess runs; 16 cores here). RABENCH_TEST_SHARD=k/n (lab/pytest_shard.py) deals the
+     # CPU-bound subprocess runs; 16 cores here; SHARD_TIMEOUT, default 540 s, bounds each shard). RABENCH_TEST_SHARD=k/n (lab/pytest_shard.py) deals the
      # collected tests out one by one, so each file's slow tests spread over the shards: dealt out by
      # whole files, one shard (deadline, parallel, variants) ran past 540 s on an H100.
      n=${SHARDS:-8}
      for k in $(seq 0 $((n - 1))); do
-       (RABENCH_TEST_SHARD=$k/$n PYTHONPATH=src:lab timeout 540 python3 -m pytest -p pytest_shard -q -rfE -p no:cacheprovider tests \
+       (RABENCH_TEST_SHARD=$k/$n PYTHONPATH=src:lab timeout ${SHARD_TIMEOUT:-540} python3 -m pytest -p pytest_shard -q -rfE -p no:cacheprovider tests \
           > "$OUT/pytest-shard-$k.log" 2>&1; echo "exit $?" >> "$OUT/pytest-shard-$k.log") &
      done
      wait
