@@ -34,7 +34,7 @@ case "${PART:-a}" in
      # whole files, one shard (deadline, parallel, variants) ran past 540 s on an H100.
      n=${SHARDS:-8}
      for k in $(seq 0 $((n - 1))); do
-       (RABENCH_TEST_SHARD=$k/$n PYTHONPATH=src:lab timeout ${SHARD_TIMEOUT:-540} python3 -m pytest -p pytest_shard -q -rfE -p no:cacheprovider tests \
+       (RABENCH_TEST_SHARD=$k/$n PYTHONPATH=src:lab timeout ${SHARD_TIMEOUT:-540} python3 -m pytest -p pytest_shard -q -rfE -p no:cacheprovider tests lab \
           > "$OUT/pytest-shard-$k.log" 2>&1; echo "exit $?" >> "$OUT/pytest-shard-$k.log") &
      done
      wait
