@@ -31,6 +31,9 @@ CURVE_NEUTRAL = {"out", "resume", "progress_bar", "log_every", "labels", "ckpt_e
 ADDED_FIELD_DEFAULTS = {"gate_lr_mult": 1.0}
 # DDP gradient-communication hooks: "bf16" all-reduces bfloat16 gradients (rounded: it changes the curve)
 DDP_COMM_HOOKS = ("none", "bf16")
+# The true/false switches (checked as bools: a plan's `compile = "yes"` would otherwise pass as true)
+BOOL_FIELDS = ("ddp_grad_as_bucket_view", "ddp_static_graph", "until_plateau", "compile", "resume", "progress_bar",
+               "verify_data")
 
 
 @dataclass
@@ -91,6 +94,8 @@ class TrainConfig:
     # ---- validation: the one place that says what a valid run is ----------------------
     def validate(self) -> None:
         """One-line RabenchError naming the first bad field."""
+        from rabench.training.step import COMPILE_MODES
+
         if self.preset not in PRESET_RECORDS:
             raise SettingError("preset", f"preset {self.preset!r} is unknown; choose from: {', '.join(PRESET_RECORDS)}")
         if not isinstance(self.device, str) or not DEVICE_PATTERN.match(self.device):
@@ -114,15 +119,18 @@ class TrainConfig:
         _in_range(self, "cooldown_frac", 0.0, 1.0)
         _positive_float(self, "grad_clip")
         _positive_float(self, "ddp_bucket_cap_mb")
-        for name in ("ddp_grad_as_bucket_view", "ddp_static_graph"):
+        _positive_float(self, "gate_lr_mult")
+        for name in BOOL_FIELDS:
             if not isinstance(getattr(self, name), bool):
                 raise RabenchError(f"{name} must be true or false, got {getattr(self, name)!r}")
+        if self.compile_mode is not None and self.compile_mode not in COMPILE_MODES:
+            # checked here: TrainStep's own check would come only after a calibration had run
+            raise RabenchError(f"compile_mode {self.compile_mode!r}: choose from {', '.join(COMPILE_MODES)}")
         if self.ddp_comm_hook not in DDP_COMM_HOOKS:
             raise RabenchError(f"ddp_comm_hook {self.ddp_comm_hook!r}: choose from {', '.join(DDP_COMM_HOOKS)}")
         parse_ckpt_every(self.ckpt_every)
         if not isinstance(self.attn_options, dict) or not isinstance(self.labels, dict):
             raise RabenchError("attn_options and labels must be tables (dicts)")
-        _check_switches(self)
 
     def check_budget(self) -> None:
         if self.time_budget_s is None and self.max_iters is None:
@@ -161,19 +169,6 @@ class TrainConfig:
     def ckpt_interval(self) -> tuple[str, float]:
         """('s', seconds) or ('it', iterations)."""
         return parse_ckpt_every(self.ckpt_every)
-
-
-def _check_switches(cfg: TrainConfig) -> None:
-    """The gate multiplier, the true/false fields (a plan's `compile = "yes"` is a string) and the
-    compile mode (TrainStep's check would come only after a calibration had run)."""
-    from rabench.training.step import COMPILE_MODES
-
-    _positive_float(cfg, "gate_lr_mult")
-    for name in ("until_plateau", "compile", "resume", "progress_bar", "verify_data"):
-        if not isinstance(getattr(cfg, name), bool):
-            raise RabenchError(f"{name} must be true or false, got {getattr(cfg, name)!r}")
-    if cfg.compile_mode is not None and cfg.compile_mode not in COMPILE_MODES:
-        raise RabenchError(f"compile_mode {cfg.compile_mode!r}: choose from {', '.join(COMPILE_MODES)}")
 
 
 def parse_ckpt_every(text: str) -> tuple[str, float]:
