@@ -176,7 +176,7 @@ def resolve_plan(plan: SuitePlan) -> SuitePlan:
         if len(set(values)) != len(values):
             raise RabenchError(f"suite plan: {dup_key} lists a value twice: {values}")
     for name in plan.attns:
-        check_plan_options(name, plan.options.get(name) or {})
+        attention.resolve_options(name, plan.options.get(name) or {}, typed=True)
     folders = [attention.folder_name(a) for a in plan.attns]
     if len(set(folders)) != len(folders):
         raise RabenchError(f"suite plan: attentions {plan.attns} share a folder name ({', '.join(folders)}); "
@@ -226,18 +226,6 @@ def resolve_plan(plan: SuitePlan) -> SuitePlan:
                                "isotime_attns); add it to one or drop it from the attentions")
     plan.design = design
     return plan
-
-
-def check_plan_options(name: str, options: dict[str, Any]) -> None:
-    """A plan's options for one attention have their declared types: the registry checks numbers, lists
-    and bools; a string is accepted only where a string is declared (`window = "64"` is a typo in a
-    file that has types, unlike --attn-opt's text)."""
-    defaults = attention.entry(name).defaults
-    for key, value in options.items():
-        if isinstance(value, str) and key in defaults and not isinstance(defaults[key], str):
-            raise RabenchError(f"suite plan: [options.{name}] {key} = {value!r} is a string; the option takes "
-                               f"{type(defaults[key]).__name__} values (e.g. {key} = {defaults[key]!r})")
-    attention.resolve_options(name, options)
 
 
 def check_lr_sweep(plan: SuitePlan, design: str) -> None:
