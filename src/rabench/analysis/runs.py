@@ -71,7 +71,7 @@ class Run:
         config = folder.config()
         if config is None:
             raise RabenchError(f"{path}/config.json is missing or not valid JSON")
-        metrics, skipped = folder.metrics_with_skips()
+        metrics, skipped = folder.metrics_with_skips(config)
         return cls(path, config, metrics, folder.summary(), folder.state(), batch, skipped_records=skipped)
 
     @property
