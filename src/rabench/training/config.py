@@ -261,6 +261,17 @@ def resolve_device(name: str):
     return torch.device(kind if name == "auto" else name)
 
 
+def device_memory_bytes(device) -> int:
+    """The memory a run on `device` (a torch.device) can have: the GPU's, or the machine's for the CPU."""
+    import torch
+
+    from rabench.data.loader import machine_memory_bytes
+
+    if device.type == "cuda":
+        return torch.cuda.get_device_properties(device).total_memory
+    return machine_memory_bytes()
+
+
 def _differs(a: Any, b: Any) -> bool:
     if isinstance(a, (int, float)) and isinstance(b, (int, float)) and not isinstance(a, bool):
         return not math.isclose(a, b, rel_tol=1e-12, abs_tol=0.0)
