@@ -160,14 +160,14 @@ def test_a_plateau_runs_warm_up_does_not_depend_on_its_cap(tmp_path):
     warmup_frac of the default N, not of the cap; a cap change is then curve-neutral."""
     from rabench.fileio import json_form
     from rabench.training.config import TrainConfig, curve_changing_differences
-    from rabench.suite.plan import DEFAULT_ITERS
+    from rabench.presets import PRESET_RECORDS
 
     def cfg(**kw):
         return TrainConfig(attn="sdpa", data=str(tmp_path), out=str(tmp_path / "r"), preset="tiny",
                            until_plateau=True, device="cpu", **kw)
 
     short, long_ = cfg(max_iters=1000).resolved(), cfg(max_iters=100_000).resolved()
-    assert short.warmup_iters == long_.warmup_iters == round(0.05 * DEFAULT_ITERS["tiny"])
+    assert short.warmup_iters == long_.warmup_iters == round(0.05 * PRESET_RECORDS["tiny"].default_iters)
     assert cfg(max_iters=1000, warmup_iters=7).resolved().warmup_iters == 7
     old = json_form(short.to_dict()) | {"device": "cpu"}
     assert curve_changing_differences(old, cfg(max_iters=100_000)) == []

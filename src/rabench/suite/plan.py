@@ -26,7 +26,6 @@ from rabench.training.timeparse import parse_duration
 
 DESIGNS = ("iso", "time")
 # Baseline iterations N when the plan gives none (the preset records own them)
-DEFAULT_ITERS = {name: p.default_iters for name, p in PRESET_RECORDS.items()}
 DEFAULT_TIME_S = 3600.0  # the plan's short test, design "time"
 # TrainConfig fields the suite sets per run; a plan's [train] table may not set them.
 PER_RUN_FIELDS = {"attn", "attn_options", "data", "out", "seed", "max_iters", "time_budget_s", "until_plateau",
@@ -41,7 +40,7 @@ class SuitePlan:
     seeds: list[int] = field(default_factory=lambda: [0])
     preset: str | None = None  # None: gpt2-124m (the CLI picks tiny on a machine without a GPU)
     design: str | None = None  # "iso" | "time"; None: "time" if only a time budget is given, else "iso"
-    max_iters: int | None = None  # iso: the baseline's N (default DEFAULT_ITERS[preset]); time: a cap
+    max_iters: int | None = None  # iso: the baseline's N (default: the preset record's default_iters); time: a cap
     time_budget_s: float | None = None  # time: each run's training time (default 1 h)
     until_plateau: bool = False
     isotime_attns: list[str] | None = None  # candidates that also get an iso-time run (None: every one)

@@ -64,7 +64,7 @@ class TrainConfig:
     beta2: float = 0.95
     grad_clip: float = 1.0
     eval_every: int = 100
-    eval_tokens: int | None = None  # None: default_eval_tokens(preset), capped at the val split
+    eval_tokens: int | None = None  # None: the preset record's eval_tokens, capped at the val split
     eval_batches: int | None = None  # kept for small tests: that many batches instead of eval_tokens
     log_every: int = 10
     ckpt_every: str = "10m"  # a duration ("5m") or an iteration count ("500it")
@@ -192,11 +192,6 @@ def parse_ckpt_every(text: str) -> tuple[str, float]:
     except RabenchError:
         raise SettingError("ckpt_every", f"ckpt_every {text!r}: write an iteration count like 500it or a duration "
                            "like 5m") from None
-
-
-def default_eval_tokens(preset_name: str) -> int:
-    """The val-set size a preset evaluates on unless told otherwise."""
-    return preset_record(preset_name).eval_tokens
 
 
 def curve_changing_differences(old_config: dict[str, Any], new: TrainConfig, world_size: int = 1) -> list[str]:
