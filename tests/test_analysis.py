@@ -14,7 +14,7 @@ import pytest
 from rabench.analysis import summarize, write_report
 from rabench.analysis.criteria import judge_all
 from rabench.analysis.report import analyse
-from rabench.analysis.runs import group_by_config, is_ra, load_batches, load_runs
+from rabench.analysis.runs import RA_ROLES, group_by_config, load_batches, load_runs, registry_role
 from rabench.stats import (
     FAIL,
     INCONCLUSIVE,
@@ -123,6 +123,9 @@ def verdicts(folder: Path, **kw) -> dict[str, str]:
 
 def test_ra_side_comes_from_the_registry_family():
     # ra-norec has no reciprocal term: a control, though its name starts with ra-
+    def is_ra(attn: str) -> bool:
+        return registry_role(attn) in RA_ROLES
+
     assert is_ra("ra-triton") and is_ra("ra-local")
     assert not is_ra("ra-norec") and not is_ra("std-gated") and not is_ra("sdpa")
     assert is_ra("ra-retired-variant")  # a name no longer registered falls back to the naming convention

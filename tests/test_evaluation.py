@@ -14,9 +14,9 @@ import torch
 
 from rabench.data import TokenSplit, write_shard
 from rabench.errors import RabenchError
+from rabench.presets import PRESET_RECORDS
 from rabench.training import evaluation
 from rabench.training.distributed import DistInfo
-from rabench.training.config import default_eval_tokens
 from rabench.training.evaluation import build_val_set, evaluate, val_window_starts
 
 VOCAB = 40
@@ -94,8 +94,8 @@ def dataset(tmp_path: Path) -> tuple[Path, list]:
 
 
 def test_default_sizes() -> None:
-    assert default_eval_tokens("gpt2-124m") == default_eval_tokens("gpt2-350m") == 2_097_152
-    assert default_eval_tokens("small") == default_eval_tokens("tiny") == 32_768
+    assert PRESET_RECORDS["gpt2-124m"].eval_tokens == PRESET_RECORDS["gpt2-350m"].eval_tokens == 2_097_152
+    assert PRESET_RECORDS["small"].eval_tokens == PRESET_RECORDS["tiny"].eval_tokens == 32_768
 
 
 def test_windows_spread_over_the_whole_split_without_overlap() -> None:

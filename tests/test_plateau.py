@@ -160,14 +160,14 @@ def test_a_plateau_runs_warm_up_does_not_depend_on_its_cap(tmp_path):
     warmup_frac of the default N, not of the cap; a cap change is then curve-neutral."""
     from rabench.fileio import json_form
     from rabench.training.config import TrainConfig, curve_changing_differences
-    from rabench.suite.plan import DEFAULT_ITERS
+    from rabench.presets import PRESET_RECORDS
 
     def cfg(**kw):
         return TrainConfig(attn="sdpa", data=str(tmp_path), out=str(tmp_path / "r"), preset="tiny",
                            until_plateau=True, device="cpu", **kw)
 
     short, long_ = cfg(max_iters=1000).resolved(), cfg(max_iters=100_000).resolved()
-    assert short.warmup_iters == long_.warmup_iters == round(0.05 * DEFAULT_ITERS["tiny"])
+    assert short.warmup_iters == long_.warmup_iters == round(0.05 * PRESET_RECORDS["tiny"].default_iters)
     assert cfg(max_iters=1000, warmup_iters=7).resolved().warmup_iters == 7
     old = json_form(short.to_dict()) | {"device": "cpu"}
     assert curve_changing_differences(old, cfg(max_iters=100_000)) == []
@@ -442,8 +442,9 @@ def test_a_seed_trained_twice_counts_once_and_times_compare_only_on_one_kind_of_
     the cross-card pair out."""
     import json
 
-    from rabench.analysis.plateau import pair_points, plateau_point, seed_margins
+    from rabench.analysis.plateau import pair_points, plateau_point
     from rabench.analysis.runs import load_runs
+    from rabench.stats import paired_stats
 
     for name, seeds in (("full-a", (0, 1, 2)), ("full-b", (0,))):
         suite = tmp_path / name
@@ -456,7 +457,8 @@ def test_a_seed_trained_twice_counts_once_and_times_compare_only_on_one_kind_of_
     points = [plateau_point(r) for r in load_runs(tmp_path)]
     pairs, notes = pair_points(points, "ra-norec")
     assert len(pairs) == 4 and notes == []
-    assert seed_margins(pairs) == pytest.approx({0: 0.15, 1: 0.2, 2: 0.2})
+    stats = paired_stats([q.loss_margin for q in pairs], [q.seed for q in pairs])
+    assert stats.values == pytest.approx((0.15, 0.2, 0.2))  # seed 0's two pairs averaged: 3 seeds, not 4
     from rabench.analysis import write_report
 
     text = write_report(tmp_path)[0].read_text()

@@ -164,6 +164,8 @@ def test_metrics_skip_unreadable_lines_and_other_runs_records_and_say_how_many(t
     assert [(r["iter"], r["val_loss"]) for r in records] == [(0, 10.8), (2, 9.0), (4, 8.5)]
     assert skipped == 4
     assert Run.read(tmp_path, "").skipped_records == 4
+    # the caller's config.json (read once) decides which run's records are kept
+    assert [r["iter"] for r in f.metrics_with_skips({"run_id": "someone-else"})[0]] == [0, 2]
     f.open_metrics(keep_through_iter=2)  # a resume: no UnicodeDecodeError, only this run's records stay
     f.append_metrics({"iter": 3, "run_id": "mine"})
     f.close_metrics()

@@ -47,6 +47,21 @@ def test_the_exact_test_is_taken_against_the_margin():
     assert st.p_against(0.1) == pytest.approx(2 / 64)
 
 
+def test_a_verdict_reads_the_p_its_decision_used(monkeypatch: pytest.MonkeyPatch):
+    """PairedStats owns the p against a margin: decide and the Verdict read one computation."""
+    from rabench import stats
+    from rabench.analysis.criteria import Verdict
+
+    st = paired_stats([0.05, 0.06, 0.04, 0.05, 0.07, 0.05])
+    calls = []
+    real = stats.sign_flip_p
+    monkeypatch.setattr(stats, "sign_flip_p", lambda margins: calls.append(margins) or real(margins))
+    assert decide(st, margin=0.1) == FAIL
+    verdict = Verdict("1", FAIL, "", stats=st, margin=0.1)
+    assert verdict.p == st.p_against(0.1) == pytest.approx(2 / 64) and verdict.p_text() == "p = 0.031"
+    assert len(calls) == 1
+
+
 def test_holm_by_hand():
     # sorted 0.01, 0.03, 0.04, 0.2 -> x4, x3, x2, x1 = 0.04, 0.09, 0.08 (raised to 0.09: monotone), 0.2
     assert holm([0.01, 0.04, 0.03, 0.2]) == pytest.approx([0.04, 0.09, 0.09, 0.2])

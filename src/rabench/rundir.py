@@ -123,11 +123,12 @@ class RunFolder:
     def metrics(self) -> list[dict[str, Any]]:
         return self.metrics_with_skips()[0]
 
-    def metrics_with_skips(self) -> tuple[list[dict[str, Any]], int]:
+    def metrics_with_skips(self, config: dict[str, Any] | None = None) -> tuple[list[dict[str, Any]], int]:
         """This run's records, and how many lines were skipped: unreadable ones and records of another
-        run (a run_id other than config.json's; records without one predate run ids and are kept)."""
+        run (a run_id other than config.json's; records without one predate run ids and are kept).
+        `config`: config.json as the caller has just read it (read here when not given)."""
         records, skipped = read_records(self.path / METRICS_NAME)
-        run_id = (self.config() or {}).get("run_id")
+        run_id = (config if config is not None else self.config() or {}).get("run_id")
         mine = [r for r in records if r.get("run_id", run_id) == run_id]
         return mine, skipped + len(records) - len(mine)
 

@@ -25,7 +25,7 @@ from __future__ import annotations
 import math
 import statistics
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -154,6 +154,7 @@ class PairedStats:
     hi: float
     p_sign_flip: float | None
     values: tuple[float, ...] = ()
+    _p_by_margin: dict[float, float] = field(default_factory=dict, repr=False, compare=False)
 
     def text(self, digits: int = 4, unit: str = "") -> str:
         if self.n == 1:
@@ -164,12 +165,15 @@ class PairedStats:
         )
 
     def p_against(self, margin: float) -> float | None:
-        """The exact sign-flip p of the margins' differences from `margin` (0: `p_sign_flip`)."""
+        """The exact sign-flip p of the margins' differences from `margin` (0: `p_sign_flip`), computed
+        once per margin: the decision rule, a Verdict's p and the Holm family all read this one value."""
         if self.n < 2:
             return None
         if margin == 0.0 or not self.values:
             return self.p_sign_flip
-        return sign_flip_p([v - margin for v in self.values])[0]
+        if margin not in self._p_by_margin:
+            self._p_by_margin[margin] = sign_flip_p([v - margin for v in self.values])[0]
+        return self._p_by_margin[margin]
 
 
 def paired_stats(margins: list[float], seeds: Sequence[int] | None = None) -> PairedStats:

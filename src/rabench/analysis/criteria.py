@@ -112,7 +112,8 @@ class Verdict:
 
     @property
     def p(self) -> float | None:
-        """The exact sign-flip p against the verdict's margin; None from fewer than 2 seeds."""
+        """The exact sign-flip p against the verdict's margin, as the decision read it from the
+        PairedStats; None from fewer than 2 seeds."""
         return self.stats.p_against(self.margin) if self.stats is not None else None
 
     def p_text(self) -> str:

@@ -173,7 +173,9 @@ class PlateauPair:
 def pair_points(points: list[PlateauPoint], candidate: str) -> tuple[list[PlateauPair], list[str]]:
     """Pairs by (suite folder, seed) of runs that both reached their plateau; notes for the rest.
     A pair may span device calls and machines: the seed fixes the initial weights and the data order
-    wherever a run trains; pairing_notes names the pairs that cross machines."""
+    wherever a run trains; pairing_notes names the pairs that cross machines. Not pairing.pair_runs: the
+    verdict table pairs within one card and machine and any finished run, this test only runs that reached
+    their plateau, across the device calls a run to a plateau may need."""
     base = {(p.run.batch, p.run.seed): p for p in points if p.run.attn == BASELINE and p.reached}
     pairs, notes = [], []
     for p in points:
@@ -284,20 +286,12 @@ CONFIG_HEADERS = ["config", "reached a plateau", "seeds", "train time to plateau
                   "plateau at iter", "final val_loss"]
 
 
-def seed_margins(pairs: list[PlateauPair]) -> dict[int, float]:
-    """One margin per seed: a seed trained in several folders counts once, its pairs averaged."""
-    by_seed: dict[int, list[float]] = {}
-    for q in pairs:
-        by_seed.setdefault(q.seed, []).append(q.loss_margin)
-    return {seed: statistics.fmean(values) for seed, values in sorted(by_seed.items())}
-
-
 def criterion_3_line(candidate: str, pairs: list[PlateauPair]) -> str:
     if not pairs:
         return f"{candidate}: no pair of runs that both reached their plateau."
-    margins = seed_margins(pairs)
-    stats: PairedStats = paired_stats(list(margins.values()))
-    repeated = "" if len(margins) == len(pairs) else f" ({len(pairs)} pairs over {len(margins)} seeds, averaged per seed)"
+    # a seed trained in several folders counts once, its pairs averaged (paired_stats does it)
+    stats: PairedStats = paired_stats([q.loss_margin for q in pairs], [q.seed for q in pairs])
+    repeated = "" if stats.n == len(pairs) else f" ({len(pairs)} pairs over {stats.n} seeds, averaged per seed)"
     ratios = [q.time_ratio for q in pairs if finite(q.time_ratio) and not q.crosses_cards]
     time_text = (f"; train time to plateau {statistics.fmean(ratios):.2f}x {BASELINE}'s (mean over {len(ratios)} "
                  "pair(s) on one kind of card)" if ratios else "")

@@ -41,12 +41,6 @@ def registry_role(attn: str) -> str:
     return "ra" if attn.startswith(RA_PREFIX) else "candidate"
 
 
-def is_ra(attn: str) -> bool:
-    """Whether a config with no recorded role is on RA's side (ra-norec, RA without the
-    reciprocal term, is a control)."""
-    return registry_role(attn) in RA_ROLES
-
-
 def is_variant(attn: str) -> bool:
     """One of the plan's optimisation directions (question 5), for a config with no recorded role."""
     return registry_role(attn) == "ra-variant"
@@ -71,7 +65,7 @@ class Run:
         config = folder.config()
         if config is None:
             raise RabenchError(f"{path}/config.json is missing or not valid JSON")
-        metrics, skipped = folder.metrics_with_skips()
+        metrics, skipped = folder.metrics_with_skips(config)
         return cls(path, config, metrics, folder.summary(), folder.state(), batch, skipped_records=skipped)
 
     @property

@@ -129,14 +129,19 @@ def folder_name(ref: str) -> str:
     return re.sub(r"(?<=[a-z0-9])(?=[A-Z])|(?<=[A-Z])(?=[A-Z][a-z])", "-", cls_name).lower()
 
 
-def resolve_options(name: str, given: dict[str, Any] | None) -> dict[str, Any]:
-    """Defaults of `name` overridden by `given`, each value coerced to its default's type."""
+def resolve_options(name: str, given: dict[str, Any] | None, typed: bool = False) -> dict[str, Any]:
+    """Defaults of `name` overridden by `given`, each value coerced to its default's type. `typed`:
+    the values come from a file that has types (a suite plan), where a string is accepted only where a
+    string is declared (`window = "64"` is a typo there, unlike --attn-opt's text)."""
     defaults = entry(name).defaults
     resolved = dict(defaults)
     for key, value in (given or {}).items():
         if key not in defaults:
             known = ", ".join(sorted(defaults)) or "none"
             raise RabenchError(f"attention {name!r} has no option {key!r} (options: {known})")
+        if typed and isinstance(value, str) and not isinstance(defaults[key], str):
+            raise RabenchError(f"attention {name!r} option {key} = {value!r} is a string; the option takes "
+                               f"{type(defaults[key]).__name__} values (e.g. {key} = {defaults[key]!r})")
         resolved[key] = _coerce(name, key, value, defaults[key])  # a NaN option is refused there (_checked)
     return resolved
 

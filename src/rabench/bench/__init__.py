@@ -133,7 +133,7 @@ def attention_call_bytes(shape: tuple[int, int, int, int]) -> int:
 
 def check_fits(shapes: list[tuple[int, int, int, int]], device: torch.device, text: str) -> None:
     """Refuse a shape whose rows could not fit the device at all, rather than measure 45 allocator failures."""
-    from rabench.training.trainer import device_memory_bytes
+    from rabench.training.config import device_memory_bytes
 
     memory = device_memory_bytes(device)
     worst = max(shapes, key=attention_call_bytes)

@@ -169,6 +169,12 @@ def card_name(device: torch.device) -> str:
     return torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
 
 
+def calibration_origin(device: torch.device) -> dict[str, str]:
+    """The machine session, card and code that a step-time ratio holds for: calibration.json records
+    them, and a later suite compares its own with them before reusing the ratios."""
+    return {"machine_id": machine_id(), "card": card_name(device), "source_hash": rabench.source_hash()}
+
+
 def calibrate(req: CalibrationRequest, device: torch.device, baseline: str) -> dict[str, Any]:
     """Measure every config's step time on `device`; returns calibration.json's record."""
     if baseline not in req.attns:
@@ -184,11 +190,9 @@ def calibrate(req: CalibrationRequest, device: torch.device, baseline: str) -> d
     if device.type == "cuda":
         torch.cuda.empty_cache()
     return {
-        "card": card_name(device),
+        **calibration_origin(device),  # a reuse is refused on another origin (see ratios.py)
         "gpu_uuid": gpu_uuid(device),
         "host": socket.gethostname(),
-        "machine_id": machine_id(),  # a reuse is refused on another machine session (see ratios.py)
-        "source_hash": rabench.source_hash(),
         "device": str(device),
         "compiled": req.compile,
         "baseline": baseline,

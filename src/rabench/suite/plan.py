@@ -26,7 +26,6 @@ from rabench.training.timeparse import parse_duration
 
 DESIGNS = ("iso", "time")
 # Baseline iterations N when the plan gives none (the preset records own them)
-DEFAULT_ITERS = {name: p.default_iters for name, p in PRESET_RECORDS.items()}
 DEFAULT_TIME_S = 3600.0  # the plan's short test, design "time"
 # TrainConfig fields the suite sets per run; a plan's [train] table may not set them.
 PER_RUN_FIELDS = {"attn", "attn_options", "data", "out", "seed", "max_iters", "time_budget_s", "until_plateau",
@@ -41,7 +40,7 @@ class SuitePlan:
     seeds: list[int] = field(default_factory=lambda: [0])
     preset: str | None = None  # None: gpt2-124m (the CLI picks tiny on a machine without a GPU)
     design: str | None = None  # "iso" | "time"; None: "time" if only a time budget is given, else "iso"
-    max_iters: int | None = None  # iso: the baseline's N (default DEFAULT_ITERS[preset]); time: a cap
+    max_iters: int | None = None  # iso: the baseline's N (default: the preset record's default_iters); time: a cap
     time_budget_s: float | None = None  # time: each run's training time (default 1 h)
     until_plateau: bool = False
     isotime_attns: list[str] | None = None  # candidates that also get an iso-time run (None: every one)
@@ -176,7 +175,7 @@ def resolve_plan(plan: SuitePlan) -> SuitePlan:
         if len(set(values)) != len(values):
             raise RabenchError(f"suite plan: {dup_key} lists a value twice: {values}")
     for name in plan.attns:
-        check_plan_options(name, plan.options.get(name) or {})
+        attention.resolve_options(name, plan.options.get(name) or {}, typed=True)
     folders = [attention.folder_name(a) for a in plan.attns]
     if len(set(folders)) != len(folders):
         raise RabenchError(f"suite plan: attentions {plan.attns} share a folder name ({', '.join(folders)}); "
@@ -226,18 +225,6 @@ def resolve_plan(plan: SuitePlan) -> SuitePlan:
                                "isotime_attns); add it to one or drop it from the attentions")
     plan.design = design
     return plan
-
-
-def check_plan_options(name: str, options: dict[str, Any]) -> None:
-    """A plan's options for one attention have their declared types: the registry checks numbers, lists
-    and bools; a string is accepted only where a string is declared (`window = "64"` is a typo in a
-    file that has types, unlike --attn-opt's text)."""
-    defaults = attention.entry(name).defaults
-    for key, value in options.items():
-        if isinstance(value, str) and key in defaults and not isinstance(defaults[key], str):
-            raise RabenchError(f"suite plan: [options.{name}] {key} = {value!r} is a string; the option takes "
-                               f"{type(defaults[key]).__name__} values (e.g. {key} = {defaults[key]!r})")
-    attention.resolve_options(name, options)
 
 
 def check_lr_sweep(plan: SuitePlan, design: str) -> None:

@@ -18,11 +18,10 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from rabench import attention, source_hash
+from rabench import attention
 from rabench.errors import RabenchError
 from rabench.experiment import BASELINE
 from rabench.fileio import json_form
-from rabench.machine import machine_id
 from rabench.suite import calibrate  # the module: calibrate.calibrate measures (tests replace it)
 from rabench.suite.folder import CALIBRATION_FILE, CALIBRATION_LOG, MEASURING_FILE, read_calibration
 from rabench.suite.jobs import RunJob
@@ -123,7 +122,7 @@ def calibration_origin_differences(stored: dict[str, Any], device) -> list[str]:
     """'field: stored -> here' for each of machine, card and code in which a stored calibration
     differs from this process's; a field the calibration lacks (older suites) counts as differing,
     since nothing shows that it matches."""
-    here = {"machine_id": machine_id(), "card": calibrate.card_name(device), "source_hash": source_hash()}
+    here = calibrate.calibration_origin(device)
     return [f"{k}: {stored.get(k, 'not recorded')} -> {v}" for k, v in here.items() if stored.get(k) != v]
 
 

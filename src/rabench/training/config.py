@@ -31,6 +31,9 @@ CURVE_NEUTRAL = {"out", "resume", "progress_bar", "log_every", "labels", "ckpt_e
 ADDED_FIELD_DEFAULTS = {"gate_lr_mult": 1.0}
 # DDP gradient-communication hooks: "bf16" all-reduces bfloat16 gradients (rounded: it changes the curve)
 DDP_COMM_HOOKS = ("none", "bf16")
+# The true/false switches (checked as bools: a plan's `compile = "yes"` would otherwise pass as true)
+BOOL_FIELDS = ("ddp_grad_as_bucket_view", "ddp_static_graph", "until_plateau", "compile", "resume", "progress_bar",
+               "verify_data")
 
 
 @dataclass
@@ -61,7 +64,7 @@ class TrainConfig:
     beta2: float = 0.95
     grad_clip: float = 1.0
     eval_every: int = 100
-    eval_tokens: int | None = None  # None: default_eval_tokens(preset), capped at the val split
+    eval_tokens: int | None = None  # None: the preset record's eval_tokens, capped at the val split
     eval_batches: int | None = None  # kept for small tests: that many batches instead of eval_tokens
     log_every: int = 10
     ckpt_every: str = "10m"  # a duration ("5m") or an iteration count ("500it")
@@ -91,6 +94,8 @@ class TrainConfig:
     # ---- validation: the one place that says what a valid run is ----------------------
     def validate(self) -> None:
         """One-line RabenchError naming the first bad field."""
+        from rabench.training.step import COMPILE_MODES
+
         if self.preset not in PRESET_RECORDS:
             raise SettingError("preset", f"preset {self.preset!r} is unknown; choose from: {', '.join(PRESET_RECORDS)}")
         if not isinstance(self.device, str) or not DEVICE_PATTERN.match(self.device):
@@ -114,15 +119,18 @@ class TrainConfig:
         _in_range(self, "cooldown_frac", 0.0, 1.0)
         _positive_float(self, "grad_clip")
         _positive_float(self, "ddp_bucket_cap_mb")
-        for name in ("ddp_grad_as_bucket_view", "ddp_static_graph"):
+        _positive_float(self, "gate_lr_mult")
+        for name in BOOL_FIELDS:
             if not isinstance(getattr(self, name), bool):
                 raise RabenchError(f"{name} must be true or false, got {getattr(self, name)!r}")
+        if self.compile_mode is not None and self.compile_mode not in COMPILE_MODES:
+            # checked here: TrainStep's own check would come only after a calibration had run
+            raise RabenchError(f"compile_mode {self.compile_mode!r}: choose from {', '.join(COMPILE_MODES)}")
         if self.ddp_comm_hook not in DDP_COMM_HOOKS:
             raise RabenchError(f"ddp_comm_hook {self.ddp_comm_hook!r}: choose from {', '.join(DDP_COMM_HOOKS)}")
         parse_ckpt_every(self.ckpt_every)
         if not isinstance(self.attn_options, dict) or not isinstance(self.labels, dict):
             raise RabenchError("attn_options and labels must be tables (dicts)")
-        _check_switches(self)
 
     def check_budget(self) -> None:
         if self.time_budget_s is None and self.max_iters is None:
@@ -163,19 +171,6 @@ class TrainConfig:
         return parse_ckpt_every(self.ckpt_every)
 
 
-def _check_switches(cfg: TrainConfig) -> None:
-    """The gate multiplier, the true/false fields (a plan's `compile = "yes"` is a string) and the
-    compile mode (TrainStep's check would come only after a calibration had run)."""
-    from rabench.training.step import COMPILE_MODES
-
-    _positive_float(cfg, "gate_lr_mult")
-    for name in ("until_plateau", "compile", "resume", "progress_bar", "verify_data"):
-        if not isinstance(getattr(cfg, name), bool):
-            raise RabenchError(f"{name} must be true or false, got {getattr(cfg, name)!r}")
-    if cfg.compile_mode is not None and cfg.compile_mode not in COMPILE_MODES:
-        raise RabenchError(f"compile_mode {cfg.compile_mode!r}: choose from {', '.join(COMPILE_MODES)}")
-
-
 def parse_ckpt_every(text: str) -> tuple[str, float]:
     """'500it' -> ('it', 500); '5m' / '90s' / '300' -> ('s', seconds)."""
     from rabench.training.timeparse import parse_duration
@@ -197,11 +192,6 @@ def parse_ckpt_every(text: str) -> tuple[str, float]:
     except RabenchError:
         raise SettingError("ckpt_every", f"ckpt_every {text!r}: write an iteration count like 500it or a duration "
                            "like 5m") from None
-
-
-def default_eval_tokens(preset_name: str) -> int:
-    """The val-set size a preset evaluates on unless told otherwise."""
-    return preset_record(preset_name).eval_tokens
 
 
 def curve_changing_differences(old_config: dict[str, Any], new: TrainConfig, world_size: int = 1) -> list[str]:
@@ -264,6 +254,17 @@ def resolve_device(name: str):
     if kind == "cuda" and not torch.cuda.is_available():
         raise RabenchError("--device cuda asked for, but PyTorch sees no CUDA GPU")
     return torch.device(kind if name == "auto" else name)
+
+
+def device_memory_bytes(device) -> int:
+    """The memory a run on `device` (a torch.device) can have: the GPU's, or the machine's for the CPU."""
+    import torch
+
+    from rabench.data.loader import machine_memory_bytes
+
+    if device.type == "cuda":
+        return torch.cuda.get_device_properties(device).total_memory
+    return machine_memory_bytes()
 
 
 def _differs(a: Any, b: Any) -> bool:

@@ -36,7 +36,7 @@ import torch
 
 import rabench
 from rabench.data import TokenSplit, check_split_fits, check_token_range, load_meta, step_batches, verify_checksums
-from rabench.data.loader import check_step_fits_memory, machine_memory_bytes
+from rabench.data.loader import check_step_fits_memory
 from rabench.data.regime import data_regime
 from rabench.data.tokenizer import VOCAB_SIZE
 from rabench.data.toy import check_vocabulary
@@ -47,7 +47,7 @@ from rabench.model import build_model
 from rabench.rundir import FAILED, FINISHED, INTERRUPTED, RunFolder, machine_segment
 from rabench.training import distributed as dd
 from rabench.training import evaluation
-from rabench.training.config import TrainConfig, curve_changing_differences, resolve_device
+from rabench.training.config import TrainConfig, curve_changing_differences, device_memory_bytes, resolve_device
 from rabench.training.plateau import PlateauRule, cooldown_length
 from rabench.training.schedule import make_schedule
 from rabench.training.step import TrainStep, gpu_uuid, make_optimizer, sync
@@ -123,13 +123,6 @@ def peak_memory_gb(device: torch.device) -> float:
         return torch.cuda.max_memory_allocated(device) / 1e9
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6  # kB on Linux: process peak
 
-
-
-def device_memory_bytes(device: torch.device) -> int:
-    """The memory a run on `device` can have: the GPU's, or the machine's for the CPU."""
-    if device.type == "cuda":
-        return torch.cuda.get_device_properties(device).total_memory
-    return machine_memory_bytes()
 
 
 def check_model_fits(c: TrainConfig, device: torch.device) -> None:
