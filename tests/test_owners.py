@@ -118,7 +118,9 @@ def test_a_suite_under_torchrun_resumes_its_stored_multi_process_runs(tmp_path: 
     plan = resolve_plan(SuitePlan(attns=["sdpa"], seeds=[0], preset="tiny", max_iters=10))
     runs = plan_runs(plan, {"sdpa": 1.0})
     cfgs = [train_config(plan, r, tmp_path, "data", "suite", False) for r in runs]
-    stored = json.loads(json.dumps(cfgs[0].resolved().to_dict())) | {"device": "cpu", "world_size": 2}
+    # the stored run trained by 2 processes on the device "auto" gives this machine (cuda on a GPU host)
+    device = resolve_device("auto").type
+    stored = json.loads(json.dumps(cfgs[0].resolved().to_dict())) | {"device": device, "world_size": 2}
     (tmp_path / runs[0].name).mkdir()
     (tmp_path / runs[0].name / "config.json").write_text(json.dumps(stored))
     (tmp_path / runs[0].name / "ckpt.pt").write_bytes(b"x")
