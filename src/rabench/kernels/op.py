@@ -98,17 +98,19 @@ def _cfgs(items):
 # (BLOCK_M, BLOCK_N, num_warps, num_stages); forward / dq: BLOCK_M % BLOCK_N == 0;
 # dkdv and onepass (the dkdv kernel with the row-side atomics): BLOCK_N % BLOCK_M == 0.  Two
 # classes by the largest head dim: the kernels keep the loop-invariant operands and up to three
-# fp32 accumulators in registers, so wide heads need smaller tiles.  Candidates picked from ptxas resource reports (no or little spilling on
-# sm_90) and H100 timings: notes/kernel-versions.md.
+# fp32 accumulators in registers, so wide heads need smaller tiles.  Candidates picked from
+# ptxas resource reports (no or little spilling on sm_90) and H100 timings:
+# notes/kernel-versions.md.
 CONFIGS = {
     "small": {  # max head dim <= 64
         "fwd": [(128, 64, 4, 3), (128, 128, 8, 3), (64, 64, 8, 3), (128, 32, 4, 3),
                 (128, 64, 8, 3), (128, 64, 8, 4), (64, 64, 4, 4)],  # last three: v7, Hopper
         "dkdv": [(32, 64, 4, 3), (16, 64, 4, 3), (64, 128, 8, 2), (16, 128, 8, 3)],
         "dq": [(64, 32, 4, 3), (128, 32, 8, 4), (64, 16, 4, 3), (128, 16, 8, 3)],
-        # not yet timed: picked by offline sm_90 compiles (stack bytes of canonical RA tied /
-        # no reciprocal term: 272/56, 192/40, 104/0, 96/0, 16/0, 0/0); 4-warp and BLOCK_N = 128
-        # tiles spill 300-1100 B there (the row side's two fp32 tiles on top of dkdv's three)
+        # timed once on an H100 (kernel-versions v9: slower than two-pass); picked by offline
+        # sm_90 compiles (stack bytes of canonical RA tied / no reciprocal term: 272/56,
+        # 192/40, 104/0, 96/0, 16/0, 0/0); 4-warp and BLOCK_N = 128 tiles spill 300-1100 B
+        # there (the row side's two fp32 tiles on top of dkdv's three)
         "onepass": [(64, 64, 8, 3), (64, 64, 8, 2), (32, 64, 8, 3), (32, 64, 8, 2),
                     (16, 64, 8, 3), (32, 32, 8, 3)],
     },
@@ -157,20 +159,23 @@ def force_config(name: str, cfg: Optional[tuple]) -> None:
     cfg = tuple(cfg)
     if len(cfg) != 4 or not _tiles_fit(name, cfg[0], cfg[1]):
         raise RabenchError(f"force_config: {name} needs (BLOCK_M, BLOCK_N, num_warps, num_stages) "
-                           f"with {_TILE_RULE[name]}, got {cfg}")
+                           f"with {_tile_rule(name)}, got {cfg}")
     _FORCED[name] = cfg
 
 
 _TUNED_KERNELS = ("fwd", "dkdv", "dq", "onepass")
-_TILE_RULE = {"fwd": "BLOCK_M % BLOCK_N == 0", "dq": "BLOCK_M % BLOCK_N == 0",
-              "dkdv": "BLOCK_N % BLOCK_M == 0", "onepass": "BLOCK_N % BLOCK_M == 0"}
+
+
+def _tile_rule(name: str) -> str:
+    """_tiles_fit's rule in words, for the error message."""
+    return "BLOCK_N % BLOCK_M == 0" if _grid_block(name) == "BLOCK_N" else "BLOCK_M % BLOCK_N == 0"
 
 
 def _tiles_fit(name: str, block_m: int, block_n: int) -> bool:
-    """Whether the kernel's causal schedule can step these tiles (see CONFIGS)."""
-    if name in ("dkdv", "onepass"):
-        return block_n % block_m == 0
-    return block_m % block_n == 0
+    """Whether the kernel's causal schedule can step these tiles (see CONFIGS): the block the
+    grid counts (_grid_block) is a multiple of the other."""
+    grid, other = (block_n, block_m) if _grid_block(name) == "BLOCK_N" else (block_m, block_n)
+    return grid % other == 0
 
 
 BACKWARD_MODES = ("one-pass", "two-pass")
@@ -199,6 +204,11 @@ _RAW = {"fwd": K._ra_fwd_kernel, "dkdv": K._ra_dkdv_kernel, "onepass": K._ra_dkd
 _KEY_BLOCKS = ("dkdv", "onepass")  # one program per key block: the grid counts BLOCK_N
 
 
+def _grid_block(name: str) -> str:
+    """The block size a kernel's grid counts: BLOCK_N for the key-block kernels, else BLOCK_M."""
+    return "BLOCK_N" if name in _KEY_BLOCKS else "BLOCK_M"
+
+
 def _is_fake(args: tuple) -> bool:
     return any(isinstance(a, FakeTensor) for a in args)
 
@@ -211,12 +221,12 @@ def _launch(name: str, grid_rows: int, bh: int, args: tuple, meta: dict) -> None
         if _is_fake(args):  # the custom_op's fake implementation: shapes only, no launch
             return
         fixed = _INTERP[name]
-        blk = fixed["BLOCK_N"] if name in _KEY_BLOCKS else fixed["BLOCK_M"]
-        _RAW[name][(bh, triton.cdiv(grid_rows, blk))](*args, **meta, **fixed, INTERP=True)
+        grid = (bh, triton.cdiv(grid_rows, fixed[_grid_block(name)]))
+        _RAW[name][grid](*args, **meta, **fixed, INTERP=True)
         return
     if name in _FORCED:
         m, n, w, s = _FORCED[name]
-        blk = n if name in _KEY_BLOCKS else m
+        blk = {"BLOCK_M": m, "BLOCK_N": n}[_grid_block(name)]
         _traceable(_RAW[name], args)[(bh, triton.cdiv(grid_rows, blk))](
             *args, **meta, BLOCK_M=m, BLOCK_N=n, INTERP=False, num_warps=w, num_stages=s)
         return
@@ -250,8 +260,7 @@ def _launch_eager(name: str, size: str, grid_rows: int, bh: int, args: tuple, me
         _EAGER_CFG[key] = kern.best_config
         return
     kw = cfg.kwargs
-    blk = kw["BLOCK_N"] if name in _KEY_BLOCKS else kw["BLOCK_M"]
-    _RAW[name][(bh, triton.cdiv(grid_rows, blk))](
+    _RAW[name][(bh, triton.cdiv(grid_rows, kw[_grid_block(name)]))](
         *args, **meta, **kw, INTERP=False, num_warps=cfg.num_warps, num_stages=cfg.num_stages)
 
 
@@ -263,7 +272,7 @@ def _traceable(kernel, args: tuple):
 
 def _grid(name: str, grid_rows: int, bh: int):
     """The launch grid as the autotuner needs it: a function of the config's block sizes."""
-    blk = "BLOCK_N" if name in _KEY_BLOCKS else "BLOCK_M"
+    blk = _grid_block(name)
     return lambda META: (bh, triton.cdiv(grid_rows, META[blk]))
 
 
@@ -466,7 +475,8 @@ def _two_pass(ins: tuple, strides: tuple, outs: tuple[Tensor, Tensor, Tensor], h
     dv, dbias, dsc = outs
     _launch("dkdv", T, B * H,
             (*ins, dk1, dk2, dv, dbias, brow, _scratch(q1, torch.float32),
-             _scratch(q1, torch.float32), _scratch(q1, torch.float32), *strides), dict(meta, ROW_ATOMIC=False, TIED=False))
+             _scratch(q1, torch.float32), _scratch(q1, torch.float32), *strides),
+            dict(meta, ROW_ATOMIC=False, TIED=False))
     # tied: dq -> DQ1 and dk -> DQ2, reading dkdv's dk1, dk2 (read-only here, scratch after)
     dq_out = (dq1, _bthd(B, H, T, D1, k1)) if tied else (dq1, dq2)
     _launch("dq", T, B * H,
