@@ -27,6 +27,7 @@ DEVICES=${DEVICES:-0,1,2,3}
 CAND=${CAND:-ra-triton}          # the candidate with iso-time runs
 ISOTIME=${ISOTIME:-$CAND}        # --isotime-attn: none leaves CAND's iso-time runs out (N-iteration runs only)
 ISOITER=${ISOITER:-}             # --isoiter-attn: e.g. none (CAND judged at equal time alone: question 5's variants)
+SUITE_FLAGS=${SUITE_FLAGS:-}     # more suite flags, e.g. --reuse-calibration (a batch extended on another machine)
 export NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1 NVSHMEM_DISABLE_NVLS=1
 SUITE=$ROOT/$BATCH
 mkdir -p "$SUITE"
@@ -45,7 +46,7 @@ suite() {  # suite ATTNS: run or resume the batch with these attentions until th
     if [ "${DEADLINE:-1}" = 0 ]; then stop=(); limit=$t; fi  # runs longer than a call: resume on the warm machine
     timeout -s TERM -k 40 "$limit" python3 -m rabench suite "${stop[@]}" --out "$SUITE" --data "$DATA" --preset "$PRESET" --attn "$1" \
         --isotime-attn "$ISOTIME" "${iso[@]}" --iters "$ITERS" --seeds "$SEEDS" $COMPILE \
-        --eval-every ${EVAL_EVERY:-500} --devices "$DEVICES" --no-progress >> "$LOG" 2>&1
+        --eval-every ${EVAL_EVERY:-500} --devices "$DEVICES" --no-progress $SUITE_FLAGS >> "$LOG" 2>&1
 }  # exit 124: the deadline left runs to do (timeout, a backstop 30 s later, also exits 124)
 if [ "${STAGES:-2}" = 1 ] || [ -z "$EXTRA" ]; then
     suite "sdpa,$CAND${EXTRA:+,$EXTRA}"   # STAGES=1: one queue, no GPU idles at the end of stage 1

@@ -492,3 +492,19 @@ def test_pairs_of_runs_without_a_machine_id_say_so(tmp_path):
     assert pairing_notes([PlateauPair(0, cand, base)]) == [
         "seed 0: machine not recorded for sdpa-s0 (run folders from before machine_id) (one kind of card)"]
     assert "ra-norec-s0 and sdpa-s0" in pairing_notes([PlateauPair(0, same, base)])[0]
+
+
+def test_plateau_settings_change_no_fixed_length_curve():
+    """A fixed-length run never reads the plateau rule or its cooldown, so a resume with other
+    values of those settings trains the same curve; under --until-plateau they do change it."""
+    from rabench.training.config import TrainConfig, curve_changing_differences
+
+    def cfg(**kw) -> TrainConfig:
+        return TrainConfig(attn="sdpa", data="d", out="o", max_iters=100, device="cpu", **kw)
+
+    stored = cfg().resolved().to_dict()
+    stored |= {"cooldown_iters": 200, "plateau_patience": 3}
+    assert curve_changing_differences(stored, cfg()) == []
+    stored_plateau = cfg(until_plateau=True).resolved().to_dict() | {"cooldown_iters": 200, "plateau_patience": 3}
+    diffs = curve_changing_differences(stored_plateau, cfg(until_plateau=True))
+    assert sorted(d.split(":")[0] for d in diffs) == ["cooldown_iters", "plateau_patience"]

@@ -24,6 +24,7 @@ DEVICE_PATTERN = re.compile(r"^(auto|cpu|cuda(:\d+)?)$")
 
 # Fields that cannot change the learning curve: they may differ between a run and its resume.
 # (grad_accum may differ too when grad_accum x processes stays the same; see below.)
+PLATEAU_ONLY = {"plateau_patience", "plateau_min_delta", "cooldown_iters", "cooldown_frac"}  # read only under until_plateau
 CURVE_NEUTRAL = {"out", "resume", "progress_bar", "log_every", "labels", "ckpt_every", "verify_data",
                  "ddp_bucket_cap_mb", "ddp_grad_as_bucket_view", "ddp_static_graph"}
 # Curve-changing fields added after runs were made: what a config.json without one trained with,
@@ -201,13 +202,16 @@ def curve_changing_differences(old_config: dict[str, Any], new: TrainConfig, wor
     checkpoint interval and output path may differ; the data folder is compared as a resolved path
     (relative and absolute spellings of one folder agree); grad_accum may differ when
     grad_accum x processes is unchanged (the same rows per step, see rabench.data.train_batch).
-    Under --until-plateau the budgets are only caps, so they may differ too.
+    Under --until-plateau the budgets are only caps, so they may differ too; without it in either
+    run the plateau rule and its cooldown never act, so their settings may differ.
     """
     cur = json_form(new.resolved().to_dict())  # tuples -> lists, as stored
     cur["device"] = resolved_device_type(new.device)  # config.json records the device used, not "auto"
     neutral = set(CURVE_NEUTRAL) | {"grad_accum", "ddp_comm_hook"}  # the hook: compared as applied, below
     if new.until_plateau and old_config.get("until_plateau"):
         neutral |= {"max_iters", "time_budget_s"}
+    if not new.until_plateau and not old_config.get("until_plateau"):
+        neutral |= PLATEAU_ONLY
     diffs = []
     for name in (f.name for f in fields(TrainConfig)):
         if name in neutral or (name not in old_config and name not in ADDED_FIELD_DEFAULTS):
