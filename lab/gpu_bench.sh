@@ -32,9 +32,13 @@ case "${PART:-a}" in
      # CPU-bound subprocess runs; 16 cores here; SHARD_TIMEOUT, default 540 s, bounds each shard). RABENCH_TEST_SHARD=k/n (lab/pytest_shard.py) deals the
      # collected tests out one by one, so each file's slow tests spread over the shards: dealt out by
      # whole files, one shard (deadline, parallel, variants) ran past 540 s on an H100.
+     # TESTS_FROM=file: only the test ids listed there, one a line (parameters dropped: the whole
+     # function runs), e.g. the not-run.txt of a call that ran out of time.
      n=${SHARDS:-8}
+     targets=(tests lab)
+     [ -n "${TESTS_FROM:-}" ] && mapfile -t targets < <(sed 's/\[.*//' "$TESTS_FROM" | sort -u)
      for k in $(seq 0 $((n - 1))); do
-       (RABENCH_TEST_SHARD=$k/$n PYTHONPATH=src:lab timeout ${SHARD_TIMEOUT:-540} python3 -m pytest -p pytest_shard -q -rfE -p no:cacheprovider tests lab \
+       (RABENCH_TEST_SHARD=$k/$n PYTHONPATH=src:lab timeout ${SHARD_TIMEOUT:-540} python3 -m pytest -p pytest_shard -q -rfE -p no:cacheprovider "${targets[@]}" \
           > "$OUT/pytest-shard-$k.log" 2>&1; echo "exit $?" >> "$OUT/pytest-shard-$k.log") &
      done
      wait
