@@ -580,19 +580,3 @@ def test_configs_fit_their_kernels_and_force_config_refuses_misfits():
     kop.force_config("onepass", (16, 32, 4, 3))
     kop.force_config("onepass", None)
     assert "onepass" not in kop._FORCED
-
-
-def test_autotune_winners_are_kept_on_disk_where_triton_can_store_them(monkeypatch):
-    """Every suite run is a new process: without the disk cache each one re-times every
-    candidate config of every kernel. The one-pass kernel's zeroing hook cannot be stored."""
-    by_name = {}
-
-    def fake_autotune(configs, key, **kw):
-        return lambda fn: kw
-
-    monkeypatch.setattr(kop.triton, "autotune", fake_autotune)
-    monkeypatch.setattr(kop, "_tuned", {})
-    for name in ("fwd", "dkdv", "dq", "onepass"):
-        by_name[name] = kop._kernel(name, "small")
-    assert all(by_name[n].get("cache_results") for n in ("fwd", "dkdv", "dq")), by_name
-    assert "reset_to_zero" in by_name["onepass"], by_name

@@ -131,16 +131,13 @@ _tuned: dict[tuple[str, str], object] = {}
 def _kernel(name: str, size: str):
     """The autotuned kernel (GPU) for one head-dim class, built on first use.  The one-pass
     kernel adds into its accumulators, so the autotuner zeroes them before every trial (and
-    once more before the real launch) instead of letting the trials' sums pile up.  Winners are
-    kept in Triton's disk cache (keyed by the GPU architecture, Triton, the kernel's source, the
-    key and the candidates), so each new process of a suite skips the timing trials; Triton
-    cannot store a tuner that has a zeroing hook, so the one-pass kernel times again."""
+    once more before the real launch) instead of letting the trials' sums pile up."""
     if (name, size) not in _tuned:
         if name == "onepass":
             tune = triton.autotune(configs=_cfgs(CONFIGS[size][name]), key=_KEY + ["TIED"],
                                    reset_to_zero=["DQ1A", "DQ2A"])
         else:
-            tune = triton.autotune(configs=_cfgs(CONFIGS[size][name]), key=_KEY, cache_results=True)
+            tune = triton.autotune(configs=_cfgs(CONFIGS[size][name]), key=_KEY)
         _tuned[name, size] = tune(_RAW[name])
     return _tuned[name, size]
 
