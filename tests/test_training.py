@@ -85,7 +85,14 @@ def test_time_budget_stops_on_training_time_and_anneals(data_dir: str, tmp_path:
     assert summary["stop_reason"] == "time budget"
     assert 1.5 <= summary["train_time_s"] < 1.5 + 3 * summary["ms_per_iter"] / 1000 + 0.5
     lrs = [r["lr"] for r in RunFolder(tmp_path / "run").metrics() if r["lr"] is not None]
-    assert lrs[-1] == pytest.approx(3e-4, rel=0.1)  # annealed to min_lr by the end of the budget
+    # Annealed to min_lr (3e-4) by the end of the budget. A step's rate is set before the step from
+    # where it is predicted to end, so the last rate may lag by up to two steps of the schedule:
+    # close to min_lr at normal speed, looser on a loaded machine (seen: 0.84 s steps, 2 in all).
+    from rabench.training.schedule import cosine
+    warmup = 0.1 * 1.5
+    lag = 2 * summary["ms_per_iter"] / 1000 / (1.5 - warmup)
+    assert 3e-4 <= lrs[-1] <= cosine(1.0 - lag, 3e-3, 3e-4) + 1e-9
+    assert lrs[-1] < 3e-3  # below the peak: the cosine ran
 
 
 def test_resume_refuses_curve_changing_settings_and_names_them(data_dir: str, tmp_path: Path) -> None:
