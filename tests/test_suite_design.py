@@ -461,3 +461,25 @@ def test_sweep_end_to_end_resumes_stage_one_then_runs_the_verdict(data_dir: str,
         assert folder.state() == "finished" and folder.config()["lr"] == sweep["chosen"][attn]
     selection = RunFolder(out / "std-gated-lr0.003-s100").config()
     assert selection["lr"] == 3e-3 and selection["labels"]["lr_stage"] == "selection"
+
+
+def test_a_seed_split_over_machines_is_said_before_its_runs(tmp_path: Path) -> None:
+    """A finished baseline from another machine and a candidate about to start here: the report
+    will not pair them (analysis.pairing), so the suite says so up front; runs of one machine, or
+    from before machine_id, give no notice."""
+    from rabench.suite.jobs import PlannedRun, RunJob, split_machine_notices
+
+    def job(name: str, seed: int, action: str, stored_machine: str | None = None) -> RunJob:
+        if stored_machine is not None or action != "start":
+            (tmp_path / name).mkdir()
+            config = {"machine_id": stored_machine} if stored_machine else {}
+            (tmp_path / name / "config.json").write_text(json.dumps(config))
+        return RunJob(PlannedRun(name, name.split("-s")[0], seed, "x", 10, None, None), None, action)
+
+    jobs = [job("sdpa-s3", 3, "skip", "m-a"), job("ra-triton-s3", 3, "skip", "m-a"),
+            job("sdpa-s4", 4, "skip", "m-a"), job("ra-triton-isotime-s4", 4, "start"),
+            job("sdpa-s5", 5, "skip"), job("ra-triton-s5", 5, "start")]  # seed 5: no machine recorded
+    notices = split_machine_notices(jobs, tmp_path, here="m-b")
+    assert len(notices) == 1 and notices[0].startswith("[suite] seed 4: runs on 2 machines")
+    assert "sdpa-s4 on m-a; ra-triton-isotime-s4 on this machine, m-b" in notices[0]
+    assert split_machine_notices(jobs, tmp_path, here="m-a") == []

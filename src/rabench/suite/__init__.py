@@ -52,7 +52,7 @@ from rabench.suite.deadline import Deadline
 from rabench.suite.execute import run_jobs
 from rabench.suite.folder import CALIBRATION_FILE, write_calibration
 from rabench.suite.jobs import (PlannedRun, RunJob, check_runs_before_calibration, chosen_rates, decide, plan_runs,
-                                record_suite)
+                                record_suite, split_machine_notices)
 from rabench.suite.plan import SuiteCall, SuitePlan, drop_gpu_only, resolve_plan, suite_device
 from rabench.suite.ratios import StepRatios, calibration_task, merge_calibration, step_ratios
 from rabench.training.distributed import is_main_process, launched_by_torchrun
@@ -93,6 +93,9 @@ def run_phases(plan: SuitePlan, call: SuiteCall) -> tuple[list[Path], bool]:
     runs, jobs = decide(plan, call, ratios.ratios, chosen)
     if call.main_process:
         write_records(plan, call, ratios, runs, chosen)
+        if not call.calibrate_only:
+            for notice in split_machine_notices(jobs, call.out):
+                call.say(notice)
     if call.calibrate_only:
         return [], False
     planned = list(runs)  # the runs sized by a calibration alongside join once it is in

@@ -16,6 +16,7 @@ from typing import Any
 
 from rabench.errors import RabenchError
 from rabench.experiment import BASELINE
+from rabench.machine import machine_id
 from rabench.rundir import RunFolder
 from rabench.suite.folder import (BASE_ROLE, ISO_ITER, ISO_TIME, LADDER, LR_SWEEP, PLATEAU, TIME, read_calibration,
                                   read_suite_record, run_name, write_suite_record)
@@ -156,6 +157,28 @@ def decide_jobs(runs: list[PlannedRun], cfgs: list[TrainConfig], out: Path) -> l
                            f"run the suite with its old settings, use another --out, or delete those run folders "
                            f"to start them over")
     return jobs
+
+
+def split_machine_notices(jobs: list[RunJob], out: Path, here: str | None = None) -> list[str]:
+    """One line per seed whose runs would end up on more than one machine: the folder's runs record
+    the machine that started them (config.json machine_id; a resumed run keeps its first) and the
+    runs started now get this one. The report pairs runs of one machine only (analysis.pairing),
+    so such a seed's cross-machine pairs will not form; saying so before the runs lets a user with
+    another lease run that seed's runs together instead."""
+    here = here or machine_id()
+    groups: dict[tuple[int, float | None], dict[str, list[str]]] = {}
+    for job in jobs:
+        stored = (RunFolder(out / job.run.name).config() or {}).get("machine_id") if job.action != "start" else here
+        if stored:  # runs from before machine_id pair with any machine
+            groups.setdefault((job.run.seed, job.run.lr), {}).setdefault(str(stored), []).append(job.run.name)
+    notices = []
+    for (seed, _), machines in sorted(groups.items(), key=lambda item: (item[0][0], item[0][1] or 0.0)):
+        if len(machines) > 1:
+            where = "; ".join(f"{', '.join(names)} on {'this machine, ' if m == here else ''}{m}"
+                              for m, names in sorted(machines.items()))
+            notices.append(f"[suite] seed {seed}: runs on {len(machines)} machines ({where}); the report pairs "
+                           "runs of one machine only, so this seed's pairs across them will not form")
+    return notices
 
 
 def decide(plan: SuitePlan, call: SuiteCall, ratios: dict[str, float] | None,
