@@ -614,3 +614,13 @@ def test_rerun_compare_finds_where_a_run_left_its_rerun(tmp_path):
     assert [float(row.split("|")[2]) for row in rows] == [0.0, 0.0, 0.5]
     compare.plot(Run.read(original, "a"), Run.read(rerun, "b"), tmp_path / "rerun.png")
     assert (tmp_path / "rerun.png").stat().st_size > 0
+
+
+def test_the_design_line_says_calibrated_only_where_a_calibration_is(tmp_path):
+    """A suite without calibration.json (the demo's equal-iteration runs) has no iso-time runs;
+    its header must not claim an s calibrated on the card."""
+    iteration_suite(tmp_path, [0, 1], lambda seed: 1.0 / 1000, s=1.1)
+    assert "with s calibrated on the card" in write_report(tmp_path)[0].read_text()
+    (tmp_path / "calibration.json").unlink()
+    md = write_report(tmp_path)[0].read_text()
+    assert "with s calibrated on the card" not in md and "no step-time calibration" in md

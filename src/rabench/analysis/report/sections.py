@@ -46,7 +46,7 @@ def header_lines(batches: list[Batch], runs: list[Run], design: str) -> list[str
             budgets.add("until val_loss plateaus")
     lines = [
         regime_text(runs),
-        f"design: {design_text(design)}",
+        f"design: {design_text(design, calibrated=any(b.calibration for b in batches))}",
         f"batches (suite folders): {len(batches)}: " + ", ".join(f"`{b.name}` ({len(b.runs)} runs)" for b in batches),
         f"cards (gpu @ host): {'; '.join(cards)}"
         + ("  (runs are paired only within one batch and one card; step-time ratios are never mixed across cards)" if len(cards) > 1 or len(batches) > 1 else ""),

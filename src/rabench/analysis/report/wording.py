@@ -84,8 +84,12 @@ def iter_gap_sentence(cand: str, base: str, gaps: IterGap, eq_margin: float) -> 
     return f"{cand} vs {base}: " + "; ".join(parts) + f". {evidence(last)}"
 
 
-def design_text(design: str) -> str:
-    """What the suite ran, in one line: which runs exist decides which readings the report can make."""
+def design_text(design: str, calibrated: bool = True) -> str:
+    """What the suite ran, in one line: which runs exist decides which readings the report can make.
+    `calibrated`: some batch holds a step-time calibration (else s is only the runs' measured ratio)."""
+    if design == ITER_DESIGN and not calibrated:
+        return ("iteration design: every config for N iterations, no step-time calibration and so no iso-time runs; "
+                "s, where the report reads one, is the runs' measured ms/iter ratio")
     if design == ITER_DESIGN:
         return ("iteration design: baseline and candidates for N iterations (iso-iteration), candidates also for round(N/s) "
                 "iterations (iso-time) with s calibrated on the card")
