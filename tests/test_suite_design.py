@@ -64,7 +64,7 @@ def test_a_wide_step_ratio_is_said_when_the_suite_calibrates() -> None:
     merge_calibration(plan, "data", None, fresh, say=said.append)
     cautions = [line for line in said if "caution:" in line]
     assert cautions == ["[suite]   caution: ra-open's step-time ratio s = 1.341 [0.440, 4.093] is uncertain: its 95% "
-                        "half-width 1.827 is 136% of s (above 5%), and its equal-time runs were sized from s; "
+                        "half-width 1.827 is 136% of s (above 5%), so equal-time runs sized from it are only roughly equal time; "
                         "calibrate with more --calib-windows"]
 
 

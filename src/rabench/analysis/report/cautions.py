@@ -160,7 +160,7 @@ def wide_ratio_line(attn: str, s: float, lo: float, hi: float) -> str | None:
     if half <= RATIO_HALF_WIDTH * s:
         return None
     return (f"{attn}'s step-time ratio s = {s:.3f} [{lo:.3f}, {hi:.3f}] is uncertain: its 95% half-width {half:.3f} is "
-            f"{half / s:.0%} of s (above {RATIO_HALF_WIDTH:.0%}), and its equal-time runs were sized from s; "
+            f"{half / s:.0%} of s (above {RATIO_HALF_WIDTH:.0%}), so equal-time runs sized from it are only roughly equal time; "
             "calibrate with more --calib-windows")
 
 
