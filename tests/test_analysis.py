@@ -56,7 +56,7 @@ def write_run(
     (run / "config.json").write_text(json.dumps(config))
     last = iters if last_iter_logged is None else last_iter_logged
     lines = []
-    for it in range(0, last + 1, eval_every):
+    for it in sorted(set(range(0, last + 1, eval_every)) | {last}):  # the trainer evaluates at its last iteration too
         rec = {"iter": it, "tokens": it * 128, "train_time_s": it * ms / 1000, "wall_time_s": it * ms / 900,
                "train_loss": loss(it) + 0.05, "lr": 6e-4, "ms_per_iter": ms, "tokens_per_s": 128e3 / ms,
                "peak_mem_gb": 1.0, "val_loss": loss(it), "val_se": 0.01}
@@ -255,6 +255,23 @@ def test_iteration_zero_only_and_torn_runs_are_never_judged(tmp_path):
     md = write_report(tmp_path)[0].read_text()
     assert "`ra-triton-s0`: **partial**" in md and "`ra-triton-s1`: **partial**" in md
     assert "ra-local-s0`: finished but has no evaluation after iteration 0" in md
+
+
+def test_a_finished_run_whose_metrics_were_cut_short_is_set_aside_and_named(tmp_path):
+    for seed in (0, 1):
+        write_run(tmp_path, "sdpa", seed, linear(5.0, 1e-3), 1000, 10.0, "baseline")
+        write_run(tmp_path, "ra-triton", seed, linear(5.0, 1.1e-3), 1000, 12.0, "iso-iter")
+    metrics = tmp_path / "ra-triton-s1" / "metrics.jsonl"
+    metrics.write_bytes(metrics.read_bytes()[:-37])  # the final evaluation's line torn: read_records drops it uncounted
+    runs = {r.name: r for r in load_runs(tmp_path)}
+    cut = runs["ra-triton-s1"]
+    assert cut.finished and cut.final_iter == 900 and cut.skipped_records == 0
+    assert not cut.judgeable and "ends before its summary's final evaluation" in cut.why_not_judged
+    assert runs["ra-triton-s0"].judgeable and runs["ra-triton-s0"].summary_mismatch is None
+    assert any(n.startswith("ra-triton-s1: not judged, metrics.jsonl ends before") for n in comparison(tmp_path).notes)
+    md = write_report(tmp_path)[0].read_text()
+    assert "1 finished run(s) whose metrics.jsonl disagrees with their summary.json (ra-triton-s1)" in md
+    assert "`ra-triton-s1`: finished, but metrics.jsonl ends before" in md
 
 
 def test_a_variant_with_iso_time_runs_alone_is_judged_at_equal_time(tmp_path):
@@ -530,6 +547,15 @@ def test_an_uncertain_step_ratio_keeps_criterion_2_inconclusive(tmp_path):
     write_calibration(tmp_path, {"ra-triton": 1.5}, half_width=0.6)  # s somewhere in [0.9, 2.1]
     v = comparison(tmp_path).verdict("2-break-even")
     assert v.verdict == INCONCLUSIVE and "calibrated 95% bounds" in v.numbers
+
+
+def test_a_wide_calibrated_step_ratio_is_named_in_the_cautions_with_its_numbers(tmp_path):
+    iteration_suite(tmp_path, (0, 1), lambda seed: 1 / (500 + 10 * seed), s=1.5)  # half-width 0.02: 1% of s
+    assert "step-time ratio s =" not in write_report(tmp_path)[0].read_text()
+    write_calibration(tmp_path, {"ra-triton": 1.5}, half_width=0.09)  # [1.41, 1.59]: 6% of s
+    md = write_report(tmp_path)[0].read_text()
+    assert "ra-triton's step-time ratio s = 1.500 [1.410, 1.590] is uncertain: its 95% half-width 0.090 is 6% of s" in md
+    assert md.count("step-time ratio s = ") == 1  # the baseline's s = 1 [1, 1] is exact
 
 
 def test_a_step_ratio_bounded_below_by_zero_cannot_fail_criterion_2(tmp_path):

@@ -181,6 +181,22 @@ def test_check_passes_a_conforming_plugin_and_fails_a_peeking_one(tmp_path: Path
     assert lines[-1].endswith("1 check(s) failed (causality)")
 
 
+@pytest.mark.parametrize("attn, opt, says", [("ra-budget", "k=2", "k must be in (0, 1]"),
+                                              ("ra-sparse", "p=-1", "p must be in (0, 1]"),
+                                              ("ra-amortized", "every=0", "every must be >= 1")])
+def test_check_refuses_an_option_value_in_one_line_as_train_does(attn: str, opt: str, says: str, capsys) -> None:
+    assert main(["check", attn, "--attn-opt", opt, "--device", "cpu"]) == 2
+    captured = capsys.readouterr()
+    assert "FAIL" not in captured.out and "check(s) failed" not in captured.out
+    assert captured.err.strip().startswith("rabench: error:") and says in captured.err
+    assert len(captured.err.strip().splitlines()) == 1
+
+
+def test_a_malformed_list_option_names_the_syntax() -> None:
+    with pytest.raises(RabenchError, match=r"layers='abc': expected a comma-separated list of integers, e.g. layers=0,3,5"):
+        attention.resolve_options("ra-layers", {"layers": "abc"})
+
+
 @pytest.mark.parametrize("ref", [DIFF, SIGMOID])
 def test_examples_pass_check_with_their_float64_reference(ref: str, capsys) -> None:
     assert main(["check", ref, "--device", "cpu"]) == 0

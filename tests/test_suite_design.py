@@ -51,6 +51,23 @@ def test_ratio_is_the_geometric_mean_of_per_round_ratios_with_an_interval() -> N
     assert noisy["ratio"] == pytest.approx(math.exp(sum(math.log(r) for r in (2.0, 3.0, 2.5)) / 3), rel=1e-3)
 
 
+def test_a_wide_step_ratio_is_said_when_the_suite_calibrates() -> None:
+    from rabench.suite.ratios import merge_calibration
+
+    def entry(s: float, lo: float, hi: float) -> dict:
+        return {"ms_per_iter": 10 * s, "ms_ci95": [10 * lo, 10 * hi], "ratio": s, "ratio_ci95": [lo, hi]}
+
+    plan = resolve_plan(small_plan(attns=["sdpa", "ra-open", "std-gated"]))
+    fresh = {"measured_at": "now", "configs": {"sdpa": entry(1.0, 1.0, 1.0), "ra-open": entry(1.341, 0.440, 4.093),
+                                               "std-gated": entry(1.05, 1.04, 1.06)}}
+    said: list[str] = []
+    merge_calibration(plan, "data", None, fresh, say=said.append)
+    cautions = [line for line in said if "caution:" in line]
+    assert cautions == ["[suite]   caution: ra-open's step-time ratio s = 1.341 [0.440, 4.093] is uncertain: its 95% "
+                        "half-width 1.827 is 136% of s (above 5%), so equal-time runs sized from it are only roughly equal time; "
+                        "calibrate with more --calib-windows"]
+
+
 def test_mean_interval_uses_student_t() -> None:
     mean, lo, hi = mean_ci95([1.0, 3.0])
     assert mean == 2.0 and hi - mean == pytest.approx(12.706 * 1.0, rel=1e-3)  # t(0.975, 1) * sd/sqrt(2)

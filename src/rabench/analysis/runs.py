@@ -26,6 +26,7 @@ from rabench.suite.folder import (BASE_ROLE, CALIBRATION_FILE, ISO_ITER, ISO_TIM
                                   PLATEAU, SUITE_FILE, TIME)
 
 RA_PREFIX = "ra-"
+MATCH_TOL = 1e-6  # the last evaluation's val_loss and summary.json's final_val_loss: the same float, JSON round-tripped
 MAX_DEPTH = 3  # campaign / batch / run
 
 
@@ -178,16 +179,39 @@ class Run:
         """Evaluations after some training (iteration > 0): the untrained iter-0 eval judges nothing."""
         return [m for m in self.evals if finite(m.get("iter")) and m["iter"] > 0]
 
+    @cached_property
+    def summary_mismatch(self) -> str | None:
+        """Why a finished run's metrics disagree with its summary.json, else None. The trainer
+        evaluates at its last iteration, so the last evaluation logged must be summary's `iters`
+        and `final_val_loss`; a metrics.jsonl cut short (its torn last line is dropped) would
+        otherwise hand the report an earlier evaluation as the run's final loss."""
+        if not self.finished or self.summary is None:
+            return None
+        iters, final = self.summary.get("iters"), self.summary.get("final_val_loss")
+        last = self.final_eval
+        at = last.get("iter")
+        if last and (not finite(iters) or at == iters) and \
+                (not finite(final) or math.isclose(float(last["val_loss"]), float(final), rel_tol=MATCH_TOL, abs_tol=MATCH_TOL)):
+            return None
+        if not last and not finite(final):
+            return None  # never evaluated, and the summary says so: why_not_judged's "no evaluation"
+        logged = f"its last evaluation is iteration {at} (val_loss {float(last['val_loss']):.4f})" if last else "it holds no evaluation"
+        claimed = f"summary.json has iters {iters}, final_val_loss {float(final):.4f}" if finite(final) else f"summary.json has iters {iters}"
+        if not last or finite(iters) and finite(at) and at < iters:
+            return f"metrics.jsonl ends before its summary's final evaluation (torn or truncated file): {logged}, {claimed}"
+        return f"metrics.jsonl disagrees with its summary.json: {logged}, {claimed}"
+
     @property
     def judgeable(self) -> bool:
-        """Finished, with at least one evaluation after training started."""
-        return self.finished and bool(self.trained_evals)
+        """Finished, with at least one evaluation after training started, and metrics that agree
+        with the summary (a truncated log would move every number without a word)."""
+        return self.finished and bool(self.trained_evals) and self.summary_mismatch is None
 
     @property
     def why_not_judged(self) -> str:
         if not self.finished:
             return f"{self.status_word} (folder state {self.state})"
-        return "no evaluation after iteration 0"
+        return self.summary_mismatch or "no evaluation after iteration 0"
 
     @property
     def last_record(self) -> dict[str, Any]:

@@ -275,7 +275,8 @@ def _coerce(name: str, key: str, value: Any, default: Any) -> Any:
         if isinstance(default, tuple):
             return tuple(int(v) for v in value.split(",") if v.strip() != "")
     except ValueError:
-        raise RabenchError(f"attention {name!r} option {key}={value!r}: expected {type(default).__name__}") from None
+        want = f"a comma-separated list of integers, e.g. {key}=0,3,5" if isinstance(default, tuple) else type(default).__name__
+        raise RabenchError(f"attention {name!r} option {key}={value!r}: expected {want}") from None
     return value
 
 

@@ -166,10 +166,14 @@ def merge_calibration(plan: SuitePlan, data: str, stored: dict[str, Any] | None,
         for a in attns:
             if a not in stored.get("configs", {}):
                 stored["configs"][a] = fresh["configs"][a] | {"measured_at": fresh["measured_at"]}
+    from rabench.analysis.report.cautions import wide_ratio_line  # the report's rule, said here as it calibrates
+
     for a in attns:
         c = stored["configs"][a]
         say(f"[suite]   {a:<12} {c['ms_per_iter']:9.3f} ms/iter  s = {c['ratio']:.3f} "
             f"[{c['ratio_ci95'][0]:.3f}, {c['ratio_ci95'][1]:.3f}]")
+        if (wide := wide_ratio_line(a, c["ratio"], *c["ratio_ci95"])) is not None:
+            say(f"[suite]   caution: {wide}")
     return {a: float(stored["configs"][a]["ratio"]) for a in plan.attns}, stored
 
 

@@ -75,6 +75,8 @@ def unjudged_lines(runs: list[Run]) -> list[str]:
         if not r.finished:
             last = int(r.last_record.get("iter", 0) or 0)
             out.append(f"`{r.where}`: **{r.status_word}** (state {r.state}, last logged iteration {last}): listed, never judged")
+        elif r.summary_mismatch:
+            out.append(f"`{r.where}`: finished, but {r.summary_mismatch}: never judged")
         elif not r.trained_evals:
             out.append(f"`{r.where}`: finished but has no evaluation after iteration 0: never judged")
     return out
