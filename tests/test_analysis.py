@@ -556,6 +556,8 @@ def test_a_wide_calibrated_step_ratio_is_named_in_the_cautions_with_its_numbers(
     md = write_report(tmp_path)[0].read_text()
     assert "ra-triton's step-time ratio s = 1.500 [1.410, 1.590] is uncertain: its 95% half-width 0.090 is 6% of s" in md
     assert md.count("step-time ratio s = ") == 1  # the baseline's s = 1 [1, 1] is exact
+    write_calibration(tmp_path, {"ra-triton": 1.5, "ra-local": 2.0}, half_width=0.09)  # ra-local: no run here
+    assert "ra-local's step-time ratio" not in write_report(tmp_path)[0].read_text()
 
 
 def test_a_step_ratio_bounded_below_by_zero_cannot_fail_criterion_2(tmp_path):

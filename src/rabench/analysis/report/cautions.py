@@ -165,10 +165,12 @@ def wide_ratio_line(attn: str, s: float, lo: float, hi: float) -> str | None:
 
 
 def wide_ratio_notes(batches: list[Batch]) -> list[str]:
-    """Each batch's calibrated step ratios whose interval is wide (wide_ratio_line)."""
+    """Each batch's calibrated step ratios whose interval is wide (wide_ratio_line), for the configs
+    that have runs in that batch (a ratio no run was sized from changes nothing)."""
     out = []
     for b in batches:
-        for attn in sorted(b.calibration.get("configs") or {}):
+        trained = {r.attn for r in b.runs}
+        for attn in sorted(set(b.calibration.get("configs") or {}) & trained):
             line = wide_ratio_line(attn, *(b.calibrated_ratio(attn) or (math.nan,) * 3))
             if line:
                 out.append(f"`{b.name}`: {line}")
