@@ -238,3 +238,22 @@ def test_a_bench_cut_off_never_replaces_an_earlier_benchs_tables(capsys, tmp_pat
     assert main(argv) == 0  # complete: it replaces the earlier tables, and nothing partial is left
     assert json.loads(out.read_text())["rows"] == {"measured": 4, "planned": 4}
     assert sorted(p.name for p in tmp_path.iterdir()) == ["bench.json", "bench.md", "bench.txt"]
+
+
+@pytest.mark.parametrize("argv,flag", [
+    (["suite", "--out", "{tmp}/s", "--seeds", ""], "--seeds"),
+    (["suite", "--out", "{tmp}/s", "--selection-seeds", " "], "--selection-seeds"),
+    (["suite", "--out", "{tmp}/s", "--preset", ""], "--preset"),
+    (["suite", "", "--out", "{tmp}/s"], "PLAN"),
+    (["suite", "--out", "{tmp}/s", "--deadline", ""], "--deadline"),
+    (["train", "--attn", "sdpa", "--data", "{tmp}/d", "--out", "{tmp}/r", "--iters", "1", "--preset", ""], "--preset"),
+    (["report", "{tmp}", "--out", ""], "--out"),
+    (["report", ""], "FOLDER"),
+    (["bench", "--attn", "sdpa", "--seq-lens", "", "--out", "{tmp}/b.json"], "--seq-lens"),
+])
+def test_an_empty_value_is_an_error_naming_its_flag_not_the_default(capsys, tmp_path: Path, argv: list[str],
+                                                                    flag: str) -> None:
+    """`--seeds "$SEEDS"` with SEEDS unset must not run the default plan (nor `report ""` the current folder)."""
+    line = one_line_error(capsys, [a.replace("{tmp}", str(tmp_path)) for a in argv], f"{flag} is empty")
+    assert "unset shell variable" in line
+    assert sorted(p.name for p in tmp_path.iterdir()) == []  # nothing was made

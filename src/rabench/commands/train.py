@@ -34,7 +34,7 @@ def run(a: argparse.Namespace) -> None:
     attention.resolve_options(a.attn, options)  # unknown names and options fail before anything loads
     kw = train_config_kwargs(a)
     kw.pop("preset")
-    preset = a.preset or default_preset(kw.get("device"))
+    preset = a.preset if a.preset is not None else default_preset(kw.get("device"))
     warn_if_slow(preset, kw.get("device"))
     if a.seed is not None:
         kw["seed"] = a.seed
