@@ -257,3 +257,34 @@ def test_an_empty_value_is_an_error_naming_its_flag_not_the_default(capsys, tmp_
     line = one_line_error(capsys, [a.replace("{tmp}", str(tmp_path)) for a in argv], f"{flag} is empty")
     assert "unset shell variable" in line
     assert sorted(p.name for p in tmp_path.iterdir()) == []  # nothing was made
+
+
+@pytest.mark.parametrize("out,match", [
+    ("mine.txt", "name a .json file"),
+    ("res.md", "name a .json file"),
+    ("folder", "is a folder; name a .json file in it"),
+    ("folder.json", "is a folder"),
+    ("t.json", "the table path"),  # t.md is a folder
+    ("s.json", "s.txt exist without s.json"),
+    ("mine.txt/b.json", "cannot create its folder"),
+])
+def test_a_bench_out_that_cannot_hold_the_tables_is_refused_before_measuring(capsys, tmp_path: Path, out: str,
+                                                                             match: str,
+                                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    """Seen: --out existing.txt replaced the user's file by the text table; --out res.md lost the JSON to the
+    markdown; --out DIR measured everything, then failed with "Is a directory"."""
+    import rabench.bench as bench
+
+    def measured(*args, **kwargs):
+        raise AssertionError("measured before --out was checked")
+
+    monkeypatch.setattr(bench, "attention_row", measured)
+    monkeypatch.setattr(bench, "step_row", measured)
+    (tmp_path / "mine.txt").write_text("the user's notes\n")
+    (tmp_path / "s.txt").write_text("the user's notes\n")
+    for folder in ("folder", "folder.json", "t.md"):
+        (tmp_path / folder).mkdir()
+    before = sorted(p.name for p in tmp_path.iterdir())
+    one_line_error(capsys, ["bench", "--attn", "sdpa", "--device", "cpu", "--out", str(tmp_path / out)], match)
+    assert sorted(p.name for p in tmp_path.iterdir()) == before
+    assert (tmp_path / "mine.txt").read_text() == (tmp_path / "s.txt").read_text() == "the user's notes\n"
