@@ -110,6 +110,17 @@ def test_cpu_default_preset_notice_resume_rules_and_foreign_checkpoint(capsys, d
                             "tiny", "--resume"], "belongs to another run")
 
 
+def test_resume_of_an_absent_run_says_it_starts_fresh_and_a_finished_run_is_not_offered_to_continue(
+        capsys, data_dir: Path, tmp_path: Path) -> None:
+    args = ["train", *SMALL, "--data", str(data_dir), "--out", str(tmp_path / "run"), "--iters", "2", "--preset", "tiny"]
+    assert main([*args, "--resume"]) == 0
+    assert "nothing to resume; starting a new run" in capsys.readouterr().err
+    line = one_line_error(capsys, args, "already holds a finished run; pass --resume to read its summary")
+    assert "continue" not in line  # a finished run cannot continue
+    assert main([*args, "--resume"]) == 0
+    assert "nothing to resume" not in capsys.readouterr().err
+
+
 def test_demo_rejects_a_non_positive_length(capsys, tmp_path: Path) -> None:
     one_line_error(capsys, ["demo", "--iters", "0", "--out", str(tmp_path / "d")], "--iters")
     (tmp_path / "f").write_text("x")
