@@ -47,8 +47,8 @@ def refuse_empty_values(parser: argparse.ArgumentParser, args: argparse.Namespac
         values = value if isinstance(value, list) else [value]
         if value != action.default and any(isinstance(v, str) and not v.strip() for v in values):
             name = action.option_strings[0] if action.option_strings else (action.metavar or action.dest).upper()
-            raise RabenchError(f"{name} is empty (an unset shell variable?); give a value, or leave it out for "
-                               "the default")
+            leave_out = "" if action.required else ", or leave it out for the default"  # positionals too
+            raise RabenchError(f"{name} is empty (an unset shell variable?); give a value{leave_out}")
 
 
 def main(argv: list[str] | None = None) -> int:
