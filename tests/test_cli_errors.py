@@ -110,6 +110,17 @@ def test_cpu_default_preset_notice_resume_rules_and_foreign_checkpoint(capsys, d
                             "tiny", "--resume"], "belongs to another run")
 
 
+def test_resume_of_an_absent_run_says_it_starts_fresh_and_a_finished_run_is_not_offered_to_continue(
+        capsys, data_dir: Path, tmp_path: Path) -> None:
+    args = ["train", *SMALL, "--data", str(data_dir), "--out", str(tmp_path / "run"), "--iters", "2", "--preset", "tiny"]
+    assert main([*args, "--resume"]) == 0
+    assert "nothing to resume; starting a new run" in capsys.readouterr().err
+    line = one_line_error(capsys, args, "already holds a finished run; pass --resume to read its summary")
+    assert "continue" not in line  # a finished run cannot continue
+    assert main([*args, "--resume"]) == 0
+    assert "nothing to resume" not in capsys.readouterr().err
+
+
 def test_demo_rejects_a_non_positive_length(capsys, tmp_path: Path) -> None:
     one_line_error(capsys, ["demo", "--iters", "0", "--out", str(tmp_path / "d")], "--iters")
     (tmp_path / "f").write_text("x")
@@ -238,3 +249,53 @@ def test_a_bench_cut_off_never_replaces_an_earlier_benchs_tables(capsys, tmp_pat
     assert main(argv) == 0  # complete: it replaces the earlier tables, and nothing partial is left
     assert json.loads(out.read_text())["rows"] == {"measured": 4, "planned": 4}
     assert sorted(p.name for p in tmp_path.iterdir()) == ["bench.json", "bench.md", "bench.txt"]
+
+
+@pytest.mark.parametrize("argv,flag", [
+    (["suite", "--out", "{tmp}/s", "--seeds", ""], "--seeds"),
+    (["suite", "--out", "{tmp}/s", "--selection-seeds", " "], "--selection-seeds"),
+    (["suite", "--out", "{tmp}/s", "--preset", ""], "--preset"),
+    (["suite", "", "--out", "{tmp}/s"], "PLAN"),
+    (["suite", "--out", "{tmp}/s", "--deadline", ""], "--deadline"),
+    (["train", "--attn", "sdpa", "--data", "{tmp}/d", "--out", "{tmp}/r", "--iters", "1", "--preset", ""], "--preset"),
+    (["report", "{tmp}", "--out", ""], "--out"),
+    (["report", ""], "FOLDER"),
+    (["bench", "--attn", "sdpa", "--seq-lens", "", "--out", "{tmp}/b.json"], "--seq-lens"),
+])
+def test_an_empty_value_is_an_error_naming_its_flag_not_the_default(capsys, tmp_path: Path, argv: list[str],
+                                                                    flag: str) -> None:
+    """`--seeds "$SEEDS"` with SEEDS unset must not run the default plan (nor `report ""` the current folder)."""
+    line = one_line_error(capsys, [a.replace("{tmp}", str(tmp_path)) for a in argv], f"{flag} is empty")
+    assert "unset shell variable" in line
+    assert sorted(p.name for p in tmp_path.iterdir()) == []  # nothing was made
+
+
+@pytest.mark.parametrize("out,match", [
+    ("mine.txt", "name a .json file"),
+    ("res.md", "name a .json file"),
+    ("folder", "is a folder; name a .json file in it"),
+    ("folder.json", "is a folder"),
+    ("t.json", "the table path"),  # t.md is a folder
+    ("s.json", "s.txt exist without s.json"),
+    ("mine.txt/b.json", "cannot create its folder"),
+])
+def test_a_bench_out_that_cannot_hold_the_tables_is_refused_before_measuring(capsys, tmp_path: Path, out: str,
+                                                                             match: str,
+                                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    """Seen: --out existing.txt replaced the user's file by the text table; --out res.md lost the JSON to the
+    markdown; --out DIR measured everything, then failed with "Is a directory"."""
+    import rabench.bench as bench
+
+    def measured(*args, **kwargs):
+        raise AssertionError("measured before --out was checked")
+
+    monkeypatch.setattr(bench, "attention_row", measured)
+    monkeypatch.setattr(bench, "step_row", measured)
+    (tmp_path / "mine.txt").write_text("the user's notes\n")
+    (tmp_path / "s.txt").write_text("the user's notes\n")
+    for folder in ("folder", "folder.json", "t.md"):
+        (tmp_path / folder).mkdir()
+    before = sorted(p.name for p in tmp_path.iterdir())
+    one_line_error(capsys, ["bench", "--attn", "sdpa", "--device", "cpu", "--out", str(tmp_path / out)], match)
+    assert sorted(p.name for p in tmp_path.iterdir()) == before
+    assert (tmp_path / "mine.txt").read_text() == (tmp_path / "s.txt").read_text() == "the user's notes\n"

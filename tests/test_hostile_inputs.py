@@ -114,7 +114,8 @@ CASES = [
          "workers must be at most"),
     # ---- bench: every argument checked before a row runs or a table is written ----------------------
     Case("bench-unknown-preset", [*BENCH, "--preset", "bogus"], "--preset 'bogus' is unknown"),
-    Case("bench-empty-seq-lens", [*BENCH, "--seq-lens", ""], "--seq-lens '': give at least one length"),
+    Case("bench-empty-seq-lens", [*BENCH, "--seq-lens", ""], "--seq-lens is empty"),
+    Case("bench-out-not-json", [*BENCH[:-2], "--out", "{tmp}/bench.md"], "bench.md: name a .json file"),
     Case("bench-nothing-to-measure", [*BENCH, "--no-steps", "--no-attention"], "leaves nothing to measure"),
     Case("bench-shape-beyond-memory", [*BENCH, "--shape", "100000,100000,100000,100000"],
          "--shape 100000,100000,100000,100000: an attention row at T=100000 needs about"),

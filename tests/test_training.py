@@ -168,7 +168,7 @@ def test_a_second_signal_stops_at_once_and_keeps_the_last_checkpoint(data_dir: s
     monkeypatch.setattr(Trainer, "checkpoint", impatient)
     monkeypatch.setenv("RABENCH_FAULT", "step@5:INT")
     run = tmp_path / "run"
-    with pytest.raises(RunInterrupted, match="stopped by a second signal at iter 5; --resume continues") as exc:
+    with pytest.raises(RunInterrupted, match="stopped by a second signal at iter 5; the same command with --resume continues") as exc:
         train(config(data_dir, run, max_iters=8, ckpt_every="2it"))
     assert exc.value.exit_code == 130 and calls == [2, 4, 5]
     assert RunFolder(run).summary()["status"] == "interrupted"
@@ -353,3 +353,13 @@ def test_gate_lr_mult_changes_the_curve_and_older_runs_had_1(data_dir: str, tmp_
     for bad in (0.0, -1.0, math.nan, math.inf, True, "10"):
         with pytest.raises(RabenchError, match="gate_lr_mult must be"):
             config(data_dir, tmp_path / "y", max_iters=2, gate_lr_mult=bad)
+
+
+def test_a_run_stopped_inside_a_suite_says_to_run_the_suite_again_not_to_pass_resume(data_dir: str, tmp_path: Path,
+                                                                                     monkeypatch) -> None:
+    """The suite has no --resume flag: it resumes its runs by itself (its runs carry labels.suite)."""
+    monkeypatch.setenv("RABENCH_FAULT", "step@2:TERM")
+    with pytest.raises(RunInterrupted, match="checkpointed; run the same command again: the suite continues the run "
+                                             "in ") as exc:
+        train(config(data_dir, tmp_path / "run", max_iters=6, labels={"suite": "s", "role": "base"}))
+    assert "--resume" not in str(exc.value)

@@ -7,7 +7,7 @@ import re
 from typing import Any
 
 from rabench import __version__
-from rabench.errors import HANDLED, exit_status
+from rabench.errors import HANDLED, RabenchError, exit_status
 
 
 class OneLineParser(argparse.ArgumentParser):
@@ -37,11 +37,27 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def refuse_empty_values(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """An empty or blank value given to any flag or argument is an error naming it: commands read an
+    absent value as "use the default", so `--seeds "$SEEDS"` with SEEDS unset would silently run
+    another experiment (the default seeds, the default plan, the current folder)."""
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    for action in sub.choices[args.command]._actions:
+        value = getattr(args, action.dest, None)
+        values = value if isinstance(value, list) else [value]
+        if value != action.default and any(isinstance(v, str) and not v.strip() for v in values):
+            name = action.option_strings[0] if action.option_strings else (action.metavar or action.dest).upper()
+            leave_out = "" if action.required else ", or leave it out for the default"  # positionals too
+            raise RabenchError(f"{name} is empty (an unset shell variable?); give a value{leave_out}")
+
+
 def main(argv: list[str] | None = None) -> int:
     from rabench.commands import COMMANDS
 
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
     try:
+        refuse_empty_values(parser, args)
         status = COMMANDS[args.command].run(args)  # None, or an exit status (check: 1 when a check failed)
     except HANDLED as exc:  # one line and the documented exit code (errors.exit_status); a bug keeps its traceback
         return exit_status(exc)

@@ -102,12 +102,43 @@ def table_paths(out: Path) -> list[Path]:
     return [out, out.with_suffix(".txt"), out.with_suffix(".md")]
 
 
+def partial_tables(out: Path) -> Path:
+    return out.with_name(f"{out.stem}-partial{out.suffix}")
+
+
+def checked_out(text: str) -> Path:
+    """--out, refused before any measurement when the tables could not all be written there: the
+    .txt and .md tables take --out's name with their own suffix, so --out must end in .json (a .md
+    --out would be overwritten by its own markdown table); no table path may be a folder, and a
+    .txt or .md table lying there without its .json is not a bench's, so it is not replaced."""
+    out = Path(text)
+    if not text.strip():
+        raise RabenchError("--out is empty; name a .json file, e.g. bench.json")
+    if out.is_dir():
+        raise RabenchError(f"--out {text} is a folder; name a .json file in it, e.g. {out / 'bench.json'}")
+    if out.suffix != ".json":
+        raise RabenchError(f"--out {text}: name a .json file (the .txt and .md tables are written beside it under "
+                           f"its name), e.g. {out.with_suffix('.json')}")
+    for path in table_paths(out) + table_paths(partial_tables(out)):
+        if path.is_dir():
+            raise RabenchError(f"--out {text}: the table path {path} is a folder; choose another --out")
+    strays = [p.name for p in table_paths(out)[1:] if p.exists()]
+    if strays and not out.exists():
+        raise RabenchError(f"--out {text}: {', '.join(strays)} exist without {out.name}, so they are not a bench's "
+                           "tables; move them or choose another --out")
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise RabenchError(f"--out {text}: cannot create its folder {out.parent}: {exc.strerror or exc}") from None
+    return out
+
+
 def growing_tables(out: Path) -> Path:
     """Where the tables grow row by row: at `out` itself, or, when an earlier bench's tables are
     there, beside them (<name>-partial.*) until complete, so a bench cut off never replaces them."""
     if not any(path.exists() for path in table_paths(out)):
         return out
-    partial = out.with_name(f"{out.stem}-partial{out.suffix}")
+    partial = partial_tables(out)
     print(f"rabench: {out} exists: this bench writes {partial} (and .txt, .md) as rows come, and replaces "
           f"{out.name} once complete", file=sys.stderr)
     return partial
@@ -154,6 +185,7 @@ def run_bench(a: argparse.Namespace) -> dict[str, Any]:
     from rabench.model import PRESETS
     from rabench.training.config import resolve_device
 
+    out = checked_out(a.out)
     device = resolve_device(a.device)
     if a.no_steps and getattr(a, "no_attention", False):
         raise RabenchError("--no-steps with --no-attention leaves nothing to measure; drop one of them")
@@ -192,8 +224,6 @@ def run_bench(a: argparse.Namespace) -> dict[str, Any]:
                    "model FLOPs per token, forward + backward (rabench.flops: each attention's declared count, "
                    "causal, plus 6 per matmul weight); MFU = that x tokens/s over machine.mfu_peak"),
         "attention": [], "steps": []}
-    out = Path(a.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
     writing = growing_tables(out)
 
     def measured(row: dict[str, Any], rows: list[dict[str, Any]]) -> None:

@@ -36,8 +36,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="torch.compile mode of the compiled step rows (default: reduce-overhead)")
     p.add_argument("--compile-optimizer", action="store_true",
                    help="also compile gradient clipping + AdamW in the compiled step rows (default: off)")
-    p.add_argument("--out", default="bench.json", help="JSON output, a .txt and a .md table beside it "
-                                                       "(default: bench.json)")
+    p.add_argument("--out", default="bench.json", help="JSON output, a .json file; a .txt and a .md table "
+                                                       "are written beside it under its name (default: bench.json)")
     p.add_argument("--device", default="auto", help="auto (cuda if present), cuda, cuda:N or cpu (default: auto)")
 
 

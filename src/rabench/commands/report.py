@@ -16,7 +16,7 @@ def run(a: argparse.Namespace) -> None:
     from rabench.analysis import write_report
     from rabench.rundir import RunFolder
 
-    if a.out:
+    if a.out is not None:
         RunFolder(a.out).ensure_dir()  # a file or an unwritable place: one line before any work
 
     write_report(a.folder, a.out)  # prints where it wrote

@@ -118,15 +118,15 @@ def plan_overrides(a: argparse.Namespace) -> PlanOverrides:
     if a.iters is not None and a.iters < 1:
         raise RabenchError("--iters must be at least 1")
     return PlanOverrides(
-        preset=a.preset or None,
+        preset=a.preset,
         attns=split_list(a.attn) if a.attn is not None else None,
         isotime_attns=attn_list(a.isotime_attn) if a.isotime_attn is not None else None,
         isoiter_attns=attn_list(a.isoiter_attn) if a.isoiter_attn is not None else None,
         ladder=number_list(a.ladder, "--ladder", "1.03,1.06,1.10") if a.ladder is not None else None,
-        seeds=seed_list(a.seeds, "--seeds") if a.seeds else None,
-        selection_seeds=seed_list(a.selection_seeds, "--selection-seeds") if a.selection_seeds else None,
+        seeds=seed_list(a.seeds, "--seeds") if a.seeds is not None else None,
+        selection_seeds=seed_list(a.selection_seeds, "--selection-seeds") if a.selection_seeds is not None else None,
         lr=number_list(a.lr, "--lr", "3e-4,6e-4,1.2e-3") if a.lr is not None else None,
-        max_iters=a.iters, time_budget_s=parse_duration(a.time) if a.time else None, design=a.design,
+        max_iters=a.iters, time_budget_s=parse_duration(a.time) if a.time is not None else None, design=a.design,
         calib_steps=a.calib_steps, calib_windows=a.calib_windows, until_plateau=a.until_plateau,
         train=given_train_settings(a))
 
@@ -149,8 +149,8 @@ def run(a: argparse.Namespace) -> None:
     from rabench.training.timeparse import parse_duration
 
     given = plan_overrides(a)
-    deadline_s = parse_duration(a.deadline) if a.deadline else None  # a bad duration fails before any work
-    devices = parse_devices(a.devices) if a.devices else None
+    deadline_s = parse_duration(a.deadline) if a.deadline is not None else None  # a bad duration fails before any work
+    devices = parse_devices(a.devices) if a.devices is not None else None
     plan = build_plan(a.plan, given, devices, choose_preset)  # a bad plan fails before any data is prepared
     try:
         run_suite(plan, a.out, suite_data(a, plan), progress_bar=not a.no_progress, devices=devices, recalibrate=a.recalibrate,
@@ -170,7 +170,7 @@ def suite_data(a: argparse.Namespace, plan: SuitePlan) -> str:
     """--data, else the plan's, else the bundled Austen corpus prepared into the suite folder."""
     from rabench.training.distributed import launched_by_torchrun
 
-    data = a.data or plan.data
+    data = a.data if a.data is not None else plan.data
     if data is not None:
         return data
     if launched_by_torchrun():

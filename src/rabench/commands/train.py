@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 
 from rabench.commands.common import (add_budget_args, add_hyper_args, default_preset, in_flag_terms, path_arg,
                                      train_config_kwargs, warn_if_slow)
@@ -28,16 +29,20 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(a: argparse.Namespace) -> None:
     from rabench import attention
+    from rabench.rundir import RunFolder
     from rabench.training import TrainConfig, train
 
     options = attention.parse_option_strings(a.attn_opt)
     attention.resolve_options(a.attn, options)  # unknown names and options fail before anything loads
     kw = train_config_kwargs(a)
     kw.pop("preset")
-    preset = a.preset or default_preset(kw.get("device"))
+    preset = a.preset if a.preset is not None else default_preset(kw.get("device"))
     warn_if_slow(preset, kw.get("device"))
     if a.seed is not None:
         kw["seed"] = a.seed
+    if a.resume and RunFolder(a.out).state() == "absent":
+        print(f"rabench: --resume: {a.out} holds no run, so there is nothing to resume; starting a new run there",
+              file=sys.stderr)
     try:
         cfg = TrainConfig(attn=a.attn, data=a.data, out=a.out, preset=preset, resume=a.resume,
                           until_plateau=a.until_plateau, attn_options=options, **kw)

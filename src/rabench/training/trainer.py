@@ -206,8 +206,9 @@ class Trainer:
         where = c.out
         if state == "finished" or (state != "absent" and folder.has_checkpoint()):
             if not c.resume:
-                what = "a finished run" if state == "finished" else "a run with a checkpoint"
-                raise RabenchError(f"{where} already holds {what}; pass --resume to continue it, or choose another "
+                what, resume = (("a finished run", "read its summary") if state == "finished"
+                                else ("a run with a checkpoint", "continue it"))
+                raise RabenchError(f"{where} already holds {what}; pass --resume to {resume}, or choose another "
                                    f"--out (or delete {where}) to start over")
             diffs = curve_changing_differences(old, c, self.dist.world_size)
             if diffs:
@@ -455,7 +456,14 @@ class Trainer:
         self.checkpoint()
         self.write_summary(INTERRUPTED, f"{SIGNAL_NAMES.get(signum, signum)} at iter {self.state.iter}")
         raise RunInterrupted(f"{SIGNAL_NAMES.get(signum, 'signal')} at iter {self.state.iter}: checkpointed; "
-                             f"the same command with --resume continues the run in {self.cfg.out}", signum)
+                             f"{self.how_to_continue('the run')} in {self.cfg.out}", signum)
+
+    def how_to_continue(self, what: str) -> str:
+        """The advice after a stop: a suite (its runs carry labels.suite) resumes its runs by itself and
+        has no --resume flag; a lone `rabench train` needs --resume."""
+        if self.cfg.labels.get("suite"):
+            return f"run the same command again: the suite continues {what}"
+        return f"the same command with --resume continues {what}"
 
     # ---- the run -------------------------------------------------------------------
     def run(self) -> dict[str, Any]:
@@ -471,7 +479,7 @@ class Trainer:
         except KeyboardInterrupt:
             with contextlib.suppress(RabenchError, OSError):
                 self.write_summary(INTERRUPTED, "a second signal, before the checkpoint was written")
-            ckpt = "--resume continues from the last checkpoint" if self.folder.has_checkpoint() else "no checkpoint"
+            ckpt = self.how_to_continue("from the last checkpoint") if self.folder.has_checkpoint() else "no checkpoint"
             raise RunInterrupted(f"stopped by a second signal at iter {self.state.iter}; {ckpt} in {self.cfg.out}",
                                  self.signal or signal.SIGINT) from None
         except BaseException as exc:
