@@ -258,3 +258,20 @@ def equivalence_text(stats: PairedStats | None, margin: float) -> str:
     if p < ALPHA:
         return f"equivalent within ±{margin:g} nats (TOST p = {p:.2g})"
     return f"equivalence within ±{margin:g} nats not shown (TOST p = {p:.2g})"
+
+
+RATIO_HALF_WIDTH = 0.05  # a calibrated step ratio's 95% half-width above this share of s: equal time sized from a rough s
+
+
+def wide_ratio_line(attn: str, s: float, lo: float, hi: float) -> str | None:
+    """A step ratio whose 95% interval is wide, with its numbers; None for a tight or unknown one.
+    The suite sizes the equal-time runs from s alone, so a rough s makes 'equal time' rough too.
+    The suite prints it when it calibrates; the report lists it among its cautions."""
+    if not (finite(s) and finite(lo) and finite(hi)) or s <= 0:
+        return None
+    half = (hi - lo) / 2
+    if half <= RATIO_HALF_WIDTH * s:
+        return None
+    return (f"{attn}'s step-time ratio s = {s:.3f} [{lo:.3f}, {hi:.3f}] is uncertain: its 95% half-width {half:.3f} is "
+            f"{half / s:.0%} of s (above {RATIO_HALF_WIDTH:.0%}), so equal-time runs sized from it are only roughly equal time; "
+            "calibrate with more --calib-windows")

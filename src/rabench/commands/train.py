@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 from rabench.commands.common import (add_budget_args, add_hyper_args, default_preset, in_flag_terms, path_arg,
                                      train_config_kwargs, warn_if_slow)
@@ -29,7 +30,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(a: argparse.Namespace) -> None:
     from rabench import attention
-    from rabench.rundir import RunFolder
     from rabench.training import TrainConfig, train
 
     options = attention.parse_option_strings(a.attn_opt)
@@ -40,7 +40,7 @@ def run(a: argparse.Namespace) -> None:
     warn_if_slow(preset, kw.get("device"))
     if a.seed is not None:
         kw["seed"] = a.seed
-    if a.resume and RunFolder(a.out).state() == "absent":
+    if a.resume and not Path(a.out).exists():
         print(f"rabench: --resume: {a.out} holds no run, so there is nothing to resume; starting a new run there",
               file=sys.stderr)
     try:

@@ -22,6 +22,7 @@ from rabench import attention
 from rabench.errors import RabenchError
 from rabench.experiment import BASELINE
 from rabench.fileio import json_form
+from rabench.stats import wide_ratio_line
 from rabench.suite import calibrate  # the module: calibrate.calibrate measures (tests replace it)
 from rabench.suite.folder import CALIBRATION_FILE, CALIBRATION_LOG, MEASURING_FILE, read_calibration
 from rabench.suite.jobs import RunJob
@@ -166,8 +167,6 @@ def merge_calibration(plan: SuitePlan, data: str, stored: dict[str, Any] | None,
         for a in attns:
             if a not in stored.get("configs", {}):
                 stored["configs"][a] = fresh["configs"][a] | {"measured_at": fresh["measured_at"]}
-    from rabench.analysis.report.cautions import wide_ratio_line  # the report's rule, said here as it calibrates
-
     for a in attns:
         c = stored["configs"][a]
         say(f"[suite]   {a:<12} {c['ms_per_iter']:9.3f} ms/iter  s = {c['ratio']:.3f} "

@@ -12,7 +12,7 @@ from rabench.analysis.criteria import Comparison, first_group
 from rabench.analysis.curves import eval_curve, value_at
 from rabench.analysis.report.wording import mean_of
 from rabench.analysis.runs import BASELINE, Batch, ConfigGroup, Run
-from rabench.stats import FEW_PAIRS_NOTE, ONE_SEED_NOTE, finite
+from rabench.stats import FEW_PAIRS_NOTE, ONE_SEED_NOTE, wide_ratio_line
 
 GATES_BARELY_MOVED = 0.05  # max |w - w_init| below this: RA has not yet learned what to do with its gates
 STILL_FALLING = 0.02  # val_loss drop over the last quarter of a run above this: far from convergence
@@ -20,7 +20,6 @@ MIN_EVALS = 4  # fewer evaluations after iteration 0 than this: a curve is a few
 VAL_RISE = 0.05  # val_loss this far above the run's best earlier evaluation: training became unstable
 TRAIN_SPIKE = 1.0  # a logged train_loss this far above the median of the SPIKE_WINDOW records before it: a spike
 SPIKE_WINDOW = 50
-RATIO_HALF_WIDTH = 0.05  # a calibrated step ratio's 95% half-width above this share of s: equal time sized from a rough s
 
 STABILITY_RULE = (f"val_loss more than {VAL_RISE} above its best earlier evaluation, or a logged train_loss more than "
                   f"{TRAIN_SPIKE} nat above the median of the {SPIKE_WINDOW} records before it")
@@ -148,20 +147,6 @@ def calibration_notes(batches: list[Batch]) -> list[str]:
         if measured_on and trained_on and any(m != measured_on for m in trained_on):
             out.append(f"`{b.name}`: calibration measured on machine {measured_on}, runs trained on {', '.join(trained_on)}")
     return out
-
-
-def wide_ratio_line(attn: str, s: float, lo: float, hi: float) -> str | None:
-    """A step ratio whose 95% interval is wide, with its numbers; None for a tight or unknown one.
-    The suite sizes the equal-time runs from s alone, so a rough s makes 'equal time' rough too.
-    Shared with the suite, which prints it when it calibrates."""
-    if not (finite(s) and finite(lo) and finite(hi)) or s <= 0:
-        return None
-    half = (hi - lo) / 2
-    if half <= RATIO_HALF_WIDTH * s:
-        return None
-    return (f"{attn}'s step-time ratio s = {s:.3f} [{lo:.3f}, {hi:.3f}] is uncertain: its 95% half-width {half:.3f} is "
-            f"{half / s:.0%} of s (above {RATIO_HALF_WIDTH:.0%}), so equal-time runs sized from it are only roughly equal time; "
-            "calibrate with more --calib-windows")
 
 
 def wide_ratio_notes(batches: list[Batch]) -> list[str]:
