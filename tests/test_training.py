@@ -363,3 +363,7 @@ def test_a_run_stopped_inside_a_suite_says_to_run_the_suite_again_not_to_pass_re
                                              "in ") as exc:
         train(config(data_dir, tmp_path / "run", max_iters=6, labels={"suite": "s", "role": "base"}))
     assert "--resume" not in str(exc.value)
+    # a run started with resume on (the demo, which has no --resume flag, or `train --resume`)
+    with pytest.raises(RunInterrupted, match="checkpointed; run the same command again: it continues the run in ") as exc:
+        train(config(data_dir, tmp_path / "demo-run", max_iters=6, resume=True))
+    assert "--resume" not in str(exc.value)

@@ -460,9 +460,12 @@ class Trainer:
 
     def how_to_continue(self, what: str) -> str:
         """The advice after a stop: a suite (its runs carry labels.suite) resumes its runs by itself and
-        has no --resume flag; a lone `rabench train` needs --resume."""
+        has no --resume flag; a run already started with resume on (`train --resume`, the demo) continues
+        when its command runs again; a lone `rabench train` needs --resume."""
         if self.cfg.labels.get("suite"):
             return f"run the same command again: the suite continues {what}"
+        if self.cfg.resume:
+            return f"run the same command again: it continues {what}"
         return f"the same command with --resume continues {what}"
 
     # ---- the run -------------------------------------------------------------------
