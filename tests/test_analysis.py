@@ -652,3 +652,15 @@ def test_the_design_line_says_calibrated_only_where_a_calibration_is(tmp_path):
     (tmp_path / "calibration.json").unlink()
     md = write_report(tmp_path)[0].read_text()
     assert "with s calibrated on the card" not in md and "no step-time calibration" in md
+
+
+def test_a_verdict_cell_gives_its_own_pair_count_where_it_differs_from_the_rows(tmp_path):
+    """Criterion 1 reads the iso-time runs, which a seed may lack: its p is the smallest 5 pairs can
+    give, not 6, and the cell must say so beside the row's 6 seeds."""
+    import shutil
+
+    iteration_suite(tmp_path, range(6), lambda seed: 1 / (2000 + 10 * seed), s=1.5)
+    shutil.rmtree(tmp_path / "ra-triton-isotime-s5")
+    row = next(line for line in write_report(tmp_path)[0].read_text().splitlines() if line.startswith("| ra-triton | sdpa |"))
+    cells = [c.strip() for c in row.split("|")]
+    assert cells[3] == "6" and "; 5 pairs)" in cells[4] and "pairs)" not in cells[7], row

@@ -27,6 +27,11 @@ def family_size(comparisons: list[Comparison]) -> int:
     return sum(v.p is not None for c in comparisons for v in c.verdicts)
 
 
+def row_seeds(c: Comparison) -> int:
+    """The verdict table's `seeds`: the most pairs any criterion of this comparison has."""
+    return max((v.stats.n for v in c.verdicts if v.stats), default=0)
+
+
 def verdict_overview(doc: Doc, comparisons: list[Comparison], thin: list[str], short: bool = False) -> None:
     """One row per comparison, one cell per criterion, then what the runs cannot carry."""
     doc.heading(2, "Verdicts")
@@ -37,8 +42,8 @@ def verdict_overview(doc: Doc, comparisons: list[Comparison], thin: list[str], s
     doc.table(
         ["candidate", "baseline", "seeds", "1 equal time", "2 plan's literal (< 1/s)", "2 break-even (< 1)", "3 final quality", "3 measured on"],
         [
-            [c.candidate, c.baseline, str(max((v.stats.n for v in c.verdicts if v.stats), default=0))]
-            + [verdict_cell(c.verdict(k), short) for k in ("1", "2-literal", "2-break-even", "3")]
+            [c.candidate, c.baseline, str(row_seeds(c))]
+            + [verdict_cell(c.verdict(k), short, row_seeds(c)) for k in ("1", "2-literal", "2-break-even", "3")]
             + [c.verdict("3").scope if c.verdict("3") else ""]
             for c in comparisons
         ],

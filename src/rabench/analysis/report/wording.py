@@ -65,12 +65,16 @@ def gap_text(stats: PairedStats | None) -> str:
     return "no usable pair" if stats is None else stats.text()
 
 
-def verdict_cell(verdict: Verdict | None, short: bool) -> str:
-    """The verdict, its dagger where the runs are short, and its raw and Holm-adjusted p."""
+def verdict_cell(verdict: Verdict | None, short: bool, row_seeds: int | None = None) -> str:
+    """The verdict, its dagger where the runs are short, and its raw and Holm-adjusted p; its own
+    number of pairs where that is not the row's `seeds` (criterion 1 needs iso-time runs, which a
+    seed may lack), since the p is only read right against its own count."""
     if verdict is None:
         return ""
     word = verdict.verdict
-    p = f" ({verdict.p_text()})" if verdict.p is not None else ""
+    n = verdict.stats.n if verdict.stats is not None else None
+    pairs = f"; {n} pairs" if row_seeds is not None and n is not None and n != row_seeds else ""
+    p = f" ({verdict.p_text()}{pairs})" if verdict.p is not None else ""
     return bold(word) + (" †" if short and word in (PASS, FAIL) else "") + p
 
 
