@@ -111,9 +111,7 @@ def checked_out(text: str) -> Path:
     .txt and .md tables take --out's name with their own suffix, so --out must end in .json (a .md
     --out would be overwritten by its own markdown table); no table path may be a folder, and a
     .txt or .md table lying there without its .json is not a bench's, so it is not replaced."""
-    out = Path(text)
-    if not text.strip():
-        raise RabenchError("--out is empty; name a .json file, e.g. bench.json")
+    out = Path(text)  # an empty --out never gets here: cli.refuse_empty_values refuses it for every command
     if out.is_dir():
         raise RabenchError(f"--out {text} is a folder; name a .json file in it, e.g. {out / 'bench.json'}")
     if out.suffix != ".json":
