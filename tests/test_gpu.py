@@ -171,3 +171,44 @@ def test_amortized_under_cuda_graphs_tracks_eager_through_refresh_and_reuse_step
     eager = losses("none")
     compiled = losses("reduce-overhead")
     assert compiled == pytest.approx(eager, rel=2e-2)
+
+
+_TUNE_TWICE = r"""
+import json, torch, triton
+from rabench.kernels import op as kop, ra_attention
+events = []
+triton.knobs.autotuning.listener = lambda fn, key, best_config, cache_hit, **_: events.append(
+    [fn.__name__, cache_hit, str(best_config)])
+ins = [torch.randn(1, 2, 256, 64, device="cuda", dtype=torch.bfloat16, requires_grad=True) for _ in range(5)]
+for mode in ("two-pass", "one-pass"):
+    kop.force_backward(mode)
+    ra_attention(*ins, None).sum().backward()
+torch.cuda.synchronize()
+print(json.dumps(events))
+"""
+
+
+def test_autotune_winners_are_read_back_from_disk_by_a_new_process(tmp_path):
+    """A suite runs each run in a new process: the second process with the same Triton cache
+    finds every kernel's winner on disk (no timing trials) and picks the first one's configs."""
+    import json
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    env = {**os.environ, "TRITON_CACHE_DIR": str(tmp_path / "triton")}
+    src = str(Path(__file__).resolve().parents[1] / "src")
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [src, env.get("PYTHONPATH")]))
+
+    def tune() -> list:
+        done = subprocess.run([sys.executable, "-c", _TUNE_TWICE], env=env, capture_output=True,
+                              text=True, timeout=600)
+        assert done.returncode == 0, done.stderr[-2000:]
+        return json.loads(done.stdout.strip().splitlines()[-1])
+
+    first, second = tune(), tune()
+    assert len({name for name, _, _ in first}) == 4, first  # fwd, dkdv, dq and the one-pass kernel
+    assert not any(hit for _, hit, _ in first), first  # a fresh cache: every kernel timed
+    assert [hit for _, hit, _ in second] == [True] * len(second) and len(second) == len(first), second
+    assert [(n, c) for n, _, c in second] == [(n, c) for n, _, c in first]

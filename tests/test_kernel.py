@@ -580,3 +580,16 @@ def test_configs_fit_their_kernels_and_force_config_refuses_misfits():
     kop.force_config("onepass", (16, 32, 4, 3))
     kop.force_config("onepass", None)
     assert "onepass" not in kop._FORCED
+
+
+def test_autotune_winners_are_kept_on_disk(monkeypatch):
+    """Every suite run is a new process: without Triton's disk cache each one re-times every
+    candidate config of every kernel (tests/test_gpu.py checks the cache is read on a GPU)."""
+    def fake_autotune(configs, key, **kw):
+        return lambda fn: kw
+
+    monkeypatch.setattr(kop.triton, "autotune", fake_autotune)
+    monkeypatch.setattr(kop, "_tuned", {})
+    made = {name: kop._kernel(name, "small") for name in ("fwd", "dkdv", "dq", "onepass")}
+    assert all(kw.get("cache_results") for kw in made.values()), made
+    assert made["onepass"].get("reset_to_zero") == ["DQ1A", "DQ2A"], made
