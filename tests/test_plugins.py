@@ -161,6 +161,26 @@ def test_config_records_the_attention_identity_and_a_changed_file_changes_the_cu
     assert curve_changing_differences(stored, cfg) == []
 
 
+def test_a_run_resumed_from_another_directory_keeps_its_plugin_and_data(tmp_path: Path, monkeypatch) -> None:
+    """A relative plug-in path and data folder, stored from one directory, read again from a
+    sub-directory: the same file and folder, so the same curve (the code hash still decides)."""
+    path = write_plugin(tmp_path, NAIVE)
+    (tmp_path / "sub").mkdir()
+    monkeypatch.chdir(tmp_path)
+    first = TrainConfig(attn=f"{path.name}:NaiveAttention", data="data", out="run", preset="tiny", max_iters=5,
+                        device="cpu")
+    stored = json.loads(json.dumps(first.resolved().to_dict()))
+    assert stored["data"] == str((tmp_path / "data").resolve())  # absolute: valid from anywhere
+    monkeypatch.chdir(tmp_path / "sub")
+    again = TrainConfig(attn=f"../{path.name}:NaiveAttention", data="../data", out="../run", preset="tiny",
+                        max_iters=5, device="cpu")
+    assert curve_changing_differences(stored, again) == []
+    other = write_plugin(tmp_path / "sub", NAIVE.replace("* spec.options", "* 2 * spec.options"), path.name)
+    moved = TrainConfig(attn=f"{other.name}:NaiveAttention", data="../data", out="../run", preset="tiny",
+                        max_iters=5, device="cpu")
+    assert [d.split(":")[0] for d in curve_changing_differences(stored, moved)] == ["attn_code_hash"]
+
+
 def test_the_report_reads_roles_from_the_run_folder() -> None:
     def run(attn: str, labels: dict) -> Run:
         return Run(Path(f"/x/{attn}-s0"), {"attn": attn, "labels": labels}, [], None, "finished")

@@ -115,9 +115,19 @@ def entry(ref: str) -> AttentionEntry:
         raise RabenchError(f"attention must be a name or a module:Class reference, got {ref!r}")
     if ref in _REGISTRY:
         return _REGISTRY[ref]
-    if ref not in _RESOLVED:
-        _RESOLVED[ref] = _resolve_plugin(ref)
-    return _RESOLVED[ref]
+    key = _resolution_key(ref)
+    if key not in _RESOLVED:
+        _RESOLVED[key] = _resolve_plugin(ref)
+    return _RESOLVED[key]
+
+
+def _resolution_key(ref: str) -> str:
+    """A file reference is cached by the file it names from here: one spelling may name two files
+    from two working directories."""
+    where, _, cls_name = ref.rpartition(":")
+    if where.endswith(".py"):
+        return f"{Path(where).expanduser().resolve()}:{cls_name}"
+    return ref
 
 
 def folder_name(ref: str) -> str:

@@ -147,7 +147,8 @@ class TrainConfig:
         defaults = preset_record(self.preset)
         block = defaults.model.block_size
         core = attention.entry(self.attn)
-        out = replace(self, batch_size=self.batch_size or defaults.batch_size, seq_len=self.seq_len or defaults.seq_len,
+        out = replace(self, data=str(Path(self.data).expanduser().resolve()),  # a resume may start elsewhere
+                      batch_size=self.batch_size or defaults.batch_size, seq_len=self.seq_len or defaults.seq_len,
                       lr=self.lr if self.lr is not None else defaults.lr,
                       eval_tokens=self.eval_tokens or defaults.eval_tokens,
                       attn_options=dict(attention.resolve_options(self.attn, self.attn_options)),
@@ -220,6 +221,8 @@ def curve_changing_differences(old_config: dict[str, Any], new: TrainConfig, wor
         old_value, new_value = stored, cur[name]
         if name == "data":
             old_value, new_value = (str(Path(v).resolve()) for v in (old_value, new_value))
+        if name in ("attn", "attn_ref") and _same_plugin_file(old_value, new_value):
+            continue  # one file spelt from two directories: attn_code_hash says whether its code changed
         if _differs(old_value, new_value):
             diffs.append(f"{name}: {stored!r} -> {cur[name]!r}")
     old_product = old_config.get("grad_accum", 1) * old_config.get("world_size", 1)
@@ -231,6 +234,16 @@ def curve_changing_differences(old_config: dict[str, Any], new: TrainConfig, wor
     if old_hook != new_hook:
         diffs.append(f"gradient communication (ddp_comm_hook as applied): {old_hook} -> {new_hook}")
     return diffs
+
+
+def _same_plugin_file(old: Any, new: Any) -> bool:
+    """Both `path/file.py:Class` references to one class in a file of one name: a run resumed
+    from another directory spells its plug-in's path another way (the code hash compares the code)."""
+    if not (isinstance(old, str) and isinstance(new, str)):
+        return False
+    (old_file, _, old_cls), (new_file, _, new_cls) = old.rpartition(":"), new.rpartition(":")
+    return (old_file.endswith(".py") and new_file.endswith(".py") and old_cls == new_cls
+            and Path(old_file).name == Path(new_file).name)
 
 
 def applied_comm_hook(hook: str, world_size: int) -> str:
