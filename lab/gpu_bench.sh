@@ -37,13 +37,20 @@ case "${PART:-a}" in
      n=${SHARDS:-8}
      targets=(tests lab)
      [ -n "${TESTS_FROM:-}" ] && mapfile -t targets < <(sed 's/\[.*//' "$TESTS_FROM" | sort -u)
+     # -v names each test as it ends, so a shard cut by its timeout still says what ran: not-run.txt
+     # (collected minus named) is the TESTS_FROM of the call that finishes the job.
+     PYTHONPATH=src:lab python3 -m pytest --collect-only -q -p no:cacheprovider "${targets[@]}" 2>/dev/null \
+       | grep '::' | sort -u > "$OUT/collected.txt"
      for k in $(seq 0 $((n - 1))); do
-       (RABENCH_TEST_SHARD=$k/$n PYTHONPATH=src:lab timeout ${SHARD_TIMEOUT:-540} python3 -m pytest -p pytest_shard -q -rfE -p no:cacheprovider "${targets[@]}" \
+       (RABENCH_TEST_SHARD=$k/$n PYTHONPATH=src:lab timeout ${SHARD_TIMEOUT:-540} python3 -m pytest -p pytest_shard -v -rfE -p no:cacheprovider "${targets[@]}" \
           > "$OUT/pytest-shard-$k.log" 2>&1; echo "exit $?" >> "$OUT/pytest-shard-$k.log") &
      done
      wait
      # one file back instead of one per shard (a device call returns at most 8 files)
      for f in "$OUT"/pytest-shard-*.log; do echo "==> $(basename "$f")"; cat "$f"; done > "$OUT/pytest.log"
      rm -f "$OUT"/pytest-shard-*.log
-     grep -E "^==>|passed|failed|exit " "$OUT/pytest.log" ;;
+     grep -oE '^[^ ]+::[^ ]+ (PASSED|FAILED|SKIPPED|ERROR|XFAIL|XPASS)' "$OUT/pytest.log" | cut -d' ' -f1 | sort -u \
+       | comm -23 "$OUT/collected.txt" - > "$OUT/not-run.txt"
+     echo "collected $(wc -l < "$OUT/collected.txt"), not run $(wc -l < "$OUT/not-run.txt")"
+     grep -E "^==>|passed|failed|exit |^FAILED|^ERROR" "$OUT/pytest.log" ;;
 esac
