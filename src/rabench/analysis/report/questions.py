@@ -11,11 +11,11 @@ import math
 from dataclasses import dataclass
 
 from rabench.analysis import plots
-from rabench.analysis.criteria import (ITER_DESIGN, PLATEAU_DESIGN, Comparison, candidate_groups, control_gaps, first_group,
-                                       iteration_gaps, main_groups, source_gaps)
+from rabench.analysis.criteria import (ITER_DESIGN, PLATEAU_DESIGN, Comparison, candidate_groups, control_gaps,
+                                       first_group, iteration_gaps, main_groups, source_gaps)
 from rabench.analysis.document import Doc
-from rabench.analysis.report.wording import (PLATEAU_DESIGN_CONFOUND, TIME_DESIGN_CONFOUND, bold, evidence, iter_gap_sentence, mean_of,
-                                             verdict_cell, verdict_rule)
+from rabench.analysis.report.wording import (PLATEAU_DESIGN_CONFOUND, TIME_DESIGN_CONFOUND, bold, evidence,
+                                             iter_gap_sentence, mean_of, verdict_cell, verdict_rule)
 from rabench.analysis.runs import BASELINE, ConfigGroup, is_variant, iso_time_label
 from rabench.stats import FAIL, PASS
 
