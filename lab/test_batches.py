@@ -37,4 +37,5 @@ def test_plateau_1_runs_the_rule_of_the_plateau_note() -> None:
     rule = (cfg.eval_every, cfg.plateau_patience, cfg.plateau_min_delta, cfg.cooldown_frac, cfg.cooldown_iters)
     assert rule == (1000, 5, 0.01, 0.1, None)
     assert cfg.plateau_patience * cfg.eval_every == 5000  # the note's window in iterations
-    assert cfg.max_iters == PRESET_RECORDS[plan.preset].plateau_cap_iters == 10 * PRESET_RECORDS[plan.preset].default_iters
+    preset = PRESET_RECORDS[plan.preset]
+    assert cfg.max_iters == preset.plateau_cap_iters == 10 * preset.default_iters

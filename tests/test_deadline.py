@@ -143,7 +143,8 @@ def test_runs_without_an_estimate_are_not_started_for_too_little_time_left(tmp_p
     with pytest.raises(DeadlineReached) as info:
         run_sequential([plateau_job(tmp_path, compile=True)], said.append, Deadline.after(100))
     assert "at least 180 s left (twice its start-up)" in said[0]
-    assert "would not finish" not in str(info.value) and "(too little time left to start one: ra-triton-s1)" in str(info.value)
+    message = str(info.value)
+    assert "would not finish" not in message and "(too little time left to start one: ra-triton-s1)" in message
 
 
 def suite_argv(out: Path, data: str, *extra: str) -> list[str]:

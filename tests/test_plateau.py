@@ -421,7 +421,7 @@ def test_the_report_describes_a_plateau_suite_as_the_plateau_design_and_reads_cr
     assert "- design: plateau design: every run trained to its own val_loss plateau (capped at N iterations)" in text
     assert "time design" not in text and "time-budget" not in text and "N = not recorded" not in text
     assert "runs to a val_loss plateau, capped at N = 3,000 iterations" in text
-    row = next(x for x in text.splitlines() if x.startswith("| 1. val_loss below the baseline's at equal training time"))
+    row = next(x for x in text.splitlines() if x.startswith("| 1. val_loss below the baseline's at equal training"))
     assert "[plateau runs]" in row and "no usable pair" not in row and "read on the measured time curves" in row
     gap = 0.2 - 0.05 + 2 * (math.exp(-13.2) - math.exp(-12))  # sdpa at its end minus ra-norec at iteration 1,200
     assert f"mean margin {gap:+.4f}" in row
