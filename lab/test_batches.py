@@ -21,3 +21,21 @@ def test_batch_plan_resolves(path: Path) -> None:
     plan = resolve_plan(load_plan(path))
     assert plan.attns and plan.seeds
     assert plan.attns[0] == "sdpa"  # every batch carries its own baseline
+
+
+def test_plateau_1_runs_the_rule_of_the_plateau_note() -> None:
+    """plateau-1 is the full test: it must train under the rule notes/plateau-rule.md fixed before
+    any plateau run (evaluations every 1,000 iterations, a window of 5, 0.01 nats, a 10% cooldown,
+    a cap of 10 x N), not the toy presets' default of an evaluation every 100 iterations."""
+    from rabench.presets import PRESET_RECORDS
+    from rabench.suite.jobs import plan_runs, train_config
+
+    plan = resolve_plan(load_plan(Path(__file__).parent / "batches" / "next" / "plateau-1.toml"))
+    runs = plan_runs(plan, None)
+    assert plan.until_plateau and runs and {r.role for r in runs} == {"plateau"}
+    cfg = train_config(plan, runs[0], Path("out"), "data", "plateau-1", progress_bar=False)
+    rule = (cfg.eval_every, cfg.plateau_patience, cfg.plateau_min_delta, cfg.cooldown_frac, cfg.cooldown_iters)
+    assert rule == (1000, 5, 0.01, 0.1, None)
+    assert cfg.plateau_patience * cfg.eval_every == 5000  # the note's window in iterations
+    preset = PRESET_RECORDS[plan.preset]
+    assert cfg.max_iters == preset.plateau_cap_iters == 10 * preset.default_iters

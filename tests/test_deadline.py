@@ -77,6 +77,76 @@ def test_fits_is_false_for_a_run_longer_than_the_time_left(tmp_path: Path) -> No
     assert not d.fits(cfg(tmp_path, iters=2000))  # 100 s + 15 + 2.5
 
 
+def test_a_run_without_an_estimate_starts_only_with_twice_its_start_up_left(tmp_path: Path) -> None:
+    # on a GPU every start is a compile; one stopped moments later throws it away with nothing saved
+    plateau, eager = cfg(tmp_path, plateau=True), cfg(tmp_path, plateau=True, compile=False)
+    assert Deadline.after(100).start_floor_s(plateau) == 2 * FIRST_OVERHEAD_S[True]
+    assert not Deadline.after(2 * FIRST_OVERHEAD_S[True] - 5).fits(plateau)
+    assert Deadline.after(2 * FIRST_OVERHEAD_S[True] + 5).fits(plateau)
+    assert Deadline.after(2 * FIRST_OVERHEAD_S[False] + 5).fits(eager)
+    assert not Deadline.after(2 * FIRST_OVERHEAD_S[False] - 1).fits(eager)
+    d = Deadline.after(100)
+    d.learn(cfg(tmp_path), elapsed_s=67.5, trained_s=50.0)  # start-up seen on this machine: 10 s
+    assert d.start_floor_s(plateau) == pytest.approx(20.0) and d.fits(plateau)
+
+
+def plateau_job(tmp_path: Path, name: str = "ra-triton-s1", compile: bool = False):
+    from rabench.suite.jobs import PlannedRun, RunJob
+
+    run = PlannedRun(name, "ra-triton", 1, "plateau", 80_000, None, None)
+    job_cfg = cfg(tmp_path / name, plateau=True, compile=compile)
+    Path(job_cfg.out).mkdir(parents=True)
+    return RunJob(run, job_cfg, "start")
+
+
+def stopped_at_the_deadline(d: Deadline, checkpoint: bool):
+    """A stand-in for train(): the deadline comes while it runs (SIGTERM: KeyboardInterrupt), after a
+    checkpoint was written or still starting up."""
+    def train(run_cfg) -> dict:
+        if checkpoint:
+            (Path(run_cfg.out) / "ckpt.pt").write_bytes(b"saved")
+        d.at = time.time() - 1
+        raise KeyboardInterrupt
+    return train
+
+
+@pytest.mark.parametrize("checkpoint", [False, True], ids=["starting-up", "checkpointed"])
+def test_a_run_stopped_before_its_first_checkpoint_is_reported_as_work_lost(tmp_path: Path, monkeypatch,
+                                                                           checkpoint: bool) -> None:
+    from rabench.errors import DeadlineReached
+    from rabench.suite.execute import run_sequential
+
+    d = Deadline.after(1000)
+    monkeypatch.setattr("rabench.training.trainer.train", stopped_at_the_deadline(d, checkpoint))
+    with pytest.raises(DeadlineReached) as info:
+        run_sequential([plateau_job(tmp_path), plateau_job(tmp_path, "sdpa-s1")], lambda *a: None, d)
+    message = str(info.value)
+    if checkpoint:
+        assert "1 stopped with a checkpoint (ra-triton-s1)" in message and "work lost" not in message
+    else:
+        assert "1 stopped without a checkpoint, their work lost: they start over (ra-triton-s1)" in message
+        assert "stopped with a checkpoint" not in message
+    # the run after it has no estimate: not started for the time left, not for a length it never had
+    assert "1 run(s) of unknown length (to a plateau, or no calibrated step time) not started" in message
+    assert "would not finish" not in message and "sdpa-s1" in message
+
+
+def test_runs_without_an_estimate_are_not_started_for_too_little_time_left(tmp_path: Path, monkeypatch) -> None:
+    from rabench.errors import DeadlineReached
+    from rabench.suite.execute import run_sequential
+
+    def train(run_cfg) -> dict:
+        raise AssertionError("a run of unknown length started with less than twice its start-up left")
+
+    monkeypatch.setattr("rabench.training.trainer.train", train)
+    said: list[str] = []
+    with pytest.raises(DeadlineReached) as info:
+        run_sequential([plateau_job(tmp_path, compile=True)], said.append, Deadline.after(100))
+    assert "at least 180 s left (twice its start-up)" in said[0]
+    message = str(info.value)
+    assert "would not finish" not in message and "(too little time left to start one: ra-triton-s1)" in message
+
+
 def suite_argv(out: Path, data: str, *extra: str) -> list[str]:
     return [sys.executable, "-m", "rabench", "suite", "--out", str(out), "--data", data, "--attn", "sdpa",
             "--seeds", "0,1", "--preset", "tiny", "--calib-steps", "1", "--calib-windows", "2", "--batch-size", "2",

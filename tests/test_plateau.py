@@ -4,6 +4,7 @@ import math
 
 import pytest
 
+from rabench.errors import RabenchError
 from rabench.training.plateau import PlateauRule, plateau_index
 
 
@@ -400,6 +401,73 @@ def test_the_report_gives_the_full_test_table_and_judges_criterion_3_at_the_plat
     assert "ra-norec-s3: stopped by max iters before a plateau; not paired" in text
     assert "2.40" in text  # epochs at the plateau: 1200 x 128 / 64,000
     assert "read as over-fitting" not in text  # the gap narrows through the cooldown here (0.1 -> 0.075)
+
+
+def test_the_report_describes_a_plateau_suite_as_the_plateau_design_and_reads_criterion_1_on_its_time_curves(tmp_path):
+    """A suite of runs to a plateau (suite.json: design iso, until_plateau) is neither the time design nor
+    short of pairs: criterion 1 reads the plateau pairs' time curves. sdpa (10 ms/iter) ends after its
+    cooldown at 13.2 s, 0.05 below its plateau; ra-norec (11 ms/iter, 0.2 lower) is at iteration 1,200 then."""
+    import json
+
+    from rabench.analysis import write_report
+
+    suite = tmp_path / "full"
+    suite.mkdir()
+    (suite / "suite.json").write_text(json.dumps({"until_plateau": True, "design": "iso", "max_iters": 3000}))
+    for seed, off in ((0, 0.0), (1, 0.01), (2, -0.01)):
+        write_plateau_run(suite, "sdpa", seed, 3.5 + off)
+        write_plateau_run(suite, "ra-norec", seed, 3.3 + off, ms=11.0)
+    text = write_report(suite)[0].read_text()
+    assert "- design: plateau design: every run trained to its own val_loss plateau (capped at N iterations)" in text
+    assert "time design" not in text and "time-budget" not in text and "N = not recorded" not in text
+    assert "runs to a val_loss plateau, capped at N = 3,000 iterations" in text
+    row = next(x for x in text.splitlines() if x.startswith("| 1. val_loss below the baseline's at equal training"))
+    assert "[plateau runs]" in row and "no usable pair" not in row and "read on the measured time curves" in row
+    gap = 0.2 - 0.05 + 2 * (math.exp(-13.2) - math.exp(-12))  # sdpa at its end minus ra-norec at iteration 1,200
+    assert f"mean margin {gap:+.4f}" in row
+    details = text.split("## Success criteria in detail")[1]
+    assert f"seed 0: at t = 13.2 s sdpa {3.5 + 2 * math.exp(-13.2) - 0.05:.4f} vs candidate" in details
+    assert "[plateau runs' time curves]" in details
+    assert "[converged: runs stopped at a val_loss plateau]" in details
+    assert "[from plateau runs' iteration curves" in text
+
+
+def test_a_plateau_suite_calibrates_nothing_and_its_report_reads_the_runs_step_times(austen_data, tmp_path, capsys,
+                                                                                     monkeypatch):
+    """Runs to a plateau are sized by no step ratio: the suite measures none (on a GPU, a compile and timed
+    steps per config before any run), its runs carry no ratio, and the report reads s from the runs' own
+    ms/iter. A calibration.json an older suite left in such a folder draws no caution about equal-time runs."""
+    import json
+
+    from rabench.analysis import write_report
+    from rabench.rundir import RunFolder
+    from rabench.suite import SuitePlan, run_suite
+
+    def calibrate(*args, **kwargs):
+        raise AssertionError("a plateau suite measured step times")
+
+    monkeypatch.setattr("rabench.suite.calibrate.calibrate", calibrate)
+    out = tmp_path / "suite"
+    plan = SuitePlan(attns=["sdpa", "ra-norec"], seeds=[0], preset="tiny", max_iters=60, until_plateau=True,
+                     train=dict(batch_size=2, seq_len=16, eval_every=4, eval_batches=1, log_every=2, device="cpu",
+                                plateau_patience=2, plateau_min_delta=100.0))
+    run_suite(plan, out, austen_data(60_000), progress_bar=False)
+    said = capsys.readouterr().out
+    assert "calibrating" not in said and "step-time ratios" not in said and not (out / "calibration.json").exists()
+    for name in ("sdpa-s0", "ra-norec-s0"):
+        folder = RunFolder(out / name)
+        assert folder.state() == "finished" and folder.summary()["stop_reason"] == "plateau"
+        assert folder.config()["labels"]["step_ratio"] is None
+    with pytest.raises(RabenchError, match="--calibrate-only with --until-plateau"):
+        run_suite(plan, out, austen_data(60_000), progress_bar=False, calibrate_only=True)
+
+    text = write_report(out)[0].read_text()
+    assert "(measured ms/iter ratio of the runs, not calibrated)" in text and "Step-time calibration" not in text
+    assert next(x for x in text.splitlines() if x.startswith("| ra-norec | plateau | cpu"))
+    wide = {"ratio": 1.1, "ratio_ci95": [0.5, 2.0], "ms_per_iter": 30.0}
+    (out / "calibration.json").write_text(json.dumps({"card": "cpu", "configs": {"ra-norec": wide}}))
+    text = write_report(out)[0].read_text()
+    assert "equal-time runs" not in text
 
 
 def test_a_plateau_past_an_epoch_whose_gap_widens_reads_as_over_fitting(tmp_path):

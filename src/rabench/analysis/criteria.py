@@ -14,6 +14,10 @@ Two designs:
     at N; criterion 2 and the break-even s* read the iso-iteration curves.
   time design (the plan's literal one): every run gets the same training time; criteria are
     read on the training-time axis and s is the runs' measured ms/iter ratio on that card.
+  plateau design (`until_plateau`, the full test): every run trains to its own val_loss plateau
+    (capped at N), then cools down. Criteria 1 and 2 read the pairs' measured training-time
+    curves (as the time design does), criterion 3 the final val_loss of pairs that both stopped
+    at a plateau.
 Only finished runs with an evaluation after iteration 0 are judged; the others are listed.
 """
 
@@ -60,7 +64,8 @@ from rabench.stats import (
 )
 
 MIN_COVERAGE = 0.5  # a criterion is read on at least this fraction of the shorter run, never at t = 0
-ITER_DESIGN, TIME_DESIGN = "iteration", "time"
+ITER_DESIGN, TIME_DESIGN, PLATEAU_DESIGN = "iteration", "time", "plateau"
+SCOPES = {TIME_DESIGN: "time-budget", PLATEAU_DESIGN: "plateau"}  # what the runs of a design are called in a scope
 TITLES = {
     "1": "val_loss below the baseline's at equal training time",
     "2-literal": "time to the baseline's final val_loss below 1/s of the baseline's (plan's literal version)",
@@ -274,8 +279,8 @@ def equal_time_final(pairs: list[Pair], batches: dict[str, Batch], base_name: st
     return _verdict_from("1", margins, lines, head, margin, "iso-time runs", seeds=[p.seed for p in pairs])
 
 
-def equal_time_curves(pairs: list[Pair], base_name: str, margin: float) -> Verdict:
-    """Time design: both val curves at the last training time both reached."""
+def equal_time_curves(pairs: list[Pair], base_name: str, margin: float, design: str = TIME_DESIGN) -> Verdict:
+    """Time and plateau designs: both val curves at the last training time both reached."""
     margins, lines, seeds = [], [], []
     for p in pairs:
         a, b = eval_curve(p.cand, "time"), eval_curve(p.base, "time")
@@ -289,7 +294,10 @@ def equal_time_curves(pairs: list[Pair], base_name: str, margin: float) -> Verdi
         seeds.append(p.seed)
         lines.append(f"{p.tag}: at t = {t_eq:.1f} s {base_name} {lb:.4f} vs candidate {la:.4f} (gap {lb - la:+.4f})")
     head = f"{base_name} minus candidate val_loss at the last training time both reached (positive = candidate lower)"
-    return _verdict_from("1", margins, lines, head, margin, "time-budget runs", seeds=seeds)
+    if design == PLATEAU_DESIGN:  # the shorter run's end is after its cooldown, the longer one's point is not
+        head += ("; read on the measured time curves, interpolated between evaluations: the shorter run's value there "
+                 "is its final loss after its cooldown, the longer run's a point of its constant-rate curve")
+    return _verdict_from("1", margins, lines, head, margin, f"{SCOPES[design]} runs", seeds=seeds)
 
 
 # ---------------------------------------------------------------- criterion 2
@@ -363,7 +371,7 @@ def time_to_target(pairs: list[Pair], batches: dict[str, Batch], base_name: str,
     n_lengths = len(set(from_lengths))
     src = ("time = iterations x s; " + (f"{n_lengths} seed(s) from run lengths (s / s*), " if n_lengths else "")
            + f"{len(set(seeds)) - n_lengths} from the N-runs' curves (schedules never run: a reading that favours the candidate)"
-           if design == ITER_DESIGN else "time-budget curves")
+           if design == ITER_DESIGN else f"{SCOPES[design]} runs' time curves")
     verdicts = []
     for version, fixed, head in (("2-literal", margins_fixed[0], "1/s - time ratio"), ("2-break-even", margins_fixed[1], "1 - time ratio")):
         v = _verdict_from(version, margins(version, 0), lines if version == "2-literal" else [], f"margin {head} ({src})", fixed, src, bounded, 3, seeds)
@@ -426,7 +434,10 @@ def break_even(pairs: list[Pair], batches: dict[str, Batch], design: str,
             values.append(n_base / n_star)
             seeds.append(p.seed)
             lines.append(f"{p.tag}: reaches {p.base.final_val_loss:.4f} at iteration {n_star:,.0f} of the baseline's {n_base:,.0f}: s* = {n_base / n_star:.3f}")
-    source = f"the iso-iteration runs' curves: {CURVE_UPPER_BOUND}" if design == ITER_DESIGN else "time-budget runs (approximate: their schedules are keyed to time, not iterations)"
+    source = {ITER_DESIGN: f"the iso-iteration runs' curves: {CURVE_UPPER_BOUND}",
+              TIME_DESIGN: "time-budget runs (approximate: their schedules are keyed to time, not iterations)",
+              PLATEAU_DESIGN: "plateau runs' iteration curves (approximate: the baseline's final val_loss is after its "
+                              "cooldown, the candidate's curve is at the constant rate until its own plateau)"}[design]
     ratios = unit_ratios(pairs or ratio_pairs or [], batches)  # s: from the iso-time pairs when there are no others
     values = seed_means(seeds, values)[1]  # a seed paired in two batches counts once
     return BreakEven(values, never, bounds, lines, paired_stats(values) if values else None, ratios, source)
@@ -448,9 +459,17 @@ def unit_ratios(pairs: list[Pair], batches: dict[str, Batch]) -> dict[str, StepR
 
 
 def design_of(groups: dict[str, ConfigGroup]) -> str:
-    """The iteration design if any run is labelled or sized by iterations, else the time design."""
+    """The iteration design if any run is labelled or sized by iterations, else the plateau design
+    if the runs went to a plateau and none had a time budget, else the time design."""
     roles = {r.role for g in groups.values() for r in g.runs}
-    return ITER_DESIGN if roles & {BASE_ROLE, ISO_ITER, ISO_TIME} else TIME_DESIGN
+    if roles & {BASE_ROLE, ISO_ITER, ISO_TIME}:
+        return ITER_DESIGN
+    return PLATEAU_DESIGN if PLATEAU in roles and TIME not in roles else TIME_DESIGN
+
+
+def equal_length_roles(design: str) -> tuple[str, ...]:
+    """The roles of a design's runs that are paired run for run (same budget, or same stopping rule)."""
+    return {ITER_DESIGN: N_ROLES, TIME_DESIGN: (TIME,), PLATEAU_DESIGN: (PLATEAU,)}[design]
 
 
 def compare(candidate: ConfigGroup, baseline: ConfigGroup, groups: dict[str, ConfigGroup], batches: dict[str, Batch],
@@ -475,8 +494,9 @@ def compare(candidate: ConfigGroup, baseline: ConfigGroup, groups: dict[str, Con
                                    lengths.s_star_by_seed() if lengths else {})
         all_pairs = n_pairs + t_pairs
     else:
-        n_pairs, notes = pair_runs(runs_of(candidate, (TIME,)), runs_of(baseline, (TIME,)))
-        verdicts.append(equal_time_curves(n_pairs, base_name, m["1"]))
+        roles = equal_length_roles(design)
+        n_pairs, notes = pair_runs(runs_of(candidate, roles), runs_of(baseline, roles))
+        verdicts.append(equal_time_curves(n_pairs, base_name, m["1"], design))
         verdicts += time_to_target(n_pairs, batches, base_name, design, (m["2-literal"], m["2-break-even"]))
         all_pairs = n_pairs
     p_pairs, p_notes = pair_runs(runs_of(candidate, (PLATEAU,)), runs_of(baseline, (PLATEAU,)))
@@ -488,6 +508,9 @@ def compare(candidate: ConfigGroup, baseline: ConfigGroup, groups: dict[str, Con
         verdicts.append(final_quality(n_pairs, base_name, "proxy: final val_loss at N iterations, not at a plateau", m["3"]))
         if verdicts[-1].stats is not None:  # equal iterations: can the runs say the configs are equal?
             verdicts[-1].numbers += "; " + equivalence_text(verdicts[-1].stats, equivalence_margin(batches))
+    elif design == PLATEAU_DESIGN:
+        verdicts.append(final_quality(n_pairs, base_name, "proxy: final val_loss where the runs stopped, no pair "
+                                      "stopped at a plateau in both runs (a cap came first)", m["3"]))
     else:
         verdicts.append(final_quality(n_pairs, base_name, "proxy: final val_loss at the time budget, not at a plateau", m["3"]))
     units = sorted({f"{p.batch} on {p.card}" for p in all_pairs})
@@ -518,7 +541,7 @@ class IterGap:
 def iteration_gaps(candidate: ConfigGroup, baseline: ConfigGroup, design: str, fractions=(0.5, 1.0)) -> IterGap:
     """The per-iteration comparison (the plan's questions 1 and 3) on iso-iteration runs:
     at each fraction of the common iteration range, never below MIN_COVERAGE of it."""
-    roles = N_ROLES if design == ITER_DESIGN else (TIME,)
+    roles = equal_length_roles(design)
     pairs, _ = pair_runs(runs_of(candidate, roles), runs_of(baseline, roles))
     per_fraction: list[list[tuple[int, float]]] = [[] for _ in fractions]
     ends = []
@@ -539,8 +562,8 @@ def iteration_gaps(candidate: ConfigGroup, baseline: ConfigGroup, design: str, f
 
 def source_gaps(candidate: ConfigGroup, baseline: ConfigGroup, design: str) -> dict[str, PairedStats]:
     """Per source domain of the eval set: the paired final val_loss gap (baseline - candidate)
-    of the runs of equal length (iso-iteration, or time-budget in the time design)."""
-    roles = N_ROLES if design == ITER_DESIGN else (TIME,)
+    of the runs of equal length (iso-iteration, time-budget in the time design, plateau runs in the plateau design)."""
+    roles = equal_length_roles(design)
     pairs, _ = pair_runs(runs_of(candidate, roles), runs_of(baseline, roles))
     gaps: dict[str, list[tuple[int, float]]] = {}
     for p in pairs:

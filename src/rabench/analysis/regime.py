@@ -8,7 +8,7 @@ that lacks a field gets "not recorded" rather than a guess.
 
 from __future__ import annotations
 
-from rabench.analysis.runs import BASE_ROLE, BASELINE, Run
+from rabench.analysis.runs import BASE_ROLE, BASELINE, PLATEAU, Run
 from rabench.stats import finite
 from rabench.data.regime import epochs, repeated_token_share
 
@@ -45,7 +45,8 @@ def tokens_text(runs: list[Run]) -> str:
     split = train_tokens(runs)
     base = [r for r in runs if r.attn == BASELINE and r.role == BASE_ROLE] or runs
     read = max((r.tokens for r in base), default=0)
-    read_text = f"{read / 1e6:.1f}M tokens read per run at N" if read else f"tokens read {NOT_RECORDED}"
+    at = "per run at N" if base is not runs else "by the longest run"  # no baseline run of N iterations: no N
+    read_text = f"{read / 1e6:.1f}M tokens read {at}" if read else f"tokens read {NOT_RECORDED}"
     if split is None:
         return f"train split {NOT_RECORDED} (epochs and repeated-token share {NOT_RECORDED}); {read_text}"
     x = epochs(read, split)
@@ -67,8 +68,12 @@ def settings_text(runs: list[Run]) -> str:
     base = [r for r in runs if r.role == BASE_ROLE]
     n = _distinct([r.scheduled_iters for r in base if r.scheduled_iters])
     seeds = sorted({r.seed for r in runs})
+    n_text = f"N = {', '.join(f'{v:,}' for v in n) or NOT_RECORDED} iterations"
+    caps = _distinct([r.config.get("max_iters") for r in runs if r.role == PLATEAU and r.config.get("max_iters")])
+    if not base and caps:  # runs to a plateau have no N of their own: their budget is a cap
+        n_text = f"runs to a val_loss plateau, capped at N = {', '.join(f'{v:,}' for v in caps)} iterations"
     return (f"model {', '.join(presets)}; batch {', '.join(batch)}; {lr_text}; "
-            f"N = {', '.join(f'{v:,}' for v in n) or NOT_RECORDED} iterations; {len(seeds)} seeds ({seed_range(seeds)})")
+            f"{n_text}; {len(seeds)} seeds ({seed_range(seeds)})")
 
 
 def seed_range(seeds: list[int]) -> str:

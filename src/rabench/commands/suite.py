@@ -58,7 +58,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--devices", help="run independent runs in parallel, one worker process per device: GPU indices "
                    "(0,1,2,3) or CPU slots (cpu,cpu); each run logs to train.log in its folder (default: one after another)")
     p.add_argument("--deadline", help="stop by this time from now, e.g. 9m or 2h (a lease, a SLURM allocation): a run "
-                   "starts only if its estimate fits in the time left, runs still going at the deadline checkpoint "
+                   "starts only if its estimate fits in the time left (one with no estimate, a run to a plateau, "
+                   "only while twice its start-up estimate is left), runs still going at the deadline checkpoint "
                    "and stop; exit 124 when runs are left, and the same command continues them (default: none)")
     calibration = p.add_mutually_exclusive_group()
     calibration.add_argument("--recalibrate", action="store_true",

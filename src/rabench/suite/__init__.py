@@ -11,7 +11,8 @@ Two designs (plan key `design`):
                  train on any free card; s comes from the calibration, measured once and reused.
   time           The literal plan: every config for the same measured training time.
 
-`until_plateau` runs every config to a val_loss plateau instead (the budget is a cap).
+`until_plateau` runs every config to a val_loss plateau instead (the budget is a cap); no run is
+then sized by a step ratio, so nothing is calibrated.
 
 Two additions to the iso design. A length ladder (`ladder`): each candidate with an iso-time run
 also trains round(N / r) iterations per listed ratio r, so that its equal-time loss at any step

@@ -16,12 +16,20 @@ starts at a guess (FIRST_OVERHEAD_S) and, once a run has finished, is the larges
 in the suite's finished runs, those of earlier calls included (runs compiling side by side spend
 tens of seconds beyond training, RA's more than sdpa's: results/campaign/README.md gives this
 repository's figures). It decides only whether to start a run; the deadline itself is exact.
+
+A run without an estimate (one to a plateau: its cap says nothing of its length; or a config with
+no calibrated step time) starts only while at least twice its start-up estimate (the overhead
+above) is left: it then trains at least as long as it spent starting, rather than being stopped
+before its first checkpoint with its compilation thrown away. A run stopped before its trainer
+wrote a checkpoint is reported as such: its work is lost and the next call starts it over.
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from rabench.errors import DeadlineReached
 from rabench.rundir import RunFolder
@@ -62,20 +70,37 @@ class Deadline:
         done = int(RunFolder(cfg.out).last_record().get("iter", 0) or 0) if cfg.resume else 0
         return max(0, cfg.max_iters - done) * ms / 1000.0
 
+    def overhead_s(self, cfg) -> float:
+        """A run's time beyond training and evaluation (start-up, compilation): the largest seen, else the guess."""
+        compiled = bool(cfg.compile)
+        return self.seen_overhead_s.get(compiled, FIRST_OVERHEAD_S[compiled])
+
     def estimate_s(self, cfg) -> float | None:
         train = self.training_s(cfg)
         if train is None:
             return None
-        compiled = bool(cfg.compile)
-        return train * (1 + EVAL_SHARE) + self.seen_overhead_s.get(compiled, FIRST_OVERHEAD_S[compiled])
+        return train * (1 + EVAL_SHARE) + self.overhead_s(cfg)
+
+    def start_floor_s(self, cfg) -> float:
+        """The least time left in which a run without an estimate is started: twice its start-up, so that
+        it trains at least as long as it spends starting (compiling) before the deadline stops it."""
+        return 2 * self.overhead_s(cfg)
 
     def fits(self, cfg) -> bool:
-        """Can this run finish before the deadline? (One whose length cannot be estimated is started
-        while time is left.)"""
+        """Can this run finish before the deadline? One whose length cannot be estimated (a run to a
+        plateau) is started only while at least start_floor_s is left."""
         if self.passed():
             return False
         est = self.estimate_s(cfg)
-        return est is None or est <= self.left_s()
+        return self.left_s() >= self.start_floor_s(cfg) if est is None else est <= self.left_s()
+
+    def why_not_started(self, cfg) -> str:
+        """Why fits(cfg) said no, for the line that skips the run."""
+        if self.estimate_s(cfg) is None:
+            return (f"its length has no estimate (a run to a plateau, or no calibrated step time) and it starts only "
+                    f"with at least {self.start_floor_s(cfg):.0f} s left (twice its start-up); "
+                    f"{max(0.0, self.left_s()):.0f} s are left")
+        return "it would not finish before the deadline"
 
     def use_calibration(self, calibration: dict) -> None:
         """Step times from a calibration record (calibration.json's content)."""
@@ -98,11 +123,34 @@ class Deadline:
         self.seen_overhead_s[key] = max(self.seen_overhead_s.get(key, 0.0), overhead)
 
 
-def deadline_message(not_started: list[str], stopped: list[str]) -> DeadlineReached:
+def deadline_message(not_started: list[str], stopped: list[str], unestimated: Sequence[str] = (),
+                     lost: Sequence[str] = ()) -> DeadlineReached:
+    """The one line for a deadline that left runs undone. `unestimated`: those of `not_started` with
+    no time estimate (not started for too little time left, not for their length); `lost`: those of
+    `stopped` that had no checkpoint when they stopped (the next call starts them over)."""
     parts = []
-    if not_started:
-        parts.append(f"{len(not_started)} run(s) not started (they would not finish in the time left: "
-                     f"{', '.join(not_started)})")
-    if stopped:
-        parts.append(f"{len(stopped)} stopped with a checkpoint ({', '.join(stopped)})")
+    late = [name for name in not_started if name not in unestimated]
+    if late:
+        parts.append(f"{len(late)} run(s) not started (they would not finish in the time left: {', '.join(late)})")
+    unknown = [name for name in not_started if name in unestimated]
+    if unknown:
+        parts.append(f"{len(unknown)} run(s) of unknown length (to a plateau, or no calibrated step time) not started "
+                     f"(too little time left to start one: {', '.join(unknown)})")
+    kept = [name for name in stopped if name not in lost]
+    if kept:
+        parts.append(f"{len(kept)} stopped with a checkpoint ({', '.join(kept)})")
+    gone = [name for name in stopped if name in lost]
+    if gone:
+        parts.append(f"{len(gone)} stopped without a checkpoint, their work lost: they start over "
+                     f"({', '.join(gone)})")
     return DeadlineReached(f"deadline reached: {'; '.join(parts)}; run the same command to continue them")
+
+
+def stop_message(deadline: Deadline | None, not_started: list[Any], stopped: list[Any],
+                 more_not_started: Sequence[str] = ()) -> DeadlineReached:
+    """deadline_message for jobs (suite.jobs.RunJob): which had no estimate, which had no checkpoint
+    on disk when they stopped (a stop during start-up, before the trainer wrote one)."""
+    unestimated = [job.run.name for job in not_started if deadline is not None and deadline.estimate_s(job.cfg) is None]
+    lost = [job.run.name for job in stopped if not RunFolder(job.cfg.out).has_checkpoint()]
+    return deadline_message([job.run.name for job in not_started] + list(more_not_started),
+                            [job.run.name for job in stopped], unestimated, lost)

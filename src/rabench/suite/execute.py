@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from rabench.errors import RunInterrupted
-from rabench.suite.deadline import Deadline, deadline_message
+from rabench.suite.deadline import Deadline, stop_message
 from rabench.suite.folder import read_calibration
 from rabench.suite.jobs import RunJob, describe
 from rabench.suite.parallel import SlotTask, run_parallel, sigterm_as_interrupt
@@ -66,16 +66,16 @@ def run_sequential(jobs: list[RunJob], say=print, deadline: Deadline | None = No
     for job in jobs:
         if job.action == "skip":
             say(f"[suite] {job.run.name}: done, skipped")
-    not_started: list[str] = []
+    not_started: list[RunJob] = []
     if deadline is not None and deadline.passed():  # a calibration used it up: a timer at 0 s would interrupt anywhere
-        raise deadline_message([job.run.name for job in todo], [])
+        raise stop_message(deadline, todo, [])
     with stop_at(deadline):
         for i, job in enumerate(todo):
             name = job.run.name
             job.cfg.resume = job.action == "resume"
             if deadline is not None and not deadline.fits(job.cfg):
-                say(f"[suite] {name}: not started, it would not finish before the deadline")
-                not_started.append(name)
+                say(f"[suite] {name}: not started, {deadline.why_not_started(job.cfg)}")
+                not_started.append(job)
                 continue
             say(f"[suite] {name}: {'resuming' if job.cfg.resume else 'starting'} ({describe(job.run)})")
             started, expected = time.time(), deadline.training_s(job.cfg) if deadline is not None else None
@@ -84,13 +84,14 @@ def run_sequential(jobs: list[RunJob], say=print, deadline: Deadline | None = No
             except (RunInterrupted, KeyboardInterrupt):
                 if deadline is None or not deadline.passed():
                     raise
-                raise deadline_message(not_started + [j.run.name for j in todo[i + 1:]], [name]) from None
+                # one stopped before its trainer wrote a checkpoint (still starting up) is reported as work lost
+                raise stop_message(deadline, not_started + todo[i + 1:], [job]) from None
             if deadline is not None:
                 deadline.learn(job.cfg, time.time() - started, expected)
             say(f"[suite] {name}: {summary['iters']} iters, val {fmt(summary.get('final_val_loss'))}, "
                 f"{summary.get('ms_per_iter')} ms/iter")
     if not_started:
-        raise deadline_message(not_started, [])
+        raise stop_message(deadline, not_started, [])
 
 
 @contextmanager

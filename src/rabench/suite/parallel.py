@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from rabench.errors import HANDLED, RabenchError, exit_status
-from rabench.suite.deadline import Deadline, deadline_message
+from rabench.suite.deadline import Deadline, stop_message
 
 LOG_NAME = "train.log"
 POLL_S = 0.2
@@ -210,7 +210,7 @@ class Scheduler:
     task: subprocess.Popen | None = None  # `first`'s process while it runs
     task_slot: int = 0
     outcomes: list[Outcome] = field(default_factory=list)
-    stopped: list[str] = field(default_factory=list)  # runs the deadline stopped (each checkpointed)
+    stopped: list = field(default_factory=list)  # the jobs the deadline stopped (a checkpoint each, if they had begun)
     left_out: list[str] = field(default_factory=list)  # a `first` stopped by the deadline
     expected_train_s: dict[str, float | None] = field(default_factory=dict)  # per run, estimated at its launch
     last_status: float = field(default_factory=time.time)
@@ -286,7 +286,8 @@ class Scheduler:
         if self.deadline is None or not self.deadline.passed() or self.idle():
             return False
         names = [job.run.name for job, _, _ in self.running.values()] + ([self.first.name] if self.task else [])
-        self.say(f"[suite] deadline reached: stopping {', '.join(names)} (each run saves a checkpoint)")
+        self.say(f"[suite] deadline reached: stopping {', '.join(names)} (each run saves a checkpoint once its "
+                 "trainer has started)")
         stop_workers(self.in_flight())
         if self.task is not None:
             self.left_out.append(f"{self.first.name} and the runs it sizes")
@@ -295,7 +296,7 @@ class Scheduler:
             if proc.returncode == 0:  # it finished as the deadline came
                 self.outcomes.append(record_outcome(job, proc, self.devices[slot], started, self.say))
             else:
-                self.stopped.append(job.run.name)
+                self.stopped.append(job)
         self.running.clear()
         return True
 
@@ -317,7 +318,7 @@ class Scheduler:
                              "run folder; re-running the suite retries them and skips the finished ones)",
                              [o.name for o in failed])
         if self.pending or self.stopped or self.left_out:
-            raise deadline_message([job.run.name for job in self.pending] + self.left_out, self.stopped)
+            raise stop_message(self.deadline, list(self.pending), self.stopped, self.left_out)
         return self.outcomes
 
 

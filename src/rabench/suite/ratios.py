@@ -44,13 +44,23 @@ class StepRatios:
     alongside: list[str] | None = None
 
 
+def needs_step_ratios(plan: SuitePlan) -> bool:
+    """Does a run's length depend on a step ratio? Only the iso design's iso-time runs do. Runs to a
+    plateau stop on their own curve (a ratio would only label them, and the deadline estimates no
+    plateau run), so a plateau suite spends no compile and no timed steps on a calibration."""
+    return plan.design == "iso" and not plan.until_plateau
+
+
 def step_ratios(plan: SuitePlan, call: SuiteCall, device) -> StepRatios:
     """The iso design's step ratios: stored, measured here, or left to a worker beside the runs."""
+    if plan.until_plateau and call.calibrate_only:
+        raise RabenchError("--calibrate-only with --until-plateau: runs to a plateau need no step-time calibration "
+                           "(no run is sized by a ratio); drop one of them")
     if calibrates_alongside(plan, call.out, call.devices, call.recalibrate, call.calibrate_only):
         alongside = [BASELINE] + [a for a in plan.attns if a != BASELINE]  # everything, measured afresh
         announce_calibration(plan, alongside, device, call.say)
         return StepRatios(alongside=alongside)
-    if plan.design != "iso":
+    if not needs_step_ratios(plan):
         if call.calibrate_only:
             raise RabenchError("--calibrate-only belongs to the iso design (the time design needs no calibration)")
         return StepRatios()
@@ -193,7 +203,7 @@ def calibrates_alongside(plan: SuitePlan, out: Path, devices: list[str] | None, 
     an iso design with a candidate, and nothing stored to reuse. The calibration's windows are then
     timed beside training on the other GPUs (separate cards; the ratio comes from interleaved
     windows on one card, so a shared slowdown cancels)."""
-    return (plan.design == "iso" and bool(devices) and len(devices) > 1 and not calibrate_only
+    return (needs_step_ratios(plan) and bool(devices) and len(devices) > 1 and not calibrate_only
             and any(a != BASELINE for a in plan.attns) and (recalibrate or read_calibration(out) is None))
 
 

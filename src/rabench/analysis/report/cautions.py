@@ -11,7 +11,7 @@ import math
 from rabench.analysis.criteria import Comparison, first_group
 from rabench.analysis.curves import eval_curve, value_at
 from rabench.analysis.report.wording import mean_of
-from rabench.analysis.runs import BASELINE, Batch, ConfigGroup, Run
+from rabench.analysis.runs import BASELINE, PLATEAU, Batch, ConfigGroup, Run
 from rabench.stats import FEW_PAIRS_NOTE, ONE_SEED_NOTE, wide_ratio_line
 
 GATES_BARELY_MOVED = 0.05  # max |w - w_init| below this: RA has not yet learned what to do with its gates
@@ -151,10 +151,11 @@ def calibration_notes(batches: list[Batch]) -> list[str]:
 
 def wide_ratio_notes(batches: list[Batch]) -> list[str]:
     """Each batch's calibrated step ratios whose interval is wide (wide_ratio_line), for the configs
-    that have runs in that batch (a ratio no run was sized from changes nothing)."""
+    that have runs in that batch (a ratio no run was sized from changes nothing: a run to a plateau is
+    sized by none)."""
     out = []
     for b in batches:
-        trained = {r.attn for r in b.runs}
+        trained = {r.attn for r in b.runs if r.role != PLATEAU}
         for attn in sorted(set(b.calibration.get("configs") or {}) & trained):
             line = wide_ratio_line(attn, *(b.calibrated_ratio(attn) or (math.nan,) * 3))
             if line:

@@ -11,11 +11,11 @@ import math
 from dataclasses import dataclass
 
 from rabench.analysis import plots
-from rabench.analysis.criteria import (ITER_DESIGN, Comparison, candidate_groups, control_gaps, first_group,
-                                       iteration_gaps, main_groups, source_gaps)
+from rabench.analysis.criteria import (ITER_DESIGN, PLATEAU_DESIGN, Comparison, candidate_groups, control_gaps,
+                                       first_group, iteration_gaps, main_groups, source_gaps)
 from rabench.analysis.document import Doc
-from rabench.analysis.report.wording import (TIME_DESIGN_CONFOUND, bold, evidence, iter_gap_sentence, mean_of,
-                                             verdict_cell, verdict_rule)
+from rabench.analysis.report.wording import (PLATEAU_DESIGN_CONFOUND, TIME_DESIGN_CONFOUND, bold, evidence,
+                                             iter_gap_sentence, mean_of, verdict_cell, verdict_rule)
 from rabench.analysis.runs import BASELINE, ConfigGroup, is_variant, iso_time_label
 from rabench.stats import FAIL, PASS
 
@@ -95,11 +95,16 @@ class Asked:
         return [c for c in self.comparisons if c.baseline == BASELINE and c.candidate in labels]
 
 
+def confound_of(design: str) -> str:
+    """The caveat a per-iteration reading carries in the design ('' in the iteration design)."""
+    return {ITER_DESIGN: "", PLATEAU_DESIGN: PLATEAU_DESIGN_CONFOUND}.get(design, TIME_DESIGN_CONFOUND)
+
+
 def answer_questions(doc: Doc, groups: dict[str, ConfigGroup], comparisons: list[Comparison], design: str,
                      eq_margin: float) -> None:
     doc.heading(2, "The plan's five questions")
     asked = Asked(groups, comparisons, design, eq_margin, first_group(groups, BASELINE),
-                  [g for g in main_groups(groups) if g.is_ra], "" if design == ITER_DESIGN else TIME_DESIGN_CONFOUND)
+                  [g for g in main_groups(groups) if g.is_ra], confound_of(design))
     convergence_speed(doc, asked)
     sample_efficiency(doc, asked)
     final_quality(doc, asked)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 import statistics
 
-from rabench.analysis.criteria import ITER_DESIGN, IterGap, Verdict
+from rabench.analysis.criteria import ITER_DESIGN, PLATEAU_DESIGN, IterGap, Verdict
 from rabench.stats import (ALPHA, FAIL, FEW_PAIRS_NOTE, MIN_VERDICT_PAIRS, ONE_SEED_NOTE, PASS, PairedStats,
                            equivalence_text)
 
@@ -17,6 +17,11 @@ from rabench.stats import (ALPHA, FAIL, FEW_PAIRS_NOTE, MIN_VERDICT_PAIRS, ONE_S
 TIME_DESIGN_CONFOUND = (
     " (time design: each run's schedule is keyed to its own training time, so at equal iterations the runs sit at "
     "different learning rates; the iteration design removes this)"
+)
+# the plateau design's: equal schedules up to the shorter run's plateau, then its cooldown
+PLATEAU_DESIGN_CONFOUND = (
+    " (plateau design: both runs share the warm-up and the constant rate up to the shorter run's plateau; past it "
+    "that run cools down, so the last common iterations compare a cooled-down run with one at its peak rate)"
 )
 
 
@@ -97,6 +102,11 @@ def design_text(design: str, calibrated: bool = True) -> str:
     if design == ITER_DESIGN:
         return ("iteration design: baseline and candidates for N iterations (iso-iteration), candidates also for round(N/s) "
                 "iterations (iso-time) with s calibrated on the card")
+    if design == PLATEAU_DESIGN:
+        return ("plateau design: every run trained to its own val_loss plateau (capped at N iterations), then cooled "
+                "down; criterion 1 reads the pairs' measured training-time curves at the last time both reached, "
+                "criterion 3 the final val_loss of pairs that both stopped at a plateau; s is the batch's calibrated "
+                "ratio where one is stored, else the runs' measured ms/iter ratio")
     return "time design: every run trained for the same training time; s is the runs' measured ms/iter ratio"
 
 
