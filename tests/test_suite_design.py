@@ -478,6 +478,12 @@ def test_sweep_plans_selection_runs_then_the_verdict_at_the_chosen_rates() -> No
     cfg = train_config(plan, selection[0], Path("out"), "data", "suite", False)
     assert cfg.lr == 1.2e-3 and cfg.labels["role"] == "lr-sweep" and cfg.labels["lr_stage"] == "selection"
     assert train_config(plan, verdict[1], Path("out"), "data", "suite", False).lr == 1.2e-3
+    from rabench.suite.jobs import describe
+
+    # a config's runs train at different rates in a sweep: every start line names its rate (iso-time too)
+    assert describe(verdict[2]) == "iso-time, 2 iters = N / 1.500, lr 0.0012"
+    no_sweep = plan_runs(resolve_plan(small_plan()), {"sdpa": 1.0, "ra-open": 1.5})
+    assert describe(no_sweep[-1]) == "iso-time, 13 iters = N / 1.500"
 
 
 def test_the_rule_picks_the_best_mean_ties_to_the_lower_rate_and_waits_for_every_run(tmp_path: Path) -> None:
