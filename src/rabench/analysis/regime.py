@@ -106,4 +106,4 @@ def selection_text(runs: list[Run]) -> str:
     rates = sorted({float(r.config["lr"]) for r in selection if finite(r.config.get("lr"))})
     seeds = sorted({r.seed for r in selection})
     return (f"; lr-sweep selection runs (never paired): rates {', '.join(f'{lr:g}' for lr in rates) or NOT_RECORDED} "
-            f"on {len(seeds)} seeds ({seed_range(seeds)})")
+            f"on {len(seeds)} seed{'s' if len(seeds) > 1 else ''} ({seed_range(seeds)})")

@@ -144,7 +144,7 @@ def check_calibration_origin(stored: dict[str, Any], out: Path, device, reuse: b
     what = "; ".join(differences)
     if not to_size:
         say(f"[suite] {CALIBRATION_FILE} was measured on another machine, card or code ({what}); not used to size "
-            "anything: every iso-time run it sizes is already in its folder and keeps its stored length")
+            "anything: every iso-time run it would size is already in its folder and keeps its stored length")
         return
     if not reuse:
         more = f" and {len(to_size) - 1} more" if len(to_size) > 1 else ""
