@@ -66,3 +66,17 @@ def test_lr_sweep_runs_get_their_own_section_and_are_never_paired(tmp_path):
     (tmp_path / "suite.json").write_text(json.dumps({"lr_sweep": {"lrs": "3e-4", "chosen": {"sdpa": "high"}}}))
     md = write_report(tmp_path)[0].read_text()
     assert "rates not recorded" in md and "chosen: sdpa high" in md
+
+
+def test_a_sweep_still_selecting_names_its_selection_runs_and_no_verdict_runs(tmp_path):
+    """Before the verdict runs exist, the regime line and the seeds line say so instead of
+    describing the selection runs as if a verdict used them."""
+    (tmp_path / "suite.json").write_text(json.dumps({"max_iters": 1000, "lr_sweep": {
+        "lrs": [6e-4, 1.2e-3], "selection_seeds": [100], "rule": "lowest mean", "chosen": {}}}))
+    for lr in (6e-4, 1.2e-3):
+        run = write_run(tmp_path, "sdpa", 100, linear(5.0, 0.001), 1000, 10.0, "baseline", name=f"sdpa-lr{lr:g}-s100")
+        labels = json.loads((run / "config.json").read_text())["labels"] | {"role": "lr-sweep", "lr_stage": "selection"}
+        _update_config(run, lr=lr, labels=labels)
+    md = write_report(tmp_path)[0].read_text()
+    assert "; no verdict run yet; lr-sweep selection runs (never paired): rates 0.0006, 0.0012 on 1 seed (100)" in md
+    assert "- seeds: no verdict run yet; lr-sweep selection seeds (never paired): 100\n" in md
