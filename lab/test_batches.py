@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from rabench.stats import MIN_VERDICT_PAIRS, TOO_FEW
 from rabench.suite.plan import load_plan, resolve_plan
 
 PLANS = sorted((Path(__file__).parent / "batches").rglob("*.toml"))
@@ -39,3 +40,16 @@ def test_plateau_1_runs_the_rule_of_the_plateau_note() -> None:
     assert cfg.plateau_patience * cfg.eval_every == 5000  # the note's window in iterations
     preset = PRESET_RECORDS[plan.preset]
     assert cfg.max_iters == preset.plateau_cap_iters == 10 * preset.default_iters
+
+
+NEXT = [p for p in PLANS if p.parent.name == "next"]
+
+
+@pytest.mark.parametrize("path", NEXT, ids=lambda p: p.name)
+def test_a_planned_batch_with_too_few_seeds_says_it_gives_a_direction_only(path: Path) -> None:
+    """A plan written before its runs says what its seeds can carry: below MIN_VERDICT_PAIRS the
+    exact sign-flip p cannot reach 0.05, so the report can only say TOO FEW PAIRS."""
+    plan = resolve_plan(load_plan(path))
+    comments = "\n".join(line for line in path.read_text().splitlines() if line.startswith("#"))
+    if len(plan.seeds) < MIN_VERDICT_PAIRS:
+        assert TOO_FEW in comments and "direction only" in comments

@@ -52,8 +52,31 @@ def test_lr_sweep_runs_get_their_own_section_and_are_never_paired(tmp_path):
     assert "chosen: sdpa 0.0012; ra-triton 0.0006" in section
     assert "| sdpa | 0.0012 | 100,101 | 4.0050 ± 0.0071 (sd) | yes |" in section
     assert "| ra-triton | 0.0003 | 100,101 | 4.2550 ± 0.0071 (sd) |  |" in section
+    # sdpa chose the top of the grid: the optimum is not bracketed, said in the section and the cautions
+    edge = ("`.`: sdpa's chosen lr 0.0012 is the largest rate tried (0.0003 to 0.0012): "
+            "the optimum is not bracketed, and a larger rate may do better")
+    assert f"**Caution:** {edge}." in section and "ra-triton's chosen lr" not in md
+    assert f"- {edge}" in md.split("**What these runs cannot carry:**")[1].split("\n## ")[0]
+    # the regime and seeds lines describe the verdict runs; the selection runs are named apart
+    assert ("lr 0.0006 (every config); N = 1,000 iterations; 6 seeds (0-5); lr-sweep selection runs (never paired): "
+            "rates 0.0003, 0.0006, 0.0012 on 2 seeds (100-101)") in md
+    assert "- seeds: 0, 1, 2, 3, 4, 5; lr-sweep selection seeds (never paired): 100, 101\n" in md
     assert (tmp_path / "lr_sweep.png").is_file()
     # a hand-edited plan with odd values is printed as written, never a traceback
     (tmp_path / "suite.json").write_text(json.dumps({"lr_sweep": {"lrs": "3e-4", "chosen": {"sdpa": "high"}}}))
     md = write_report(tmp_path)[0].read_text()
     assert "rates not recorded" in md and "chosen: sdpa high" in md
+
+
+def test_a_sweep_still_selecting_names_its_selection_runs_and_no_verdict_runs(tmp_path):
+    """Before the verdict runs exist, the regime line and the seeds line say so instead of
+    describing the selection runs as if a verdict used them."""
+    (tmp_path / "suite.json").write_text(json.dumps({"max_iters": 1000, "lr_sweep": {
+        "lrs": [6e-4, 1.2e-3], "selection_seeds": [100], "rule": "lowest mean", "chosen": {}}}))
+    for lr in (6e-4, 1.2e-3):
+        run = write_run(tmp_path, "sdpa", 100, linear(5.0, 0.001), 1000, 10.0, "baseline", name=f"sdpa-lr{lr:g}-s100")
+        labels = json.loads((run / "config.json").read_text())["labels"] | {"role": "lr-sweep", "lr_stage": "selection"}
+        _update_config(run, lr=lr, labels=labels)
+    md = write_report(tmp_path)[0].read_text()
+    assert "; no verdict run yet; lr-sweep selection runs (never paired): rates 0.0006, 0.0012 on 1 seed (100)" in md
+    assert "- seeds: no verdict run yet; lr-sweep selection seeds (never paired): 100\n" in md

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
 from pathlib import Path
 
 import pytest
@@ -16,7 +17,7 @@ from rabench.cli import main
 from rabench.errors import RabenchError, RunInterrupted
 from rabench.experiment import PLAN_ATTNS
 from rabench.machine import machine_id
-from rabench.rundir import RunFolder
+from rabench.rundir import CHECKPOINT_NAME, RunFolder
 from rabench.stats import mean_ci95
 from rabench.suite import run_suite
 from rabench.suite.calibrate import Stepper, summarise, time_interleaved
@@ -214,9 +215,16 @@ def test_default_design_end_to_end(data_dir: str, tmp_path: Path, capsys, monkey
     assert json.loads((out / "calibration.json").read_text()) == cal
     assert cal["source_hash"] == rabench.source_hash() and "measured with other code" not in text
 
-    # a calibration measured with other code is refused, unless --reuse-calibration keeps it: suite.json says so
+    # a calibration measured with other code that sizes no run (every iso-time run is finished) goes unused:
+    # no refusal, no reuse recorded
     assert cal["machine_id"] == machine_id() and json.loads((out / "suite.json").read_text())["calibration_reuse"] == []
     (out / "calibration.json").write_text(json.dumps(cal | {"source_hash": "000000000000"}))
+    run_suite(small_plan(), out, data_dir, progress_bar=False)
+    text = capsys.readouterr().out
+    assert "not used to size anything" in text and text.count("done, skipped") == 3
+    assert json.loads((out / "suite.json").read_text())["calibration_reuse"] == []
+    # once it would size an iso-time run, it is refused, unless --reuse-calibration keeps it: suite.json says so
+    shutil.rmtree(out / "ra-open-isotime-s0")
     with pytest.raises(RabenchError, match=r"measured on another machine, card or code \(source_hash: 000000000000 ->"):
         run_suite(small_plan(), out, data_dir, progress_bar=False)
     run_suite(small_plan(), out, data_dir, progress_bar=False, reuse_calibration=True)
@@ -360,6 +368,41 @@ def test_a_calibration_from_another_machine_card_or_code_is_refused_unless_reuse
     assert (tmp_path / "calibration.json").read_text() == before
 
 
+def test_a_calibration_from_elsewhere_that_sizes_no_run_is_neither_refused_nor_recorded_as_reused(
+        tmp_path: Path) -> None:
+    """A re-run on a fresh machine: every iso-time run is already in its folder (finished, or
+    checkpointed) and keeps its stored length, so the stored ratios size nothing; the suite goes
+    on, says so in one line, and suite.json records no reuse. One iso-time run still to start is refused."""
+    from rabench.suite.ratios import calibrated_ratios, calibration_reuse_entry, calibration_request
+
+    plan = resolve_plan(SuitePlan(attns=["sdpa", "ra-open"], seeds=[0, 1], preset="tiny", max_iters=10))
+    req = calibration_request(plan, list(plan.attns), "data")
+    stored = {"card": "cpu", "machine_id": "0123456789ab", "source_hash": rabench.source_hash(),
+              "settings": json.loads(json.dumps(req.settings())),
+              "configs": {a: {"ratio": r, "attn_options": json.loads(json.dumps(req.options[a]))}
+                          for a, r in (("sdpa", 1.0), ("ra-open", 1.5))}}
+    (tmp_path / "calibration.json").write_text(json.dumps(stored))
+    finished, checkpointed = tmp_path / "ra-open-isotime-s0", tmp_path / "ra-open-isotime-s1"
+    for folder in (finished, checkpointed):
+        folder.mkdir()
+        (folder / "config.json").write_text("{}")
+    (finished / "summary.json").write_text(json.dumps({"status": "finished"}))
+    cpu = torch.device("cpu")
+    with pytest.raises(RabenchError, match=r"would size iso-time runs not yet started \(ra-open-isotime-s1\)"):
+        calibrated_ratios(plan, tmp_path, "data", cpu, recalibrate=False, say=lambda *_: None)
+    (checkpointed / CHECKPOINT_NAME).write_bytes(b"")
+    said: list[str] = []
+    ratios, new = calibrated_ratios(plan, tmp_path, "data", cpu, recalibrate=False, say=said.append)
+    assert ratios == {"sdpa": 1.0, "ra-open": 1.5} and new is None
+    assert said[0].startswith("[suite] calibration.json was measured on another machine, card or code (machine_id: "
+                              "0123456789ab -> ") and "not used to size anything" in said[0]
+    assert not any("--reuse-calibration" in line for line in said)
+    assert calibration_reuse_entry(plan, tmp_path, cpu) is None  # suite.json: nothing reused
+    more_seeds = resolve_plan(SuitePlan(attns=["sdpa", "ra-open"], seeds=[0, 1, 2], preset="tiny", max_iters=10))
+    entry = calibration_reuse_entry(more_seeds, tmp_path, cpu)  # seed 2's iso-time run is sized from it
+    assert entry is not None and entry["differences"][0].startswith("machine_id: 0123456789ab -> ")
+
+
 def test_reuse_and_recalibrate_together_are_refused(tmp_path: Path) -> None:
     with pytest.raises(RabenchError, match="give one"):
         run_suite(small_plan(), tmp_path / "s", "data", reuse_calibration=True, recalibrate=True)
@@ -435,6 +478,12 @@ def test_sweep_plans_selection_runs_then_the_verdict_at_the_chosen_rates() -> No
     cfg = train_config(plan, selection[0], Path("out"), "data", "suite", False)
     assert cfg.lr == 1.2e-3 and cfg.labels["role"] == "lr-sweep" and cfg.labels["lr_stage"] == "selection"
     assert train_config(plan, verdict[1], Path("out"), "data", "suite", False).lr == 1.2e-3
+    from rabench.suite.jobs import describe
+
+    # a config's runs train at different rates in a sweep: every start line names its rate (iso-time too)
+    assert describe(verdict[2]) == "iso-time, 2 iters = N / 1.500, lr 0.0012"
+    no_sweep = plan_runs(resolve_plan(small_plan()), {"sdpa": 1.0, "ra-open": 1.5})
+    assert describe(no_sweep[-1]) == "iso-time, 13 iters = N / 1.500"
 
 
 def test_the_rule_picks_the_best_mean_ties_to_the_lower_rate_and_waits_for_every_run(tmp_path: Path) -> None:

@@ -9,6 +9,7 @@ in a verdict: choosing a rate and judging with the same seeds would reuse their 
 
 from __future__ import annotations
 
+import math
 import statistics
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -74,6 +75,25 @@ def _rate(value: Any) -> str:
     return f"{value:g}" if finite(value) else str(value)
 
 
+def edge_rate_notes(batches: list[Batch]) -> list[str]:
+    """Each config whose chosen rate is the smallest or largest rate its sweep tried: the optimum is
+    not bracketed, so a rate beyond the grid may do better and the comparison may not be at its best rate."""
+    out = []
+    for name, plan in sweep_plans(batches):
+        lrs = [float(x) for x in plan.get("lrs") if finite(x)] if isinstance(plan.get("lrs"), list) else []
+        chosen = plan.get("chosen") if isinstance(plan.get("chosen"), dict) else {}
+        if len(lrs) < 2:
+            continue
+        low, high = min(lrs), max(lrs)
+        for attn, lr in chosen.items():
+            edge = (("largest", "larger") if finite(lr) and math.isclose(lr, high) else
+                    ("smallest", "smaller") if finite(lr) and math.isclose(lr, low) else None)
+            if edge:
+                out.append(f"`{name}`: {attn}'s chosen lr {lr:g} is the {edge[0]} rate tried ({low:g} to {high:g}): "
+                           f"the optimum is not bracketed, and a {edge[1]} rate may do better")
+    return out
+
+
 def lr_sweep_section(doc: Doc, groups: dict[str, ConfigGroup], batches: list[Batch],
                      plot: Callable[[list[SweepPoint]], Path | None]) -> None:
     """The sweep's table, plot, rule and chosen rates; nothing when no sweep ran."""
@@ -90,6 +110,8 @@ def lr_sweep_section(doc: Doc, groups: dict[str, ConfigGroup], batches: list[Bat
             f"rule (written in the plan before any run): {plan.get('rule') or 'not recorded'}",
             "chosen: " + ("; ".join(f"{attn} {_rate(lr)}" for attn, lr in chosen.items()) if chosen else "none recorded"),
         ])
+    for note in edge_rate_notes(batches):
+        doc.para(f"**Caution:** {note}.")
     if not points:
         doc.para("No finished selection run in this folder.")
         return

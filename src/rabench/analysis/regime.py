@@ -8,7 +8,7 @@ that lacks a field gets "not recorded" rather than a guess.
 
 from __future__ import annotations
 
-from rabench.analysis.runs import BASE_ROLE, BASELINE, PLATEAU, Run
+from rabench.analysis.runs import BASE_ROLE, BASELINE, LR_SWEEP, PLATEAU, Run
 from rabench.stats import finite
 from rabench.data.regime import epochs, repeated_token_share
 
@@ -88,7 +88,26 @@ def seed_range(seeds: list[int]) -> str:
 
 
 def regime_text(runs: list[Run]) -> str:
-    """One line naming the regime, for the top of every headline."""
+    """One line naming the regime, for the top of every headline: the settings of the runs the
+    verdicts use, then an lr sweep's selection runs apart (they train at other rates and seeds)."""
     if not runs:
         return f"regime: {NOT_RECORDED}"
-    return f"regime: data {data_text(runs)}; {tokens_text(runs)}; {settings_text(runs)}"
+    verdict = verdict_runs(runs)
+    settings = settings_text(verdict) if verdict else "no verdict run yet"
+    return f"regime: data {data_text(runs)}; {tokens_text(runs)}; {settings}{selection_text(runs)}"
+
+
+def verdict_runs(runs: list[Run]) -> list[Run]:
+    """The runs a verdict may use: all but an lr sweep's selection runs (never paired)."""
+    return [r for r in runs if r.role != LR_SWEEP]
+
+
+def selection_text(runs: list[Run]) -> str:
+    """'; lr-sweep selection runs (...): rates ..., seeds ...', or '' without a sweep."""
+    selection = [r for r in runs if r.role == LR_SWEEP]
+    if not selection:
+        return ""
+    rates = sorted({float(r.config["lr"]) for r in selection if finite(r.config.get("lr"))})
+    seeds = sorted({r.seed for r in selection})
+    return (f"; lr-sweep selection runs (never paired): rates {', '.join(f'{lr:g}' for lr in rates) or NOT_RECORDED} "
+            f"on {len(seeds)} seed{'s' if len(seeds) > 1 else ''} ({seed_range(seeds)})")

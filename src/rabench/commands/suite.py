@@ -67,7 +67,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                                   "trained with other iteration counts are then refused)")
     calibration.add_argument("--reuse-calibration", action="store_true",
                              help="keep calibration.json's step times although another machine, card or code "
-                                  "measured them (default: refused there; suite.json records the reuse)")
+                                  "measured them (default: refused there when they would size an iso-time run "
+                                  "not yet started; suite.json records the reuse)")
     p.add_argument("--calibrate-only", action="store_true",
                    help="measure step times into calibration.json and stop (e.g. before a torchrun or parallel launch)")
     p.add_argument("--calib-steps", type=int, help="optimizer steps per calibration window (default 10)")

@@ -126,6 +126,19 @@ def train_config(plan: SuitePlan, run: PlannedRun, out: Path, data: str, suite_n
                        labels=labels, **settings)
 
 
+def kept(folder: RunFolder) -> bool:
+    """Finished, or a checkpoint to continue from: the folder keeps its run (and its stored length)."""
+    return folder.state() == "finished" or folder.has_checkpoint()
+
+
+def iso_time_runs_to_size(plan: SuitePlan, out: Path, ratios: dict[str, float]) -> list[str]:
+    """The iso-time runs that `ratios` (config -> s) would size now: those not yet in a kept folder.
+    A kept iso-time run trains on to its stored max_iters, so a ratio sizes only runs still to start."""
+    known = {a: ratios.get(a, 1.0) for a in plan.attns}
+    return [r.name for r in verdict_runs(plan, known)
+            if r.role == ISO_TIME and r.attn in ratios and not kept(RunFolder(out / r.name))]
+
+
 @dataclass
 class RunJob:
     """A planned run with its config and what the folder needs: 'skip', 'resume' or 'start'."""
@@ -141,7 +154,7 @@ def decide_jobs(runs: list[PlannedRun], cfgs: list[TrainConfig], out: Path) -> l
     for run, cfg in zip(runs, cfgs):
         folder = RunFolder(out / run.name)
         state = folder.state()
-        if not (state == "finished" or folder.has_checkpoint()):  # nothing worth keeping: started from scratch
+        if not kept(folder):  # nothing worth keeping: started from scratch
             jobs.append(RunJob(run, cfg, "start"))
             continue
         # finished, or a checkpoint to continue from (checkpointed, or failed after a checkpoint)
@@ -234,9 +247,9 @@ def record_suite(plan: SuitePlan, out: Path, data: str, runs: list[PlannedRun],
 def describe(run: PlannedRun) -> str:
     """What the run is, for the line that starts it: role and length (and its rate in a sweep)."""
     budget = f"{run.max_iters} iters" if run.max_iters is not None else f"{run.time_budget_s:g} s"
-    if run.role == ISO_TIME:
-        return f"{run.role}, {budget} = N / {run.step_ratio:.3f}"
     rate = f", lr {run.lr:g}" if run.lr is not None else ""
+    if run.role == ISO_TIME:
+        return f"{run.role}, {budget} = N / {run.step_ratio:.3f}{rate}"
     if run.role == LADDER:
         return f"{run.role}, {budget} = N / {run.ladder_ratio:g}{rate}"
     return f"{run.role}, {budget}{rate}"

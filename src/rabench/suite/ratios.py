@@ -25,7 +25,7 @@ from rabench.fileio import json_form
 from rabench.stats import wide_ratio_line
 from rabench.suite import calibrate  # the module: calibrate.calibrate measures (tests replace it)
 from rabench.suite.folder import CALIBRATION_FILE, CALIBRATION_LOG, MEASURING_FILE, read_calibration
-from rabench.suite.jobs import RunJob
+from rabench.suite.jobs import RunJob, iso_time_runs_to_size
 from rabench.suite.parallel import SlotTask, spawn
 from rabench.suite.plan import SuiteCall, SuitePlan
 from rabench.training import distributed as dd
@@ -69,7 +69,7 @@ def step_ratios(plan: SuitePlan, call: SuiteCall, device) -> StepRatios:
     ratios, record = dd.broadcast_object(
         dd.on_main(lambda: calibrated_ratios(plan, call.out, call.data, device, call.recalibrate, call.say,
                                              call.reuse_calibration), info), info)
-    reused = calibration_reuse_entry(call.out, device) if call.reuse_calibration and not call.recalibrate else None
+    reused = calibration_reuse_entry(plan, call.out, device) if call.reuse_calibration and not call.recalibrate else None
     return StepRatios(ratios, record, reused)
 
 
@@ -124,7 +124,8 @@ def stored_calibration(plan: SuitePlan, out: Path, data: str, device, recalibrat
             what = "; ".join(f"{k}: {old!r} -> {new!r}" for k, (old, new) in changed.items())
             raise RabenchError(f"{out / CALIBRATION_FILE} was measured with other settings ({what}); "
                                "run with the old settings, use another --out, or pass --recalibrate")
-        check_calibration_origin(stored, out, device, reuse, say)
+        to_size = iso_time_runs_to_size(plan, out, stored_ratios(stored))
+        check_calibration_origin(stored, out, device, reuse, to_size, say)
     missing = [a for a in plan.attns if stored is None or a not in stored.get("configs", {})]
     return stored, ([BASELINE] + [a for a in missing if a != BASELINE] if missing else [])
 
@@ -137,15 +138,28 @@ def calibration_origin_differences(stored: dict[str, Any], device) -> list[str]:
     return [f"{k}: {stored.get(k, 'not recorded')} -> {v}" for k, v in here.items() if stored.get(k) != v]
 
 
-def check_calibration_origin(stored: dict[str, Any], out: Path, device, reuse: bool, say=print) -> None:
+def stored_ratios(stored: dict[str, Any]) -> dict[str, float]:
+    """calibration.json's step-time ratio per config."""
+    return {a: float(c["ratio"]) for a, c in stored.get("configs", {}).items()}
+
+
+def check_calibration_origin(stored: dict[str, Any], out: Path, device, reuse: bool, to_size: list[str],
+                             say=print) -> None:
     """Step-time ratios hold for the machine, card and code that measured them: refuse them
-    elsewhere unless the user asked to reuse them (suite.json then records it)."""
+    elsewhere unless the user asked to reuse them (suite.json then records it). `to_size`: the
+    iso-time runs they would size now; with none (every one kept), they size nothing and go unused."""
     differences = calibration_origin_differences(stored, device)
     if not differences:
         return
     what = "; ".join(differences)
+    if not to_size:
+        say(f"[suite] {CALIBRATION_FILE} was measured on another machine, card or code ({what}); not used to size "
+            "anything: every iso-time run it would size is already in its folder and keeps its stored length")
+        return
     if not reuse:
-        raise RabenchError(f"{out / CALIBRATION_FILE} was measured on another machine, card or code ({what}): pass "
+        more = f" and {len(to_size) - 1} more" if len(to_size) > 1 else ""
+        raise RabenchError(f"{out / CALIBRATION_FILE} was measured on another machine, card or code ({what}) and "
+                           f"would size iso-time runs not yet started ({to_size[0]}{more}): pass "
                            "--recalibrate to measure here (runs trained with other iteration counts are then refused) "
                            "or --reuse-calibration to keep its ratios (suite.json records it)")
     say(f"[suite] --reuse-calibration: keeping the ratios of {CALIBRATION_FILE} measured elsewhere ({what})")
@@ -186,11 +200,12 @@ def merge_calibration(plan: SuitePlan, data: str, stored: dict[str, Any] | None,
     return {a: float(stored["configs"][a]["ratio"]) for a in plan.attns}, stored
 
 
-def calibration_reuse_entry(out: Path, device) -> dict[str, Any] | None:
-    """suite.json's note of a --reuse-calibration call on another machine, card or code (None: same origin)."""
+def calibration_reuse_entry(plan: SuitePlan, out: Path, device) -> dict[str, Any] | None:
+    """suite.json's note of a --reuse-calibration call on another machine, card or code (None: same
+    origin, or no iso-time run left for its ratios to size: nothing was reused)."""
     stored = read_calibration(out)
     differences = calibration_origin_differences(stored, device) if stored else []
-    if not differences:
+    if not differences or not iso_time_runs_to_size(plan, out, stored_ratios(stored)):
         return None
     return {"flag": "--reuse-calibration", "at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
             "calibration_measured_at": stored.get("measured_at"), "differences": differences}

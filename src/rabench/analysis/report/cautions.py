@@ -10,6 +10,7 @@ import math
 
 from rabench.analysis.criteria import Comparison, first_group
 from rabench.analysis.curves import eval_curve, value_at
+from rabench.analysis.lrsweep import edge_rate_notes
 from rabench.analysis.report.wording import mean_of
 from rabench.analysis.runs import BASELINE, PLATEAU, Batch, ConfigGroup, Run
 from rabench.stats import FEW_PAIRS_NOTE, ONE_SEED_NOTE, wide_ratio_line
@@ -165,4 +166,5 @@ def wide_ratio_notes(batches: list[Batch]) -> list[str]:
 
 def all_cautions(groups: dict[str, ConfigGroup], comparisons: list[Comparison], batches: list[Batch]) -> list[str]:
     """Everything the verdict table and the terminal summary list under 'cannot carry'."""
-    return cautions(groups, comparisons) + mixed_code_notes(batches) + calibration_notes(batches) + wide_ratio_notes(batches)
+    return (cautions(groups, comparisons) + mixed_code_notes(batches) + calibration_notes(batches) + wide_ratio_notes(batches)
+            + edge_rate_notes(batches))

@@ -14,7 +14,7 @@ from rabench.analysis.criteria import ITER_DESIGN, Comparison, first_group
 from rabench.analysis.document import Doc
 from rabench.analysis.lengths import CURVE_UPPER_BOUND, lengths_section
 from rabench.analysis.lrsweep import LR_SWEEP_PLOT
-from rabench.analysis.regime import regime_text
+from rabench.analysis.regime import regime_text, verdict_runs
 from rabench.analysis.report.cautions import GATES_BARELY_MOVED, STABILITY_RULE, stability_lines, unstable
 from rabench.analysis.report.wording import design_text, finite_only, mean_of, mean_sd, method_notes
 from rabench.analysis.runs import BASELINE, LADDER, LR_SWEEP, TIME, Batch, ConfigGroup, Run
@@ -51,7 +51,7 @@ def header_lines(batches: list[Batch], runs: list[Run], design: str) -> list[str
         f"cards (gpu @ host): {'; '.join(cards)}"
         + ("  (runs are paired only within one batch and one card; step-time ratios are never mixed across cards)" if len(cards) > 1 or len(batches) > 1 else ""),
         f"budgets: {'; '.join(sorted(budgets)) or 'none recorded'}",
-        f"seeds: {', '.join(map(str, sorted({r.seed for r in runs})))}",
+        seeds_line(runs),
         "time axis: training time (`train_time_s`), device-synchronised, excluding evaluation and compilation",
     ]
     machines = sorted({r.machine_id for r in runs if r.machine_id})
@@ -62,6 +62,13 @@ def header_lines(batches: list[Batch], runs: list[Run], design: str) -> list[str
         lines.append("code (hash of rabench's Python sources): " + "; ".join(
             f"`{b.name}` {', '.join(b.source_hashes) or 'not recorded'}" for b in batches))
     return lines
+
+
+def seeds_line(runs: list[Run]) -> str:
+    """The verdict runs' seeds, and an lr sweep's selection seeds apart (never paired)."""
+    line = f"seeds: {', '.join(map(str, sorted({r.seed for r in verdict_runs(runs)}))) or 'no verdict run yet'}"
+    selection = sorted({r.seed for r in runs if r.role == LR_SWEEP})
+    return line + (f"; lr-sweep selection seeds (never paired): {', '.join(map(str, selection))}" if selection else "")
 
 
 def set_aside_lines(aside: list[Batch]) -> list[str]:
