@@ -206,7 +206,7 @@ def test_a_bench_whose_every_row_fails_exits_2_and_a_cpu_says_it_is_cpu_sized(ca
     assert out.exists()  # the table of errors is still written, to be read row by row
 
 
-def test_a_deadline_spent_before_the_runs_start_exits_124_not_130() -> None:
+def test_a_deadline_spent_before_the_runs_start_exits_124_not_130(tmp_path: Path) -> None:
     """An iso calibration longer than --deadline: no run starts, and the suite says so with exit 124
     (the deadline's timer used to fire at once and interrupt whatever ran: 'interrupted', exit 130)."""
     from types import SimpleNamespace
@@ -215,9 +215,14 @@ def test_a_deadline_spent_before_the_runs_start_exits_124_not_130() -> None:
     from rabench.suite.deadline import Deadline
     from rabench.suite.execute import run_sequential
 
-    jobs = [SimpleNamespace(action="train", run=SimpleNamespace(name=n), cfg=None) for n in ("sdpa-s0", "ra-open-s0")]
+    def job(attn: str) -> SimpleNamespace:
+        cfg = SimpleNamespace(attn=attn, until_plateau=False, time_budget_s=None, max_iters=100, resume=False,
+                              compile=False, out=str(tmp_path / f"{attn}-s0"))
+        return SimpleNamespace(action="train", run=SimpleNamespace(name=f"{attn}-s0"), cfg=cfg)
+
+    jobs = [job("sdpa"), job("ra-open")]
     with pytest.raises(DeadlineReached) as exc:
-        run_sequential(jobs, lambda *_: None, Deadline.after(-1.0))
+        run_sequential(jobs, lambda *_: None, Deadline.after(-1.0, {"sdpa": 10.0, "ra-open": 12.0}))
     assert exc.value.exit_code == 124 and "sdpa-s0, ra-open-s0" in str(exc.value)
 
 
