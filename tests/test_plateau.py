@@ -576,3 +576,36 @@ def test_plateau_settings_change_no_fixed_length_curve():
     stored_plateau = cfg(until_plateau=True).resolved().to_dict() | {"cooldown_iters": 200, "plateau_patience": 3}
     diffs = curve_changing_differences(stored_plateau, cfg(until_plateau=True))
     assert sorted(d.split(":")[0] for d in diffs) == ["cooldown_iters", "plateau_patience"]
+
+
+def test_runs_to_a_plateau_pair_across_machines_in_the_verdicts_and_say_so(tmp_path):
+    """A plateau run outlives a device lease, so a seed's sdpa and candidate runs start on different
+    machines: the verdict table pairs them (as the plateau section does) and names the crossing;
+    fixed-length runs on two machines still never pair."""
+    import json
+
+    from rabench.analysis import write_report
+    from rabench.analysis.pairing import machine_note, pair_runs
+    from rabench.analysis.runs import load_runs
+
+    def runs_of(attn: str, folder) -> list:
+        return [r for r in load_runs(folder) if r.attn == attn]
+
+    suite = tmp_path / "full"
+    suite.mkdir()
+    (suite / "suite.json").write_text(json.dumps({"until_plateau": True, "design": "iso", "max_iters": 3000}))
+    for seed in (0, 1):
+        write_plateau_run(suite, "sdpa", seed, 3.5, machine=f"m-sdpa-{seed}")
+        write_plateau_run(suite, "ra-norec", seed, 3.3, machine=f"m-cand-{seed}")
+    pairs, notes = pair_runs(runs_of("ra-norec", tmp_path), runs_of("sdpa", tmp_path))
+    assert [p.seed for p in pairs] == [0, 1] and notes == []
+    assert machine_note(pairs).startswith("2 of 2 pairs cross machines")
+    row = next(x for x in write_report(tmp_path)[0].read_text().splitlines() if x.startswith("| ra-norec | sdpa |"))
+    quality, measured_on = row.split("|")[-3:-1]
+    assert "TOO FEW PAIRS" in quality and "converged" in measured_on, row  # 2 seeds paired at the plateau
+
+    for path in suite.glob("*/config.json"):  # the same runs as fixed-length ones: another machine never pairs
+        config = json.loads(path.read_text())
+        config["until_plateau"], config["labels"]["role"] = False, "iso-iter"
+        path.write_text(json.dumps(config))
+    assert pair_runs(runs_of("ra-norec", tmp_path), runs_of("sdpa", tmp_path))[0] == []

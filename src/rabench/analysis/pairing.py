@@ -1,7 +1,9 @@
 """Pairing of runs by seed: the candidate's and the baseline's run of one seed, on one card.
 
 Runs are paired by seed only within one batch (suite folder) and one card (gpu + host), and
-within one machine where the runs record one (`machine_id`). The criteria and the break-even
+within one machine where the runs record one (`machine_id`), except runs to a plateau: they
+outlive a device lease and resume wherever one is lent, so a seed's two runs seldom start on one
+machine; they pair across machines and `machine_note` says so. The criteria and the break-even
 from run lengths both judge these pairs; a module of their own lets lengths.py sit below
 criteria.py.
 """
@@ -10,7 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from rabench.analysis.runs import BASE_ROLE, ISO_ITER, ConfigGroup, Run
+from rabench.analysis.runs import BASE_ROLE, ISO_ITER, PLATEAU, ConfigGroup, Run
 
 N_ROLES = (BASE_ROLE, ISO_ITER)  # the runs of N iterations: the baseline's and each candidate's iso-iteration run
 
@@ -62,12 +64,14 @@ def pair_runs(cands: list[Run], bases: list[Run]) -> tuple[list[Pair], list[str]
 
 def _partner(cand: Run, bases: list[Run]) -> Run | None:
     """The baseline run to pair with: one on the candidate's machine where that is recorded;
-    a run recording another machine never pairs; runs that record none pair as before."""
+    a run recording another machine never pairs (runs to a plateau excepted: see the module
+    docstring); runs that record none pair as before."""
     if cand.machine_id is None:
         return bases[0] if bases else None
     same = [b for b in bases if b.machine_id == cand.machine_id]
     unknown = [b for b in bases if b.machine_id is None]
-    return (same or unknown or [None])[0]
+    elsewhere = [b for b in bases if b.role == PLATEAU] if cand.role == PLATEAU else []
+    return (same or unknown or elsewhere or [None])[0]
 
 
 def machine_note(pairs: list[Pair]) -> str | None:
