@@ -535,12 +535,12 @@ def test_a_seed_split_over_machines_is_said_before_its_runs(tmp_path: Path) -> N
     from before machine_id, give no notice."""
     from rabench.suite.jobs import PlannedRun, RunJob, split_machine_notices
 
-    def job(name: str, seed: int, action: str, stored_machine: str | None = None) -> RunJob:
+    def job(name: str, seed: int, action: str, stored_machine: str | None = None, role: str = "x") -> RunJob:
         if stored_machine is not None or action != "start":
             (tmp_path / name).mkdir()
             config = {"machine_id": stored_machine} if stored_machine else {}
             (tmp_path / name / "config.json").write_text(json.dumps(config))
-        return RunJob(PlannedRun(name, name.split("-s")[0], seed, "x", 10, None, None), None, action)
+        return RunJob(PlannedRun(name, name.split("-s")[0], seed, role, 10, None, None), None, action)
 
     jobs = [job("sdpa-s3", 3, "skip", "m-a"), job("ra-triton-s3", 3, "skip", "m-a"),
             job("sdpa-s4", 4, "skip", "m-a"), job("ra-triton-isotime-s4", 4, "start"),
@@ -549,3 +549,5 @@ def test_a_seed_split_over_machines_is_said_before_its_runs(tmp_path: Path) -> N
     assert len(notices) == 1 and notices[0].startswith("[suite] seed 4: runs on 2 machines")
     assert "sdpa-s4 on m-a; ra-triton-isotime-s4 on this machine, m-b" in notices[0]
     assert split_machine_notices(jobs, tmp_path, here="m-a") == []
+    plateau = [job("sdpa-s6", 6, "resume", "m-a", "plateau"), job("ra-triton-s6", 6, "start", role="plateau")]
+    assert split_machine_notices(plateau, tmp_path, here="m-b") == []  # runs to a plateau pair across machines

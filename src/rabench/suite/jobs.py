@@ -177,10 +177,13 @@ def split_machine_notices(jobs: list[RunJob], out: Path, here: str | None = None
     the machine that started them (config.json machine_id; a resumed run keeps its first) and the
     runs started now get this one. The report pairs runs of one machine only (analysis.pairing),
     so such a seed's cross-machine pairs will not form; saying so before the runs lets a user with
-    another lease run that seed's runs together instead."""
+    another lease run that seed's runs together instead. Runs to a plateau pair across machines
+    (they outlive a lease), so they raise no notice."""
     here = here or machine_id()
     groups: dict[tuple[int, float | None], dict[str, list[str]]] = {}
     for job in jobs:
+        if job.run.role == PLATEAU:
+            continue
         stored = (RunFolder(out / job.run.name).config() or {}).get("machine_id") if job.action != "start" else here
         if stored:  # runs from before machine_id pair with any machine
             groups.setdefault((job.run.seed, job.run.lr), {}).setdefault(str(stored), []).append(job.run.name)
