@@ -128,21 +128,16 @@ def deadline_message(not_started: list[str], stopped: list[str], unestimated: Se
     """The one line for a deadline that left runs undone. `unestimated`: those of `not_started` with
     no time estimate (not started for too little time left, not for their length); `lost`: those of
     `stopped` that had no checkpoint when they stopped (the next call starts them over)."""
-    parts = []
-    late = [name for name in not_started if name not in unestimated]
-    if late:
-        parts.append(f"{len(late)} run(s) not started (they would not finish in the time left: {', '.join(late)})")
-    unknown = [name for name in not_started if name in unestimated]
-    if unknown:
-        parts.append(f"{len(unknown)} run(s) of unknown length (to a plateau, or no calibrated step time) not started "
-                     f"(too little time left to start one: {', '.join(unknown)})")
-    kept = [name for name in stopped if name not in lost]
-    if kept:
-        parts.append(f"{len(kept)} stopped with a checkpoint ({', '.join(kept)})")
-    gone = [name for name in stopped if name in lost]
-    if gone:
-        parts.append(f"{len(gone)} stopped without a checkpoint, their work lost: they start over "
-                     f"({', '.join(gone)})")
+    groups = [  # (names, what to say of them), in the order the line gives them
+        ([n for n in not_started if n not in unestimated],
+         "run(s) not started (they would not finish in the time left: {})"),
+        ([n for n in not_started if n in unestimated],
+         "run(s) of unknown length (to a plateau, or no calibrated step time) not started (too little time left to "
+         "start one: {})"),
+        ([n for n in stopped if n not in lost], "stopped with a checkpoint ({})"),
+        ([n for n in stopped if n in lost], "stopped without a checkpoint, their work lost: they start over ({})"),
+    ]
+    parts = [f"{len(names)} {text.format(', '.join(names))}" for names, text in groups if names]
     return DeadlineReached(f"deadline reached: {'; '.join(parts)}; run the same command to continue them")
 
 
