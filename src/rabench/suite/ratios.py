@@ -124,8 +124,7 @@ def stored_calibration(plan: SuitePlan, out: Path, data: str, device, recalibrat
             what = "; ".join(f"{k}: {old!r} -> {new!r}" for k, (old, new) in changed.items())
             raise RabenchError(f"{out / CALIBRATION_FILE} was measured with other settings ({what}); "
                                "run with the old settings, use another --out, or pass --recalibrate")
-        to_size = iso_time_runs_to_size(plan, out, stored_ratios(stored))
-        check_calibration_origin(stored, out, device, reuse, to_size, say)
+        check_calibration_origin(*foreign_sizing(plan, out, stored, device), out, reuse, say)
     missing = [a for a in plan.attns if stored is None or a not in stored.get("configs", {})]
     return stored, ([BASELINE] + [a for a in missing if a != BASELINE] if missing else [])
 
@@ -143,12 +142,20 @@ def stored_ratios(stored: dict[str, Any]) -> dict[str, float]:
     return {a: float(c["ratio"]) for a, c in stored.get("configs", {}).items()}
 
 
-def check_calibration_origin(stored: dict[str, Any], out: Path, device, reuse: bool, to_size: list[str],
+def foreign_sizing(plan: SuitePlan, out: Path, stored: dict[str, Any], device) -> tuple[list[str], list[str]]:
+    """How a stored calibration's origin differs from here (calibration_origin_differences) and, only
+    where it does, the iso-time runs its ratios would size now: the one reading of "a ratio measured
+    elsewhere sizes a run", for the refusal and for suite.json's record of a reuse."""
+    differences = calibration_origin_differences(stored, device)
+    return differences, (iso_time_runs_to_size(plan, out, stored_ratios(stored)) if differences else [])
+
+
+def check_calibration_origin(differences: list[str], to_size: list[str], out: Path, reuse: bool,
                              say=print) -> None:
     """Step-time ratios hold for the machine, card and code that measured them: refuse them
-    elsewhere unless the user asked to reuse them (suite.json then records it). `to_size`: the
-    iso-time runs they would size now; with none (every one kept), they size nothing and go unused."""
-    differences = calibration_origin_differences(stored, device)
+    elsewhere unless the user asked to reuse them (suite.json then records it). `differences` and
+    `to_size` as foreign_sizing gives them; with no run to size (every one kept), the ratios size
+    nothing and go unused."""
     if not differences:
         return
     what = "; ".join(differences)
@@ -204,8 +211,8 @@ def calibration_reuse_entry(plan: SuitePlan, out: Path, device) -> dict[str, Any
     """suite.json's note of a --reuse-calibration call on another machine, card or code (None: same
     origin, or no iso-time run left for its ratios to size: nothing was reused)."""
     stored = read_calibration(out)
-    differences = calibration_origin_differences(stored, device) if stored else []
-    if not differences or not iso_time_runs_to_size(plan, out, stored_ratios(stored)):
+    differences, to_size = foreign_sizing(plan, out, stored, device) if stored else ([], [])
+    if not to_size:
         return None
     return {"flag": "--reuse-calibration", "at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
             "calibration_measured_at": stored.get("measured_at"), "differences": differences}
