@@ -121,13 +121,19 @@ def entry(ref: str) -> AttentionEntry:
     return _RESOLVED[key]
 
 
+def file_reference(ref: Any) -> tuple[str, str] | None:
+    """(file, class) of a `path/file.py:Class` reference, else None (a name or `module:Class`)."""
+    if not isinstance(ref, str):
+        return None
+    where, _, cls_name = ref.rpartition(":")
+    return (where, cls_name) if where.endswith(".py") else None
+
+
 def _resolution_key(ref: str) -> str:
     """A file reference is cached by the file it names from here: one spelling may name two files
     from two working directories."""
-    where, _, cls_name = ref.rpartition(":")
-    if where.endswith(".py"):
-        return f"{Path(where).expanduser().resolve()}:{cls_name}"
-    return ref
+    named = file_reference(ref)
+    return f"{Path(named[0]).expanduser().resolve()}:{named[1]}" if named else ref
 
 
 def folder_name(ref: str) -> str:

@@ -239,11 +239,11 @@ def curve_changing_differences(old_config: dict[str, Any], new: TrainConfig, wor
 def _same_plugin_file(old: Any, new: Any) -> bool:
     """Both `path/file.py:Class` references to one class in a file of one name: a run resumed
     from another directory spells its plug-in's path another way (the code hash compares the code)."""
-    if not (isinstance(old, str) and isinstance(new, str)):
-        return False
-    (old_file, _, old_cls), (new_file, _, new_cls) = old.rpartition(":"), new.rpartition(":")
-    return (old_file.endswith(".py") and new_file.endswith(".py") and old_cls == new_cls
-            and Path(old_file).name == Path(new_file).name)
+    from rabench.attention.registry import file_reference
+
+    old_ref, new_ref = file_reference(old), file_reference(new)
+    return (old_ref is not None and new_ref is not None and old_ref[1] == new_ref[1]
+            and Path(old_ref[0]).name == Path(new_ref[0]).name)
 
 
 def applied_comm_hook(hook: str, world_size: int) -> str:
