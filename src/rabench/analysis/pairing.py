@@ -3,7 +3,8 @@
 Runs are paired by seed only within one batch (suite folder) and one card (gpu + host), and
 within one machine where the runs record one (`machine_id`), except runs to a plateau: they
 outlive a device lease and resume wherever one is lent, so a seed's two runs seldom start on one
-machine; they pair across machines and `machine_note` says so. The criteria and the break-even
+machine; they pair across machines (suite.folder.pairs_across_machines) and `machine_note`
+says so. The criteria and the break-even
 from run lengths both judge these pairs; a module of their own lets lengths.py sit below
 criteria.py.
 """
@@ -12,7 +13,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from rabench.analysis.runs import BASE_ROLE, ISO_ITER, PLATEAU, ConfigGroup, Run
+from rabench.analysis.runs import BASE_ROLE, ISO_ITER, ConfigGroup, Run
+from rabench.suite.folder import pairs_across_machines
 
 N_ROLES = (BASE_ROLE, ISO_ITER)  # the runs of N iterations: the baseline's and each candidate's iso-iteration run
 
@@ -70,7 +72,7 @@ def _partner(cand: Run, bases: list[Run]) -> Run | None:
         return bases[0] if bases else None
     same = [b for b in bases if b.machine_id == cand.machine_id]
     unknown = [b for b in bases if b.machine_id is None]
-    elsewhere = [b for b in bases if b.role == PLATEAU] if cand.role == PLATEAU else []
+    elsewhere = [b for b in bases if b.role == cand.role] if pairs_across_machines(cand.role) else []
     return (same or unknown or elsewhere or [None])[0]
 
 

@@ -45,6 +45,14 @@ PLATEAU = "plateau"  # a run to its val_loss plateau
 ISOTIME_TAG = "-isotime-"  # in an iso-time run's folder name (how runs without labels are recognised)
 
 
+def pairs_across_machines(role: str) -> bool:
+    """Whether a seed's runs of this role pair although they started on different machines: runs
+    to a plateau do (they outlive a device lease and resume wherever one is lent; the report says
+    when a pair crosses machines), every fixed-length run pairs only on its own machine. The report
+    pairs by this rule (analysis.pairing) and the suite warns by it (suite.jobs)."""
+    return role == PLATEAU
+
+
 def run_name(attn: str, seed: int, role: str = "", ladder_ratio: float | None = None, lr: float | None = None) -> str:
     """Folder name; a plug-in reference (x/diff.py:DiffAttention) is named by its class (diff-attention)."""
     name = attention.folder_name(attn)

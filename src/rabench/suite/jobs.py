@@ -18,8 +18,8 @@ from rabench.errors import RabenchError
 from rabench.experiment import BASELINE
 from rabench.machine import machine_id
 from rabench.rundir import RunFolder
-from rabench.suite.folder import (BASE_ROLE, ISO_ITER, ISO_TIME, LADDER, LR_SWEEP, PLATEAU, TIME, read_calibration,
-                                  read_suite_record, run_name, write_suite_record)
+from rabench.suite.folder import (BASE_ROLE, ISO_ITER, ISO_TIME, LADDER, LR_SWEEP, PLATEAU, TIME, pairs_across_machines,
+                                  read_calibration, read_suite_record, run_name, write_suite_record)
 from rabench.suite.plan import SuiteCall, SuitePlan, gets_run
 from rabench.training import distributed as dd
 from rabench.training.config import TrainConfig, curve_changing_differences
@@ -182,7 +182,7 @@ def split_machine_notices(jobs: list[RunJob], out: Path, here: str | None = None
     here = here or machine_id()
     groups: dict[tuple[int, float | None], dict[str, list[str]]] = {}
     for job in jobs:
-        if job.run.role == PLATEAU:
+        if pairs_across_machines(job.run.role):
             continue
         stored = (RunFolder(out / job.run.name).config() or {}).get("machine_id") if job.action != "start" else here
         if stored:  # runs from before machine_id pair with any machine
