@@ -102,9 +102,14 @@ def verdict_runs(runs: list[Run]) -> list[Run]:
     return [r for r in runs if r.role != LR_SWEEP]
 
 
+def selection_runs(runs: list[Run]) -> list[Run]:
+    """An lr sweep's selection runs: the rest of verdict_runs' split."""
+    return [r for r in runs if r.role == LR_SWEEP]
+
+
 def selection_text(runs: list[Run]) -> str:
     """'; lr-sweep selection runs (...): rates ..., seeds ...', or '' without a sweep."""
-    selection = [r for r in runs if r.role == LR_SWEEP]
+    selection = selection_runs(runs)
     if not selection:
         return ""
     rates = sorted({float(r.config["lr"]) for r in selection if finite(r.config.get("lr"))})

@@ -32,6 +32,14 @@ def row_seeds(c: Comparison) -> int:
     return max((v.stats.n for v in c.verdicts if v.stats), default=0)
 
 
+def verdict_row(c: Comparison, short: bool) -> list[str]:
+    """One comparison's row of the verdict table."""
+    seeds = row_seeds(c)
+    return ([c.candidate, c.baseline, str(seeds)]
+            + [verdict_cell(c.verdict(k), short, seeds) for k in ("1", "2-literal", "2-break-even", "3")]
+            + [c.verdict("3").scope if c.verdict("3") else ""])
+
+
 def verdict_overview(doc: Doc, comparisons: list[Comparison], thin: list[str], short: bool = False) -> None:
     """One row per comparison, one cell per criterion, then what the runs cannot carry."""
     doc.heading(2, "Verdicts")
@@ -41,12 +49,7 @@ def verdict_overview(doc: Doc, comparisons: list[Comparison], thin: list[str], s
         return
     doc.table(
         ["candidate", "baseline", "seeds", "1 equal time", "2 plan's literal (< 1/s)", "2 break-even (< 1)", "3 final quality", "3 measured on"],
-        [
-            [c.candidate, c.baseline, str(row_seeds(c))]
-            + [verdict_cell(c.verdict(k), short, row_seeds(c)) for k in ("1", "2-literal", "2-break-even", "3")]
-            + [c.verdict("3").scope if c.verdict("3") else ""]
-            for c in comparisons
-        ],
+        [verdict_row(c, short) for c in comparisons],
     )
     if short and any(v.verdict in (PASS, FAIL) for c in comparisons for v in c.verdicts):
         doc.para("† holds for runs of this length only: the gates barely moved or the baseline was still improving "

@@ -14,7 +14,7 @@ from rabench.analysis.criteria import ITER_DESIGN, Comparison, first_group
 from rabench.analysis.document import Doc
 from rabench.analysis.lengths import CURVE_UPPER_BOUND, lengths_section
 from rabench.analysis.lrsweep import LR_SWEEP_PLOT
-from rabench.analysis.regime import regime_text, verdict_runs
+from rabench.analysis.regime import regime_text, selection_runs, verdict_runs
 from rabench.analysis.report.cautions import GATES_BARELY_MOVED, STABILITY_RULE, stability_lines, unstable
 from rabench.analysis.report.wording import design_text, finite_only, mean_of, mean_sd, method_notes
 from rabench.analysis.runs import BASELINE, LADDER, LR_SWEEP, TIME, Batch, ConfigGroup, Run
@@ -67,7 +67,7 @@ def header_lines(batches: list[Batch], runs: list[Run], design: str) -> list[str
 def seeds_line(runs: list[Run]) -> str:
     """The verdict runs' seeds, and an lr sweep's selection seeds apart (never paired)."""
     line = f"seeds: {', '.join(map(str, sorted({r.seed for r in verdict_runs(runs)}))) or 'no verdict run yet'}"
-    selection = sorted({r.seed for r in runs if r.role == LR_SWEEP})
+    selection = sorted({r.seed for r in selection_runs(runs)})
     return line + (f"; lr-sweep selection seeds (never paired): {', '.join(map(str, selection))}" if selection else "")
 
 
