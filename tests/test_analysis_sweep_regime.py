@@ -80,3 +80,26 @@ def test_a_sweep_still_selecting_names_its_selection_runs_and_no_verdict_runs(tm
     md = write_report(tmp_path)[0].read_text()
     assert "; no verdict run yet; lr-sweep selection runs (never paired): rates 0.0006, 0.0012 on 1 seed (100)" in md
     assert "- seeds: no verdict run yet; lr-sweep selection seeds (never paired): 100\n" in md
+
+
+def test_a_bracketed_sweep_names_its_added_rates_and_judges_the_edge_on_the_rates_tried(tmp_path):
+    """sdpa's chosen rate is the grid's smallest but bracketing tried below it: the optimum is
+    bracketed, no caution; ra-triton's added rate won and its budget was spent: the caution names
+    the rates it tried, not the grid."""
+    rule = "where a config's best rate is the smallest (largest) it has tried, ..."
+    (tmp_path / "suite.json").write_text(json.dumps({"max_iters": 1000, "lr_sweep": {
+        "lrs": [6e-4, 1.2e-3], "selection_seeds": [100], "rule": "lowest mean", "bracket_rule": rule,
+        "rates_tried": {"sdpa": [3e-4, 6e-4, 1.2e-3], "ra-triton": [3e-4, 6e-4, 1.2e-3]},
+        "chosen": {"sdpa": 6e-4, "ra-triton": 3e-4}}}))
+    for attn, finals in (("sdpa", {3e-4: 4.2, 6e-4: 4.0, 1.2e-3: 4.1}), ("ra-triton", {3e-4: 3.9, 6e-4: 4.0, 1.2e-3: 4.1})):
+        for lr, end in finals.items():
+            run = write_run(tmp_path, attn, 100, linear(5.0, (5.0 - end) / 1000), 1000, 10.0, "baseline",
+                            name=f"{attn}-lr{lr:g}-s100")
+            labels = json.loads((run / "config.json").read_text())["labels"] | {"role": "lr-sweep", "lr_stage": "selection"}
+            _update_config(run, lr=lr, labels=labels)
+    md = write_report(tmp_path)[0].read_text()
+    section = md.split("## Learning-rate sweep (selection runs)")[1].split("\n## ")[0]
+    assert f"bracketing: {rule}; added: sdpa 0.0003; ra-triton 0.0003" in section
+    assert "sdpa's chosen lr" not in md
+    assert ("ra-triton's chosen lr 0.0003 is the smallest rate tried (0.0003 to 0.0012): the optimum is not "
+            "bracketed") in section

@@ -503,6 +503,63 @@ def test_the_rule_picks_the_best_mean_ties_to_the_lower_rate_and_waits_for_every
     assert chosen_rates(plan, tmp_path) is None  # stage 2 waits for every selection run
 
 
+def _finish_selection(out: Path, plan: SuitePlan, finals: dict[tuple[str, float], float]) -> None:
+    """Selection folders as finished runs with these final losses (the same for every selection seed)."""
+    from rabench.suite.jobs import selection_rates
+
+    for run in plan_runs(plan, None, None, selection_rates(plan, out)):
+        (out / run.name).mkdir(exist_ok=True)
+        (out / run.name / "config.json").write_text("{}")
+        (out / run.name / "summary.json").write_text(json.dumps({"status": "finished",
+                                                                   "final_val_loss": finals[run.attn, run.lr]}))
+
+
+def test_bracketing_adds_the_rate_beyond_an_edge_until_the_best_is_inside_or_the_budget_is_spent(tmp_path: Path) -> None:
+    from rabench.suite.jobs import chosen_rates, selection_rates
+
+    plan = resolve_plan(sweep_plan(selection_seeds=[100, 101], lr=[2e-3, 1e-3], lr_bracket=2))
+    finals = {("sdpa", 1e-3): 3.0, ("sdpa", 2e-3): 3.2, ("sdpa", 5e-4): 3.1,  # best at the low edge, then inside
+              ("std-gated", 1e-3): 3.3, ("std-gated", 2e-3): 3.2, ("std-gated", 4e-3): 3.1, ("std-gated", 8e-3): 3.0}
+    assert selection_rates(plan, tmp_path) == {"sdpa": [1e-3, 2e-3], "std-gated": [1e-3, 2e-3]}
+    _finish_selection(tmp_path, plan, finals)
+    assert chosen_rates(plan, tmp_path) is None  # both bests lie at an edge: one rate each is added
+    assert selection_rates(plan, tmp_path) == {"sdpa": [5e-4, 1e-3, 2e-3], "std-gated": [1e-3, 2e-3, 4e-3]}
+    names = [r.name for r in plan_runs(plan, None, None, selection_rates(plan, tmp_path))]
+    assert "sdpa-lr0.0005-s101" in names and "std-gated-lr0.004-s100" in names and "sdpa-lr0.004-s100" not in names
+    (tmp_path / "sdpa-lr0.0005-s100").mkdir()  # started, not finished: nothing more is added on partial evidence
+    assert selection_rates(plan, tmp_path)["sdpa"] == [5e-4, 1e-3, 2e-3] and chosen_rates(plan, tmp_path) is None
+    _finish_selection(tmp_path, plan, finals)
+    # sdpa's best (1e-3) is now inside; std-gated's (4e-3) is at the top again and gets its second added rate
+    assert selection_rates(plan, tmp_path)["std-gated"] == [1e-3, 2e-3, 4e-3, 8e-3] and chosen_rates(plan, tmp_path) is None
+    _finish_selection(tmp_path, plan, finals)
+    assert chosen_rates(plan, tmp_path) == {"sdpa": 1e-3, "std-gated": 8e-3}  # two added: the budget is spent
+    unbracketed = resolve_plan(sweep_plan(selection_seeds=[100, 101], lr=[2e-3, 1e-3]))
+    assert chosen_rates(unbracketed, tmp_path) == {"sdpa": 1e-3, "std-gated": 2e-3}  # lr_bracket 0: the grid alone
+
+
+@pytest.mark.parametrize("kw, message", [
+    ({"lr_bracket": -1}, "lr_bracket is how many rates a sweep may add"),
+    ({"lr": [], "selection_seeds": [], "lr_bracket": 1}, "lr_bracket extends an lr sweep"),
+])
+def test_a_bracket_without_a_sweep_or_below_zero_is_refused(kw: dict, message: str) -> None:
+    with pytest.raises(RabenchError, match=message):
+        resolve_plan(sweep_plan(**kw))
+
+
+@pytest.mark.slow
+def test_a_bracketed_sweep_adds_its_rates_and_reaches_the_verdict_in_one_call(data_dir: str, tmp_path: Path,
+                                                                              capsys) -> None:
+    out = tmp_path / "suite"
+    run_suite(sweep_plan(lr=[1e-3, 2e-3], lr_bracket=1), out, data_dir, progress_bar=False)
+    sweep = json.loads((out / "suite.json").read_text())["lr_sweep"]
+    assert "half (double)" in sweep["bracket_rule"] and "up to 1 added rates" in sweep["bracket_rule"]
+    for attn, tried in sweep["rates_tried"].items():
+        assert len(tried) == 3 and set(tried) > {1e-3, 2e-3}  # whichever edge won, one rate beyond it ran
+        assert all(RunFolder(out / f"{attn}-lr{lr:g}-s100").state() == "finished" for lr in tried)
+        assert RunFolder(out / f"{attn}-s0").config()["lr"] == sweep["chosen"][attn]
+    assert "bracketing adds" in capsys.readouterr().out
+
+
 @pytest.mark.slow
 def test_sweep_end_to_end_resumes_stage_one_then_runs_the_verdict(data_dir: str, tmp_path: Path,
                                                                   monkeypatch: pytest.MonkeyPatch, capsys) -> None:
@@ -551,3 +608,11 @@ def test_a_seed_split_over_machines_is_said_before_its_runs(tmp_path: Path) -> N
     assert split_machine_notices(jobs, tmp_path, here="m-a") == []
     plateau = [job("sdpa-s6", 6, "resume", "m-a", "plateau"), job("ra-triton-s6", 6, "start", role="plateau")]
     assert split_machine_notices(plateau, tmp_path, here="m-b") == []  # runs to a plateau pair across machines
+
+
+def test_a_suite_without_a_sweep_has_no_selection_and_no_chosen_rate(tmp_path: Path) -> None:
+    from rabench.suite.jobs import sweep_state
+
+    (tmp_path / "sdpa-s0").mkdir()
+    plan = resolve_plan(small_plan())
+    assert sweep_state(plan, tmp_path) == ({a: [] for a in plan.attns}, None)

@@ -75,19 +75,27 @@ def _rate(value: Any) -> str:
     return f"{value:g}" if finite(value) else str(value)
 
 
+def rates_tried(plan: dict[str, Any], attn: str) -> list[float]:
+    """The rates a config's selection tried: suite.json's "rates_tried" (the grid and what bracketing
+    added), else the plan's grid (suites written before bracketing)."""
+    tried = plan.get("rates_tried") if isinstance(plan.get("rates_tried"), dict) else {}
+    rates = tried.get(attn) if isinstance(tried.get(attn), list) else plan.get("lrs")
+    return sorted(float(x) for x in rates if finite(x)) if isinstance(rates, list) else []
+
+
 def edge_rate_notes(batches: list[Batch]) -> list[str]:
     """Each config whose chosen rate is the smallest or largest rate its sweep tried: the optimum is
     not bracketed, so a rate beyond the grid may do better and the comparison may not be at its best rate."""
     out = []
     for name, plan in sweep_plans(batches):
-        lrs = [float(x) for x in plan.get("lrs") if finite(x)] if isinstance(plan.get("lrs"), list) else []
         chosen = plan.get("chosen") if isinstance(plan.get("chosen"), dict) else {}
-        if len(lrs) < 2:
-            continue
-        low, high = min(lrs), max(lrs)
         for attn, lr in chosen.items():
-            edge = (("largest", "larger") if finite(lr) and math.isclose(lr, high) else
-                    ("smallest", "smaller") if finite(lr) and math.isclose(lr, low) else None)
+            lrs = rates_tried(plan, attn)
+            if len(lrs) < 2 or not finite(lr):
+                continue
+            low, high = lrs[0], lrs[-1]
+            edge = (("largest", "larger") if math.isclose(lr, high) else
+                    ("smallest", "smaller") if math.isclose(lr, low) else None)
             if edge:
                 out.append(f"`{name}`: {attn}'s chosen lr {lr:g} is the {edge[0]} rate tried ({low:g} to {high:g}): "
                            f"the optimum is not bracketed, and a {edge[1]} rate may do better")
@@ -104,10 +112,15 @@ def lr_sweep_section(doc: Doc, groups: dict[str, ConfigGroup], batches: list[Bat
     for name, plan in plans:
         chosen = plan.get("chosen") if isinstance(plan.get("chosen"), dict) else {}
         lrs, seeds = (plan.get(k) if isinstance(plan.get(k), list) else [] for k in ("lrs", "selection_seeds"))
+        added = {attn: [lr for lr in rates_tried(plan, attn) if not any(finite(x) and math.isclose(lr, x) for x in lrs)]
+                 for attn in (plan.get("rates_tried") or {})} if isinstance(plan.get("rates_tried"), dict) else {}
         doc.bullets([
             f"`{name}`: rates {', '.join(map(_rate, lrs)) or 'not recorded'}; selection seeds "
             f"{', '.join(map(str, seeds)) or 'not recorded'}",
             f"rule (written in the plan before any run): {plan.get('rule') or 'not recorded'}",
+            *([f"bracketing: {plan['bracket_rule']}; added: "
+               + ("; ".join(f"{attn} {', '.join(map(_rate, a))}" for attn, a in added.items() if a) or "none")]
+              if plan.get("bracket_rule") else []),
             "chosen: " + ("; ".join(f"{attn} {_rate(lr)}" for attn, lr in chosen.items()) if chosen else "none recorded"),
         ])
     for note in edge_rate_notes(batches):

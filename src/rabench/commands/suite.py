@@ -53,6 +53,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "--selection-seeds, then the verdict runs at it on --seeds")
     p.add_argument("--selection-seeds", help="an lr sweep's selection seeds, apart from --seeds, e.g. 100,101 "
                    "(default: the plan's)")
+    p.add_argument("--lr-bracket", type=int, metavar="K",
+                   help="an lr sweep whose best rate for a config is the smallest (largest) it tried also trains "
+                        "that config at half (double) the rate on the selection seeds, up to K added rates per "
+                        "config, before choosing (default: the plan's, 0: the grid alone)")
     p.add_argument("--until-plateau", action="store_true",
                    help="full test: each config runs to a val_loss plateau (the budget is a cap)")
     p.add_argument("--devices", help="run independent runs in parallel, one worker process per device: GPU indices "
@@ -127,7 +131,7 @@ def plan_overrides(a: argparse.Namespace) -> PlanOverrides:
         ladder=number_list(a.ladder, "--ladder", "1.03,1.06,1.10") if a.ladder is not None else None,
         seeds=seed_list(a.seeds, "--seeds") if a.seeds is not None else None,
         selection_seeds=seed_list(a.selection_seeds, "--selection-seeds") if a.selection_seeds is not None else None,
-        lr=number_list(a.lr, "--lr", "3e-4,6e-4,1.2e-3") if a.lr is not None else None,
+        lr=number_list(a.lr, "--lr", "3e-4,6e-4,1.2e-3") if a.lr is not None else None, lr_bracket=a.lr_bracket,
         max_iters=a.iters, time_budget_s=parse_duration(a.time) if a.time is not None else None, design=a.design,
         calib_steps=a.calib_steps, calib_windows=a.calib_windows, until_plateau=a.until_plateau,
         train=given_train_settings(a))

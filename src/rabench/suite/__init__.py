@@ -20,7 +20,9 @@ ratio can be read from real run lengths. A learning-rate sweep (`lr`, `selection
 trains every config for N iterations at each rate on the selection seeds (folders
 `<attn>-lr<lr>-s<seed>`); once all have finished, each config's rate is chosen by SWEEP_RULE
 (written in suite.json before any run) and stage 2 runs the design above at those rates on the
-verdict seeds, which the selection never saw. A call that completes stage 1 goes on to stage 2.
+verdict seeds, which the selection never saw. With `lr_bracket` = K, a config whose best rate is
+the smallest (largest) it has tried also trains at half (double) that rate, up to K added rates,
+before its rate is chosen (BRACKET_RULE). A call that completes stage 1 goes on to stage 2.
 
 A suite re-run skips finished runs and resumes checkpointed ones; one whose stored settings
 differ from what this suite would train (anything that changes the curve) is refused, so the
@@ -53,7 +55,7 @@ from rabench.suite.deadline import Deadline
 from rabench.suite.execute import run_jobs
 from rabench.suite.folder import CALIBRATION_FILE, write_calibration
 from rabench.suite.jobs import (PlannedRun, RunJob, check_runs_before_calibration, chosen_rates, decide, plan_runs,
-                                record_suite, split_machine_notices)
+                                record_suite, selection_rates, split_machine_notices, sweep_state)
 from rabench.suite.plan import SuiteCall, SuitePlan, drop_gpu_only, resolve_plan, suite_device
 from rabench.suite.ratios import StepRatios, calibration_task, merge_calibration, step_ratios
 from rabench.training.distributed import is_main_process, launched_by_torchrun
@@ -78,17 +80,20 @@ def run_suite(plan: SuitePlan, out: str | Path, data: str, progress_bar: bool = 
     call = SuiteCall(Path(out), data, devices, progress_bar, recalibrate, reuse_calibration, calibrate_only,
                      explicit_attns, Deadline.after(deadline_s) if deadline_s is not None else None,
                      print if main else (lambda *_: None), main)
-    folders, selection_completed = run_phases(plan, call)
-    if not selection_completed:
-        return folders
-    call.say("[suite] learning-rate selection complete: planning the verdict runs at the chosen rates")
-    return run_phases(plan, replace(call, recalibrate=False))[0]
+    while True:
+        folders, sweep_moved = run_phases(plan, call)
+        if not sweep_moved:
+            return folders
+        call = replace(call, recalibrate=False)
 
 
 def run_phases(plan: SuitePlan, call: SuiteCall) -> tuple[list[Path], bool]:
     """Resolve the plan, get the step ratios, decide the jobs, execute them; returns the run folders
-    and whether an lr sweep's selection has just completed (its verdict runs are then to plan)."""
+    and whether an lr sweep moved on in this call (bracketing added a rate, or the selection
+    completed): its new runs are then to plan. Each move adds a rate (at most lr_bracket per
+    config) or chooses (once), so the caller's loop ends."""
     plan, device, chosen = resolve_for_call(plan, call)
+    sweep_before = sweep_state(plan, call.out)
     ratios = step_ratios(plan, call, device)
     # new ratios that contradict runs on disk are refused here, before calibration.json is written
     runs, jobs = decide(plan, call, ratios.ratios, chosen)
@@ -105,7 +110,21 @@ def run_phases(plan: SuitePlan, call: SuiteCall) -> tuple[list[Path], bool]:
         later = partial(size_later_runs, plan, call, chosen, planned)
         first = calibration_task(plan, call.out, call.data, ratios.alongside, len(call.devices), later)
     run_jobs(jobs, call, ratios.new_record, first)
-    return [call.out / r.name for r in planned], chosen is None and chosen_rates(plan, call.out) is not None
+    return [call.out / r.name for r in planned], chosen is None and sweep_moved(plan, call, sweep_before)
+
+
+def sweep_moved(plan: SuitePlan, call: SuiteCall, before: tuple[dict[str, list[float]], dict[str, float] | None]) -> bool:
+    """Has the lr sweep moved on since `before` (sweep_state)? Said in a line when it has."""
+    rates, chosen = sweep_state(plan, call.out)
+    if chosen is not None:
+        call.say("[suite] learning-rate selection complete: planning the verdict runs at the chosen rates")
+        return True
+    added = {attn: [lr for lr in rates[attn] if lr not in before[0][attn]] for attn in rates}
+    added = {attn: lrs for attn, lrs in added.items() if lrs}
+    if added:
+        call.say("[suite] the best rate lies at the edge of the rates tried: bracketing adds "
+                 + "; ".join(f"{attn} {', '.join(f'{lr:g}' for lr in lrs)}" for attn, lrs in added.items()))
+    return bool(added)
 
 
 def resolve_for_call(plan: SuitePlan, call: SuiteCall) -> tuple[SuitePlan, Any, dict[str, float] | None]:
@@ -158,7 +177,7 @@ def size_later_runs(plan: SuitePlan, call: SuiteCall, chosen: dict[str, float] |
     `planned`) and return their jobs for the queue."""
     ratios, record = merge_calibration(plan, call.data, None, fresh, call.say)
     _, later_jobs = decide(plan, call, ratios, chosen, skip={r.name for r in planned})
-    planned[:] = plan_runs(plan, ratios, chosen)
+    planned[:] = plan_runs(plan, ratios, chosen, selection_rates(plan, call.out))
     write_calibration(call.out, record)
     record_suite(plan, call.out, call.data, planned, None, chosen)
     return later_jobs

@@ -41,22 +41,63 @@ class PlannedRun:
 
 SWEEP_RULE = ("each config's learning rate is the one with the best (lowest) mean final val_loss at N over the "
               "selection seeds; ties go to the lower rate; a run whose final val_loss is not finite counts as worst")
+BRACKET_RULE = ("where a config's best rate is the smallest (largest) it has tried, it also trains at half (double) "
+                "that rate on the selection seeds, up to {n} added rates per config; its rate is chosen once its best "
+                "lies inside the rates tried or the added rates are used up")
+
+
+def bracket_rule(plan: SuitePlan) -> str | None:
+    """BRACKET_RULE as this plan sets it (None: no bracketing)."""
+    return BRACKET_RULE.format(n=plan.lr_bracket) if plan.lr and plan.lr_bracket else None
 
 
 def chosen_rates(plan: SuitePlan, out: Path) -> dict[str, float] | None:
-    """Each config's rate by SWEEP_RULE, once every selection run has finished (else None)."""
+    """Each config's rate by SWEEP_RULE (and the bracketing), once its selection is complete (else None)."""
+    return sweep_state(plan, out)[1]
+
+
+def selection_rates(plan: SuitePlan, out: Path) -> dict[str, list[float]]:
+    """Each config's selection rates so far: the plan's grid and what bracketing has added."""
+    return sweep_state(plan, out)[0]
+
+
+def sweep_state(plan: SuitePlan, out: Path | None) -> tuple[dict[str, list[float]], dict[str, float] | None]:
+    """Each config's selection rates (the plan's grid, plus the rates bracketing has added on the
+    results in `out` so far) and the chosen rates (None until every config's selection is complete).
+
+    Bracketing adds a rate only once every selection run of that config has finished, so a rate is
+    added on the same evidence however the runs were split across calls or machines."""
+    rates = {attn: sorted(plan.lr) for attn in plan.attns}
     if not plan.lr:
-        return None
-    losses: dict[tuple[str, float], list[float]] = {}
-    for run in plan_runs(plan, None):
-        folder = RunFolder(out / run.name)
-        if folder.state() != "finished":
-            return None
-        final = (folder.summary() or {}).get("final_val_loss")
-        finite = isinstance(final, (int, float)) and math.isfinite(final)
-        losses.setdefault((run.attn, run.lr), []).append(final if finite else math.inf)
-    mean = {key: sum(v) / len(v) for key, v in losses.items()}
-    return {attn: min(plan.lr, key=lambda lr: (mean[attn, lr], lr)) for attn in plan.attns}
+        return rates, None
+    chosen: dict[str, float] = {}
+    for attn in plan.attns:
+        for added in range(plan.lr_bracket + 1):
+            means = selection_means(plan, out, attn, rates[attn]) if out is not None else None
+            if means is None:
+                break
+            best = min(rates[attn], key=lambda lr: (means[lr], lr))
+            low, high = rates[attn][0], rates[attn][-1]
+            if added == plan.lr_bracket or low < best < high:
+                chosen[attn] = best
+                break
+            rates[attn] = [best / 2] + rates[attn] if best == low else rates[attn] + [best * 2]
+    return rates, (chosen if len(chosen) == len(plan.attns) else None)
+
+
+def selection_means(plan: SuitePlan, out: Path, attn: str, rates: list[float]) -> dict[float, float] | None:
+    """Mean final val_loss over the selection seeds per rate (not finite: worst), or None while a run is unfinished."""
+    means = {}
+    for lr in rates:
+        finals = []
+        for seed in plan.selection_seeds:
+            folder = RunFolder(out / run_name(attn, seed, LR_SWEEP, lr=lr))
+            if folder.state() != "finished":
+                return None
+            final = (folder.summary() or {}).get("final_val_loss")
+            finals.append(final if isinstance(final, (int, float)) and math.isfinite(final) else math.inf)
+        means[lr] = sum(finals) / len(finals)
+    return means
 
 
 def iso_time_iters(n: int, ratio: float) -> int:
@@ -64,17 +105,18 @@ def iso_time_iters(n: int, ratio: float) -> int:
     return max(1, round(n / ratio))
 
 
-def plan_runs(plan: SuitePlan, ratios: dict[str, float] | None,
-              chosen: dict[str, float] | None = None) -> list[PlannedRun]:
+def plan_runs(plan: SuitePlan, ratios: dict[str, float] | None, chosen: dict[str, float] | None = None,
+              rates: dict[str, list[float]] | None = None) -> list[PlannedRun]:
     """Every run of the suite, seed by seed (so the first seeds complete first). In the iso design
     without ratios (a calibration still measuring): only the runs whose length needs none. With a
-    learning-rate sweep: its selection runs, then the verdict runs at each config's `chosen` rate
-    once the selection has chosen (None: not yet)."""
+    learning-rate sweep: its selection runs at each config's `rates` (default: the plan's grid), then
+    the verdict runs at each config's `chosen` rate once the selection has chosen (None: not yet)."""
     if not plan.lr:
         return verdict_runs(plan, ratios)
+    rates = rates if rates is not None else {attn: list(plan.lr) for attn in plan.attns}
     selection = [PlannedRun(run_name(attn, seed, LR_SWEEP, lr=lr), attn, seed, LR_SWEEP, plan.max_iters, None,
                             (ratios or {}).get(attn), lr=lr)
-                 for seed in plan.selection_seeds for attn in plan.attns for lr in plan.lr]
+                 for seed in plan.selection_seeds for attn in plan.attns for lr in rates[attn]]
     if chosen is None:
         return selection
     return selection + [replace(r, lr=chosen[r.attn]) for r in verdict_runs(plan, ratios)]
@@ -201,7 +243,7 @@ def decide(plan: SuitePlan, call: SuiteCall, ratios: dict[str, float] | None,
            chosen: dict[str, float] | None, skip: Collection[str] = ()) -> tuple[list[PlannedRun], list[RunJob]]:
     """The jobs phase: every planned run (but those named in `skip`) and what its folder needs.
     In the iso design without ratios: the runs whose length needs none."""
-    runs = [r for r in plan_runs(plan, ratios, chosen) if r.name not in skip]
+    runs = [r for r in plan_runs(plan, ratios, chosen, selection_rates(plan, call.out)) if r.name not in skip]
     return runs, decide_jobs(runs, [run_config(plan, call, r) for r in runs], call.out)
 
 
@@ -220,7 +262,8 @@ def check_runs_before_calibration(plan: SuitePlan, call: SuiteCall, chosen: dict
     """decide_jobs over every run whose budget is known without a new calibration."""
     stored = None if call.recalibrate else read_calibration(call.out)
     known = {a: float(c["ratio"]) for a, c in (stored or {}).get("configs", {}).items()}
-    runs = [r for r in plan_runs(plan, {a: known.get(a, 1.0) for a in plan.attns}, chosen)
+    runs = [r for r in plan_runs(plan, {a: known.get(a, 1.0) for a in plan.attns}, chosen,
+                                 selection_rates(plan, call.out))
             if r.role != ISO_TIME or r.attn in known]
     decide_jobs(runs, [run_config(plan, call, r, progress_bar=False) for r in runs], call.out)
 
@@ -235,7 +278,8 @@ def record_suite(plan: SuitePlan, out: Path, data: str, runs: list[PlannedRun],
                       and e.get("differences") == reused["differences"] for e in earlier):
         reused = None  # the same calibration kept across the same differences: noted once
     sweep = {"lr_sweep": {"lrs": plan.lr, "selection_seeds": plan.selection_seeds, "rule": SWEEP_RULE,
-                          "chosen": chosen or {}}} if plan.lr else {}
+                          "chosen": chosen or {}, "rates_tried": selection_rates(plan, out)}
+             | ({"bracket_rule": rule} if (rule := bracket_rule(plan)) else {})} if plan.lr else {}
     record = plan.to_dict() | {"data": data, "baseline": BASELINE,
                                "runs": [{"name": r.name, "attn": r.attn, "seed": r.seed, "role": r.role,
                                          "max_iters": r.max_iters, "time_budget_s": r.time_budget_s,

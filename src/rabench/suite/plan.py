@@ -53,6 +53,9 @@ class SuitePlan:
     # seeds; each config's rate is then chosen by SWEEP_RULE and the verdict runs use it on `seeds`
     lr: list[float] = field(default_factory=list)
     selection_seeds: list[int] = field(default_factory=list)
+    # bracketing: where a config's best selection rate is the smallest (largest) it tried, it also
+    # trains at half (double) that rate on the selection seeds, up to this many added rates per config
+    lr_bracket: int = 0
     calib_steps: int = 10  # optimizer steps per timed calibration window
     calib_windows: int = 8  # timed rounds of interleaved windows
     data: str | None = None
@@ -71,14 +74,14 @@ class SuitePlan:
 PLAN_TYPES: dict[str, tuple[type, ...]] = {
     "attns": (list,), "seeds": (list,), "preset": (str,), "design": (str,), "until_plateau": (bool,),
     "isotime_attns": (list,), "isoiter_attns": (list,), "ladder": (list,), "lr": (list,),
-    "selection_seeds": (list,), "calib_steps": (int,), "calib_windows": (int,), "data": (str,),
+    "selection_seeds": (list,), "lr_bracket": (int,), "calib_steps": (int,), "calib_windows": (int,), "data": (str,),
     "options": (dict,), "train": (dict,), "time": (str, int, float), "iters": (int,), "margin": (int, float, dict),
     "equivalence_margin": (int, float),
 }
 PLAN_EXAMPLES = {"attns": 'attns = ["sdpa", "ra-triton"]', "seeds": "seeds = [0, 1, 2]",
                  "isotime_attns": 'isotime_attns = ["ra-triton"]', "isoiter_attns": "isoiter_attns = []",
                  "ladder": "ladder = [1.03, 1.06, 1.10, 1.15]", "lr": "lr = [3e-4, 6e-4, 1.2e-3]",
-                 "selection_seeds": "selection_seeds = [100, 101]",
+                 "selection_seeds": "selection_seeds = [100, 101]", "lr_bracket": "lr_bracket = 2",
                  "options": "[options.ra-local] window = 64",
                  "train": "[train] compile = true", "margin": 'margin = 0.01 or [margin] "1" = 0.01'}
 
@@ -160,7 +163,7 @@ def design_of(plan: SuitePlan) -> str:
 def resolve_plan(plan: SuitePlan) -> SuitePlan:
     """Check the plan and fill its defaults (design, budget); returns the plan as it will run."""
     plan.preset = plan.preset if plan.preset is not None else "gpt2-124m"
-    for key in ("attns", "seeds", "preset", "until_plateau", "ladder", "lr", "selection_seeds", "calib_steps",
+    for key in ("attns", "seeds", "preset", "until_plateau", "ladder", "lr", "selection_seeds", "lr_bracket", "calib_steps",
                 "calib_windows", "options", "train"):
         check_plan_type(key, getattr(plan, key), "suite plan")
     for key in ("isotime_attns", "isoiter_attns", "margin", "equivalence_margin", "data"):
@@ -229,8 +232,14 @@ def resolve_plan(plan: SuitePlan) -> SuitePlan:
 
 def check_lr_sweep(plan: SuitePlan, design: str) -> None:
     """A sweep needs two rates or more, selection seeds apart from the verdict seeds, the iso design,
-    and no [train] lr (each run's rate comes from the sweep)."""
+    and no [train] lr (each run's rate comes from the sweep); bracketing needs a sweep."""
+    if plan.lr_bracket < 0:
+        raise RabenchError(f"suite plan: lr_bracket is how many rates a sweep may add beyond its grid's edge: "
+                           f"0 or more, got {plan.lr_bracket}")
     if not plan.lr and not plan.selection_seeds:
+        if plan.lr_bracket:
+            raise RabenchError("suite plan: lr_bracket extends an lr sweep: give two rates or more (--lr 6e-4,1.2e-3) "
+                               "and --selection-seeds, or drop it")
         return
     if len(plan.lr) < 2:
         raise RabenchError("suite plan: an lr sweep needs two rates or more (e.g. --lr 3e-4,6e-4 with "
@@ -302,6 +311,7 @@ class PlanOverrides:
     ladder: list[float] | None = None
     seeds: list[int] | None = None
     selection_seeds: list[int] | None = None
+    lr_bracket: int | None = None
     lr: list[float] | None = None  # one rate: every run trains at it; two or more: an lr sweep
     max_iters: int | None = None  # --iters; replaces the plan's time budget
     time_budget_s: float | None = None  # --time; replaces the plan's iterations
@@ -313,7 +323,7 @@ class PlanOverrides:
 
 
 REPLACED_AS_GIVEN = ("preset", "attns", "isotime_attns", "isoiter_attns", "ladder", "seeds", "selection_seeds",
-                     "design", "calib_steps", "calib_windows")
+                     "lr_bracket", "design", "calib_steps", "calib_windows")
 
 
 def apply_overrides(plan: SuitePlan, given: PlanOverrides) -> SuitePlan:
