@@ -92,6 +92,7 @@ def test_suite_with_cpu_workers_end_to_end(data_dir: str, tmp_path: Path, capsys
     for name in names:
         assert RunFolder(out / name).state() == "finished"
         assert (out / name / "train.log").is_file()
+        assert "RuntimeWarning" not in (out / name / "train.log").read_text()  # runpy's, see suite/worker.py
         assert json.loads((out / name / "config.json").read_text())["device"] == "cpu"
     # a fresh calibration ran in a worker on the first slot while the runs that need no step
     # ratio (sdpa's, std-gated's iso-iteration run) started on the other; the iso-time run waited
@@ -100,6 +101,7 @@ def test_suite_with_cpu_workers_end_to_end(data_dir: str, tmp_path: Path, capsys
           for key in ("calibration: running on cpu", "sdpa-s0: starting", "s = ", "std-gated-isotime-s0: starting")}
     assert at["calibration: running on cpu"] < at["sdpa-s0: starting"] < at["s = "] < at["std-gated-isotime-s0: starting"]
     assert (out / "calibration.log").is_file() and not (out / "calibration.measuring.json").exists()
+    assert "RuntimeWarning" not in (out / "calibration.log").read_text()
     ratio = json.loads((out / "calibration.json").read_text())["configs"]["std-gated"]["ratio"]
     iso = json.loads((out / "std-gated-isotime-s0" / "config.json").read_text())
     assert iso["max_iters"] == max(1, round(6 / ratio)) and iso["labels"]["step_ratio"] == ratio
@@ -203,3 +205,10 @@ def test_the_deadline_stops_a_slot_task_and_names_what_it_left(tmp_path: Path) -
     task = SlotTask("calibration", sleeper(60), lambda code: pytest.fail("a stopped task queues nothing"))
     with pytest.raises(DeadlineReached, match="calibration and the runs it sizes"):
         run_parallel([], ["cpu", "cpu"], say=lambda *_: None, deadline=Deadline.after(0.5), first=task)
+
+
+def test_the_worker_entry_point_refuses_an_unknown_kind_in_one_line(capsys) -> None:
+    from rabench.suite.worker import main as worker
+
+    assert worker(["bogus"]) == 2 and worker([]) == 2
+    assert capsys.readouterr().err.count("\n") == 2

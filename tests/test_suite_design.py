@@ -537,7 +537,25 @@ def test_bracketing_adds_the_rate_beyond_an_edge_until_the_best_is_inside_or_the
     assert chosen_rates(unbracketed, tmp_path) == {"sdpa": 1e-3, "std-gated": 2e-3}  # lr_bracket 0: the grid alone
 
 
+def test_a_verdict_that_exists_at_the_chosen_rate_is_not_run_again(tmp_path: Path) -> None:
+    from rabench.suite.jobs import chosen_rates
+
+    plan = resolve_plan(sweep_plan(lr=[6e-4, 1.2e-3], verdict_exists_at=6e-4))
+    ratios = {"sdpa": 1.0, "std-gated": 1.5}
+    _finish_selection(tmp_path, plan, {("sdpa", 6e-4): 3.0, ("sdpa", 1.2e-3): 3.1,
+                                       ("std-gated", 6e-4): 3.0, ("std-gated", 1.2e-3): 3.1})
+    chosen = chosen_rates(plan, tmp_path)
+    assert chosen == {"sdpa": 6e-4, "std-gated": 6e-4}
+    assert {r.role for r in plan_runs(plan, ratios, chosen)} == {"lr-sweep"}  # every config chose it: none
+    moved = {"sdpa": 6e-4, "std-gated": 1.2e-3}  # one config moved: the verdict runs, the baseline's too
+    assert [r.name for r in plan_runs(plan, ratios, moved) if r.role != "lr-sweep"] == [
+        "sdpa-s0", "std-gated-s0", "std-gated-isotime-s0"]
+    assert len(plan_runs(resolve_plan(sweep_plan(lr=[6e-4, 1.2e-3])), ratios, chosen)) == 7  # without it: the verdict
+
+
 @pytest.mark.parametrize("kw, message", [
+    ({"verdict_exists_at": 0}, "verdict_exists_at is a learning rate above 0"),
+    ({"lr": [], "selection_seeds": [], "verdict_exists_at": 6e-4}, "verdict_exists_at belongs to an lr sweep"),
     ({"lr_bracket": -1}, "lr_bracket is how many rates a sweep may add"),
     ({"lr": [], "selection_seeds": [], "lr_bracket": 1}, "lr_bracket extends an lr sweep"),
 ])
@@ -558,6 +576,20 @@ def test_a_bracketed_sweep_adds_its_rates_and_reaches_the_verdict_in_one_call(da
         assert all(RunFolder(out / f"{attn}-lr{lr:g}-s100").state() == "finished" for lr in tried)
         assert RunFolder(out / f"{attn}-s0").config()["lr"] == sweep["chosen"][attn]
     assert "bracketing adds" in capsys.readouterr().out
+
+
+@pytest.mark.slow
+def test_a_sweep_that_chooses_the_rate_of_an_existing_verdict_stops_after_its_selection(data_dir: str, tmp_path: Path,
+                                                                                        capsys) -> None:
+    out = tmp_path / "suite"
+    # three steps at 1e-4 barely leave the initial loss, so 1e-2 wins for both configs
+    run_suite(sweep_plan(lr=[1e-4, 1e-2], verdict_exists_at=1e-2), out, data_dir, progress_bar=False)
+    assert json.loads((out / "suite.json").read_text())["lr_sweep"]["chosen"] == {"sdpa": 1e-2, "std-gated": 1e-2}
+    assert "no verdict runs are planned" in capsys.readouterr().out and not (out / "sdpa-s0").exists()
+    from rabench.analysis import write_report
+
+    section = write_report(out)[0].read_text().split("## Learning-rate sweep")[1]
+    assert "verdict_exists_at 0.01: every config chose it, so no verdict runs were planned here" in section
 
 
 @pytest.mark.slow

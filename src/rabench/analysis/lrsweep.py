@@ -102,6 +102,30 @@ def edge_rate_notes(batches: list[Batch]) -> list[str]:
     return out
 
 
+def added_rates(plan: dict[str, Any]) -> dict[str, list[float]]:
+    """Per config, the rates bracketing added beyond the plan's grid."""
+    grid = [float(x) for x in plan.get("lrs") if finite(x)] if isinstance(plan.get("lrs"), list) else []
+    tried = plan.get("rates_tried") if isinstance(plan.get("rates_tried"), dict) else {}
+    return {attn: [lr for lr in rates_tried(plan, attn) if not any(math.isclose(lr, g) for g in grid)]
+            for attn in tried}
+
+
+def bracketing_text(plan: dict[str, Any]) -> str:
+    """The bracketing rule as suite.json states it and the rates it added so far."""
+    added = "; ".join(f"{attn} {', '.join(map(_rate, lrs))}" for attn, lrs in added_rates(plan).items() if lrs)
+    return f"bracketing: {plan['bracket_rule']}; added: {added or 'none'}"
+
+
+def verdict_elsewhere_text(rate: Any, chosen: dict[str, Any]) -> str:
+    """What the plan's verdict_exists_at did: no verdict runs here when every config chose that rate."""
+    if not chosen:
+        return f"verdict_exists_at {_rate(rate)}: if every config chooses it, its verdict is the one run elsewhere"
+    if all(finite(lr) and finite(rate) and math.isclose(lr, rate) for lr in chosen.values()):
+        return (f"verdict_exists_at {_rate(rate)}: every config chose it, so no verdict runs were planned here; "
+                "the verdict at that rate is the one run elsewhere (the plan names it)")
+    return f"verdict_exists_at {_rate(rate)}: not every config chose it, so the verdict runs here at the chosen rates"
+
+
 def lr_sweep_section(doc: Doc, groups: dict[str, ConfigGroup], batches: list[Batch],
                      plot: Callable[[list[SweepPoint]], Path | None]) -> None:
     """The sweep's table, plot, rule and chosen rates; nothing when no sweep ran."""
@@ -112,16 +136,13 @@ def lr_sweep_section(doc: Doc, groups: dict[str, ConfigGroup], batches: list[Bat
     for name, plan in plans:
         chosen = plan.get("chosen") if isinstance(plan.get("chosen"), dict) else {}
         lrs, seeds = (plan.get(k) if isinstance(plan.get(k), list) else [] for k in ("lrs", "selection_seeds"))
-        added = {attn: [lr for lr in rates_tried(plan, attn) if not any(finite(x) and math.isclose(lr, x) for x in lrs)]
-                 for attn in (plan.get("rates_tried") or {})} if isinstance(plan.get("rates_tried"), dict) else {}
         doc.bullets([
             f"`{name}`: rates {', '.join(map(_rate, lrs)) or 'not recorded'}; selection seeds "
             f"{', '.join(map(str, seeds)) or 'not recorded'}",
             f"rule (written in the plan before any run): {plan.get('rule') or 'not recorded'}",
-            *([f"bracketing: {plan['bracket_rule']}; added: "
-               + ("; ".join(f"{attn} {', '.join(map(_rate, a))}" for attn, a in added.items() if a) or "none")]
-              if plan.get("bracket_rule") else []),
+            *([bracketing_text(plan)] if plan.get("bracket_rule") else []),
             "chosen: " + ("; ".join(f"{attn} {_rate(lr)}" for attn, lr in chosen.items()) if chosen else "none recorded"),
+            *([verdict_elsewhere_text(plan["verdict_exists_at"], chosen)] if "verdict_exists_at" in plan else []),
         ])
     for note in edge_rate_notes(batches):
         doc.para(f"**Caution:** {note}.")

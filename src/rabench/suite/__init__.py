@@ -22,7 +22,8 @@ trains every config for N iterations at each rate on the selection seeds (folder
 (written in suite.json before any run) and stage 2 runs the design above at those rates on the
 verdict seeds, which the selection never saw. With `lr_bracket` = K, a config whose best rate is
 the smallest (largest) it has tried also trains at half (double) that rate, up to K added rates,
-before its rate is chosen (BRACKET_RULE). A call that completes stage 1 goes on to stage 2.
+before its rate is chosen (BRACKET_RULE). A call that completes stage 1 goes on to stage 2, unless
+every config chose the plan's `verdict_exists_at` (a verdict at that rate exists elsewhere).
 
 A suite re-run skips finished runs and resumes checkpointed ones; one whose stored settings
 differ from what this suite would train (anything that changes the curve) is refused, so the
@@ -55,7 +56,8 @@ from rabench.suite.deadline import Deadline
 from rabench.suite.execute import run_jobs
 from rabench.suite.folder import CALIBRATION_FILE, write_calibration
 from rabench.suite.jobs import (PlannedRun, RunJob, check_runs_before_calibration, chosen_rates, decide, plan_runs,
-                                record_suite, selection_rates, split_machine_notices, sweep_state)
+                                record_suite, selection_rates, split_machine_notices, sweep_state,
+                                verdict_elsewhere)
 from rabench.suite.plan import SuiteCall, SuitePlan, drop_gpu_only, resolve_plan, suite_device
 from rabench.suite.ratios import StepRatios, calibration_task, merge_calibration, step_ratios
 from rabench.training.distributed import is_main_process, launched_by_torchrun
@@ -113,12 +115,19 @@ def run_phases(plan: SuitePlan, call: SuiteCall) -> tuple[list[Path], bool]:
     return [call.out / r.name for r in planned], chosen is None and sweep_moved(plan, call, sweep_before)
 
 
-def sweep_moved(plan: SuitePlan, call: SuiteCall, before: tuple[dict[str, list[float]], dict[str, float] | None]) -> bool:
+SweepState = tuple[dict[str, list[float]], dict[str, float] | None]  # jobs.sweep_state: rates tried, chosen
+
+
+def sweep_moved(plan: SuitePlan, call: SuiteCall, before: SweepState) -> bool:
     """Has the lr sweep moved on since `before` (sweep_state)? Said in a line when it has."""
     rates, chosen = sweep_state(plan, call.out)
     if chosen is not None:
-        call.say("[suite] learning-rate selection complete: planning the verdict runs at the chosen rates")
-        return True
+        if verdict_elsewhere(plan, chosen):
+            call.say(f"[suite] learning-rate selection complete: every config chose {plan.verdict_exists_at:g}, where "
+                     "the plan says a verdict exists already (verdict_exists_at): no verdict runs are planned")
+        else:
+            call.say("[suite] learning-rate selection complete: planning the verdict runs at the chosen rates")
+        return True  # the next phase records the choice in suite.json (and plans the verdict, if any)
     added = {attn: [lr for lr in rates[attn] if lr not in before[0][attn]] for attn in rates}
     added = {attn: lrs for attn, lrs in added.items() if lrs}
     if added:

@@ -19,7 +19,6 @@ import gc
 import json
 import math
 import socket
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -212,19 +211,15 @@ def request_from_json(text: str) -> CalibrationRequest:
     return CalibrationRequest(**fields)
 
 
-def worker_main(argv: list[str] | None = None) -> int:
-    """`python -m rabench.suite.calibrate REQUEST_JSON BASELINE OUT_FILE`: calibrate on this
+def worker_main(argv: list[str]) -> int:
+    """`python -m rabench.suite.worker calibrate REQUEST_JSON BASELINE OUT_FILE`: calibrate on this
     process's device (its one visible GPU, else the CPU) and write the record to OUT_FILE."""
     from pathlib import Path
 
     from rabench.fileio import write_json_atomic
 
-    text, baseline, out_file = sys.argv[1:4] if argv is None else argv
+    text, baseline, out_file = argv[:3]
     device = torch.device("cuda", 0) if torch.cuda.is_available() else torch.device("cpu")
     record = calibrate(request_from_json(text), device, baseline)
     write_json_atomic(Path(out_file), record, "calibration", default=str)
     return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(worker_main())

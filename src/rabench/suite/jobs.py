@@ -117,9 +117,17 @@ def plan_runs(plan: SuitePlan, ratios: dict[str, float] | None, chosen: dict[str
     selection = [PlannedRun(run_name(attn, seed, LR_SWEEP, lr=lr), attn, seed, LR_SWEEP, plan.max_iters, None,
                             (ratios or {}).get(attn), lr=lr)
                  for seed in plan.selection_seeds for attn in plan.attns for lr in rates[attn]]
-    if chosen is None:
+    if chosen is None or verdict_elsewhere(plan, chosen):
         return selection
     return selection + [replace(r, lr=chosen[r.attn]) for r in verdict_runs(plan, ratios)]
+
+
+def verdict_elsewhere(plan: SuitePlan, chosen: dict[str, float]) -> bool:
+    """Did every config choose the plan's `verdict_exists_at`? Its verdict is then the one run
+    elsewhere at that rate, and this suite plans none (one config at another rate runs them all:
+    a verdict pairs each config with the baseline on one machine)."""
+    return plan.verdict_exists_at is not None and all(math.isclose(lr, plan.verdict_exists_at)
+                                                      for lr in chosen.values())
 
 
 def verdict_runs(plan: SuitePlan, ratios: dict[str, float] | None) -> list[PlannedRun]:
@@ -277,9 +285,7 @@ def record_suite(plan: SuitePlan, out: Path, data: str, runs: list[PlannedRun],
     if reused and any(e.get("calibration_measured_at") == reused["calibration_measured_at"]
                       and e.get("differences") == reused["differences"] for e in earlier):
         reused = None  # the same calibration kept across the same differences: noted once
-    sweep = {"lr_sweep": {"lrs": plan.lr, "selection_seeds": plan.selection_seeds, "rule": SWEEP_RULE,
-                          "chosen": chosen or {}, "rates_tried": selection_rates(plan, out)}
-             | ({"bracket_rule": rule} if (rule := bracket_rule(plan)) else {})} if plan.lr else {}
+    sweep = {"lr_sweep": sweep_record(plan, out, chosen)} if plan.lr else {}
     record = plan.to_dict() | {"data": data, "baseline": BASELINE,
                                "runs": [{"name": r.name, "attn": r.attn, "seed": r.seed, "role": r.role,
                                          "max_iters": r.max_iters, "time_budget_s": r.time_budget_s,
@@ -289,6 +295,18 @@ def record_suite(plan: SuitePlan, out: Path, data: str, runs: list[PlannedRun],
                                         for r in runs],
                                "calibration_reuse": earlier + ([reused] if reused else [])} | sweep
     write_suite_record(out, record)
+
+
+def sweep_record(plan: SuitePlan, out: Path, chosen: dict[str, float] | None) -> dict[str, Any]:
+    """suite.json's "lr_sweep": the grid, seeds and rules as the plan fixed them, the rates tried so
+    far and the chosen ones ({} until the selection completes)."""
+    record = {"lrs": plan.lr, "selection_seeds": plan.selection_seeds, "rule": SWEEP_RULE, "chosen": chosen or {},
+              "rates_tried": selection_rates(plan, out)}
+    if (rule := bracket_rule(plan)) is not None:
+        record["bracket_rule"] = rule
+    if plan.verdict_exists_at is not None:
+        record["verdict_exists_at"] = plan.verdict_exists_at
+    return record
 
 
 def describe(run: PlannedRun) -> str:

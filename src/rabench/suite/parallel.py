@@ -1,7 +1,7 @@
 """Independent runs in parallel on one host: one worker process per device.
 
 `rabench suite --devices 0,1,2,3` keeps one training process per GPU busy until every run
-is done: each run is a fresh `python -m rabench.suite.parallel CONFIG` process that sees
+is done: each run is a fresh `python -m rabench.suite.worker train CONFIG` process that sees
 only its own GPU (CUDA_VISIBLE_DEVICES), writes its output to `train.log` in its run folder,
 and resumes from its checkpoint like any run. A run that fails does not stop the others;
 the failures are listed at the end and the suite exits non-zero (re-running the same
@@ -109,7 +109,7 @@ def last_line(path: Path) -> str:
 
 def launch(cfg_dict: dict[str, Any], device: str, n_workers: int, log_path: Path) -> subprocess.Popen:
     """A training worker for one run."""
-    return spawn(["rabench.suite.parallel", json.dumps(cfg_dict)], device, n_workers, log_path)
+    return spawn(["rabench.suite.worker", "train", json.dumps(cfg_dict)], device, n_workers, log_path)
 
 
 def spawn(module_args: list[str], device: str, n_workers: int, log_path: Path) -> subprocess.Popen:
@@ -383,12 +383,12 @@ def stop_when_orphaned(poll_s: float = ORPHAN_POLL_S) -> None:
     threading.Thread(target=watch, name="rabench-orphan-watch", daemon=True).start()
 
 
-def worker_main(argv: list[str] | None = None) -> int:
-    """One worker: train the run described by the JSON TrainConfig in argv[0]."""
+def worker_main(argv: list[str]) -> int:
+    """One worker (`python -m rabench.suite.worker train CONFIG_JSON`): train the run described by
+    the JSON TrainConfig in argv[0]."""
     from rabench.training.config import TrainConfig
     from rabench.training.trainer import train
 
-    argv = sys.argv[1:] if argv is None else argv
     stop_when_orphaned()
     try:
         cfg = TrainConfig(**json.loads(argv[0]))
@@ -398,7 +398,3 @@ def worker_main(argv: list[str] | None = None) -> int:
     print(f"{cfg.out}: {summary['iters']} iters, {summary.get('ms_per_iter')} ms/iter, "
           f"final val_loss {summary.get('final_val_loss')} [{summary.get('stop_reason')}]", flush=True)
     return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(worker_main())

@@ -56,6 +56,9 @@ class SuitePlan:
     # bracketing: where a config's best selection rate is the smallest (largest) it tried, it also
     # trains at half (double) that rate on the selection seeds, up to this many added rates per config
     lr_bracket: int = 0
+    # a rate whose verdict already exists elsewhere (e.g. 6e-4, the campaign's): when the selection
+    # chooses it for every config, no verdict runs are planned; any other choice runs them
+    verdict_exists_at: float | None = None
     calib_steps: int = 10  # optimizer steps per timed calibration window
     calib_windows: int = 8  # timed rounds of interleaved windows
     data: str | None = None
@@ -74,7 +77,8 @@ class SuitePlan:
 PLAN_TYPES: dict[str, tuple[type, ...]] = {
     "attns": (list,), "seeds": (list,), "preset": (str,), "design": (str,), "until_plateau": (bool,),
     "isotime_attns": (list,), "isoiter_attns": (list,), "ladder": (list,), "lr": (list,),
-    "selection_seeds": (list,), "lr_bracket": (int,), "calib_steps": (int,), "calib_windows": (int,), "data": (str,),
+    "selection_seeds": (list,), "lr_bracket": (int,), "verdict_exists_at": (int, float),
+    "calib_steps": (int,), "calib_windows": (int,), "data": (str,),
     "options": (dict,), "train": (dict,), "time": (str, int, float), "iters": (int,), "margin": (int, float, dict),
     "equivalence_margin": (int, float),
 }
@@ -82,6 +86,7 @@ PLAN_EXAMPLES = {"attns": 'attns = ["sdpa", "ra-triton"]', "seeds": "seeds = [0,
                  "isotime_attns": 'isotime_attns = ["ra-triton"]', "isoiter_attns": "isoiter_attns = []",
                  "ladder": "ladder = [1.03, 1.06, 1.10, 1.15]", "lr": "lr = [3e-4, 6e-4, 1.2e-3]",
                  "selection_seeds": "selection_seeds = [100, 101]", "lr_bracket": "lr_bracket = 2",
+                 "verdict_exists_at": "verdict_exists_at = 6e-4",
                  "options": "[options.ra-local] window = 64",
                  "train": "[train] compile = true", "margin": 'margin = 0.01 or [margin] "1" = 0.01'}
 
@@ -163,10 +168,10 @@ def design_of(plan: SuitePlan) -> str:
 def resolve_plan(plan: SuitePlan) -> SuitePlan:
     """Check the plan and fill its defaults (design, budget); returns the plan as it will run."""
     plan.preset = plan.preset if plan.preset is not None else "gpt2-124m"
-    for key in ("attns", "seeds", "preset", "until_plateau", "ladder", "lr", "selection_seeds", "lr_bracket", "calib_steps",
-                "calib_windows", "options", "train"):
+    for key in ("attns", "seeds", "preset", "until_plateau", "ladder", "lr", "selection_seeds", "lr_bracket",
+                "calib_steps", "calib_windows", "options", "train"):
         check_plan_type(key, getattr(plan, key), "suite plan")
-    for key in ("isotime_attns", "isoiter_attns", "margin", "equivalence_margin", "data"):
+    for key in ("isotime_attns", "isoiter_attns", "margin", "equivalence_margin", "data", "verdict_exists_at"):
         if getattr(plan, key) is not None:
             check_plan_type(key, getattr(plan, key), "suite plan")
     if not plan.attns:
@@ -236,7 +241,12 @@ def check_lr_sweep(plan: SuitePlan, design: str) -> None:
     if plan.lr_bracket < 0:
         raise RabenchError(f"suite plan: lr_bracket is how many rates a sweep may add beyond its grid's edge: "
                            f"0 or more, got {plan.lr_bracket}")
+    if plan.verdict_exists_at is not None and not (finite(plan.verdict_exists_at) and plan.verdict_exists_at > 0):
+        raise RabenchError(f"suite plan: verdict_exists_at is a learning rate above 0, got {plan.verdict_exists_at!r}")
     if not plan.lr and not plan.selection_seeds:
+        if plan.verdict_exists_at is not None:
+            raise RabenchError("suite plan: verdict_exists_at belongs to an lr sweep (it may skip the verdict runs "
+                               "at that rate): give --lr with two rates or more and --selection-seeds, or drop it")
         if plan.lr_bracket:
             raise RabenchError("suite plan: lr_bracket extends an lr sweep: give two rates or more (--lr 6e-4,1.2e-3) "
                                "and --selection-seeds, or drop it")

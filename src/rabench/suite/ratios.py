@@ -231,14 +231,14 @@ def calibrates_alongside(plan: SuitePlan, out: Path, devices: list[str] | None, 
 
 def calibration_task(plan: SuitePlan, out: Path, data: str, attns: list[str], n_workers: int,
                      sized_jobs: Callable[[dict[str, Any]], list[RunJob]]) -> SlotTask:
-    """The calibration as a worker process (rabench.suite.calibrate) for run_parallel's first slot."""
+    """The calibration as a worker process (rabench.suite.worker calibrate) for run_parallel's first slot."""
     request = json.dumps(asdict(calibration_request(plan, attns, data)))
     result = out / MEASURING_FILE
     log = out / CALIBRATION_LOG
 
     def launch(device: str):
         result.unlink(missing_ok=True)
-        return spawn(["rabench.suite.calibrate", request, BASELINE, str(result)], device, n_workers, log)
+        return spawn(["rabench.suite.worker", "calibrate", request, BASELINE, str(result)], device, n_workers, log)
 
     def done(returncode: int) -> list[RunJob]:
         if returncode != 0 or not result.is_file():
