@@ -354,7 +354,20 @@ def test_report_names_each_batch_code_and_cautions_where_a_batch_mixes_versions(
     assert ("code (hash of rabench's Python sources): `batch-a` aaaaaaaaaaaa; `batch-b` bbbbbbbbbbbb, "
             "cccccccccccc; `batch-c` not recorded") in md
     cautions = md[md.index("What these runs cannot carry"):]
-    assert "`batch-b` was made by 2 versions of the code (bbbbbbbbbbbb, cccccccccccc)" in cautions
+    assert ("`batch-b` was made by 2 versions of the code (bbbbbbbbbbbb, cccccccccccc): runs by bbbbbbbbbbbb "
+            "(2 runs), cccccccccccc (4 runs), so the runs of seeds 0, 1 mix versions\n") in cautions
+    for run in (camp / "batch-b").iterdir():  # seed by seed, one version each: no pair mixes them
+        if run.is_dir():
+            _set_source_hash(run, "bbbbbbbbbbbb" if run.name.endswith("s0") else "cccccccccccc")
+    cautions = write_report(camp)[0].read_text().split("What these runs cannot carry")[1]
+    assert ("runs by bbbbbbbbbbbb (3 runs), cccccccccccc (3 runs), each seed's runs by one of them (no pair mixes "
+            "versions)") in cautions
+    calibration = json.loads((camp / "batch-a" / "calibration.json").read_text())
+    (camp / "batch-a" / "calibration.json").write_text(json.dumps(calibration | {"source_hash": "dddddddddddd"}))
+    cautions = write_report(camp)[0].read_text().split("What these runs cannot carry")[1]
+    assert ("`batch-a` was made by 2 versions of the code (aaaaaaaaaaaa, dddddddddddd): runs by aaaaaaaaaaaa "
+            "(6 runs); its iso-time runs were sized by the calibration of dddddddddddd, other code than trained them"
+            ) in cautions
     assert "`batch-a` was made by" not in md and "`batch-c` was made by" not in md
     assert "Caution: `batch-b` was made by 2 versions" in summarize(camp)
 

@@ -7,12 +7,13 @@ beside the verdicts, in words, instead of choosing a weaker verdict word for the
 from __future__ import annotations
 
 import math
+from collections import Counter
 
 from rabench.analysis.criteria import Comparison, first_group
 from rabench.analysis.curves import eval_curve, value_at
 from rabench.analysis.lrsweep import edge_rate_notes
 from rabench.analysis.report.wording import mean_of
-from rabench.analysis.runs import BASELINE, PLATEAU, Batch, ConfigGroup, Run
+from rabench.analysis.runs import BASELINE, ISO_TIME, PLATEAU, Batch, ConfigGroup, Run
 from rabench.stats import FEW_PAIRS_NOTE, ONE_SEED_NOTE, wide_ratio_line
 
 GATES_BARELY_MOVED = 0.05  # max |w - w_init| below this: RA has not yet learned what to do with its gates
@@ -125,10 +126,32 @@ def cautions(groups: dict[str, ConfigGroup], comparisons: list[Comparison]) -> l
 
 
 def mixed_code_notes(batches: list[Batch]) -> list[str]:
-    """Batches whose runs (or calibration) came from more than one version of the code: an
-    iso-time budget sized with one version and trained with another is not exactly equal time."""
+    """Batches whose runs (or calibration) came from more than one version of the code, saying which:
+    runs of several versions may pair across them, and an iso-time budget sized with one version
+    and trained with another is not exactly equal time."""
     return [f"`{b.name}` was made by {len(b.source_hashes)} versions of the code ({', '.join(b.source_hashes)}): "
-            "its pairs and its iso-time budgets may mix them" for b in batches if len(b.source_hashes) > 1]
+            + mixed_code_detail(b) for b in batches if len(b.source_hashes) > 1]
+
+
+def mixed_code_detail(batch: Batch) -> str:
+    """Which part of a batch each code version made, and what that can mix."""
+    counts = Counter(str(r.source_hash) for r in batch.runs if r.source_hash)
+    text = "runs by " + (", ".join(f"{h} ({n} run{'s' if n > 1 else ''})" for h, n in sorted(counts.items()))
+                         or "no recorded version")
+    if len(counts) > 1:
+        by_seed: dict[int, set[str]] = {}
+        for r in batch.runs:
+            by_seed.setdefault(r.seed, set()).add(str(r.source_hash))
+        mixed = sorted(seed for seed, hashes in by_seed.items() if len(hashes) > 1)
+        text += (f", so the runs of seed{'s' if len(mixed) > 1 else ''} {', '.join(map(str, mixed))} mix versions"
+                 if mixed else ", each seed's runs by one of them (no pair mixes versions)")
+    calibration = batch.calibration.get("source_hash")
+    sized = [r for r in batch.runs if r.role == ISO_TIME and r.source_hash]
+    other = [r for r in sized if str(r.source_hash) != str(calibration)]
+    if calibration and other:
+        which = "its iso-time runs" if len(other) == len(sized) else f"{len(other)} of its {len(sized)} iso-time runs"
+        text += f"; {which} were sized by the calibration of {calibration}, other code than trained them"
+    return text
 
 
 def calibration_notes(batches: list[Batch]) -> list[str]:
