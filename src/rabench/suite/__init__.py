@@ -74,7 +74,8 @@ def run_suite(plan: SuitePlan, out: str | Path, data: str, progress_bar: bool = 
     error rather than left out with a notice). `calibrate_only`: stop after calibration.json.
     `deadline_s`: seconds from now after which no run is left going (see deadline.py).
     `reuse_calibration`: keep a calibration measured on another machine, card or code (recorded in suite.json).
-    An lr sweep whose selection completes in this call goes on to its verdict runs."""
+    An lr sweep that moves on in this call (bracketing adds a rate, or the selection completes)
+    goes on to the runs that opens: the added rate's, then the verdict's."""
     if reuse_calibration and recalibrate:
         raise RabenchError("--reuse-calibration keeps the stored step times and --recalibrate measures them again: "
                            "give one")
@@ -83,8 +84,8 @@ def run_suite(plan: SuitePlan, out: str | Path, data: str, progress_bar: bool = 
                      explicit_attns, Deadline.after(deadline_s) if deadline_s is not None else None,
                      print if main else (lambda *_: None), main)
     while True:
-        folders, sweep_moved = run_phases(plan, call)
-        if not sweep_moved:
+        folders, moved = run_phases(plan, call)
+        if not moved:
             return folders
         call = replace(call, recalibrate=False)
 
