@@ -103,3 +103,14 @@ def test_a_bracketed_sweep_names_its_added_rates_and_judges_the_edge_on_the_rate
     assert "sdpa's chosen lr" not in md
     assert ("ra-triton's chosen lr 0.0003 is the smallest rate tried (0.0003 to 0.0012): the optimum is not "
             "bracketed") in section
+
+
+def test_the_header_names_plan_changes_made_after_runs_and_survives_a_hand_edited_entry(tmp_path):
+    iteration_suite(tmp_path, (0, 1), lambda seed: 1.1 / 1000, s=1.2)
+    suite = json.loads((tmp_path / "suite.json").read_text()) if (tmp_path / "suite.json").is_file() else {}
+    (tmp_path / "suite.json").write_text(json.dumps(suite | {"plan_changes": [
+        {"at": "2026-12-06T21:00:00Z", "changed": {"lr_bracket": [0, 2], "verdict_exists_at": [None, 6e-4]}},
+        {"changed": "not a table"}, "junk"]}))
+    md = write_report(tmp_path)[0].read_text()
+    assert ("- plan changed after runs had finished (suite.json `plan_changes`): `.` at 2026-12-06T21:00:00Z: "
+            "lr_bracket 0 -> 2, verdict_exists_at unset -> 0.0006\n") in md

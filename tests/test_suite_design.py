@@ -648,3 +648,28 @@ def test_a_suite_without_a_sweep_has_no_selection_and_no_chosen_rate(tmp_path: P
     (tmp_path / "sdpa-s0").mkdir()
     plan = resolve_plan(small_plan())
     assert sweep_state(plan, tmp_path) == ({a: [] for a in plan.attns}, None)
+
+
+def test_a_plan_changed_after_runs_finished_is_recorded_and_an_edit_before_them_is_not(tmp_path: Path) -> None:
+    from rabench.suite.jobs import record_suite
+
+    plan = resolve_plan(small_plan())
+    runs = plan_runs(plan, {"sdpa": 1.0, "ra-open": 1.5})
+    record_suite(plan, tmp_path, "data", runs)
+    plan.equivalence_margin = 0.02  # edited before any run finished: the plan is simply the new one
+    record_suite(plan, tmp_path, "data", runs)
+    assert json.loads((tmp_path / "suite.json").read_text())["plan_changes"] == []
+    (tmp_path / "sdpa-s0").mkdir()
+    (tmp_path / "sdpa-s0" / "config.json").write_text("{}")
+    (tmp_path / "sdpa-s0" / "summary.json").write_text(json.dumps({"status": "finished"}))
+    plan.seeds, plan.train = [0, 1], plan.train | {"device": "cuda"}  # the device is the machine's, not a change
+    record_suite(plan, tmp_path, "data", runs)
+    record_suite(plan, tmp_path, "data", runs)  # the same plan again: nothing new
+    changes = json.loads((tmp_path / "suite.json").read_text())["plan_changes"]
+    assert len(changes) == 1 and changes[0]["changed"] == {"seeds": [[0], [0, 1]]} and changes[0]["at"].endswith("Z")
+    stored = json.loads((tmp_path / "suite.json").read_text())
+    for key in ("lr_bracket", "verdict_exists_at", "ladder"):  # an older suite.json without these keys
+        del stored[key]
+    (tmp_path / "suite.json").write_text(json.dumps(stored))
+    record_suite(plan, tmp_path, "data", runs)  # their defaults are what it ran with: no change
+    assert len(json.loads((tmp_path / "suite.json").read_text())["plan_changes"]) == 1

@@ -9,8 +9,9 @@ verdict runs are planned at it.
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Collection
-from dataclasses import dataclass, replace
+from dataclasses import MISSING, dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -280,13 +281,17 @@ def record_suite(plan: SuitePlan, out: Path, data: str, runs: list[PlannedRun],
                  reused: dict[str, Any] | None = None, chosen: dict[str, float] | None = None) -> None:
     """suite.json; `reused`: this call kept a calibration from another machine, card or code, added to
     the calls before it that did ("calibration_reuse": what the report names); `chosen`: an lr
-    sweep's rates once its selection is complete (the rule is written before any run)."""
-    earlier = read_suite_record(out).get("calibration_reuse") or []
+    sweep's rates once its selection is complete (the rule is written before any run). A plan
+    changed after runs had finished is added to "plan_changes" (plan_change)."""
+    stored = read_suite_record(out)
+    earlier = stored.get("calibration_reuse") or []
     if reused and any(e.get("calibration_measured_at") == reused["calibration_measured_at"]
                       and e.get("differences") == reused["differences"] for e in earlier):
         reused = None  # the same calibration kept across the same differences: noted once
     sweep = {"lr_sweep": sweep_record(plan, out, chosen)} if plan.lr else {}
-    record = plan.to_dict() | {"data": data, "baseline": BASELINE,
+    change = plan_change(stored, plan, out)
+    changes = (stored.get("plan_changes") or []) + ([change] if change else [])
+    record = plan.to_dict() | {"data": data, "baseline": BASELINE, "plan_changes": changes,
                                "runs": [{"name": r.name, "attn": r.attn, "seed": r.seed, "role": r.role,
                                          "max_iters": r.max_iters, "time_budget_s": r.time_budget_s,
                                          "step_ratio": r.step_ratio}
@@ -295,6 +300,36 @@ def record_suite(plan: SuitePlan, out: Path, data: str, runs: list[PlannedRun],
                                         for r in runs],
                                "calibration_reuse": earlier + ([reused] if reused else [])} | sweep
     write_suite_record(out, record)
+
+
+# set per call (the machine's device type, the --data path; a run trained on other data is refused anyway)
+UNCHANGING = ("train.device", "data")
+
+
+def plan_change(earlier: dict[str, Any], plan: SuitePlan, out: Path) -> dict[str, Any] | None:
+    """suite.json's entry for a plan changed after some of its runs had finished ({"at", "changed":
+    {key: [old, new]}}), so the report can say which settings were fixed before which evidence;
+    None when nothing changed, or no run had finished (a plan may be edited freely before its runs).
+    A key an older suite.json lacks counts as its default."""
+    if not earlier or not any(RunFolder(out / r["name"]).state() == "finished" for r in earlier.get("runs") or []
+                              if isinstance(r, dict) and isinstance(r.get("name"), str)):
+        return None
+    defaults = {f.name: f.default if f.default is not MISSING else f.default_factory()  # type: ignore[misc]
+                for f in fields(SuitePlan) if f.default is not MISSING or f.default_factory is not MISSING}
+    changed = {}
+    for key, new in flat_plan(plan.to_dict()).items():
+        old = flat_plan(earlier).get(key, defaults.get(key))
+        if key not in UNCHANGING and old != new:
+            changed[key] = [old, new]
+    return {"at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "changed": changed} if changed else None
+
+
+def flat_plan(record: dict[str, Any]) -> dict[str, Any]:
+    """A plan's fields with [train]'s spelled `train.<key>` (one entry per setting)."""
+    plan_keys = {f.name for f in fields(SuitePlan)}
+    flat = {k: v for k, v in record.items() if k in plan_keys and k != "train"}
+    flat |= {f"train.{k}": v for k, v in (record.get("train") or {}).items()}
+    return flat
 
 
 def sweep_record(plan: SuitePlan, out: Path, chosen: dict[str, float] | None) -> dict[str, Any]:

@@ -6,8 +6,10 @@ chooses the order, so a section can be read, changed or tested alone.
 
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
+from typing import Any
 
 from rabench.analysis import plots
 from rabench.analysis.criteria import ITER_DESIGN, Comparison, first_group
@@ -61,7 +63,34 @@ def header_lines(batches: list[Batch], runs: list[Run], design: str) -> list[str
     if any(b.source_hashes for b in batches):
         lines.append("code (hash of rabench's Python sources): " + "; ".join(
             f"`{b.name}` {', '.join(b.source_hashes) or 'not recorded'}" for b in batches))
+    changes = plan_change_texts(batches)
+    if changes:
+        lines.append("plan changed after runs had finished (suite.json `plan_changes`): " + "; ".join(changes))
     return lines
+
+
+def plan_change_texts(batches: list[Batch]) -> list[str]:
+    """Each recorded change of a batch's plan made after some of its runs had finished: what was
+    fixed before which evidence. A hand-edited entry is shown as far as it reads, never an error."""
+    out = []
+    for b in batches:
+        for entry in b.plan.get("plan_changes") or []:
+            changed = entry.get("changed") if isinstance(entry, dict) else None
+            if isinstance(changed, dict) and changed:
+                what = ", ".join(f"{key} {_plan_value(pair, 0)} -> {_plan_value(pair, 1)}"
+                                 for key, pair in changed.items())
+                out.append(f"`{b.name}` at {entry.get('at') or 'an unrecorded time'}: {what}")
+    return out
+
+
+def _plan_value(pair: Any, i: int) -> str:
+    """One side of a recorded [old, new] pair, as a plan would write it."""
+    value = pair[i] if isinstance(pair, list) and len(pair) == 2 else "?"
+    if value is None:
+        return "unset"
+    if isinstance(value, float):
+        return f"{value:g}"
+    return json.dumps(value) if isinstance(value, (list, dict)) else str(value)
 
 
 def seeds_line(runs: list[Run]) -> str:
