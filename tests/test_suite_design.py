@@ -487,7 +487,7 @@ def test_sweep_plans_selection_runs_then_the_verdict_at_the_chosen_rates() -> No
 
 
 def test_the_rule_picks_the_best_mean_ties_to_the_lower_rate_and_waits_for_every_run(tmp_path: Path) -> None:
-    from rabench.suite.jobs import chosen_rates
+    from rabench.suite.jobs import sweep_state
 
     plan = resolve_plan(sweep_plan(selection_seeds=[100, 101], lr=[1e-3, 2e-3, 4e-3]))
     finals = {("sdpa", 1e-3): (3.0, 3.2), ("sdpa", 2e-3): (3.1, 2.9), ("sdpa", 4e-3): (2.8, 3.2),  # 3.1, 3.0, 3.0
@@ -498,16 +498,16 @@ def test_the_rule_picks_the_best_mean_ties_to_the_lower_rate_and_waits_for_every
         (tmp_path / run.name / "config.json").write_text("{}")
         final = finals[run.attn, run.lr][run.seed - 100]  # None: a diverged run (worst)
         (tmp_path / run.name / "summary.json").write_text(json.dumps({"status": "finished", "final_val_loss": final}))
-    assert chosen_rates(plan, tmp_path) == {"sdpa": 2e-3, "std-gated": 4e-3}
+    assert sweep_state(plan, tmp_path).chosen == {"sdpa": 2e-3, "std-gated": 4e-3}
     (tmp_path / runs[-1].name / "summary.json").write_text(json.dumps({"status": "interrupted"}))
-    assert chosen_rates(plan, tmp_path) is None  # stage 2 waits for every selection run
+    assert sweep_state(plan, tmp_path).chosen is None  # stage 2 waits for every selection run
 
 
 def _finish_selection(out: Path, plan: SuitePlan, finals: dict[tuple[str, float], float]) -> None:
     """Selection folders as finished runs with these final losses (the same for every selection seed)."""
-    from rabench.suite.jobs import selection_rates
+    from rabench.suite.jobs import sweep_state
 
-    for run in plan_runs(plan, None, None, selection_rates(plan, out)):
+    for run in plan_runs(plan, None, None, sweep_state(plan, out).rates):
         (out / run.name).mkdir(exist_ok=True)
         (out / run.name / "config.json").write_text("{}")
         (out / run.name / "summary.json").write_text(json.dumps({"status": "finished",
@@ -515,36 +515,37 @@ def _finish_selection(out: Path, plan: SuitePlan, finals: dict[tuple[str, float]
 
 
 def test_bracketing_adds_the_rate_beyond_an_edge_until_the_best_is_inside_or_the_budget_is_spent(tmp_path: Path) -> None:
-    from rabench.suite.jobs import chosen_rates, selection_rates
+    from rabench.suite.jobs import sweep_state
 
     plan = resolve_plan(sweep_plan(selection_seeds=[100, 101], lr=[2e-3, 1e-3], lr_bracket=2))
     finals = {("sdpa", 1e-3): 3.0, ("sdpa", 2e-3): 3.2, ("sdpa", 5e-4): 3.1,  # best at the low edge, then inside
               ("std-gated", 1e-3): 3.3, ("std-gated", 2e-3): 3.2, ("std-gated", 4e-3): 3.1, ("std-gated", 8e-3): 3.0}
-    assert selection_rates(plan, tmp_path) == {"sdpa": [1e-3, 2e-3], "std-gated": [1e-3, 2e-3]}
+    assert sweep_state(plan, tmp_path).rates == {"sdpa": [1e-3, 2e-3], "std-gated": [1e-3, 2e-3]}
     _finish_selection(tmp_path, plan, finals)
-    assert chosen_rates(plan, tmp_path) is None  # both bests lie at an edge: one rate each is added
-    assert selection_rates(plan, tmp_path) == {"sdpa": [5e-4, 1e-3, 2e-3], "std-gated": [1e-3, 2e-3, 4e-3]}
-    names = [r.name for r in plan_runs(plan, None, None, selection_rates(plan, tmp_path))]
+    assert sweep_state(plan, tmp_path).chosen is None  # both bests lie at an edge: one rate each is added
+    assert sweep_state(plan, tmp_path).rates == {"sdpa": [5e-4, 1e-3, 2e-3], "std-gated": [1e-3, 2e-3, 4e-3]}
+    names = [r.name for r in plan_runs(plan, None, None, sweep_state(plan, tmp_path).rates)]
     assert "sdpa-lr0.0005-s101" in names and "std-gated-lr0.004-s100" in names and "sdpa-lr0.004-s100" not in names
     (tmp_path / "sdpa-lr0.0005-s100").mkdir()  # started, not finished: nothing more is added on partial evidence
-    assert selection_rates(plan, tmp_path)["sdpa"] == [5e-4, 1e-3, 2e-3] and chosen_rates(plan, tmp_path) is None
+    assert sweep_state(plan, tmp_path) == ({"sdpa": [5e-4, 1e-3, 2e-3], "std-gated": [1e-3, 2e-3, 4e-3]}, None)
     _finish_selection(tmp_path, plan, finals)
     # sdpa's best (1e-3) is now inside; std-gated's (4e-3) is at the top again and gets its second added rate
-    assert selection_rates(plan, tmp_path)["std-gated"] == [1e-3, 2e-3, 4e-3, 8e-3] and chosen_rates(plan, tmp_path) is None
+    assert sweep_state(plan, tmp_path).rates["std-gated"] == [1e-3, 2e-3, 4e-3, 8e-3]
+    assert sweep_state(plan, tmp_path).chosen is None
     _finish_selection(tmp_path, plan, finals)
-    assert chosen_rates(plan, tmp_path) == {"sdpa": 1e-3, "std-gated": 8e-3}  # two added: the budget is spent
+    assert sweep_state(plan, tmp_path).chosen == {"sdpa": 1e-3, "std-gated": 8e-3}  # two added: the budget is spent
     unbracketed = resolve_plan(sweep_plan(selection_seeds=[100, 101], lr=[2e-3, 1e-3]))
-    assert chosen_rates(unbracketed, tmp_path) == {"sdpa": 1e-3, "std-gated": 2e-3}  # lr_bracket 0: the grid alone
+    assert sweep_state(unbracketed, tmp_path).chosen == {"sdpa": 1e-3, "std-gated": 2e-3}  # lr_bracket 0: the grid alone
 
 
 def test_a_verdict_that_exists_at_the_chosen_rate_is_not_run_again(tmp_path: Path) -> None:
-    from rabench.suite.jobs import chosen_rates
+    from rabench.suite.jobs import sweep_state
 
     plan = resolve_plan(sweep_plan(lr=[6e-4, 1.2e-3], verdict_exists_at=6e-4))
     ratios = {"sdpa": 1.0, "std-gated": 1.5}
     _finish_selection(tmp_path, plan, {("sdpa", 6e-4): 3.0, ("sdpa", 1.2e-3): 3.1,
                                        ("std-gated", 6e-4): 3.0, ("std-gated", 1.2e-3): 3.1})
-    chosen = chosen_rates(plan, tmp_path)
+    chosen = sweep_state(plan, tmp_path).chosen
     assert chosen == {"sdpa": 6e-4, "std-gated": 6e-4}
     assert {r.role for r in plan_runs(plan, ratios, chosen)} == {"lr-sweep"}  # every config chose it: none
     moved = {"sdpa": 6e-4, "std-gated": 1.2e-3}  # one config moved: the verdict runs, the baseline's too

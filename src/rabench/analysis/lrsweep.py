@@ -19,6 +19,7 @@ from typing import Any
 from rabench.analysis.document import Doc
 from rabench.analysis.runs import LR_SWEEP, Batch, ConfigGroup
 from rabench.stats import finite
+from rabench.suite.folder import verdict_elsewhere_at
 
 LR_SWEEP_PLOT = "lr_sweep.png"
 
@@ -120,7 +121,7 @@ def verdict_elsewhere_text(rate: Any, chosen: dict[str, Any]) -> str:
     """What the plan's verdict_exists_at did: no verdict runs here when every config chose that rate."""
     if not chosen:
         return f"verdict_exists_at {_rate(rate)}: if every config chooses it, its verdict is the one run elsewhere"
-    if all(finite(lr) and finite(rate) and math.isclose(lr, rate) for lr in chosen.values()):
+    if verdict_elsewhere_at(chosen, rate):
         return (f"verdict_exists_at {_rate(rate)}: every config chose it, so no verdict runs were planned here; "
                 "the verdict at that rate is the one run elsewhere (the plan names it)")
     return f"verdict_exists_at {_rate(rate)}: not every config chose it, so the verdict runs here at the chosen rates"

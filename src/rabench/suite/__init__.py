@@ -55,9 +55,8 @@ from rabench.experiment import BASELINE
 from rabench.suite.deadline import Deadline
 from rabench.suite.execute import run_jobs
 from rabench.suite.folder import CALIBRATION_FILE, write_calibration
-from rabench.suite.jobs import (PlannedRun, RunJob, check_runs_before_calibration, chosen_rates, decide, plan_runs,
-                                record_suite, selection_rates, split_machine_notices, sweep_state,
-                                verdict_elsewhere)
+from rabench.suite.jobs import (PlannedRun, RunJob, Sweep, check_runs_before_calibration, decide, plan_runs,
+                                record_suite, split_machine_notices, sweep_state, verdict_elsewhere)
 from rabench.suite.plan import SuiteCall, SuitePlan, drop_gpu_only, resolve_plan, suite_device
 from rabench.suite.ratios import StepRatios, calibration_task, merge_calibration, step_ratios
 from rabench.training.distributed import is_main_process, launched_by_torchrun
@@ -95,13 +94,12 @@ def run_phases(plan: SuitePlan, call: SuiteCall) -> tuple[list[Path], bool]:
     and whether an lr sweep moved on in this call (bracketing added a rate, or the selection
     completed): its new runs are then to plan. Each move adds a rate (at most lr_bracket per
     config) or chooses (once), so the caller's loop ends."""
-    plan, device, chosen = resolve_for_call(plan, call)
-    sweep_before = sweep_state(plan, call.out)
+    plan, device, sweep = resolve_for_call(plan, call)
     ratios = step_ratios(plan, call, device)
     # new ratios that contradict runs on disk are refused here, before calibration.json is written
-    runs, jobs = decide(plan, call, ratios.ratios, chosen)
+    runs, jobs = decide(plan, call, ratios.ratios, sweep)
     if call.main_process:
-        write_records(plan, call, ratios, runs, chosen)
+        write_records(plan, call, ratios, runs, sweep)
         if not call.calibrate_only:
             for notice in split_machine_notices(jobs, call.out):
                 call.say(notice)
@@ -110,17 +108,14 @@ def run_phases(plan: SuitePlan, call: SuiteCall) -> tuple[list[Path], bool]:
     planned = list(runs)  # the runs sized by a calibration alongside join once it is in
     first = None
     if ratios.alongside:
-        later = partial(size_later_runs, plan, call, chosen, planned)
+        later = partial(size_later_runs, plan, call, sweep, planned)
         first = calibration_task(plan, call.out, call.data, ratios.alongside, len(call.devices), later)
     run_jobs(jobs, call, ratios.new_record, first)
-    return [call.out / r.name for r in planned], chosen is None and sweep_moved(plan, call, sweep_before)
+    return [call.out / r.name for r in planned], sweep.chosen is None and sweep_moved(plan, call, sweep)
 
 
-SweepState = tuple[dict[str, list[float]], dict[str, float] | None]  # jobs.sweep_state: rates tried, chosen
-
-
-def sweep_moved(plan: SuitePlan, call: SuiteCall, before: SweepState) -> bool:
-    """Has the lr sweep moved on since `before` (sweep_state)? Said in a line when it has."""
+def sweep_moved(plan: SuitePlan, call: SuiteCall, before: Sweep) -> bool:
+    """Has the lr sweep moved on since `before` (the phase's start)? Said in a line when it has."""
     rates, chosen = sweep_state(plan, call.out)
     if chosen is not None:
         if verdict_elsewhere(plan, chosen):
@@ -129,7 +124,7 @@ def sweep_moved(plan: SuitePlan, call: SuiteCall, before: SweepState) -> bool:
         else:
             call.say("[suite] learning-rate selection complete: planning the verdict runs at the chosen rates")
         return True  # the next phase records the choice in suite.json (and plans the verdict, if any)
-    added = {attn: [lr for lr in rates[attn] if lr not in before[0][attn]] for attn in rates}
+    added = {attn: [lr for lr in rates[attn] if lr not in before.rates[attn]] for attn in rates}
     added = {attn: lrs for attn, lrs in added.items() if lrs}
     if added:
         call.say("[suite] the best rate lies at the edge of the rates tried: bracketing adds "
@@ -137,10 +132,10 @@ def sweep_moved(plan: SuitePlan, call: SuiteCall, before: SweepState) -> bool:
     return bool(added)
 
 
-def resolve_for_call(plan: SuitePlan, call: SuiteCall) -> tuple[SuitePlan, Any, dict[str, float] | None]:
+def resolve_for_call(plan: SuitePlan, call: SuiteCall) -> tuple[SuitePlan, Any, Sweep]:
     """The plan as it will run on this machine and in this folder: checked, its device (torch.device)
-    and an lr sweep's chosen rates (None: no sweep, or its selection still running); refuses runs on
-    disk that other settings trained before any time goes into a calibration."""
+    and an lr sweep's state (its rates so far and, once the selection is complete, the chosen ones);
+    refuses runs on disk that other settings trained before any time goes into a calibration."""
     plan = resolve_plan(plan)
     if call.devices and launched_by_torchrun():
         raise RabenchError("--devices runs one process per device itself; do not start the suite under torchrun")
@@ -159,18 +154,18 @@ def resolve_for_call(plan: SuitePlan, call: SuiteCall) -> tuple[SuitePlan, Any, 
         call.say(f"[suite] only the baseline {BASELINE} is planned: no candidate to calibrate or compare")
     if call.out.exists() and not call.out.is_dir():
         raise RabenchError(f"--out {call.out} is a file, not a folder; choose another --out")
-    chosen = chosen_rates(plan, call.out)  # an lr sweep whose selection is complete: the verdict's rates
-    if chosen is not None:
+    sweep = sweep_state(plan, call.out)  # an lr sweep whose selection is complete: the verdict's rates chosen
+    if sweep.chosen is not None:
         call.say(f"[suite] learning rates chosen on selection seeds {plan.selection_seeds}: "
-                 + ", ".join(f"{a} {lr:g}" for a, lr in chosen.items()))
+                 + ", ".join(f"{a} {lr:g}" for a, lr in sweep.chosen.items()))
     if plan.design == "iso":  # refuse changed settings before spending time on a calibration
-        check_runs_before_calibration(plan, call, chosen)
+        check_runs_before_calibration(plan, call, sweep)
     call.out.mkdir(parents=True, exist_ok=True)
-    return plan, device, chosen
+    return plan, device, sweep
 
 
 def write_records(plan: SuitePlan, call: SuiteCall, ratios: StepRatios, runs: list[PlannedRun],
-                  chosen: dict[str, float] | None) -> None:
+                  sweep: Sweep) -> None:
     """calibration.json when it changed, then suite.json (not with --calibrate-only)."""
     if ratios.new_record is not None:
         write_calibration(call.out, ratios.new_record)
@@ -178,16 +173,17 @@ def write_records(plan: SuitePlan, call: SuiteCall, ratios: StepRatios, runs: li
         call.say(f"[suite] step times in {call.out / CALIBRATION_FILE}; run the suite without --calibrate-only "
                  "to train")
         return
-    record_suite(plan, call.out, call.data, runs, ratios.reused, chosen)
+    record_suite(plan, call.out, call.data, runs, ratios.reused, sweep)
 
 
-def size_later_runs(plan: SuitePlan, call: SuiteCall, chosen: dict[str, float] | None, planned: list[PlannedRun],
+def size_later_runs(plan: SuitePlan, call: SuiteCall, sweep: Sweep, planned: list[PlannedRun],
                     fresh: dict[str, Any]) -> list[RunJob]:
     """Once a calibration alongside the runs is in: write it, plan the runs its ratios size (added to
-    `planned`) and return their jobs for the queue."""
+    `planned`) and return their jobs for the queue. `sweep` is the phase's, as its other runs were
+    planned with it (a rate bracketing adds meanwhile is the next phase's)."""
     ratios, record = merge_calibration(plan, call.data, None, fresh, call.say)
-    _, later_jobs = decide(plan, call, ratios, chosen, skip={r.name for r in planned})
-    planned[:] = plan_runs(plan, ratios, chosen, selection_rates(plan, call.out))
+    _, later_jobs = decide(plan, call, ratios, sweep, skip={r.name for r in planned})
+    planned[:] = plan_runs(plan, ratios, sweep.chosen, sweep.rates)
     write_calibration(call.out, record)
-    record_suite(plan, call.out, call.data, planned, None, chosen)
+    record_suite(plan, call.out, call.data, planned, None, sweep)
     return later_jobs

@@ -7,7 +7,10 @@ Files in the suite folder (read by the report):
   suite.json        the resolved plan (design, budgets, attentions, seeds, options, [train]),
                     "runs": [{name, attn, seed, role, max_iters, time_budget_s, step_ratio}] and
                     "calibration_reuse": [{flag, at, calibration_measured_at, differences}], one per
-                    call that kept a calibration from another machine, card or code
+                    call that kept a calibration from another machine, card or code,
+                    "plan_changes": [{at, changed: {setting: [old, new]}}], one per call whose plan
+                    differed after runs had finished, and with an lr sweep "lr_sweep": {lrs,
+                    selection_seeds, rule, chosen, rates_tried, bracket_rule?, verdict_exists_at?}
   calibration.json  {"card", "host", "machine_id", "source_hash", "device", "compiled", "baseline": "sdpa",
                     "steps_per_window", "windows", "settings" (what a reuse must match), "measured_at",
                     "configs": {attn: {"ms_per_iter", "ms_ci95", "ratio", "ratio_ci95",
@@ -21,6 +24,7 @@ Files in the suite folder (read by the report):
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +32,7 @@ from rabench import attention
 from rabench.errors import RabenchError
 from rabench.fileio import write_json_atomic
 from rabench.rundir import read_json
+from rabench.stats import finite
 
 SUITE_FILE = "suite.json"
 CALIBRATION_FILE = "calibration.json"
@@ -43,6 +48,13 @@ LR_SWEEP = "lr-sweep"  # a selection run of a learning-rate sweep
 TIME = "time"  # design time: a run for the plan's training time
 PLATEAU = "plateau"  # a run to its val_loss plateau
 ISOTIME_TAG = "-isotime-"  # in an iso-time run's folder name (how runs without labels are recognised)
+
+
+def verdict_elsewhere_at(chosen: dict[str, Any], rate: Any) -> bool:
+    """Did every config of an lr sweep choose `rate`, the plan's verdict_exists_at? Its verdict is
+    then the one run elsewhere: the suite plans none (suite.jobs) and the report says so
+    (analysis.lrsweep). Values read from a hand-edited suite.json that are not numbers never match."""
+    return bool(chosen) and finite(rate) and all(finite(lr) and math.isclose(lr, rate) for lr in chosen.values())
 
 
 def pairs_across_machines(role: str) -> bool:

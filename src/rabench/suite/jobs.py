@@ -13,14 +13,15 @@ import time
 from collections.abc import Collection
 from dataclasses import MISSING, dataclass, fields, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from rabench.errors import RabenchError
 from rabench.experiment import BASELINE
 from rabench.machine import machine_id
 from rabench.rundir import RunFolder
 from rabench.suite.folder import (BASE_ROLE, ISO_ITER, ISO_TIME, LADDER, LR_SWEEP, PLATEAU, TIME, pairs_across_machines,
-                                  read_calibration, read_suite_record, run_name, write_suite_record)
+                                  read_calibration, read_suite_record, run_name, verdict_elsewhere_at,
+                                  write_suite_record)
 from rabench.suite.plan import SuiteCall, SuitePlan, gets_run
 from rabench.training import distributed as dd
 from rabench.training.config import TrainConfig, curve_changing_differences
@@ -52,17 +53,14 @@ def bracket_rule(plan: SuitePlan) -> str | None:
     return BRACKET_RULE.format(n=plan.lr_bracket) if plan.lr and plan.lr_bracket else None
 
 
-def chosen_rates(plan: SuitePlan, out: Path) -> dict[str, float] | None:
-    """Each config's rate by SWEEP_RULE (and the bracketing), once its selection is complete (else None)."""
-    return sweep_state(plan, out)[1]
+class Sweep(NamedTuple):
+    """An lr sweep's state in a suite folder (sweep_state), read once per phase of a suite call."""
+
+    rates: dict[str, list[float]]  # each config's selection rates so far: the grid and what bracketing added
+    chosen: dict[str, float] | None  # each config's rate by SWEEP_RULE; None until every selection is complete
 
 
-def selection_rates(plan: SuitePlan, out: Path) -> dict[str, list[float]]:
-    """Each config's selection rates so far: the plan's grid and what bracketing has added."""
-    return sweep_state(plan, out)[0]
-
-
-def sweep_state(plan: SuitePlan, out: Path | None) -> tuple[dict[str, list[float]], dict[str, float] | None]:
+def sweep_state(plan: SuitePlan, out: Path | None) -> Sweep:
     """Each config's selection rates (the plan's grid, plus the rates bracketing has added on the
     results in `out` so far) and the chosen rates (None until every config's selection is complete).
 
@@ -70,7 +68,7 @@ def sweep_state(plan: SuitePlan, out: Path | None) -> tuple[dict[str, list[float
     added on the same evidence however the runs were split across calls or machines."""
     rates = {attn: sorted(plan.lr) for attn in plan.attns}
     if not plan.lr:
-        return rates, None
+        return Sweep(rates, None)
     chosen: dict[str, float] = {}
     for attn in plan.attns:
         for added in range(plan.lr_bracket + 1):
@@ -83,7 +81,7 @@ def sweep_state(plan: SuitePlan, out: Path | None) -> tuple[dict[str, list[float
                 chosen[attn] = best
                 break
             rates[attn] = [best / 2] + rates[attn] if best == low else rates[attn] + [best * 2]
-    return rates, (chosen if len(chosen) == len(plan.attns) else None)
+    return Sweep(rates, chosen if len(chosen) == len(plan.attns) else None)
 
 
 def selection_means(plan: SuitePlan, out: Path, attn: str, rates: list[float]) -> dict[float, float] | None:
@@ -127,8 +125,7 @@ def verdict_elsewhere(plan: SuitePlan, chosen: dict[str, float]) -> bool:
     """Did every config choose the plan's `verdict_exists_at`? Its verdict is then the one run
     elsewhere at that rate, and this suite plans none (one config at another rate runs them all:
     a verdict pairs each config with the baseline on one machine)."""
-    return plan.verdict_exists_at is not None and all(math.isclose(lr, plan.verdict_exists_at)
-                                                      for lr in chosen.values())
+    return plan.verdict_exists_at is not None and verdict_elsewhere_at(chosen, plan.verdict_exists_at)
 
 
 def verdict_runs(plan: SuitePlan, ratios: dict[str, float] | None) -> list[PlannedRun]:
@@ -249,10 +246,10 @@ def split_machine_notices(jobs: list[RunJob], out: Path, here: str | None = None
 
 
 def decide(plan: SuitePlan, call: SuiteCall, ratios: dict[str, float] | None,
-           chosen: dict[str, float] | None, skip: Collection[str] = ()) -> tuple[list[PlannedRun], list[RunJob]]:
+           sweep: Sweep, skip: Collection[str] = ()) -> tuple[list[PlannedRun], list[RunJob]]:
     """The jobs phase: every planned run (but those named in `skip`) and what its folder needs.
     In the iso design without ratios: the runs whose length needs none."""
-    runs = [r for r in plan_runs(plan, ratios, chosen, selection_rates(plan, call.out)) if r.name not in skip]
+    runs = [r for r in plan_runs(plan, ratios, sweep.chosen, sweep.rates) if r.name not in skip]
     return runs, decide_jobs(runs, [run_config(plan, call, r) for r in runs], call.out)
 
 
@@ -267,28 +264,27 @@ def suite_name(call: SuiteCall) -> str:
     return call.out.resolve().name
 
 
-def check_runs_before_calibration(plan: SuitePlan, call: SuiteCall, chosen: dict[str, float] | None = None) -> None:
+def check_runs_before_calibration(plan: SuitePlan, call: SuiteCall, sweep: Sweep) -> None:
     """decide_jobs over every run whose budget is known without a new calibration."""
     stored = None if call.recalibrate else read_calibration(call.out)
     known = {a: float(c["ratio"]) for a, c in (stored or {}).get("configs", {}).items()}
-    runs = [r for r in plan_runs(plan, {a: known.get(a, 1.0) for a in plan.attns}, chosen,
-                                 selection_rates(plan, call.out))
+    runs = [r for r in plan_runs(plan, {a: known.get(a, 1.0) for a in plan.attns}, sweep.chosen, sweep.rates)
             if r.role != ISO_TIME or r.attn in known]
     decide_jobs(runs, [run_config(plan, call, r, progress_bar=False) for r in runs], call.out)
 
 
 def record_suite(plan: SuitePlan, out: Path, data: str, runs: list[PlannedRun],
-                 reused: dict[str, Any] | None = None, chosen: dict[str, float] | None = None) -> None:
+                 reused: dict[str, Any] | None = None, sweep: Sweep | None = None) -> None:
     """suite.json; `reused`: this call kept a calibration from another machine, card or code, added to
-    the calls before it that did ("calibration_reuse": what the report names); `chosen`: an lr
-    sweep's rates once its selection is complete (the rule is written before any run). A plan
+    the calls before it that did ("calibration_reuse": what the report names); `sweep`: an lr sweep's
+    state as this call read it (sweep_state; None: read here), its rule written before any run. A plan
     changed after runs had finished is added to "plan_changes" (plan_change)."""
     stored = read_suite_record(out)
     earlier = stored.get("calibration_reuse") or []
     if reused and any(e.get("calibration_measured_at") == reused["calibration_measured_at"]
                       and e.get("differences") == reused["differences"] for e in earlier):
         reused = None  # the same calibration kept across the same differences: noted once
-    sweep = {"lr_sweep": sweep_record(plan, out, chosen)} if plan.lr else {}
+    sweep_fields = {"lr_sweep": sweep_record(plan, sweep or sweep_state(plan, out))} if plan.lr else {}
     change = plan_change(stored, plan, out)
     changes = (stored.get("plan_changes") or []) + ([change] if change else [])
     record = plan.to_dict() | {"data": data, "baseline": BASELINE, "plan_changes": changes,
@@ -298,7 +294,7 @@ def record_suite(plan: SuitePlan, out: Path, data: str, runs: list[PlannedRun],
                                         | ({"ladder_ratio": r.ladder_ratio} if r.ladder_ratio is not None else {})
                                         | ({"lr": r.lr} if r.lr is not None else {})
                                         for r in runs],
-                               "calibration_reuse": earlier + ([reused] if reused else [])} | sweep
+                               "calibration_reuse": earlier + ([reused] if reused else [])} | sweep_fields
     write_suite_record(out, record)
 
 
@@ -316,9 +312,9 @@ def plan_change(earlier: dict[str, Any], plan: SuitePlan, out: Path) -> dict[str
         return None
     defaults = {f.name: f.default if f.default is not MISSING else f.default_factory()  # type: ignore[misc]
                 for f in fields(SuitePlan) if f.default is not MISSING or f.default_factory is not MISSING}
-    changed = {}
+    before, changed = flat_plan(earlier), {}
     for key, new in flat_plan(plan.to_dict()).items():
-        old = flat_plan(earlier).get(key, defaults.get(key))
+        old = before.get(key, defaults.get(key))
         if key not in UNCHANGING and old != new:
             changed[key] = [old, new]
     return {"at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "changed": changed} if changed else None
@@ -332,11 +328,11 @@ def flat_plan(record: dict[str, Any]) -> dict[str, Any]:
     return flat
 
 
-def sweep_record(plan: SuitePlan, out: Path, chosen: dict[str, float] | None) -> dict[str, Any]:
+def sweep_record(plan: SuitePlan, sweep: Sweep) -> dict[str, Any]:
     """suite.json's "lr_sweep": the grid, seeds and rules as the plan fixed them, the rates tried so
     far and the chosen ones ({} until the selection completes)."""
-    record = {"lrs": plan.lr, "selection_seeds": plan.selection_seeds, "rule": SWEEP_RULE, "chosen": chosen or {},
-              "rates_tried": selection_rates(plan, out)}
+    record = {"lrs": plan.lr, "selection_seeds": plan.selection_seeds, "rule": SWEEP_RULE,
+              "chosen": sweep.chosen or {}, "rates_tried": sweep.rates}
     if (rule := bracket_rule(plan)) is not None:
         record["bracket_rule"] = rule
     if plan.verdict_exists_at is not None:
