@@ -674,3 +674,7 @@ def test_a_plan_changed_after_runs_finished_is_recorded_and_an_edit_before_them_
     (tmp_path / "suite.json").write_text(json.dumps(stored))
     record_suite(plan, tmp_path, "data", runs)  # their defaults are what it ran with: no change
     assert len(json.loads((tmp_path / "suite.json").read_text())["plan_changes"]) == 1
+    dropped = plan.train.pop("eval_every")  # a [train] setting dropped after runs is a change too
+    record_suite(plan, tmp_path, "data", runs)
+    assert json.loads((tmp_path / "suite.json").read_text())["plan_changes"][1]["changed"] == {
+        "train.eval_every": [dropped, None]}

@@ -306,15 +306,15 @@ def plan_change(earlier: dict[str, Any], plan: SuitePlan, out: Path) -> dict[str
     """suite.json's entry for a plan changed after some of its runs had finished ({"at", "changed":
     {key: [old, new]}}), so the report can say which settings were fixed before which evidence;
     None when nothing changed, or no run had finished (a plan may be edited freely before its runs).
-    A key an older suite.json lacks counts as its default."""
+    A key an older suite.json lacks counts as its default; a [train] setting one side lacks, as unset."""
     if not earlier or not any(RunFolder(out / r["name"]).state() == "finished" for r in earlier.get("runs") or []
                               if isinstance(r, dict) and isinstance(r.get("name"), str)):
         return None
     defaults = {f.name: f.default if f.default is not MISSING else f.default_factory()  # type: ignore[misc]
                 for f in fields(SuitePlan) if f.default is not MISSING or f.default_factory is not MISSING}
-    before, changed = flat_plan(earlier), {}
-    for key, new in flat_plan(plan.to_dict()).items():
-        old = before.get(key, defaults.get(key))
+    before, after, changed = flat_plan(earlier), flat_plan(plan.to_dict()), {}
+    for key in sorted(before.keys() | after.keys()):  # a [train] setting may be added or dropped
+        old, new = before.get(key, defaults.get(key)), after.get(key, defaults.get(key))
         if key not in UNCHANGING and old != new:
             changed[key] = [old, new]
     return {"at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "changed": changed} if changed else None
