@@ -1,4 +1,4 @@
-# Sourced by campaign_call.sh and train_call.sh: what one device call's scripts share. The call's
+# Sourced by campaign_call.sh, plan_call.sh and train_call.sh: what one device call's scripts share. The call's
 # clock (left: seconds still usable), the settings every run trains with, the code that trains,
 # and the campaign's data, which prepare_data tokenizes once per machine under a lock, so a run
 # beside a batch waits for it instead of tokenizing the corpus a second time.
@@ -18,4 +18,10 @@ DATA=$ROOT-data
 left() { echo $(( START + CALL_S - PACK_S - $(date +%s) )); }
 prepare_data() {
     flock "$DATA.lock" bash -c "[ -f '$DATA/meta.json' ] || python3 -m rabench prepare $DATA_SOURCES --out '$DATA' 2>&1 | tail -2"
+}
+record_cards() {  # record_cards FOLDER: the machine's GPUs as FOLDER/cards.txt (the card a report names)
+    nvidia-smi --query-gpu=index,name,memory.total,driver_version --format=csv > "$1/cards.txt" 2>/dev/null
+}
+pack_to_out() {  # pack_to_out FOLDER [NAME.tgz]: $ROOT/FOLDER without checkpoints or locks, as $OUT/NAME.tgz
+    tar czf "$OUT/${2:-$1.tgz}" --exclude='ckpt.pt*' --exclude=.lock -C "$ROOT" "$1"
 }

@@ -35,7 +35,7 @@ LOG=$SUITE/suite-log.txt
 if [ -n "${UNPACK:-}" ] && [ ! -f "$SUITE/suite.json" ]; then tar xzf "$UNPACK" -C "$ROOT"; fi
 
 prepare_data | tee -a "$LOG"
-nvidia-smi --query-gpu=index,name,memory.total,driver_version --format=csv > "$SUITE/cards.txt" 2>/dev/null
+record_cards "$SUITE"
 
 suite() {  # suite ATTNS: run or resume the batch with these attentions until the deadline
     local t; t=$(left)
@@ -57,5 +57,5 @@ rc=$?
 hint=""; [ "$rc" = 124 ] && hint=" (out of time: resume with the same command)"
 echo "[call] $(date -u +%H:%M:%S) suite exit $rc$hint" | tee -a "$LOG"
 
-tar czf "$OUT/campaign-$BATCH.tgz" --exclude='ckpt.pt*' --exclude=.lock -C "$ROOT" "$BATCH"
+pack_to_out "$BATCH" "campaign-$BATCH.tgz"
 tail -n 12 "$LOG"

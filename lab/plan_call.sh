@@ -20,7 +20,7 @@ if [ -n "${FROM:-}" ] && [ ! -f "$SUITE/suite.json" ]; then mkdir -p "$ROOT" && 
 mkdir -p "$SUITE"
 
 prepare_data | tee -a "$LOG"
-nvidia-smi --query-gpu=index,name,memory.total,driver_version --format=csv > "$SUITE/cards.txt" 2>/dev/null
+record_cards "$SUITE"
 t=$(left)
 echo "[call] $(date -u +%H:%M:%S) suite $PLAN for at most ${t}s" | tee -a "$LOG"
 # shellcheck disable=SC2086  # SUITE_FLAGS is a word list
@@ -29,5 +29,5 @@ timeout -s TERM -k 40 $(( t + 30 )) python3 -m rabench suite "$PLAN" --out "$SUI
 rc=$?
 hint=""; [ "$rc" = 124 ] && hint=" (out of time: resume with the same command)"
 echo "[call] $(date -u +%H:%M:%S) suite exit $rc$hint" | tee -a "$LOG"
-tar czf "$OUT/$BATCH.tgz" --exclude='ckpt.pt*' --exclude=.lock -C "$ROOT" "$BATCH"
+pack_to_out "$BATCH"
 tail -n 12 "$LOG"

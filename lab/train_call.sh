@@ -30,4 +30,4 @@ rc=$?
 if [ -d "$RUN" ]; then cat "$RUN.log" >> "$RUN/train.log"; fi  # the run's own log travels with its folder
 tail -n 3 "$RUN.log"
 echo "[train_call] $(date -u +%H:%M:%S) exit $rc$([ "$rc" = 124 ] && echo ' (out of time: run the same command to resume)')"
-tar czf "$OUT/$GROUP.tgz" --exclude='ckpt.pt*' --exclude=.lock -C "$ROOT" "$GROUP"
+pack_to_out "$GROUP"
