@@ -7,8 +7,9 @@ Two designs (plan key `design`):
                  train the baseline for N iterations and each candidate twice: for N iterations
                  (iso-iteration, folder `<attn>-s<seed>`) and for round(N/s) iterations (iso-time,
                  folder `<attn>-isotime-s<seed>`). Every run's warm-up and cosine are keyed to its
-                 own iteration count, so learning is deterministic given the seed and a run can
-                 train on any free card; s comes from the calibration, measured once and reused.
+                 own iteration count, and its data order and initialisation to its seed, so a run
+                 can train on any free card (same-seed reruns still differ a little: GPU kernels
+                 are not bitwise repeatable); s comes from the calibration, measured once and reused.
   time           The literal plan: every config for the same measured training time.
 
 `until_plateau` runs every config to a val_loss plateau instead (the budget is a cap); no run is
