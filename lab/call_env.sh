@@ -19,8 +19,10 @@ left() { echo $(( START + CALL_S - PACK_S - $(date +%s) )); }
 prepare_data() {
     flock "$DATA.lock" bash -c "[ -f '$DATA/meta.json' ] || python3 -m rabench prepare $DATA_SOURCES --out '$DATA' 2>&1 | tail -2"
 }
-record_cards() {  # record_cards FOLDER: the machine's GPUs as FOLDER/cards.txt (the card a report names)
-    nvidia-smi --query-gpu=index,name,memory.total,driver_version --format=csv > "$1/cards.txt" 2>/dev/null
+record_cards() {  # record_cards FOLDER: this call's GPUs appended to FOLDER/cards.txt, dated (a folder
+    # extended on several machines keeps each call's card; the runs record their own machine_id)
+    { echo "# call of $(date -u +%Y-%m-%dT%H:%M:%SZ)"
+      nvidia-smi --query-gpu=index,name,uuid,memory.total,driver_version --format=csv 2>/dev/null; } >> "$1/cards.txt"
 }
 pack_to_out() {  # pack_to_out FOLDER [NAME.tgz]: $ROOT/FOLDER without checkpoints or locks, as $OUT/NAME.tgz
     tar czf "$OUT/${2:-$1.tgz}" --exclude='ckpt.pt*' --exclude=.lock -C "$ROOT" "$1"
