@@ -5,10 +5,16 @@ processes side by side share the suite test by test (lab/gpu_bench.sh, PART=t):
 
 Dealing out tests rather than files spreads each file's slow tests over the shards; whole files
 made one shard run past the device call's limit. A dozen lines here instead of the pytest-shard
-plugin, which the GPU machines (no network) do not have."""
+plugin, which the GPU machines (no network) do not have.
+
+A shard also prints each failure's traceback the moment the test fails, not only in the summary
+at the end: a shard cut by its timeout (or by the device call's) never reaches that summary, and
+its failures would be names without a reason."""
 import os
 
 import pytest
+
+_config: pytest.Config | None = None
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -25,3 +31,15 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     kept = [item for i, item in enumerate(items) if i % n == k]
     config.hook.pytest_deselected(items=[item for i, item in enumerate(items) if i % n != k])
     items[:] = kept
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    global _config
+    _config = config
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    """A failure's traceback at once, in the shard's log (see the module docstring)."""
+    reporter = _config.pluginmanager.get_plugin("terminalreporter") if _config is not None else None
+    if report.failed and reporter is not None and os.environ.get("RABENCH_TEST_SHARD"):
+        reporter.write_line(f"\n--- {report.nodeid} failed ({report.when}):\n{report.longreprtext}\n--- end")
