@@ -54,6 +54,40 @@ def test_std_gated_matches_reference(shape: tuple[int, ...]) -> None:
     assert_matches(out, ref, [q, k, v, g], TOL)
 
 
+def test_std_gated_folded_into_the_projection_is_the_same_layer() -> None:
+    """In the model the block folds std-gated's w_std into c_attn's query rows (query_scale) and
+    calls attend; the layer must equal the one that scales q in the core, output and every
+    gradient (float64), and the core called as a module must still scale q itself."""
+    from rabench.model.config import ModelConfig
+    from rabench.model.gpt import CausalSelfAttention
+
+    h, d, t = 3, 8, 17
+    cfg = ModelConfig(n_layer=1, n_head=h, n_embd=h * d, block_size=t, vocab_size=16)
+    folded = CausalSelfAttention(cfg, make("std-gated", h, d)).double()
+    plain = CausalSelfAttention(cfg, make("std-gated", h, d)).double()
+    plain.load_state_dict(folded.state_dict())
+    plain.folds_query_scale = False  # the core, called as a module, scales q
+    assert folded.folds_query_scale
+    x = torch.randn(2, t, h * d, dtype=torch.float64)
+    xs = [x.clone().requires_grad_(True) for _ in range(2)]
+    outs = [m(xi) for m, xi in zip((folded, plain), xs)]
+    assert rel_err(outs[0], outs[1]) < TOL
+    w = torch.randn_like(outs[0])
+    for o in outs:
+        (o * w).sum().backward()
+    assert rel_err(xs[0].grad, xs[1].grad) < TOL
+    for (name, p1), p2 in zip(folded.named_parameters(), plain.parameters()):
+        assert rel_err(p1.grad, p2.grad) < TOL, name
+    # the fold is not a no-op: a layer without the gate differs
+    with torch.no_grad():
+        folded.core.gate_logits[:, 0] += 1.0
+    assert rel_err(folded(x), plain(x)) > 1e-3
+    # the core called as a module, also the one inside the model, applies its own scale
+    q, k, v = inputs(1, h, t, d)
+    for core in (make("std-gated", h, d), folded.core):
+        assert rel_err(core(q, k, v, None), core.reference(q, k, v, None)) < TOL
+
+
 @pytest.mark.parametrize("shape", SHAPES)
 @pytest.mark.parametrize("name", ["ra-open", "ra-folded"])
 def test_ra_paths_match_reference(name: str, shape: tuple[int, ...]) -> None:

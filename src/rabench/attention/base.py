@@ -41,6 +41,12 @@ Optional:
                    `rabench.flops.causal_pair_flops(products_per_pair, seq_len, head_dim, n_head)`;
                    a core that only does more or fewer tile products per causal pair sets the
                    class attribute `pair_products` instead (RA's routes: 11).
+  query_scale() and attend(q, k, v, x)
+                   for a core whose math starts by scaling q per head (std-gated's learned
+                   temperature): query_scale() is that scale (H,), attend the rest, and forward
+                   must equal attend(q * query_scale(), k, v, x). The model folds the scale into
+                   the query rows of the layer's projection and calls attend: the same math
+                   without an activation-sized multiply.
 A norm on q and k (QK-norm) needs no hook: the core receives q and k and may normalise them
 itself, with its own parameters. Hooks that change the rest of the block (LayerScale on the
 residual branch, a different MLP) are not supported: the comparison holds everything outside
