@@ -233,6 +233,23 @@ def test_the_reference_check_catches_a_core_that_departs_from_its_math(tmp_path:
     assert result.status == "FAIL" and "differs from the float64 reference" in result.detail
 
 
+def test_the_fold_check_passes_std_gated_and_catches_an_attend_that_departs(monkeypatch) -> None:
+    """rabench check: the model runs std-gated as attend on a projection with w_std folded in;
+    a forward that is not attend after the scale fails the check."""
+    from rabench.conformance import run_checks
+
+    def fold(ref: str):
+        return {r.name: r for r in run_checks(ref, None, torch.device("cpu"))}["query-scale fold"]
+
+    assert fold("std-gated").status == "PASS" and fold("sdpa").status == "SKIP"
+    cls = attention.entry("std-gated").cls
+    attend = cls.attend  # a forward that is no longer attend after the scale
+    monkeypatch.setattr(cls, "forward", lambda self, q, k, v, x: attend(self, q * self.query_scale().view(1, -1, 1, 1),
+                                                                        k, v * 1.01, x))
+    result = fold("std-gated")
+    assert result.status == "FAIL" and "is not the core's forward" in result.detail
+
+
 def test_a_core_that_carries_position_drops_the_absolute_position_embedding(tmp_path: Path) -> None:
     source = NAIVE.replace('default_options = {"boost": 1.0}', 'default_options = {"boost": 1.0}\n'
                            '    uses_position_embedding = False')

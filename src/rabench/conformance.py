@@ -5,7 +5,7 @@ run takes seconds on a CPU, and reports PASS, FAIL (with what failed) or SKIP (w
 What they establish is what the suite's verdict relies on: the core is causal, paired starts
 hold (shared weights equal sdpa's, the build is a function of the seed alone), forward and
 gradients are finite in float32 and bfloat16, the float64 reference (when the core gives one)
-agrees, torch.compile traces it as one graph, it captures as a CUDA graph (on a GPU), it is
+agrees, a query scale the model folds into its projection gives the core's own math, torch.compile traces it as one graph, it captures as a CUDA graph (on a GPU), it is
 deterministic on the CPU, and a short run lowers the loss.
 """
 
@@ -246,6 +246,36 @@ def check_cuda_graph(ctx: CheckContext) -> tuple[str, str]:
     return "PASS", "forward and backward captured and replayed as one CUDA graph"
 
 
+def check_query_scale_fold(ctx: CheckContext) -> tuple[str, str]:
+    """A core that declares query_scale and attend (AttentionCore) runs as attend on a projection
+    with the scale folded in: that layer must equal the one that calls the core itself (float64,
+    output and every gradient), or the model would train other math than the core's forward."""
+    model = ctx.model().double()
+    block = model.blocks[-1].attn
+    if not block.folds_query_scale:
+        return "SKIP", "the core declares no query_scale() and attend()"
+    unfolded = copy.deepcopy(block)
+    unfolded.folds_query_scale = False
+    x = torch.randn(BATCH, MODEL.block_size, MODEL.n_embd, generator=torch.Generator().manual_seed(5),
+                    dtype=torch.float64).to(ctx.device)
+    xs = [x.clone().requires_grad_() for _ in range(2)]
+    outs = [b(xi) for b, xi in zip((block, unfolded), xs)]
+    upstream = torch.randn(outs[0].shape, generator=torch.Generator().manual_seed(6), dtype=torch.float64).to(ctx.device)
+    grads = [torch.autograd.grad(o, [xi, *b.parameters()], upstream, allow_unused=True)
+             for o, xi, b in zip(outs, xs, (block, unfolded))]
+    errors = {"forward": _relative_error(outs[0], outs[1])}
+    names = ["dx"] + [f"d{n}" for n, _ in block.named_parameters()]
+    for name, a, b in zip(names, *grads):
+        if a is not None and b is not None:
+            errors[name] = _relative_error(a, b)
+    worst = max(errors, key=errors.get)
+    if errors[worst] > 1e-10:
+        return "FAIL", f"attend(q * query_scale()) is not the core's forward: {worst} differs by {errors[worst]:.2e} " \
+                       "(float64)"
+    return "PASS", f"the scale folded into the query projection gives the core's forward (worst {worst} " \
+                   f"{errors[worst]:.1e}, float64)"
+
+
 def check_determinism(ctx: CheckContext) -> tuple[str, str]:
     """On the CPU: two builds, the same batch -> bitwise the same loss and gradients."""
     if attention.entry(ctx.ref).needs_gpu and os.environ.get("TRITON_INTERPRET") != "1":
@@ -292,6 +322,7 @@ CHECKS: list[tuple[str, Callable[[CheckContext], tuple[str, str]]]] = [
     ("finite fp32", check_finite_fp32),
     ("finite bf16", check_finite_bf16),
     ("float64 reference", check_reference),
+    ("query-scale fold", check_query_scale_fold),
     ("torch.compile", check_compile),
     ("CUDA graph", check_cuda_graph),
     ("determinism (CPU)", check_determinism),
