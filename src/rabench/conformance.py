@@ -5,7 +5,8 @@ run takes seconds on a CPU, and reports PASS, FAIL (with what failed) or SKIP (w
 What they establish is what the suite's verdict relies on: the core is causal, paired starts
 hold (shared weights equal sdpa's, the build is a function of the seed alone), forward and
 gradients are finite in float32 and bfloat16, the float64 reference (when the core gives one)
-agrees, a query scale the model folds into its projection gives the core's own math, torch.compile traces it as one graph, it captures as a CUDA graph (on a GPU), it is
+agrees, a query scale the model folds into its projection gives the core's own math,
+torch.compile traces it as one graph, it captures as a CUDA graph (on a GPU), it is
 deterministic on the CPU, and a short run lowers the loss.
 """
 
@@ -190,19 +191,26 @@ def check_reference(ctx: CheckContext) -> tuple[str, str]:
     inputs64 = tuple(t.detach().double().requires_grad_() for t in inputs)
     out, ref = core(*inputs), core64.reference(*inputs64)
     upstream = torch.randn(out.shape, generator=torch.Generator().manual_seed(3)).to(ctx.device)
-    errors = {"forward": _relative_error(out, ref)}
     ours = torch.autograd.grad(out, [*inputs, *core.parameters()], upstream, allow_unused=True)
     theirs = torch.autograd.grad(ref, [*inputs64, *core64.parameters()], upstream.double(), allow_unused=True)
     names = ["dq", "dk", "dv", "dx"] + [f"d{n}" for n, _ in core.named_parameters()]
-    for name, a, b in zip(names, ours, theirs):
-        if a is None and b is None:
-            continue
-        errors[name] = _relative_error(a if a is not None else torch.zeros_like(b), b if b is not None else torch.zeros_like(a))
+    errors = _errors(out, ref, names, ours, theirs)
     worst = max(errors, key=errors.get)
     if errors[worst] > tol:
         return "FAIL", f"{worst} differs from the float64 reference by {errors[worst]:.2e} (tolerance {tol:g}, " \
                        "relative to the reference's largest magnitude)"
     return "PASS", f"forward and {len(errors) - 1} gradients within {tol:g} of float64 (worst {worst} {errors[worst]:.1e})"
+
+
+def _errors(out: Tensor, ref: Tensor, names: list[str], ours: tuple, theirs: tuple) -> dict[str, float]:
+    """Relative error of the forward and of each named gradient (one side None: against zeros;
+    both None: left out)."""
+    errors = {"forward": _relative_error(out, ref)}
+    for name, a, b in zip(names, ours, theirs):
+        if a is None and b is None:
+            continue
+        errors[name] = _relative_error(a if a is not None else torch.zeros_like(b), b if b is not None else torch.zeros_like(a))
+    return errors
 
 
 def _relative_error(a: Tensor, b: Tensor) -> float:
@@ -263,11 +271,8 @@ def check_query_scale_fold(ctx: CheckContext) -> tuple[str, str]:
     upstream = torch.randn(outs[0].shape, generator=torch.Generator().manual_seed(6), dtype=torch.float64).to(ctx.device)
     grads = [torch.autograd.grad(o, [xi, *b.parameters()], upstream, allow_unused=True)
              for o, xi, b in zip(outs, xs, (block, unfolded))]
-    errors = {"forward": _relative_error(outs[0], outs[1])}
     names = ["dx"] + [f"d{n}" for n, _ in block.named_parameters()]
-    for name, a, b in zip(names, *grads):
-        if a is not None and b is not None:
-            errors[name] = _relative_error(a, b)
+    errors = _errors(outs[0], outs[1], names, *grads)
     worst = max(errors, key=errors.get)
     if errors[worst] > 1e-10:
         return "FAIL", f"attend(q * query_scale()) is not the core's forward: {worst} differs by {errors[worst]:.2e} " \
