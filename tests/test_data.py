@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import importlib
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -100,6 +101,31 @@ def test_prepare_is_deterministic_and_worker_independent(austen: tuple[Path, dic
         ["austen"], tmp_path, max_tokens=MAX_TOKENS, val_fraction=VAL_FRACTION, workers=2, progress=False
     )
     assert again == meta
+
+
+_FORK_MARKERS: list[Path] = []  # while set, a fork of this process leaves a file in this folder
+
+
+def _mark_a_forked_child() -> None:
+    if _FORK_MARKERS:
+        (_FORK_MARKERS[0] / str(os.getpid())).touch()
+
+
+os.register_at_fork(after_in_child=_mark_a_forked_child)
+
+
+def test_tokenizer_workers_are_not_forks_of_the_caller(tmp_path: Path) -> None:
+    """A fork of a process with threads (a gloo group, PyTorch's pools) can deadlock in the child;
+    a suite calls prepare from such a process, so its workers must start from a clean one."""
+    markers = tmp_path / "forked"
+    markers.mkdir()
+    _FORK_MARKERS.append(markers)
+    try:
+        meta = prepare(["austen"], tmp_path / "out", max_tokens=5_000, workers=2, progress=False)
+    finally:
+        _FORK_MARKERS.clear()
+    assert meta["splits"]["train"]["tokens"] > 0
+    assert list(markers.iterdir()) == [], "a tokenizer worker was forked from the calling process"
 
 
 def test_small_shards_split_a_split(tmp_path: Path, austen: tuple[Path, dict]) -> None:
