@@ -26,7 +26,7 @@ case "${PART:-a}" in
   p) # where RA's compiled step time goes: profiles of sdpa, ra-norec and ra-triton under CUDA graphs (~3 min)
      python3 benchmarks/step_profile.py --attn sdpa,ra-norec,ra-triton --modes reduce-overhead \
        --profile sdpa:reduce-overhead,ra-norec:reduce-overhead,ra-triton:reduce-overhead --out "$OUT/steps.json" ;;
-  n) # ra-norec through SDPA at D+1 (backend=folded) against sdpa and ra-triton: the suite's calibration (~3 min)
+  n) # ra-norec's folded route (SDPA at D, its query map in the projection) against sdpa and ra-triton: calibration (~3 min)
      python3 -m rabench suite lab/norec-folded.toml --out "$OUT/norec-folded" --calibrate-only --no-progress ;;
   t) # the whole test suite on this GPU, SHARDS pytest processes at once (default 8: the slow tests are
      # CPU-bound subprocess runs; 16 cores here; SHARD_TIMEOUT, default 540 s, bounds each shard). RABENCH_TEST_SHARD=k/n (lab/pytest_shard.py) deals the

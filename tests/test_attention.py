@@ -54,20 +54,22 @@ def test_std_gated_matches_reference(shape: tuple[int, ...]) -> None:
     assert_matches(out, ref, [q, k, v, g], TOL)
 
 
-def test_std_gated_folded_into_the_projection_is_the_same_layer() -> None:
-    """In the model the block folds std-gated's w_std into c_attn's query rows (query_scale) and
-    calls attend; the layer must equal the one that scales q in the core, output and every
-    gradient (float64), and the core called as a module must still scale q itself."""
+@pytest.mark.parametrize("attn,gate", [("std-gated", "gate_logits"), ("ra-norec", "gates.logits")])
+def test_a_query_map_folded_into_the_projection_is_the_same_layer(attn: str, gate: str) -> None:
+    """In the model the block folds the core's query map (std-gated: q -> w_std q; ra-norec:
+    q -> w_std q + (w_disc/c) u) into c_attn's query rows and calls attend; the layer must equal
+    the one that maps q in the core, output and every gradient (float64), and the core called as a
+    module must still match its definition."""
     from rabench.model.config import ModelConfig
     from rabench.model.gpt import CausalSelfAttention
 
     h, d, t = 3, 8, 17
     cfg = ModelConfig(n_layer=1, n_head=h, n_embd=h * d, block_size=t, vocab_size=16)
-    folded = CausalSelfAttention(cfg, make("std-gated", h, d)).double()
-    plain = CausalSelfAttention(cfg, make("std-gated", h, d)).double()
+    folded = CausalSelfAttention(cfg, make(attn, h, d)).double()
+    plain = CausalSelfAttention(cfg, make(attn, h, d)).double()
     plain.load_state_dict(folded.state_dict())
-    plain.folds_query_scale = False  # the core, called as a module, scales q
-    assert folded.folds_query_scale
+    plain.folds_query = False  # the core, called as a module, maps q
+    assert folded.folds_query
     x = torch.randn(2, t, h * d, dtype=torch.float64)
     xs = [x.clone().requires_grad_(True) for _ in range(2)]
     outs = [m(xi) for m, xi in zip((folded, plain), xs)]
@@ -78,14 +80,18 @@ def test_std_gated_folded_into_the_projection_is_the_same_layer() -> None:
     assert rel_err(xs[0].grad, xs[1].grad) < TOL
     for (name, p1), p2 in zip(folded.named_parameters(), plain.parameters()):
         assert rel_err(p1.grad, p2.grad) < TOL, name
-    # the fold is not a no-op: a layer without the gate differs
+    # the fold is not a no-op: a layer with other gates differs
     with torch.no_grad():
-        folded.core.gate_logits[:, 0] += 1.0
+        folded.core.get_parameter(gate)[:, 0] += 1.0
     assert rel_err(folded(x), plain(x)) > 1e-3
-    # the core called as a module, also the one inside the model, applies its own scale
+    # the core called as a module, also the one inside the model, computes its definition
     q, k, v = inputs(1, h, t, d)
-    for core in (make("std-gated", h, d), folded.core):
-        assert rel_err(core(q, k, v, None), core.reference(q, k, v, None)) < TOL
+    for core in (make(attn, h, d), folded.core):
+        if attn == "std-gated":
+            expected = core.reference(q, k, v, None)
+        else:  # w_std S + w_disc d, open-coded
+            expected = ra_norec_reference(q, k, v, core.gates.logits, core.gates.u)
+        assert rel_err(core(q, k, v, None), expected) < TOL
 
 
 @pytest.mark.parametrize("shape", SHAPES)

@@ -115,7 +115,7 @@ def test_module_and_entry_point_references_resolve_to_the_same_class(tmp_path: P
 
 def test_builtins_declare_what_plugins_declare() -> None:
     e = attention.entry("ra-norec")
-    assert (e.attn_role, e.cls.role, e.cls.default_options) == ("control", "control", {"backend": "auto"})
+    assert (e.attn_role, e.cls.role, e.cls.default_options) == ("control", "control", {"backend": "folded"})
     assert attention.entry("sdpa").attn_role == "baseline" and attention.entry("ra-triton").attn_role == "ra"
     assert attention.entry("ra-local").attn_role == "ra-variant" and attention.entry("ra-triton").cls.needs_gpu
 
@@ -233,20 +233,22 @@ def test_the_reference_check_catches_a_core_that_departs_from_its_math(tmp_path:
     assert result.status == "FAIL" and "differs from the float64 reference" in result.detail
 
 
-def test_the_fold_check_passes_std_gated_and_catches_an_attend_that_departs(monkeypatch) -> None:
-    """rabench check: the model runs std-gated as attend on a projection with w_std folded in;
-    a forward that is not attend after the scale fails the check."""
+def test_the_fold_check_passes_the_folding_cores_and_catches_an_attend_that_departs(monkeypatch) -> None:
+    """rabench check: the model runs std-gated and ra-norec as attend on a projection with their
+    query map folded in; a forward that is not attend after the map fails the check."""
+    from rabench.attention.common import apply_query_affine
     from rabench.conformance import run_checks
 
-    def fold(ref: str):
-        return {r.name: r for r in run_checks(ref, None, torch.device("cpu"))}["query-scale fold"]
+    def fold(ref: str, options: dict | None = None):
+        return {r.name: r for r in run_checks(ref, options, torch.device("cpu"))}["query fold"]
 
-    assert fold("std-gated").status == "PASS" and fold("sdpa").status == "SKIP"
-    cls = attention.entry("std-gated").cls
-    attend = cls.attend  # a forward that is no longer attend after the scale
-    monkeypatch.setattr(cls, "forward", lambda self, q, k, v, x: attend(self, q * self.query_scale().view(1, -1, 1, 1),
-                                                                        k, v * 1.01, x))
-    result = fold("std-gated")
+    assert fold("std-gated").status == "PASS" and fold("ra-norec").status == "PASS"
+    assert fold("sdpa").status == "SKIP" and fold("ra-norec", {"backend": "torch"}).status == "SKIP"
+    cls = attention.entry("ra-norec").cls
+    attend = cls.attend  # a forward that drops the map's shift
+    monkeypatch.setattr(cls, "forward", lambda self, q, k, v, x: attend(
+        self, apply_query_affine(q, self.query_affine()[0], None), k, v, x))
+    result = fold("ra-norec")
     assert result.status == "FAIL" and "is not the core's forward" in result.detail
 
 

@@ -254,16 +254,17 @@ def check_cuda_graph(ctx: CheckContext) -> tuple[str, str]:
     return "PASS", "forward and backward captured and replayed as one CUDA graph"
 
 
-def check_query_scale_fold(ctx: CheckContext) -> tuple[str, str]:
-    """A core that declares query_scale and attend (AttentionCore) runs as attend on a projection
-    with the scale folded in: that layer must equal the one that calls the core itself (float64,
-    output and every gradient), or the model would train other math than the core's forward."""
+def check_query_fold(ctx: CheckContext) -> tuple[str, str]:
+    """A core that folds its query map (AttentionCore: folds_query, query_affine, attend) runs as
+    attend on a projection with the map folded in: that layer must equal the one that calls the
+    core itself (float64, output and every gradient), or the model would train other math than
+    the core's forward."""
     model = ctx.model().double()
     block = model.blocks[-1].attn
-    if not block.folds_query_scale:
-        return "SKIP", "the core declares no query_scale() and attend()"
+    if not block.folds_query:
+        return "SKIP", "the core does not fold a query map (folds_query)"
     unfolded = copy.deepcopy(block)
-    unfolded.folds_query_scale = False
+    unfolded.folds_query = False
     x = torch.randn(BATCH, MODEL.block_size, MODEL.n_embd, generator=torch.Generator().manual_seed(5),
                     dtype=torch.float64).to(ctx.device)
     xs = [x.clone().requires_grad_() for _ in range(2)]
@@ -275,9 +276,9 @@ def check_query_scale_fold(ctx: CheckContext) -> tuple[str, str]:
     errors = _errors(outs[0], outs[1], names, *grads)
     worst = max(errors, key=errors.get)
     if errors[worst] > 1e-10:
-        return "FAIL", f"attend(q * query_scale()) is not the core's forward: {worst} differs by {errors[worst]:.2e} " \
-                       "(float64)"
-    return "PASS", f"the scale folded into the query projection gives the core's forward (worst {worst} " \
+        return "FAIL", f"attend(apply_query_affine(q, *query_affine())) is not the core's forward: {worst} " \
+                       f"differs by {errors[worst]:.2e} (float64)"
+    return "PASS", f"the query map folded into the projection gives the core's forward (worst {worst} " \
                    f"{errors[worst]:.1e}, float64)"
 
 
@@ -327,7 +328,7 @@ CHECKS: list[tuple[str, Callable[[CheckContext], tuple[str, str]]]] = [
     ("finite fp32", check_finite_fp32),
     ("finite bf16", check_finite_bf16),
     ("float64 reference", check_reference),
-    ("query-scale fold", check_query_scale_fold),
+    ("query fold", check_query_fold),
     ("torch.compile", check_compile),
     ("CUDA graph", check_cuda_graph),
     ("determinism (CPU)", check_determinism),

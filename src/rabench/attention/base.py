@@ -41,12 +41,14 @@ Optional:
                    `rabench.flops.causal_pair_flops(products_per_pair, seq_len, head_dim, n_head)`;
                    a core that only does more or fewer tile products per causal pair sets the
                    class attribute `pair_products` instead (RA's routes: 11).
-  query_scale() and attend(q, k, v, x)
-                   for a core whose math starts by scaling q per head (std-gated's learned
-                   temperature): query_scale() is that scale (H,), attend the rest, and forward
-                   must equal attend(q * query_scale(), k, v, x). The model folds the scale into
-                   the query rows of the layer's projection and calls attend: the same math
-                   without an activation-sized multiply.
+  folds_query = True, query_affine() and attend(q, k, v, x)
+                   for a core whose math starts with an affine map of q per head, q' = s_h q +
+                   b_h (std-gated's learned temperature; ra-norec's, whose column bias
+                   w_disc d_j = k_j . (w_disc u) rides on q as b_h): query_affine() returns
+                   (s (H,), b (H, D) or None), attend does the rest, and forward must equal
+                   attend(apply_query_affine(q, s, b), k, v, x). The model folds the map into
+                   the query rows of the layer's projection (weights times s, bias times s
+                   plus b) and calls attend: the same math without an activation-sized op.
 A norm on q and k (QK-norm) needs no hook: the core receives q and k and may normalise them
 itself, with its own parameters. Hooks that change the rest of the block (LayerScale on the
 residual branch, a different MLP) are not supported: the comparison holds everything outside
@@ -76,6 +78,7 @@ class AttentionCore(nn.Module):
     uses_position_embedding: ClassVar[bool] = True
     reference_tolerance: ClassVar[float] = 1e-4
     pair_products: ClassVar[int] = STANDARD_PRODUCTS  # tile products per causal pair (the default count)
+    folds_query: bool = False  # True: the model folds query_affine() into the projection, calls attend
 
     def __init__(self, spec: AttentionSpec) -> None:
         super().__init__()

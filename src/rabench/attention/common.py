@@ -21,6 +21,14 @@ def masked_softmax_apply(logits: Tensor, v: Tensor) -> Tensor:
     return probs.to(v.dtype) @ v
 
 
+def apply_query_affine(q: Tensor, scale: Tensor, shift: Tensor | None) -> Tensor:
+    """scale_h q + shift_h per head, in q's dtype (q (B, H, T, D), scale (H,), shift (H, D) or None):
+    a folding core's query map (AttentionCore.query_affine) applied to the activation, as the core
+    does when it is called as a module; inside the model the projection does it instead."""
+    q = q * scale.to(q.dtype).view(1, -1, 1, 1)
+    return q if shift is None else q + shift.to(q.dtype).unsqueeze(1)
+
+
 def upcast(t: Tensor) -> Tensor:
     """Half-precision tensors to float32; float32 and float64 stay as they are."""
     return t.float() if t.dtype in (torch.float16, torch.bfloat16) else t

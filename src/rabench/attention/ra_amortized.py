@@ -19,15 +19,13 @@ positions. The semantics here:
 
 Implementation of the non-refresh steps (the fastest exact one found): R is a per-head
 (1, H, T, T) float mask broadcast over the batch, and the discoverability bias, which is
-per batch element, is folded into the query/key vectors instead of the mask (folded
-identity of ra-math.md):
-      c [w_std q_i, w_disc / c] . [k_j, d_j] = w_std S_ij + w_disc d_j
-so the step is one F.scaled_dot_product_attention(q', k', v, attn_mask=R, scale=c) with a
-query/key head dim D + 1, zero padded to a multiple of 8 (for SDPA's kernels that take an
-additive mask: cuDNN on an H100, 0.63 ms a layer forward and backward; flash attention takes
-none). Adding d to the mask
-instead would make it (B, H, T, T); the open-coded path materialises several of those.
-The mask and d_j enter in q's dtype (bf16 on the GPU), as in ra-folded, where the kernel
+per batch element, rides on the query instead of the mask (d_j = k_j . u; RAGates.query_affine):
+      c (w_std q_i + (w_disc / c) u) . k_j = w_std S_ij + w_disc d_j
+so the step is one F.scaled_dot_product_attention(q', k, v, attn_mask=R, scale=c) at head dim D
+(SDPA's kernels that take an additive mask: cuDNN on an H100, 0.63 ms a layer forward and
+backward when the bias was a padded D + 1st column; flash attention takes none). Adding d to the
+mask instead would make it (B, H, T, T); the open-coded path materialises several of those.
+The mask and the shifted q are in q's dtype (bf16 on the GPU), as in ra-folded, where the kernel
 adds its column bias in float32.
 
 The trainer, the suite's calibration and the bench pass each optimizer step's index to
@@ -49,9 +47,9 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from rabench.attention.base import AttentionCore
-from rabench.attention.common import causal_mask, upcast
+from rabench.attention.common import apply_query_affine, causal_mask, upcast
 from rabench.attention.kernel_route import run_canonical_ra
-from rabench.attention.gates import RAGates, per_head
+from rabench.attention.gates import RAGates
 from rabench.attention.pair_flops import ra_attention_flops, standard_attention_flops
 from rabench.attention.registry import register
 from rabench.attention.spec import AttentionSpec
@@ -122,14 +120,8 @@ class RAAmortizedAttention(AttentionCore):
         return run_canonical_ra(q, k, v, self.gates, self.scale, backend=self.backend)
 
     def reuse(self, q: Tensor, k: Tensor, v: Tensor) -> Tensor:
-        """L = w_std S + R + w_disc d through SDPA: R the mask, d folded into q/k (see the docstring)."""
+        """L = w_std S + R + w_disc d through SDPA: R the mask, d on the query (see the docstring)."""
         t = q.shape[-2]
-        w_std, _, w_disc = self.gates.weights()
-        d = self.gates.discoverability(k).to(k.dtype).unsqueeze(-1)  # (B, H, T, 1): d_j
-        pad = (-(q.shape[-1] + 1)) % 8
-        disc_col = torch.ones_like(d) * per_head(w_disc / self.scale).to(d.dtype)  # w_disc / c
-        q_fold = torch.cat([q * per_head(w_std).to(q.dtype), disc_col], dim=-1)  # [w_std q_i, w_disc / c]
-        k_fold = torch.cat([k, d], dim=-1)  # [k_j, d_j]
-        q_fold, k_fold = F.pad(q_fold, (0, pad)), F.pad(k_fold, (0, pad))
+        q_shifted = apply_query_affine(q, *self.gates.query_affine(self.scale))  # w_std q_i + (w_disc / c) u
         mask = self.cached[:, :t, :t].to(q.dtype).unsqueeze(0)  # (1, H, T, T), broadcast over the batch
-        return F.scaled_dot_product_attention(q_fold, k_fold, v, attn_mask=mask, scale=self.scale)
+        return F.scaled_dot_product_attention(q_shifted, k, v, attn_mask=mask, scale=self.scale)

@@ -1,10 +1,12 @@
 """RA through SDPA by the folded identity (ra-math.md): exact, no custom kernel.
 
     L_ij = c [w_std q_i, w_rec k_i, w_disc/c] . [k_j, q_j, d_j]
+         = c [w_std q_i + (w_disc/c) u, w_rec k_i] . [k_j, q_j]        (d_j = k_j . u)
 
-so RA is standard causal attention whose query/key vectors have 2D+1 entries (padded
-here to a multiple of 8 for the fused kernels); values keep D. Without the reciprocal
-block the same fold gives ra-norec through SDPA at D+1 (its backend="folded").
+so RA is standard causal attention whose query/key vectors have 2D entries (padded to a
+multiple of 8 for the fused kernels when D is not); values keep D. The column bias needs no
+entry of its own: it rides on the query (RAGates.query_affine). Without the reciprocal block the
+same fold is ra-norec's backend="folded", at head dim D.
 """
 
 from __future__ import annotations
@@ -14,32 +16,27 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from rabench.attention.base import AttentionCore
+from rabench.attention.common import apply_query_affine
 from rabench.attention.gates import RAGates, per_head
 from rabench.attention.pair_flops import RA_PRODUCTS
 from rabench.attention.registry import register
 from rabench.attention.spec import AttentionSpec
 
 
-def fold_ra(q: Tensor, k: Tensor, gates: RAGates, scale: float, reciprocal: bool = True) -> tuple[Tensor, Tensor]:
-    """(q', k') of head dim 2D+1 (D+1 with reciprocal=False: ra-norec's fold) rounded up to a
-    multiple of 8, zero padded."""
-    w_std, w_rec, w_disc = gates.weights()
-    d = gates.discoverability(k).to(k.dtype).unsqueeze(-1)  # (B, H, T, 1)
-    q_parts, k_parts = [q * per_head(w_std).to(q.dtype)], [k]
-    if reciprocal:
-        q_parts.append(k * per_head(w_rec).to(k.dtype))
-        k_parts.append(q)
-    q_parts.append(torch.ones_like(d) * per_head(w_disc / scale).to(k.dtype))
-    k_parts.append(d)
-    q_fold, k_fold = torch.cat(q_parts, dim=-1), torch.cat(k_parts, dim=-1)
+def fold_ra(q: Tensor, k: Tensor, gates: RAGates, scale: float) -> tuple[Tensor, Tensor]:
+    """(q', k') of head dim 2D rounded up to a multiple of 8, zero padded:
+    q' = [w_std q + (w_disc/c) u, w_rec k], k' = [k, q]."""
+    _, w_rec, _ = gates.weights()
+    q_fold = torch.cat([apply_query_affine(q, *gates.query_affine(scale)), k * per_head(w_rec).to(k.dtype)], dim=-1)
+    k_fold = torch.cat([k, q], dim=-1)
     pad = (-q_fold.shape[-1]) % 8
     return F.pad(q_fold, (0, pad)), F.pad(k_fold, (0, pad))
 
 
-@register("ra-folded", "RA through SDPA with query/key head dim 2D+1 (folded identity), exact", family="ra")
+@register("ra-folded", "RA through SDPA with query/key head dim 2D (folded identity), exact", family="ra")
 class RAFoldedAttention(AttentionCore):
     # Canonical RA's count, 11 products per causal pair (rabench.flops): the floor of the math, not of
-    # SDPA at 2D+1.
+    # SDPA at 2D.
     pair_products = RA_PRODUCTS
 
     def __init__(self, spec: AttentionSpec) -> None:

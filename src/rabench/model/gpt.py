@@ -57,26 +57,29 @@ class CausalSelfAttention(nn.Module):
         self.c_attn = nn.Linear(cfg.n_embd, 3 * cfg.n_embd)
         self.c_proj = nn.Linear(cfg.n_embd, cfg.n_embd)
         self.core = core
-        # a core's per-head query scale goes into the projection (AttentionCore: query_scale, attend)
-        self.folds_query_scale = callable(getattr(core, "query_scale", None)) and callable(getattr(core, "attend", None))
+        # a core's per-head query map goes into the projection (AttentionCore: folds_query, query_affine, attend)
+        self.folds_query = bool(getattr(core, "folds_query", False))
 
     def qkv(self, x: Tensor) -> Tensor:
-        """c_attn(x), with the core's query scale s_h folded into its query rows when it has one:
-        q_h = x (s_h W_q,h)^T + s_h b_q,h. The multiply touches the (3C, C) weight, not the
-        (B, T, C) activation, forward and backward."""
-        if not self.folds_query_scale:
+        """c_attn(x), with the core's query map q_h -> s_h q_h + b_h folded into its query rows when
+        it has one: q_h = x (s_h W_q,h)^T + (s_h b_q,h + b_h). The map touches the (3C, C) weight and
+        the bias, not the (B, T, C) activation, forward and backward."""
+        if not self.folds_query:
             return self.c_attn(x)
-        s = self.core.query_scale()  # (H,)
-        c = x.shape[-1]
-        rows = torch.cat([s.repeat_interleave(c // self.n_head), s.new_ones(2 * c)]).to(self.c_attn.weight.dtype)
+        s, shift = self.core.query_affine()  # (H,), (H, D) or None
+        c, dtype = x.shape[-1], self.c_attn.weight.dtype
+        rows = torch.cat([s.repeat_interleave(c // self.n_head), s.new_ones(2 * c)]).to(dtype)
         bias = self.c_attn.bias * rows if self.c_attn.bias is not None else None
+        if shift is not None:
+            shift = torch.cat([shift.reshape(-1), shift.new_zeros(2 * c)]).to(dtype)
+            bias = shift if bias is None else bias + shift
         return F.linear(x, self.c_attn.weight * rows[:, None], bias)
 
     def forward(self, x: Tensor) -> Tensor:
         b, t, c = x.shape
         q, k, v = self.qkv(x).split(c, dim=2)
         q, k, v = (z.view(b, t, self.n_head, c // self.n_head).transpose(1, 2) for z in (q, k, v))
-        y = self.core.attend(q, k, v, x) if self.folds_query_scale else self.core(q, k, v, x)  # (B, H, T, D)
+        y = self.core.attend(q, k, v, x) if self.folds_query else self.core(q, k, v, x)  # (B, H, T, D)
         return self.c_proj(y.transpose(1, 2).contiguous().view(b, t, c))
 
 
