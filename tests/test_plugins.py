@@ -252,6 +252,29 @@ def test_the_fold_check_passes_the_folding_cores_and_catches_an_attend_that_depa
     assert result.status == "FAIL" and "is not the core's forward" in result.detail
 
 
+def test_the_compile_check_allows_an_eager_first_call_and_fails_a_break_in_every_call(monkeypatch) -> None:
+    """rabench check's torch.compile line runs one eager forward first, as training's warm-up does:
+    ra-amortized, which allocates its buffer on its first call, passes; a core that breaks the
+    graph in every forward fails."""
+    from rabench.conformance import run_checks
+
+    def compile_check(ref: str):
+        return {r.name: r for r in run_checks(ref, None, torch.device("cpu"))}["torch.compile"]
+
+    assert compile_check("ra-amortized").status == "PASS"
+    cls = attention.entry("sdpa").cls
+    forward = cls.forward
+
+    def breaking(self, q, k, v, x):  # work on both sides of the break, so each side is a graph
+        q = q * 1.0
+        torch._dynamo.graph_break()
+        return forward(self, q, k, v, x) + 0.0
+
+    monkeypatch.setattr(cls, "forward", breaking)
+    result = compile_check("sdpa")
+    assert result.status == "FAIL" and "graph break" in result.detail
+
+
 def test_a_core_that_carries_position_drops_the_absolute_position_embedding(tmp_path: Path) -> None:
     source = NAIVE.replace('default_options = {"boost": 1.0}', 'default_options = {"boost": 1.0}\n'
                            '    uses_position_embedding = False')
