@@ -232,3 +232,20 @@ def test_every_attention_is_causal(name: str) -> None:
         out2 = module(q2, k2, v2, x2)
     assert torch.allclose(out[:, :, :t0], out2[:, :, :t0], atol=1e-6, rtol=0)
     assert not torch.allclose(out[:, :, t0:], out2[:, :, t0:])  # the later outputs did change
+
+
+@pytest.mark.parametrize("terms", [{}, {"band": 5}, {"row_gate": True}, {"band": 3, "row_gate": True}])
+def test_the_products_definitions_match_the_tests_oracle(terms: dict) -> None:
+    """rabench.attention.definitions (rabench check's oracle) against tests/reference.py, float64."""
+    from rabench.attention.definitions import ra_definition
+
+    b, h, t, d = 2, 3, 17, 8
+    q, k, v = inputs(b, h, t, d)
+    gates = make("ra-open", h, d).gates
+    row_gate = torch.rand(b, h, t, dtype=torch.float64) if terms.get("row_gate") else None
+    band = terms.get("band")
+    ours = ra_definition(q, k, v, gates, d**-0.5, band=band, row_gate=row_gate)
+    theirs = ra_reference(q, k, v, gates.logits, gates.u, row_gate=row_gate, band=band)
+    assert rel_err(ours, theirs) < 1e-12
+    assert rel_err(ra_definition(q, k, v, gates, d**-0.5, rec_mult=0.0),
+                   ra_norec_reference(q, k, v, gates.logits, gates.u)) < 1e-12

@@ -252,6 +252,31 @@ def test_the_fold_check_passes_the_folding_cores_and_catches_an_attend_that_depa
     assert result.status == "FAIL" and "is not the core's forward" in result.detail
 
 
+OPEN_CODED = {"open", "ra-open", "ra-sparse"}  # their forward is the definition's open-coded form
+
+
+@pytest.mark.parametrize("name", sorted(set(attention.names()) - OPEN_CODED))
+def test_every_builtin_route_matches_its_float64_definition_in_rabench_check(name: str) -> None:
+    """Each built-in that computes its logits another way (SDPA, the kernel, a fold, a row gate on
+    an operand) declares its definition open-coded, and `rabench check` compares against it."""
+    from rabench.conformance import CheckContext, check_reference
+
+    status, detail = check_reference(CheckContext(name, None, torch.device("cpu")))
+    assert status == "PASS", detail
+
+
+def test_the_reference_check_catches_a_route_that_departs_from_its_definition(monkeypatch) -> None:
+    """ra-local whose kernel band is one wider than its definition's: the check fails."""
+    from rabench.attention.kernel_route import run_canonical_ra
+    from rabench.conformance import CheckContext, check_reference
+
+    cls = attention.entry("ra-local").cls
+    monkeypatch.setattr(cls, "forward", lambda self, q, k, v, x: run_canonical_ra(
+        q, k, v, self.gates, self.scale, band=self.window + 1, backend=self.backend))
+    status, detail = check_reference(CheckContext("ra-local", {"window": 4}, torch.device("cpu")))
+    assert status == "FAIL" and "differs from the float64 reference" in detail
+
+
 def test_the_compile_check_allows_an_eager_first_call_and_fails_a_break_in_every_call(monkeypatch) -> None:
     """rabench check's torch.compile line runs one eager forward first, as training's warm-up does:
     ra-amortized, which allocates its buffer on its first call, passes; a core that breaks the

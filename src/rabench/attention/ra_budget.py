@@ -22,6 +22,7 @@ import torch
 from torch import Tensor, nn
 
 from rabench.attention.base import AttentionCore
+from rabench.attention.definitions import ra_definition
 from rabench.attention.common import init_linear, upcast
 from rabench.attention.kernel_route import ra_operands, run_ra
 from rabench.attention.gates import RAGates
@@ -45,6 +46,7 @@ def budget_gate(scores: Tensor, k: float) -> Tensor:
 @register("ra-budget", "RA whose reciprocal term reaches only the top-k fraction of tokens picked by a learned scorer",
           family="ra", variant=True, k=0.10, backend="auto")
 class RABudgetAttention(AttentionCore):
+    reference_tolerance = 5e-3  # on a GPU the kernel's float32 score products run in tf32 (~2e-3)
     pair_products = RA_PRODUCTS  # Full RA's count: the kernel still visits every row, budgeted or not.
 
     def __init__(self, spec: AttentionSpec) -> None:
@@ -65,6 +67,10 @@ class RABudgetAttention(AttentionCore):
     def row_gate(self, x: Tensor) -> Tensor:
         """r per (B, H, T) from x (B, T, C)."""
         return budget_gate(upcast(self.scorer(x.to(self.scorer.weight.dtype))).transpose(1, 2), self.k)
+
+    def reference(self, q: Tensor, k: Tensor, v: Tensor, x: Tensor) -> Tensor:
+        """The definition, open-coded (rabench check's float64 oracle)."""
+        return ra_definition(q, k, v, self.gates, self.scale, row_gate=self.row_gate(x))
 
     def forward(self, q: Tensor, k: Tensor, v: Tensor, x: Tensor) -> Tensor:
         q1, k1, q2, k2, bias = ra_operands(q, k, self.gates, self.scale, row_gate=self.row_gate(x))

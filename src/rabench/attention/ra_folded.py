@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from rabench.attention.base import AttentionCore
+from rabench.attention.definitions import ra_definition
 from rabench.attention.common import apply_query_affine
 from rabench.attention.gates import RAGates, per_head
 from rabench.attention.pair_flops import RA_PRODUCTS
@@ -42,6 +43,10 @@ class RAFoldedAttention(AttentionCore):
     def __init__(self, spec: AttentionSpec) -> None:
         super().__init__(spec)
         self.gates = RAGates(spec.n_head, spec.head_dim)
+
+    def reference(self, q: Tensor, k: Tensor, v: Tensor, x: Tensor) -> Tensor:
+        """The definition, open-coded (rabench check's float64 oracle)."""
+        return ra_definition(q, k, v, self.gates, self.scale)
 
     def forward(self, q: Tensor, k: Tensor, v: Tensor, x: Tensor) -> Tensor:
         q_fold, k_fold = fold_ra(q, k, self.gates, self.scale)

@@ -20,6 +20,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from rabench.attention.base import AttentionCore
+from rabench.attention.definitions import ra_definition, standard_definition
 from rabench.attention.kernel_route import run_canonical_ra
 from rabench.attention.gates import RAGates
 from rabench.attention.pair_flops import ra_attention_flops, standard_attention_flops
@@ -47,6 +48,7 @@ def ra_layers(layers: tuple[int, ...], n_layer: int) -> tuple[int, ...]:
 @register("ra-layers", "RA in the chosen layers (default: the middle 5/12), plain SDPA in the rest",
           family="ra", variant=True, layers=(), backend="auto")
 class RALayersAttention(AttentionCore):
+    reference_tolerance = 5e-3  # on a GPU the kernel's float32 score products run in tf32 (~2e-3)
     @classmethod
     def attention_flops(cls, spec: AttentionSpec, seq_len: int) -> float:
         """RA's 11 products per causal pair in the chosen layers, standard attention's 7 in the rest."""
@@ -60,6 +62,12 @@ class RALayersAttention(AttentionCore):
         self.backend = options["backend"]
         self.use_ra = spec.layer_idx in ra_layers(options["layers"], spec.n_layer)
         self.gates = RAGates(spec.n_head, spec.head_dim) if self.use_ra else None
+
+    def reference(self, q: Tensor, k: Tensor, v: Tensor, x: Tensor) -> Tensor:
+        """This layer's definition, standard or RA, open-coded (rabench check's float64 oracle)."""
+        if not self.use_ra:
+            return standard_definition(q, k, v, self.scale)
+        return ra_definition(q, k, v, self.gates, self.scale)
 
     def forward(self, q: Tensor, k: Tensor, v: Tensor, x: Tensor) -> Tensor:
         if not self.use_ra:

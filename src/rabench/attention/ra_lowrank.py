@@ -17,6 +17,7 @@ import torch
 from torch import Tensor, nn
 
 from rabench.attention.base import AttentionCore
+from rabench.attention.definitions import ra_definition
 from rabench.attention.kernel_route import run_ra
 from rabench.attention.gates import RAGates, per_head
 from rabench.attention.pair_flops import low_rank_reciprocal_flops
@@ -36,6 +37,7 @@ def orthogonal_columns(n_head: int, dim: int, rank: int, generator: torch.Genera
 @register("ra-lowrank", "RA with a rank-r reciprocal term c (k W2).(q W1), through the kernel at D2 = r",
           family="ra", variant=True, rank=16, backend="auto")
 class RALowRankAttention(AttentionCore):
+    reference_tolerance = 5e-3  # on a GPU the kernel's float32 score products run in tf32 (~2e-3)
     @classmethod
     def attention_flops(cls, spec: AttentionSpec, seq_len: int) -> float:
         """Standard attention's 7 products per causal pair, the reciprocal term's 4 at length r, and W1, W2."""
@@ -59,6 +61,11 @@ class RALowRankAttention(AttentionCore):
         init = orthogonal_columns(self.spec.n_head, self.spec.head_dim, self.rank, generator)
         self.w1.copy_(init)
         self.w2.copy_(init)
+
+    def reference(self, q: Tensor, k: Tensor, v: Tensor, x: Tensor) -> Tensor:
+        """RA with the reciprocal score c (k_i W2).(q_j W1), open-coded (rabench check's float64 oracle)."""
+        rec_scores = (k @ self.w2.to(k.dtype)) @ (q @ self.w1.to(q.dtype)).transpose(-2, -1) * self.scale
+        return ra_definition(q, k, v, self.gates, self.scale, rec_scores=rec_scores)
 
     def forward(self, q: Tensor, k: Tensor, v: Tensor, x: Tensor) -> Tensor:
         w_std, w_rec, w_disc = self.gates.weights()

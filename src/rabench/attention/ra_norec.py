@@ -33,9 +33,10 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from rabench.attention.base import AttentionCore
-from rabench.attention.common import apply_query_affine, masked_softmax_apply
+from rabench.attention.common import apply_query_affine
+from rabench.attention.definitions import ra_definition
 from rabench.attention.kernel_route import BACKENDS as KERNEL_BACKENDS, run_canonical_ra
-from rabench.attention.gates import RAGates, per_head
+from rabench.attention.gates import RAGates
 from rabench.attention.registry import register
 from rabench.attention.spec import AttentionSpec
 from rabench.errors import RabenchError
@@ -70,11 +71,9 @@ class RANoRecAttention(AttentionCore):
         return run_canonical_ra(q, k, v, self.gates, self.scale, backend=self.backend, reciprocal=False)
 
     def reference(self, q: Tensor, k: Tensor, v: Tensor, x: Tensor) -> Tensor:
-        """L_ij = w_std S_ij + w_disc d_j under the causal mask, open-coded (rabench check's float64 oracle)."""
-        w_std, _, w_disc = self.gates.weights()
-        scores = per_head(w_std) * (q @ k.transpose(-1, -2)) * self.scale
-        scores = scores + per_head(w_disc) * self.gates.discoverability(k).unsqueeze(-2)  # d_j: a column bias
-        return masked_softmax_apply(scores, v)
+        """RA's definition with the reciprocal term's weight 0, L_ij = w_std S_ij + w_disc d_j,
+        open-coded (rabench check's float64 oracle)."""
+        return ra_definition(q, k, v, self.gates, self.scale, rec_mult=0.0)
 
     def gate_means(self) -> dict[str, float]:
         means = self.gates.mean_weights()

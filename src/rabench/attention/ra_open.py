@@ -8,24 +8,11 @@ from __future__ import annotations
 from torch import Tensor
 
 from rabench.attention.base import AttentionCore
-from rabench.attention.common import masked_softmax_apply, upcast
-from rabench.attention.gates import RAGates, per_head
+from rabench.attention.definitions import ra_definition
+from rabench.attention.gates import RAGates
 from rabench.attention.pair_flops import RA_PRODUCTS
 from rabench.attention.registry import register
 from rabench.attention.spec import AttentionSpec
-
-
-def ra_logits(q: Tensor, k: Tensor, gates: RAGates, scale: float) -> Tensor:
-    """Unmasked RA logits (B, H, T, T) in float32 (or float64 for float64 inputs)."""
-    w_std, w_rec, w_disc = gates.weights()
-    scores = (q @ k.transpose(-2, -1)) * scale  # S_ij = c q_i.k_j
-    scores = upcast(scores)
-    d = gates.discoverability(k).to(scores.dtype)  # (B, H, T): d_j, a column bias
-    return (
-        per_head(w_std).to(scores.dtype) * scores
-        + per_head(w_rec).to(scores.dtype) * scores.transpose(-2, -1)  # S^T_ij = S_ji: j's query meets i's key
-        + per_head(w_disc).to(scores.dtype) * d.unsqueeze(-2)
-    )
 
 
 @register("ra-open", "RA open-coded: w_std*S + w_rec*S^T + w_disc*d, causal (Test 3)", family="ra")
@@ -39,4 +26,4 @@ class RAOpenAttention(AttentionCore):
         self.gates = RAGates(spec.n_head, spec.head_dim)
 
     def forward(self, q: Tensor, k: Tensor, v: Tensor, x: Tensor) -> Tensor:
-        return masked_softmax_apply(ra_logits(q, k, self.gates, self.scale), v)
+        return ra_definition(q, k, v, self.gates, self.scale)
