@@ -304,8 +304,11 @@ def _tokenized(
     if workers == 1:
         yield map(tokenize, texts)
         return
-    with ThreadPoolExecutor(workers, thread_name_prefix="rabench-tokenize") as pool:
+    pool = ThreadPoolExecutor(workers, thread_name_prefix="rabench-tokenize")
+    try:
         yield _pipelined_map(pool, tokenize, texts)
+    finally:  # an error, a reached cap or Ctrl-C drops the queued documents; running ones finish
+        pool.shutdown(wait=True, cancel_futures=True)
 
 
 def _pipelined_map(pool: ThreadPoolExecutor, fn: Callable, items: Iterator) -> Iterator:
