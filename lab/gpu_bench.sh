@@ -41,8 +41,11 @@ case "${PART:-a}" in
      # (collected minus named) is the TESTS_FROM of the call that finishes the job.
      PYTHONPATH=src:lab python3 -m pytest --collect-only -q -p no:cacheprovider "${targets[@]}" 2>/dev/null \
        | grep '::' | sort -u > "$OUT/collected.txt"
+     # each shard gets its share of the cores for PyTorch's CPU threads (default: all cores in every
+     # shard, n x 16 threads on 16 cores, which slows the CPU-bound tests down)
+     threads=${SHARD_THREADS:-$(( $(nproc) / n > 0 ? $(nproc) / n : 1 ))}
      for k in $(seq 0 $((n - 1))); do
-       (RABENCH_TEST_SHARD=$k/$n PYTHONPATH=src:lab timeout ${SHARD_TIMEOUT:-540} python3 -m pytest -p pytest_shard -v -rfE -p no:cacheprovider "${targets[@]}" \
+       (OMP_NUM_THREADS=$threads RABENCH_TEST_SHARD=$k/$n PYTHONPATH=src:lab timeout ${SHARD_TIMEOUT:-540} python3 -m pytest -p pytest_shard -v -rfE -p no:cacheprovider "${targets[@]}" \
           > "$OUT/pytest-shard-$k.log" 2>&1; echo "exit $?" >> "$OUT/pytest-shard-$k.log") &
      done
      wait
