@@ -15,7 +15,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", required=True, type=path_arg, help="output folder")
     p.add_argument("--max-tokens", type=int, help="stop after this many tokens (needed for hf: streams; default: all)")
     p.add_argument("--val-fraction", type=float, default=0.05, help="share of documents in the val split (default: 0.05)")
-    p.add_argument("--workers", type=int, help="tokenizer processes, at most the cores (default: all cores)")
+    p.add_argument("--workers", type=int, help="tokenizer threads, at most the cores (default: all cores)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing prepared folder (default: refuse)")
 
 
