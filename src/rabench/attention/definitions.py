@@ -28,7 +28,8 @@ def ra_logits(q: Tensor, k: Tensor, gates: RAGates, scale: float, rec_mult: floa
     w_std, w_rec, w_disc = gates.weights()
     scores = upcast((q @ k.transpose(-2, -1)) * scale)  # S_ij = c q_i.k_j
     dt = scores.dtype
-    s_t = scores.transpose(-2, -1) if rec_scores is None else upcast(rec_scores)  # S^T_ij = S_ji: j's query meets i's key
+    # S^T_ij = S_ji: j's query meets i's key (or the low-rank score in its place)
+    s_t = scores.transpose(-2, -1) if rec_scores is None else upcast(rec_scores)
     rec = per_head(w_rec).to(dt) * s_t
     if not (isinstance(rec_mult, float) and rec_mult == 1.0):
         rec = rec * (rec_mult.to(dt) if isinstance(rec_mult, Tensor) else rec_mult)

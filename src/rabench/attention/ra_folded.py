@@ -16,8 +16,8 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from rabench.attention.base import AttentionCore
-from rabench.attention.definitions import ra_definition
 from rabench.attention.common import apply_query_affine
+from rabench.attention.definitions import ra_definition
 from rabench.attention.gates import RAGates, per_head
 from rabench.attention.pair_flops import RA_PRODUCTS
 from rabench.attention.registry import register

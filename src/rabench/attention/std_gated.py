@@ -5,9 +5,10 @@ module has exactly that and no reciprocity, which separates "reciprocity helps" 
 "a learned temperature helps".
 
 The gate is a per-head scale of q, so it folds its query map (`folds_query`, `query_affine`):
-inside the model the block folds it into the query rows of its projection (q = x (w_std W_q)^T + w_std b_q, the same
-math) and calls `attend`, so SDPA gets q, k and v as the same views of one projection as
-sdpa's, with no activation-sized multiply in the forward or a reduction over q in the backward.
+inside the model the block folds it into the query rows of its projection (q = x (w_std W_q)^T
++ w_std b_q, the same math) and calls `attend`, so SDPA gets q, k and v as the same views of one
+projection as sdpa's, with no activation-sized multiply in the forward or a reduction over q in
+the backward.
 Called as a module (`rabench check`, tests) the core scales q itself.
 """
 
@@ -18,7 +19,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from rabench.attention.base import AttentionCore
-from rabench.attention.common import apply_query_affine, masked_softmax_apply, upcast
+from rabench.attention.common import apply_query_affine, upcast
+from rabench.attention.definitions import standard_definition
 from rabench.attention.gates import GATE_INIT, per_head
 from rabench.attention.registry import register
 from rabench.attention.spec import AttentionSpec
@@ -54,8 +56,7 @@ class StdGatedAttention(AttentionCore):
 
     def reference(self, q: Tensor, k: Tensor, v: Tensor, x: Tensor) -> Tensor:
         """L_ij = w_std c q_i.k_j under the causal mask, open-coded (rabench check's float64 oracle)."""
-        scores = (q * per_head(self.w_std()).to(q.dtype)) @ k.transpose(-1, -2) * self.scale
-        return masked_softmax_apply(scores, v)
+        return standard_definition(q * per_head(self.w_std()).to(q.dtype), k, v, self.scale)
 
     def gate_parameters(self) -> list[nn.Parameter]:
         """RA's gate logits, of which this control uses w_std: the same learning rate as RA's."""
