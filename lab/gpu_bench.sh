@@ -40,7 +40,7 @@ case "${PART:-a}" in
      # -v names each test as it ends, so a shard cut by its timeout still says what ran: not-run.txt
      # (collected minus named) is the TESTS_FROM of the call that finishes the job.
      PYTHONPATH=src:lab python3 -m pytest --collect-only -q -p no:cacheprovider "${targets[@]}" 2>/dev/null \
-       | grep '::' | sort -u > "$OUT/collected.txt"
+       | grep '::' | LC_ALL=C sort -u > "$OUT/collected.txt"
      # each shard gets its share of the cores for PyTorch's CPU threads (default: all cores in every
      # shard, n x 16 threads on 16 cores, which slows the CPU-bound tests down)
      threads=${SHARD_THREADS:-$(( $(nproc) / n > 0 ? $(nproc) / n : 1 ))}
@@ -52,7 +52,10 @@ case "${PART:-a}" in
      # one file back instead of one per shard (a device call returns at most 8 files)
      for f in "$OUT"/pytest-shard-*.log; do echo "==> $(basename "$f")"; cat "$f"; done > "$OUT/pytest.log"
      rm -f "$OUT"/pytest-shard-*.log
-     grep -oE '^[^ ]+::[^ ]+ (PASSED|FAILED|SKIPPED|ERROR|XFAIL|XPASS)' "$OUT/pytest.log" | cut -d' ' -f1 | sort -u \
+     # a test id may hold spaces (its parameters): strip the outcome
+     # (and a skip its reason) and percentage from the end; LC_ALL=C: one sort order for comm
+     sed -nE 's/^((tests|lab)\/[^ ]+::.+) (PASSED|FAILED|SKIPPED|ERROR|XFAIL|XPASS)( \(.*\))?( +\[ *[0-9]+%\])?$/\1/p' \
+       "$OUT/pytest.log" | LC_ALL=C sort -u \
        | comm -23 "$OUT/collected.txt" - > "$OUT/not-run.txt"
      echo "collected $(wc -l < "$OUT/collected.txt"), not run $(wc -l < "$OUT/not-run.txt")"
      grep -E "^==>|passed|failed|exit |^FAILED|^ERROR" "$OUT/pytest.log" ;;

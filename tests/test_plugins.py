@@ -258,10 +258,14 @@ OPEN_CODED = {"open", "ra-open", "ra-sparse"}  # their forward is the definition
 @pytest.mark.parametrize("name", sorted(set(attention.names()) - OPEN_CODED))
 def test_every_builtin_route_matches_its_float64_definition_in_rabench_check(name: str) -> None:
     """Each built-in that computes its logits another way (SDPA, the kernel, a fold, a row gate on
-    an operand) declares its definition open-coded, and `rabench check` compares against it."""
+    an operand) declares its definition open-coded, and `rabench check` compares against it. A core
+    that needs the GPU is checked on it where there is one, as `rabench check` does: the Triton
+    interpreter, which runs the kernel on CPU tensors, is on only where there is no GPU."""
     from rabench.conformance import CheckContext, check_reference
 
-    status, detail = check_reference(CheckContext(name, None, torch.device("cpu")))
+    on_gpu = attention.entry(name).needs_gpu and torch.cuda.is_available()
+    device = torch.device("cuda" if on_gpu else "cpu")
+    status, detail = check_reference(CheckContext(name, None, device))
     assert status == "PASS", detail
 
 
