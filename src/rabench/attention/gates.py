@@ -44,11 +44,13 @@ class RAGates(nn.Module):
         products from its key tiles)."""
         return upcast(self.u) * w_disc.view(-1, 1)
 
-    def query_affine(self, scale: float) -> tuple[Tensor, Tensor]:
+    def query_affine(self, scale: float, weights: tuple[Tensor, Tensor, Tensor] | None = None
+                     ) -> tuple[Tensor, Tensor]:
         """(w_std (H,), (w_disc / c) u (H, D)): since d_j = k_j . u, the standard term and the
         column bias are one product, w_std S_ij + w_disc d_j = c (w_std q_i + (w_disc / c) u) . k_j,
-        so both ride on q as an affine map at head dim D (c = `scale`)."""
-        w_std, _, w_disc = self.weights()
+        so both ride on q as an affine map at head dim D (c = `scale`). `weights`: this step's
+        weights() where the caller has them already (one softmax a step, not two)."""
+        w_std, _, w_disc = weights if weights is not None else self.weights()
         return w_std, upcast(self.u) * (w_disc / scale).view(-1, 1)
 
     def mean_weights(self) -> dict[str, float]:

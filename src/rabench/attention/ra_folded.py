@@ -27,8 +27,9 @@ from rabench.attention.spec import AttentionSpec
 def fold_ra(q: Tensor, k: Tensor, gates: RAGates, scale: float) -> tuple[Tensor, Tensor]:
     """(q', k') of head dim 2D rounded up to a multiple of 8, zero padded:
     q' = [w_std q + (w_disc/c) u, w_rec k], k' = [k, q]."""
-    _, w_rec, _ = gates.weights()
-    q_fold = torch.cat([apply_query_affine(q, *gates.query_affine(scale)), k * per_head(w_rec).to(k.dtype)], dim=-1)
+    weights = gates.weights()
+    q_shift = apply_query_affine(q, *gates.query_affine(scale, weights))
+    q_fold = torch.cat([q_shift, k * per_head(weights[1]).to(k.dtype)], dim=-1)
     k_fold = torch.cat([k, q], dim=-1)
     pad = (-q_fold.shape[-1]) % 8
     return F.pad(q_fold, (0, pad)), F.pad(k_fold, (0, pad))
