@@ -10,7 +10,7 @@ import torch
 
 from rabench import attention
 from rabench.attention import AttentionSpec
-from rabench.attention.kernel_route import open_coded_ra, ra_operands
+from rabench.attention.kernel_route import row_gated_pair, run_canonical_ra
 from rabench.kernels import reference as kernel_oracle
 from reference import assert_matches, ra_norec_reference, ra_reference, rel_err, standard_reference
 
@@ -141,16 +141,20 @@ def test_ra_norec_starts_with_ra_gates_and_logs_w_rec_zero() -> None:
 
 
 @pytest.mark.parametrize("shape", SHAPES)
-def test_kernel_operands_fold_ra_exactly(shape: tuple[int, ...]) -> None:
-    """The (q1, k1, q2, k2, bias) fed to the fused kernel give canonical RA, gradients included."""
+@pytest.mark.parametrize("gated", [False, True])
+def test_an_untied_reciprocal_pair_folds_ra_exactly(shape: tuple[int, ...], gated: bool) -> None:
+    """run_canonical_ra with its reciprocal pair passed apart, (k, q) or a row gate's (r k, q),
+    the form ra-gated, ra-budget and ra-adaptive hand the kernel, is canonical RA (with the row
+    gate on its reciprocal term), gradients included, the row gate's too."""
     b, h, t, d = shape
     q, k, v = inputs(*shape)
     module = make("ra-open", h, d)
     g, u = module.gates.logits, module.gates.u
-    q1, k1, q2, k2, bias = ra_operands(q, k, module.gates, d**-0.5)
-    out = open_coded_ra(q1, k1, q2, k2, v, bias, band=None)
-    ref = ra_reference(q, k, v, g, u)
-    assert_matches(out, ref, [q, k, v, g, u], TOL)
+    r = torch.rand(b, h, t, dtype=torch.float64, requires_grad=True) if gated else None
+    pair = row_gated_pair(q, k, r) if gated else (k, q)
+    out = run_canonical_ra(q, k, v, module.gates, d**-0.5, backend="torch", pair=pair)
+    ref = ra_reference(q, k, v, g, u, row_gate=r)
+    assert_matches(out, ref, [q, k, v, g, u] + ([r] if gated else []), TOL)
 
 
 @pytest.mark.parametrize("band", [None, 1, 5])

@@ -3,8 +3,8 @@ variants need (ra-math.md, "Generalisations"): ra-open's forward, and the float6
 (`reference`) of every route that computes the same logits another way (the fused kernel, SDPA on
 folded operands, a row gate riding on an operand), which `rabench check` compares against.
 
-Written from the formula, not from the routes' operand folds (`kernel_route.ra_operands`, the
-kernel's scales), so a route that folds wrongly differs from it.
+Written from the formula, not from the routes' operand folds (`kernel_route`: the kernel's
+scales, a row gate on the reciprocal pair), so a route that folds wrongly differs from it.
 """
 
 from __future__ import annotations

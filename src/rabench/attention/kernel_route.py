@@ -1,24 +1,21 @@
 """The route from RA's parameters to the RA kernel: its inputs, then the fused Triton kernel on a
 GPU or, on a CPU, the kernel's torch definition (`rabench.kernels.reference`, via `open_coded_ra`).
 
-The kernel computes  L_ij = q1_i.k1_j + m_ij (q2_i.k2_j) + bias_j  (causal) and knows
-nothing of gates or scales. Canonical RA folds into it as (ra-math.md, folded identity):
+The kernel computes  L_ij = s1 q1_i.k1_j + m_ij s2 (q2_i.k2_j) + bias_j  (causal), with per-head
+scales s1, s2, and knows nothing of gates. Canonical RA folds into it as (ra-math.md, folded
+identity):
 
-    q1 = w_std c q      k1 = k        (standard term, S_ij)
-    q2 = w_rec c k      k2 = q        (reciprocal term, S_ji = c q_j.k_i)
-    bias_j = w_disc d_j = w_disc k_j.u
+    q1 = q, s1 = w_std c        k1 = k        (standard term, S_ij)
+    q2 = k, s2 = w_rec c        k2 = q        (reciprocal term, S_ji = c q_j.k_i)
+    bias_j = w_disc d_j = k_j.(w_disc u)      (the vector w_disc u, (H, D))
 
-A per-query row gate r_i on the reciprocal term multiplies q2's rows (exact, by
-linearity); autograd carries every gradient back through these products. The RA
-variants build on `ra_operands` and `run_ra`.
-
-`run_canonical_ra` is the same identity without copies: q1 = q, k1 = k with the per-head
-scales s1 = w_std c and s2 = w_rec c handed to the kernel, which applies them to its tiles in
-registers (and to the gradients), and the reciprocal pair tied to the first (q2 = k, k2 = q:
-the kernel reads q and k once more and returns their whole gradients). The bias goes in as the
-vector w_disc u (H, D): the kernel computes d_j = k_j . u from its key tiles and adds the bias
-path's dk term itself. q and k stay views of the qkv projection. Any RA module without a row gate uses it (row gates vary per token, so
-they still need `ra_operands`).
+`run_canonical_ra` hands the kernel exactly that, without copies: the kernel applies the scales to
+its tiles in registers (and to the gradients), reads the reciprocal pair tied to the first (q2 = k,
+k2 = q: it reads q and k once more and returns their whole gradients), and computes d_j = k_j . u
+from its key tiles. q and k stay views of the qkv projection. Every RA module goes through it.
+A variant whose reciprocal operands differ passes its own pair: a per-query row gate r_i on the
+reciprocal term is q2 = r k (exact, by linearity: `row_gated_pair`, the one copy such a variant
+makes), a low-rank term is q2 = k W2, k2 = q W1; the gates stay the kernel's scales either way.
 """
 
 from __future__ import annotations
@@ -26,7 +23,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from rabench.attention.gates import RAGates, per_head
+from rabench.attention.gates import RAGates
 from rabench.errors import RabenchError
 from rabench.kernels.reference import ra_reference
 
@@ -36,33 +33,26 @@ BACKENDS = ("auto", "triton", "torch")  # run_ra's routes: auto = triton on a GP
 KERNEL_REFERENCE_TOLERANCE = 5e-3
 
 
-def ra_operands(
-    q: Tensor, k: Tensor, gates: RAGates, scale: float, row_gate: Tensor | None = None, rec_mult: float = 1.0
-) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
-    """(q1, k1, q2, k2, bias) for canonical RA; row_gate is (B, H, T) or None; bias is the
-    vector w_disc u (H, D), bias_j = k1_j . bias[h] (k1 = k).
-
-    No .contiguous() copies: the kernel reads any strides with a unit last one, so k1 and k2
-    stay views of the qkv projection and only the scaled q1, q2 are new tensors."""
-    w_std, w_rec, w_disc = gates.weights()
-    q1 = q * per_head(w_std * scale).to(q.dtype)
-    q2 = k * per_head(w_rec * (scale * rec_mult)).to(k.dtype)
-    if row_gate is not None:
-        q2 = q2 * row_gate.unsqueeze(-1).to(q2.dtype)
-    return q1, k, q2, q, gates.bias_vector(w_disc)
+def row_gated_pair(q: Tensor, k: Tensor, row_gate: Tensor) -> tuple[Tensor, Tensor]:
+    """The reciprocal pair (q2, k2) = (r k, q) of a per-query row gate r (B, H, T) on the
+    reciprocal term: r_i w_rec c k_i.q_j, with w_rec c left to the kernel's scale."""
+    return k * row_gate.unsqueeze(-1).to(k.dtype), q
 
 
 def run_canonical_ra(
     q: Tensor, k: Tensor, v: Tensor, gates: RAGates, scale: float, band: int | None = None,
     backend: str = "auto", rec_mult: float | Tensor = 1.0, reciprocal: bool = True,
+    pair: tuple[Tensor, Tensor] | None = None,
 ) -> Tensor:
     """Canonical RA with the gates as per-head kernel scales, scale1 = w_std c and
     scale2 = w_rec c rec_mult, and the reciprocal pair tied (q2 = k, k2 = q): no copies of q
-    or k. reciprocal=False drops the reciprocal term (L = w_std S + w_disc d)."""
+    or k. reciprocal=False drops the reciprocal term (L = w_std S + w_disc d). pair: the
+    reciprocal term's own (q2, k2) in place of the tied (k, q), e.g. `row_gated_pair`'s."""
     w_std, w_rec, w_disc = gates.weights()
     s2 = w_rec * (scale * rec_mult) if reciprocal else None
-    return run_ra(q, k, None, None, v, gates.bias_vector(w_disc), band=band, backend=backend, scale1=w_std * scale,
-                  scale2=s2, tied=reciprocal)
+    q2, k2 = pair if (pair is not None and reciprocal) else (None, None)
+    return run_ra(q, k, q2, k2, v, gates.bias_vector(w_disc), band=band, backend=backend, scale1=w_std * scale,
+                  scale2=s2, tied=reciprocal and q2 is None)
 
 
 def run_ra(

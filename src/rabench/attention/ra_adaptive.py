@@ -17,7 +17,7 @@ from torch import Tensor, nn
 from rabench.attention.base import AttentionCore
 from rabench.attention.common import init_linear, upcast
 from rabench.attention.definitions import ra_definition
-from rabench.attention.kernel_route import KERNEL_REFERENCE_TOLERANCE, ra_operands, run_ra
+from rabench.attention.kernel_route import KERNEL_REFERENCE_TOLERANCE, row_gated_pair, run_canonical_ra
 from rabench.attention.gates import RAGates
 from rabench.attention.pair_flops import RA_PRODUCTS
 from rabench.attention.registry import register
@@ -53,5 +53,5 @@ class RAAdaptiveAttention(AttentionCore):
         return ra_definition(q, k, v, self.gates, self.scale, row_gate=self.row_gate(x))
 
     def forward(self, q: Tensor, k: Tensor, v: Tensor, x: Tensor) -> Tensor:
-        q1, k1, q2, k2, bias = ra_operands(q, k, self.gates, self.scale, row_gate=self.row_gate(x))
-        return run_ra(q1, k1, q2, k2, v, bias, backend=self.backend)
+        pair = row_gated_pair(q, k, self.row_gate(x))  # q2 = r k: the gate rides on the reciprocal operand
+        return run_canonical_ra(q, k, v, self.gates, self.scale, backend=self.backend, pair=pair)

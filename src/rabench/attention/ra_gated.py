@@ -21,7 +21,7 @@ from torch import Tensor, nn
 from rabench.attention.base import AttentionCore
 from rabench.attention.common import init_linear, upcast
 from rabench.attention.definitions import ra_definition
-from rabench.attention.kernel_route import KERNEL_REFERENCE_TOLERANCE, ra_operands, run_ra
+from rabench.attention.kernel_route import KERNEL_REFERENCE_TOLERANCE, row_gated_pair, run_canonical_ra
 from rabench.attention.gates import RAGates
 from rabench.attention.pair_flops import RA_PRODUCTS
 from rabench.attention.registry import register
@@ -75,6 +75,5 @@ class RAGatedAttention(AttentionCore):
         return ra_definition(q, k, v, self.gates, self.scale, row_gate=self.row_gate(q))
 
     def forward(self, q: Tensor, k: Tensor, v: Tensor, x: Tensor) -> Tensor:
-        # q2_i = r_i w_rec c k_i: the row gate rides on the reciprocal operand (exact)
-        q1, k1, q2, k2, bias = ra_operands(q, k, self.gates, self.scale, row_gate=self.row_gate(q))
-        return run_ra(q1, k1, q2, k2, v, bias, backend=self.backend)
+        pair = row_gated_pair(q, k, self.row_gate(q))  # q2 = r k: the gate rides on the reciprocal operand
+        return run_canonical_ra(q, k, v, self.gates, self.scale, backend=self.backend, pair=pair)

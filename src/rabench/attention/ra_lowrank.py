@@ -3,9 +3,9 @@
     S^T_ij = c q_j.k_i   ~   c (k_i W2_h).(q_j W1_h)        W1_h, W2_h: (D, r) per head
     L_ij   = w_std S_ij + w_rec c (k_i W2).(q_j W1) + w_disc d_j          (j <= i)
 
-The kernel's reciprocal operands become q2 = w_rec c (k W2) and k2 = q W1, of head dim
-D2 = r, so the second score product costs r/D of the first (plus two thin (D x r)
-projections). W1 and W2 are learned; both start as the same first r columns P of a random
+The kernel's reciprocal operands become q2 = k W2 and k2 = q W1, of head dim D2 = r (the
+scale w_rec c stays the kernel's, as for canonical RA), so the second score product costs r/D
+of the first (plus two thin (D x r) projections). W1 and W2 are learned; both start as the same first r columns P of a random
 orthogonal matrix per head, so the initial reciprocal term is RA's projected onto a random
 r-dim subspace: c (k_i P)(q_j P)^T = c k_i (P P^T) q_j^T. With r = D, P P^T = I and the
 layer is canonical RA at init.
@@ -18,8 +18,8 @@ from torch import Tensor, nn
 
 from rabench.attention.base import AttentionCore
 from rabench.attention.definitions import ra_definition
-from rabench.attention.kernel_route import KERNEL_REFERENCE_TOLERANCE, run_ra
-from rabench.attention.gates import RAGates, per_head
+from rabench.attention.kernel_route import KERNEL_REFERENCE_TOLERANCE, run_canonical_ra
+from rabench.attention.gates import RAGates
 from rabench.attention.pair_flops import low_rank_reciprocal_flops
 from rabench.attention.registry import register
 from rabench.attention.spec import AttentionSpec
@@ -69,10 +69,7 @@ class RALowRankAttention(AttentionCore):
         return ra_definition(q, k, v, self.gates, self.scale, rec_scores=rec_scores)
 
     def forward(self, q: Tensor, k: Tensor, v: Tensor, x: Tensor) -> Tensor:
-        w_std, w_rec, w_disc = self.gates.weights()
-        q1 = (q * per_head(w_std * self.scale).to(q.dtype)).contiguous()  # standard term, as ra_operands
+        # the reciprocal pair (k W2, q W1) at head dim r; q, k and the gates go in as for ra-triton
         q2 = torch.einsum("bhtd,hdr->bhtr", k, self.w2.to(k.dtype))  # k W2: (B, H, T, r)
-        q2 = (q2 * per_head(w_rec * self.scale).to(q2.dtype)).contiguous()  # w_rec c (k W2)
-        k2 = torch.einsum("bhtd,hdr->bhtr", q, self.w1.to(q.dtype)).contiguous()  # q W1
-        bias = self.gates.discoverability(k) * w_disc.view(1, -1, 1)  # w_disc d_j, float32
-        return run_ra(q1, k.contiguous(), q2, k2, v, bias, backend=self.backend)
+        k2 = torch.einsum("bhtd,hdr->bhtr", q, self.w1.to(q.dtype))  # q W1
+        return run_canonical_ra(q, k, v, self.gates, self.scale, backend=self.backend, pair=(q2, k2))
