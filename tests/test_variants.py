@@ -572,3 +572,23 @@ def test_the_plans_optimisation_directions_are_marked_in_the_registry():
     assert marked == {"ra-sparse", "ra-local", "ra-gated", "ra-anneal", "ra-layers", "ra-budget", "ra-amortized",
                       "ra-lowrank", "ra-adaptive"}
     assert all(attention.entry(n).family == "ra" for n in marked)
+
+
+@pytest.mark.skipif(not ra_flash.INTERPRET, reason="the count is of the CPU trace (TRITON_INTERPRET=1), where the "
+                    "kernel is one opaque op; on a GPU inductor sees its Triton kernels instead")
+def test_kernel_routes_copy_nothing_but_their_own_reciprocal_pair():
+    """benchmarks/graph_ops.py on the Triton route: around the opaque kernel op, ra-triton's forward
+    has no full-size op at all, ra-lowrank's only its two projections (k W2, q W1), and a row-gated
+    variant's only the gate's product r k. Before they took the fast route, each also scaled q into
+    a copy (and ra-lowrank copied k and built the bias row outside the kernel)."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "graph_ops.py"
+    spec = importlib.util.spec_from_file_location("graph_ops", path)
+    graph_ops = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(graph_ops)
+    forward_ops = {name: graph_ops.full_size_ops(graph_ops.traced_graphs(name)["forward"])
+                   for name in ("ra-triton", "ra-lowrank", "ra-adaptive")}
+    assert forward_ops == {"ra-triton": ["rabench.ra_fwd"], "ra-lowrank": ["bmm", "bmm", "rabench.ra_fwd"],
+                           "ra-adaptive": ["mul.Tensor", "rabench.ra_fwd"]}
