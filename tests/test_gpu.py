@@ -54,10 +54,13 @@ def test_kernel_matches_float64_at_gpt2_shape(d2, band):
 
 
 @pytest.mark.usefixtures("backward")
-def test_tied_kernel_with_bias_vector_matches_float64_at_gpt2_shape():
-    """Canonical RA's own call: q, k, v as strided views of one qkv tensor, the reciprocal pair
-    tied, the gates as per-head scales, and the bias as the vector u (bias_j = k_j . u, computed
-    in the kernels).  Output and the gradients of qkv, u and both scales against float64."""
+@pytest.mark.parametrize("pair", ["tied", "row-gated", "low-rank"])
+def test_kernel_with_scales_and_bias_vector_matches_float64_at_gpt2_shape(pair):
+    """The fast route's calls (kernel_route.run_canonical_ra): q, k, v as strided views of one qkv
+    tensor, the gates as per-head scales, the bias as the vector u (bias_j = k_j . u, computed in
+    the kernels), and the reciprocal pair tied (canonical RA), a row gate's (r k, q) (ra-gated,
+    ra-adaptive, ra-budget) or a low-rank (k W2, q W1) at r = 16 (ra-lowrank). Output and the
+    gradients of qkv, u, both scales and the pair's own parameters against float64."""
     from rabench.kernels import ra_attention
     from rabench.kernels.reference import ra_reference
 
@@ -67,23 +70,40 @@ def test_tied_kernel_with_bias_vector_matches_float64_at_gpt2_shape():
     u = (torch.randn(H, D, device="cuda", generator=g) * 0.3).requires_grad_()
     s1 = (torch.rand(H, device="cuda", generator=g) * 0.1 + 0.08).requires_grad_()  # ~ w_std / sqrt(D)
     s2 = (torch.rand(H, device="cuda", generator=g) * 0.03).requires_grad_()        # ~ w_rec / sqrt(D)
+    own = {"tied": [],
+           "row-gated": [(torch.rand(B, H, T, device="cuda", generator=g) * 0.9 + 0.1).requires_grad_()],
+           "low-rank": [(torch.randn(H, D, 16, device="cuda", generator=g) * D ** -0.5).requires_grad_()
+                        for _ in range(2)]}[pair]
 
     def split(t):
         return (z.view(B, T, H, D).transpose(1, 2) for z in t.split(H * D, dim=2))
+
+    def reciprocal_pair(q, k, params):
+        if pair == "row-gated":
+            return k * params[0].unsqueeze(-1).to(k.dtype), q
+        if pair == "low-rank":
+            w1, w2 = params
+            return torch.einsum("bhtd,hdr->bhtr", k, w2.to(k.dtype)), torch.einsum("bhtd,hdr->bhtr", q, w1.to(q.dtype))
+        return None, None
     q, k, v = split(qkv)
-    o = ra_attention(q, k, None, None, v, u, scale1=s1, scale2=s2, tied=True)
+    q2, k2 = reciprocal_pair(q, k, own)
+    o = ra_attention(q, k, q2, k2, v, u, scale1=s1, scale2=s2, tied=pair == "tied")
     do = torch.randn(o.shape, device="cuda", generator=g).to(o.dtype)
-    leaves = [qkv, u, s1, s2]
+    leaves = [qkv, u, s1, s2] + own
     grads = torch.autograd.grad(o, leaves, do)
     l64 = [x.detach().double().requires_grad_() for x in leaves]
     q_, k_, v_ = split(l64[0])
+    q2_, k2_ = reciprocal_pair(q_, k_, l64[4:]) if pair != "tied" else (k_, q_)
     bias = torch.einsum("bhtd,hd->bht", k_, l64[1])
-    ref = ra_reference(q_ * l64[2].view(1, H, 1, 1), k_, k_ * l64[3].view(1, H, 1, 1), q_, v_, bias)
+    ref = ra_reference(q_ * l64[2].view(1, H, 1, 1), k_, q2_ * l64[3].view(1, H, 1, 1), k2_, v_, bias)
     ref_grads = torch.autograd.grad(ref, l64, do.double())
-    errs = {"o": rel_err(o, ref)} | {"d" + n: rel_err(a, b) for n, a, b in zip(("qkv", "u", "s1", "s2"), grads, ref_grads)}
-    # the scales' gradients are sums of B*T*D products of bf16-rounded scaled tiles: allow twice
-    assert max(v for n, v in errs.items() if n not in ("ds1", "ds2")) < BF16_TOL, errs
-    assert max(errs["ds1"], errs["ds2"]) < 2 * BF16_TOL, errs
+    names = ["qkv", "u", "s1", "s2"] + [f"own{i}" for i in range(len(own))]
+    errs = {"o": rel_err(o, ref)} | {"d" + n: rel_err(a, b) for n, a, b in zip(names, grads, ref_grads)}
+    # the scales' and the pair's parameters' gradients are sums over B*T (and D) of products of
+    # bf16-rounded tiles: allow twice
+    summed = {"ds1", "ds2", "down0", "down1"}
+    assert max(v for n, v in errs.items() if n not in summed) < BF16_TOL, errs
+    assert max(v for n, v in errs.items() if n in summed) < 2 * BF16_TOL, errs
 
 
 def _loss_and_grads(model, x, y, run=None):
