@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The bench tables on one GPU, split so that each part fits one 10-minute device call.
-# Usage on the GPU machine, from the repo root:  OUT=/some/dir PART=a|b|c|d|e|p|n|t bash lab/gpu_bench.sh
-# (p: the step profile; n: ra-norec's SDPA route calibrated; t: the test suite on the GPU)
+# Usage on the GPU machine, from the repo root:  OUT=/some/dir PART=a|b|c|d|e|p|n|h|t bash lab/gpu_bench.sh
+# (p: the step profile; n: ra-norec's SDPA route calibrated; h: the eager rows, this code against
+# AB_SRC; t: the test suite on the GPU)
 # Every part has sdpa in it, so each table's ratios come from its own run.
 set -u
 export PYTHONUNBUFFERED=1 PYTHONPATH=src
@@ -28,6 +29,12 @@ case "${PART:-a}" in
        --profile sdpa:reduce-overhead,ra-norec:reduce-overhead,ra-triton:reduce-overhead --out "$OUT/steps.json" ;;
   n) # ra-norec's folded route (SDPA at D, its query map in the projection) against sdpa and ra-triton: calibration (~3 min)
      python3 -m rabench suite lab/norec-folded.toml --out "$OUT/norec-folded" --calibrate-only --no-progress ;;
+  h) # the eager attention rows (host-inclusive) at this checkout and at another commit's src/, one
+     # after the other on one machine (~2 min): AB_SRC=.ab/src, made here with
+     # `mkdir -p .ab && git archive b354b52 src | tar x -C .ab` and carried (.ab is git-ignored)
+     python3 -m rabench bench --no-steps --seq-lens 1024 --attn sdpa,ra-triton --out "$OUT/eager-head.json"
+     PYTHONPATH=${AB_SRC:?AB_SRC= the src/ of another commit, carried} python3 -m rabench bench --no-steps \
+       --seq-lens 1024 --attn sdpa,ra-triton --out "$OUT/eager-ab.json" ;;
   t) # the whole test suite on this GPU, SHARDS pytest processes at once (default 8: the slow tests are
      # CPU-bound subprocess runs; 16 cores here; SHARD_TIMEOUT, default 540 s, bounds each shard). RABENCH_TEST_SHARD=k/n (lab/pytest_shard.py) deals the
      # collected tests out one by one, so each file's slow tests spread over the shards: dealt out by
