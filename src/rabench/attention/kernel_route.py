@@ -13,9 +13,10 @@ identity):
 its tiles in registers (and to the gradients), reads the reciprocal pair tied to the first (q2 = k,
 k2 = q: it reads q and k once more and returns their whole gradients), and computes d_j = k_j . u
 from its key tiles. q and k stay views of the qkv projection. Every RA module on the kernel
-goes through it. A variant whose reciprocal operands differ passes its own pair: a per-query row gate r_i on the
-reciprocal term is q2 = r k (exact, by linearity: `row_gated_pair`, the one copy such a variant
-makes), a low-rank term is q2 = k W2, k2 = q W1; the gates stay the kernel's scales either way.
+goes through it. A variant whose reciprocal operands differ passes its own pair: a per-query row
+gate r_i on the reciprocal term is q2 = r k (exact, by linearity: `row_gated_pair`, the one copy
+such a variant makes), a low-rank term is q2 = k W2, k2 = q W1; the gates stay the kernel's
+scales either way.
 """
 
 from __future__ import annotations
