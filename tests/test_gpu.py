@@ -97,11 +97,11 @@ def test_kernel_with_scales_and_bias_vector_matches_float64_at_gpt2_shape(pair):
     bias = torch.einsum("bhtd,hd->bht", k_, l64[1])
     ref = ra_reference(q_ * l64[2].view(1, H, 1, 1), k_, q2_ * l64[3].view(1, H, 1, 1), k2_, v_, bias)
     ref_grads = torch.autograd.grad(ref, l64, do.double())
-    names = ["qkv", "u", "s1", "s2"] + [f"own{i}" for i in range(len(own))]
+    names = ["qkv", "u", "s1", "s2"] + [f"pair{i}" for i in range(len(own))]  # the pair's own: r, or W1, W2
     errs = {"o": rel_err(o, ref)} | {"d" + n: rel_err(a, b) for n, a, b in zip(names, grads, ref_grads)}
     # the scales' and the pair's parameters' gradients are sums over B*T (and D) of products of
     # bf16-rounded tiles: allow twice
-    summed = {"ds1", "ds2", "down0", "down1"}
+    summed = {"ds1", "ds2", "dpair0", "dpair1"}
     assert max(v for n, v in errs.items() if n not in summed) < BF16_TOL, errs
     assert max(v for n, v in errs.items() if n in summed) < 2 * BF16_TOL, errs
 

@@ -5,10 +5,10 @@
 
 The kernel's reciprocal operands become q2 = k W2 and k2 = q W1, of head dim D2 = r (the
 scale w_rec c stays the kernel's, as for canonical RA), so the second score product costs r/D
-of the first (plus two thin (D x r) projections). W1 and W2 are learned; both start as the same first r columns P of a random
-orthogonal matrix per head, so the initial reciprocal term is RA's projected onto a random
-r-dim subspace: c (k_i P)(q_j P)^T = c k_i (P P^T) q_j^T. With r = D, P P^T = I and the
-layer is canonical RA at init.
+of the first (plus two thin (D x r) projections). W1 and W2 are learned; both start as the
+same first r columns P of a random orthogonal matrix per head, so the initial reciprocal term
+is RA's projected onto a random r-dim subspace: c (k_i P)(q_j P)^T = c k_i (P P^T) q_j^T. With
+r = D, P P^T = I and the layer is canonical RA at init.
 """
 
 from __future__ import annotations
