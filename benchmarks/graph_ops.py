@@ -34,8 +34,10 @@ ALIASES = ("view", "transpose", "permute", "unbind", "select", "expand", "getite
 def traced_graphs(name: str) -> dict[str, torch.fx.GraphModule]:
     """The forward and backward graphs of one forward+backward of `name` on the Triton route."""
     b, h, t, d = SHAPE
-    given = {"backend": "triton"} if "backend" in attention.resolve_options(name, {}) else {}
-    core = attention.build(name, AttentionSpec(h, d, h * d, 0, 1, attention.resolve_options(name, given)))
+    options = attention.resolve_options(name, {})
+    if "backend" in options:
+        options["backend"] = "triton"
+    core = attention.build(name, AttentionSpec(h, d, h * d, 0, 1, options))
     graphs: dict[str, torch.fx.GraphModule] = {}
 
     def keep(tag: str):
