@@ -61,6 +61,7 @@ def test_kernel_with_scales_and_bias_vector_matches_float64_at_gpt2_shape(pair):
     the kernels), and the reciprocal pair tied (canonical RA), a row gate's (r k, q) (ra-gated,
     ra-adaptive, ra-budget) or a low-rank (k W2, q W1) at r = 16 (ra-lowrank). Output and the
     gradients of qkv, u, both scales and the pair's own parameters against float64."""
+    from rabench.attention.kernel_route import row_gated_pair
     from rabench.kernels import ra_attention
     from rabench.kernels.reference import ra_reference
 
@@ -80,7 +81,7 @@ def test_kernel_with_scales_and_bias_vector_matches_float64_at_gpt2_shape(pair):
 
     def reciprocal_pair(q, k, params):
         if pair == "row-gated":
-            return k * params[0].unsqueeze(-1).to(k.dtype), q
+            return row_gated_pair(q, k, params[0])
         if pair == "low-rank":
             w1, w2 = params
             return torch.einsum("bhtd,hdr->bhtr", k, w2.to(k.dtype)), torch.einsum("bhtd,hdr->bhtr", q, w1.to(q.dtype))
