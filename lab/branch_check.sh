@@ -16,10 +16,12 @@ nvidia-smi --query-gpu=name,uuid,driver_version --format=csv,noheader | tee "$OU
 python3 -c "import torch, triton; print('torch', torch.__version__, 'triton', triton.__version__)" | tee -a "$OUT/card.txt"
 
 t0=$(date +%s)
-PYTHONPATH=src:lab timeout "${TEST_S:-240}" python3 -m pytest -q -p no:cacheprovider -rfE \
+# -v: each test's outcome is in the log as it ends, so a run cut by the bound still says which
+# tests passed and which failed (the -rfE summary comes only at the end)
+PYTHONPATH=src:lab timeout "${TEST_S:-240}" python3 -m pytest -v -p no:cacheprovider -rfE \
   ${PYTEST_K:+-k "$PYTEST_K"} tests/test_gpu.py tests/test_kernel_launch.py > "$OUT/gpu-tests.log" 2>&1
-echo "[tests] exit $? in $(( $(date +%s) - t0 )) s"
-tail -n 3 "$OUT/gpu-tests.log"; grep -E "^(FAILED|ERROR)" "$OUT/gpu-tests.log" | head -n 20
+echo "[tests] exit $? in $(( $(date +%s) - t0 )) s: $(grep -c " PASSED" "$OUT/gpu-tests.log") passed"
+tail -n 3 "$OUT/gpu-tests.log"; grep -E " (FAILED|ERROR)|^(FAILED|ERROR)" "$OUT/gpu-tests.log" | head -n 20
 
 t0=$(date +%s)
 mkdir -p "$OUT/h"
