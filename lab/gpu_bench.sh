@@ -40,19 +40,20 @@ case "${PART:-a}" in
      # collected tests out one by one, so each file's slow tests spread over the shards: dealt out by
      # whole files, one shard (deadline, parallel, variants) ran past 540 s on an H100.
      # TESTS_FROM=file: only the test ids listed there, one a line (parameters dropped: the whole
-     # function runs), e.g. the not-run.txt of a call that ran out of time.
+     # function runs), e.g. the not-run.txt of a call that ran out of time.  PYTEST_K: pytest's -k.
      n=${SHARDS:-8}
      targets=(tests lab)
      [ -n "${TESTS_FROM:-}" ] && mapfile -t targets < <(sed 's/\[.*//' "$TESTS_FROM" | sort -u)
      # -v names each test as it ends, so a shard cut by its timeout still says what ran: not-run.txt
      # (collected minus named) is the TESTS_FROM of the call that finishes the job.
-     PYTHONPATH=src:lab python3 -m pytest --collect-only -q -p no:cacheprovider "${targets[@]}" 2>/dev/null \
+     PYTHONPATH=src:lab python3 -m pytest --collect-only -q -p no:cacheprovider ${PYTEST_K:+-k "$PYTEST_K"} \
+       "${targets[@]}" 2>/dev/null \
        | grep '::' | LC_ALL=C sort -u > "$OUT/collected.txt"
      # each shard gets its share of the cores for PyTorch's CPU threads (default: all cores in every
      # shard, n x 16 threads on 16 cores, which slows the CPU-bound tests down)
      threads=${SHARD_THREADS:-$(( $(nproc) / n > 0 ? $(nproc) / n : 1 ))}
      for k in $(seq 0 $((n - 1))); do
-       (OMP_NUM_THREADS=$threads RABENCH_TEST_SHARD=$k/$n PYTHONPATH=src:lab timeout ${SHARD_TIMEOUT:-540} python3 -m pytest -p pytest_shard -v -rfE -p no:cacheprovider "${targets[@]}" \
+       (OMP_NUM_THREADS=$threads RABENCH_TEST_SHARD=$k/$n PYTHONPATH=src:lab timeout ${SHARD_TIMEOUT:-540} python3 -m pytest -p pytest_shard -v -rfE -p no:cacheprovider ${PYTEST_K:+-k "$PYTEST_K"} "${targets[@]}" \
           > "$OUT/pytest-shard-$k.log" 2>&1; echo "exit $?" >> "$OUT/pytest-shard-$k.log") &
      done
      wait
