@@ -107,6 +107,52 @@ def test_kernel_with_scales_and_bias_vector_matches_float64_at_gpt2_shape(pair):
     assert max(v for n, v in errs.items() if n in summed) < 2 * BF16_TOL, errs
 
 
+class _CountingCache(dict):
+    """op._EAGER_BIN that counts its hits (launches that called a kept binary)."""
+    hits = 0
+
+    def get(self, key, default=None):
+        found = super().get(key, default)
+        self.hits += found is not None
+        return found
+
+
+@pytest.mark.parametrize("tied", [True, False])
+def test_eager_calls_after_the_first_launch_kept_binaries_with_the_same_results(tied, monkeypatch):
+    """An eager call's first launch of a key autotunes; the next goes through Triton's dispatch
+    and keeps the binary; from the third on every launch (forward, delta, dkdv, dq) calls that
+    binary directly (op._direct). Outputs and gradients stay the same bit for bit throughout."""
+    from rabench.kernels import op as kop
+    from rabench.kernels import ra_attention
+
+    monkeypatch.setattr(kop, "_EAGER_BIN", _CountingCache())
+    monkeypatch.setattr(kop, "_EAGER_CFG", {})
+    kop.force_backward("two-pass")  # bitwise repeatable
+    try:
+        B, H, T, D = 2, 12, 1024, 64
+        g = torch.Generator(device="cuda").manual_seed(0)
+        qkv = torch.randn(B, T, 3 * H * D, device="cuda", generator=g).to(torch.bfloat16).requires_grad_()
+        u = (torch.randn(H, D, device="cuda", generator=g) * 0.3).requires_grad_()
+        s1 = torch.full((H,), 0.1, device="cuda", requires_grad=True)
+        s2 = torch.full((H,), 0.02, device="cuda", requires_grad=True)
+        do = torch.randn(B, H, T, D, device="cuda", generator=g).to(torch.bfloat16)
+
+        def call():
+            q, k, v = (z.view(B, T, H, D).transpose(1, 2) for z in qkv.split(H * D, dim=2))
+            q2, k2 = (None, None) if tied else (k[..., :16], q[..., :16])
+            o = ra_attention(q, k, q2, k2, v, u, scale1=s1, scale2=s2, tied=tied)
+            return [o.detach()] + list(torch.autograd.grad(o, [qkv, u, s1, s2], do))
+        first = call()
+        second = call()
+        hits_before = kop._EAGER_BIN.hits
+        third = call()
+    finally:
+        kop.force_backward(None)
+    assert kop._EAGER_BIN.hits - hits_before == 4  # fwd, delta, dkdv, dq: no dispatch left
+    for a, b, c in zip(first, second, third):
+        assert torch.equal(a, b) and torch.equal(a, c)
+
+
 def _loss_and_grads(model, x, y, run=None):
     """Loss of `run` (the model itself, or a compiled wrapper of it) and the model's gradients, keyed
     by the model's own parameter names (a compiled wrapper prefixes them with `_orig_mod.`)."""

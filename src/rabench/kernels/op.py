@@ -255,8 +255,8 @@ def _is_eager(args: tuple) -> bool:
 def _launch_eager(name: str, size: str, grid_rows: int, bh: int, args: tuple, meta: dict) -> None:
     """An eager launch without the autotuner's per-call work (Autotuner.run rebuilds dicts of
     every argument and its key on each call, ~0.1 ms): the first launch of a key autotunes, later
-    ones launch the raw kernel with the config it chose.  The key holds what the autotuner's
-    does (T, the head dims and flags, every tensor argument's dtype)."""
+    ones launch the kernel's binary with the config it chose (_direct).  The key holds what the
+    autotuner's does (T, the head dims and flags, every tensor argument's dtype)."""
     key = (name, grid_rows, *meta.values(), *(a.dtype for a in args if isinstance(a, torch.Tensor)))
     cfg = _EAGER_CFG.get(key)
     if cfg is None:
@@ -265,8 +265,41 @@ def _launch_eager(name: str, size: str, grid_rows: int, bh: int, args: tuple, me
         _EAGER_CFG[key] = kern.best_config
         return
     kw = cfg.kwargs
-    _RAW[name][(bh, triton.cdiv(grid_rows, kw[_grid_block(name)]))](
-        *args, **meta, **kw, INTERP=False, num_warps=cfg.num_warps, num_stages=cfg.num_stages)
+    _direct(_RAW[name], (bh, triton.cdiv(grid_rows, kw[_grid_block(name)])), args,
+            {**meta, **kw, "INTERP": False}, num_warps=cfg.num_warps, num_stages=cfg.num_stages)
+
+
+# Eager launches' compiled kernels: (binary, the constexpr arguments in the kernel's order) by
+# launch key (see _direct).
+_EAGER_BIN: dict[tuple, tuple] = {}
+
+
+def _specialization(args: tuple) -> tuple:
+    """What Triton specializes a compiled kernel on, per positional argument: a tensor's dtype
+    and 16-byte alignment; an int's value (Triton looks only at whether it is 1, divisible by
+    16, and fits 32 bits, which the value decides)."""
+    return tuple((a.dtype, a.data_ptr() % 16 == 0) if isinstance(a, torch.Tensor) else a for a in args)
+
+
+def _direct(kernel, grid: tuple, args: tuple, constexprs: dict, **options) -> None:
+    """Launch a @triton.jit kernel through the binary Triton compiled for these arguments,
+    without Triton's per-call dispatch: JITFunction.run binds every argument to the signature,
+    specializes each one and hashes them to find the binary, which cost about 60 us of host
+    time a launch on an H100 machine (benchmarks/host_overhead_profile.py), four launches a
+    layer.  The first launch of a key goes through Triton and keeps the binary it returns; later
+    ones call the binary (CompiledKernel[grid], Triton's own launcher) with every argument in
+    the kernel's order, as JITFunction.run does.  args: the positional (runtime) arguments;
+    constexprs: every later parameter, by name; options: num_warps, num_stages."""
+    key = (kernel, *options.values(), *constexprs.items(), *_specialization(args))
+    hit = _EAGER_BIN.get(key)
+    if hit is None:
+        binary = kernel[grid](*args, **constexprs, **options)
+        later = kernel.arg_names[len(args):]
+        if binary is not None and set(later) == set(constexprs):
+            _EAGER_BIN[key] = (binary, tuple(constexprs[n] for n in later))
+        return
+    binary, trailing = hit
+    binary[grid](*args, *trailing)
 
 
 def _traceable(kernel, args: tuple):
@@ -287,11 +320,14 @@ def _launch_delta(o: Tensor, do: Tensor, delta: Tensor, H: int, T: int, meta: di
     blk = 16 if K.INTERPRET else 128
     args = (o, do, delta, *_st(o), *_st(do), H, T)
     kw = dict(DV=meta["DV"], BDV=meta["BDV"], BLOCK_M=blk)
+    grid = (bh, triton.cdiv(T, blk))
     if K.INTERPRET:
         if not _is_fake(args):
-            K._ra_delta_kernel[(bh, triton.cdiv(T, blk))](*args, **kw)
-        return
-    _traceable(K._ra_delta_kernel, args)[(bh, triton.cdiv(T, blk))](*args, **kw)
+            K._ra_delta_kernel[grid](*args, **kw)
+    elif _is_eager(args):
+        _direct(K._ra_delta_kernel, grid, args, kw)
+    else:
+        wrap_triton(K._ra_delta_kernel)[grid](*args, **kw)
 
 
 def _empty(*args, **kwargs) -> Tensor:
