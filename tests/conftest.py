@@ -37,8 +37,10 @@ def poison_kernel_outputs(monkeypatch: pytest.MonkeyPatch) -> None:
     """Every tensor the kernel launchers allocate starts as NaN: an unwritten element shows up."""
     from rabench.kernels import op as kop
 
+    allocate = kop._empty
+
     def nan_empty(*args, **kwargs):
-        t = torch.empty(*args, **kwargs)
+        t = allocate(*args, **kwargs)
         return t.fill_(float("nan")) if t.is_floating_point() else t
 
     monkeypatch.setattr(kop, "_empty", nan_empty)

@@ -330,15 +330,20 @@ def _launch_delta(o: Tensor, do: Tensor, delta: Tensor, H: int, T: int, meta: di
         wrap_triton(K._ra_delta_kernel)[grid](*args, **kw)
 
 
-def _empty(*args, **kwargs) -> Tensor:
-    """Allocator for kernel outputs; tests swap it for a NaN-filling one (poisoned outputs)."""
-    return torch.empty(*args, **kwargs)
+def _empty(size: tuple, *, device: torch.device, dtype: torch.dtype,
+           stride: Optional[tuple] = None) -> Tensor:
+    """Allocator for kernel outputs; tests swap it for a NaN-filling one (poisoned outputs).
+    stride: a layout other than the contiguous one, allocated as such (no view op after it:
+    each op is host time in eager calls)."""
+    if stride is None:
+        return torch.empty(size, device=device, dtype=dtype)
+    return torch.empty_strided(size, stride, device=device, dtype=dtype)
 
 
 def _bthd(B: int, H: int, T: int, D: int, like: Tensor) -> Tensor:
     """A (B, H, T, D) tensor stored in (B, T, H, D) memory: the layout the kernels write O and
     the gradients in (the model's q/k/v are such views of its qkv projection)."""
-    return _empty((B, T, H, D), device=like.device, dtype=like.dtype).transpose(1, 2)
+    return _empty((B, H, T, D), stride=(T * H * D, D, H * D, 1), device=like.device, dtype=like.dtype)
 
 
 def _bthd_zeros(B: int, H: int, T: int, D: int, like: Tensor) -> Tensor:
@@ -352,11 +357,23 @@ def _none(like: Tensor, dtype: Optional[torch.dtype] = None) -> Tensor:
     return like.new_empty(0, dtype=dtype)
 
 
+# Eager launches' scratch arguments, one per (device, dtype): see _scratch.
+_EAGER_SCRATCH: dict[tuple, Tensor] = {}
+
+
 def _scratch(like: Tensor, dtype: Optional[torch.dtype] = None) -> Tensor:
-    """A one-element stand-in for a kernel output the launch does not write.  Each gets its own:
-    under torch.compile each written kernel argument is functionalised separately, and two
-    arguments sharing one written tensor could copy a stale clone over the real result."""
-    return _empty((1,), device=like.device, dtype=dtype or like.dtype)
+    """A one-element stand-in for a kernel output the launch does not write (never an op's
+    output).  Traced, each gets its own: under torch.compile each written kernel argument is
+    functionalised separately, and two arguments sharing one written tensor could copy a stale
+    clone over the real result.  On real tensors one kept tensor serves them all (nothing writes
+    it): an allocation less each, host time in eager calls."""
+    dtype = dtype or like.dtype
+    if not _is_eager((like,)):
+        return _empty((1,), device=like.device, dtype=dtype)
+    key = (like.device, dtype)
+    if key not in _EAGER_SCRATCH:
+        _EAGER_SCRATCH[key] = _empty((1,), device=like.device, dtype=dtype)
+    return _EAGER_SCRATCH[key]
 
 
 def _pow2(d: int) -> int:
