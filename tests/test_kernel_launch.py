@@ -1,11 +1,13 @@
-"""The eager launch cache (rabench.kernels.op._direct) with a stand-in kernel: which launches go
-through Triton's dispatch, which call the kept binary, and in what argument order.  Runs on any
-machine; tests/test_gpu.py checks the real kernels through it on a GPU."""
+"""The eager launch path (rabench.kernels.op._launch_eager and its kept binaries) with stand-in
+kernels: which launches autotune, which go through Triton's dispatch, which call the kept binary,
+with what arguments in what order.  Runs on any machine; tests/test_gpu.py checks the real
+kernels through the same path on a GPU."""
 
 from __future__ import annotations
 
 import pytest
 import torch
+import triton
 
 from rabench.kernels import op as kop
 
@@ -23,9 +25,8 @@ class Binary:
 class Kernel:
     """A @triton.jit function: kernel[grid](*args, **kw) dispatches (recorded) and returns a binary."""
 
-    arg_names = ["X", "n", "A", "B"]  # two runtime arguments, then two constexprs
-
-    def __init__(self, returns_binary: bool = True) -> None:
+    def __init__(self, arg_names: list[str], returns_binary: bool = True) -> None:
+        self.arg_names = arg_names
         self.dispatches: list[tuple] = []
         self.binaries: list[Binary] = []
         self.returns_binary = returns_binary
@@ -38,41 +39,64 @@ class Kernel:
         return run
 
 
+class Tuner(Kernel):
+    """An autotuned kernel: its launches are the autotuner's, and it reports a winner."""
+
+    best_config = triton.Config(dict(BLOCK_M=32, BLOCK_N=16), num_warps=4, num_stages=3)
+
+
 @pytest.fixture(autouse=True)
-def fresh_cache(monkeypatch):
+def fresh_caches(monkeypatch):
     monkeypatch.setattr(kop, "_EAGER_BIN", {})
+    monkeypatch.setattr(kop, "_EAGER_CFG", {})
 
 
-def test_second_launch_calls_the_binary_with_constexprs_in_the_kernels_order():
-    k, x = Kernel(), torch.zeros(64)
-    kop._direct(k, (2, 1), (x, 5), {"B": 2, "A": 1}, num_warps=4)
-    kop._direct(k, (3, 1), (x, 5), {"B": 2, "A": 1}, num_warps=4)
-    assert len(k.dispatches) == 1
-    assert k.dispatches[0][2] == {"B": 2, "A": 1, "num_warps": 4}
-    assert k.binaries[0].launches == [((3, 1), (x, 5, 1, 2))]  # A before B, as the kernel declares
+@pytest.fixture
+def stand_ins(monkeypatch):
+    """The forward kernel and its autotuner replaced by stand-ins: (raw kernel, tuner)."""
+    raw = Kernel(["X", "n", "D1", "BLOCK_M", "BLOCK_N", "INTERP"])
+    tuner = Tuner(raw.arg_names)
+    monkeypatch.setattr(kop, "_RAW", dict(kop._RAW, fwd=raw))
+    monkeypatch.setattr(kop, "_kernel", lambda name, size: tuner)
+    return raw, tuner
 
 
-@pytest.mark.parametrize("change", ["int value", "alignment", "dtype", "constexpr", "option"])
-def test_anything_triton_specializes_on_dispatches_again(change):
-    k, x = Kernel(), torch.zeros(64)
-    base = dict(args=(x, 5), constexprs={"A": 1, "B": 2}, options={"num_warps": 4})
-    other = {"int value": dict(base, args=(x, 16)),
-             "alignment": dict(base, args=(x[1:], 5)),  # 4 bytes past a 16-byte boundary
-             "dtype": dict(base, args=(x.double(), 5)),
-             "constexpr": dict(base, constexprs={"A": 1, "B": 3}),
-             "option": dict(base, options={"num_warps": 8})}[change]
-    for call in (base, other, other):
-        kop._direct(k, (1,), call["args"], call["constexprs"], **call["options"])
-    assert len(k.dispatches) == 2  # the changed call dispatched once, then hit its own binary
-    assert len(k.binaries[1].launches) == 1 and not k.binaries[0].launches
+def launch(args):
+    kop._launch_eager("fwd", "small", 100, 6, args, {"D1": 64})
 
 
-def test_a_launch_missing_a_constexpr_or_a_binary_is_never_cached():
+def test_first_launch_autotunes_second_dispatches_with_the_winner_third_calls_the_binary(stand_ins):
+    raw, tuner = stand_ins
     x = torch.zeros(64)
-    partial = Kernel()  # B left to its default: the binary's argument list would be short
-    no_binary = Kernel(returns_binary=False)
+    for _ in range(4):
+        launch((x, 5))
+    assert len(tuner.dispatches) == 1 and len(raw.dispatches) == 1
+    grid, args, kw = raw.dispatches[0]
+    assert grid == (6, 4)  # cdiv(100 rows, the winner's BLOCK_M = 32)
+    assert kw == {"D1": 64, "BLOCK_M": 32, "BLOCK_N": 16, "INTERP": False, "num_warps": 4, "num_stages": 3}
+    # the kept binary gets every parameter positionally, in the kernel's order
+    assert raw.binaries[0].launches == [((6, 4), (x, 5, 64, 32, 16, False))] * 2
+
+
+@pytest.mark.parametrize("change", ["int value", "alignment", "dtype"])
+def test_anything_triton_specializes_on_gets_its_own_binary(stand_ins, change):
+    raw, tuner = stand_ins
+    x = torch.zeros(64)
+    other = {"int value": (x, 16), "alignment": (x[1:], 5),  # 4 bytes past a 16-byte boundary
+             "dtype": (x.double(), 5)}[change]
+    for args in [(x, 5)] * 3 + [other] * 3:
+        launch(args)
+    assert len(tuner.dispatches) == 2 and len(raw.dispatches) == 2
+    assert [len(b.launches) for b in raw.binaries] == [1, 1]
+
+
+def test_a_launch_missing_a_constexpr_or_a_binary_is_never_kept():
+    x = torch.zeros(64)
+    partial = Kernel(["X", "n", "A", "B"])  # B left to its default: the binary's argument list would be short
+    no_binary = Kernel(["X", "n", "A"], returns_binary=False)
     for _ in range(3):
-        kop._direct(partial, (1,), (x, 5), {"A": 1})
-        kop._direct(no_binary, (1,), (x, 5), {"A": 1, "B": 2})
+        for kernel in (partial, no_binary):
+            if not kop._call_kept(("k", id(kernel)), 1, 1, (x, 5)):
+                kop._launch_and_keep(("k", id(kernel)), kernel, (1, 1), (x, 5), {"A": 1}, 1)
     assert len(partial.dispatches) == 3 and len(no_binary.dispatches) == 3
     assert kop._EAGER_BIN == {}

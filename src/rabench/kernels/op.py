@@ -242,36 +242,23 @@ def _launch(name: str, grid_rows: int, bh: int, args: tuple, meta: dict) -> None
     wrap_triton(_kernel(name, size))[_grid(name, grid_rows, bh)](*args, **meta, INTERP=False)
 
 
-# The autotuner's winner per launch key, for eager launches (see _launch_eager).
-_EAGER_CFG: dict[tuple, triton.Config] = {}
-
-
 def _is_eager(args: tuple) -> bool:
     """True for a launch on real tensors outside torch.compile's tracing (whose fake and
     functional tensors are Tensor subclasses): the only launches the eager fast path serves."""
     return type(args[0]) is torch.Tensor and not torch.compiler.is_compiling()
 
 
-def _launch_eager(name: str, size: str, grid_rows: int, bh: int, args: tuple, meta: dict) -> None:
-    """An eager launch without the autotuner's per-call work (Autotuner.run rebuilds dicts of
-    every argument and its key on each call, ~0.1 ms): the first launch of a key autotunes, later
-    ones launch the kernel's binary with the config it chose (_direct).  The key holds what the
-    autotuner's does (T, the head dims and flags, every tensor argument's dtype)."""
-    key = (name, grid_rows, *meta.values(), *(a.dtype for a in args if isinstance(a, torch.Tensor)))
-    cfg = _EAGER_CFG.get(key)
-    if cfg is None:
-        kern = _kernel(name, size)
-        kern[_grid(name, grid_rows, bh)](*args, **meta, INTERP=False)
-        _EAGER_CFG[key] = kern.best_config
-        return
-    kw = cfg.kwargs
-    _direct(_RAW[name], (bh, triton.cdiv(grid_rows, kw[_grid_block(name)])), args,
-            {**meta, **kw, "INTERP": False}, num_warps=cfg.num_warps, num_stages=cfg.num_stages)
-
-
-# Eager launches' compiled kernels: (binary, the constexpr arguments in the kernel's order) by
-# launch key (see _direct).
-_EAGER_BIN: dict[tuple, tuple] = {}
+# Eager launches skip Triton's per-call dispatch.  JITFunction.run binds every argument to the
+# kernel's signature, specializes each one and hashes them to find the compiled binary: about
+# 70 us of host time a launch on an H100 machine, four launches a layer
+# (benchmarks/host_overhead_profile.py); the autotuner's run adds its own dicts on top.  So an
+# eager launch keys the call itself by what decides the binary (_specialization) and keeps,
+# per key, the autotuner's winner (_EAGER_CFG: the key's first launch autotunes) and then the
+# binary Triton returns (_EAGER_BIN: its second launch goes through Triton's dispatch); from the
+# third launch on it calls the binary, CompiledKernel[grid], Triton's own launcher, with every
+# argument in the kernel's order, as JITFunction.run does.
+_EAGER_CFG: dict[tuple, triton.Config] = {}
+_EAGER_BIN: dict[tuple, tuple] = {}  # key -> (binary, constexprs in the kernel's order, grid block)
 
 
 def _specialization(args: tuple) -> tuple:
@@ -281,25 +268,44 @@ def _specialization(args: tuple) -> tuple:
     return tuple((a.dtype, a.data_ptr() % 16 == 0) if isinstance(a, torch.Tensor) else a for a in args)
 
 
-def _direct(kernel, grid: tuple, args: tuple, constexprs: dict, **options) -> None:
-    """Launch a @triton.jit kernel through the binary Triton compiled for these arguments,
-    without Triton's per-call dispatch: JITFunction.run binds every argument to the signature,
-    specializes each one and hashes them to find the binary, which cost about 60 us of host
-    time a launch on an H100 machine (benchmarks/host_overhead_profile.py), four launches a
-    layer.  The first launch of a key goes through Triton and keeps the binary it returns; later
-    ones call the binary (CompiledKernel[grid], Triton's own launcher) with every argument in
-    the kernel's order, as JITFunction.run does.  args: the positional (runtime) arguments;
-    constexprs: every later parameter, by name; options: num_warps, num_stages."""
-    key = (kernel, *options.values(), *constexprs.items(), *_specialization(args))
+def _launch_eager(name: str, size: str, grid_rows: int, bh: int, args: tuple, meta: dict) -> None:
+    """An eager launch of one of the tuned kernels over (bh, row blocks): see _EAGER_BIN."""
+    key = (name, *meta.values(), *_specialization(args))
+    if _call_kept(key, bh, grid_rows, args):
+        return
+    cfg = _EAGER_CFG.get(key)
+    if cfg is None:
+        kern = _kernel(name, size)
+        kern[_grid(name, grid_rows, bh)](*args, **meta, INTERP=False)
+        _EAGER_CFG[key] = kern.best_config
+        return
+    blk = cfg.kwargs[_grid_block(name)]
+    _launch_and_keep(key, _RAW[name], (bh, triton.cdiv(grid_rows, blk)), args,
+                     {**meta, **cfg.kwargs, "INTERP": False}, blk,
+                     num_warps=cfg.num_warps, num_stages=cfg.num_stages)
+
+
+def _call_kept(key: tuple, bh: int, grid_rows: int, args: tuple) -> bool:
+    """Launch the binary kept under `key` over (bh, row blocks), if there is one."""
     hit = _EAGER_BIN.get(key)
     if hit is None:
-        binary = kernel[grid](*args, **constexprs, **options)
-        later = kernel.arg_names[len(args):]
-        if binary is not None and set(later) == set(constexprs):
-            _EAGER_BIN[key] = (binary, tuple(constexprs[n] for n in later))
-        return
-    binary, trailing = hit
-    binary[grid](*args, *trailing)
+        return False
+    binary, constexprs, blk = hit
+    binary[(bh, triton.cdiv(grid_rows, blk))](*args, *constexprs)
+    return True
+
+
+def _launch_and_keep(key: tuple, kernel, grid: tuple, args: tuple, constexprs: dict, blk: int,
+                     **options) -> None:
+    """Launch a @triton.jit kernel through Triton's dispatch and keep the binary it returns under
+    `key`, with the constexprs in the kernel's order (the launcher takes every parameter) and the
+    grid's block size.  args: the positional (runtime) arguments; constexprs: every later
+    parameter, by name; options: num_warps, num_stages.  A launch that leaves a parameter to its
+    default, or returns no binary, is not kept (it goes through the dispatch every time)."""
+    binary = kernel[grid](*args, **constexprs, **options)
+    later = kernel.arg_names[len(args):]
+    if binary is not None and set(later) == set(constexprs):
+        _EAGER_BIN[key] = (binary, tuple(constexprs[n] for n in later), blk)
 
 
 def _traceable(kernel, args: tuple):
@@ -325,7 +331,9 @@ def _launch_delta(o: Tensor, do: Tensor, delta: Tensor, H: int, T: int, meta: di
         if not _is_fake(args):
             K._ra_delta_kernel[grid](*args, **kw)
     elif _is_eager(args):
-        _direct(K._ra_delta_kernel, grid, args, kw)
+        key = ("delta", meta["DV"], blk, *_specialization(args))
+        if not _call_kept(key, bh, T, args):
+            _launch_and_keep(key, K._ra_delta_kernel, grid, args, kw, blk)
     else:
         wrap_triton(K._ra_delta_kernel)[grid](*args, **kw)
 
