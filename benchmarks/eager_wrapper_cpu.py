@@ -52,6 +52,7 @@ def no_launches() -> None:
     """The kernels' launches become no-ops: outputs stay allocated, uncomputed."""
     op._launch = lambda *args, **kwargs: None
     op._launch_delta = lambda *args, **kwargs: None
+    op._launch_gates = lambda *args, **kwargs: None
 
 
 def inputs() -> tuple[torch.Tensor, ...]:

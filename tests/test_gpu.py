@@ -107,6 +107,38 @@ def test_kernel_with_scales_and_bias_vector_matches_float64_at_gpt2_shape(pair):
     assert max(v for n, v in errs.items() if n in summed) < 2 * BF16_TOL, errs
 
 
+@pytest.mark.parametrize("reciprocal", [True, False])
+def test_gated_eager_entry_matches_float64_at_gpt2_shape(reciprocal):
+    """The eager route of ra-triton and ra-norec's kernel backend (kernel_route.run_canonical_ra ->
+    op.ra_gated_eager: the gate kernels around the RA kernels) against the definition in float64:
+    output and the gradients of qkv, the gate logits and u, bf16 activations."""
+    from rabench.attention.definitions import ra_definition
+    from rabench.attention.gates import RAGates
+    from rabench.attention.kernel_route import run_canonical_ra
+
+    B, H, T, D = 2, 12, 1024, 64
+    g = torch.Generator(device="cuda").manual_seed(torch.randint(0, 2**31, ()).item())
+    qkv = torch.randn(B, T, 3 * H * D, device="cuda", generator=g).to(torch.bfloat16).requires_grad_()
+    gates = RAGates(H, D).cuda()
+    with torch.no_grad():
+        gates.logits.add_(torch.randn(H, 3, device="cuda", generator=g) * 0.5)
+        gates.u.normal_(0.0, 0.3, generator=g)
+
+    def split(t):
+        return (z.view(B, T, H, D).transpose(1, 2) for z in t.split(H * D, dim=2))
+    o = run_canonical_ra(*split(qkv), gates, D ** -0.5, backend="triton", reciprocal=reciprocal)
+    do = torch.randn(o.shape, device="cuda", generator=g).to(o.dtype)
+    grads = torch.autograd.grad(o, [qkv, gates.logits, gates.u], do)
+    gates64 = RAGates(H, D).cuda().double()
+    gates64.load_state_dict(gates.state_dict())
+    qkv64 = qkv.detach().double().requires_grad_()
+    ref = ra_definition(*split(qkv64), gates64, D ** -0.5, rec_mult=1.0 if reciprocal else 0.0)
+    ref_grads = torch.autograd.grad(ref, [qkv64, gates64.logits, gates64.u], do.double())
+    errs = {"o": rel_err(o, ref)} | {n: rel_err(a, b) for n, a, b in zip(("dqkv", "dlogits", "du"), grads, ref_grads)}
+    # the gates' gradients are sums over B*T of bf16-rounded tiles: allow twice
+    assert max(errs["o"], errs["dqkv"]) < BF16_TOL and max(errs["dlogits"], errs["du"]) < 2 * BF16_TOL, errs
+
+
 class _CountingCache(dict):
     """op._EAGER_BIN that counts its hits (launches that called a kept binary)."""
     hits = 0

@@ -593,3 +593,63 @@ def test_autotune_winners_are_kept_on_disk(monkeypatch):
     made = {name: kop._kernel(name, "small") for name in ("fwd", "dkdv", "dq", "onepass")}
     assert all(kw.get("cache_results") for kw in made.values()), made
     assert made["onepass"].get("reset_to_zero") == ["DQ1A", "DQ2A"], made
+
+
+@pytest.mark.usefixtures("backward")
+@pytest.mark.parametrize("reciprocal,band,rec_mult", [(True, None, 1.0), (True, 5, 0.5), (False, None, 1.0)])
+def test_gated_eager_entry_matches_the_definition_in_float64(reciprocal, band, rec_mult):
+    """kernels/gates.py's two launches around the RA kernels (the gates' softmax, the scales and
+    w_disc u forward; their chain rule backward) give RA's output and the gradients of q, k, v,
+    the gate logits and u as the definition (attention.definitions, float64) does: q, k, v as
+    views of one qkv tensor, the route eager training takes (kernel_route.run_canonical_ra)."""
+    from rabench.attention.definitions import ra_definition
+    from rabench.attention.gates import RAGates
+    from rabench.attention.kernel_route import run_canonical_ra
+
+    B, H, T, D = 2, 3, 37, 16
+    c = D ** -0.5
+    qkv = torch.randn(B, T, 3 * H * D, requires_grad=True)
+    gates = RAGates(H, D)
+    with torch.no_grad():
+        gates.logits.add_(torch.randn(H, 3))
+        gates.u.normal_(0.0, 0.5)
+
+    def split(t):
+        return (z.view(B, T, H, D).transpose(1, 2) for z in t.split(H * D, dim=2))
+    o = run_canonical_ra(*split(qkv), gates, c, band=band, backend="triton", rec_mult=rec_mult,
+                         reciprocal=reciprocal)
+    do = torch.randn_like(o)
+    leaves = [qkv, gates.logits, gates.u]
+    grads = torch.autograd.grad(o, leaves, do)
+
+    gates64 = RAGates(H, D).double()
+    gates64.load_state_dict(gates.state_dict())
+    qkv64 = qkv.detach().double().requires_grad_()
+    ref = ra_definition(*split(qkv64), gates64, c, band=band, rec_mult=rec_mult if reciprocal else 0.0)
+    ref_grads = torch.autograd.grad(ref, [qkv64, gates64.logits, gates64.u], do.double())
+    assert rel_err(o, ref) < FP32_TOL
+    for name, a, b in zip(("qkv", "logits", "u"), grads, ref_grads):
+        assert rel_err(a, b) < FP32_TOL, name
+
+
+def test_gated_eager_entry_serves_eager_calls_only(monkeypatch):
+    """Eager calls with the gates as they are take the gated entry; a pair, a tensor rec_mult
+    or torch.compile's tracing take the composed form (which the compiler fuses)."""
+    from rabench.attention.gates import RAGates
+    from rabench.attention.kernel_route import row_gated_pair, run_canonical_ra
+
+    calls = []
+    entry = kop.ra_gated_eager
+    monkeypatch.setattr(kop, "ra_gated_eager", lambda *a, **k: calls.append(1) or entry(*a, **k))
+    B, H, T, D = 1, 2, 17, 16
+    q, k, v = (torch.randn(B, H, T, D) for _ in range(3))
+    gates = RAGates(H, D)
+    run_canonical_ra(q, k, v, gates, 0.25, backend="triton")
+    run_canonical_ra(q, k, v, gates, 0.25, backend="triton", reciprocal=False)
+    assert len(calls) == 2
+    run_canonical_ra(q, k, v, gates, 0.25, backend="triton", rec_mult=torch.tensor(0.5))
+    run_canonical_ra(q, k, v, gates, 0.25, backend="triton", pair=row_gated_pair(q, k, torch.rand(B, H, T)))
+    run_canonical_ra(q, k, v, gates, 0.25, backend="torch")
+    torch.compile(lambda: run_canonical_ra(q, k, v, gates, 0.25, backend="triton"),
+                  backend="aot_eager", fullgraph=True)()
+    assert len(calls) == 2

@@ -48,12 +48,27 @@ def run_canonical_ra(
     """Canonical RA with the gates as per-head kernel scales, scale1 = w_std c and
     scale2 = w_rec c rec_mult, and the reciprocal pair tied (q2 = k, k2 = q): no copies of q
     or k. reciprocal=False drops the reciprocal term (L = w_std S + w_disc d). pair: the
-    reciprocal term's own (q2, k2) in place of the tied (k, q), e.g. `row_gated_pair`'s."""
+    reciprocal term's own (q2, k2) in place of the tied (k, q), e.g. `row_gated_pair`'s.
+
+    Eager calls on the kernel with the gates as they are (no pair, a constant rec_mult) take the
+    kernels' gated entry, which does the gates' arithmetic and its gradient in two small launches
+    (`rabench.kernels.gates`: the same functions, far less host time); torch.compile traces the
+    composed form below and fuses it."""
+    if pair is None and isinstance(rec_mult, (int, float)) and _on_kernel(backend, v):
+        from rabench.kernels.op import gated_eager_applies, ra_gated_eager
+
+        if gated_eager_applies(q, gates.logits, gates.u):
+            return ra_gated_eager(q, k, v, gates.logits, gates.u, scale, rec_mult, band, reciprocal)
     w_std, w_rec, w_disc = gates.weights()
     s2 = w_rec * (scale * rec_mult) if reciprocal else None
     q2, k2 = pair if (pair is not None and reciprocal) else (None, None)
     return run_ra(q, k, q2, k2, v, gates.bias_vector(w_disc), band=band, backend=backend, scale1=w_std * scale,
                   scale2=s2, tied=reciprocal and q2 is None)
+
+
+def _on_kernel(backend: str, v: Tensor) -> bool:
+    """Whether run_ra takes the Triton route for this backend and input."""
+    return backend == "triton" or (backend == "auto" and v.is_cuda)
 
 
 def run_ra(
@@ -74,7 +89,7 @@ def run_ra(
     (H,) scales of q1 and q2; tied: q2 = k1 and k2 = q1 (pass q2 = k2 = None; see
     run_canonical_ra)."""
     if backend == "auto":
-        backend = "triton" if v.is_cuda else "torch"
+        backend = "triton" if _on_kernel(backend, v) else "torch"
     if backend == "torch":
         return open_coded_ra(q1, k1, q2, k2, v, bias, band, scale1=scale1, scale2=scale2, tied=tied)
     if backend != "triton":

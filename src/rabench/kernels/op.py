@@ -44,6 +44,7 @@ from torch.library import wrap_triton
 
 from rabench.errors import RabenchError
 
+from . import gates as KG
 from . import ra_flash as K
 
 Tensor = torch.Tensor
@@ -264,8 +265,9 @@ _EAGER_BIN: dict[tuple, tuple] = {}  # key -> (binary, constexprs in the kernel'
 def _specialization(args: tuple) -> tuple:
     """What Triton specializes a compiled kernel on, per positional argument: a tensor's dtype
     and 16-byte alignment; an int's value (Triton looks only at whether it is 1, divisible by
-    16, and fits 32 bits, which the value decides)."""
-    return tuple((a.dtype, a.data_ptr() % 16 == 0) if isinstance(a, torch.Tensor) else a for a in args)
+    16, and fits 32 bits, which the value decides); a float's type only (always fp32)."""
+    return tuple((a.dtype, a.data_ptr() % 16 == 0) if isinstance(a, torch.Tensor)
+                 else (float if type(a) is float else a) for a in args)
 
 
 def _launch_eager(name: str, size: str, grid_rows: int, bh: int, args: tuple, meta: dict) -> None:
@@ -718,9 +720,97 @@ def ra_attention(q1: Tensor, k1: Tensor, q2: Optional[Tensor], k2: Optional[Tens
                                    f"got {tuple(sc.shape)} on {sc.device}")
     scale1 = scale1.float() if scale1 is not None else None
     scale2 = scale2.float() if (scale2 is not None and has_rec) else None
-    # i - j <= T - 1 for every pair, so a band >= T masks nothing: same as no band
-    band_i = 0 if (band is None or band >= T or not has_rec) else band
+    band_i = _band_arg(band, T, has_rec)
     # eager calls skip the op's dispatch (same launchers and formula); compiled code sees the op
     attend = ra_fwd_op if torch.compiler.is_compiling() else _EagerRA.apply
     o, _ = attend(q1, k1, q2, k2, v, bias, scale1, scale2, band_i, bool(tied))
     return o
+
+
+def _band_arg(band: Optional[int], T: int, has_rec: bool) -> int:
+    """The ops' band: 0 for none.  i - j <= T - 1 for every pair, so a band >= T masks nothing,
+    and without a reciprocal term there is nothing to mask."""
+    return 0 if (band is None or band >= T or not has_rec) else band
+
+
+# ----------------------------------------------------------------------------------------
+# canonical RA from its gate logits, eager (kernels/gates.py)
+# ----------------------------------------------------------------------------------------
+def _launch_gates(kernel, name: str, H: int, args: tuple, D: int, rec: bool) -> None:
+    """One program per head; on a GPU through the kept binary (_EAGER_BIN) like the other eager
+    launches (only eager calls come here: _EagerGatedRA)."""
+    kw = dict(BD=_pow2(D), REC=rec)
+    if K.INTERPRET:
+        kernel[(H,)](*args, **kw)
+        return
+    key = (name, rec, *_specialization(args))
+    if not _call_kept(key, H, 1, args):
+        _launch_and_keep(key, kernel, (H, 1), args, kw, 1)
+
+
+def gate_inputs(logits: Tensor, u: Tensor, c: float, cm: float, rec: bool
+                ) -> tuple[Tensor, Optional[Tensor], Tensor]:
+    """(s1, s2, ub) of kernels/gates.py from the gate logits (H, 3) and u (H, D), float32;
+    s2 is None without the reciprocal term.  cm = c times the reciprocal term's multiplier."""
+    H, D = u.shape
+    f32 = dict(device=u.device, dtype=torch.float32)
+    s1, ub = _empty((H,), **f32), _empty((H, D), **f32)
+    s2 = _empty((H,), **f32) if rec else None
+    _launch_gates(KG._gate_fwd_kernel, "gate_fwd", H,
+                  (logits, u, s1, s2 if rec else s1, ub, c, cm, D), D, rec)
+    return s1, s2, ub
+
+
+def gate_grads(logits: Tensor, u: Tensor, dub: Tensor, dscale: Tensor, c: float, cm: float,
+               rec: bool) -> tuple[Tensor, Tensor]:
+    """(dL/dlogits (H, 3), dL/du (H, D)) from the kernel's dL/dub (H, D) and dscale (H, 2)."""
+    H, D = u.shape
+    f32 = dict(device=u.device, dtype=torch.float32)
+    dg, du = _empty((H, 3), **f32), _empty((H, D), **f32)
+    _launch_gates(KG._gate_bwd_kernel, "gate_bwd", H,
+                  (logits, u, dub.contiguous(), dscale.contiguous(), dg, du, c, cm, D), D, rec)
+    return dg, du
+
+
+class _EagerGatedRA(torch.autograd.Function):
+    """Canonical RA (or, rec=False, without its reciprocal term) from the gate logits and u:
+    the gate kernels around the RA kernels' launchers, nothing else on the host."""
+
+    @staticmethod
+    def forward(ctx, q, k, v, logits, u, c, cm, band, rec):
+        s1, s2, ub = gate_inputs(logits, u, c, cm, rec)
+        o, lse = ra_forward(q, k, None, None, v, ub, s1, s2, band, rec)
+        ctx.save_for_backward(q, k, v, ub, s1, s2, o, lse, logits, u)
+        ctx.c, ctx.cm, ctx.band, ctx.rec = c, cm, band, rec
+        return o
+
+    @staticmethod
+    def backward(ctx, do):
+        if do is None:
+            return (None,) * 9
+        q, k, v, ub, s1, s2, o, lse, logits, u = ctx.saved_tensors
+        dq, dk, _, _, dv, dub, dscale = ra_backward(do, q, k, None, None, v, ub, s1, s2, o, lse,
+                                                    ctx.band, ctx.rec)
+        dg, du = gate_grads(logits, u, dub, dscale, ctx.c, ctx.cm, ctx.rec)
+        return dq, dk, dv, dg, du, None, None, None, None
+
+
+def gated_eager_applies(q: Tensor, logits: Tensor, u: Tensor) -> bool:
+    """Whether ra_gated_eager serves this call: eager (torch.compile traces the composed gates
+    instead, and fuses them), the kernels available for q, float32 gate parameters."""
+    return (not torch.compiler.is_compiling() and logits.dtype == torch.float32
+            and u.dtype == torch.float32 and (q.is_cuda or K.INTERPRET))
+
+
+def ra_gated_eager(q: Tensor, k: Tensor, v: Tensor, logits: Tensor, u: Tensor, scale: float,
+                   rec_mult: float = 1.0, band: Optional[int] = None, reciprocal: bool = True
+                   ) -> Tensor:
+    """Canonical RA, L_ij = w_std S_ij + w_rec m S_ji [i - j < band] + w_disc k_j . u (w =
+    softmax(logits), S = scale q k^T, m = rec_mult), or without the reciprocal term, in eager
+    calls (gated_eager_applies): the gates' arithmetic and its gradient run in kernels/gates.py's
+    two launches.  q, k, v: (B, H, T, D) with a unit last stride (views of a qkv projection);
+    logits (H, 3) and u (H, D) float32, differentiable.  Returns (B, H, T, D) in v.dtype."""
+    _check_device(q)
+    band_i = _band_arg(band, q.shape[2], reciprocal)
+    return _EagerGatedRA.apply(q, k, v, logits.contiguous(), u.contiguous(), float(scale),
+                               float(scale) * float(rec_mult), band_i, bool(reciprocal))

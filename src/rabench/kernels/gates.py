@@ -1,0 +1,77 @@
+"""Canonical RA's gates into the fused kernel's inputs, and their gradients back, for eager calls.
+
+RA's per-head gates are w = softmax(g), g = (g_std, g_rec, g_disc) (rabench.attention.gates), and
+its discoverability vector u.  The RA kernel takes them as per-head scales and a bias vector
+(rabench.attention.kernel_route, the folded identity), with c = 1/sqrt(D) and m the reciprocal
+term's multiplier:
+
+    s1 = w_std c        s2 = w_rec c m        ub = w_disc u        (ub: bias_j = k_j . ub)
+
+and returns the gradients of those (op.ra_backward: dscale (H, 2) = dL/ds1, dL/ds2 summed over
+every row, and dL/dub (H, D)).  The chain rule back to g and u:
+
+    dL/dw_std = c dL/ds1        dL/dw_rec = c m dL/ds2        dL/dw_disc = u . dL/dub
+    dL/du     = w_disc dL/dub
+    dL/dg_k   = w_k (dL/dw_k - sum_l w_l dL/dw_l)             (softmax's Jacobian)
+
+Composed from torch ops this is about 25 small ops and a dozen autograd nodes a layer, which in
+an eager training step cost more host time than the attention kernels' own launches
+(benchmarks/eager_wrapper_cpu.py).  Here each direction is one launch of one program per head.
+torch.compile keeps the composed form (it fuses it into its own kernels): see op.ra_gated_eager.
+"""
+
+from __future__ import annotations
+
+import triton
+import triton.language as tl
+
+
+@triton.jit
+def _softmax3(G, h):
+    """w = softmax of head h's three gate logits (row h of the (H, 3) tensor G), in float32."""
+    g0 = tl.load(G + 3 * h).to(tl.float32)
+    g1 = tl.load(G + 3 * h + 1).to(tl.float32)
+    g2 = tl.load(G + 3 * h + 2).to(tl.float32)
+    top = tl.maximum(tl.maximum(g0, g1), g2)
+    e0 = tl.exp(g0 - top)
+    e1 = tl.exp(g1 - top)
+    e2 = tl.exp(g2 - top)
+    z = e0 + e1 + e2
+    return e0 / z, e1 / z, e2 / z
+
+
+@triton.jit
+def _gate_fwd_kernel(G, U, SC1, SC2, UB, c, cm, D,
+                     BD: tl.constexpr, REC: tl.constexpr):
+    # One program per head h: s1 = w_std c, s2 = w_rec c m (REC: the reciprocal term is on),
+    # ub = w_disc u.  cm = c m.
+    h = tl.program_id(0)
+    w_std, w_rec, w_disc = _softmax3(G, h)
+    tl.store(SC1 + h, w_std * c)
+    if REC:
+        tl.store(SC2 + h, w_rec * cm)
+    offs = tl.arange(0, BD)
+    u = tl.load(U + h * D + offs, mask=offs < D, other=0.0)
+    tl.store(UB + h * D + offs, w_disc * u, mask=offs < D)
+
+
+@triton.jit
+def _gate_bwd_kernel(G, U, DUB, DSC, DG, DU, c, cm, D,
+                     BD: tl.constexpr, REC: tl.constexpr):
+    # One program per head h: the chain rule of the module docstring.  DSC: (H, 2) dL/ds1, dL/ds2
+    # (column 2 read only with REC); DUB: (H, D) dL/dub.
+    h = tl.program_id(0)
+    w_std, w_rec, w_disc = _softmax3(G, h)
+    offs = tl.arange(0, BD)
+    u = tl.load(U + h * D + offs, mask=offs < D, other=0.0)
+    dub = tl.load(DUB + h * D + offs, mask=offs < D, other=0.0)
+    dw_std = c * tl.load(DSC + 2 * h)
+    dw_rec = 0.0
+    if REC:
+        dw_rec = cm * tl.load(DSC + 2 * h + 1)
+    dw_disc = tl.sum(u * dub, axis=0)
+    mean = w_std * dw_std + w_rec * dw_rec + w_disc * dw_disc
+    tl.store(DG + 3 * h, w_std * (dw_std - mean))
+    tl.store(DG + 3 * h + 1, w_rec * (dw_rec - mean))
+    tl.store(DG + 3 * h + 2, w_disc * (dw_disc - mean))
+    tl.store(DU + h * D + offs, w_disc * dub, mask=offs < D)
