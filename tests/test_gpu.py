@@ -149,11 +149,13 @@ class _CountingCache(dict):
         return found
 
 
-@pytest.mark.parametrize("tied", [True, False])
-def test_eager_calls_after_the_first_launch_kept_binaries_with_the_same_results(tied, monkeypatch):
+@pytest.mark.parametrize("route", ["tied", "untied", "gated"])
+def test_eager_calls_after_the_first_launch_kept_binaries_with_the_same_results(route, monkeypatch):
     """An eager call's first launch of a key autotunes; the next goes through Triton's dispatch
-    and keeps the binary; from the third on every launch (forward, delta, dkdv, dq) calls that
-    binary directly (op._direct). Outputs and gradients stay the same bit for bit throughout."""
+    and keeps the binary; from the third on every launch (forward, delta, dkdv, dq, and on the
+    gated route the two gate kernels) calls the kept binary (op._EAGER_BIN). Outputs and
+    gradients stay the same bit for bit throughout."""
+    from rabench.attention.gates import RAGates
     from rabench.kernels import op as kop
     from rabench.kernels import ra_attention
 
@@ -167,12 +169,16 @@ def test_eager_calls_after_the_first_launch_kept_binaries_with_the_same_results(
         u = (torch.randn(H, D, device="cuda", generator=g) * 0.3).requires_grad_()
         s1 = torch.full((H,), 0.1, device="cuda", requires_grad=True)
         s2 = torch.full((H,), 0.02, device="cuda", requires_grad=True)
+        gates = RAGates(H, D).cuda()
         do = torch.randn(B, H, T, D, device="cuda", generator=g).to(torch.bfloat16)
 
         def call():
             q, k, v = (z.view(B, T, H, D).transpose(1, 2) for z in qkv.split(H * D, dim=2))
-            q2, k2 = (None, None) if tied else (k[..., :16], q[..., :16])
-            o = ra_attention(q, k, q2, k2, v, u, scale1=s1, scale2=s2, tied=tied)
+            if route == "gated":
+                o = kop.ra_gated_eager(q, k, v, gates.logits, gates.u, D ** -0.5)
+                return [o.detach()] + list(torch.autograd.grad(o, [qkv, gates.logits, gates.u], do))
+            q2, k2 = (None, None) if route == "tied" else (k[..., :16], q[..., :16])
+            o = ra_attention(q, k, q2, k2, v, u, scale1=s1, scale2=s2, tied=route == "tied")
             return [o.detach()] + list(torch.autograd.grad(o, [qkv, u, s1, s2], do))
         first = call()
         second = call()
@@ -180,7 +186,8 @@ def test_eager_calls_after_the_first_launch_kept_binaries_with_the_same_results(
         third = call()
     finally:
         kop.force_backward(None)
-    assert kop._EAGER_BIN.hits - hits_before == 4  # fwd, delta, dkdv, dq: no dispatch left
+    launches = 6 if route == "gated" else 4
+    assert kop._EAGER_BIN.hits - hits_before == launches  # no dispatch left
     for a, b, c in zip(first, second, third):
         assert torch.equal(a, b) and torch.equal(a, c)
 
