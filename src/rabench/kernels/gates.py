@@ -7,8 +7,9 @@ term's multiplier:
 
     s1 = w_std c        s2 = w_rec c m        ub = w_disc u        (ub: bias_j = k_j . ub)
 
-and returns the gradients of those (op.ra_backward: dscale (H, 2) = dL/ds1, dL/ds2 summed over
-every row, and dL/dub (H, D)).  The chain rule back to g and u:
+and returns the gradients of those per key row (op.ra_backward with rows=True: dL/ds1, dL/ds2
+and dL/dbias_j, whose sums over every batch and row the backward kernel takes, with
+dL/dub = sum_j dL/dbias_j k_j).  The chain rule back to g and u:
 
     dL/dw_std = c dL/ds1        dL/dw_rec = c m dL/ds2        dL/dw_disc = u . dL/dub
     dL/du     = w_disc dL/dub
@@ -56,22 +57,40 @@ def _gate_fwd_kernel(G, U, SC1, SC2, UB, c, cm, D,
 
 
 @triton.jit
-def _gate_bwd_kernel(G, U, DUB, DSC, DG, DU, c, cm, D,
-                     BD: tl.constexpr, REC: tl.constexpr):
-    # One program per head h: the chain rule of the module docstring.  DSC: (H, 2) dL/ds1, dL/ds2
-    # (column 2 read only with REC); DUB: (H, D) dL/dub.
+def _gate_bwd_kernel(G, U, K, DBIAS, DSC, DG, DU, c, cm, B, H, T, skb, skh, skt, D,
+                     BD: tl.constexpr, REC: tl.constexpr, BLOCK_T: tl.constexpr):
+    # One program per head h: the sums over every batch and key row of the RA kernels' per-row
+    # gradients, dL/ds1 = sum DSC[.., 0], dL/ds2 = sum DSC[.., 1] (REC) and
+    # dL/dub = sum_j DBIAS_j k_j (bias_j = k_j . ub, from the raw keys K (B, H, T, D)), then the
+    # chain rule of the module docstring.  DBIAS (B, H, T) and DSC (B, H, T, 2) contiguous.
     h = tl.program_id(0)
+    offs_d = tl.arange(0, BD)
+    offs_t = tl.arange(0, BLOCK_T)
+    dub = tl.zeros([BD], dtype=tl.float32)
+    ds1 = tl.zeros([BLOCK_T], dtype=tl.float32)
+    ds2 = tl.zeros([BLOCK_T], dtype=tl.float32)
+    k_bh = K + h.to(tl.int64) * skh  # batch b's keys of head h; advanced a batch at a time
+    row_bh = h * T  # (b, h, t = 0)'s row in DBIAS and DSC: (b H + h) T
+    for b in range(0, B):
+        for t0 in range(0, T, BLOCK_T):
+            t = t0 + offs_t
+            row = row_bh + t
+            db = tl.load(DBIAS + row, mask=t < T, other=0.0)
+            kt = tl.load(k_bh + t[:, None] * skt + offs_d[None, :],
+                         mask=(t < T)[:, None] & (offs_d < D)[None, :], other=0.0)
+            dub += tl.sum(db[:, None] * kt.to(tl.float32), axis=0)
+            ds1 += tl.load(DSC + 2 * row, mask=t < T, other=0.0)
+            if REC:
+                ds2 += tl.load(DSC + 2 * row + 1, mask=t < T, other=0.0)
+        k_bh += skb
+        row_bh += H * T
     w_std, w_rec, w_disc = _softmax3(G, h)
-    offs = tl.arange(0, BD)
-    u = tl.load(U + h * D + offs, mask=offs < D, other=0.0)
-    dub = tl.load(DUB + h * D + offs, mask=offs < D, other=0.0)
-    dw_std = c * tl.load(DSC + 2 * h)
-    dw_rec = 0.0
-    if REC:
-        dw_rec = cm * tl.load(DSC + 2 * h + 1)
+    u = tl.load(U + h * D + offs_d, mask=offs_d < D, other=0.0)
+    dw_std = c * tl.sum(ds1, axis=0)
+    dw_rec = cm * tl.sum(ds2, axis=0)  # 0 without the reciprocal term
     dw_disc = tl.sum(u * dub, axis=0)
     mean = w_std * dw_std + w_rec * dw_rec + w_disc * dw_disc
     tl.store(DG + 3 * h, w_std * (dw_std - mean))
     tl.store(DG + 3 * h + 1, w_rec * (dw_rec - mean))
     tl.store(DG + 3 * h + 2, w_disc * (dw_disc - mean))
-    tl.store(DU + h * D + offs, w_disc * dub, mask=offs < D)
+    tl.store(DU + h * D + offs_d, w_disc * dub, mask=offs_d < D)

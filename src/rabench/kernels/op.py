@@ -447,11 +447,14 @@ def ra_forward(q1, k1, q2, k2, v, bias, sc1, sc2, band: int, tied: bool = False)
     return o, lse
 
 
-def ra_backward(do, q1, k1, q2, k2, v, bias, sc1, sc2, o, lse, band: int, tied: bool = False):
+def ra_backward(do, q1, k1, q2, k2, v, bias, sc1, sc2, o, lse, band: int, tied: bool = False,
+                rows: bool = False):
     """Gradients (dq1, dk1, dq2, dk2, dv, dbias, dscale), all true gradients: with scales
     the kernels apply the chain rule, and dscale (H, 2) holds dL/dsc1, dL/dsc2 (empty
     without scales).  tied: dq1 and dk1 are the whole gradients of q1 and k1 (each also
     played q2's or k2's part), assembled in the kernels; dq2, dk2 are empty.
+    rows: dbias and dscale as the kernels leave them, per key row, (B, H, T) and (B, H, T, 2),
+    for a caller that sums them itself (ra_gated_eager's gate kernel).
     One-pass or two-pass backward as backward_mode() says (module docstring)."""
     q1, k1, q2, k2, v, o, do = (_unit_last(x) for x in (q1, k1, q2, k2, v, o, do))
     q2, k2 = _reciprocal_pair(q1, k1, q2, k2, tied)
@@ -469,6 +472,8 @@ def ra_backward(do, q1, k1, q2, k2, v, bias, sc1, sc2, o, lse, band: int, tied: 
         grads = (_bthd(B, H, T, D1, q1), _bthd(B, H, T, D1, k1),
                  _bthd(B, H, T, q2.shape[-1], q2) if q2 is not None and not tied else _none(q1),
                  _bthd(B, H, T, k2.shape[-1], k2) if k2 is not None and not tied else _none(q1), dv)
+        if rows:
+            return (*grads, dbias, dsc)
         dbias_out = torch.zeros_like(bias, dtype=torch.float32) if from_k else dbias
         return (*grads, dbias_out, q1.new_zeros((H, 2), dtype=torch.float32) if sc1 is not None else dsc)
     meta = _meta(q1, q2, v, bias, band, sc1)
@@ -491,6 +496,8 @@ def ra_backward(do, q1, k1, q2, k2, v, bias, sc1, sc2, o, lse, band: int, tied: 
         grads = _one_pass(ins, strides, outs, q2 is not None, tied, meta)
     else:
         grads = _two_pass(ins, strides, outs, q2 is not None, tied, from_k, meta)
+    if rows:
+        return (*grads, dbias, dsc)
     if from_k:  # bias_j = k1_j . u: dL/du = sum over b, j of dbias_j k1_j
         dbias = (dbias.unsqueeze(-1) * k1.float()).sum((0, 2))
     return (*grads, dbias, dsc.sum((0, 2)) if sc1 is not None else dsc)
@@ -736,10 +743,10 @@ def _band_arg(band: Optional[int], T: int, has_rec: bool) -> int:
 # ----------------------------------------------------------------------------------------
 # canonical RA from its gate logits, eager (kernels/gates.py)
 # ----------------------------------------------------------------------------------------
-def _launch_gates(kernel, name: str, H: int, args: tuple, D: int, rec: bool) -> None:
+def _launch_gates(kernel, name: str, H: int, args: tuple, D: int, rec: bool, **block) -> None:
     """One program per head; on a GPU through the kept binary (_EAGER_BIN) like the other eager
-    launches (only eager calls come here: _EagerGatedRA)."""
-    kw = dict(BD=_pow2(D), REC=rec)
+    launches (only eager calls come here: _EagerGatedRA).  block: a kernel's block sizes."""
+    kw = dict(BD=_pow2(D), REC=rec, **block)
     if K.INTERPRET:
         kernel[(H,)](*args, **kw)
         return
@@ -761,14 +768,17 @@ def gate_inputs(logits: Tensor, u: Tensor, c: float, cm: float, rec: bool
     return s1, s2, ub
 
 
-def gate_grads(logits: Tensor, u: Tensor, dub: Tensor, dscale: Tensor, c: float, cm: float,
-               rec: bool) -> tuple[Tensor, Tensor]:
-    """(dL/dlogits (H, 3), dL/du (H, D)) from the kernel's dL/dub (H, D) and dscale (H, 2)."""
-    H, D = u.shape
+def gate_grads(logits: Tensor, u: Tensor, k: Tensor, dbias: Tensor, dsc: Tensor, c: float,
+               cm: float, rec: bool) -> tuple[Tensor, Tensor]:
+    """(dL/dlogits (H, 3), dL/du (H, D)) from the RA kernels' per-row sums (ra_backward's rows):
+    dbias (B, H, T) dL/dbias_j and dsc (B, H, T, 2), with the keys k (B, H, T, D) that made the
+    bias (dL/dub = sum over b, j of dbias_j k_j, summed in the kernel)."""
+    B, H, T, D = k.shape
     f32 = dict(device=u.device, dtype=torch.float32)
     dg, du = _empty((H, 3), **f32), _empty((H, D), **f32)
     _launch_gates(KG._gate_bwd_kernel, "gate_bwd", H,
-                  (logits, u, dub.contiguous(), dscale.contiguous(), dg, du, c, cm, D), D, rec)
+                  (logits, u, k, dbias, dsc, dg, du, c, cm, B, H, T, *_st(k), D), D, rec,
+                  BLOCK_T=16 if K.INTERPRET else 64)
     return dg, du
 
 
@@ -789,9 +799,9 @@ class _EagerGatedRA(torch.autograd.Function):
         if do is None:
             return (None,) * 9
         q, k, v, ub, s1, s2, o, lse, logits, u = ctx.saved_tensors
-        dq, dk, _, _, dv, dub, dscale = ra_backward(do, q, k, None, None, v, ub, s1, s2, o, lse,
-                                                    ctx.band, ctx.rec)
-        dg, du = gate_grads(logits, u, dub, dscale, ctx.c, ctx.cm, ctx.rec)
+        dq, dk, _, _, dv, dbias, dsc = ra_backward(do, q, k, None, None, v, ub, s1, s2, o, lse,
+                                                   ctx.band, ctx.rec, rows=True)
+        dg, du = gate_grads(logits, u, _unit_last(k), dbias, dsc, ctx.c, ctx.cm, ctx.rec)
         return dq, dk, dv, dg, du, None, None, None, None
 
 
