@@ -96,7 +96,6 @@ def test_a_launch_missing_a_constexpr_or_a_binary_is_never_kept():
     no_binary = Kernel(["X", "n", "A"], returns_binary=False)
     for _ in range(3):
         for kernel in (partial, no_binary):
-            if not kop._call_kept(("k", id(kernel)), 1, 1, (x, 5)):
-                kop._launch_and_keep(("k", id(kernel)), kernel, (1, 1), (x, 5), {"A": 1}, 1)
+            kop._launch_fixed(("k", id(kernel)), kernel, 1, 1, 1, (x, 5), {"A": 1})
     assert len(partial.dispatches) == 3 and len(no_binary.dispatches) == 3
     assert kop._EAGER_BIN == {}

@@ -297,6 +297,14 @@ def _call_kept(key: tuple, bh: int, grid_rows: int, args: tuple) -> bool:
     return True
 
 
+def _launch_fixed(key: tuple, kernel, bh: int, grid_rows: int, blk: int, args: tuple,
+                  constexprs: dict) -> None:
+    """An eager launch of a kernel with one fixed config (no autotuning) over (bh, row blocks of
+    blk): the binary kept under `key`, else Triton's dispatch, keeping the binary."""
+    if not _call_kept(key, bh, grid_rows, args):
+        _launch_and_keep(key, kernel, (bh, triton.cdiv(grid_rows, blk)), args, constexprs, blk)
+
+
 def _launch_and_keep(key: tuple, kernel, grid: tuple, args: tuple, constexprs: dict, blk: int,
                      **options) -> None:
     """Launch a @triton.jit kernel through Triton's dispatch and keep the binary it returns under
@@ -334,8 +342,7 @@ def _launch_delta(o: Tensor, do: Tensor, delta: Tensor, H: int, T: int, meta: di
             K._ra_delta_kernel[grid](*args, **kw)
     elif _is_eager(args):
         key = ("delta", meta["DV"], blk, *_specialization(args))
-        if not _call_kept(key, bh, T, args):
-            _launch_and_keep(key, K._ra_delta_kernel, grid, args, kw, blk)
+        _launch_fixed(key, K._ra_delta_kernel, bh, T, blk, args, kw)
     else:
         wrap_triton(K._ra_delta_kernel)[grid](*args, **kw)
 
@@ -750,9 +757,7 @@ def _launch_gates(kernel, name: str, H: int, args: tuple, D: int, rec: bool, **b
     if K.INTERPRET:
         kernel[(H,)](*args, **kw)
         return
-    key = (name, rec, *_specialization(args))
-    if not _call_kept(key, H, 1, args):
-        _launch_and_keep(key, kernel, (H, 1), args, kw, 1)
+    _launch_fixed((name, rec, *_specialization(args)), kernel, H, 1, 1, args, kw)
 
 
 def gate_inputs(logits: Tensor, u: Tensor, c: float, cm: float, rec: bool
