@@ -13,13 +13,15 @@ from rabench.kernels import op as kop
 
 
 class Binary:
-    """A compiled kernel: binary[grid](*args) records the launch."""
+    """A compiled kernel: binary[grid](*args) records the launch.  Like Triton's
+    CompiledKernel (3.6), it reads grid[0], grid[1] and grid[2]: a 2-D grid fails there, as it
+    did on an H100 (JITFunction.run pads the grid to three; CompiledKernel does not)."""
 
     def __init__(self) -> None:
         self.launches: list[tuple] = []
 
     def __getitem__(self, grid):
-        return lambda *args: self.launches.append((grid, args))
+        return lambda *args: self.launches.append(((grid[0], grid[1], grid[2]), args))
 
 
 class Kernel:
@@ -75,7 +77,7 @@ def test_first_launch_autotunes_second_dispatches_with_the_winner_third_calls_th
     assert grid == (6, 4)  # cdiv(100 rows, the winner's BLOCK_M = 32)
     assert kw == {"D1": 64, "BLOCK_M": 32, "BLOCK_N": 16, "INTERP": False, "num_warps": 4, "num_stages": 3}
     # the kept binary gets every parameter positionally, in the kernel's order
-    assert raw.binaries[0].launches == [((6, 4), (x, 5, 64, 32, 16, False))] * 2
+    assert raw.binaries[0].launches == [((6, 4, 1), (x, 5, 64, 32, 16, False))] * 2
 
 
 @pytest.mark.parametrize("change", ["int value", "alignment", "dtype"])
