@@ -9,7 +9,7 @@ times forward+backward (the gradients of every input, as torch.autograd.grad ret
     cudnn   torch SDPA forced to the cuDNN backend, is_causal
     norec   the kernel as ra-norec calls it: per-head scale on q, bias vector u, no reciprocal term
     ra      the kernel as ra-triton calls it: canonical RA, the pair tied, both scales, vector u
-each of ours with the backward forced to two-pass and to one-pass (op.force_backward), on
+each of ours with the backward forced to two-pass and to one-pass (tuning.force_backward), on
 rabench.bench.timing.gpu_ms (the CUDA profiler's kernel records summed over calls: device work
 only, no launch gaps; `rabench bench` times attention rows with the same clock).  At the first
 length it also prints each route's largest kernels (GPU ms per call).  It prints a
@@ -20,7 +20,7 @@ difference exceeds 2% of the gradient's scale or a result is not finite.
 
 The forward is the same kernel in both modes; by default it is pinned to one config
 (FORWARD_CONFIG); --tune-forward autotunes it as training does.  The backward kernels autotune
-over their lists in op.CONFIGS.  Every candidate is a compile of several seconds, one after
+over their lists in tuning.CONFIGS.  Every candidate is a compile of several seconds, one after
 another inside the autotuner, so worker processes first compile them all in parallel
 (prewarm); Triton's on-disk cache then hands the autotuner the binaries (--no-prewarm: off).
 Writes $OUT/backward_modes.json when $OUT is set.
@@ -41,10 +41,10 @@ import torch
 import torch.nn.functional as F
 
 from rabench.bench.timing import gpu_ms
-from rabench.kernels import op as kop
+from rabench.kernels import op as kop, tuning
 from rabench.kernels import ra_attention
 
-FORWARD_CONFIG = (128, 64, 4, 3)  # (BLOCK_M, BLOCK_N, warps, stages): op.CONFIGS' first, v2's pick
+FORWARD_CONFIG = (128, 64, 4, 3)  # (BLOCK_M, BLOCK_N, warps, stages): tuning.CONFIGS' first, v2's pick
 TOKENS = 8192
 AGREE_TOL = 0.02  # max |one-pass - two-pass| over max |gradient|, per input
 MODES = ("two-pass", "one-pass")
@@ -115,12 +115,12 @@ def _compile_candidate(job: tuple[str, tuple, tuple, str]) -> str:
     name, cfg, fwd_cfg, device = job
     dev = torch.device(device)
     dtype = torch.bfloat16 if dev.type == "cuda" else torch.float32
-    small = kop.CONFIGS["small"]
+    small = tuning.CONFIGS["small"]
     for n in ("dkdv", "dq", "onepass"):
-        kop.force_config(n, small[n][0])
-    kop.force_config("fwd", fwd_cfg)
-    kop.force_config(name, cfg)
-    kop.force_backward("two-pass" if name in ("dkdv", "dq") else "one-pass")
+        tuning.force_config(n, small[n][0])
+    tuning.force_config("fwd", fwd_cfg)
+    tuning.force_config(name, cfg)
+    tuning.force_backward("two-pass" if name in ("dkdv", "dq") else "one-pass")
     H, D = (12, 64) if dev.type == "cuda" else (2, 16)
     try:  # a failure here only costs the main process that compile; it reports it there
         x = Case(1, 256 if dev.type == "cuda" else 32, H, D, dtype, dev, seed=0)
@@ -140,7 +140,7 @@ def prewarm(device: str, tune_forward: bool, workers: int, per_kernel: int = 0) 
     import concurrent.futures
     import multiprocessing
 
-    small = kop.CONFIGS["small"]
+    small = tuning.CONFIGS["small"]
     names = ("dkdv", "dq", "onepass") + (("fwd",) if tune_forward else ())
     jobs = [(n, c, None if n == "fwd" else FORWARD_CONFIG if not tune_forward else small["fwd"][0], device)
             for n in names for c in small[n][:per_kernel or None]]
@@ -159,7 +159,7 @@ def run_shape(T: int, H: int, D: int, dtype: torch.dtype, dev: torch.device, cud
     grads: dict[tuple[str, str], tuple] = {}
     for name, (forward, leaves) in routes(x, cudnn).items():
         for mode in (MODES if name != "cudnn" else (None,)):
-            kop.force_backward(mode)
+            tuning.force_backward(mode)
             label = name if mode is None else f"{name} {mode}"
             t0 = time.time()
             row["ms"][label] = gpu_ms(lambda: fwd_bwd(forward, leaves, x.do), dev)
@@ -170,7 +170,7 @@ def run_shape(T: int, H: int, D: int, dtype: torch.dtype, dev: torch.device, cud
                 rows = kernel_breakdown(lambda: fwd_bwd(forward, leaves, x.do))
                 row["kernels"][label] = rows
                 log("    " + "; ".join(f"{ms:.3f} {k}" for k, ms in rows[:6]))
-    kop.force_backward(None)
+    tuning.force_backward(None)
     for name in ("norec", "ra"):
         names = ["qkv", "u", "s1", "s2"][:len(grads[name, MODES[0]])]
         for n, a, b in zip(names, grads[name, "two-pass"], grads[name, "one-pass"]):
@@ -216,7 +216,7 @@ def main() -> int:
         dev, dtype, H, D, tokens = torch.device("cuda"), torch.bfloat16, 12, 64, TOKENS
         lengths = [int(t) for t in args.lengths.split(",")]
         if not args.tune_forward:
-            kop.force_config("fwd", FORWARD_CONFIG)
+            tuning.force_config("fwd", FORWARD_CONFIG)
         p = torch.cuda.get_device_properties(0)
         log(f"[device] {p.name}, torch {torch.__version__}, forward "
             f"{'autotuned' if args.tune_forward else f'pinned to {FORWARD_CONFIG}'}")
@@ -229,8 +229,8 @@ def main() -> int:
     # per-kernel breakdown at the first length only (a profiler pass each; not on the CPU)
     rows = [run_shape(T, H, D, dtype, dev, not args.dry_run, max(1, tokens // T), i == 0 and not args.dry_run)
             for i, T in enumerate(lengths)]
-    kop.force_config("fwd", None)
-    tuned = {f"{n}/{size}": str(k.best_config) for (n, size), k in kop._tuned.items()
+    tuning.force_config("fwd", None)
+    tuned = {f"{n}/{size}": str(k.best_config) for (n, size), k in tuning._tuned.items()
              if getattr(k, "best_config", None) is not None}
     table(rows)
     log(f"\n[autotune] {tuned}\n[done] {time.time() - t0:.0f} s")

@@ -9,7 +9,7 @@
    SDPA causal D=64; folded RA through SDPA (q/k dim 136); ra_attention (kernel only, on
    prebuilt inputs) and the canonical route (gates folded in by torch ops, as a model does).
 3. --sweep: per-kernel block-size sweep (forward, dkdv, dq, onepass) at the GPT-2 shape.
-The GPT-2 check runs both backwards (op.force_backward); everything else the default (one-pass).
+The GPT-2 check runs both backwards (tuning.force_backward); everything else the default (one-pass).
 benchmarks/backward_modes.py times the two backwards against cuDNN at T = 1024-4096.
 Prints a table last; writes JSON to $OUT/kernel_gpu_check.json when $OUT is set.
 """
@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F
 import triton
 
-from rabench.kernels import op as kop
+from rabench.kernels import buffers, op as kop, tuning
 from rabench.kernels import ra_attention
 from rabench.kernels.reference import ra_reference
 
@@ -71,18 +71,18 @@ def canonical(B, H, T, D, dtype, seed, dev="cuda"):
     return ins, raw
 
 
-_ALLOCATE = kop._empty  # the launchers' allocator, restored by poison_off
+_ALLOCATE = buffers.empty  # the launchers' allocator, restored by poison_off
 
 
 def poison_on():
     def nan_empty(*args, **kwargs):
         t = _ALLOCATE(*args, **kwargs)
         return t.fill_(float("nan")) if t.is_floating_point() else t
-    kop._empty = nan_empty
+    buffers.empty = nan_empty
 
 
 def poison_off():
-    kop._empty = _ALLOCATE
+    buffers.empty = _ALLOCATE
 
 
 def check_case(name, ins, band=None, ref_dtype=torch.float64):
@@ -117,20 +117,20 @@ def check_case(name, ins, band=None, ref_dtype=torch.float64):
 def correctness():
     # one fixed config per kernel here: autotuning every checked shape would spend the
     # device time on compiles (the GPT-2 shape is checked again under autotune below)
-    kop.force_config("fwd", (128, 64, 4, 3))
-    kop.force_config("dkdv", (32, 128, 8, 3))
-    kop.force_config("dq", (128, 32, 8, 3))
-    kop.force_config("onepass", (64, 64, 8, 3))
+    tuning.force_config("fwd", (128, 64, 4, 3))
+    tuning.force_config("dkdv", (32, 128, 8, 3))
+    tuning.force_config("dq", (128, 32, 8, 3))
+    tuning.force_config("onepass", (64, 64, 8, 3))
     B, H, T, D = 8, 12, 1024, 64
     ins, _ = canonical(B, H, T, D, torch.bfloat16, seed=1)
     ok = True
-    for mode in kop.BACKWARD_MODES:  # the smaller cases below run the default (one-pass)
-        kop.force_backward(mode)
+    for mode in tuning.BACKWARD_MODES:  # the smaller cases below run the default (one-pass)
+        tuning.force_backward(mode)
         ok &= check_case(f"gpt2 bf16 B8 H12 T1024 D64 canonical {mode}", ins)
-    kop.force_backward(None)
+    tuning.force_backward(None)
     if QUICK:
         for n in ("fwd", "dkdv", "dq", "onepass"):
-            kop.force_config(n, None)
+            tuning.force_config(n, None)
         RESULTS["all_ok"] = bool(ok)
         return ok
     g = torch.Generator(device="cuda").manual_seed(2)
@@ -153,7 +153,7 @@ def correctness():
                                                      bias=False))
     ok &= check_case("fp32(tf32) T200 D32", rnd(1, 2, 200, 32, 32, 32, torch.float32))
     for n in ("fwd", "dkdv", "dq", "onepass"):
-        kop.force_config(n, None)
+        tuning.force_config(n, None)
     RESULTS["all_ok"] = bool(ok)
     save()
     return ok
@@ -295,7 +295,7 @@ def timings():
         tm[name] = {"fwd": time3(f), "fwdbwd": time3(fb, grads)}
         log(f"[time] {name:18s} fwd {tm[name]['fwd']}  fwd+bwd {tm[name]['fwdbwd']}")
         save()
-    for (n, size), kern in kop._tuned.items():
+    for (n, size), kern in tuning._tuned.items():
         if getattr(kern, "best_config", None) is not None:
             RESULTS.setdefault("autotuned", {})[f"{n}/{size}"] = str(kern.best_config)
     log(f"[autotune] {RESULTS.get('autotuned')}")
@@ -392,7 +392,7 @@ def sweep():
     def run_sweep(name, cfgs, fn):
         res = {}
         for cfg in cfgs:
-            kop.force_config(name, cfg)
+            tuning.force_config(name, cfg)
             try:
                 fn()
                 torch.cuda.synchronize()
@@ -402,26 +402,26 @@ def sweep():
             log(f"[sweep] {name} {cfg}: {res[str(cfg)]}")
         good = {k: v for k, v in res.items() if isinstance(v, float)}
         best = min(good, key=good.get) if good else None
-        kop.force_config(name, eval(best) if best else None)
+        tuning.force_config(name, eval(best) if best else None)
         sw[name] = dict(results=res, best=best)
         save()
         return best
 
     run_sweep("fwd", fwd_cfgs, lambda: kop.ra_forward(*xs, None, None, 0))
     # time the two-pass backward with the other pass pinned, so differences are the swept kernel's
-    kop.force_backward("two-pass")
-    kop.force_config("dq", (128, 32, 8, 3))
+    tuning.force_backward("two-pass")
+    tuning.force_config("dq", (128, 32, 8, 3))
     run_sweep("dkdv", dkdv_cfgs, lambda: kop.ra_backward(do, *xs, None, None, o, lse, 0))
     run_sweep("dq", dq_cfgs, lambda: kop.ra_backward(do, *xs, None, None, o, lse, 0))
-    kop.force_backward("one-pass")
+    tuning.force_backward("one-pass")
     run_sweep("onepass", SWEEP["onepass"], lambda: kop.ra_backward(do, *xs, None, None, o, lse, 0))
-    kop.force_backward(None)
+    tuning.force_backward(None)
     fb = lambda: ra_attention(*[x.requires_grad_() for x in xs]).backward(do)  # noqa: E731
     sw["best_fwdbwd"] = gbench(fb, xs)
     log(f"[sweep] best configs fwd+bwd {sw['best_fwdbwd']:.3f} ms: "
         f"{ {n: sw[n]['best'] for n in ('fwd', 'dkdv', 'dq', 'onepass')} }")
     for n in ("fwd", "dkdv", "dq", "onepass"):
-        kop.force_config(n, None)
+        tuning.force_config(n, None)
     save()
 
 
@@ -454,7 +454,7 @@ def main():
     if args.resources:
         specs = []
         for size, D, D2 in (("small", 64, 64), ("small", 64, 16), ("large", 128, 128)):
-            for name, cfgs in kop.CONFIGS[size].items():
+            for name, cfgs in tuning.CONFIGS[size].items():
                 specs += [(name, c, D, D2, True, False) for c in cfgs]
                 if name in ("dq", "onepass") and D == D2:  # canonical RA's call: the tied epilogue
                     specs += [(name, c, D, D2, True, False, True) for c in cfgs]

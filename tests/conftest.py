@@ -35,13 +35,13 @@ def austen_data(tmp_path_factory: pytest.TempPathFactory):
 @pytest.fixture
 def poison_kernel_outputs(monkeypatch: pytest.MonkeyPatch) -> None:
     """Every tensor the kernel launchers allocate starts as NaN: an unwritten element shows up."""
-    from rabench.kernels import op as kop
+    from rabench.kernels import buffers
 
-    allocate = kop._empty
+    allocate = buffers.empty
 
     def nan_empty(*args, **kwargs):
         t = allocate(*args, **kwargs)
         return t.fill_(float("nan")) if t.is_floating_point() else t
 
-    monkeypatch.setattr(kop, "_empty", nan_empty)
+    monkeypatch.setattr(buffers, "empty", nan_empty)
 

@@ -15,11 +15,11 @@ BF16_TOL = 1e-2  # bf16 operands (fp32 accumulation): seen ~2.5e-3 on an H100
 @pytest.fixture(params=["one-pass", "two-pass"])
 def backward(request):
     """The test runs once per kernel backward (row side by fp32 atomics, or a dq kernel)."""
-    from rabench.kernels import op as kop
+    from rabench.kernels import tuning
 
-    kop.force_backward(request.param)
+    tuning.force_backward(request.param)
     yield request.param
-    kop.force_backward(None)
+    tuning.force_backward(None)
 
 
 def rel_err(a: torch.Tensor, ref: torch.Tensor) -> float:
@@ -110,7 +110,7 @@ def test_kernel_with_scales_and_bias_vector_matches_float64_at_gpt2_shape(pair):
 @pytest.mark.parametrize("reciprocal", [True, False])
 def test_gated_eager_entry_matches_float64_at_gpt2_shape(reciprocal):
     """The eager route of ra-triton and ra-norec's kernel backend (kernel_route.run_canonical_ra ->
-    op.ra_gated_eager: the gate kernels around the RA kernels) against the definition in float64:
+    eager_gated.ra_gated_eager: the gate kernels around the RA kernels) against the definition in float64:
     output and the gradients of qkv, the gate logits and u, bf16 activations."""
     from rabench.attention.definitions import ra_definition
     from rabench.attention.gates import RAGates
@@ -140,7 +140,7 @@ def test_gated_eager_entry_matches_float64_at_gpt2_shape(reciprocal):
 
 
 class _CountingCache(dict):
-    """op._EAGER_BIN that counts its hits (launches that called a kept binary)."""
+    """launching._EAGER_BIN that counts its hits (launches that called a kept binary)."""
     hits = 0
 
     def get(self, key, default=None):
@@ -153,15 +153,15 @@ class _CountingCache(dict):
 def test_eager_calls_after_the_first_launch_kept_binaries_with_the_same_results(route, monkeypatch):
     """An eager call's first launch of a key autotunes; the next goes through Triton's dispatch
     and keeps the binary; from the third on every launch (forward, delta, dkdv, dq, and on the
-    gated route the two gate kernels) calls the kept binary (op._EAGER_BIN). Outputs and
+    gated route the two gate kernels) calls the kept binary (launching._EAGER_BIN). Outputs and
     gradients stay the same bit for bit throughout."""
     from rabench.attention.gates import RAGates
-    from rabench.kernels import op as kop
+    from rabench.kernels import eager_gated, launching, tuning
     from rabench.kernels import ra_attention
 
-    monkeypatch.setattr(kop, "_EAGER_BIN", _CountingCache())
-    monkeypatch.setattr(kop, "_EAGER_CFG", {})
-    kop.force_backward("two-pass")  # bitwise repeatable
+    monkeypatch.setattr(launching, "_EAGER_BIN", _CountingCache())
+    monkeypatch.setattr(launching, "_EAGER_CFG", {})
+    tuning.force_backward("two-pass")  # bitwise repeatable
     try:
         B, H, T, D = 2, 12, 1024, 64
         g = torch.Generator(device="cuda").manual_seed(0)
@@ -175,19 +175,19 @@ def test_eager_calls_after_the_first_launch_kept_binaries_with_the_same_results(
         def call():
             q, k, v = (z.view(B, T, H, D).transpose(1, 2) for z in qkv.split(H * D, dim=2))
             if route == "gated":
-                o = kop.ra_gated_eager(q, k, v, gates.logits, gates.u, D ** -0.5)
+                o = eager_gated.ra_gated_eager(q, k, v, gates.logits, gates.u, D ** -0.5)
                 return [o.detach()] + list(torch.autograd.grad(o, [qkv, gates.logits, gates.u], do))
             q2, k2 = (None, None) if route == "tied" else (k[..., :16], q[..., :16])
             o = ra_attention(q, k, q2, k2, v, u, scale1=s1, scale2=s2, tied=route == "tied")
             return [o.detach()] + list(torch.autograd.grad(o, [qkv, u, s1, s2], do))
         first = call()
         second = call()
-        hits_before = kop._EAGER_BIN.hits
+        hits_before = launching._EAGER_BIN.hits
         third = call()
     finally:
-        kop.force_backward(None)
+        tuning.force_backward(None)
     launches = 6 if route == "gated" else 4
-    assert kop._EAGER_BIN.hits - hits_before == launches  # no dispatch left
+    assert launching._EAGER_BIN.hits - hits_before == launches  # no dispatch left
     for a, b, c in zip(first, second, third):
         assert torch.equal(a, b) and torch.equal(a, c)
 
@@ -282,16 +282,16 @@ def test_amortized_under_cuda_graphs_tracks_eager_through_refresh_and_reuse_step
 _TUNE_TWICE = r"""
 import json, torch
 from triton.runtime.autotuner import Autotuner
-from rabench.kernels import op as kop, ra_attention
+from rabench.kernels import tuning, ra_attention
 trials = []
 timed = Autotuner._bench
 Autotuner._bench = lambda self, *a, **kw: trials.append(1) or timed(self, *a, **kw)
 ins = [torch.randn(1, 2, 256, 64, device="cuda", dtype=torch.bfloat16, requires_grad=True) for _ in range(5)]
 for mode in ("two-pass", "one-pass"):
-    kop.force_backward(mode)
+    tuning.force_backward(mode)
     ra_attention(*ins, None).sum().backward()
 torch.cuda.synchronize()
-chosen = {name: sorted(str(c) for c in tuner.cache.values()) for (name, _), tuner in kop._tuned.items()}
+chosen = {name: sorted(str(c) for c in tuner.cache.values()) for (name, _), tuner in tuning._tuned.items()}
 print(json.dumps({"trials": len(trials), "chosen": chosen}))
 """
 

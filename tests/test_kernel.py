@@ -20,7 +20,7 @@ import torch
 
 from rabench.errors import RabenchError
 from rabench.kernels import ra_attention, ra_attention_available
-from rabench.kernels import op as kop
+from rabench.kernels import eager_gated, launching, op as kop, tuning
 from rabench.kernels import ra_flash
 from rabench.kernels.reference import ra_reference
 
@@ -32,12 +32,12 @@ FP32_TOL = 1e-5  # float32 arithmetic lands far under this (seen: ~1e-7)
 LOW_TOL = 1e-2   # bf16 / fp16 operands (METHOD.md: between 1e-3 and 1e-2)
 
 
-@pytest.fixture(params=kop.BACKWARD_MODES)
+@pytest.fixture(params=tuning.BACKWARD_MODES)
 def backward(request):
     """The test runs once per backward mode; both must give the reference's gradients."""
-    kop.force_backward(request.param)
+    tuning.force_backward(request.param)
     yield request.param
-    kop.force_backward(None)
+    tuning.force_backward(None)
 
 
 def rel_err(a: torch.Tensor, ref: torch.Tensor) -> float:
@@ -396,8 +396,8 @@ def test_backward_mode_is_two_pass_unless_forced(monkeypatch):
     """Two-pass (dkdv then dq, no atomics) by default, deterministic flag or not;
     force_backward("one-pass") selects the dkdv kernel alone with its atomics."""
     launched = []
-    launch = kop._launch
-    monkeypatch.setattr(kop, "_launch", lambda name, *a: (launched.append(name), launch(name, *a)))
+    launch = launching.launch
+    monkeypatch.setattr(launching, "launch", lambda name, *a: (launched.append(name), launch(name, *a)))
     ins = make_inputs(1, 1, 17, 16, 16, 16, torch.float32)
 
     def backward_kernels():
@@ -406,25 +406,25 @@ def test_backward_mode_is_two_pass_unless_forced(monkeypatch):
         torch.autograd.grad(o, [x for x in ins if x is not None], torch.ones_like(o))
         return launched[1:]  # the forward's launch first
 
-    assert kop.backward_mode() == "two-pass" and backward_kernels() == ["dkdv", "dq"]
+    assert tuning.backward_mode() == "two-pass" and backward_kernels() == ["dkdv", "dq"]
     was = torch.are_deterministic_algorithms_enabled()
     torch.use_deterministic_algorithms(True)
     try:
-        assert kop.backward_mode() == "two-pass" and backward_kernels() == ["dkdv", "dq"]
+        assert tuning.backward_mode() == "two-pass" and backward_kernels() == ["dkdv", "dq"]
     finally:
         torch.use_deterministic_algorithms(was)
-    kop.force_backward("one-pass")
+    tuning.force_backward("one-pass")
     try:
         assert backward_kernels() == ["onepass"]
     finally:
-        kop.force_backward(None)
-    kop.force_backward("two-pass")
+        tuning.force_backward(None)
+    tuning.force_backward("two-pass")
     try:
         assert backward_kernels() == ["dkdv", "dq"]
     finally:
-        kop.force_backward(None)
+        tuning.force_backward(None)
     with pytest.raises(RabenchError, match="one-pass, two-pass or None"):
-        kop.force_backward("atomic")
+        tuning.force_backward("atomic")
 
 
 @pytest.mark.parametrize("tied", [False, True])
@@ -454,15 +454,15 @@ def test_every_launch_names_every_constexpr(monkeypatch, tied):
     import inspect
 
     missing = {}
-    launch = kop._launch
+    launch = launching.launch
 
     def spy(name, grid_rows, bh, args, meta):
-        params = inspect.signature(kop._RAW[name].fn).parameters.values()
+        params = inspect.signature(tuning.RAW[name].fn).parameters.values()
         constexprs = {p.name for p in params if "constexpr" in str(p.annotation)}
         missing[name] = constexprs - set(meta) - {"BLOCK_M", "BLOCK_N", "INTERP"}
         return launch(name, grid_rows, bh, args, meta)
 
-    monkeypatch.setattr(kop, "_launch", spy)
+    monkeypatch.setattr(launching, "launch", spy)
     q1, k1, q2, k2, v, _ = make_inputs(1, 2, 17, 16, 16, 16, torch.float32)
     s1, s2 = (torch.rand(2) + 0.5).requires_grad_(), (torch.rand(2) + 0.5).requires_grad_()
     u = torch.randn(2, 16, requires_grad=True)
@@ -485,7 +485,7 @@ class Hopper:  # TTIR for sm_90 without a GPU: the analysis never launches anyth
         return GPUTarget("cuda", 90, 32)
 
 triton.runtime.driver.set_active(Hopper())
-from rabench.kernels import op as kop
+from rabench.kernels import eager_gated, tuning
 from rabench.kernels import ra_flash as K
 
 B, H, T, D = 1, 2, 64, 64
@@ -504,7 +504,7 @@ for mode, tied, rec in (("onepass", True, True), ("onepass", False, True),
             kw[n] = (64 if n.startswith("s") and not n.startswith("SC") else
                      torch.zeros(SHAPES.get(n, (B, H, T, D)),
                                  dtype=torch.float32 if n in F32 else torch.bfloat16))
-    acc = identify_accessed_tensors(kop._kernel(mode, "small"), kw, {})
+    acc = identify_accessed_tensors(tuning.tuned_kernel(mode, "small"), kw, {})
     out[f"{mode} tied={tied} rec={rec}"] = sorted(d.name for d in acc.read_writes.writes)
 print(json.dumps(out))
 """
@@ -536,8 +536,8 @@ def test_one_pass_tile_shapes(monkeypatch, block_m, block_n, tied):
     """The one-pass kernel at other tile shapes than the interpreter's default (square tiles and
     four query blocks per key block, as GPU configs have), with a band that ends inside a block,
     scales and the bias vector: output and every gradient against float64."""
-    monkeypatch.setitem(kop._INTERP, "onepass", dict(BLOCK_M=block_m, BLOCK_N=block_n))
-    kop.force_backward("one-pass")
+    monkeypatch.setitem(tuning.INTERP_BLOCKS, "onepass", dict(BLOCK_M=block_m, BLOCK_N=block_n))
+    tuning.force_backward("one-pass")
     try:
         torch.manual_seed(block_m * block_n + tied)
         B, H, T, D = 1, 2, 45, 16
@@ -553,7 +553,7 @@ def test_one_pass_tile_shapes(monkeypatch, block_m, block_n, tied):
         leaves = [qkv, u, s1, s2]
         g = torch.autograd.grad(o, leaves, do)
     finally:
-        kop.force_backward(None)
+        tuning.force_backward(None)
     l64 = [x.detach().double().requires_grad_() for x in leaves]
     q_, k_, v_ = (z.view(B, T, H, D).transpose(1, 2) for z in l64[0].split(H * D, dim=2))
     bias = torch.einsum("bhtd,hd->bht", k_, l64[1])
@@ -568,18 +568,18 @@ def test_one_pass_tile_shapes(monkeypatch, block_m, block_n, tied):
 def test_configs_fit_their_kernels_and_force_config_refuses_misfits():
     """Every autotune candidate steps its kernel's causal schedule; a pinned tile pair that does
     not (it would give wrong sums, not an error) is refused with a one-line error."""
-    for size, kernels in kop.CONFIGS.items():
+    for size, kernels in tuning.CONFIGS.items():
         for name, cfgs in kernels.items():
-            assert all(kop._tiles_fit(name, m, n) for m, n, _, _ in cfgs), (size, name)
+            assert all(tuning._tiles_fit(name, m, n) for m, n, _, _ in cfgs), (size, name)
     with pytest.raises(RabenchError, match=r"BLOCK_N % BLOCK_M == 0, got \(32, 16, 4, 3\)"):
-        kop.force_config("onepass", (32, 16, 4, 3))
+        tuning.force_config("onepass", (32, 16, 4, 3))
     with pytest.raises(RabenchError, match=r"BLOCK_M % BLOCK_N == 0"):
-        kop.force_config("dq", (16, 32, 4, 3))
+        tuning.force_config("dq", (16, 32, 4, 3))
     with pytest.raises(RabenchError, match="kernel must be one of"):
-        kop.force_config("delta", None)
-    kop.force_config("onepass", (16, 32, 4, 3))
-    kop.force_config("onepass", None)
-    assert "onepass" not in kop._FORCED
+        tuning.force_config("delta", None)
+    tuning.force_config("onepass", (16, 32, 4, 3))
+    tuning.force_config("onepass", None)
+    assert "onepass" not in tuning.FORCED
 
 
 def test_autotune_winners_are_kept_on_disk(monkeypatch):
@@ -588,9 +588,9 @@ def test_autotune_winners_are_kept_on_disk(monkeypatch):
     def fake_autotune(configs, key, **kw):
         return lambda fn: kw
 
-    monkeypatch.setattr(kop.triton, "autotune", fake_autotune)
-    monkeypatch.setattr(kop, "_tuned", {})
-    made = {name: kop._kernel(name, "small") for name in ("fwd", "dkdv", "dq", "onepass")}
+    monkeypatch.setattr(tuning.triton, "autotune", fake_autotune)
+    monkeypatch.setattr(tuning, "_tuned", {})
+    made = {name: tuning.tuned_kernel(name, "small") for name in ("fwd", "dkdv", "dq", "onepass")}
     assert all(kw.get("cache_results") for kw in made.values()), made
     assert made["onepass"].get("reset_to_zero") == ["DQ1A", "DQ2A"], made
 
@@ -598,7 +598,7 @@ def test_autotune_winners_are_kept_on_disk(monkeypatch):
 @pytest.mark.usefixtures("backward")
 @pytest.mark.parametrize("reciprocal,band,rec_mult", [(True, None, 1.0), (True, 5, 0.5), (False, None, 1.0)])
 def test_gated_eager_entry_matches_the_definition_in_float64(reciprocal, band, rec_mult):
-    """kernels/gates.py's two launches around the RA kernels (the gates' softmax, the scales and
+    """kernels/gates.py's launches around the RA kernels (the gates' softmax, the scales and
     w_disc u forward; their chain rule backward) give RA's output and the gradients of q, k, v,
     the gate logits and u as the definition (attention.definitions, float64) does: q, k, v as
     views of one qkv tensor, the route eager training takes (kernel_route.run_canonical_ra)."""
@@ -639,8 +639,8 @@ def test_gated_eager_entry_serves_eager_calls_only(monkeypatch):
     from rabench.attention.kernel_route import row_gated_pair, run_canonical_ra
 
     calls = []
-    entry = kop.ra_gated_eager
-    monkeypatch.setattr(kop, "ra_gated_eager", lambda *a, **k: calls.append(1) or entry(*a, **k))
+    entry = eager_gated.ra_gated_eager
+    monkeypatch.setattr(eager_gated, "ra_gated_eager", lambda *a, **k: calls.append(1) or entry(*a, **k))
     B, H, T, D = 1, 2, 17, 16
     q, k, v = (torch.randn(B, H, T, D) for _ in range(3))
     gates = RAGates(H, D)

@@ -1,4 +1,4 @@
-"""The eager launch path (rabench.kernels.op._launch_eager and its kept binaries) with stand-in
+"""The eager launch path (rabench.kernels.launching._launch_eager and its kept binaries) with stand-in
 kernels: which launches autotune, which go through Triton's dispatch, which call the kept binary,
 with what arguments in what order.  Runs on any machine; tests/test_gpu.py checks the real
 kernels through the same path on a GPU."""
@@ -9,7 +9,7 @@ import pytest
 import torch
 import triton
 
-from rabench.kernels import op as kop
+from rabench.kernels import launching, tuning
 
 
 class Binary:
@@ -49,8 +49,8 @@ class Tuner(Kernel):
 
 @pytest.fixture(autouse=True)
 def fresh_caches(monkeypatch):
-    monkeypatch.setattr(kop, "_EAGER_BIN", {})
-    monkeypatch.setattr(kop, "_EAGER_CFG", {})
+    monkeypatch.setattr(launching, "_EAGER_BIN", {})
+    monkeypatch.setattr(launching, "_EAGER_CFG", {})
 
 
 @pytest.fixture
@@ -58,13 +58,13 @@ def stand_ins(monkeypatch):
     """The forward kernel and its autotuner replaced by stand-ins: (raw kernel, tuner)."""
     raw = Kernel(["X", "n", "D1", "BLOCK_M", "BLOCK_N", "INTERP"])
     tuner = Tuner(raw.arg_names)
-    monkeypatch.setattr(kop, "_RAW", dict(kop._RAW, fwd=raw))
-    monkeypatch.setattr(kop, "_kernel", lambda name, size: tuner)
+    monkeypatch.setattr(tuning, "RAW", dict(tuning.RAW, fwd=raw))
+    monkeypatch.setattr(tuning, "tuned_kernel", lambda name, size: tuner)
     return raw, tuner
 
 
 def launch(args):
-    kop._launch_eager("fwd", "small", 100, 6, args, {"D1": 64})
+    launching._launch_eager("fwd", "small", 100, 6, args, {"D1": 64})
 
 
 def test_first_launch_autotunes_second_dispatches_with_the_winner_third_calls_the_binary(stand_ins):
@@ -98,6 +98,6 @@ def test_a_launch_missing_a_constexpr_or_a_binary_is_never_kept():
     no_binary = Kernel(["X", "n", "A"], returns_binary=False)
     for _ in range(3):
         for kernel in (partial, no_binary):
-            kop._launch_fixed(("k", id(kernel)), kernel, 1, 1, 1, (x, 5), {"A": 1})
+            launching._launch_fixed(("k", id(kernel)), kernel, 1, 1, 1, (x, 5), {"A": 1})
     assert len(partial.dispatches) == 3 and len(no_binary.dispatches) == 3
-    assert kop._EAGER_BIN == {}
+    assert launching._EAGER_BIN == {}

@@ -55,7 +55,7 @@ def run_canonical_ra(
     (`rabench.kernels.gates`: the same functions, far less host time); torch.compile traces the
     composed form below and fuses it."""
     if pair is None and isinstance(rec_mult, (int, float)) and _on_kernel(backend, v):
-        from rabench.kernels.op import gated_eager_applies, ra_gated_eager
+        from rabench.kernels.eager_gated import gated_eager_applies, ra_gated_eager
 
         if gated_eager_applies(q, gates.logits, gates.u):
             return ra_gated_eager(q, k, v, gates.logits, gates.u, scale, rec_mult, band, reciprocal)

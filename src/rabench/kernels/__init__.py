@@ -2,10 +2,15 @@
 
     ra_attention(q1, k1, q2, k2, v, bias, band=None) -> (B, H, T, Dv)
     ra_attention_available() -> (ok, reason)
-    reference.ra_reference(...)   the same semantics in torch (the oracle; no Triton needed)
-    op.ra_gated_eager(...)        canonical RA from its gate logits, eager calls (gates.py's two
-                                  small kernels do the gates' arithmetic; rabench.attention's
-                                  kernel route calls it)
+    reference.ra_reference(...)      the same semantics in torch (the oracle; no Triton needed)
+    eager_gated.ra_gated_eager(...)  canonical RA from its gate logits, eager calls (gates.py's
+                                     two small kernels do the gates' arithmetic;
+                                     rabench.attention's kernel route calls it)
+
+The modules, bottom up: ra_flash.py and gates.py (the Triton kernels, math beside the code),
+tuning.py (tiles and backward mode), launching.py (traced, kept-binary or interpreted
+launches), buffers.py (output tensors), op.py (the torch.library ops, autograd, ra_attention),
+eager_gated.py; reference.py (the torch oracle) stands apart.
 
 Set TRITON_INTERPRET=1 before the kernels first load (the first use of ra_attention or
 ra_attention_available) to run them on CPU tensors.
