@@ -153,7 +153,7 @@ class _CountingCache(dict):
 def test_eager_calls_after_the_first_launch_kept_binaries_with_the_same_results(route, monkeypatch):
     """An eager call's first launch of a key autotunes; the next goes through Triton's dispatch
     and keeps the binary; from the third on every launch (forward, delta, dkdv, dq, and on the
-    gated route the two gate kernels) calls the kept binary (launching._EAGER_BIN). Outputs and
+    gated route the three gate kernels) calls the kept binary (launching._EAGER_BIN). Outputs and
     gradients stay the same bit for bit throughout."""
     from rabench.attention.gates import RAGates
     from rabench.kernels import eager_gated, launching, tuning
@@ -186,7 +186,7 @@ def test_eager_calls_after_the_first_launch_kept_binaries_with_the_same_results(
         third = call()
     finally:
         tuning.force_backward(None)
-    launches = 6 if route == "gated" else 4
+    launches = 7 if route == "gated" else 4  # gated: the gate forward and the gate gradient's two
     assert launching._EAGER_BIN.hits - hits_before == launches  # no dispatch left
     for a, b, c in zip(first, second, third):
         assert torch.equal(a, b) and torch.equal(a, c)
