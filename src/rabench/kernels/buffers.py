@@ -68,7 +68,10 @@ def pow2(d: int) -> int:
 def bht_strides(*xs: Tensor) -> tuple[int, ...]:
     """Each (B, H, T, D) tensor's first three strides, in order, as the kernels take them (their
     last stride is 1)."""
-    return tuple(s for x in xs for s in x.stride()[:3])
+    out: tuple[int, ...] = ()
+    for x in xs:  # a loop, not a generator: this runs for every launch (host time in eager calls)
+        out += x.stride()[:3]
+    return out
 
 
 def unit_last(x: Optional[Tensor]) -> Optional[Tensor]:
