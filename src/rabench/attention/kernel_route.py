@@ -51,7 +51,7 @@ def run_canonical_ra(
     reciprocal term's own (q2, k2) in place of the tied (k, q), e.g. `row_gated_pair`'s.
 
     Eager calls on the kernel with the gates as they are (no pair, a constant rec_mult) take the
-    kernels' gated entry, which does the gates' arithmetic and its gradient in two small launches
+    kernels' gated entry, which does the gates' arithmetic and its gradient in three small launches
     (`rabench.kernels.gates`: the same functions, far less host time); torch.compile traces the
     composed form below and fuses it."""
     if pair is None and isinstance(rec_mult, (int, float)) and _on_kernel(backend, v):

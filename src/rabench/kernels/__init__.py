@@ -4,7 +4,7 @@
     ra_attention_available() -> (ok, reason)
     reference.ra_reference(...)      the same semantics in torch (the oracle; no Triton needed)
     eager_gated.ra_gated_eager(...)  canonical RA from its gate logits, eager calls (gates.py's
-                                     two small kernels do the gates' arithmetic;
+                                     small kernels do the gates' arithmetic;
                                      rabench.attention's kernel route calls it)
 
 The modules, bottom up: ra_flash.py and gates.py (the Triton kernels, math beside the code),

@@ -1,4 +1,4 @@
-"""Canonical RA from its gate logits, for eager calls: gates.py's two small kernels around the RA
+"""Canonical RA from its gate logits, for eager calls: gates.py's small kernels around the RA
 kernels' launchers (op.ra_forward, op.ra_backward), nothing else on the host.
 
 torch.compile keeps the composed form instead (attention/kernel_route.py), which it fuses.
@@ -95,7 +95,7 @@ def ra_gated_eager(q: Tensor, k: Tensor, v: Tensor, logits: Tensor, u: Tensor, s
     """Canonical RA, L_ij = w_std S_ij + w_rec m S_ji [i - j < band] + w_disc k_j . u (w =
     softmax(logits), S = scale q k^T, m = rec_mult), or without the reciprocal term, in eager
     calls (gated_eager_applies): the gates' arithmetic and its gradient run in kernels/gates.py's
-    two launches.  q, k, v: (B, H, T, D) with a unit last stride (views of a qkv projection);
+    three launches.  q, k, v: (B, H, T, D) with a unit last stride (views of a qkv projection);
     logits (H, 3) and u (H, D) float32, differentiable.  Returns (B, H, T, D) in v.dtype."""
     op.check_device(q)
     band_i = op.band_arg(band, q.shape[2], reciprocal)
