@@ -101,3 +101,16 @@ def test_a_launch_missing_a_constexpr_or_a_binary_is_never_kept():
             launching._launch_fixed(("k", id(kernel)), kernel, 1, 1, 1, (x, 5), {"A": 1})
     assert len(partial.dispatches) == 3 and len(no_binary.dispatches) == 3
     assert launching._EAGER_BIN == {}
+
+
+def test_real_tensors_and_parameters_are_eager_fake_tensors_are_not():
+    """The gate kernels' first argument is the gate logits, a Parameter: a launch on one takes the
+    kept-binary path (on an H100 the gated route's gate launches went through wrap_triton while a
+    Parameter did not count as eager); torch.compile's fake tensors never do."""
+    from torch._subclasses.fake_tensor import FakeTensorMode
+
+    x = torch.zeros(3)
+    assert launching.is_eager((x,)) and launching.is_eager((torch.nn.Parameter(x),))
+    with FakeTensorMode() as mode:
+        fake = mode.from_tensor(x)
+    assert not launching.is_eager((fake,))

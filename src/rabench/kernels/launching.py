@@ -20,10 +20,15 @@ def is_fake(args: tuple) -> bool:
     return any(isinstance(a, FakeTensor) for a in args)
 
 
+_REAL = (torch.Tensor, torch.nn.Parameter)
+
+
 def is_eager(args: tuple) -> bool:
     """True for a launch on real tensors outside torch.compile's tracing (whose fake and
-    functional tensors are Tensor subclasses): the only launches the eager fast path serves."""
-    return type(args[0]) is torch.Tensor and not torch.compiler.is_compiling()
+    functional tensors are Tensor subclasses): the only launches the eager fast path serves.
+    A Parameter is real: the gate kernels' first argument is the gate logits (on an H100 the
+    gated route's two gate launches went through wrap_triton's dispatch while it was not)."""
+    return type(args[0]) in _REAL and not torch.compiler.is_compiling()
 
 
 def launch(name: str, grid_rows: int, bh: int, args: tuple, meta: dict) -> None:
