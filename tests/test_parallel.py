@@ -126,7 +126,10 @@ def test_stopping_the_suite_checkpoints_every_worker(data_dir: str, tmp_path: Pa
             "--seeds", "0,1", "--preset", "tiny", "--iters", "1000000", "--calib-steps", "1", "--calib-windows", "2",
             "--devices", "cpu,cpu", "--batch-size", "2", "--seq-len", "16", "--eval-every", "1000000",
             "--eval-batches", "1", "--log-every", "5", "--ckpt-every", "1h"]
-    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    # SIGINT as a terminal's process has it: a pytest started in the background by a
+    # non-interactive shell ignores SIGINT, the suite would inherit that, and Ctrl-C would do nothing
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         deadline = time.time() + 120
         while time.time() < deadline and not all(
