@@ -319,22 +319,23 @@ SWEEP = {
 }
 
 
-def resources(specs, bias_form: int = 2):
+def resources(specs, bias_form: int = 2, tile_bias: bool = False):
     """Compile for sm_90 without a GPU (Triton's bundled ptxas) and report registers, stack
     (spill) bytes, shared memory and tensor-core instructions (HGMMA = wgmma) per config.
     bias_form: the kernels' HAS_BIAS (2: d_j = k1_j . u from the key tiles, canonical RA's
-    form, which the dq kernel reads as the row the dkdv kernel wrote; 1: a (B, H, T) bias row)."""
+    form, which the dq kernel reads as the row the dkdv kernel wrote; 1: a (B, H, T) bias row).
+    tile_bias: with the (H, T, T) tile bias in bf16 (ra-amortized's reuse step)."""
     import re
     import subprocess
     import tempfile
     from triton.backends.compiler import GPUTarget
     from rabench.kernels import ra_flash as K
     bindir = os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin")
-    dkdv_ptrs = "Q1 K1 Q2 K2 V BIAS SC1 SC2 DO LSE DELTA DK1 DK2 DVo DBIAS BROW DQ1A DQ2A DSC"
-    kern = {"fwd": (K._ra_fwd_kernel, "Q1 K1 Q2 K2 V BIAS SC1 SC2 O LSE"),
+    dkdv_ptrs = "Q1 K1 Q2 K2 V BIAS SC1 SC2 DO LSE DELTA DK1 DK2 DVo DBIAS BROW DQ1A DQ2A DSC TBIAS"
+    kern = {"fwd": (K._ra_fwd_kernel, "Q1 K1 Q2 K2 V BIAS SC1 SC2 O LSE TBIAS"),
             "dkdv": (K._ra_dkdv_kernel, dkdv_ptrs),
             "onepass": (K._ra_dkdv_kernel, dkdv_ptrs),  # with ROW_ATOMIC
-            "dq": (K._ra_dq_kernel, "Q1 K1 Q2 K2 V BIAS SC1 SC2 DO LSE DELTA DQ1 DQ2 DK1 DK2 DSC")}
+            "dq": (K._ra_dq_kernel, "Q1 K1 Q2 K2 V BIAS SC1 SC2 DO LSE DELTA DQ1 DQ2 DK1 DK2 DSC TBIAS")}
     f32 = {"BIAS", "LSE", "DELTA", "DBIAS", "BROW", "SC1", "SC2", "DSC", "DQ1A", "DQ2A"}
     rows = []
     for name, (bm, bn, w, st), D, D2, rec, band, *tied in specs:
@@ -344,7 +345,7 @@ def resources(specs, bias_form: int = 2):
         p2 = max(16, triton.next_power_of_2(D)), max(16, triton.next_power_of_2(D2))
         c = dict(D1=D, BD1=p2[0], D2=D2, BD2=p2[1], DV=D, BDV=p2[0], HAS_REC=rec,
                  HAS_BAND=band, HAS_BIAS=min(bias_form, 1) if name == "dq" else bias_form,
-                 HAS_SCALE=True, INTERP=False, BLOCK_M=bm, BLOCK_N=bn)
+                 HAS_SCALE=True, HAS_TBIAS=tile_bias, INTERP=False, BLOCK_M=bm, BLOCK_N=bn)
         if name in ("dq", "onepass"):
             c["TIED"] = tied
         if name in ("dkdv", "onepass"):
@@ -367,7 +368,8 @@ def resources(specs, bias_form: int = 2):
                      hgmma=sass.count("HGMMA"), hmma=sass.count(" HMMA"))
         except Exception as e:
             r = dict(error=f"{type(e).__name__}: {str(e)[:300]}")
-        rows.append(dict(kernel=name, cfg=(bm, bn, w, st), D=D, D2=D2, rec=rec, band=band, tied=tied, **r))
+        rows.append(dict(kernel=name, cfg=(bm, bn, w, st), D=D, D2=D2, rec=rec, band=band, tied=tied,
+                         tile_bias=tile_bias, **r))
         log(f"[res] {name:4s} {(bm, bn, w, st)} D={D} D2={D2} rec={rec} band={band} tied={tied}: {r}")
     RESULTS["resources"] = rows
     save()
@@ -448,9 +450,17 @@ def main():
     ap.add_argument("--quick", action="store_true", help="correctness at the GPT-2 shape only")
     ap.add_argument("--resources", action="store_true",
                     help="compile every config for sm_90 offline (no GPU needed) and report")
+    ap.add_argument("--tile-bias", action="store_true",
+                    help="with --resources: ra-amortized's reuse step (no reciprocal term, the "
+                         "tile bias), every small config, against the same without the tile bias")
     args = ap.parse_args()
     global QUICK
     QUICK = args.quick
+    if args.resources and args.tile_bias:
+        specs = [(name, c, 64, 64, False, False) for name, cfgs in tuning.CONFIGS["small"].items()
+                 for c in cfgs if name != "onepass"]
+        ok = resources(specs) and resources(specs, tile_bias=True)
+        sys.exit(0 if ok else 1)
     if args.resources:
         specs = []
         for size, D, D2 in (("small", 64, 64), ("small", 64, 16), ("large", 128, 128)):

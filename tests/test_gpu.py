@@ -107,6 +107,40 @@ def test_kernel_with_scales_and_bias_vector_matches_float64_at_gpt2_shape(pair):
     assert max(v for n, v in errs.items() if n in summed) < 2 * BF16_TOL, errs
 
 
+
+@pytest.mark.usefixtures("backward")
+def test_tile_bias_matches_float64_at_gpt2_shape():
+    """ra-amortized's reuse step on the kernel: no reciprocal term, the scale and the bias vector
+    u, and a bf16 tile bias R (H, T, T) sliced from a larger pattern with -inf above the diagonal
+    (as the module caches it). Output and the gradients of qkv, u and the scale against float64."""
+    from rabench.kernels import ra_attention
+    from rabench.kernels.reference import ra_reference
+
+    B, H, T, D, Tc = 2, 12, 1024, 64, 1040
+    g = torch.Generator(device="cuda").manual_seed(torch.randint(0, 2**31, ()).item())
+    qkv = torch.randn(B, T, 3 * H * D, device="cuda", generator=g).to(torch.bfloat16).requires_grad_()
+    u = (torch.randn(H, D, device="cuda", generator=g) * 0.3).requires_grad_()
+    s1 = (torch.rand(H, device="cuda", generator=g) * 0.1 + 0.08).requires_grad_()
+    future = torch.ones(Tc, Tc, dtype=torch.bool, device="cuda").triu(1)
+    cached = (torch.randn(H, Tc, Tc, device="cuda", generator=g) * 0.5).masked_fill(future, float("-inf"))
+    R = cached.to(torch.bfloat16)[:, :T, :T]
+
+    def split(t):
+        return (z.view(B, T, H, D).transpose(1, 2) for z in t.split(H * D, dim=2))
+    q, k, v = split(qkv)
+    o = ra_attention(q, k, None, None, v, u, scale1=s1, tile_bias=R)
+    do = torch.randn(o.shape, device="cuda", generator=g).to(o.dtype)
+    leaves = [qkv, u, s1]
+    grads = torch.autograd.grad(o, leaves, do)
+    l64 = [x.detach().double().requires_grad_() for x in leaves]
+    q_, k_, v_ = split(l64[0])
+    bias = torch.einsum("bhtd,hd->bht", k_, l64[1])
+    ref = ra_reference(q_ * l64[2].view(1, H, 1, 1), k_, None, None, v_, bias, tile_bias=R.double())
+    ref_grads = torch.autograd.grad(ref, l64, do.double())
+    errs = {"o": rel_err(o, ref)} | {"d" + n: rel_err(a, b) for n, a, b in zip(("qkv", "u", "s1"), grads, ref_grads)}
+    assert max(v for n, v in errs.items() if n != "ds1") < BF16_TOL, errs
+    assert errs["ds1"] < 2 * BF16_TOL, errs
+
 @pytest.mark.parametrize("reciprocal", [True, False])
 def test_gated_eager_entry_matches_float64_at_gpt2_shape(reciprocal):
     """The eager route of ra-triton and ra-norec's kernel backend (kernel_route.run_canonical_ra ->

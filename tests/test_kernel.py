@@ -239,15 +239,17 @@ def test_unavailable_without_gpu_or_interpreter():
     assert res.returncode == 0, res.stderr[-2000:]
 
 
-@pytest.mark.parametrize("tied", [False, True])
+@pytest.mark.parametrize("tied", [False, True, "tile bias"])
 @pytest.mark.usefixtures("backward")
 def test_custom_op_registration(tied):
     q1, k1, q2, k2, v, b = make_inputs(1, 2, 17, 16, 16, 16, torch.float32)
-    if tied:  # canonical RA's form: scales, the reciprocal pair tied to the first
+    if tied is True:  # canonical RA's form: scales, the reciprocal pair tied to the first
         s1, s2 = (torch.rand(2) + 0.5).requires_grad_(), (torch.rand(2) + 0.5).requires_grad_()
-        args = (q1, k1, None, None, v, b, s1, s2, 0, True)
+        args = (q1, k1, None, None, v, b, s1, s2, 0, True, None)
+    elif tied:  # ra-amortized's reuse step: no reciprocal term, a tile bias
+        args = (q1, k1, None, None, v, b, None, None, 0, False, torch.randn(2, 17, 17))
     else:
-        args = (q1, k1, q2, k2, v, b, None, None, 0, False)
+        args = (q1, k1, q2, k2, v, b, None, None, 0, False, None)
     torch.library.opcheck(torch.ops.rabench.ra_fwd.default, args,
                           test_utils=("test_schema", "test_faketensor",
                                       "test_autograd_registration"))
@@ -380,8 +382,9 @@ def test_eager_path_equals_the_op_bit_for_bit(tied):
 
     q1, k1, q2, k2, v, b = make_inputs(2, 2, 23, 16, 16, 16, torch.float32)
     s1, s2 = (torch.rand(2) + 0.5).requires_grad_(), (torch.rand(2) + 0.5).requires_grad_()
-    args = (q1, k1, None, None, v, b, s1, s2, 0, True) if tied else (q1, k1, q2, k2, v, b, s1, s2, 3, False)
-    leaves = [a for a in args if isinstance(a, torch.Tensor)]
+    tile = torch.randn(2, 23, 23)
+    args = (q1, k1, None, None, v, b, s1, s2, 0, True, None) if tied else (q1, k1, q2, k2, v, b, s1, s2, 3, False, tile)
+    leaves = [a for a in args if isinstance(a, torch.Tensor) and a.requires_grad]
     results = []
     for attend in (torch.ops.rabench.ra_fwd.default, op._EagerRA.apply):
         o, _ = attend(*args)
@@ -497,8 +500,8 @@ out = {}
 for mode, tied, rec in (("onepass", True, True), ("onepass", False, True),
                         ("onepass", False, False), ("dkdv", False, True)):
     kw = dict(H=H, T=T, band=0, D1=D, BD1=D, D2=D, BD2=D, DV=D, BDV=D, HAS_REC=rec,
-              HAS_BAND=False, HAS_BIAS=2, HAS_SCALE=True, ROW_ATOMIC=mode == "onepass",
-              TIED=tied, INTERP=False)
+              HAS_BAND=False, HAS_BIAS=2, HAS_SCALE=True, HAS_TBIAS=False,
+              ROW_ATOMIC=mode == "onepass", TIED=tied, INTERP=False)
     for n in K._ra_dkdv_kernel.arg_names:
         if n not in kw:
             kw[n] = (64 if n.startswith("s") and not n.startswith("SC") else
@@ -653,3 +656,59 @@ def test_gated_eager_entry_serves_eager_calls_only(monkeypatch):
     torch.compile(lambda: run_canonical_ra(q, k, v, gates, 0.25, backend="triton"),
                   backend="aot_eager", fullgraph=True)()
     assert len(calls) == 2
+
+
+@pytest.mark.parametrize("form", ["reuse", "untied", "tied-band"])
+@pytest.mark.usefixtures("backward")
+def test_tile_bias_matches_float64(form):
+    """A tile bias R (H, T, T), shared by the batch and not differentiated, added to the logits
+    in every kernel: ra-amortized's reuse step ("reuse": no reciprocal term, the scale and u on
+    the first pair) and with the reciprocal term.  R is a slice of a larger pattern (row stride
+    != T) holding -inf above the diagonal, as the cached one does.  Output and every gradient
+    against float64 logits written out here."""
+    torch.manual_seed(11)
+    B, H, T, D, Tc = 2, 3, 37, 16, 45
+    qkv = torch.randn(B, T, 3 * H * D, dtype=torch.float32).requires_grad_()
+    q, k, v = (z.view(B, T, H, D).transpose(1, 2) for z in qkv.split(H * D, dim=2))
+    u = (torch.randn(H, D) * 0.3).requires_grad_()
+    s1, s2 = (torch.rand(H) + 0.2).requires_grad_(), (torch.rand(H) * 0.5).requires_grad_()
+    future = torch.ones(Tc, Tc, dtype=torch.bool).triu(1)
+    cached = (torch.randn(H, Tc, Tc) * 0.7).masked_fill(future, float("-inf"))
+    R = cached[:, :T, :T]  # a slice: row stride Tc
+    band = 5 if form == "tied-band" else None
+    if form == "reuse":
+        o = ra_attention(q, k, None, None, v, u, scale1=s1, tile_bias=R)
+        leaves = [qkv, u, s1]
+    elif form == "untied":
+        o = ra_attention(q, k, k, q, v, u, scale1=s1, scale2=s2, tile_bias=R)
+        leaves = [qkv, u, s1, s2]
+    else:
+        o = ra_attention(q, k, None, None, v, u, band=band, scale1=s1, scale2=s2, tied=True, tile_bias=R)
+        leaves = [qkv, u, s1, s2]
+    do = torch.randn_like(o)
+    g = torch.autograd.grad(o, leaves, do)
+
+    x = [t.detach().double().requires_grad_() for t in leaves]
+    q_, k_, v_ = (z.view(B, T, H, D).transpose(1, 2) for z in x[0].split(H * D, dim=2))
+    logits = x[2].view(1, H, 1, 1) * (q_ @ k_.transpose(-1, -2))
+    if form != "reuse":
+        rec = x[3].view(1, H, 1, 1) * (k_ @ q_.transpose(-1, -2))  # s2 k_i . q_j
+        if band is not None:
+            i = torch.arange(T)
+            rec = rec * ((i.view(-1, 1) - i.view(1, -1)) < band)
+        logits = logits + rec
+    logits = logits + torch.einsum("bhjd,hd->bhj", k_, x[1]).unsqueeze(-2)  # + k_j . u
+    logits = logits + R.double().masked_fill(future[:T, :T], 0.0)
+    ref = torch.softmax(logits.masked_fill(future[:T, :T], float("-inf")), dim=-1) @ v_
+    gr = torch.autograd.grad(ref, x, do.double())
+    assert rel_err(o, ref) < FP32_TOL
+    for name, a, b in zip(("qkv", "u", "scale1", "scale2"), g, gr):
+        assert rel_err(a, b) < (5 * FP32_TOL if name != "qkv" else FP32_TOL), name
+
+
+def test_tile_bias_is_checked():
+    q1, k1, q2, k2, v, b = make_inputs(1, 2, 9, 16, 16, 16, torch.float32)
+    with pytest.raises(RabenchError, match="tile_bias must be"):
+        ra_attention(q1, k1, q2, k2, v, b, tile_bias=torch.zeros(2, 9, 8))
+    with pytest.raises(RabenchError, match="no gradient"):
+        ra_attention(q1, k1, q2, k2, v, b, tile_bias=torch.zeros(2, 9, 9, requires_grad=True))

@@ -305,6 +305,23 @@ def test_amortized_refresh_then_reuse():
     assert rel_err(m(q2, k2, v2, x2), cached_pattern_reference(q2, k2, v2, *g, *full)) < TOL
 
 
+@pytest.mark.skipif(not ra_flash.INTERPRET, reason="CPU tensors through the interpreter; test_gpu.py runs "
+                    "this route on a GPU (the amortized CUDA-graphs test)")
+def test_amortized_reuse_on_the_kernel_matches_reference():
+    """backend "triton" (auto's route on a GPU): the refresh through the RA kernel, then a reuse
+    step on the kernel without its reciprocal term and with the cached pattern as its tile bias.
+    Output and gradients (q, k, v, the gate logits, u) against float64, in float32."""
+    b, h, t, d = 2, 2, 33, 16
+    m = make("ra-amortized", h, d, dtype=torch.float32, every=3, backend="triton").train()
+    g = gate_tensors(m)
+    q0, k0, v0, x0 = inputs(b, h, t, d, dtype=torch.float32)
+    m.set_step(0)
+    m(q0, k0, v0, x0)  # the refresh caches the pattern
+    m.set_step(1)
+    q, k, v, x = inputs(3, h, t, d, dtype=torch.float32)
+    assert_matches(m(q, k, v, x), cached_pattern_reference(q, k, v, *g, q0, k0), [q, k, v, *g], tol=1e-4)
+
+
 def test_amortized_without_a_step_schedule_refreshes_every_forward():
     """A module never told its step is canonical RA on every training forward."""
     m = make("ra-amortized", 2, 8, every=3).train()

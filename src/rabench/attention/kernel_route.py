@@ -54,7 +54,7 @@ def run_canonical_ra(
     kernels' gated entry, which does the gates' arithmetic and its gradient in three small launches
     (`rabench.kernels.gates`: the same functions, far less host time); torch.compile traces the
     composed form below and fuses it."""
-    if pair is None and isinstance(rec_mult, (int, float)) and _on_kernel(backend, v):
+    if pair is None and isinstance(rec_mult, (int, float)) and on_kernel(backend, v):
         from rabench.kernels.eager_gated import gated_eager_applies, ra_gated_eager
 
         if gated_eager_applies(q, gates.logits, gates.u):
@@ -66,8 +66,8 @@ def run_canonical_ra(
                   scale2=s2, tied=reciprocal and q2 is None)
 
 
-def _on_kernel(backend: str, v: Tensor) -> bool:
-    """Whether run_ra takes the Triton route for this backend and input."""
+def on_kernel(backend: str, v: Tensor) -> bool:
+    """Whether run_ra takes the Triton route for this backend and input (auto: on a GPU)."""
     return backend == "triton" or (backend == "auto" and v.is_cuda)
 
 
@@ -89,7 +89,7 @@ def run_ra(
     (H,) scales of q1 and q2; tied: q2 = k1 and k2 = q1 (pass q2 = k2 = None; see
     run_canonical_ra)."""
     if backend == "auto":
-        backend = "triton" if _on_kernel(backend, v) else "torch"
+        backend = "triton" if on_kernel(backend, v) else "torch"
     if backend == "torch":
         return open_coded_ra(q1, k1, q2, k2, v, bias, band, scale1=scale1, scale2=scale2, tied=tied)
     if backend != "triton":

@@ -17,16 +17,19 @@ positions. The semantics here:
   A training forward at a T longer than the cache refreshes, and so does every training forward
   of a module never told its step (canonical RA each time).
 
-Implementation of the non-refresh steps (the fastest exact one found): R is a per-head
-(1, H, T, T) float mask broadcast over the batch, and the discoverability bias, which is
-per batch element, rides on the query instead of the mask (d_j = k_j . u; RAGates.query_affine):
+Implementation of the non-refresh steps. On the kernel (backend "auto" on a GPU, or "triton"):
+the RA kernel without its reciprocal term, L = w_std S + w_disc d, with R as its tile bias
+(`rabench.kernels.ra_attention(..., tile_bias=R)`: each score tile starts from R's tile, in
+float32). Elsewhere (a CPU): R is a per-head (1, H, T, T) float mask broadcast over the batch,
+and the discoverability bias, which is per batch element, rides on the query instead of the
+mask (d_j = k_j . u; RAGates.query_affine):
       c (w_std q_i + (w_disc / c) u) . k_j = w_std S_ij + w_disc d_j
-so the step is one F.scaled_dot_product_attention(q', k, v, attn_mask=R, scale=c) at head dim D
-(SDPA's kernels that take an additive mask: cuDNN on an H100, 0.63 ms a layer forward and
-backward when the bias was a padded D + 1st column; flash attention takes none). Adding d to the
-mask instead would make it (B, H, T, T); the open-coded path materialises several of those.
-The mask and the shifted q are in q's dtype (bf16 on the GPU), as in ra-folded, where the kernel
-adds its column bias in float32.
+so the step is one F.scaled_dot_product_attention(q', k, v, attn_mask=R, scale=c) at head dim D.
+That was the GPU route too until the tile bias: SDPA's kernels that take an additive mask are
+cuDNN's on an H100, 0.63 ms a layer forward and backward against full RA's 0.47 on our kernel,
+which made ra-amortized's step 1.25x full RA's (`results/bench/h100-2026-11-27f/`).
+R is stored in q's dtype (bf16 on the GPU) with -inf above the diagonal (SDPA's mask; the
+kernel's causal mask covers those entries).
 
 The trainer, the suite's calibration and the bench pass each optimizer step's index to
 `TrainStep.run`, which calls `set_step` before the step's forwards.
@@ -49,7 +52,7 @@ from torch import Tensor
 from rabench.attention.base import AttentionCore
 from rabench.attention.common import apply_query_affine, causal_mask, upcast
 from rabench.attention.definitions import ra_definition
-from rabench.attention.kernel_route import KERNEL_REFERENCE_TOLERANCE, run_canonical_ra
+from rabench.attention.kernel_route import KERNEL_REFERENCE_TOLERANCE, on_kernel, run_canonical_ra
 from rabench.attention.gates import RAGates
 from rabench.attention.pair_flops import ra_attention_flops, standard_attention_flops
 from rabench.attention.registry import register
@@ -128,8 +131,15 @@ class RAAmortizedAttention(AttentionCore):
         return run_canonical_ra(q, k, v, self.gates, self.scale, backend=self.backend)
 
     def reuse(self, q: Tensor, k: Tensor, v: Tensor) -> Tensor:
-        """L = w_std S + R + w_disc d through SDPA: R the mask, d on the query (see the docstring)."""
+        """L = w_std S + R + w_disc d: the kernel with R as its tile bias, else SDPA with R as the
+        mask and d on the query (see the docstring)."""
         t = q.shape[-2]
+        if on_kernel(self.backend, v):
+            from rabench.kernels import ra_attention
+
+            w_std, _, w_disc = self.gates.weights()
+            return ra_attention(q, k, None, None, v, self.gates.bias_vector(w_disc),
+                                scale1=w_std * self.scale, tile_bias=self.cached[:, :t, :t])
         q_shifted = apply_query_affine(q, *self.gates.query_affine(self.scale))  # w_std q_i + (w_disc / c) u
         mask = self.cached[:, :t, :t].to(q.dtype).unsqueeze(0)  # (1, H, T, T), broadcast over the batch
         return F.scaled_dot_product_attention(q_shifted, k, v, attn_mask=mask, scale=self.scale)

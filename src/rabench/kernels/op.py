@@ -1,9 +1,11 @@
 """torch.library ops around the Triton RA kernels, their autograd, and the public entry point.
 
 Ops (torch.library.triton_op on a GPU: torch.compile sees the Triton kernels inside them):
-    rabench::ra_fwd(q1, k1, q2?, k2?, v, bias?, sc1?, sc2?, band, tied) -> (o, lse)
-    rabench::ra_bwd(do, q1, k1, q2?, k2?, v, bias?, sc1?, sc2?, o, lse, band, tied)
+    rabench::ra_fwd(q1, k1, q2?, k2?, v, bias?, sc1?, sc2?, band, tied, tbias?) -> (o, lse)
+    rabench::ra_bwd(do, q1, k1, q2?, k2?, v, bias?, sc1?, sc2?, o, lse, band, tied, tbias?)
         -> (dq1, dk1, dq2, dk2, dv, dbias, dscale)     (empty tensors for absent inputs)
+tbias is the tile bias R (H, T, T) added to every batch element's logits (ra_flash's HAS_TBIAS);
+it gets no gradient.
 `band` is an int; 0 means "no band" (the public wrapper maps None and band >= T to 0).
 `tied` is canonical RA's reciprocal term on the first pair itself (q2 = k1, k2 = q1; q2, k2
 passed as None): the backward then returns the whole gradients of q1 and k1 in dq1, dk1.
@@ -97,13 +99,13 @@ def _launch_delta(o: Tensor, do: Tensor, delta: Tensor, H: int, T: int, meta: di
                              dict(DV=meta["DV"], BDV=meta["BDV"], BLOCK_M=blk))
 
 
-def _meta(q1, q2, v, bias, band, sc1) -> dict:
+def _meta(q1, q2, v, bias, band, sc1, tbias) -> dict:
     D1 = q1.shape[-1]
     D2 = q2.shape[-1] if q2 is not None else 16
     DV = v.shape[-1]
     return dict(D1=D1, BD1=pow2(D1), D2=D2, BD2=pow2(D2), DV=DV, BDV=pow2(DV),
                 HAS_REC=q2 is not None, HAS_BAND=band > 0, HAS_BIAS=_bias_form(bias),
-                HAS_SCALE=sc1 is not None)
+                HAS_SCALE=sc1 is not None, HAS_TBIAS=tbias is not None)
 
 
 def _bias_form(bias: Optional[Tensor]) -> int:
@@ -112,14 +114,25 @@ def _bias_form(bias: Optional[Tensor]) -> int:
     return 0 if bias is None else (2 if bias.dim() == 2 else 1)
 
 
+def _tile_bias_args(tbias: Optional[Tensor], stand_in: Tensor) -> tuple:
+    """The kernels' (TBIAS, head stride, row stride): the tile bias R (H, T, T) with a unit last
+    stride (a slice of a larger cached pattern is read in place), or a stand-in never read."""
+    if tbias is None:
+        return (stand_in, 0, 0)
+    tbias = unit_last(tbias)
+    return (tbias, tbias.stride(0), tbias.stride(1))
+
+
 def _reciprocal_pair(q1, k1, q2, k2, tied: bool):
     """The kernels' (q2, k2): canonical RA's tied pair reads q1 and k1 again, swapped."""
     return (k1, q1) if tied else (q2, k2)
 
 
-def ra_forward(q1, k1, q2, k2, v, bias, sc1, sc2, band: int, tied: bool = False):
+def ra_forward(q1, k1, q2, k2, v, bias, sc1, sc2, band: int, tied: bool = False,
+               tbias: Optional[Tensor] = None):
     """Returns (o, lse2): o (B, H, T, Dv) in v.dtype; lse2 (B, H, T) float32 in log2 units.
-    sc1, sc2: per-head float32 scales (H,) of q1 and q2, or None."""
+    sc1, sc2: per-head float32 scales (H,) of q1 and q2, or None; tbias: the tile bias (H, T, T)
+    or None."""
     q1, k1, q2, k2, v = (unit_last(x) for x in (q1, k1, q2, k2, v))
     q2, k2 = _reciprocal_pair(q1, k1, q2, k2, tied)
     B, H, T, _ = q1.shape
@@ -135,13 +148,13 @@ def ra_forward(q1, k1, q2, k2, v, bias, sc1, sc2, band: int, tied: bool = False)
     sc2_ = sc2.contiguous() if (sc2 is not None and q2 is not None) else sc1_
     args = (q1, k1, q2_, k2_, v, bias_c, sc1_, sc2_, o, lse,
             *bht_strides(q1, k1, q2_, k2_, v, o),
-            H, T, band)
-    launching.launch("fwd", T, B * H, args, _meta(q1, q2, v, bias, band, sc1))
+            H, T, band, *_tile_bias_args(tbias, v))
+    launching.launch("fwd", T, B * H, args, _meta(q1, q2, v, bias, band, sc1, tbias))
     return o, lse
 
 
 def ra_backward(do, q1, k1, q2, k2, v, bias, sc1, sc2, o, lse, band: int, tied: bool = False,
-                rows: bool = False):
+                rows: bool = False, tbias: Optional[Tensor] = None):
     """Gradients (dq1, dk1, dq2, dk2, dv, dbias, dscale), all true gradients: with scales
     the kernels apply the chain rule, and dscale (H, 2) holds dL/dsc1, dL/dsc2 (empty
     without scales).  tied: dq1 and dk1 are the whole gradients of q1 and k1 (each also
@@ -171,7 +184,7 @@ def ra_backward(do, q1, k1, q2, k2, v, bias, sc1, sc2, o, lse, band: int, tied: 
             return (*grads, dbias, dsc)
         dbias_out = torch.zeros_like(bias, dtype=torch.float32) if from_k else dbias
         return (*grads, dbias_out, q1.new_zeros((H, 2), dtype=torch.float32) if sc1 is not None else dsc)
-    meta = _meta(q1, q2, v, bias, band, sc1)
+    meta = _meta(q1, q2, v, bias, band, sc1, tbias)
 
     delta = buffers.empty((B, H, T), **f32)
     _launch_delta(o, do, delta, H, T, meta)
@@ -184,7 +197,7 @@ def ra_backward(do, q1, k1, q2, k2, v, bias, sc1, sc2, o, lse, band: int, tied: 
     sc2_ = sc2.contiguous() if (sc2 is not None and q2 is not None) else sc1_
     bias_c = bias.contiguous() if bias is not None else lse
     ins = (q1, k1, q2_, k2_, v, bias_c, sc1_, sc2_, do, lse, delta)
-    strides = (*bht_strides(q1, k1, q2_, k2_, v, do), H, T, band)
+    strides = (*bht_strides(q1, k1, q2_, k2_, v, do), H, T, band, *_tile_bias_args(tbias, lse))
     outs = (dv, dbias if bias is not None else buffers.scratch(q1, torch.float32),
             dsc if sc1 is not None else buffers.scratch(q1, torch.float32))
     if tuning.backward_mode() == "one-pass":
@@ -281,15 +294,15 @@ def _register(name: str, fn):
 
 def _ra_fwd(q1: Tensor, k1: Tensor, q2: Optional[Tensor], k2: Optional[Tensor], v: Tensor,
             bias: Optional[Tensor], sc1: Optional[Tensor], sc2: Optional[Tensor], band: int,
-            tied: bool) -> tuple[Tensor, Tensor]:
-    return ra_forward(q1, k1, q2, k2, v, bias, sc1, sc2, band, tied)
+            tied: bool, tbias: Optional[Tensor]) -> tuple[Tensor, Tensor]:
+    return ra_forward(q1, k1, q2, k2, v, bias, sc1, sc2, band, tied, tbias)
 
 
 def _ra_bwd(do: Tensor, q1: Tensor, k1: Tensor, q2: Optional[Tensor], k2: Optional[Tensor],
             v: Tensor, bias: Optional[Tensor], sc1: Optional[Tensor], sc2: Optional[Tensor],
-            o: Tensor, lse: Tensor, band: int, tied: bool
+            o: Tensor, lse: Tensor, band: int, tied: bool, tbias: Optional[Tensor]
             ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
-    return ra_backward(do, q1, k1, q2, k2, v, bias, sc1, sc2, o, lse, band, tied)
+    return ra_backward(do, q1, k1, q2, k2, v, bias, sc1, sc2, o, lse, band, tied, tbias=tbias)
 
 
 ra_fwd_op = _register("rabench::ra_fwd", _ra_fwd)
@@ -297,7 +310,7 @@ ra_bwd_op = _register("rabench::ra_bwd", _ra_bwd)
 
 
 def _setup_context(ctx, inputs, output):
-    q1, k1, q2, k2, v, bias, sc1, sc2, band, tied = inputs
+    q1, k1, q2, k2, v, bias, sc1, sc2, band, tied, tbias = inputs
     o, lse = output
     ctx.band = band
     ctx.tied = tied
@@ -307,7 +320,7 @@ def _setup_context(ctx, inputs, output):
     ctx.set_materialize_grads(False)
     ctx.has_rec = q2 is not None
     ctx.has_bias = bias is not None
-    ctx.save_for_backward(q1, k1, q2, k2, v, bias, sc1, sc2, o, lse)
+    ctx.save_for_backward(q1, k1, q2, k2, v, bias, sc1, sc2, o, lse, tbias)
 
 
 def _backward_through(bwd):
@@ -318,15 +331,15 @@ def _backward_through(bwd):
         # only. Every gradient comes back whole from the kernels (scales' chain rule, tied q/k
         # sums), so under torch.compile nothing is left to assemble but the qkv concatenation
         # sdpa has too.
-        q1, k1, q2, k2, v, bias, sc1, sc2, o, lse = ctx.saved_tensors
+        q1, k1, q2, k2, v, bias, sc1, sc2, o, lse, tbias = ctx.saved_tensors
         if do is None:  # o did not reach the loss
-            return (None,) * 10
+            return (None,) * 11
         dq1, dk1, dq2, dk2, dv, dbias, dscale = bwd(do, q1, k1, q2, k2, v, bias, sc1, sc2,
-                                                    o, lse, ctx.band, ctx.tied)
+                                                    o, lse, ctx.band, ctx.tied, tbias=tbias)
         dsc1 = dscale[:, 0] if ctx.has_scale else None
         dsc2 = dscale[:, 1] if (ctx.has_scale and sc2 is not None) else None
         return (dq1, dk1, dq2 if ctx.has_rec else None, dk2 if ctx.has_rec else None, dv,
-                dbias if ctx.has_bias else None, dsc1, dsc2, None, None)
+                dbias if ctx.has_bias else None, dsc1, dsc2, None, None, None)
     return backward
 
 
@@ -342,8 +355,8 @@ class _EagerRA(torch.autograd.Function):
     arguments to the forward's inspect.signature first, tens of microseconds a call."""
 
     @staticmethod
-    def forward(ctx, q1, k1, q2, k2, v, bias, sc1, sc2, band, tied):
-        inputs = (q1, k1, q2, k2, v, bias, sc1, sc2, band, tied)
+    def forward(ctx, q1, k1, q2, k2, v, bias, sc1, sc2, band, tied, tbias):
+        inputs = (q1, k1, q2, k2, v, bias, sc1, sc2, band, tied, tbias)
         output = ra_forward(*inputs)
         _setup_context(ctx, inputs, output)
         return output
@@ -357,10 +370,11 @@ class _EagerRA(torch.autograd.Function):
 def ra_attention(q1: Tensor, k1: Tensor, q2: Optional[Tensor], k2: Optional[Tensor], v: Tensor,
                  bias: Optional[Tensor], band: Optional[int] = None,
                  scale1: Optional[Tensor] = None, scale2: Optional[Tensor] = None,
-                 tied: bool = False) -> Tensor:
+                 tied: bool = False, tile_bias: Optional[Tensor] = None) -> Tensor:
     """Causal attention with two bilinear scores and a column bias:
 
-        L_ij = s1_h q1_i.k1_j + [band is None or i-j < band] * s2_h q2_i.k2_j + bias_j  (j <= i)
+        L_ij = s1_h q1_i.k1_j + [band is None or i-j < band] * s2_h q2_i.k2_j + bias_j
+               (+ R_hij)                                                                 (j <= i)
         O_i  = sum_j softmax_j(L_i.) v_j
 
     tied=True is canonical RA's form, q2 = k1 and k2 = q1 (pass q2 = k2 = None): the second
@@ -372,8 +386,10 @@ def ra_attention(q1: Tensor, k1: Tensor, q2: Optional[Tensor], k2: Optional[Tens
     in the kernels from the key tiles: canonical RA's discoverability), or None; cast to
     float32.  scale1, scale2: per-head scales s1, s2 of shape (H,) (cast to float32,
     differentiable), applied inside the kernel; None means 1 (scale2 is required with scale1
-    when q2 is given).  Inputs may be strided views with a unit last stride
-    (no copies are made).  Returns (B, H, T, Dv) in v.dtype.
+    when q2 is given).  tile_bias: R (H, T, T) in any float dtype, one matrix per head added to
+    every batch element's logits in float32 (entries above the diagonal unused), not
+    differentiated (ra-amortized's cached pattern), or None.  Inputs may be strided views with
+    a unit last stride (no copies are made).  Returns (B, H, T, Dv) in v.dtype.
     """
     if (q2 is None) != (k2 is None):
         raise RabenchError("ra_attention: pass both q2 and k2, or neither")
@@ -421,12 +437,18 @@ def ra_attention(q1: Tensor, k1: Tensor, q2: Optional[Tensor], k2: Optional[Tens
             if tuple(sc.shape) != (H,) or sc.device != q1.device:
                 raise RabenchError(f"ra_attention: {name} must be (H,)=({H},) on {q1.device}, "
                                    f"got {tuple(sc.shape)} on {sc.device}")
+    if tile_bias is not None:
+        if tuple(tile_bias.shape) != (H, T, T) or tile_bias.device != q1.device:
+            raise RabenchError(f"ra_attention: tile_bias must be (H, T, T)={(H, T, T)} on "
+                               f"{q1.device}, got {tuple(tile_bias.shape)} on {tile_bias.device}")
+        if tile_bias.requires_grad:
+            raise RabenchError("ra_attention: tile_bias gets no gradient; pass it detached")
     scale1 = scale1.float() if scale1 is not None else None
     scale2 = scale2.float() if (scale2 is not None and has_rec) else None
     band_i = band_arg(band, T, has_rec)
     # eager calls skip the op's dispatch (same launchers and formula); compiled code sees the op
     attend = ra_fwd_op if torch.compiler.is_compiling() else _EagerRA.apply
-    o, _ = attend(q1, k1, q2, k2, v, bias, scale1, scale2, band_i, bool(tied))
+    o, _ = attend(q1, k1, q2, k2, v, bias, scale1, scale2, band_i, bool(tied), tile_bias)
     return o
 
 

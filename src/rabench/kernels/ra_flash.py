@@ -2,9 +2,13 @@
 
 Semantics (one batch-head; all scaling and gates are folded into the inputs by the caller):
 
-    L_ij = q1_i . k1_j  +  m_ij * (q2_i . k2_j)  +  bias_j        for j <= i, -inf otherwise
+    L_ij = q1_i . k1_j  +  m_ij * (q2_i . k2_j)  +  bias_j  [+ R_ij]   (j <= i; -inf otherwise)
     m_ij = 1 if (no band or i - j < band) else 0
     P    = softmax_j(L)            O = P V
+
+The tile bias R (HAS_TBIAS) is one (T, T) matrix per head, shared by the batch and not
+differentiated: ra-amortized's cached reciprocal pattern, read as a tile beside each score tile
+(its entries above the diagonal are never used: the causal mask replaces them).
 
 Optional per-head scales (HAS_SCALE): q1 -> sc1[h] q1 and q2 -> sc2[h] q2, applied to the tiles
 in registers, so the gates need no scaled copies of q and k in memory.
@@ -145,16 +149,26 @@ def _key_bias(src, k1, offs_n, T, HAS_BIAS: tl.constexpr, MASK_N: tl.constexpr):
         return tl.load(src + offs_n)
 
 
+@triton.jit
+def _tile_bias(tb_base, offs_r, offs_c, s_tb, T):
+    """R_rc for query rows offs_r and key columns offs_c of head h's (T, T) tile bias (row
+    stride s_tb), float32, 0 past T.  Pass (offs_m[:, None], offs_n[None, :]) for the (query,
+    key) orientation and (offs_m[None, :], offs_n[:, None]) for the dkdv kernel's (key, query)."""
+    return tl.load(tb_base + offs_r * s_tb + offs_c, mask=(offs_r < T) & (offs_c < T),
+                   other=0.0).to(tl.float32)
+
+
 # ----------------------------------------------------------------------------------------
 # forward
 # ----------------------------------------------------------------------------------------
 @triton.jit
 def _fwd_tile(acc, m_i, l_i, q1, q2, offs_m, n0,
-              k1_base, k2_base, v_base, b_base, s_k1, s_k2, s_v, T, band,
+              k1_base, k2_base, v_base, b_base, s_k1, s_k2, s_v, T, band, tb_base, s_tb,
               BLOCK_N: tl.constexpr,
               D1: tl.constexpr, BD1: tl.constexpr, D2: tl.constexpr, BD2: tl.constexpr,
               DV: tl.constexpr, BDV: tl.constexpr,
               USE_REC: tl.constexpr, HAS_BAND: tl.constexpr, HAS_BIAS: tl.constexpr,
+              HAS_TBIAS: tl.constexpr,
               CAUSAL: tl.constexpr, MASK_N: tl.constexpr, INTERP: tl.constexpr):
     """Online-softmax accumulation of key block [n0, n0 + BLOCK_N) into (acc, m_i, l_i).
 
@@ -167,7 +181,13 @@ def _fwd_tile(acc, m_i, l_i, q1, q2, offs_m, n0,
     offs_n = n0 + tl.arange(0, BLOCK_N)
     # first bilinear score: S1_ij = q1_i . k1_j     (BLOCK_M x BLOCK_N, fp32 accumulate)
     k1 = _load_rows(k1_base, offs_n, offs_d1, s_k1, T, D1, BD1, MASK_N)
-    s = _dot(q1, tl.trans(k1), None, INTERP)
+    if HAS_TBIAS:
+        # tile bias R_ij (one (T, T) matrix per head, shared by the batch) as the product's
+        # accumulator: no second live tile beside the scores
+        s = _dot(q1, tl.trans(k1), _tile_bias(tb_base, offs_m[:, None], offs_n[None, :], s_tb, T),
+                 INTERP)
+    else:
+        s = _dot(q1, tl.trans(k1), None, INTERP)
     if USE_REC:
         # second bilinear score: S2_ij = q2_i . k2_j (the reciprocal term in canonical RA)
         k2 = _load_rows(k2_base, offs_n, offs_d2, s_k2, T, D2, BD2, MASK_N)
@@ -199,11 +219,12 @@ def _fwd_tile(acc, m_i, l_i, q1, q2, offs_m, n0,
 @triton.jit
 def _fwd_stage(acc, m_i, l_i, q1, q2, offs_m,
                k1_base, k2_base, v_base, b_base, s_k1, s_k2, s_v,
-               lo, hi, T, band,
+               lo, hi, T, band, tb_base, s_tb,
                BLOCK_N: tl.constexpr,
                D1: tl.constexpr, BD1: tl.constexpr, D2: tl.constexpr, BD2: tl.constexpr,
                DV: tl.constexpr, BDV: tl.constexpr,
                USE_REC: tl.constexpr, HAS_BAND: tl.constexpr, HAS_BIAS: tl.constexpr,
+               HAS_TBIAS: tl.constexpr,
                CAUSAL: tl.constexpr, MASK_N: tl.constexpr, INTERP: tl.constexpr):
     """Key blocks [lo, hi) in steps of BLOCK_N.  INTERP (interpreter only): a while loop,
     because the interpreter cannot turn program-id-derived bounds into a Python range."""
@@ -211,16 +232,18 @@ def _fwd_stage(acc, m_i, l_i, q1, q2, offs_m,
         n0 = lo
         while n0 < hi:
             acc, m_i, l_i = _fwd_tile(acc, m_i, l_i, q1, q2, offs_m, n0, k1_base, k2_base,
-                                      v_base, b_base, s_k1, s_k2, s_v, T, band, BLOCK_N,
-                                      D1, BD1, D2, BD2, DV, BDV,
-                                      USE_REC, HAS_BAND, HAS_BIAS, CAUSAL, MASK_N, INTERP)
+                                      v_base, b_base, s_k1, s_k2, s_v, T, band, tb_base, s_tb,
+                                      BLOCK_N, D1, BD1, D2, BD2, DV, BDV,
+                                      USE_REC, HAS_BAND, HAS_BIAS, HAS_TBIAS, CAUSAL, MASK_N,
+                                      INTERP)
             n0 += BLOCK_N
     else:
         for n0 in range(lo, hi, BLOCK_N):
             acc, m_i, l_i = _fwd_tile(acc, m_i, l_i, q1, q2, offs_m, n0, k1_base, k2_base,
-                                      v_base, b_base, s_k1, s_k2, s_v, T, band, BLOCK_N,
-                                      D1, BD1, D2, BD2, DV, BDV,
-                                      USE_REC, HAS_BAND, HAS_BIAS, CAUSAL, MASK_N, INTERP)
+                                      v_base, b_base, s_k1, s_k2, s_v, T, band, tb_base, s_tb,
+                                      BLOCK_N, D1, BD1, D2, BD2, DV, BDV,
+                                      USE_REC, HAS_BAND, HAS_BIAS, HAS_TBIAS, CAUSAL, MASK_N,
+                                      INTERP)
     return acc, m_i, l_i
 
 
@@ -229,11 +252,11 @@ def _ra_fwd_kernel(Q1, K1, Q2, K2, V, BIAS, SC1, SC2, O, LSE,
                    sq1b, sq1h, sq1t, sk1b, sk1h, sk1t,
                    sq2b, sq2h, sq2t, sk2b, sk2h, sk2t,
                    svb, svh, svt, sob, soh, sot,
-                   H, T, band,
+                   H, T, band, TBIAS, stbh, stbt,
                    D1: tl.constexpr, BD1: tl.constexpr, D2: tl.constexpr, BD2: tl.constexpr,
                    DV: tl.constexpr, BDV: tl.constexpr,
                    HAS_REC: tl.constexpr, HAS_BAND: tl.constexpr, HAS_BIAS: tl.constexpr,
-                   HAS_SCALE: tl.constexpr,
+                   HAS_SCALE: tl.constexpr, HAS_TBIAS: tl.constexpr,
                    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
                    INTERP: tl.constexpr = False):
     # Grid (batch*heads, query blocks), axis 0 fastest: all heads' last (heaviest: most key
@@ -258,6 +281,7 @@ def _ra_fwd_kernel(Q1, K1, Q2, K2, V, BIAS, SC1, SC2, O, LSE,
     k2_base = K2 + b * sk2b + h * sk2h
     v_base = V + b * svb + h * svh
     b_base = _bias_source(BIAS, pid_bh.to(tl.int64), h, T, offs_d1, D1, HAS_BIAS)
+    tb_base = TBIAS + h * stbh
 
     acc = tl.zeros([BLOCK_M, BDV], dtype=tl.float32)
     m_i = tl.full([BLOCK_M], float("-inf"), dtype=tl.float32)
@@ -271,26 +295,26 @@ def _ra_fwd_kernel(Q1, K1, Q2, K2, V, BIAS, SC1, SC2, O, LSE,
             n_lo = tl.maximum(m0 - band + 1, 0) // BLOCK_N * BLOCK_N
             n_lo = tl.minimum(n_lo, m0)
             acc, m_i, l_i = _fwd_stage(acc, m_i, l_i, q1, q2, offs_m, k1_base, k2_base, v_base,
-                                       b_base, sk1t, sk2t, svt, 0, n_lo, T, band, BLOCK_N,
-                                       D1, BD1, D2, BD2, DV, BDV,
-                                       False, HAS_BAND, HAS_BIAS, False, False, INTERP)
+                                       b_base, sk1t, sk2t, svt, 0, n_lo, T, band, tb_base, stbt,
+                                       BLOCK_N, D1, BD1, D2, BD2, DV, BDV,
+                                       False, HAS_BAND, HAS_BIAS, HAS_TBIAS, False, False, INTERP)
         else:
             n_lo = 0
         acc, m_i, l_i = _fwd_stage(acc, m_i, l_i, q1, q2, offs_m, k1_base, k2_base, v_base,
-                                   b_base, sk1t, sk2t, svt, n_lo, m0, T, band, BLOCK_N,
-                                   D1, BD1, D2, BD2, DV, BDV,
-                                   True, HAS_BAND, HAS_BIAS, False, False, INTERP)
+                                   b_base, sk1t, sk2t, svt, n_lo, m0, T, band, tb_base, stbt,
+                                   BLOCK_N, D1, BD1, D2, BD2, DV, BDV,
+                                   True, HAS_BAND, HAS_BIAS, HAS_TBIAS, False, False, INTERP)
     else:
         acc, m_i, l_i = _fwd_stage(acc, m_i, l_i, q1, q2, offs_m, k1_base, k2_base, v_base,
-                                   b_base, sk1t, sk2t, svt, 0, m0, T, band, BLOCK_N,
-                                   D1, BD1, D2, BD2, DV, BDV,
-                                   False, False, HAS_BIAS, False, False, INTERP)
+                                   b_base, sk1t, sk2t, svt, 0, m0, T, band, tb_base, stbt,
+                                   BLOCK_N, D1, BD1, D2, BD2, DV, BDV,
+                                   False, False, HAS_BIAS, HAS_TBIAS, False, False, INTERP)
     # Diagonal key blocks [m0, m0 + BLOCK_M) (cut at T): causal mask + ragged key mask.
     # Key blocks past the diagonal are never visited (fully masked under causality).
     acc, m_i, l_i = _fwd_stage(acc, m_i, l_i, q1, q2, offs_m, k1_base, k2_base, v_base,
                                b_base, sk1t, sk2t, svt, m0, tl.minimum(m0 + BLOCK_M, T), T,
-                               band, BLOCK_N, D1, BD1, D2, BD2, DV, BDV,
-                               HAS_REC, HAS_BAND, HAS_BIAS, True, True, INTERP)
+                               band, tb_base, stbt, BLOCK_N, D1, BD1, D2, BD2, DV, BDV,
+                               HAS_REC, HAS_BAND, HAS_BIAS, HAS_TBIAS, True, True, INTERP)
 
     # Every row i < T sees key j = i, so l_i > 0 and m_i is finite.
     # lse2_i = log2(sum_j exp2(L_ij*log2 e)) = m_i + log2(l_i): saved for the backward.
@@ -323,11 +347,12 @@ def _ra_delta_kernel(O, DO, DELTA, sob, soh, sot, sdob, sdoh, sdot, H, T,
 @triton.jit
 def _dkdv_tile(dk1, dk2, dv, dbias, k1, k2, v, bias_n, offs_n, m0,
                q1_base, q2_base, do_base, lse_base, delta_base, s_q1, s_q2, s_do, T, band,
-               dqa_base, dqb_base, s_dqa, s_dqb,
+               dqa_base, dqb_base, s_dqa, s_dqb, tb_base, s_tb,
                BLOCK_M: tl.constexpr,
                D1: tl.constexpr, BD1: tl.constexpr, D2: tl.constexpr, BD2: tl.constexpr,
                DV: tl.constexpr, BDV: tl.constexpr,
                USE_REC: tl.constexpr, HAS_BAND: tl.constexpr, HAS_BIAS: tl.constexpr,
+               HAS_TBIAS: tl.constexpr,
                CAUSAL: tl.constexpr, ROW_ATOMIC: tl.constexpr, INTERP: tl.constexpr):
     """Column-side sums of one key block against query block [m0, m0 + BLOCK_M).
 
@@ -349,7 +374,11 @@ def _dkdv_tile(dk1, dk2, dv, dbias, k1, k2, v, bias_n, offs_n, m0,
     offs_m = m0 + tl.arange(0, BLOCK_M)
     q1 = _load_rows(q1_base, offs_m, offs_d1, s_q1, T, D1, BD1, True)
     # L^T_ji = k1_j . q1_i  (+ m_ij k2_j . q2_i) (+ bias_j), recomputed in fp32
-    sT = _dot(k1, tl.trans(q1), None, INTERP)
+    if HAS_TBIAS:  # R^T_ji as the accumulator (the tile bias, read transposed)
+        sT = _dot(k1, tl.trans(q1), _tile_bias(tb_base, offs_m[None, :], offs_n[:, None], s_tb, T),
+                  INTERP)
+    else:
+        sT = _dot(k1, tl.trans(q1), None, INTERP)
     if USE_REC:
         q2 = _load_rows(q2_base, offs_m, offs_d2, s_q2, T, D2, BD2, True)
         if HAS_BAND:
@@ -392,11 +421,12 @@ def _dkdv_tile(dk1, dk2, dv, dbias, k1, k2, v, bias_n, offs_n, m0,
 @triton.jit
 def _dkdv_stage(dk1, dk2, dv, dbias, k1, k2, v, bias_n, offs_n,
                 q1_base, q2_base, do_base, lse_base, delta_base, s_q1, s_q2, s_do,
-                lo, hi, T, band, dqa_base, dqb_base, s_dqa, s_dqb,
+                lo, hi, T, band, dqa_base, dqb_base, s_dqa, s_dqb, tb_base, s_tb,
                 BLOCK_M: tl.constexpr,
                 D1: tl.constexpr, BD1: tl.constexpr, D2: tl.constexpr, BD2: tl.constexpr,
                 DV: tl.constexpr, BDV: tl.constexpr,
                 USE_REC: tl.constexpr, HAS_BAND: tl.constexpr, HAS_BIAS: tl.constexpr,
+                HAS_TBIAS: tl.constexpr,
                 CAUSAL: tl.constexpr, ROW_ATOMIC: tl.constexpr, INTERP: tl.constexpr):
     """Query blocks [lo, hi) in steps of BLOCK_M for one key block."""
     if INTERP:
@@ -405,20 +435,20 @@ def _dkdv_stage(dk1, dk2, dv, dbias, k1, k2, v, bias_n, offs_n,
             dk1, dk2, dv, dbias = _dkdv_tile(dk1, dk2, dv, dbias, k1, k2, v, bias_n, offs_n, m0,
                                              q1_base, q2_base, do_base, lse_base, delta_base,
                                              s_q1, s_q2, s_do, T, band,
-                                             dqa_base, dqb_base, s_dqa, s_dqb, BLOCK_M,
-                                             D1, BD1, D2, BD2, DV, BDV,
-                                             USE_REC, HAS_BAND, HAS_BIAS, CAUSAL, ROW_ATOMIC,
-                                             INTERP)
+                                             dqa_base, dqb_base, s_dqa, s_dqb, tb_base, s_tb,
+                                             BLOCK_M, D1, BD1, D2, BD2, DV, BDV,
+                                             USE_REC, HAS_BAND, HAS_BIAS, HAS_TBIAS, CAUSAL,
+                                             ROW_ATOMIC, INTERP)
             m0 += BLOCK_M
     else:
         for m0 in range(lo, hi, BLOCK_M):
             dk1, dk2, dv, dbias = _dkdv_tile(dk1, dk2, dv, dbias, k1, k2, v, bias_n, offs_n, m0,
                                              q1_base, q2_base, do_base, lse_base, delta_base,
                                              s_q1, s_q2, s_do, T, band,
-                                             dqa_base, dqb_base, s_dqa, s_dqb, BLOCK_M,
-                                             D1, BD1, D2, BD2, DV, BDV,
-                                             USE_REC, HAS_BAND, HAS_BIAS, CAUSAL, ROW_ATOMIC,
-                                             INTERP)
+                                             dqa_base, dqb_base, s_dqa, s_dqb, tb_base, s_tb,
+                                             BLOCK_M, D1, BD1, D2, BD2, DV, BDV,
+                                             USE_REC, HAS_BAND, HAS_BIAS, HAS_TBIAS, CAUSAL,
+                                             ROW_ATOMIC, INTERP)
     return dk1, dk2, dv, dbias
 
 
@@ -428,11 +458,11 @@ def _ra_dkdv_kernel(Q1, K1, Q2, K2, V, BIAS, SC1, SC2, DO, LSE, DELTA,
                     sq1b, sq1h, sq1t, sk1b, sk1h, sk1t,
                     sq2b, sq2h, sq2t, sk2b, sk2h, sk2t,
                     svb, svh, svt, sdob, sdoh, sdot,
-                    H, T, band,
+                    H, T, band, TBIAS, stbh, stbt,
                     D1: tl.constexpr, BD1: tl.constexpr, D2: tl.constexpr, BD2: tl.constexpr,
                     DV: tl.constexpr, BDV: tl.constexpr,
                     HAS_REC: tl.constexpr, HAS_BAND: tl.constexpr, HAS_BIAS: tl.constexpr,
-                    HAS_SCALE: tl.constexpr,
+                    HAS_SCALE: tl.constexpr, HAS_TBIAS: tl.constexpr,
                     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
                     ROW_ATOMIC: tl.constexpr = False, TIED: tl.constexpr = False,
                     INTERP: tl.constexpr = False):
@@ -488,6 +518,7 @@ def _ra_dkdv_kernel(Q1, K1, Q2, K2, V, BIAS, SC1, SC2, DO, LSE, DELTA,
     # the row-side accumulators' rows of (b, h): (B, T, H, D) memory like every gradient
     dqa_base = DQ1A + (b * T * H + h) * D1
     dqb_base = DQ2A + (b * T * H + h) * D2
+    tb_base = TBIAS + h * stbh
 
     # Diagonal query blocks [n0, n0 + BLOCK_N): causal mask (queries before n0 never see
     # these keys, so they are skipped outright).
@@ -495,9 +526,9 @@ def _ra_dkdv_kernel(Q1, K1, Q2, K2, V, BIAS, SC1, SC2, DO, LSE, DELTA,
     dk1, dk2, dv, dbias = _dkdv_stage(dk1, dk2, dv, dbias, k1, k2, v, bias_n, offs_n,
                                       q1_base, q2_base, do_base, lse_base, delta_base,
                                       sq1t, sq2t, sdot, n0, d_hi, T, band,
-                                      dqa_base, dqb_base, H * D1, H * D2, BLOCK_M,
-                                      D1, BD1, D2, BD2, DV, BDV,
-                                      HAS_REC, HAS_BAND, HAS_BIAS, True, ROW_ATOMIC,
+                                      dqa_base, dqb_base, H * D1, H * D2, tb_base, stbt,
+                                      BLOCK_M, D1, BD1, D2, BD2, DV, BDV,
+                                      HAS_REC, HAS_BAND, HAS_BIAS, HAS_TBIAS, True, ROW_ATOMIC,
                                       INTERP)
     # Query blocks below the diagonal: every i >= n0 + BLOCK_N > j, no causal mask.
     lo = n0 + BLOCK_N
@@ -513,25 +544,25 @@ def _ra_dkdv_kernel(Q1, K1, Q2, K2, V, BIAS, SC1, SC2, DO, LSE, DELTA,
         dk1, dk2, dv, dbias = _dkdv_stage(dk1, dk2, dv, dbias, k1, k2, v, bias_n, offs_n,
                                           q1_base, q2_base, do_base, lse_base, delta_base,
                                           sq1t, sq2t, sdot, lo, r_hi, T, band,
-                                          dqa_base, dqb_base, H * D1, H * D2, BLOCK_M,
-                                          D1, BD1, D2, BD2, DV, BDV,
-                                          True, HAS_BAND, HAS_BIAS, False, ROW_ATOMIC,
+                                          dqa_base, dqb_base, H * D1, H * D2, tb_base, stbt,
+                                          BLOCK_M, D1, BD1, D2, BD2, DV, BDV,
+                                          True, HAS_BAND, HAS_BIAS, HAS_TBIAS, False, ROW_ATOMIC,
                                           INTERP)
         if HAS_BAND:
             dk1, dk2, dv, dbias = _dkdv_stage(dk1, dk2, dv, dbias, k1, k2, v, bias_n, offs_n,
                                               q1_base, q2_base, do_base, lse_base, delta_base,
                                               sq1t, sq2t, sdot, r_hi, T, T, band,
-                                              dqa_base, dqb_base, H * D1, H * D2, BLOCK_M,
-                                              D1, BD1, D2, BD2, DV, BDV,
-                                              False, HAS_BAND, HAS_BIAS, False, ROW_ATOMIC,
-                                              INTERP)
+                                              dqa_base, dqb_base, H * D1, H * D2, tb_base, stbt,
+                                              BLOCK_M, D1, BD1, D2, BD2, DV, BDV,
+                                              False, HAS_BAND, HAS_BIAS, HAS_TBIAS, False,
+                                              ROW_ATOMIC, INTERP)
     else:
         dk1, dk2, dv, dbias = _dkdv_stage(dk1, dk2, dv, dbias, k1, k2, v, bias_n, offs_n,
                                           q1_base, q2_base, do_base, lse_base, delta_base,
                                           sq1t, sq2t, sdot, lo, T, T, band,
-                                          dqa_base, dqb_base, H * D1, H * D2, BLOCK_M,
-                                          D1, BD1, D2, BD2, DV, BDV,
-                                          False, False, HAS_BIAS, False, ROW_ATOMIC,
+                                          dqa_base, dqb_base, H * D1, H * D2, tb_base, stbt,
+                                          BLOCK_M, D1, BD1, D2, BD2, DV, BDV,
+                                          False, False, HAS_BIAS, HAS_TBIAS, False, ROW_ATOMIC,
                                           INTERP)
 
     if HAS_SCALE:
@@ -577,11 +608,12 @@ def _ra_dkdv_kernel(Q1, K1, Q2, K2, V, BIAS, SC1, SC2, DO, LSE, DELTA,
 
 @triton.jit
 def _dq_tile(dq1, dq2, q1, q2, do, lse, delta, offs_m, n0,
-             k1_base, k2_base, v_base, b_base, s_k1, s_k2, s_v, T, band,
+             k1_base, k2_base, v_base, b_base, s_k1, s_k2, s_v, T, band, tb_base, s_tb,
              BLOCK_N: tl.constexpr,
              D1: tl.constexpr, BD1: tl.constexpr, D2: tl.constexpr, BD2: tl.constexpr,
              DV: tl.constexpr, BDV: tl.constexpr,
              USE_REC: tl.constexpr, HAS_BAND: tl.constexpr, HAS_BIAS: tl.constexpr,
+             HAS_TBIAS: tl.constexpr,
              CAUSAL: tl.constexpr, MASK_N: tl.constexpr, INTERP: tl.constexpr):
     """Row-side sums of one query block against key block [n0, n0 + BLOCK_N):
         dq1_i += sum_j dL_ij k1_j          dq2_i += sum_j m_ij dL_ij k2_j
@@ -591,7 +623,11 @@ def _dq_tile(dq1, dq2, q1, q2, do, lse, delta, offs_m, n0,
     offs_dv = tl.arange(0, BDV)
     offs_n = n0 + tl.arange(0, BLOCK_N)
     k1 = _load_rows(k1_base, offs_n, offs_d1, s_k1, T, D1, BD1, MASK_N)
-    s = _dot(q1, tl.trans(k1), None, INTERP)                              # q1_i . k1_j
+    if HAS_TBIAS:                                                         # (R_ij +) q1_i . k1_j
+        s = _dot(q1, tl.trans(k1), _tile_bias(tb_base, offs_m[:, None], offs_n[None, :], s_tb, T),
+                 INTERP)
+    else:
+        s = _dot(q1, tl.trans(k1), None, INTERP)
     if USE_REC:
         k2 = _load_rows(k2_base, offs_n, offs_d2, s_k2, T, D2, BD2, MASK_N)
         if HAS_BAND:
@@ -619,27 +655,28 @@ def _dq_tile(dq1, dq2, q1, q2, do, lse, delta, offs_m, n0,
 @triton.jit
 def _dq_stage(dq1, dq2, q1, q2, do, lse, delta, offs_m,
               k1_base, k2_base, v_base, b_base, s_k1, s_k2, s_v,
-              lo, hi, T, band,
+              lo, hi, T, band, tb_base, s_tb,
               BLOCK_N: tl.constexpr,
               D1: tl.constexpr, BD1: tl.constexpr, D2: tl.constexpr, BD2: tl.constexpr,
               DV: tl.constexpr, BDV: tl.constexpr,
               USE_REC: tl.constexpr, HAS_BAND: tl.constexpr, HAS_BIAS: tl.constexpr,
+              HAS_TBIAS: tl.constexpr,
               CAUSAL: tl.constexpr, MASK_N: tl.constexpr, INTERP: tl.constexpr):
     """Key blocks [lo, hi) in steps of BLOCK_N for one query block."""
     if INTERP:
         n0 = lo
         while n0 < hi:
             dq1, dq2 = _dq_tile(dq1, dq2, q1, q2, do, lse, delta, offs_m, n0, k1_base, k2_base,
-                                v_base, b_base, s_k1, s_k2, s_v, T, band, BLOCK_N,
-                                D1, BD1, D2, BD2, DV, BDV,
-                                USE_REC, HAS_BAND, HAS_BIAS, CAUSAL, MASK_N, INTERP)
+                                v_base, b_base, s_k1, s_k2, s_v, T, band, tb_base, s_tb,
+                                BLOCK_N, D1, BD1, D2, BD2, DV, BDV,
+                                USE_REC, HAS_BAND, HAS_BIAS, HAS_TBIAS, CAUSAL, MASK_N, INTERP)
             n0 += BLOCK_N
     else:
         for n0 in range(lo, hi, BLOCK_N):
             dq1, dq2 = _dq_tile(dq1, dq2, q1, q2, do, lse, delta, offs_m, n0, k1_base, k2_base,
-                                v_base, b_base, s_k1, s_k2, s_v, T, band, BLOCK_N,
-                                D1, BD1, D2, BD2, DV, BDV,
-                                USE_REC, HAS_BAND, HAS_BIAS, CAUSAL, MASK_N, INTERP)
+                                v_base, b_base, s_k1, s_k2, s_v, T, band, tb_base, s_tb,
+                                BLOCK_N, D1, BD1, D2, BD2, DV, BDV,
+                                USE_REC, HAS_BAND, HAS_BIAS, HAS_TBIAS, CAUSAL, MASK_N, INTERP)
     return dq1, dq2
 
 
@@ -648,11 +685,11 @@ def _ra_dq_kernel(Q1, K1, Q2, K2, V, BIAS, SC1, SC2, DO, LSE, DELTA, DQ1, DQ2, D
                   sq1b, sq1h, sq1t, sk1b, sk1h, sk1t,
                   sq2b, sq2h, sq2t, sk2b, sk2h, sk2t,
                   svb, svh, svt, sdob, sdoh, sdot,
-                  H, T, band,
+                  H, T, band, TBIAS, stbh, stbt,
                   D1: tl.constexpr, BD1: tl.constexpr, D2: tl.constexpr, BD2: tl.constexpr,
                   DV: tl.constexpr, BDV: tl.constexpr,
                   HAS_REC: tl.constexpr, HAS_BAND: tl.constexpr, HAS_BIAS: tl.constexpr,
-                  HAS_SCALE: tl.constexpr, TIED: tl.constexpr,
+                  HAS_SCALE: tl.constexpr, TIED: tl.constexpr, HAS_TBIAS: tl.constexpr,
                   BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
                   INTERP: tl.constexpr = False):
     # One program owns query block [m0, m0 + BLOCK_M) of one (b, h); BLOCK_M % BLOCK_N == 0.
@@ -686,6 +723,7 @@ def _ra_dq_kernel(Q1, K1, Q2, K2, V, BIAS, SC1, SC2, DO, LSE, DELTA, DQ1, DQ2, D
     k2_base = K2 + b * sk2b + h * sk2h
     v_base = V + b * svb + h * svh
     b_base = _bias_source(BIAS, bh, h, T, offs_d1, D1, HAS_BIAS)
+    tb_base = TBIAS + h * stbh
 
     dq1 = tl.zeros([BLOCK_M, BD1], dtype=tl.float32)
     dq2 = tl.zeros([BLOCK_M, BD2], dtype=tl.float32)
@@ -697,24 +735,24 @@ def _ra_dq_kernel(Q1, K1, Q2, K2, V, BIAS, SC1, SC2, DO, LSE, DELTA, DQ1, DQ2, D
             n_lo = tl.maximum(m0 - band + 1, 0) // BLOCK_N * BLOCK_N
             n_lo = tl.minimum(n_lo, m0)
             dq1, dq2 = _dq_stage(dq1, dq2, q1, q2, do, lse, delta, offs_m, k1_base, k2_base,
-                                 v_base, b_base, sk1t, sk2t, svt, 0, n_lo, T, band, BLOCK_N,
-                                 D1, BD1, D2, BD2, DV, BDV,
-                                 False, HAS_BAND, HAS_BIAS, False, False, INTERP)
+                                 v_base, b_base, sk1t, sk2t, svt, 0, n_lo, T, band, tb_base, stbt,
+                                 BLOCK_N, D1, BD1, D2, BD2, DV, BDV,
+                                 False, HAS_BAND, HAS_BIAS, HAS_TBIAS, False, False, INTERP)
         else:
             n_lo = 0
         dq1, dq2 = _dq_stage(dq1, dq2, q1, q2, do, lse, delta, offs_m, k1_base, k2_base,
-                             v_base, b_base, sk1t, sk2t, svt, n_lo, m0, T, band, BLOCK_N,
-                             D1, BD1, D2, BD2, DV, BDV,
-                             True, HAS_BAND, HAS_BIAS, False, False, INTERP)
+                             v_base, b_base, sk1t, sk2t, svt, n_lo, m0, T, band, tb_base, stbt,
+                             BLOCK_N, D1, BD1, D2, BD2, DV, BDV,
+                             True, HAS_BAND, HAS_BIAS, HAS_TBIAS, False, False, INTERP)
     else:
         dq1, dq2 = _dq_stage(dq1, dq2, q1, q2, do, lse, delta, offs_m, k1_base, k2_base,
-                             v_base, b_base, sk1t, sk2t, svt, 0, m0, T, band, BLOCK_N,
-                             D1, BD1, D2, BD2, DV, BDV,
-                             False, False, HAS_BIAS, False, False, INTERP)
+                             v_base, b_base, sk1t, sk2t, svt, 0, m0, T, band, tb_base, stbt,
+                             BLOCK_N, D1, BD1, D2, BD2, DV, BDV,
+                             False, False, HAS_BIAS, HAS_TBIAS, False, False, INTERP)
     dq1, dq2 = _dq_stage(dq1, dq2, q1, q2, do, lse, delta, offs_m, k1_base, k2_base,
                          v_base, b_base, sk1t, sk2t, svt, m0, tl.minimum(m0 + BLOCK_M, T), T,
-                         band, BLOCK_N, D1, BD1, D2, BD2, DV, BDV,
-                         HAS_REC, HAS_BAND, HAS_BIAS, True, True, INTERP)
+                         band, tb_base, stbt, BLOCK_N, D1, BD1, D2, BD2, DV, BDV,
+                         HAS_REC, HAS_BAND, HAS_BIAS, HAS_TBIAS, True, True, INTERP)
 
     if HAS_SCALE:
         # Chain rule through the per-head scales (x_s = sc[h] x, dq the gradient w.r.t. x_s):

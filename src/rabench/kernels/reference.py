@@ -1,12 +1,13 @@
 """The torch definition of what the RA kernels compute: two bilinear scores, a band, a column bias.
 
-    L_ij = s1_h q1_i.k1_j + m_ij s2_h q2_i.k2_j + bias_j   for j <= i, -inf otherwise
+    L_ij = s1_h q1_i.k1_j + m_ij s2_h q2_i.k2_j + bias_j (+ R_hij)   for j <= i, -inf otherwise
     m_ij = [band is None or i - j < band]
     O    = softmax(L) V
 
 bias is (B, H, T), or a per-head vector u (H, D1) meaning bias_j = k1_j . u (k1 as given, before
 any scale); s1, s2 are optional per-head scales (H,); tied means q2 = k1 and k2 = q1 (canonical
-RA's reciprocal term on the first pair itself).
+RA's reciprocal term on the first pair itself); R is an optional tile bias (H, T, T) shared by
+the batch (ra-amortized's cached pattern).
 
 This is the package's one statement of those semantics: the CPU route runs it (in float32 or
 better) where the fused kernels cannot, and GPU checks compare the kernels against it in
@@ -25,7 +26,8 @@ Tensor = torch.Tensor
 
 def ra_reference(q1: Tensor, k1: Tensor, q2: Optional[Tensor], k2: Optional[Tensor], v: Tensor,
                  bias: Optional[Tensor] = None, band: Optional[int] = None, dtype: torch.dtype = torch.float64, *,
-                 scale1: Optional[Tensor] = None, scale2: Optional[Tensor] = None, tied: bool = False) -> Tensor:
+                 scale1: Optional[Tensor] = None, scale2: Optional[Tensor] = None, tied: bool = False,
+                 tile_bias: Optional[Tensor] = None) -> Tensor:
     """O = softmax(L) V with L as in the module docstring, every product computed in `dtype`
     (float64 by default); differentiable in every input. Returns (B, H, T, Dv) in `dtype`."""
     if tied:
@@ -42,6 +44,8 @@ def ra_reference(q1: Tensor, k1: Tensor, q2: Optional[Tensor], k2: Optional[Tens
         logits = logits + col.unsqueeze(-2)
     t = logits.shape[-1]
     future = torch.ones(t, t, dtype=torch.bool, device=logits.device).triu(1)  # key j after query i
+    if tile_bias is not None:  # its entries above the diagonal (-inf in a cached pattern) unused
+        logits = logits + tile_bias.to(dtype).masked_fill(future, 0.0)
     return torch.softmax(logits.masked_fill(future, float("-inf")), dim=-1) @ v.to(dtype)
 
 

@@ -68,7 +68,7 @@ CONFIGS = {
         "onepass": [(16, 32, 8, 3), (16, 32, 8, 2), (16, 16, 8, 3), (32, 32, 8, 3)],
     },
 }
-_KEY = ["T", "D1", "D2", "DV", "HAS_REC", "HAS_BAND", "HAS_BIAS"]  # HAS_BIAS: 0, 1 or 2
+_KEY = ["T", "D1", "D2", "DV", "HAS_REC", "HAS_BAND", "HAS_BIAS", "HAS_TBIAS"]  # HAS_BIAS: 0, 1 or 2
 
 _tuned: dict[tuple[str, str], object] = {}
 
