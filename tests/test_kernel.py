@@ -495,12 +495,13 @@ B, H, T, D = 1, 2, 64, 64
 F32 = {"BIAS", "SC1", "SC2", "LSE", "DELTA", "DBIAS", "BROW", "DQ1A", "DQ2A", "DSC"}
 SHAPES = {"BIAS": (H, D), "SC1": (H,), "SC2": (H,), "LSE": (B, H, T), "DELTA": (B, H, T),
           "DBIAS": (B, H, T), "BROW": (1,), "DQ1A": (B, T, H, D), "DQ2A": (B, T, H, D),
-          "DSC": (B, H, T, 2)}
+          "DSC": (B, H, T, 2), "TBIAS": (H, T, T)}
 out = {}
-for mode, tied, rec in (("onepass", True, True), ("onepass", False, True),
-                        ("onepass", False, False), ("dkdv", False, True)):
+for mode, tied, rec, tile in (("onepass", True, True, False), ("onepass", False, True, False),
+                              ("onepass", False, False, False), ("dkdv", False, True, False),
+                              ("dkdv", False, False, True)):
     kw = dict(H=H, T=T, band=0, D1=D, BD1=D, D2=D, BD2=D, DV=D, BDV=D, HAS_REC=rec,
-              HAS_BAND=False, HAS_BIAS=2, HAS_SCALE=True, HAS_TBIAS=False,
+              HAS_BAND=False, HAS_BIAS=2, HAS_SCALE=True, HAS_TBIAS=tile,
               ROW_ATOMIC=mode == "onepass", TIED=tied, INTERP=False)
     for n in K._ra_dkdv_kernel.arg_names:
         if n not in kw:
@@ -508,7 +509,8 @@ for mode, tied, rec in (("onepass", True, True), ("onepass", False, True),
                      torch.zeros(SHAPES.get(n, (B, H, T, D)),
                                  dtype=torch.float32 if n in F32 else torch.bfloat16))
     acc = identify_accessed_tensors(tuning.tuned_kernel(mode, "small"), kw, {})
-    out[f"{mode} tied={tied} rec={rec}"] = sorted(d.name for d in acc.read_writes.writes)
+    out[f"{mode} tied={tied} rec={rec}" + (" tile bias" if tile else "")] = sorted(
+        d.name for d in acc.read_writes.writes)
 print(json.dumps(out))
 """
 
@@ -516,7 +518,8 @@ print(json.dumps(out))
 def test_compile_sees_each_written_kernel_argument():
     """torch.compile functionalises a Triton kernel call by the arguments its TTIR writes
     (torch.library.wrap_triton's analysis): the one-pass kernel's atomics must mark its float32
-    accumulators as written, and the outputs a mode leaves alone (scratch stand-ins) as not.
+    accumulators as written, and the outputs a mode leaves alone (scratch stand-ins) and the
+    tile bias as not.
     Run on the sm_90 TTIR in a subprocess without the interpreter (no GPU needed)."""
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
     res = subprocess.run([sys.executable, "-c", _WRITTEN_ARGS_CODE], env=env, capture_output=True,
@@ -530,6 +533,7 @@ def test_compile_sees_each_written_kernel_argument():
         "onepass tied=False rec=True": ["DBIAS", "DK1", "DK2", "DQ1A", "DQ2A", "DSC", "DVo"],
         "onepass tied=False rec=False": ["DBIAS", "DK1", "DQ1A", "DSC", "DVo"],
         "dkdv tied=False rec=True": ["BROW", "DBIAS", "DK1", "DK2", "DVo"],
+        "dkdv tied=False rec=False tile bias": ["BROW", "DBIAS", "DK1", "DVo"],  # R is read only
     }, written
 
 
