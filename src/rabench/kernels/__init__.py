@@ -1,6 +1,8 @@
-"""Fused Triton kernels: reciprocal attention as "two bilinear scores + column bias".
+"""Fused Triton kernels: reciprocal attention as "two bilinear scores + column bias" (+ an
+optional per-head tile bias, ra-amortized's cached pattern).
 
-    ra_attention(q1, k1, q2, k2, v, bias, band=None) -> (B, H, T, Dv)
+    ra_attention(q1, k1, q2, k2, v, bias, band=None, scale1=None, scale2=None, tied=False,
+                 tile_bias=None) -> (B, H, T, Dv)
     ra_attention_available() -> (ok, reason)
     reference.ra_reference(...)      the same semantics in torch (the oracle; no Triton needed)
     eager_gated.ra_gated_eager(...)  canonical RA from its gate logits, eager calls (gates.py's
