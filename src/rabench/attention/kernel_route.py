@@ -43,18 +43,19 @@ def row_gated_pair(q: Tensor, k: Tensor, row_gate: Tensor) -> tuple[Tensor, Tens
 def run_canonical_ra(
     q: Tensor, k: Tensor, v: Tensor, gates: RAGates, scale: float, band: int | None = None,
     backend: str = "auto", rec_mult: float | Tensor = 1.0, reciprocal: bool = True,
-    pair: tuple[Tensor, Tensor] | None = None,
+    pair: tuple[Tensor, Tensor] | None = None, tile_bias: Tensor | None = None,
 ) -> Tensor:
     """Canonical RA with the gates as per-head kernel scales, scale1 = w_std c and
     scale2 = w_rec c rec_mult, and the reciprocal pair tied (q2 = k, k2 = q): no copies of q
     or k. reciprocal=False drops the reciprocal term (L = w_std S + w_disc d). pair: the
     reciprocal term's own (q2, k2) in place of the tied (k, q), e.g. `row_gated_pair`'s.
+    tile_bias: R (H, T, T) added to the logits, no gradient (ra-amortized's cached pattern).
 
     Eager calls on the kernel with the gates as they are (no pair, a constant rec_mult) take the
     kernels' gated entry, which does the gates' arithmetic and its gradient in three small launches
     (`rabench.kernels.gates`: the same functions, far less host time); torch.compile traces the
     composed form below and fuses it."""
-    if pair is None and isinstance(rec_mult, (int, float)) and on_kernel(backend, v):
+    if pair is None and tile_bias is None and isinstance(rec_mult, (int, float)) and on_kernel(backend, v):
         from rabench.kernels.eager_gated import gated_eager_applies, ra_gated_eager
 
         if gated_eager_applies(q, gates.logits, gates.u):
@@ -63,7 +64,7 @@ def run_canonical_ra(
     s2 = w_rec * (scale * rec_mult) if reciprocal else None
     q2, k2 = pair if (pair is not None and reciprocal) else (None, None)
     return run_ra(q, k, q2, k2, v, gates.bias_vector(w_disc), band=band, backend=backend, scale1=w_std * scale,
-                  scale2=s2, tied=reciprocal and q2 is None)
+                  scale2=s2, tied=reciprocal and q2 is None, tile_bias=tile_bias)
 
 
 def on_kernel(backend: str, v: Tensor) -> bool:
@@ -83,29 +84,34 @@ def run_ra(
     scale1: Tensor | None = None,
     scale2: Tensor | None = None,
     tied: bool = False,
+    tile_bias: Tensor | None = None,
 ) -> Tensor:
     """The kernel's semantics through Triton, or open-coded in torch (backend='torch').
     bias: (B, H, T), or (H, D1) for bias_j = k1_j . bias[h]; scale1/scale2: optional per-head
     (H,) scales of q1 and q2; tied: q2 = k1 and k2 = q1 (pass q2 = k2 = None; see
-    run_canonical_ra)."""
+    run_canonical_ra); tile_bias: an (H, T, T) bias on the logits, not differentiated."""
     if backend == "auto":
         backend = "triton" if on_kernel(backend, v) else "torch"
     if backend == "torch":
-        return open_coded_ra(q1, k1, q2, k2, v, bias, band, scale1=scale1, scale2=scale2, tied=tied)
+        return open_coded_ra(q1, k1, q2, k2, v, bias, band, scale1=scale1, scale2=scale2, tied=tied,
+                             tile_bias=tile_bias)
     if backend != "triton":
         raise RabenchError(f"unknown RA backend {backend!r}; choose {', '.join(BACKENDS)}")
     from rabench.kernels import ra_attention
 
-    return ra_attention(q1, k1, q2, k2, v, bias, band=band, scale1=scale1, scale2=scale2, tied=tied)
+    return ra_attention(q1, k1, q2, k2, v, bias, band=band, scale1=scale1, scale2=scale2, tied=tied,
+                        tile_bias=tile_bias)
 
 
 def open_coded_ra(
     q1: Tensor, k1: Tensor, q2: Tensor | None, k2: Tensor | None, v: Tensor, bias: Tensor | None, band: int | None,
     scale1: Tensor | None = None, scale2: Tensor | None = None, tied: bool = False,
+    tile_bias: Tensor | None = None,
 ) -> Tensor:
     """The kernel's definition in torch (T x T logits), for CPUs without Triton: the package's
     oracle run in float32 or better (float64 stays float64), the result in v's dtype.
     bias: (B, H, T), or (H, D1) for bias_j = k1_j . bias[h] (k1 unscaled, as the kernel reads it)."""
     compute = torch.promote_types(q1.dtype, torch.float32)  # half precision upcast, as the kernel accumulates
-    out = ra_reference(q1, k1, q2, k2, v, bias, band, compute, scale1=scale1, scale2=scale2, tied=tied)
+    out = ra_reference(q1, k1, q2, k2, v, bias, band, compute, scale1=scale1, scale2=scale2, tied=tied,
+                       tile_bias=tile_bias)
     return out.to(v.dtype)

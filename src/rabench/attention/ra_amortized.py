@@ -19,8 +19,8 @@ positions. The semantics here:
 
 Implementation of the non-refresh steps. On the kernel (backend "auto" on a GPU, or "triton"):
 the RA kernel without its reciprocal term, L = w_std S + w_disc d, with R as its tile bias
-(`rabench.kernels.ra_attention(..., tile_bias=R)`: each score tile starts from R's tile, in
-float32). Elsewhere (a CPU): R is a per-head (1, H, T, T) float mask broadcast over the batch,
+(`run_canonical_ra(..., reciprocal=False, tile_bias=R)`: each score tile starts from R's tile,
+in float32). Elsewhere (a CPU): R is a per-head (1, H, T, T) float mask broadcast over the batch,
 and the discoverability bias, which is per batch element, rides on the query instead of the
 mask (d_j = k_j . u; RAGates.query_affine):
       c (w_std q_i + (w_disc / c) u) . k_j = w_std S_ij + w_disc d_j
@@ -135,11 +135,8 @@ class RAAmortizedAttention(AttentionCore):
         mask and d on the query (see the docstring)."""
         t = q.shape[-2]
         if on_kernel(self.backend, v):
-            from rabench.kernels import ra_attention
-
-            w_std, _, w_disc = self.gates.weights()
-            return ra_attention(q, k, None, None, v, self.gates.bias_vector(w_disc),
-                                scale1=w_std * self.scale, tile_bias=self.cached[:, :t, :t])
+            return run_canonical_ra(q, k, v, self.gates, self.scale, backend=self.backend,
+                                    reciprocal=False, tile_bias=self.cached[:, :t, :t])
         q_shifted = apply_query_affine(q, *self.gates.query_affine(self.scale))  # w_std q_i + (w_disc / c) u
         mask = self.cached[:, :t, :t].to(q.dtype).unsqueeze(0)  # (1, H, T, T), broadcast over the batch
         return F.scaled_dot_product_attention(q_shifted, k, v, attn_mask=mask, scale=self.scale)
