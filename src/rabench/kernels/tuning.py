@@ -114,7 +114,6 @@ def force_config(name: str, cfg: Optional[tuple]) -> None:
     FORCED[name] = cfg
 
 
-
 def _tile_rule(name: str) -> str:
     """_tiles_fit's rule in words, for the error message."""
     return "BLOCK_N % BLOCK_M == 0" if grid_block(name) == "BLOCK_N" else "BLOCK_M % BLOCK_N == 0"
