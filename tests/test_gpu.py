@@ -22,6 +22,12 @@ def backward(request):
     tuning.force_backward(None)
 
 
+def heads(qkv: torch.Tensor, H: int) -> tuple[torch.Tensor, ...]:
+    """q, k, v as (B, H, T, D) views of a (B, T, 3 H D) projection, as the model makes them."""
+    B, T, C = qkv.shape
+    return tuple(z.view(B, T, H, C // (3 * H)).transpose(1, 2) for z in qkv.split(C // 3, dim=2))
+
+
 def rel_err(a: torch.Tensor, ref: torch.Tensor) -> float:
     assert a.shape == ref.shape and torch.isfinite(a).all()
     return ((a.double() - ref.double()).norm() / ref.double().norm().clamp_min(1e-12)).item()
@@ -76,8 +82,6 @@ def test_kernel_with_scales_and_bias_vector_matches_float64_at_gpt2_shape(pair):
            "low-rank": [(torch.randn(H, D, 16, device="cuda", generator=g) * D ** -0.5).requires_grad_()
                         for _ in range(2)]}[pair]
 
-    def split(t):
-        return (z.view(B, T, H, D).transpose(1, 2) for z in t.split(H * D, dim=2))
 
     def reciprocal_pair(q, k, params):
         if pair == "row-gated":
@@ -86,14 +90,14 @@ def test_kernel_with_scales_and_bias_vector_matches_float64_at_gpt2_shape(pair):
             w1, w2 = params
             return torch.einsum("bhtd,hdr->bhtr", k, w2.to(k.dtype)), torch.einsum("bhtd,hdr->bhtr", q, w1.to(q.dtype))
         return None, None
-    q, k, v = split(qkv)
+    q, k, v = heads(qkv, H)
     q2, k2 = reciprocal_pair(q, k, own)
     o = ra_attention(q, k, q2, k2, v, u, scale1=s1, scale2=s2, tied=pair == "tied")
     do = torch.randn(o.shape, device="cuda", generator=g).to(o.dtype)
     leaves = [qkv, u, s1, s2] + own
     grads = torch.autograd.grad(o, leaves, do)
     l64 = [x.detach().double().requires_grad_() for x in leaves]
-    q_, k_, v_ = split(l64[0])
+    q_, k_, v_ = heads(l64[0], H)
     q2_, k2_ = reciprocal_pair(q_, k_, l64[4:]) if pair != "tied" else (k_, q_)
     bias = torch.einsum("bhtd,hd->bht", k_, l64[1])
     ref = ra_reference(q_ * l64[2].view(1, H, 1, 1), k_, q2_ * l64[3].view(1, H, 1, 1), k2_, v_, bias)
@@ -125,15 +129,13 @@ def test_tile_bias_matches_float64_at_gpt2_shape():
     cached = (torch.randn(H, Tc, Tc, device="cuda", generator=g) * 0.5).masked_fill(future, float("-inf"))
     R = cached.to(torch.bfloat16)[:, :T, :T]
 
-    def split(t):
-        return (z.view(B, T, H, D).transpose(1, 2) for z in t.split(H * D, dim=2))
-    q, k, v = split(qkv)
+    q, k, v = heads(qkv, H)
     o = ra_attention(q, k, None, None, v, u, scale1=s1, tile_bias=R)
     do = torch.randn(o.shape, device="cuda", generator=g).to(o.dtype)
     leaves = [qkv, u, s1]
     grads = torch.autograd.grad(o, leaves, do)
     l64 = [x.detach().double().requires_grad_() for x in leaves]
-    q_, k_, v_ = split(l64[0])
+    q_, k_, v_ = heads(l64[0], H)
     bias = torch.einsum("bhtd,hd->bht", k_, l64[1])
     ref = ra_reference(q_ * l64[2].view(1, H, 1, 1), k_, None, None, v_, bias, tile_bias=R.double())
     ref_grads = torch.autograd.grad(ref, l64, do.double())
@@ -158,15 +160,13 @@ def test_gated_eager_entry_matches_float64_at_gpt2_shape(reciprocal):
         gates.logits.add_(torch.randn(H, 3, device="cuda", generator=g) * 0.5)
         gates.u.normal_(0.0, 0.3, generator=g)
 
-    def split(t):
-        return (z.view(B, T, H, D).transpose(1, 2) for z in t.split(H * D, dim=2))
-    o = run_canonical_ra(*split(qkv), gates, D ** -0.5, backend="triton", reciprocal=reciprocal)
+    o = run_canonical_ra(*heads(qkv, H), gates, D ** -0.5, backend="triton", reciprocal=reciprocal)
     do = torch.randn(o.shape, device="cuda", generator=g).to(o.dtype)
     grads = torch.autograd.grad(o, [qkv, gates.logits, gates.u], do)
     gates64 = RAGates(H, D).cuda().double()
     gates64.load_state_dict(gates.state_dict())
     qkv64 = qkv.detach().double().requires_grad_()
-    ref = ra_definition(*split(qkv64), gates64, D ** -0.5, rec_mult=1.0 if reciprocal else 0.0)
+    ref = ra_definition(*heads(qkv64, H), gates64, D ** -0.5, rec_mult=1.0 if reciprocal else 0.0)
     ref_grads = torch.autograd.grad(ref, [qkv64, gates64.logits, gates64.u], do.double())
     errs = {"o": rel_err(o, ref)} | {n: rel_err(a, b) for n, a, b in zip(("dqkv", "dlogits", "du"), grads, ref_grads)}
     # the gates' gradients are sums over B*T of bf16-rounded tiles: allow twice
@@ -207,7 +207,7 @@ def test_eager_calls_after_the_first_launch_kept_binaries_with_the_same_results(
         do = torch.randn(B, H, T, D, device="cuda", generator=g).to(torch.bfloat16)
 
         def call():
-            q, k, v = (z.view(B, T, H, D).transpose(1, 2) for z in qkv.split(H * D, dim=2))
+            q, k, v = heads(qkv, H)
             if route == "gated":
                 o = eager_gated.ra_gated_eager(q, k, v, gates.logits, gates.u, D ** -0.5)
                 return [o.detach()] + list(torch.autograd.grad(o, [qkv, gates.logits, gates.u], do))
