@@ -82,3 +82,9 @@ def assert_matches(out: Tensor, ref: Tensor, tensors: list[Tensor], tol: float) 
     w = torch.randn_like(ref)
     for i, (got, want) in enumerate(zip(grads(out, tensors, w), grads(ref, tensors, w))):
         assert rel_err(got, want) < tol, (i, rel_err(got, want))
+
+
+def heads(qkv: Tensor, H: int) -> tuple[Tensor, ...]:
+    """q, k, v as (B, H, T, D) views of a (B, T, 3 H D) projection, as the model makes them."""
+    B, T, C = qkv.shape
+    return tuple(z.view(B, T, H, C // (3 * H)).transpose(1, 2) for z in qkv.split(C // 3, dim=2))

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from reference import heads
 
 pytestmark = [pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU"),
               pytest.mark.usefixtures("poison_kernel_outputs")]  # unwritten outputs show up as NaN
@@ -20,12 +21,6 @@ def backward(request):
     tuning.force_backward(request.param)
     yield request.param
     tuning.force_backward(None)
-
-
-def heads(qkv: torch.Tensor, H: int) -> tuple[torch.Tensor, ...]:
-    """q, k, v as (B, H, T, D) views of a (B, T, 3 H D) projection, as the model makes them."""
-    B, T, C = qkv.shape
-    return tuple(z.view(B, T, H, C // (3 * H)).transpose(1, 2) for z in qkv.split(C // 3, dim=2))
 
 
 def rel_err(a: torch.Tensor, ref: torch.Tensor) -> float:

@@ -23,6 +23,7 @@ from rabench.kernels import ra_attention, ra_attention_available
 from rabench.kernels import eager_gated, launching, op as kop, tuning
 from rabench.kernels import ra_flash
 from rabench.kernels.reference import ra_reference
+from reference import heads
 
 pytestmark = [pytest.mark.skipif(not ra_flash.INTERPRET,
                                  reason="interpreter tests (CPU tensors); tests/test_gpu.py covers GPUs"),
@@ -293,7 +294,7 @@ def test_in_kernel_scales_on_qkv_views_match_reference(rec, band, tied):
     B, H, T, D = 2, 3, 37, 16
     torch.manual_seed(11)
     qkv = torch.randn(B, T, 3 * H * D, dtype=torch.float32).requires_grad_()
-    q, k, v = (z.view(B, T, H, D).transpose(1, 2) for z in qkv.split(H * D, dim=2))
+    q, k, v = heads(qkv, H)
     s1 = (torch.rand(H) + 0.2).requires_grad_()
     s2 = (torch.rand(H) * 0.5).requires_grad_()
     bias = (torch.randn(B, H, T) * 0.5).requires_grad_()
@@ -309,7 +310,7 @@ def test_in_kernel_scales_on_qkv_views_match_reference(rec, band, tied):
 
     leaves64 = [x.detach().double().requires_grad_() for x in leaves]
     qkv64, s164, b64 = leaves64[:3]
-    q_, k_, v_ = (z.view(B, T, H, D).transpose(1, 2) for z in qkv64.split(H * D, dim=2))
+    q_, k_, v_ = heads(qkv64, H)
     q1 = q_ * s164.view(1, H, 1, 1)
     q2 = k_ * leaves64[3].view(1, H, 1, 1) if rec else None
     ref = ra_reference(q1, k_, q2, q_ if rec else None, v_, b64, band=band)
@@ -330,7 +331,7 @@ def test_bias_from_key_tiles_matches_reference(tied, band, scaled):
     torch.manual_seed(7)
     B, H, T, D = 2, 3, 37, 16
     qkv = torch.randn(B, T, 3 * H * D, dtype=torch.float32).requires_grad_()
-    q, k, v = (z.view(B, T, H, D).transpose(1, 2) for z in qkv.split(H * D, dim=2))
+    q, k, v = heads(qkv, H)
     u = (torch.randn(H, D) * 0.3).requires_grad_()
     scales = [(torch.rand(H) + 0.2).requires_grad_(), (torch.rand(H) * 0.5).requires_grad_()] if scaled else []
     s1, s2 = scales if scaled else (None, None)
@@ -343,7 +344,7 @@ def test_bias_from_key_tiles_matches_reference(tied, band, scaled):
     g = torch.autograd.grad(o, leaves, do)
 
     leaves64 = [x.detach().double().requires_grad_() for x in leaves]
-    q_, k_, v_ = (z.view(B, T, H, D).transpose(1, 2) for z in leaves64[0].split(H * D, dim=2))
+    q_, k_, v_ = heads(leaves64[0], H)
     q1, q2 = (q_ * leaves64[2].view(1, H, 1, 1), k_ * leaves64[3].view(1, H, 1, 1)) if scaled else (q_, k_)
     bias = torch.einsum("bhtd,hd->bht", k_, leaves64[1])  # d_j = k_j . u
     ref = ra_reference(q1, k_, q2, q_, v_, bias, band=band)
@@ -549,7 +550,7 @@ def test_one_pass_tile_shapes(monkeypatch, block_m, block_n, tied):
         torch.manual_seed(block_m * block_n + tied)
         B, H, T, D = 1, 2, 45, 16
         qkv = torch.randn(B, T, 3 * H * D, dtype=torch.float32).requires_grad_()
-        q, k, v = (z.view(B, T, H, D).transpose(1, 2) for z in qkv.split(H * D, dim=2))
+        q, k, v = heads(qkv, H)
         u = (torch.randn(H, D) * 0.3).requires_grad_()
         s1, s2 = (torch.rand(H) + 0.2).requires_grad_(), (torch.rand(H) * 0.5).requires_grad_()
         if tied:
@@ -562,7 +563,7 @@ def test_one_pass_tile_shapes(monkeypatch, block_m, block_n, tied):
     finally:
         tuning.force_backward(None)
     l64 = [x.detach().double().requires_grad_() for x in leaves]
-    q_, k_, v_ = (z.view(B, T, H, D).transpose(1, 2) for z in l64[0].split(H * D, dim=2))
+    q_, k_, v_ = heads(l64[0], H)
     bias = torch.einsum("bhtd,hd->bht", k_, l64[1])
     ref = ra_reference(q_ * l64[2].view(1, H, 1, 1), k_, k_ * l64[3].view(1, H, 1, 1), q_, v_, bias,
                        band=21)
@@ -621,9 +622,7 @@ def test_gated_eager_entry_matches_the_definition_in_float64(reciprocal, band, r
         gates.logits.add_(torch.randn(H, 3))
         gates.u.normal_(0.0, 0.5)
 
-    def split(t):
-        return (z.view(B, T, H, D).transpose(1, 2) for z in t.split(H * D, dim=2))
-    o = run_canonical_ra(*split(qkv), gates, c, band=band, backend="triton", rec_mult=rec_mult,
+    o = run_canonical_ra(*heads(qkv, H), gates, c, band=band, backend="triton", rec_mult=rec_mult,
                          reciprocal=reciprocal)
     do = torch.randn_like(o)
     leaves = [qkv, gates.logits, gates.u]
@@ -632,7 +631,7 @@ def test_gated_eager_entry_matches_the_definition_in_float64(reciprocal, band, r
     gates64 = RAGates(H, D).double()
     gates64.load_state_dict(gates.state_dict())
     qkv64 = qkv.detach().double().requires_grad_()
-    ref = ra_definition(*split(qkv64), gates64, c, band=band, rec_mult=rec_mult if reciprocal else 0.0)
+    ref = ra_definition(*heads(qkv64, H), gates64, c, band=band, rec_mult=rec_mult if reciprocal else 0.0)
     ref_grads = torch.autograd.grad(ref, [qkv64, gates64.logits, gates64.u], do.double())
     assert rel_err(o, ref) < FP32_TOL
     for name, a, b in zip(("qkv", "logits", "u"), grads, ref_grads):
@@ -673,7 +672,7 @@ def test_tile_bias_matches_float64(form):
     torch.manual_seed(11)
     B, H, T, D, Tc = 2, 3, 37, 16, 45
     qkv = torch.randn(B, T, 3 * H * D, dtype=torch.float32).requires_grad_()
-    q, k, v = (z.view(B, T, H, D).transpose(1, 2) for z in qkv.split(H * D, dim=2))
+    q, k, v = heads(qkv, H)
     u = (torch.randn(H, D) * 0.3).requires_grad_()
     s1, s2 = (torch.rand(H) + 0.2).requires_grad_(), (torch.rand(H) * 0.5).requires_grad_()
     future = torch.ones(Tc, Tc, dtype=torch.bool).triu(1)
@@ -693,7 +692,7 @@ def test_tile_bias_matches_float64(form):
     g = torch.autograd.grad(o, leaves, do)
 
     x = [t.detach().double().requires_grad_() for t in leaves]
-    q_, k_, v_ = (z.view(B, T, H, D).transpose(1, 2) for z in x[0].split(H * D, dim=2))
+    q_, k_, v_ = heads(x[0], H)
     logits = x[2].view(1, H, 1, 1) * (q_ @ k_.transpose(-1, -2))
     if form != "reuse":
         rec = x[3].view(1, H, 1, 1) * (k_ @ q_.transpose(-1, -2))  # s2 k_i . q_j
