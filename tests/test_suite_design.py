@@ -368,6 +368,44 @@ def test_a_calibration_from_another_machine_card_or_code_is_refused_unless_reuse
     assert (tmp_path / "calibration.json").read_text() == before
 
 
+def test_an_lr_sweep_still_selecting_resumes_beside_a_calibration_from_elsewhere(tmp_path: Path) -> None:
+    """A sweep's selection runs need no step ratio, so on a later machine the first machine's
+    calibration sizes nothing until the selection chooses: a notice, no refusal and no reuse
+    recorded. Once it has chosen a rate other than verdict_exists_at, the verdict's iso-time runs
+    are to size and the foreign calibration is refused; where every config chose that rate, none."""
+    from rabench.suite.jobs import run_name
+    from rabench.suite.ratios import calibrated_ratios, calibration_request, calibration_reuse_entry
+
+    plan = resolve_plan(SuitePlan(attns=["sdpa", "ra-open"], seeds=[0], preset="tiny", max_iters=10,
+                                  lr=[6e-4, 1.2e-3], selection_seeds=[100], verdict_exists_at=6e-4))
+    req = calibration_request(plan, list(plan.attns), "data")
+    stored = {"card": "cpu", "machine_id": "0123456789ab", "source_hash": rabench.source_hash(),
+              "settings": json.loads(json.dumps(req.settings())),
+              "configs": {a: {"ratio": r, "attn_options": json.loads(json.dumps(req.options[a]))}
+                          for a, r in (("sdpa", 1.0), ("ra-open", 1.5))}}
+    (tmp_path / "calibration.json").write_text(json.dumps(stored))
+    cpu = torch.device("cpu")
+
+    def finish(attn: str, lr: float, loss: float) -> None:
+        folder = tmp_path / run_name(attn, 100, "lr-sweep", lr=lr)
+        folder.mkdir(exist_ok=True)
+        (folder / "config.json").write_text("{}")
+        (folder / "summary.json").write_text(json.dumps({"status": "finished", "final_val_loss": loss}))
+
+    said: list[str] = []
+    finish("sdpa", 6e-4, 3.0)  # the selection is under way: nothing chosen yet
+    ratios, new = calibrated_ratios(plan, tmp_path, "data", cpu, recalibrate=False, say=said.append)
+    assert ratios == {"sdpa": 1.0, "ra-open": 1.5} and new is None and "not used to size anything" in said[0]
+    assert calibration_reuse_entry(plan, tmp_path, cpu) is None
+    for attn in ("sdpa", "ra-open"):  # every config chose 6e-4, where the verdict exists: still nothing to size
+        finish(attn, 6e-4, 3.0)
+        finish(attn, 1.2e-3, 3.5)
+    calibrated_ratios(plan, tmp_path, "data", cpu, recalibrate=False, say=lambda *_: None)
+    finish("ra-open", 1.2e-3, 2.5)  # ra-open chose 1.2e-3: the verdict's iso-time run is to size here
+    with pytest.raises(RabenchError, match=r"would size iso-time runs not yet started \(ra-open-isotime-s0"):
+        calibrated_ratios(plan, tmp_path, "data", cpu, recalibrate=False, say=lambda *_: None)
+
+
 def test_a_calibration_from_elsewhere_that_sizes_no_run_is_neither_refused_nor_recorded_as_reused(
         tmp_path: Path) -> None:
     """A re-run on a fresh machine: every iso-time run is already in its folder (finished, or

@@ -181,7 +181,14 @@ def kept(folder: RunFolder) -> bool:
 
 def iso_time_runs_to_size(plan: SuitePlan, out: Path, ratios: dict[str, float]) -> list[str]:
     """The iso-time runs that `ratios` (config -> s) would size now: those not yet in a kept folder.
-    A kept iso-time run trains on to its stored max_iters, so a ratio sizes only runs still to start."""
+    A kept iso-time run trains on to its stored max_iters, so a ratio sizes only runs still to start.
+    An lr sweep plans its verdict runs only once the selection has chosen (and none where every
+    config chose `verdict_exists_at`), so a sweep still selecting sizes nothing: its selection
+    runs resume on any machine without a calibration from elsewhere being refused."""
+    if plan.lr:
+        chosen = sweep_state(plan, out).chosen
+        if chosen is None or verdict_elsewhere(plan, chosen):
+            return []
     known = {a: ratios.get(a, 1.0) for a in plan.attns}
     return [r.name for r in verdict_runs(plan, known)
             if r.role == ISO_TIME and r.attn in ratios and not kept(RunFolder(out / r.name))]
