@@ -12,12 +12,16 @@ import statistics
 from pathlib import Path
 
 from rabench.analysis.criteria import first_group, iteration_gaps
+from rabench.analysis.lengths import length_points
 from rabench.analysis.report import analyse
 from rabench.analysis.runs import load_batches
 from rabench.data.regime import epochs, repeated_token_share
-from rabench.stats import equivalence_text
+from rabench.stats import equivalence_text, paired_stats
 
 HERE = Path(__file__).parent
+# the controls' compiled step with their gates folded into the query projection, against sdpa's, on
+# one H100 (../bench/h100-2026-12-07/: std-gated 1.001x; ra-norec 1.003x in the bench, 1.007x in a calibration)
+FOLDED_STEP_RATIO = {"std-gated": (1.001, 1.001), "ra-norec": (1.003, 1.007)}
 TRAIN_TOKENS = 109_452_502  # `rabench prepare` of english-mix + kernel-c (batch 1's section; no run records it)
 
 
@@ -75,6 +79,28 @@ def phases(length: str) -> None:
             print(f"    at N: {equivalence_text(last, m)}")
 
 
+def controls_at_folded_cost(length: str = "N=8000") -> None:
+    """An estimate, not a run: each control's equal-time gap at its folded step cost. The control
+    would train round(N / s) iterations; a run scheduled shorter ends higher, by a slope this
+    folder measures only for ra-triton (its N-run and equal-time run per seed: the paired gap's fall
+    per unit of r = N / iterations, linear in r as lengths.py reads it). The estimate takes that
+    slope as the control's too and subtracts slope x (s - 1) from each seed's gap at N."""
+    _, _, groups, _ = analyse(HERE, length)
+    ra = length_points("ra-triton", "sdpa", groups)
+    slopes = [(s.points[0][1] - s.points[-1][1]) / (s.points[-1][0] - s.points[0][0])
+              for s in ra.seeds if len(s.points) > 1 and s.points[0][0] == 1.0]
+    slope = paired_stats(slopes)
+    print(f"{length}: ra-triton's paired gap falls {slope.mean:.3f} [{slope.lo:.3f}, {slope.hi:.3f}] per unit of r "
+          f"({slope.n} seeds)")
+    for attn, (s_low, s_high) in FOLDED_STEP_RATIO.items():
+        ctrl = length_points(attn, "sdpa", groups)
+        at_n = [(s.seed, s.points[0][1]) for s in ctrl.seeds if s.points[0][0] == 1.0]
+        for s_c in sorted({s_low, s_high}):
+            for name, k in (("slope", slope.mean), ("slope's upper 95% bound", slope.hi)):
+                est = paired_stats([g - k * (s_c - 1) for _, g in at_n])
+                print(f"    {attn} at s = {s_c:.3f}, {name}: sdpa - {attn} at equal time (estimate) {est.text()}")
+
+
 def regime() -> None:
     for n in (8000, 20000):
         x = epochs(n * 8192, TRAIN_TOKENS)
@@ -87,3 +113,4 @@ if __name__ == "__main__":
     for length in ("N=8000", "N=20000"):
         final_w_rec(length)
         phases(length)
+    controls_at_folded_cost()
