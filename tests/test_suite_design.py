@@ -341,18 +341,25 @@ def test_a_stored_calibration_with_tuple_options_is_reused(tmp_path: Path) -> No
         calibrated_ratios(plan, tmp_path, "data", torch.device("cpu"), recalibrate=False, say=said.append)
 
 
+def stored_calibration_record(plan: SuitePlan, machine: str) -> dict:
+    """calibration.json as a machine `machine` would have stored it for `plan` (sdpa 1.0, ra-open 1.5)."""
+    from rabench.suite.ratios import calibration_request
+
+    req = calibration_request(plan, list(plan.attns), "data")
+    return {"card": "cpu", "machine_id": machine, "source_hash": rabench.source_hash(),
+            "settings": json.loads(json.dumps(req.settings())),
+            "configs": {a: {"ratio": r, "attn_options": json.loads(json.dumps(req.options[a]))}
+                        for a, r in (("sdpa", 1.0), ("ra-open", 1.5))}}
+
+
 @pytest.mark.parametrize("field,value", [("machine_id", "0123456789ab"), ("card", "NVIDIA H100 80GB HBM3"),
                                          ("source_hash", "000000000000"), ("machine_id", None)])
 def test_a_calibration_from_another_machine_card_or_code_is_refused_unless_reused(tmp_path: Path, field: str,
                                                                                   value) -> None:
-    from rabench.suite.ratios import calibrated_ratios, calibration_request
+    from rabench.suite.ratios import calibrated_ratios
 
     plan = resolve_plan(SuitePlan(attns=["sdpa", "ra-open"], seeds=[0], preset="tiny", max_iters=10))
-    req = calibration_request(plan, list(plan.attns), "data")
-    stored = {"card": "cpu", "machine_id": machine_id(), "source_hash": rabench.source_hash(),
-              "settings": json.loads(json.dumps(req.settings())),
-              "configs": {a: {"ratio": r, "attn_options": json.loads(json.dumps(req.options[a]))}
-                          for a, r in (("sdpa", 1.0), ("ra-open", 1.5))}}
+    stored = stored_calibration_record(plan, machine_id())
     if value is None:
         del stored[field]  # an older calibration that never recorded it: nothing shows it matches
     else:
@@ -374,15 +381,11 @@ def test_an_lr_sweep_still_selecting_resumes_beside_a_calibration_from_elsewhere
     recorded. Once it has chosen a rate other than verdict_exists_at, the verdict's iso-time runs
     are to size and the foreign calibration is refused; where every config chose that rate, none."""
     from rabench.suite.jobs import run_name
-    from rabench.suite.ratios import calibrated_ratios, calibration_request, calibration_reuse_entry
+    from rabench.suite.ratios import calibrated_ratios, calibration_reuse_entry
 
     plan = resolve_plan(SuitePlan(attns=["sdpa", "ra-open"], seeds=[0], preset="tiny", max_iters=10,
                                   lr=[6e-4, 1.2e-3], selection_seeds=[100], verdict_exists_at=6e-4))
-    req = calibration_request(plan, list(plan.attns), "data")
-    stored = {"card": "cpu", "machine_id": "0123456789ab", "source_hash": rabench.source_hash(),
-              "settings": json.loads(json.dumps(req.settings())),
-              "configs": {a: {"ratio": r, "attn_options": json.loads(json.dumps(req.options[a]))}
-                          for a, r in (("sdpa", 1.0), ("ra-open", 1.5))}}
+    stored = stored_calibration_record(plan, "0123456789ab")
     (tmp_path / "calibration.json").write_text(json.dumps(stored))
     cpu = torch.device("cpu")
 
@@ -411,14 +414,10 @@ def test_a_calibration_from_elsewhere_that_sizes_no_run_is_neither_refused_nor_r
     """A re-run on a fresh machine: every iso-time run is already in its folder (finished, or
     checkpointed) and keeps its stored length, so the stored ratios size nothing; the suite goes
     on, says so in one line, and suite.json records no reuse. One iso-time run still to start is refused."""
-    from rabench.suite.ratios import calibrated_ratios, calibration_reuse_entry, calibration_request
+    from rabench.suite.ratios import calibrated_ratios, calibration_reuse_entry
 
     plan = resolve_plan(SuitePlan(attns=["sdpa", "ra-open"], seeds=[0, 1], preset="tiny", max_iters=10))
-    req = calibration_request(plan, list(plan.attns), "data")
-    stored = {"card": "cpu", "machine_id": "0123456789ab", "source_hash": rabench.source_hash(),
-              "settings": json.loads(json.dumps(req.settings())),
-              "configs": {a: {"ratio": r, "attn_options": json.loads(json.dumps(req.options[a]))}
-                          for a, r in (("sdpa", 1.0), ("ra-open", 1.5))}}
+    stored = stored_calibration_record(plan, "0123456789ab")
     (tmp_path / "calibration.json").write_text(json.dumps(stored))
     finished, checkpointed = tmp_path / "ra-open-isotime-s0", tmp_path / "ra-open-isotime-s1"
     for folder in (finished, checkpointed):
