@@ -380,7 +380,7 @@ def test_an_lr_sweep_still_selecting_resumes_beside_a_calibration_from_elsewhere
     calibration sizes nothing until the selection chooses: a notice, no refusal and no reuse
     recorded. Once it has chosen a rate other than verdict_exists_at, the verdict's iso-time runs
     are to size and the foreign calibration is refused; where every config chose that rate, none."""
-    from rabench.suite.jobs import run_name
+    from rabench.suite.folder import LR_SWEEP, run_name
     from rabench.suite.ratios import calibrated_ratios, calibration_reuse_entry
 
     plan = resolve_plan(SuitePlan(attns=["sdpa", "ra-open"], seeds=[0], preset="tiny", max_iters=10,
@@ -390,7 +390,7 @@ def test_an_lr_sweep_still_selecting_resumes_beside_a_calibration_from_elsewhere
     cpu = torch.device("cpu")
 
     def finish(attn: str, lr: float, loss: float) -> None:
-        folder = tmp_path / run_name(attn, 100, "lr-sweep", lr=lr)
+        folder = tmp_path / run_name(attn, 100, LR_SWEEP, lr=lr)
         folder.mkdir(exist_ok=True)
         (folder / "config.json").write_text("{}")
         (folder / "summary.json").write_text(json.dumps({"status": "finished", "final_val_loss": loss}))

@@ -182,15 +182,12 @@ def kept(folder: RunFolder) -> bool:
 def iso_time_runs_to_size(plan: SuitePlan, out: Path, ratios: dict[str, float]) -> list[str]:
     """The iso-time runs that `ratios` (config -> s) would size now: those not yet in a kept folder.
     A kept iso-time run trains on to its stored max_iters, so a ratio sizes only runs still to start.
-    An lr sweep plans its verdict runs only once the selection has chosen (and none where every
-    config chose `verdict_exists_at`), so a sweep still selecting sizes nothing: its selection
-    runs resume on any machine without a calibration from elsewhere being refused."""
-    if plan.lr:
-        chosen = sweep_state(plan, out).chosen
-        if chosen is None or verdict_elsewhere(plan, chosen):
-            return []
+    The runs are the ones plan_runs plans in this folder's state: an lr sweep plans its verdict
+    only once the selection has chosen, so a sweep still selecting sizes nothing (its selection
+    runs resume on any machine without a calibration from elsewhere being refused)."""
     known = {a: ratios.get(a, 1.0) for a in plan.attns}
-    return [r.name for r in verdict_runs(plan, known)
+    sweep = sweep_state(plan, out)
+    return [r.name for r in plan_runs(plan, known, sweep.chosen, sweep.rates)
             if r.role == ISO_TIME and r.attn in ratios and not kept(RunFolder(out / r.name))]
 
 
